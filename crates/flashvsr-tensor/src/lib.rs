@@ -1,2 +1,15 @@
+//! Tensors and the backend op set of flashvsr. The model is written once against [`Tensor`];
+//! each device implements [`Backend`]. The CPU backend here is the f32 parity reference.
+
+mod backend;
+pub mod cpu;
 mod dtype;
+mod error;
+mod tensor;
+
+pub use backend::{
+    Backend, BackendRef, BinaryOp, BlockMask, Buffer, BufferRef, Device, PadMode, UnaryOp,
+};
 pub use dtype::DType;
+pub use error::{Result, TensorError};
+pub use tensor::Tensor;

@@ -1,0 +1,165 @@
+use flashvsr_tensor::{BlockMask, Tensor};
+
+use super::config::{DitConfig, EPS};
+use super::mask::{select_blocks, SparseSettings};
+use crate::params::Params;
+use crate::Result;
+
+/// One transformer block with its load-time constants folded in: the six modulation rows
+/// (`modulation + t_mod`) and the cross-attention K, V of the fixed prompt.
+pub struct DitBlock {
+    shift1: Tensor,
+    scale1: Tensor,
+    gate1: Tensor,
+    shift2: Tensor,
+    scale2: Tensor,
+    gate2: Tensor,
+    q: (Tensor, Tensor),
+    k: (Tensor, Tensor),
+    v: (Tensor, Tensor),
+    o: (Tensor, Tensor),
+    norm_q: Tensor,
+    norm_k: Tensor,
+    cross_q: (Tensor, Tensor),
+    cross_norm_q: Tensor,
+    cross_o: (Tensor, Tensor),
+    cross_k: Tensor,
+    cross_v: Tensor,
+    norm3: (Tensor, Tensor),
+    ffn_up: (Tensor, Tensor),
+    ffn_down: (Tensor, Tensor),
+    heads: usize,
+}
+
+fn linear(p: &Params, name: &str, out: usize, inp: usize) -> Result<(Tensor, Tensor)> {
+    Ok((
+        p.tensor(&format!("{name}.weight"), &[out, inp])?,
+        p.tensor(&format!("{name}.bias"), &[out])?,
+    ))
+}
+
+fn apply(x: &Tensor, l: &(Tensor, Tensor)) -> Result<Tensor> {
+    Ok(x.linear(&l.0, Some(&l.1))?)
+}
+
+/// Keys and values of the temporal groups a layer still attends to, oldest first.
+#[derive(Clone, Default)]
+pub struct LayerCache {
+    pub groups: Vec<(Tensor, Tensor)>,
+}
+
+impl DitBlock {
+    pub fn load(p: &Params, cfg: &DitConfig, t_mod: &[f32], context: &Tensor) -> Result<DitBlock> {
+        let d = cfg.dim;
+        let modulation = p.values("modulation", &[1, 6, d])?;
+        let row = |r: usize| -> Result<Tensor> {
+            let v: Vec<f32> = (0..d).map(|c| modulation[r * d + c] + t_mod[r * d + c]).collect();
+            Ok(Tensor::from_slice(p.backend(), &v, &[d])?)
+        };
+        let cross_k = linear(p, "cross_attn.k", d, d)?;
+        let cross_v = linear(p, "cross_attn.v", d, d)?;
+        let cross_norm_k = p.tensor("cross_attn.norm_k.weight", &[d])?;
+        Ok(DitBlock {
+            shift1: row(0)?,
+            scale1: row(1)?,
+            gate1: row(2)?,
+            shift2: row(3)?,
+            scale2: row(4)?,
+            gate2: row(5)?,
+            q: linear(p, "self_attn.q", d, d)?,
+            k: linear(p, "self_attn.k", d, d)?,
+            v: linear(p, "self_attn.v", d, d)?,
+            o: linear(p, "self_attn.o", d, d)?,
+            norm_q: p.tensor("self_attn.norm_q.weight", &[d])?,
+            norm_k: p.tensor("self_attn.norm_k.weight", &[d])?,
+            cross_q: linear(p, "cross_attn.q", d, d)?,
+            cross_norm_q: p.tensor("cross_attn.norm_q.weight", &[d])?,
+            cross_o: linear(p, "cross_attn.o", d, d)?,
+            cross_k: apply(context, &cross_k)?.rms_norm(&cross_norm_k, EPS)?,
+            cross_v: apply(context, &cross_v)?,
+            norm3: (
+                p.tensor("norm3.weight", &[d])?,
+                p.tensor("norm3.bias", &[d])?,
+            ),
+            ffn_up: linear(p, "ffn.0", cfg.ffn_dim, d)?,
+            ffn_down: linear(p, "ffn.2", d, cfg.ffn_dim)?,
+            heads: cfg.heads,
+        })
+    }
+
+    /// `x`: the chunk's tokens in window order. Returns the new residual stream and the mask used.
+    #[allow(clippy::too_many_arguments)]
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: &(Tensor, Tensor),
+        query_groups: usize,
+        cache: &mut LayerCache,
+        settings: &SparseSettings,
+        injected_mask: Option<&BlockMask>,
+    ) -> Result<(Tensor, BlockMask)> {
+        let a = x.modulate(&self.shift1, &self.scale1, EPS)?;
+        let q = apply(&a, &self.q)?
+            .rms_norm(&self.norm_q, EPS)?
+            .rope(&rope.0, &rope.1, self.heads)?;
+        let k = apply(&a, &self.k)?
+            .rms_norm(&self.norm_k, EPS)?
+            .rope(&rope.0, &rope.1, self.heads)?;
+        let v = apply(&a, &self.v)?;
+
+        let mut keys: Vec<&Tensor> = cache.groups.iter().map(|g| &g.0).collect();
+        let mut values: Vec<&Tensor> = cache.groups.iter().map(|g| &g.1).collect();
+        keys.push(&k);
+        values.push(&v);
+        let all_k = Tensor::cat(&keys, 0)?;
+        let all_v = Tensor::cat(&values, 0)?;
+
+        let mask = match injected_mask {
+            Some(m) => m.clone(),
+            None => self.select(&q, &all_k, query_groups, settings)?,
+        };
+        let o = q.block_sparse_attention(&all_k, &all_v, &mask)?;
+        let x = x.add_gated(&apply(&o, &self.o)?, &self.gate1)?;
+
+        let group_tokens = k.dim(0) / query_groups;
+        for g in 0..query_groups {
+            cache.groups.push((
+                k.narrow(0, g * group_tokens, group_tokens)?,
+                v.narrow(0, g * group_tokens, group_tokens)?,
+            ));
+        }
+        // The reference evicts exactly one group per chunk, whatever the excess (spec §4.8).
+        if cache.groups.len() > settings.kv_len {
+            cache.groups.remove(0);
+        }
+
+        let c = x.layer_norm(Some(&self.norm3.0), Some(&self.norm3.1), EPS)?;
+        let cq = apply(&c, &self.cross_q)?.rms_norm(&self.cross_norm_q, EPS)?;
+        let co = cq.attention(&self.cross_k, &self.cross_v, self.heads)?;
+        let x = x.add(&apply(&co, &self.cross_o)?)?;
+
+        let b = x.modulate(&self.shift2, &self.scale2, EPS)?;
+        let f = apply(&apply(&b, &self.ffn_up)?.gelu_tanh()?, &self.ffn_down)?;
+        Ok((x.add_gated(&f, &self.gate2)?, mask))
+    }
+
+    fn select(
+        &self,
+        q: &Tensor,
+        keys: &Tensor,
+        query_groups: usize,
+        settings: &SparseSettings,
+    ) -> Result<BlockMask> {
+        let d = q.dim(1);
+        let qb = settings.mode.key_block();
+        let pooled_q = q.reshape(&[q.dim(0) / 128, 128, d])?.group_mean()?;
+        let pooled_k = keys.reshape(&[keys.dim(0) / qb, qb, d])?.group_mean()?;
+        Ok(select_blocks(
+            &pooled_q.to_vec()?,
+            &pooled_k.to_vec()?,
+            d,
+            query_groups,
+            settings,
+        ))
+    }
+}

@@ -1,0 +1,237 @@
+//! The streaming engine: prepared LQ frames in, finished frames out, one DiT chunk at a time.
+//! Memory is bounded by one chunk's frames; video length never matters (ARCHITECTURE.md).
+
+use std::collections::BTreeMap;
+
+use flashvsr_tensor::{BackendRef, BlockMask, Tensor};
+
+use crate::color_fix::{self, ColorFix};
+use crate::dit::config::LATENT_CHANNELS;
+use crate::dit::mask::SparseSettings;
+use crate::dit::{Dit, DitState};
+use crate::geometry::{self, chunk_latents, chunk_output_frames, frames_needed};
+use crate::lq_proj::{LqProjector, ProjectorState};
+use crate::noise::NoiseSource;
+use crate::tcdecoder::{DecoderMemory, TcDecoder, SPACE_UPSCALE};
+use crate::vae::{VaeState, WanVaeDecoder};
+use crate::vae_tiling::{TiledVaeState, VaeTiling};
+use crate::{ModelError, Result};
+
+pub enum Decoder {
+    Tiny(TcDecoder),
+    Full { vae: WanVaeDecoder, tiling: Option<VaeTiling> },
+}
+
+pub struct Models {
+    pub dit: Dit,
+    pub projector: LqProjector,
+    pub decoder: Decoder,
+}
+
+pub struct EngineSettings {
+    pub sparse: SparseSettings,
+    pub color_fix: ColorFix,
+    pub noise: NoiseSource,
+    /// Per chunk, per layer: masks to use instead of computing them (parity testing).
+    pub injected_masks: Option<Vec<Vec<BlockMask>>>,
+}
+
+/// A finished frame `(3, H, W)` at model resolution, values in [-1, 1] (unclamped with no colour fix).
+pub struct OutputFrame {
+    pub index: usize,
+    pub pixels: Vec<f32>,
+}
+
+enum DecoderState {
+    Tiny(DecoderMemory),
+    Vae(VaeState),
+    TiledVae(TiledVaeState),
+}
+
+/// What carries from one chunk to the next: the stream checkpoint.
+struct StreamState {
+    projector: ProjectorState,
+    dit: DitState,
+    decoder: DecoderState,
+}
+
+struct LqFrame {
+    host: Vec<f32>,
+    device: Tensor,
+}
+
+pub struct Engine<'m> {
+    models: &'m Models,
+    settings: EngineSettings,
+    backend: BackendRef,
+    height: usize,
+    width: usize,
+    frames: BTreeMap<usize, LqFrame>,
+    received: usize,
+    next_chunk: usize,
+    state: StreamState,
+}
+
+impl<'m> Engine<'m> {
+    /// `height`, `width`: the model canvas (multiples of 128).
+    pub fn new(models: &'m Models, settings: EngineSettings, backend: &BackendRef, height: usize, width: usize) -> Result<Self> {
+        if height == 0 || width == 0 || height % geometry::SIZE_MULTIPLE != 0 || width % geometry::SIZE_MULTIPLE != 0 {
+            return Err(ModelError::Settings(format!("model canvas {width}×{height} is not a multiple of 128")));
+        }
+        let (rows, cols) = (height / SPACE_UPSCALE, width / SPACE_UPSCALE);
+        let decoder = match &models.decoder {
+            Decoder::Tiny(tc) => DecoderState::Tiny(tc.new_memory()),
+            Decoder::Full { vae, tiling: Some(t) } => DecoderState::TiledVae(TiledVaeState::new(vae, *t, rows, cols)),
+            Decoder::Full { vae, tiling: None } => DecoderState::Vae(vae.new_state()),
+        };
+        Ok(Engine {
+            state: StreamState {
+                projector: ProjectorState::default(),
+                dit: models.dit.new_state(),
+                decoder,
+            },
+            models,
+            settings,
+            backend: backend.clone(),
+            height,
+            width,
+            frames: BTreeMap::new(),
+            received: 0,
+            next_chunk: 0,
+        })
+    }
+
+    /// Adds the next prepared LQ frame `(3, H, W)` in [-1, 1]; returns frames finished by it.
+    pub fn push(&mut self, frame: Vec<f32>) -> Result<Vec<OutputFrame>> {
+        if frame.len() != 3 * self.height * self.width {
+            return Err(ModelError::Settings(format!(
+                "frame of {} values pushed into a {}×{} engine",
+                frame.len(),
+                self.width,
+                self.height
+            )));
+        }
+        let device = Tensor::from_slice(&self.backend, &frame, &[3, 1, self.height, self.width])?;
+        self.frames.insert(self.received, LqFrame { host: frame, device });
+        self.received += 1;
+        let mut out = Vec::new();
+        while self.received >= frames_needed(self.next_chunk) {
+            out.extend(self.run_chunk()?);
+        }
+        Ok(out)
+    }
+
+    /// Ends the stream after `real_frames` input frames: pads with copies of the last frame to F,
+    /// runs the remaining chunks and returns the finished frames with index < `real_frames`.
+    pub fn finish(&mut self, real_frames: usize) -> Result<Vec<OutputFrame>> {
+        if real_frames == 0 || self.received < real_frames {
+            return Err(ModelError::Settings("the engine received no frames".into()));
+        }
+        let padded = geometry::padded_frame_count(real_frames);
+        let last = self.frames.get(&(real_frames - 1)).map(|f| f.host.clone());
+        let mut out = Vec::new();
+        while self.received < padded {
+            let frame = last.clone().ok_or_else(|| ModelError::Settings("last frame already released".into()))?;
+            out.extend(self.push(frame)?);
+        }
+        out.retain(|f| f.index < real_frames);
+        Ok(out)
+    }
+
+    fn frame_range(&self, first: usize, count: usize) -> Result<Tensor> {
+        let parts = (first..first + count)
+            .map(|i| {
+                self.frames
+                    .get(&i)
+                    .map(|f| &f.device)
+                    .ok_or_else(|| ModelError::Settings(format!("LQ frame {i} is not available")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&parts, 1)?)
+    }
+
+    fn lq_tokens(&mut self, chunk: usize) -> Result<Tensor> {
+        let proj = &self.models.projector;
+        let groups: Vec<usize> = if chunk == 0 {
+            let frame0 = self.frame_range(0, 1)?;
+            proj.warm_up(&frame0, &mut self.state.projector)?;
+            (1..=6).map(|q| 4 * q - 3).collect()
+        } else {
+            vec![8 * chunk + 17, 8 * chunk + 21]
+        };
+        let mut tokens = Vec::with_capacity(groups.len());
+        for first in groups {
+            let frames = self.frame_range(first, 4)?;
+            tokens.push(proj.step(&frames, &mut self.state.projector)?);
+        }
+        let refs: Vec<&Tensor> = tokens.iter().collect();
+        Ok(Tensor::cat(&refs, 0)?)
+    }
+
+    fn run_chunk(&mut self) -> Result<Vec<OutputFrame>> {
+        let chunk = self.next_chunk;
+        let (rows, cols) = (self.height / SPACE_UPSCALE, self.width / SPACE_UPSCALE);
+        let (lat0, lat_n) = chunk_latents(chunk);
+        let lq = self.lq_tokens(chunk)?;
+        let noise = self.settings.noise.frames(lat0, lat_n, rows, cols)?;
+        let noise = Tensor::from_slice(&self.backend, &noise, &[LATENT_CHANNELS, lat_n, rows, cols])?;
+        let injected = match &self.settings.injected_masks {
+            Some(all) => Some(all.get(chunk).ok_or_else(|| {
+                ModelError::Settings(format!("no injected masks for chunk {chunk}"))
+            })?),
+            None => None,
+        };
+        let dit = self.models.dit.forward_chunk(
+            &noise,
+            &lq,
+            lat0,
+            &mut self.state.dit,
+            &self.settings.sparse,
+            injected.map(Vec::as_slice),
+        )?;
+        let latents = noise.sub(&dit.velocity)?;
+
+        let (out0, out_n) = chunk_output_frames(chunk);
+        let (mut pixels, frames) = self.decode(&latents, out0, out_n)?;
+        if frames != out_n {
+            return Err(ModelError::Settings(format!("decoder produced {frames} frames, expected {out_n}")));
+        }
+        let plane = self.height * self.width;
+        let mut out = Vec::with_capacity(out_n);
+        for i in 0..out_n {
+            let mut frame = Vec::with_capacity(3 * plane);
+            for c in 0..3 {
+                frame.extend_from_slice(&pixels[(c * out_n + i) * plane..][..plane]);
+            }
+            let reference = &self.frames[&(out0 + i)].host;
+            color_fix::apply(self.settings.color_fix, &mut frame, reference, self.height, self.width);
+            out.push(OutputFrame { index: out0 + i, pixels: frame });
+        }
+        pixels.clear();
+        self.next_chunk += 1;
+        // The next chunk reads conditioning frames from 8c + 21 on.
+        let keep_from = chunk_output_frames(self.next_chunk).0;
+        self.frames.retain(|&i, _| i >= keep_from);
+        Ok(out)
+    }
+
+    /// `(3, n, H, W)` host pixels of the chunk's decoded frames and n.
+    fn decode(&mut self, latents: &Tensor, out0: usize, out_n: usize) -> Result<(Vec<f32>, usize)> {
+        let cond = match self.models.decoder {
+            Decoder::Tiny(_) => Some(self.frame_range(out0, out_n)?),
+            Decoder::Full { .. } => None,
+        };
+        match (&self.models.decoder, &mut self.state.decoder, cond) {
+            (Decoder::Tiny(tc), DecoderState::Tiny(memory), Some(cond)) => {
+                let y = tc.decode(latents, &cond, memory)?;
+                Ok((y.to_vec()?, y.dim(1)))
+            }
+            (Decoder::Full { vae, .. }, DecoderState::Vae(state), _) => {
+                let y = vae.decode(latents, state)?.clamp(-1.0, 1.0)?;
+                Ok((y.to_vec()?, y.dim(1)))
+            }
+            (Decoder::Full { vae, .. }, DecoderState::TiledVae(state), _) => state.decode(vae, latents),
+            _ => Err(ModelError::Settings("decoder state does not match the decoder".into())),
+        }
+    }
+}

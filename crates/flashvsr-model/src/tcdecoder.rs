@@ -1,0 +1,217 @@
+//! TCDecoder (spec §6.1): the LR-conditioned tiny decoder. Sequence formulation: every layer sees
+//! a frame sequence, MemBlocks look at the previous frame of their own sequence, TGrow layers turn a
+//! frame into 1 or 2 frames. Decoding chunk by chunk with [`DecoderMemory`] equals one-shot decoding.
+
+use flashvsr_tensor::{BackendRef, PadMode, Tensor};
+
+use crate::dit::config::LATENT_CHANNELS;
+use crate::params::Params;
+use crate::weights::WeightFile;
+use crate::{ModelError, Result};
+
+/// Frames per latent frame and pixels per latent pixel.
+pub const TIME_UPSCALE: usize = 4;
+pub const SPACE_UPSCALE: usize = 8;
+const COND_CHANNELS: usize = 3 * TIME_UPSCALE * SPACE_UPSCALE * SPACE_UPSCALE;
+/// Output frames dropped from the first decoded latent (it stands for frames −3 … 0).
+pub const FIRST_CALL_TRIM: usize = TIME_UPSCALE - 1;
+
+struct Conv {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Conv {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let pad = self.weight.dim(3) / 2;
+        Ok(x.conv3d(&self.weight, self.bias.as_ref(), 1, pad, PadMode::Zero)?)
+    }
+}
+
+struct MemBlock {
+    convs: [Conv; 3],
+}
+
+enum Layer {
+    Conv(Conv),
+    Relu,
+    Mem(MemBlock, usize),
+    Upsample,
+    /// 1×1 conv producing `stride` frames per input frame.
+    Grow(Conv, usize),
+}
+
+pub struct TcDecoder {
+    layers: Vec<Layer>,
+    memory_slots: usize,
+}
+
+/// The last input frame of each MemBlock; empty before the first call.
+#[derive(Clone, Default)]
+pub struct DecoderMemory {
+    frames: Vec<Option<Tensor>>,
+    started: bool,
+}
+
+impl DecoderMemory {
+    pub fn is_started(&self) -> bool {
+        self.started
+    }
+}
+
+fn conv(p: &Params, name: &str, out: usize, inp: usize, k: usize, bias: bool) -> Result<Conv> {
+    Ok(Conv {
+        weight: p.tensor_as(&format!("{name}.weight"), &[out, inp, k, k], &[out, inp, 1, k, k])?,
+        bias: if bias {
+            Some(p.tensor(&format!("{name}.bias"), &[out])?)
+        } else {
+            None
+        },
+    })
+}
+
+/// Missing deepening convs keep their constructor value in the reference (a non-strict load):
+/// the identity (Dirac) kernel.
+fn conv_or_dirac(p: &Params, name: &str, c: usize) -> Result<Conv> {
+    if p.contains(&format!("{name}.weight")) {
+        return conv(p, name, c, c, 3, false);
+    }
+    let mut w = vec![0.0f32; c * c * 9];
+    for i in 0..c {
+        w[(i * c + i) * 9 + 4] = 1.0;
+    }
+    Ok(Conv {
+        weight: Tensor::from_slice(p.backend(), &w, &[c, c, 1, 3, 3])?,
+        bias: None,
+    })
+}
+
+impl TcDecoder {
+    pub fn load(backend: &BackendRef, file: &WeightFile) -> Result<TcDecoder> {
+        let p = Params::new(file, backend, "a FlashVSR TCDecoder file (TCDecoder.ckpt)");
+        let width = |i: usize| -> Result<usize> { Ok(p.shape(&format!("decoder.{i}.weight"))?[0]) };
+        let first = p.shape("decoder.1.weight")?;
+        if first.len() != 4 || first[1] != COND_CHANNELS + LATENT_CHANNELS {
+            return Err(ModelError::Mismatch {
+                path: file.path().to_path_buf(),
+                reason: format!("decoder.1.weight has shape {first:?}, expected [C, 784, 3, 3]"),
+            });
+        }
+        let (c0, c1, c2, c3) = (width(1)?, width(10)?, width(16)?, width(22)?);
+        let mut slot = 0;
+        let mut mem = |p: &Params, i: usize, c: usize| -> Result<Layer> {
+            let q = p.pp(format!("decoder.{i}.conv"));
+            let block = MemBlock {
+                convs: [conv(&q, "0", c, 2 * c, 3, true)?, conv(&q, "2", c, c, 3, true)?, conv(&q, "4", c, c, 3, true)?],
+            };
+            slot += 1;
+            Ok(Layer::Mem(block, slot - 1))
+        };
+        let grow = |i: usize, c: usize, stride: usize| -> Result<Layer> {
+            Ok(Layer::Grow(conv(&p, &format!("decoder.{i}.conv"), c * stride, c, 1, false)?, stride))
+        };
+        let layers = vec![
+            Layer::Conv(conv(&p, "decoder.1", c0, COND_CHANNELS + LATENT_CHANNELS, 3, true)?),
+            Layer::Relu,
+            Layer::Conv(conv_or_dirac(&p, "decoder.3", c0)?),
+            Layer::Relu,
+            mem(&p, 5, c0)?,
+            mem(&p, 6, c0)?,
+            mem(&p, 7, c0)?,
+            Layer::Upsample,
+            grow(9, c0, 1)?,
+            Layer::Conv(conv(&p, "decoder.10", c1, c0, 3, false)?),
+            mem(&p, 11, c1)?,
+            mem(&p, 12, c1)?,
+            mem(&p, 13, c1)?,
+            Layer::Upsample,
+            grow(15, c1, 2)?,
+            Layer::Conv(conv(&p, "decoder.16", c2, c1, 3, false)?),
+            mem(&p, 17, c2)?,
+            mem(&p, 18, c2)?,
+            mem(&p, 19, c2)?,
+            Layer::Upsample,
+            grow(21, c2, 2)?,
+            Layer::Conv(conv(&p, "decoder.22", c3, c2, 3, false)?),
+            Layer::Relu,
+            Layer::Conv(conv_or_dirac(&p, "decoder.24", c3)?),
+            Layer::Relu,
+            Layer::Conv(conv(&p, "decoder.26", 3, c3, 3, true)?),
+        ];
+        Ok(TcDecoder { layers, memory_slots: slot })
+    }
+
+    pub fn new_memory(&self) -> DecoderMemory {
+        DecoderMemory {
+            frames: vec![None; self.memory_slots],
+            started: false,
+        }
+    }
+
+    /// Decodes `latents (16, t, H/8, W/8)` with their conditioning LQ frames `cond (3, k, H, W)`
+    /// (k ≤ 4t; the clip is front-padded with copies of its first frame to 4t). Returns frames in
+    /// `[-1, 1]` nominal range, `(3, n, H, W)`, n = 4t, or 4t − 3 on the first call.
+    pub fn decode(&self, latents: &Tensor, cond: &Tensor, memory: &mut DecoderMemory) -> Result<Tensor> {
+        let t = latents.dim(1);
+        let k = cond.dim(1);
+        let cond = if k < TIME_UPSCALE * t {
+            let first = cond.narrow(1, 0, 1)?;
+            let mut parts = vec![&first; TIME_UPSCALE * t - k];
+            parts.push(cond);
+            Tensor::cat(&parts, 1)?
+        } else {
+            cond.clone()
+        };
+        let (hl, wl) = (latents.dim(2), latents.dim(3));
+        let packed = cond
+            .reshape(&[3, t, TIME_UPSCALE, hl, SPACE_UPSCALE, wl, SPACE_UPSCALE])?
+            .permute(&[0, 2, 4, 6, 1, 3, 5])?
+            .reshape(&[COND_CHANNELS, t, hl, wl])?;
+        let mut x = Tensor::cat(&[&packed, latents], 0)?.affine(1.0 / 3.0, 0.0)?.tanh()?.affine(3.0, 0.0)?;
+        for layer in &self.layers {
+            x = match layer {
+                Layer::Conv(c) => c.forward(&x)?,
+                Layer::Relu => x.relu()?,
+                Layer::Upsample => x.upsample_nearest2x()?,
+                Layer::Grow(c, stride) => grow(&c.forward(&x)?, *stride)?,
+                Layer::Mem(block, slot) => mem_block(block, &x, &mut memory.frames[*slot])?,
+            };
+        }
+        let x = if memory.started {
+            x
+        } else {
+            x.narrow(1, FIRST_CALL_TRIM, x.dim(1) - FIRST_CALL_TRIM)?
+        };
+        memory.started = true;
+        Ok(x.affine(2.0, -1.0)?)
+    }
+}
+
+/// `(s·C, T, H, W)` → `(C, s·T, H, W)`: channel block j becomes sub-frame j.
+fn grow(y: &Tensor, stride: usize) -> Result<Tensor> {
+    if stride == 1 {
+        return Ok(y.clone());
+    }
+    let (c, t, h, w) = (y.dim(0) / stride, y.dim(1), y.dim(2), y.dim(3));
+    Ok(y.reshape(&[stride, c, t, h, w])?
+        .permute(&[1, 2, 0, 3, 4])?
+        .reshape(&[c, stride * t, h, w])?)
+}
+
+fn mem_block(block: &MemBlock, x: &Tensor, last: &mut Option<Tensor>) -> Result<Tensor> {
+    let (c, t, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
+    let first_prev = match last.take() {
+        Some(f) => f,
+        None => Tensor::zeros(x.backend(), &[c, 1, h, w])?,
+    };
+    let prev = if t > 1 {
+        Tensor::cat(&[&first_prev, &x.narrow(1, 0, t - 1)?], 1)?
+    } else {
+        first_prev
+    };
+    *last = Some(x.narrow(1, t - 1, 1)?);
+    let [c0, c1, c2] = &block.convs;
+    let y = c0.forward(&Tensor::cat(&[x, &prev], 0)?)?.relu()?;
+    let y = c1.forward(&y)?.relu()?;
+    Ok(c2.forward(&y)?.add(x)?.relu()?)
+}

@@ -1,0 +1,189 @@
+//! The CPU backend: f32, matrixmultiply for GEMMs, rayon across rows, heads and channels.
+//! It is the parity reference the device backends are tested against.
+
+mod attention;
+mod conv;
+mod elementwise;
+mod gemm;
+mod layout;
+mod norm;
+
+use std::any::Any;
+use std::sync::Arc;
+
+use crate::backend::{
+    Backend, BackendRef, BinaryOp, BlockMask, Buffer, BufferRef, Device, PadMode, UnaryOp,
+};
+use crate::{Result, Tensor, TensorError};
+
+pub struct CpuBuffer(pub Vec<f32>);
+
+impl Buffer for CpuBuffer {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct CpuBackend;
+
+impl CpuBackend {
+    pub fn new_ref() -> BackendRef {
+        Arc::new(CpuBackend)
+    }
+}
+
+fn data(x: &Tensor) -> Result<&[f32]> {
+    x.buffer()
+        .as_any()
+        .downcast_ref::<CpuBuffer>()
+        .map(|b| b.0.as_slice())
+        .ok_or_else(|| TensorError::Backend {
+            backend: "cpu".into(),
+            detail: format!("tensor on {} given to the CPU backend", x.device()),
+        })
+}
+
+fn out(v: Vec<f32>) -> Result<BufferRef> {
+    Ok(Arc::new(CpuBuffer(v)))
+}
+
+impl Backend for CpuBackend {
+    fn device(&self) -> Device {
+        Device::Cpu
+    }
+
+    fn upload(&self, values: &[f32]) -> Result<BufferRef> {
+        out(values.to_vec())
+    }
+
+    fn download(&self, x: &Tensor) -> Result<Vec<f32>> {
+        Ok(data(x)?.to_vec())
+    }
+
+    fn zeros(&self, len: usize) -> Result<BufferRef> {
+        out(vec![0.0; len])
+    }
+
+    fn permute(&self, x: &Tensor, dims: &[usize]) -> Result<BufferRef> {
+        out(layout::permute(data(x)?, x.shape(), dims))
+    }
+
+    fn narrow(&self, x: &Tensor, dim: usize, start: usize, len: usize) -> Result<BufferRef> {
+        out(layout::narrow(data(x)?, x.shape(), dim, start, len))
+    }
+
+    fn cat(&self, xs: &[&Tensor], dim: usize) -> Result<BufferRef> {
+        let parts = xs
+            .iter()
+            .map(|x| Ok((data(x)?, x.shape())))
+            .collect::<Result<Vec<_>>>()?;
+        out(layout::cat(&parts, dim))
+    }
+
+    fn unary(&self, x: &Tensor, op: UnaryOp) -> Result<BufferRef> {
+        out(elementwise::unary(data(x)?, op))
+    }
+
+    fn binary(&self, a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<BufferRef> {
+        out(elementwise::binary(data(a)?, data(b)?, op))
+    }
+
+    fn add_gated(&self, x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<BufferRef> {
+        out(elementwise::add_gated(data(x)?, data(y)?, data(gate)?))
+    }
+
+    fn channel_affine(&self, x: &Tensor, mul: &Tensor, add: &Tensor) -> Result<BufferRef> {
+        out(elementwise::channel_affine(data(x)?, data(mul)?, data(add)?))
+    }
+
+    fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<BufferRef> {
+        let bias = b.map(data).transpose()?;
+        out(gemm::linear(data(x)?, x.dim(0), x.dim(1), data(w)?, w.dim(0), bias))
+    }
+
+    fn layer_norm(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<BufferRef> {
+        let weight = weight.map(data).transpose()?;
+        let bias = bias.map(data).transpose()?;
+        let dim = *x.shape().last().unwrap_or(&1);
+        out(norm::layer_norm(data(x)?, dim, eps, |v, c| {
+            let v = weight.map_or(v, |w| v * w[c]);
+            bias.map_or(v, |b| v + b[c])
+        }))
+    }
+
+    fn modulate(&self, x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f32) -> Result<BufferRef> {
+        let (shift, scale) = (data(shift)?, data(scale)?);
+        let dim = *x.shape().last().unwrap_or(&1);
+        out(norm::layer_norm(data(x)?, dim, eps, |v, c| {
+            v * (1.0 + scale[c]) + shift[c]
+        }))
+    }
+
+    fn rms_norm(&self, x: &Tensor, weight: &Tensor, eps: f32) -> Result<BufferRef> {
+        let dim = *x.shape().last().unwrap_or(&1);
+        out(norm::rms_norm(data(x)?, dim, data(weight)?, eps))
+    }
+
+    fn channel_rms_norm(&self, x: &Tensor, gamma: &Tensor) -> Result<BufferRef> {
+        out(norm::channel_rms_norm(data(x)?, x.dim(0), data(gamma)?))
+    }
+
+    fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> Result<BufferRef> {
+        out(elementwise::rope(data(x)?, x.dim(1), data(cos)?, data(sin)?, heads))
+    }
+
+    fn group_mean(&self, x: &Tensor) -> Result<BufferRef> {
+        out(norm::group_mean(data(x)?, x.dim(1), x.dim(2)))
+    }
+
+    fn conv3d(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride_t: usize,
+        pad: usize,
+        mode: PadMode,
+    ) -> Result<BufferRef> {
+        let bias = b.map(data).transpose()?;
+        let geometry = conv::Conv3d::new(x.shape(), w.shape(), stride_t, pad, mode);
+        out(geometry.run(data(x)?, data(w)?, bias))
+    }
+
+    fn upsample_nearest2x(&self, x: &Tensor) -> Result<BufferRef> {
+        let s = x.shape();
+        out(layout::upsample_nearest2x(data(x)?, s[0] * s[1], s[2], s[3]))
+    }
+
+    fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<BufferRef> {
+        out(attention::dense(
+            data(q)?,
+            data(k)?,
+            data(v)?,
+            q.dim(0),
+            k.dim(0),
+            q.dim(1),
+            heads,
+        ))
+    }
+
+    fn block_sparse_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &BlockMask,
+    ) -> Result<BufferRef> {
+        out(attention::block_sparse(data(q)?, data(k)?, data(v)?, q.dim(1), mask))
+    }
+}

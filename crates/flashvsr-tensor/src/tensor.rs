@@ -1,0 +1,393 @@
+use std::fmt;
+use std::sync::Arc;
+
+use crate::backend::{
+    BackendRef, BinaryOp, BlockMask, BufferRef, Device, PadMode, UnaryOp,
+};
+use crate::error::shape_err;
+use crate::Result;
+
+/// A contiguous row-major f32-valued tensor on one backend. Clones share the buffer.
+#[derive(Clone)]
+pub struct Tensor {
+    shape: Arc<[usize]>,
+    buffer: BufferRef,
+    backend: BackendRef,
+}
+
+impl fmt::Debug for Tensor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Tensor({:?} on {})", self.shape, self.backend.device())
+    }
+}
+
+fn numel(shape: &[usize]) -> usize {
+    shape.iter().product()
+}
+
+impl Tensor {
+    pub fn from_buffer(backend: &BackendRef, buffer: BufferRef, shape: &[usize]) -> Result<Tensor> {
+        if buffer.len() != numel(shape) {
+            return shape_err(
+                "from_buffer",
+                format!("buffer of {} elements for shape {shape:?}", buffer.len()),
+            );
+        }
+        Ok(Tensor {
+            shape: shape.into(),
+            buffer,
+            backend: backend.clone(),
+        })
+    }
+
+    pub fn from_slice(backend: &BackendRef, data: &[f32], shape: &[usize]) -> Result<Tensor> {
+        if data.len() != numel(shape) {
+            return shape_err(
+                "from_slice",
+                format!("{} values for shape {shape:?}", data.len()),
+            );
+        }
+        let buffer = backend.upload(data)?;
+        Tensor::from_buffer(backend, buffer, shape)
+    }
+
+    pub fn zeros(backend: &BackendRef, shape: &[usize]) -> Result<Tensor> {
+        let buffer = backend.zeros(numel(shape))?;
+        Tensor::from_buffer(backend, buffer, shape)
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn rank(&self) -> usize {
+        self.shape.len()
+    }
+
+    pub fn dim(&self, i: usize) -> usize {
+        self.shape[i]
+    }
+
+    pub fn elem_count(&self) -> usize {
+        numel(&self.shape)
+    }
+
+    pub fn buffer(&self) -> &BufferRef {
+        &self.buffer
+    }
+
+    pub fn backend(&self) -> &BackendRef {
+        &self.backend
+    }
+
+    pub fn device(&self) -> Device {
+        self.backend.device()
+    }
+
+    pub fn to_vec(&self) -> Result<Vec<f32>> {
+        self.backend.download(self)
+    }
+
+    fn wrap(&self, buffer: BufferRef, shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_buffer(&self.backend, buffer, shape)
+    }
+
+    fn same_shape(&self, op: &'static str, other: &Tensor) -> Result<()> {
+        if self.shape != other.shape {
+            return shape_err(op, format!("{:?} vs {:?}", self.shape, other.shape));
+        }
+        Ok(())
+    }
+
+    fn expect_rank(&self, op: &'static str, rank: usize) -> Result<()> {
+        if self.rank() != rank {
+            return shape_err(op, format!("expected rank {rank}, got {:?}", self.shape));
+        }
+        Ok(())
+    }
+
+    fn expect_vector(&self, op: &'static str, len: usize) -> Result<()> {
+        if self.elem_count() != len {
+            return shape_err(
+                op,
+                format!("expected {len} values, got shape {:?}", self.shape),
+            );
+        }
+        Ok(())
+    }
+
+    /// Same data, new shape (no copy).
+    pub fn reshape(&self, shape: &[usize]) -> Result<Tensor> {
+        if numel(shape) != self.elem_count() {
+            return shape_err("reshape", format!("{:?} to {shape:?}", self.shape));
+        }
+        Ok(Tensor {
+            shape: shape.into(),
+            buffer: self.buffer.clone(),
+            backend: self.backend.clone(),
+        })
+    }
+
+    pub fn permute(&self, dims: &[usize]) -> Result<Tensor> {
+        let mut seen = vec![false; self.rank()];
+        if dims.len() != self.rank() || dims.iter().any(|&d| d >= seen.len()) {
+            return shape_err("permute", format!("{dims:?} for {:?}", self.shape));
+        }
+        for &d in dims {
+            if std::mem::replace(&mut seen[d], true) {
+                return shape_err("permute", format!("repeated axis in {dims:?}"));
+            }
+        }
+        if dims.iter().enumerate().all(|(i, &d)| i == d) {
+            return Ok(self.clone());
+        }
+        let shape: Vec<usize> = dims.iter().map(|&d| self.shape[d]).collect();
+        let buffer = self.backend.permute(self, dims)?;
+        self.wrap(buffer, &shape)
+    }
+
+    pub fn narrow(&self, dim: usize, start: usize, len: usize) -> Result<Tensor> {
+        if dim >= self.rank() || start + len > self.shape[dim] {
+            return shape_err(
+                "narrow",
+                format!("dim {dim} [{start}, {}) of {:?}", start + len, self.shape),
+            );
+        }
+        if start == 0 && len == self.shape[dim] {
+            return Ok(self.clone());
+        }
+        let mut shape = self.shape.to_vec();
+        shape[dim] = len;
+        let buffer = self.backend.narrow(self, dim, start, len)?;
+        self.wrap(buffer, &shape)
+    }
+
+    pub fn cat(xs: &[&Tensor], dim: usize) -> Result<Tensor> {
+        let Some(first) = xs.first() else {
+            return shape_err("cat", "no tensors");
+        };
+        if xs.len() == 1 {
+            return Ok((*first).clone());
+        }
+        let mut shape = first.shape.to_vec();
+        if dim >= shape.len() {
+            return shape_err("cat", format!("dim {dim} of {shape:?}"));
+        }
+        shape[dim] = 0;
+        for x in xs {
+            let compatible = x.rank() == first.rank()
+                && (0..x.rank()).all(|i| i == dim || x.shape[i] == first.shape[i]);
+            if !compatible {
+                return shape_err("cat", format!("{:?} vs {:?}", first.shape, x.shape));
+            }
+            shape[dim] += x.shape[dim];
+        }
+        let buffer = first.backend.cat(xs, dim)?;
+        first.wrap(buffer, &shape)
+    }
+
+    pub fn unary(&self, op: UnaryOp) -> Result<Tensor> {
+        let buffer = self.backend.unary(self, op)?;
+        self.wrap(buffer, &self.shape.clone())
+    }
+
+    pub fn silu(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Silu)
+    }
+
+    pub fn relu(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Relu)
+    }
+
+    pub fn gelu_tanh(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::GeluTanh)
+    }
+
+    pub fn tanh(&self) -> Result<Tensor> {
+        self.unary(UnaryOp::Tanh)
+    }
+
+    pub fn affine(&self, mul: f32, add: f32) -> Result<Tensor> {
+        self.unary(UnaryOp::Affine { mul, add })
+    }
+
+    pub fn clamp(&self, min: f32, max: f32) -> Result<Tensor> {
+        self.unary(UnaryOp::Clamp { min, max })
+    }
+
+    fn binary(&self, other: &Tensor, op: BinaryOp) -> Result<Tensor> {
+        self.same_shape("binary", other)?;
+        let buffer = self.backend.binary(self, other, op)?;
+        self.wrap(buffer, &self.shape.clone())
+    }
+
+    pub fn add(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary(other, BinaryOp::Add)
+    }
+
+    pub fn sub(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary(other, BinaryOp::Sub)
+    }
+
+    pub fn mul(&self, other: &Tensor) -> Result<Tensor> {
+        self.binary(other, BinaryOp::Mul)
+    }
+
+    fn last_dim(&self) -> usize {
+        self.shape.last().copied().unwrap_or(1)
+    }
+
+    pub fn add_gated(&self, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
+        self.same_shape("add_gated", y)?;
+        gate.expect_vector("add_gated", self.last_dim())?;
+        let buffer = self.backend.add_gated(self, y, gate)?;
+        self.wrap(buffer, &self.shape.clone())
+    }
+
+    pub fn channel_affine(&self, mul: &Tensor, add: &Tensor) -> Result<Tensor> {
+        mul.expect_vector("channel_affine", self.shape[0])?;
+        add.expect_vector("channel_affine", self.shape[0])?;
+        let buffer = self.backend.channel_affine(self, mul, add)?;
+        self.wrap(buffer, &self.shape.clone())
+    }
+
+    /// `self (M, K) · w (N, K)ᵀ + b`; leading dimensions of self are flattened into M.
+    pub fn linear(&self, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        w.expect_rank("linear", 2)?;
+        let (n, k) = (w.shape[0], w.shape[1]);
+        if self.last_dim() != k {
+            return shape_err("linear", format!("{:?} · {:?}ᵀ", self.shape, w.shape));
+        }
+        if let Some(b) = b {
+            b.expect_vector("linear bias", n)?;
+        }
+        let m = self.elem_count() / k;
+        let x = self.reshape(&[m, k])?;
+        let buffer = self.backend.linear(&x, w, b)?;
+        let mut shape = self.shape.to_vec();
+        *shape.last_mut().expect("rank checked") = n;
+        self.wrap(buffer, &shape)
+    }
+
+    pub fn layer_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+        for p in [weight, bias].into_iter().flatten() {
+            p.expect_vector("layer_norm", self.last_dim())?;
+        }
+        let buffer = self.backend.layer_norm(self, weight, bias, eps)?;
+        self.wrap(buffer, &self.shape.clone())
+    }
+
+    pub fn modulate(&self, shift: &Tensor, scale: &Tensor, eps: f32) -> Result<Tensor> {
+        shift.expect_vector("modulate", self.last_dim())?;
+        scale.expect_vector("modulate", self.last_dim())?;
+        let buffer = self.backend.modulate(self, shift, scale, eps)?;
+        self.wrap(buffer, &self.shape.clone())
+    }
+
+    pub fn rms_norm(&self, weight: &Tensor, eps: f32) -> Result<Tensor> {
+        weight.expect_vector("rms_norm", self.last_dim())?;
+        let buffer = self.backend.rms_norm(self, weight, eps)?;
+        self.wrap(buffer, &self.shape.clone())
+    }
+
+    pub fn channel_rms_norm(&self, gamma: &Tensor) -> Result<Tensor> {
+        gamma.expect_vector("channel_rms_norm", self.shape[0])?;
+        let buffer = self.backend.channel_rms_norm(self, gamma)?;
+        self.wrap(buffer, &self.shape.clone())
+    }
+
+    pub fn rope(&self, cos: &Tensor, sin: &Tensor, heads: usize) -> Result<Tensor> {
+        self.expect_rank("rope", 2)?;
+        let (rows, dim) = (self.shape[0], self.shape[1]);
+        if heads == 0 || dim % (2 * heads) != 0 {
+            return shape_err("rope", format!("{dim} channels in {heads} heads"));
+        }
+        let half = dim / heads / 2;
+        for t in [cos, sin] {
+            if t.shape() != [rows, half] {
+                return shape_err("rope", format!("table {:?}, want [{rows}, {half}]", t.shape));
+            }
+        }
+        let buffer = self.backend.rope(self, cos, sin, heads)?;
+        self.wrap(buffer, &self.shape.clone())
+    }
+
+    pub fn group_mean(&self) -> Result<Tensor> {
+        self.expect_rank("group_mean", 3)?;
+        let buffer = self.backend.group_mean(self)?;
+        self.wrap(buffer, &[self.shape[0], self.shape[2]])
+    }
+
+    pub fn conv3d(
+        &self,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride_t: usize,
+        pad: usize,
+        mode: PadMode,
+    ) -> Result<Tensor> {
+        self.expect_rank("conv3d", 4)?;
+        w.expect_rank("conv3d", 5)?;
+        let (c, t, h, wd) = (self.shape[0], self.shape[1], self.shape[2], self.shape[3]);
+        let (o, ci, kt, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4]);
+        if ci != c || kt > t || kh > h + 2 * pad || kw > wd + 2 * pad || stride_t == 0 {
+            return shape_err("conv3d", format!("input {:?}, weight {:?}", self.shape, w.shape));
+        }
+        if let Some(b) = b {
+            b.expect_vector("conv3d bias", o)?;
+        }
+        let t_out = (t - kt) / stride_t + 1;
+        let shape = [o, t_out, h + 2 * pad - kh + 1, wd + 2 * pad - kw + 1];
+        let buffer = self.backend.conv3d(self, w, b, stride_t, pad, mode)?;
+        self.wrap(buffer, &shape)
+    }
+
+    /// 2-D convolution of every frame: `self (C, T, H, W)`, `w (O, C, kh, kw)`.
+    pub fn conv2d_frames(&self, w: &Tensor, b: Option<&Tensor>, pad: usize, mode: PadMode) -> Result<Tensor> {
+        w.expect_rank("conv2d", 4)?;
+        let w5 = w.reshape(&[w.shape[0], w.shape[1], 1, w.shape[2], w.shape[3]])?;
+        self.conv3d(&w5, b, 1, pad, mode)
+    }
+
+    pub fn upsample_nearest2x(&self) -> Result<Tensor> {
+        self.expect_rank("upsample", 4)?;
+        let buffer = self.backend.upsample_nearest2x(self)?;
+        let s = &self.shape;
+        self.wrap(buffer, &[s[0], s[1], 2 * s[2], 2 * s[3]])
+    }
+
+    fn check_attention(op: &'static str, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<()> {
+        q.expect_rank(op, 2)?;
+        k.expect_rank(op, 2)?;
+        k.same_shape(op, v)?;
+        if q.shape[1] != k.shape[1] || heads == 0 || q.shape[1] % heads != 0 {
+            return shape_err(op, format!("q {:?}, k {:?}, {heads} heads", q.shape, k.shape));
+        }
+        Ok(())
+    }
+
+    pub fn attention(&self, k: &Tensor, v: &Tensor, heads: usize) -> Result<Tensor> {
+        Tensor::check_attention("attention", self, k, v, heads)?;
+        let buffer = self.backend.attention(self, k, v, heads)?;
+        self.wrap(buffer, &self.shape.clone())
+    }
+
+    pub fn block_sparse_attention(&self, k: &Tensor, v: &Tensor, mask: &BlockMask) -> Result<Tensor> {
+        Tensor::check_attention("block_sparse_attention", self, k, v, mask.heads)?;
+        let ok = mask.selected.len() == mask.heads * mask.query_blocks * mask.key_blocks
+            && self.shape[0] == mask.query_blocks * mask.query_block
+            && k.shape[0] == mask.key_blocks * mask.key_block;
+        if !ok {
+            return shape_err(
+                "block_sparse_attention",
+                format!(
+                    "q {:?}, k {:?}, mask {}x{}x{} of {}x{} blocks",
+                    self.shape, k.shape, mask.heads, mask.query_blocks, mask.key_blocks,
+                    mask.query_block, mask.key_block
+                ),
+            );
+        }
+        let buffer = self.backend.block_sparse_attention(self, k, v, mask)?;
+        self.wrap(buffer, &self.shape.clone())
+    }
+}
