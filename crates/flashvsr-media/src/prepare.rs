@@ -26,18 +26,24 @@ pub fn prepare_frame(frame: &Frame, g: &PrepareGeometry, resampler: Resampler) -
     let (sw, sh) = g.scaled;
     let scaled: Vec<f32> = match (resampler, &frame.data) {
         // The reference maps u8 to [-1, 1] as float32(u8) / 255 · 2 − 1, in f32.
-        (Resampler::Pil, FrameData::U8(d)) => pil_bicubic_u8(d, frame.width, frame.height, 3, sw, sh)
-            .into_iter()
-            .map(|v| v as f32 / 255.0 * 2.0 - 1.0)
-            .collect(),
-        (Resampler::Pil, FrameData::U16(d)) => pil_bicubic_u16_to_f32(d, frame.width, frame.height, 3, sw, sh)
-            .into_iter()
-            .map(|v| v / 65535.0 * 2.0 - 1.0)
-            .collect(),
-        (Resampler::Torch, _) => torch_bicubic_f32(&frame.to_unit_f32(), frame.width, frame.height, 3, sw, sh)
-            .into_iter()
-            .map(|v| v * 2.0 - 1.0)
-            .collect(),
+        (Resampler::Pil, FrameData::U8(d)) => {
+            pil_bicubic_u8(d, frame.width, frame.height, 3, sw, sh)
+                .into_iter()
+                .map(|v| v as f32 / 255.0 * 2.0 - 1.0)
+                .collect()
+        }
+        (Resampler::Pil, FrameData::U16(d)) => {
+            pil_bicubic_u16_to_f32(d, frame.width, frame.height, 3, sw, sh)
+                .into_iter()
+                .map(|v| v / 65535.0 * 2.0 - 1.0)
+                .collect()
+        }
+        (Resampler::Torch, _) => {
+            torch_bicubic_f32(&frame.to_unit_f32(), frame.width, frame.height, 3, sw, sh)
+                .into_iter()
+                .map(|v| v * 2.0 - 1.0)
+                .collect()
+        }
     };
     let (w, h) = g.model;
     let mut out = vec![0.0f32; 3 * w * h];

@@ -46,7 +46,9 @@ pub fn adain(frame: &mut [f32], reference: &[f32]) {
 /// Dilated 3×3 binomial blur with replicate padding.
 fn blur(z: &[f32], h: usize, w: usize, r: usize) -> Vec<f32> {
     const K: [f32; 3] = [1.0, 2.0, 1.0];
-    let at = |y: isize, x: isize| z[y.clamp(0, h as isize - 1) as usize * w + x.clamp(0, w as isize - 1) as usize];
+    let at = |y: isize, x: isize| {
+        z[y.clamp(0, h as isize - 1) as usize * w + x.clamp(0, w as isize - 1) as usize]
+    };
     let r = r as isize;
     let mut out = vec![0.0f32; h * w];
     out.par_chunks_mut(w).enumerate().for_each(|(y, row)| {
@@ -54,7 +56,12 @@ fn blur(z: &[f32], h: usize, w: usize, r: usize) -> Vec<f32> {
             let mut acc = 0.0f32;
             for (i, ky) in K.iter().enumerate() {
                 for (j, kx) in K.iter().enumerate() {
-                    acc += ky * kx * at(y as isize + (i as isize - 1) * r, x as isize + (j as isize - 1) * r);
+                    acc += ky
+                        * kx
+                        * at(
+                            y as isize + (i as isize - 1) * r,
+                            x as isize + (j as isize - 1) * r,
+                        );
                 }
             }
             *o = acc / 16.0;

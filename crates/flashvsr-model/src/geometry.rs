@@ -125,7 +125,10 @@ mod tests {
     #[test]
     fn size_policy() {
         let p = SizePlan::new((50, 30), 4, false).unwrap();
-        assert_eq!((p.scaled, p.model, p.output), ((200, 120), (256, 128), (200, 120)));
+        assert_eq!(
+            (p.scaled, p.model, p.output),
+            ((200, 120), (256, 128), (200, 120))
+        );
         let c = SizePlan::new((72, 40), 4, true).unwrap();
         assert_eq!((c.model, c.crop_offset), ((256, 128), (16, 16)));
         assert!(SizePlan::new((30, 20), 4, true).is_err());

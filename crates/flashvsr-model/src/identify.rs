@@ -53,14 +53,24 @@ impl fmt::Display for FileKind {
 }
 
 pub fn identify(file: &WeightFile) -> FileKind {
-    let has_suffix = |s: &str| file.names().iter().any(|k| *k == s || k.ends_with(&format!(".{s}")));
-    if file.is_bare_tensor() || (file.names().len() == 1 && file.shape(file.names()[0]).is_some_and(|s| s.len() == 3)) {
+    let has_suffix = |s: &str| {
+        file.names()
+            .iter()
+            .any(|k| *k == s || k.ends_with(&format!(".{s}")))
+    };
+    if file.is_bare_tensor()
+        || (file.names().len() == 1 && file.shape(file.names()[0]).is_some_and(|s| s.len() == 3))
+    {
         FileKind::Prompt
-    } else if file.contains("patch_embedding.weight") && file.contains("blocks.0.self_attn.q.weight") {
+    } else if file.contains("patch_embedding.weight")
+        && file.contains("blocks.0.self_attn.q.weight")
+    {
         FileKind::Dit
     } else if file.contains("conv1.weight") && file.contains("linear_layers.0.weight") {
         FileKind::LqProjector
-    } else if file.contains("decoder.1.weight") && file.names().iter().any(|k| k.starts_with("decoder.5.conv")) {
+    } else if file.contains("decoder.1.weight")
+        && file.names().iter().any(|k| k.starts_with("decoder.5.conv"))
+    {
         FileKind::TcDecoder
     } else if has_suffix("decoder.conv1.weight") {
         FileKind::WanVae

@@ -38,8 +38,16 @@ pub struct ProjectorState {
 }
 
 impl LqProjector {
-    pub fn load(backend: &BackendRef, file: &WeightFile, version: ProjectorVersion) -> Result<LqProjector> {
-        let p = Params::new(file, backend, "a FlashVSR LQ projector file (LQ_proj_in.ckpt)");
+    pub fn load(
+        backend: &BackendRef,
+        file: &WeightFile,
+        version: ProjectorVersion,
+    ) -> Result<LqProjector> {
+        let p = Params::new(
+            file,
+            backend,
+            "a FlashVSR LQ projector file (LQ_proj_in.ckpt)",
+        );
         let w1 = p.shape("conv1.weight")?;
         let w2 = p.shape("conv2.weight")?;
         let lw = p.shape("linear_layers.0.weight")?;
@@ -48,7 +56,9 @@ impl LqProjector {
             reason,
         };
         if w1.len() != 5 || w1[1] != IN_CHANNELS || w1[2..] != [4, 3, 3] {
-            return Err(bad(format!("conv1.weight has shape {w1:?}, expected [C1, 768, 4, 3, 3]")));
+            return Err(bad(format!(
+                "conv1.weight has shape {w1:?}, expected [C1, 768, 4, 3, 3]"
+            )));
         }
         let (c1, c2) = (w1[0], w2.first().copied().unwrap_or(0));
         if w2 != [c2, c1, 4, 3, 3] || lw.len() != 2 || lw[1] != c2 {
@@ -57,14 +67,22 @@ impl LqProjector {
             )));
         }
         if p.contains("linear_layers.1.weight") {
-            return Err(bad("more than one output layer (linear_layers.1); FlashVSR uses one".into()));
+            return Err(bad(
+                "more than one output layer (linear_layers.1); FlashVSR uses one".into(),
+            ));
         }
         let out_dim = lw[0];
         Ok(LqProjector {
             version,
-            conv1: (p.tensor("conv1.weight", &w1)?, p.tensor("conv1.bias", &[c1])?),
+            conv1: (
+                p.tensor("conv1.weight", &w1)?,
+                p.tensor("conv1.bias", &[c1])?,
+            ),
             gamma1: p.tensor_as("norm1.gamma", &[c1, 1, 1, 1], &[c1])?,
-            conv2: (p.tensor("conv2.weight", &w2)?, p.tensor("conv2.bias", &[c2])?),
+            conv2: (
+                p.tensor("conv2.weight", &w2)?,
+                p.tensor("conv2.bias", &[c2])?,
+            ),
             gamma2: p.tensor_as("norm2.gamma", &[c2, 1, 1, 1], &[c2])?,
             linear: (
                 p.tensor("linear_layers.0.weight", &lw)?,
@@ -75,8 +93,7 @@ impl LqProjector {
     }
 
     fn conv_norm(&self, x: &Tensor, conv: &(Tensor, Tensor), gamma: &Tensor) -> Result<Tensor> {
-        Ok(x
-            .conv3d(&conv.0, Some(&conv.1), 2, 1, PadMode::Replicate)?
+        Ok(x.conv3d(&conv.0, Some(&conv.1), 2, 1, PadMode::Replicate)?
             .channel_rms_norm(gamma)?
             .silu()?)
     }

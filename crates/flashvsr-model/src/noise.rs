@@ -21,7 +21,12 @@ fn uniform(bits: u64) -> f64 {
 pub enum NoiseSource {
     Seeded(u64),
     /// `(16, T, H/8, W/8)` values, row-major.
-    Injected { values: Vec<f32>, frames: usize, rows: usize, cols: usize },
+    Injected {
+        values: Vec<f32>,
+        frames: usize,
+        rows: usize,
+        cols: usize,
+    },
 }
 
 impl NoiseSource {
@@ -39,7 +44,12 @@ impl NoiseSource {
                     }
                 }
             }
-            NoiseSource::Injected { values, frames, rows: r, cols: k } => {
+            NoiseSource::Injected {
+                values,
+                frames,
+                rows: r,
+                cols: k,
+            } => {
                 if (*r, *k) != (rows, cols) || first + count > *frames {
                     return Err(ModelError::Settings(format!(
                         "injected noise has {frames} latent frames of {r}×{k}; this video needs frames up to {} of {rows}×{cols}",
@@ -92,8 +102,14 @@ mod tests {
         // Frames 2..4 requested alone equal the same frames of the whole request.
         let tail = src.frames(2, 2, 8, 8).unwrap();
         for c in 0..LATENT_CHANNELS {
-            assert_eq!(&all[(c * 4 + 2) * 64..(c * 4 + 4) * 64], &tail[c * 2 * 64..(c + 1) * 2 * 64]);
+            assert_eq!(
+                &all[(c * 4 + 2) * 64..(c * 4 + 4) * 64],
+                &tail[c * 2 * 64..(c + 1) * 2 * 64]
+            );
         }
-        assert_ne!(NoiseSource::Seeded(8).frames(0, 1, 8, 8).unwrap(), src.frames(0, 1, 8, 8).unwrap());
+        assert_ne!(
+            NoiseSource::Seeded(8).frames(0, 1, 8, 8).unwrap(),
+            src.frames(0, 1, 8, 8).unwrap()
+        );
     }
 }

@@ -19,7 +19,10 @@ use crate::{ModelError, Result};
 
 pub enum Decoder {
     Tiny(TcDecoder),
-    Full { vae: WanVaeDecoder, tiling: Option<VaeTiling> },
+    Full {
+        vae: Box<WanVaeDecoder>,
+        tiling: Option<VaeTiling>,
+    },
 }
 
 pub struct Models {
@@ -74,14 +77,29 @@ pub struct Engine<'m> {
 
 impl<'m> Engine<'m> {
     /// `height`, `width`: the model canvas (multiples of 128).
-    pub fn new(models: &'m Models, settings: EngineSettings, backend: &BackendRef, height: usize, width: usize) -> Result<Self> {
-        if height == 0 || width == 0 || height % geometry::SIZE_MULTIPLE != 0 || width % geometry::SIZE_MULTIPLE != 0 {
-            return Err(ModelError::Settings(format!("model canvas {width}×{height} is not a multiple of 128")));
+    pub fn new(
+        models: &'m Models,
+        settings: EngineSettings,
+        backend: &BackendRef,
+        height: usize,
+        width: usize,
+    ) -> Result<Self> {
+        if height == 0
+            || width == 0
+            || !height.is_multiple_of(geometry::SIZE_MULTIPLE)
+            || !width.is_multiple_of(geometry::SIZE_MULTIPLE)
+        {
+            return Err(ModelError::Settings(format!(
+                "model canvas {width}×{height} is not a multiple of 128"
+            )));
         }
         let (rows, cols) = (height / SPACE_UPSCALE, width / SPACE_UPSCALE);
         let decoder = match &models.decoder {
             Decoder::Tiny(tc) => DecoderState::Tiny(tc.new_memory()),
-            Decoder::Full { vae, tiling: Some(t) } => DecoderState::TiledVae(TiledVaeState::new(vae, *t, rows, cols)),
+            Decoder::Full {
+                vae,
+                tiling: Some(t),
+            } => DecoderState::TiledVae(TiledVaeState::new(vae, *t, rows, cols)),
             Decoder::Full { vae, tiling: None } => DecoderState::Vae(vae.new_state()),
         };
         Ok(Engine {
@@ -112,7 +130,13 @@ impl<'m> Engine<'m> {
             )));
         }
         let device = Tensor::from_slice(&self.backend, &frame, &[3, 1, self.height, self.width])?;
-        self.frames.insert(self.received, LqFrame { host: frame, device });
+        self.frames.insert(
+            self.received,
+            LqFrame {
+                host: frame,
+                device,
+            },
+        );
         self.received += 1;
         let mut out = Vec::new();
         while self.received >= frames_needed(self.next_chunk) {
@@ -131,7 +155,9 @@ impl<'m> Engine<'m> {
         let last = self.frames.get(&(real_frames - 1)).map(|f| f.host.clone());
         let mut out = Vec::new();
         while self.received < padded {
-            let frame = last.clone().ok_or_else(|| ModelError::Settings("last frame already released".into()))?;
+            let frame = last
+                .clone()
+                .ok_or_else(|| ModelError::Settings("last frame already released".into()))?;
             out.extend(self.push(frame)?);
         }
         out.retain(|f| f.index < real_frames);
@@ -174,7 +200,8 @@ impl<'m> Engine<'m> {
         let (lat0, lat_n) = chunk_latents(chunk);
         let lq = self.lq_tokens(chunk)?;
         let noise = self.settings.noise.frames(lat0, lat_n, rows, cols)?;
-        let noise = Tensor::from_slice(&self.backend, &noise, &[LATENT_CHANNELS, lat_n, rows, cols])?;
+        let noise =
+            Tensor::from_slice(&self.backend, &noise, &[LATENT_CHANNELS, lat_n, rows, cols])?;
         let injected = match &self.settings.injected_masks {
             Some(all) => Some(all.get(chunk).ok_or_else(|| {
                 ModelError::Settings(format!("no injected masks for chunk {chunk}"))
@@ -194,7 +221,9 @@ impl<'m> Engine<'m> {
         let (out0, out_n) = chunk_output_frames(chunk);
         let (mut pixels, frames) = self.decode(&latents, out0, out_n)?;
         if frames != out_n {
-            return Err(ModelError::Settings(format!("decoder produced {frames} frames, expected {out_n}")));
+            return Err(ModelError::Settings(format!(
+                "decoder produced {frames} frames, expected {out_n}"
+            )));
         }
         let plane = self.height * self.width;
         let mut out = Vec::with_capacity(out_n);
@@ -204,8 +233,17 @@ impl<'m> Engine<'m> {
                 frame.extend_from_slice(&pixels[(c * out_n + i) * plane..][..plane]);
             }
             let reference = &self.frames[&(out0 + i)].host;
-            color_fix::apply(self.settings.color_fix, &mut frame, reference, self.height, self.width);
-            out.push(OutputFrame { index: out0 + i, pixels: frame });
+            color_fix::apply(
+                self.settings.color_fix,
+                &mut frame,
+                reference,
+                self.height,
+                self.width,
+            );
+            out.push(OutputFrame {
+                index: out0 + i,
+                pixels: frame,
+            });
         }
         pixels.clear();
         self.next_chunk += 1;
@@ -230,8 +268,12 @@ impl<'m> Engine<'m> {
                 let y = vae.decode(latents, state)?.clamp(-1.0, 1.0)?;
                 Ok((y.to_vec()?, y.dim(1)))
             }
-            (Decoder::Full { vae, .. }, DecoderState::TiledVae(state), _) => state.decode(vae, latents),
-            _ => Err(ModelError::Settings("decoder state does not match the decoder".into())),
+            (Decoder::Full { vae, .. }, DecoderState::TiledVae(state), _) => {
+                state.decode(vae, latents)
+            }
+            _ => Err(ModelError::Settings(
+                "decoder state does not match the decoder".into(),
+            )),
         }
     }
 }

@@ -61,7 +61,11 @@ impl DecoderMemory {
 
 fn conv(p: &Params, name: &str, out: usize, inp: usize, k: usize, bias: bool) -> Result<Conv> {
     Ok(Conv {
-        weight: p.tensor_as(&format!("{name}.weight"), &[out, inp, k, k], &[out, inp, 1, k, k])?,
+        weight: p.tensor_as(
+            &format!("{name}.weight"),
+            &[out, inp, k, k],
+            &[out, inp, 1, k, k],
+        )?,
         bias: if bias {
             Some(p.tensor(&format!("{name}.bias"), &[out])?)
         } else {
@@ -102,16 +106,30 @@ impl TcDecoder {
         let mut mem = |p: &Params, i: usize, c: usize| -> Result<Layer> {
             let q = p.pp(format!("decoder.{i}.conv"));
             let block = MemBlock {
-                convs: [conv(&q, "0", c, 2 * c, 3, true)?, conv(&q, "2", c, c, 3, true)?, conv(&q, "4", c, c, 3, true)?],
+                convs: [
+                    conv(&q, "0", c, 2 * c, 3, true)?,
+                    conv(&q, "2", c, c, 3, true)?,
+                    conv(&q, "4", c, c, 3, true)?,
+                ],
             };
             slot += 1;
             Ok(Layer::Mem(block, slot - 1))
         };
         let grow = |i: usize, c: usize, stride: usize| -> Result<Layer> {
-            Ok(Layer::Grow(conv(&p, &format!("decoder.{i}.conv"), c * stride, c, 1, false)?, stride))
+            Ok(Layer::Grow(
+                conv(&p, &format!("decoder.{i}.conv"), c * stride, c, 1, false)?,
+                stride,
+            ))
         };
         let layers = vec![
-            Layer::Conv(conv(&p, "decoder.1", c0, COND_CHANNELS + LATENT_CHANNELS, 3, true)?),
+            Layer::Conv(conv(
+                &p,
+                "decoder.1",
+                c0,
+                COND_CHANNELS + LATENT_CHANNELS,
+                3,
+                true,
+            )?),
             Layer::Relu,
             Layer::Conv(conv_or_dirac(&p, "decoder.3", c0)?),
             Layer::Relu,
@@ -138,7 +156,10 @@ impl TcDecoder {
             Layer::Relu,
             Layer::Conv(conv(&p, "decoder.26", 3, c3, 3, true)?),
         ];
-        Ok(TcDecoder { layers, memory_slots: slot })
+        Ok(TcDecoder {
+            layers,
+            memory_slots: slot,
+        })
     }
 
     pub fn new_memory(&self) -> DecoderMemory {
@@ -151,7 +172,12 @@ impl TcDecoder {
     /// Decodes `latents (16, t, H/8, W/8)` with their conditioning LQ frames `cond (3, k, H, W)`
     /// (k ≤ 4t; the clip is front-padded with copies of its first frame to 4t). Returns frames in
     /// `[-1, 1]` nominal range, `(3, n, H, W)`, n = 4t, or 4t − 3 on the first call.
-    pub fn decode(&self, latents: &Tensor, cond: &Tensor, memory: &mut DecoderMemory) -> Result<Tensor> {
+    pub fn decode(
+        &self,
+        latents: &Tensor,
+        cond: &Tensor,
+        memory: &mut DecoderMemory,
+    ) -> Result<Tensor> {
         let t = latents.dim(1);
         let k = cond.dim(1);
         let cond = if k < TIME_UPSCALE * t {
@@ -167,7 +193,10 @@ impl TcDecoder {
             .reshape(&[3, t, TIME_UPSCALE, hl, SPACE_UPSCALE, wl, SPACE_UPSCALE])?
             .permute(&[0, 2, 4, 6, 1, 3, 5])?
             .reshape(&[COND_CHANNELS, t, hl, wl])?;
-        let mut x = Tensor::cat(&[&packed, latents], 0)?.affine(1.0 / 3.0, 0.0)?.tanh()?.affine(3.0, 0.0)?;
+        let mut x = Tensor::cat(&[&packed, latents], 0)?
+            .affine(1.0 / 3.0, 0.0)?
+            .tanh()?
+            .affine(3.0, 0.0)?;
         for layer in &self.layers {
             x = match layer {
                 Layer::Conv(c) => c.forward(&x)?,

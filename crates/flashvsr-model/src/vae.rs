@@ -100,7 +100,8 @@ impl<'a> Loader<'a> {
         let mut full = vec![o, i];
         full.extend(&ones);
         Ok((
-            self.p.tensor_as(&format!("{name}.weight"), &full, &[o, i, 1, 1, 1])?,
+            self.p
+                .tensor_as(&format!("{name}.weight"), &full, &[o, i, 1, 1, 1])?,
             self.p.tensor(&format!("{name}.bias"), &[o])?,
         ))
     }
@@ -123,8 +124,13 @@ impl<'a> Loader<'a> {
         let pw = |name: &str| -> Result<(Tensor, Tensor)> {
             let shape = self.p.shape(&format!("{prefix}.{name}.weight"))?;
             Ok((
-                self.p.tensor_as(&format!("{prefix}.{name}.weight"), &shape, &[shape[0], shape[1], 1, 1, 1])?,
-                self.p.tensor(&format!("{prefix}.{name}.bias"), &[shape[0]])?,
+                self.p.tensor_as(
+                    &format!("{prefix}.{name}.weight"),
+                    &shape,
+                    &[shape[0], shape[1], 1, 1, 1],
+                )?,
+                self.p
+                    .tensor(&format!("{prefix}.{name}.bias"), &[shape[0]])?,
             ))
         };
         Ok(AttnBlock {
@@ -151,7 +157,8 @@ impl<'a> Loader<'a> {
                     &shape,
                     &[shape[0], shape[1], 1, shape[2], shape[3]],
                 )?,
-                self.p.tensor(&format!("{prefix}.resample.1.bias"), &[shape[0]])?,
+                self.p
+                    .tensor(&format!("{prefix}.resample.1.bias"), &[shape[0]])?,
             ),
         })
     }
@@ -161,7 +168,10 @@ impl WanVaeDecoder {
     pub fn load(backend: &BackendRef, file: &WeightFile) -> Result<WanVaeDecoder> {
         let mut p = Params::new(file, backend, "a Wan2.1 VAE file (Wan2.1_VAE.pth)");
         if !p.contains("decoder.conv1.weight") {
-            if let Some(w) = WRAPPERS.iter().find(|w| p.pp(w).contains("decoder.conv1.weight")) {
+            if let Some(w) = WRAPPERS
+                .iter()
+                .find(|w| p.pp(w).contains("decoder.conv1.weight"))
+            {
                 p = p.pp(w);
             }
         }
@@ -172,7 +182,11 @@ impl WanVaeDecoder {
                 reason: format!("conv2.weight has shape {z:?}, expected [16, 16, 1, 1, 1]"),
             });
         }
-        let mut l = Loader { p, conv_slots: 0, time_slots: 0 };
+        let mut l = Loader {
+            p,
+            conv_slots: 0,
+            time_slots: 0,
+        };
         let conv2 = l.pointwise("conv2")?;
         let conv1 = l.causal("decoder.conv1")?;
         let mut stages = vec![
@@ -249,8 +263,12 @@ impl CausalConv {
 
 impl ResBlock {
     fn forward(&self, x: &Tensor, state: &mut VaeState) -> Result<Tensor> {
-        let h = self.conv_a.forward(&x.channel_rms_norm(&self.gamma_a)?.silu()?, state)?;
-        let h = self.conv_b.forward(&h.channel_rms_norm(&self.gamma_b)?.silu()?, state)?;
+        let h = self
+            .conv_a
+            .forward(&x.channel_rms_norm(&self.gamma_a)?.silu()?, state)?;
+        let h = self
+            .conv_b
+            .forward(&h.channel_rms_norm(&self.gamma_b)?.silu()?, state)?;
         let shortcut = match &self.shortcut {
             Some((w, b)) => x.conv3d(w, Some(b), 1, 0, PadMode::Zero)?,
             None => x.clone(),
@@ -277,7 +295,9 @@ impl AttnBlock {
             frames.push(q.attention(&k, &v, 1)?.reshape(&[1, h * w, c])?);
         }
         let refs: Vec<&Tensor> = frames.iter().collect();
-        let o = Tensor::cat(&refs, 0)?.permute(&[2, 0, 1])?.reshape(&[c, t, h, w])?;
+        let o = Tensor::cat(&refs, 0)?
+            .permute(&[2, 0, 1])?
+            .reshape(&[c, t, h, w])?;
         let o = o.conv3d(&self.proj.0, Some(&self.proj.1), 1, 0, PadMode::Zero)?;
         Ok(x.add(&o)?)
     }

@@ -76,8 +76,18 @@ impl TiledVaeState {
                 tiles.push(Tile {
                     rows: (h0, h1),
                     cols: (w0, w1),
-                    mask_rows: ramp((h1 - h0) * SPACE_UPSCALE, h0 != 0, h0 + sh < rows, (sh - dh) * SPACE_UPSCALE),
-                    mask_cols: ramp((w1 - w0) * SPACE_UPSCALE, w0 != 0, w0 + sw < cols, (sw - dw) * SPACE_UPSCALE),
+                    mask_rows: ramp(
+                        (h1 - h0) * SPACE_UPSCALE,
+                        h0 != 0,
+                        h0 + sh < rows,
+                        (sh - dh) * SPACE_UPSCALE,
+                    ),
+                    mask_cols: ramp(
+                        (w1 - w0) * SPACE_UPSCALE,
+                        w0 != 0,
+                        w0 + sw < cols,
+                        (sw - dw) * SPACE_UPSCALE,
+                    ),
                     state: vae.new_state(),
                 });
             }

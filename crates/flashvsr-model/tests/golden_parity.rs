@@ -41,8 +41,19 @@ fn version(c: &Case) -> ProjectorVersion {
 }
 
 /// LQ tokens per chunk, computed by our projector from the prepared LQ video.
-fn projector_features(backend: &BackendRef, c: &Case, frames: &[Vec<f32>], h: usize, w: usize) -> Vec<Vec<f32>> {
-    let proj = LqProjector::load(backend, &open(&c.model_dir(), "LQ_proj_in.ckpt"), version(c)).unwrap();
+fn projector_features(
+    backend: &BackendRef,
+    c: &Case,
+    frames: &[Vec<f32>],
+    h: usize,
+    w: usize,
+) -> Vec<Vec<f32>> {
+    let proj = LqProjector::load(
+        backend,
+        &open(&c.model_dir(), "LQ_proj_in.ckpt"),
+        version(c),
+    )
+    .unwrap();
     let clip = |first: usize, n: usize| {
         let mut v = Vec::new();
         for ch in 0..3 {
@@ -58,7 +69,12 @@ fn projector_features(backend: &BackendRef, c: &Case, frames: &[Vec<f32>], h: us
     let latents = (frames.len() - 1) / 4;
     let mut per_latent = Vec::new();
     for j in 0..latents {
-        per_latent.push(proj.step(&clip(4 * j + 1, 4), &mut state).unwrap().to_vec().unwrap());
+        per_latent.push(
+            proj.step(&clip(4 * j + 1, 4), &mut state)
+                .unwrap()
+                .to_vec()
+                .unwrap(),
+        );
     }
     for chunk in 0..chunk_count(frames.len()) {
         let (l0, n) = chunk_latents(chunk);
@@ -68,9 +84,20 @@ fn projector_features(backend: &BackendRef, c: &Case, frames: &[Vec<f32>], h: us
 }
 
 fn sparse_settings(c: &Case, h: usize, w: usize) -> SparseSettings {
-    let mode = if c.json["variant"] == "ultra_tiny" { AttentionMode::Sage } else { AttentionMode::Block };
-    let s = SparseSettings::new(mode, c.knob("sparse_ratio"), c.knob("kv_ratio"), c.knob("local_range") as usize, h, w)
-        .unwrap();
+    let mode = if c.json["variant"] == "ultra_tiny" {
+        AttentionMode::Sage
+    } else {
+        AttentionMode::Block
+    };
+    let s = SparseSettings::new(
+        mode,
+        c.knob("sparse_ratio"),
+        c.knob("kv_ratio"),
+        c.knob("local_range") as usize,
+        h,
+        w,
+    )
+    .unwrap();
     assert_eq!(s.topk, c.knob("topk") as i64, "{}: topk", c.name);
     s
 }
@@ -97,9 +124,17 @@ fn check_dit(name: &str) -> Vec<Vec<f32>> {
     let inputs = c.inputs();
     let (frames, plan) = golden::prepared_lq(&inputs, c.crop_to_128());
     let (w, h) = plan.model;
-    let feats: Vec<Vec<f32>> = if c.tensors.contains_key("lq_feat_0") || inputs.tensors.contains_key("lq_feat_0") && version(&c) == version(&inputs) {
-        let src = if c.tensors.contains_key("lq_feat_0") { &c } else { &inputs };
-        (0..chunk_count(frames.len())).map(|k| src.get(&format!("lq_feat_{k}")).f32.clone()).collect()
+    let feats: Vec<Vec<f32>> = if c.tensors.contains_key("lq_feat_0")
+        || inputs.tensors.contains_key("lq_feat_0") && version(&c) == version(&inputs)
+    {
+        let src = if c.tensors.contains_key("lq_feat_0") {
+            &c
+        } else {
+            &inputs
+        };
+        (0..chunk_count(frames.len()))
+            .map(|k| src.get(&format!("lq_feat_{k}")).f32.clone())
+            .collect()
     } else {
         projector_features(&backend, &c, &frames, h, w)
     };
@@ -120,22 +155,48 @@ fn check_dit(name: &str) -> Vec<Vec<f32>> {
         let mut state = dit.new_state();
         for (chunk, feat) in feats.iter().enumerate() {
             let (l0, n) = chunk_latents(chunk);
-            let lq = Tensor::from_slice(&backend, feat, &[feat.len() / dit.config.dim, dit.config.dim]).unwrap();
-            let injected: Option<Vec<BlockMask>> =
-                inject.then(|| (0..dit.config.layers).map(|l| golden_mask(&c, chunk, l, &settings)).collect());
+            let lq = Tensor::from_slice(
+                &backend,
+                feat,
+                &[feat.len() / dit.config.dim, dit.config.dim],
+            )
+            .unwrap();
+            let injected: Option<Vec<BlockMask>> = inject.then(|| {
+                (0..dit.config.layers)
+                    .map(|l| golden_mask(&c, chunk, l, &settings))
+                    .collect()
+            });
             let out = dit
-                .forward_chunk(&noise_slice(l0, n), &lq, l0, &mut state, &settings, injected.as_deref())
+                .forward_chunk(
+                    &noise_slice(l0, n),
+                    &lq,
+                    l0,
+                    &mut state,
+                    &settings,
+                    injected.as_deref(),
+                )
                 .unwrap();
             if !inject {
                 for (layer, m) in out.masks.iter().enumerate() {
                     let g = golden_mask(&c, chunk, layer, &settings);
-                    let diff = m.selected.iter().zip(&g.selected).filter(|(a, b)| a != b).count();
-                    assert_eq!(diff, 0, "{name}: chunk {chunk} layer {layer}: {diff} mask blocks differ");
+                    let diff = m
+                        .selected
+                        .iter()
+                        .zip(&g.selected)
+                        .filter(|(a, b)| a != b)
+                        .count();
+                    assert_eq!(
+                        diff, 0,
+                        "{name}: chunk {chunk} layer {layer}: {diff} mask blocks differ"
+                    );
                 }
             }
             let v = out.velocity.to_vec().unwrap();
             let err = rel_l2(&v, &c.get(&format!("head_out_{chunk}")).f32);
-            assert!(err <= TOL, "{name}: head_out_{chunk} rel L2 {err:e} (injected masks: {inject})");
+            assert!(
+                err <= TOL,
+                "{name}: head_out_{chunk} rel L2 {err:e} (injected masks: {inject})"
+            );
             if !inject {
                 outs.push(v);
             }
@@ -163,7 +224,10 @@ fn local_window_masks_match_units() {
             .split('_')
             .map(|p| p[1..].parse().unwrap())
             .collect();
-        let ours: Vec<u8> = local_window_mask(parts[0], parts[1], parts[2]).into_iter().map(u8::from).collect();
+        let ours: Vec<u8> = local_window_mask(parts[0], parts[1], parts[2])
+            .into_iter()
+            .map(u8::from)
+            .collect();
         assert_eq!(ours, stored.u8, "{key}");
         checked += 1;
     }
@@ -217,13 +281,26 @@ fn dit_and_decoder_crop_case() {
     let (w, h) = plan.model;
     let tc = TcDecoder::load(&backend, &open(&c.model_dir(), "TCDecoder.ckpt")).unwrap();
     let decoded = decode_tiny(&backend, &tc, &c, &head, &frames, h, w);
-    let finals = adain_frames(&decoded, &frames, &c.frame_indices("final_adain_sel"), h * w);
+    let finals = adain_frames(
+        &decoded,
+        &frames,
+        &c.frame_indices("final_adain_sel"),
+        h * w,
+    );
     let err = rel_l2(&finals, &c.get("final_adain_sel").f32);
     assert!(err <= TOL, "{name}: final_adain_sel rel L2 {err:e}");
 }
 
 /// Latents `noise − head_out` per chunk, decoded chunk by chunk; returns decoded frames (3, H, W).
-fn decode_tiny(backend: &BackendRef, tc: &TcDecoder, c: &Case, head: &[Vec<f32>], frames: &[Vec<f32>], h: usize, w: usize) -> Vec<Vec<f32>> {
+fn decode_tiny(
+    backend: &BackendRef,
+    tc: &TcDecoder,
+    c: &Case,
+    head: &[Vec<f32>],
+    frames: &[Vec<f32>],
+    h: usize,
+    w: usize,
+) -> Vec<Vec<f32>> {
     let noise = c.get("noise");
     let (t, rows, cols) = (noise.shape[2], noise.shape[3], noise.shape[4]);
     let plane = rows * cols;
@@ -252,13 +329,22 @@ fn decode_tiny(backend: &BackendRef, tc: &TcDecoder, c: &Case, head: &[Vec<f32>]
         assert_eq!(y.dim(1), on);
         let y = y.to_vec().unwrap();
         for f in 0..on {
-            out.push((0..3).flat_map(|ch| y[(ch * on + f) * h * w..][..h * w].to_vec()).collect());
+            out.push(
+                (0..3)
+                    .flat_map(|ch| y[(ch * on + f) * h * w..][..h * w].to_vec())
+                    .collect(),
+            );
         }
     }
     out
 }
 
-fn adain_frames(decoded: &[Vec<f32>], lq: &[Vec<f32>], indices: &[usize], plane: usize) -> Vec<f32> {
+fn adain_frames(
+    decoded: &[Vec<f32>],
+    lq: &[Vec<f32>],
+    indices: &[usize],
+    plane: usize,
+) -> Vec<f32> {
     let fixed: Vec<Vec<f32>> = indices
         .iter()
         .map(|&i| {
@@ -276,14 +362,21 @@ fn tcdecoder_and_adain_match() {
     let c = case("tiny_block_v11");
     let (frames, plan) = golden::prepared_lq(&c, false);
     let (w, h) = plan.model;
-    let head: Vec<Vec<f32>> = (0..3).map(|k| c.get(&format!("head_out_{k}")).f32.clone()).collect();
+    let head: Vec<Vec<f32>> = (0..3)
+        .map(|k| c.get(&format!("head_out_{k}")).f32.clone())
+        .collect();
     let tc = TcDecoder::load(&backend, &open(&c.model_dir(), "TCDecoder.ckpt")).unwrap();
     let decoded = decode_tiny(&backend, &tc, &c, &head, &frames, h, w);
     assert_eq!(decoded.len(), 37);
     let sel = select_frames(&decoded, &c.frame_indices("decoded_sel"), h * w);
     let err = rel_l2(&sel, &c.get("decoded_sel").f32);
     assert!(err <= TOL, "decoded_sel rel L2 {err:e}");
-    let finals = adain_frames(&decoded, &frames, &c.frame_indices("final_adain_sel"), h * w);
+    let finals = adain_frames(
+        &decoded,
+        &frames,
+        &c.frame_indices("final_adain_sel"),
+        h * w,
+    );
     let err = rel_l2(&finals, &c.get("final_adain_sel").f32);
     assert!(err <= TOL, "final_adain_sel rel L2 {err:e}");
 }
@@ -297,22 +390,40 @@ fn wan_vae_untiled_tiled_and_colour_fixes_match() {
     let noise = c.get("noise");
     let head = c.get("head_out_0");
     let (t, rows, cols) = (noise.shape[2], noise.shape[3], noise.shape[4]);
-    let lat: Vec<f32> = noise.f32.iter().zip(&head.f32).map(|(a, b)| a - b).collect();
+    let lat: Vec<f32> = noise
+        .f32
+        .iter()
+        .zip(&head.f32)
+        .map(|(a, b)| a - b)
+        .collect();
     let lat = Tensor::from_slice(&backend, &lat, &[16, t, rows, cols]).unwrap();
     let vae = WanVaeDecoder::load(&backend, &open(&c.model_dir(), "Wan2.1_VAE.pth")).unwrap();
 
-    let y = vae.decode(&lat, &mut vae.new_state()).unwrap().clamp(-1.0, 1.0).unwrap();
+    let y = vae
+        .decode(&lat, &mut vae.new_state())
+        .unwrap()
+        .clamp(-1.0, 1.0)
+        .unwrap();
     let n = y.dim(1);
     assert_eq!(n, 21);
     let y = y.to_vec().unwrap();
     let decoded: Vec<Vec<f32>> = (0..n)
-        .map(|f| (0..3).flat_map(|ch| y[(ch * n + f) * h * w..][..h * w].to_vec()).collect())
+        .map(|f| {
+            (0..3)
+                .flat_map(|ch| y[(ch * n + f) * h * w..][..h * w].to_vec())
+                .collect()
+        })
         .collect();
     let sel = select_frames(&decoded, &c.frame_indices("decoded_sel"), h * w);
     let err = rel_l2(&sel, &c.get("decoded_sel").f32);
     assert!(err <= TOL, "decoded_sel rel L2 {err:e}");
 
-    let finals = adain_frames(&decoded, &frames, &c.frame_indices("final_adain_sel"), h * w);
+    let finals = adain_frames(
+        &decoded,
+        &frames,
+        &c.frame_indices("final_adain_sel"),
+        h * w,
+    );
     let err = rel_l2(&finals, &c.get("final_adain_sel").f32);
     assert!(err <= TOL, "final_adain_sel rel L2 {err:e}");
 
@@ -323,16 +434,26 @@ fn wan_vae_untiled_tiled_and_colour_fixes_match() {
             f
         })
         .collect();
-    let err = rel_l2(&select_frames(&wavelet, &[0, 1, 2, 3], h * w), &c.get("final_wavelet_first4").f32);
+    let err = rel_l2(
+        &select_frames(&wavelet, &[0, 1, 2, 3], h * w),
+        &c.get("final_wavelet_first4").f32,
+    );
     assert!(err <= TOL, "final_wavelet_first4 rel L2 {err:e}");
 
-    let tiling = VaeTiling { tile: (8, 8), stride: (4, 4) };
+    let tiling = VaeTiling {
+        tile: (8, 8),
+        stride: (4, 4),
+    };
     let mut tiled = TiledVaeState::new(&vae, tiling, rows, cols);
     assert_eq!(tiled.tile_count(), 9);
     let (pixels, frames_out) = tiled.decode(&vae, &lat).unwrap();
     assert_eq!(frames_out, 21);
     let tiled_frames: Vec<Vec<f32>> = (0..n)
-        .map(|f| (0..3).flat_map(|ch| pixels[(ch * n + f) * h * w..][..h * w].to_vec()).collect())
+        .map(|f| {
+            (0..3)
+                .flat_map(|ch| pixels[(ch * n + f) * h * w..][..h * w].to_vec())
+                .collect()
+        })
         .collect();
     let sel = select_frames(&tiled_frames, &c.frame_indices("decoded_tiled_vae"), h * w);
     let err = rel_l2(&sel, &c.get("decoded_tiled_vae").f32);
@@ -347,10 +468,18 @@ fn vae_streaming_equals_whole_sequence() {
     let (t, rows, cols) = (noise.shape[2], noise.shape[3], noise.shape[4]);
     let lat = Tensor::from_slice(&backend, &noise.f32, &[16, t, rows, cols]).unwrap();
     let vae = WanVaeDecoder::load(&backend, &open(&c.model_dir(), "Wan2.1_VAE.pth")).unwrap();
-    let whole = vae.decode(&lat, &mut vae.new_state()).unwrap().to_vec().unwrap();
+    let whole = vae
+        .decode(&lat, &mut vae.new_state())
+        .unwrap()
+        .to_vec()
+        .unwrap();
     let mut state = vae.new_state();
-    let a = vae.decode(&lat.narrow(1, 0, 2).unwrap(), &mut state).unwrap();
-    let b = vae.decode(&lat.narrow(1, 2, t - 2).unwrap(), &mut state).unwrap();
+    let a = vae
+        .decode(&lat.narrow(1, 0, 2).unwrap(), &mut state)
+        .unwrap();
+    let b = vae
+        .decode(&lat.narrow(1, 2, t - 2).unwrap(), &mut state)
+        .unwrap();
     let streamed = Tensor::cat(&[&a, &b], 1).unwrap().to_vec().unwrap();
     assert!(rel_l2(&streamed, &whole) < 1e-6);
 }

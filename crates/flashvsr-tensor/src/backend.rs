@@ -42,8 +42,14 @@ pub enum UnaryOp {
     GeluTanh,
     Tanh,
     /// `x * mul + add`
-    Affine { mul: f32, add: f32 },
-    Clamp { min: f32, max: f32 },
+    Affine {
+        mul: f32,
+        add: f32,
+    },
+    Clamp {
+        min: f32,
+        max: f32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

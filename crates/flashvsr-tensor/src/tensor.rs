@@ -1,9 +1,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::backend::{
-    BackendRef, BinaryOp, BlockMask, BufferRef, Device, PadMode, UnaryOp,
-};
+use crate::backend::{BackendRef, BinaryOp, BlockMask, BufferRef, Device, PadMode, UnaryOp};
 use crate::error::shape_err;
 use crate::Result;
 
@@ -269,7 +267,12 @@ impl Tensor {
         self.wrap(buffer, &shape)
     }
 
-    pub fn layer_norm(&self, weight: Option<&Tensor>, bias: Option<&Tensor>, eps: f32) -> Result<Tensor> {
+    pub fn layer_norm(
+        &self,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+    ) -> Result<Tensor> {
         for p in [weight, bias].into_iter().flatten() {
             p.expect_vector("layer_norm", self.last_dim())?;
         }
@@ -299,13 +302,16 @@ impl Tensor {
     pub fn rope(&self, cos: &Tensor, sin: &Tensor, heads: usize) -> Result<Tensor> {
         self.expect_rank("rope", 2)?;
         let (rows, dim) = (self.shape[0], self.shape[1]);
-        if heads == 0 || dim % (2 * heads) != 0 {
+        if heads == 0 || !dim.is_multiple_of(2 * heads) {
             return shape_err("rope", format!("{dim} channels in {heads} heads"));
         }
         let half = dim / heads / 2;
         for t in [cos, sin] {
             if t.shape() != [rows, half] {
-                return shape_err("rope", format!("table {:?}, want [{rows}, {half}]", t.shape));
+                return shape_err(
+                    "rope",
+                    format!("table {:?}, want [{rows}, {half}]", t.shape),
+                );
             }
         }
         let buffer = self.backend.rope(self, cos, sin, heads)?;
@@ -331,7 +337,10 @@ impl Tensor {
         let (c, t, h, wd) = (self.shape[0], self.shape[1], self.shape[2], self.shape[3]);
         let (o, ci, kt, kh, kw) = (w.shape[0], w.shape[1], w.shape[2], w.shape[3], w.shape[4]);
         if ci != c || kt > t || kh > h + 2 * pad || kw > wd + 2 * pad || stride_t == 0 {
-            return shape_err("conv3d", format!("input {:?}, weight {:?}", self.shape, w.shape));
+            return shape_err(
+                "conv3d",
+                format!("input {:?}, weight {:?}", self.shape, w.shape),
+            );
         }
         if let Some(b) = b {
             b.expect_vector("conv3d bias", o)?;
@@ -343,7 +352,13 @@ impl Tensor {
     }
 
     /// 2-D convolution of every frame: `self (C, T, H, W)`, `w (O, C, kh, kw)`.
-    pub fn conv2d_frames(&self, w: &Tensor, b: Option<&Tensor>, pad: usize, mode: PadMode) -> Result<Tensor> {
+    pub fn conv2d_frames(
+        &self,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        pad: usize,
+        mode: PadMode,
+    ) -> Result<Tensor> {
         w.expect_rank("conv2d", 4)?;
         let w5 = w.reshape(&[w.shape[0], w.shape[1], 1, w.shape[2], w.shape[3]])?;
         self.conv3d(&w5, b, 1, pad, mode)
@@ -356,12 +371,21 @@ impl Tensor {
         self.wrap(buffer, &[s[0], s[1], 2 * s[2], 2 * s[3]])
     }
 
-    fn check_attention(op: &'static str, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<()> {
+    fn check_attention(
+        op: &'static str,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        heads: usize,
+    ) -> Result<()> {
         q.expect_rank(op, 2)?;
         k.expect_rank(op, 2)?;
         k.same_shape(op, v)?;
-        if q.shape[1] != k.shape[1] || heads == 0 || q.shape[1] % heads != 0 {
-            return shape_err(op, format!("q {:?}, k {:?}, {heads} heads", q.shape, k.shape));
+        if q.shape[1] != k.shape[1] || heads == 0 || !q.shape[1].is_multiple_of(heads) {
+            return shape_err(
+                op,
+                format!("q {:?}, k {:?}, {heads} heads", q.shape, k.shape),
+            );
         }
         Ok(())
     }
@@ -372,7 +396,12 @@ impl Tensor {
         self.wrap(buffer, &self.shape.clone())
     }
 
-    pub fn block_sparse_attention(&self, k: &Tensor, v: &Tensor, mask: &BlockMask) -> Result<Tensor> {
+    pub fn block_sparse_attention(
+        &self,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &BlockMask,
+    ) -> Result<Tensor> {
         Tensor::check_attention("block_sparse_attention", self, k, v, mask.heads)?;
         let ok = mask.selected.len() == mask.heads * mask.query_blocks * mask.key_blocks
             && self.shape[0] == mask.query_blocks * mask.query_block
@@ -382,8 +411,13 @@ impl Tensor {
                 "block_sparse_attention",
                 format!(
                     "q {:?}, k {:?}, mask {}x{}x{} of {}x{} blocks",
-                    self.shape, k.shape, mask.heads, mask.query_blocks, mask.key_blocks,
-                    mask.query_block, mask.key_block
+                    self.shape,
+                    k.shape,
+                    mask.heads,
+                    mask.query_blocks,
+                    mask.key_blocks,
+                    mask.query_block,
+                    mask.key_block
                 ),
             );
         }

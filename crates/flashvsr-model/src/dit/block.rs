@@ -53,7 +53,9 @@ impl DitBlock {
         let d = cfg.dim;
         let modulation = p.values("modulation", &[1, 6, d])?;
         let row = |r: usize| -> Result<Tensor> {
-            let v: Vec<f32> = (0..d).map(|c| modulation[r * d + c] + t_mod[r * d + c]).collect();
+            let v: Vec<f32> = (0..d)
+                .map(|c| modulation[r * d + c] + t_mod[r * d + c])
+                .collect();
             Ok(Tensor::from_slice(p.backend(), &v, &[d])?)
         };
         let cross_k = linear(p, "cross_attn.k", d, d)?;

@@ -56,7 +56,9 @@ impl SparseSettings {
             )));
         }
         if local_range == 0 {
-            return Err(ModelError::Settings("--local-range must be at least 1".into()));
+            return Err(ModelError::Settings(
+                "--local-range must be at least 1".into(),
+            ));
         }
         let (window_rows, window_cols) = (height / WINDOW_PX, width / WINDOW_PX);
         let s = (window_rows * window_cols) as f64;
@@ -94,7 +96,7 @@ pub fn local_window_mask(rows: usize, cols: usize, range: usize) -> Vec<bool> {
         for k in 0..s {
             let (rk, uk) = ((k / cols) as isize, (k % cols) as isize);
             let (r0, u0) = (rq - half, uq - half);
-            let inside = |v: isize, start: isize| v >= start && v <= start + range as isize - 1;
+            let inside = |v: isize, start: isize| v >= start && v < start + range as isize;
             m[q * s + k] = inside(rk, r0) && inside(uk, u0);
         }
     }
@@ -127,7 +129,11 @@ pub fn select_blocks(
                 let spatial = (bk / blocks_per_window) % s;
                 *p = if loc[(bq % s) * s + spatial] {
                     let k = &pooled_k[bk * dim + h * HEAD_DIM..][..HEAD_DIM];
-                    q.iter().zip(k).map(|(&a, &b)| a as f64 * b as f64).sum::<f64>() * scale
+                    q.iter()
+                        .zip(k)
+                        .map(|(&a, &b)| a as f64 * b as f64)
+                        .sum::<f64>()
+                        * scale
                 } else {
                     f64::NEG_INFINITY
                 };

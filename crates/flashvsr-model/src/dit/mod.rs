@@ -8,8 +8,8 @@ pub mod windows;
 
 use flashvsr_tensor::{BackendRef, BlockMask, Tensor};
 
-pub use block::LayerCache;
 use block::DitBlock;
+pub use block::LayerCache;
 use config::{DitConfig, EPS, LATENT_CHANNELS};
 use mask::SparseSettings;
 use windows::TokenGrid;
@@ -60,10 +60,18 @@ fn reject_unexpected(file: &WeightFile, expected: &[String], what: &str) -> Resu
 impl Dit {
     /// Loads and validates the DiT file and the prompt tensor; folds every constant (timestep
     /// modulation, cross-attention K/V of the prompt) in at load.
-    pub fn load(backend: &BackendRef, dit_file: &WeightFile, prompt_file: &WeightFile) -> Result<Dit> {
+    pub fn load(
+        backend: &BackendRef,
+        dit_file: &WeightFile,
+        prompt_file: &WeightFile,
+    ) -> Result<Dit> {
         let p = Params::new(dit_file, backend, "a FlashVSR DiT file");
         let cfg = DitConfig::from_params(&p)?;
-        reject_unexpected(dit_file, &cfg.expected_keys(), "not part of a FlashVSR DiT file")?;
+        reject_unexpected(
+            dit_file,
+            &cfg.expected_keys(),
+            "not part of a FlashVSR DiT file",
+        )?;
         let d = cfg.dim;
 
         let (t_emb, t_mod) = time_conditioning(&p, &cfg)?;
@@ -78,7 +86,11 @@ impl Dit {
         let head_scale: Vec<f32> = (0..d).map(|c| head_mod[d + c] + t_emb[c]).collect();
         Ok(Dit {
             patch: (
-                p.tensor_as("patch_embedding.weight", &[d, LATENT_CHANNELS, 1, 2, 2], &[d, patch_in])?,
+                p.tensor_as(
+                    "patch_embedding.weight",
+                    &[d, LATENT_CHANNELS, 1, 2, 2],
+                    &[d, patch_in],
+                )?,
                 p.tensor("patch_embedding.bias", &[d])?,
             ),
             head: (
@@ -112,12 +124,18 @@ impl Dit {
         injected: Option<&[BlockMask]>,
     ) -> Result<ChunkOutput> {
         let (f, hl, wl) = (noise.dim(1), noise.dim(2), noise.dim(3));
-        let grid = TokenGrid { frames: f, h: hl / 2, w: wl / 2 };
+        let grid = TokenGrid {
+            frames: f,
+            h: hl / 2,
+            w: wl / 2,
+        };
         let patches = noise
             .reshape(&[LATENT_CHANNELS, f, grid.h, 2, grid.w, 2])?
             .permute(&[1, 2, 4, 0, 3, 5])?
             .reshape(&[grid.tokens(), LATENT_CHANNELS * 4])?;
-        let x = patches.linear(&self.patch.0, Some(&self.patch.1))?.add(lq)?;
+        let x = patches
+            .linear(&self.patch.0, Some(&self.patch.1))?
+            .add(lq)?;
         let mut x = windows::to_windows(&x, grid)?;
 
         let rope = rope::tables(x.backend(), grid.window_order_positions(first_frame))?;

@@ -32,7 +32,10 @@ impl TokenGrid {
     }
 
     /// `(frame, row, col)` of each token in window order.
-    pub fn window_order_positions(&self, first_frame: usize) -> impl Iterator<Item = (usize, usize, usize)> {
+    pub fn window_order_positions(
+        &self,
+        first_frame: usize,
+    ) -> impl Iterator<Item = (usize, usize, usize)> {
         let (hb, wb) = (self.h / WINDOW_HW, self.w / WINDOW_HW);
         let groups = self.groups();
         (0..groups).flat_map(move |g| {
@@ -41,7 +44,11 @@ impl TokenGrid {
                     (0..WINDOW_T).flat_map(move |df| {
                         (0..WINDOW_HW).flat_map(move |di| {
                             (0..WINDOW_HW).map(move |dj| {
-                                (first_frame + g * WINDOW_T + df, r * WINDOW_HW + di, u * WINDOW_HW + dj)
+                                (
+                                    first_frame + g * WINDOW_T + df,
+                                    r * WINDOW_HW + di,
+                                    u * WINDOW_HW + dj,
+                                )
                             })
                         })
                     })
@@ -55,7 +62,13 @@ impl TokenGrid {
 pub fn to_windows(x: &Tensor, g: TokenGrid) -> Result<Tensor> {
     let d = x.dim(1);
     let shape = [
-        g.groups(), WINDOW_T, g.h / WINDOW_HW, WINDOW_HW, g.w / WINDOW_HW, WINDOW_HW, d,
+        g.groups(),
+        WINDOW_T,
+        g.h / WINDOW_HW,
+        WINDOW_HW,
+        g.w / WINDOW_HW,
+        WINDOW_HW,
+        d,
     ];
     Ok(x.reshape(&shape)?
         .permute(&[0, 2, 4, 1, 3, 5, 6])?
@@ -66,7 +79,13 @@ pub fn to_windows(x: &Tensor, g: TokenGrid) -> Result<Tensor> {
 pub fn from_windows(x: &Tensor, g: TokenGrid) -> Result<Tensor> {
     let d = x.dim(1);
     let shape = [
-        g.groups(), g.h / WINDOW_HW, g.w / WINDOW_HW, WINDOW_T, WINDOW_HW, WINDOW_HW, d,
+        g.groups(),
+        g.h / WINDOW_HW,
+        g.w / WINDOW_HW,
+        WINDOW_T,
+        WINDOW_HW,
+        WINDOW_HW,
+        d,
     ];
     Ok(x.reshape(&shape)?
         .permute(&[0, 3, 1, 4, 2, 5, 6])?

@@ -4,15 +4,20 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use flashvsr_media::{Frame, FrameData};
 use flashvsr_media::prepare::{prepare_frame, PrepareGeometry, Resampler};
+use flashvsr_media::{Frame, FrameData};
 use flashvsr_model::geometry::SizePlan;
 use serde_json::Value;
 
 pub fn golden_dir() -> PathBuf {
     let dir = std::env::var_os("FLASHVSR_GOLDEN")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/golden")));
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/golden"
+            ))
+        });
     assert!(
         dir.join("README.md").is_file(),
         "golden data not found at {} (set FLASHVSR_GOLDEN)",
@@ -35,7 +40,8 @@ pub struct Case {
 
 pub fn case(name: &str) -> Case {
     let dir = golden_dir().join(name);
-    let json: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
+    let json: Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("case.json")).unwrap()).unwrap();
     let bytes = std::fs::read(dir.join("outputs.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut tensors = HashMap::new();
@@ -44,7 +50,10 @@ pub fn case(name: &str) -> Case {
         let stored = match view.dtype() {
             safetensors::Dtype::F32 => Stored {
                 shape: view.shape().to_vec(),
-                f32: data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+                f32: data
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect(),
                 u8: Vec::new(),
             },
             safetensors::Dtype::U8 => Stored {
@@ -56,12 +65,18 @@ pub fn case(name: &str) -> Case {
         };
         tensors.insert(key, stored);
     }
-    Case { name: name.to_string(), json, tensors }
+    Case {
+        name: name.to_string(),
+        json,
+        tensors,
+    }
 }
 
 impl Case {
     pub fn get(&self, key: &str) -> &Stored {
-        self.tensors.get(key).unwrap_or_else(|| panic!("{}: no tensor {key}", self.name))
+        self.tensors
+            .get(key)
+            .unwrap_or_else(|| panic!("{}: no tensor {key}", self.name))
     }
 
     pub fn knob(&self, key: &str) -> f64 {
@@ -96,7 +111,11 @@ impl Case {
 
 pub fn rel_l2(a: &[f32], b: &[f32]) -> f64 {
     assert_eq!(a.len(), b.len(), "length mismatch");
-    let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y as f64).powi(2)).sum();
+    let num: f64 = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum();
     let den: f64 = b.iter().map(|&y| (y as f64).powi(2)).sum();
     (num / den).sqrt()
 }

@@ -28,7 +28,15 @@ fn scatter(out: &mut [f32], dim: usize, head_dim: usize, pieces: Vec<(usize, usi
     }
 }
 
-pub fn dense(q: &[f32], k: &[f32], v: &[f32], lq: usize, lk: usize, dim: usize, heads: usize) -> Vec<f32> {
+pub fn dense(
+    q: &[f32],
+    k: &[f32],
+    v: &[f32],
+    lq: usize,
+    lk: usize,
+    dim: usize,
+    heads: usize,
+) -> Vec<f32> {
     let hd = dim / heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let row_blocks = lq.div_ceil(QUERY_ROWS);
@@ -63,7 +71,9 @@ pub fn block_sparse(q: &[f32], k: &[f32], v: &[f32], dim: usize, mask: &BlockMas
         .into_par_iter()
         .map(|task| {
             let (h, bq) = (task / mask.query_blocks, task % mask.query_blocks);
-            let selected: Vec<usize> = (0..mask.key_blocks).filter(|&bk| mask.get(h, bq, bk)).collect();
+            let selected: Vec<usize> = (0..mask.key_blocks)
+                .filter(|&bk| mask.get(h, bq, bk))
+                .collect();
             let mut o = vec![0.0f32; qb * hd];
             if selected.is_empty() {
                 return (bq * qb, h, o);

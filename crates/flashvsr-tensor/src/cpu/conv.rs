@@ -63,7 +63,19 @@ impl Conv3d {
             let frame = self.h * self.w;
             for t in 0..self.t_out {
                 let col = View::new(x, t * self.stride_t * frame, self.t * frame, 1);
-                sgemm(self.o, kdim, plane, 1.0, a, col, beta, &mut out, t * plane, out_rs, 1);
+                sgemm(
+                    self.o,
+                    kdim,
+                    plane,
+                    1.0,
+                    a,
+                    col,
+                    beta,
+                    &mut out,
+                    t * plane,
+                    out_rs,
+                    1,
+                );
             }
             return out;
         }
@@ -71,7 +83,19 @@ impl Conv3d {
         for t in 0..self.t_out {
             self.im2col(x, t * self.stride_t, &mut col);
             let b = View::new(&col, 0, plane, 1);
-            sgemm(self.o, kdim, plane, 1.0, a, b, beta, &mut out, t * plane, out_rs, 1);
+            sgemm(
+                self.o,
+                kdim,
+                plane,
+                1.0,
+                a,
+                b,
+                beta,
+                &mut out,
+                t * plane,
+                out_rs,
+                1,
+            );
         }
         out
     }
@@ -81,34 +105,36 @@ impl Conv3d {
         let plane = self.ho * self.wo;
         let (h, w, pad) = (self.h as isize, self.w as isize, self.pad as isize);
         let zero = self.mode == PadMode::Zero;
-        col.par_chunks_mut(plane).enumerate().for_each(|(row, dst)| {
-            let dx = row % self.kw;
-            let dy = (row / self.kw) % self.kh;
-            let dt = (row / (self.kw * self.kh)) % self.kt;
-            let ci = row / (self.kw * self.kh * self.kt);
-            let src = &x[(ci * self.t + t0 + dt) * self.h * self.w..][..self.h * self.w];
-            for oy in 0..self.ho {
-                let iy = oy as isize + dy as isize - pad;
-                let out_row = &mut dst[oy * self.wo..(oy + 1) * self.wo];
-                if zero && (iy < 0 || iy >= h) {
-                    out_row.fill(0.0);
-                    continue;
-                }
-                let iy = iy.clamp(0, h - 1) as usize;
-                let in_row = &src[iy * self.w..(iy + 1) * self.w];
-                for (ox, o) in out_row.iter_mut().enumerate() {
-                    let ix = ox as isize + dx as isize - pad;
-                    *o = if ix < 0 || ix >= w {
-                        if zero {
-                            0.0
+        col.par_chunks_mut(plane)
+            .enumerate()
+            .for_each(|(row, dst)| {
+                let dx = row % self.kw;
+                let dy = (row / self.kw) % self.kh;
+                let dt = (row / (self.kw * self.kh)) % self.kt;
+                let ci = row / (self.kw * self.kh * self.kt);
+                let src = &x[(ci * self.t + t0 + dt) * self.h * self.w..][..self.h * self.w];
+                for oy in 0..self.ho {
+                    let iy = oy as isize + dy as isize - pad;
+                    let out_row = &mut dst[oy * self.wo..(oy + 1) * self.wo];
+                    if zero && (iy < 0 || iy >= h) {
+                        out_row.fill(0.0);
+                        continue;
+                    }
+                    let iy = iy.clamp(0, h - 1) as usize;
+                    let in_row = &src[iy * self.w..(iy + 1) * self.w];
+                    for (ox, o) in out_row.iter_mut().enumerate() {
+                        let ix = ox as isize + dx as isize - pad;
+                        *o = if ix < 0 || ix >= w {
+                            if zero {
+                                0.0
+                            } else {
+                                in_row[ix.clamp(0, w - 1) as usize]
+                            }
                         } else {
-                            in_row[ix.clamp(0, w - 1) as usize]
-                        }
-                    } else {
-                        in_row[ix as usize]
-                    };
+                            in_row[ix as usize]
+                        };
+                    }
                 }
-            }
-        });
+            });
     }
 }

@@ -80,7 +80,10 @@ pub fn rope(x: &[f32], dim: usize, cos: &[f32], sin: &[f32], heads: usize) -> Ve
         .zip(x.par_chunks(dim))
         .enumerate()
         .for_each(|(row, (d, s))| {
-            let (c, sn) = (&cos[row * half..(row + 1) * half], &sin[row * half..(row + 1) * half]);
+            let (c, sn) = (
+                &cos[row * half..(row + 1) * half],
+                &sin[row * half..(row + 1) * half],
+            );
             for h in 0..heads {
                 let base = h * 2 * half;
                 for m in 0..half {

@@ -9,7 +9,12 @@ pub struct View<'a> {
 
 impl<'a> View<'a> {
     pub fn new(data: &'a [f32], offset: usize, rs: usize, cs: usize) -> Self {
-        View { data, offset, rs, cs }
+        View {
+            data,
+            offset,
+            rs,
+            cs,
+        }
     }
 
     fn last_index(&self, rows: usize, cols: usize) -> usize {
@@ -71,7 +76,14 @@ pub fn sgemm(
 }
 
 /// `y (m, n) = x (m, k) · w (n, k)ᵀ + bias`
-pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: Option<&[f32]>) -> Vec<f32> {
+pub fn linear(
+    x: &[f32],
+    m: usize,
+    k: usize,
+    w: &[f32],
+    n: usize,
+    bias: Option<&[f32]>,
+) -> Vec<f32> {
     let mut y = vec![0.0f32; m * n];
     let beta = match bias {
         Some(b) => {
@@ -80,6 +92,18 @@ pub fn linear(x: &[f32], m: usize, k: usize, w: &[f32], n: usize, bias: Option<&
         }
         None => 0.0,
     };
-    sgemm(m, k, n, 1.0, View::new(x, 0, k, 1), View::new(w, 0, 1, k), beta, &mut y, 0, n, 1);
+    sgemm(
+        m,
+        k,
+        n,
+        1.0,
+        View::new(x, 0, k, 1),
+        View::new(w, 0, 1, k),
+        beta,
+        &mut y,
+        0,
+        n,
+        1,
+    );
     y
 }

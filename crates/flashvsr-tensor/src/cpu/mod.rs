@@ -97,12 +97,23 @@ impl Backend for CpuBackend {
     }
 
     fn channel_affine(&self, x: &Tensor, mul: &Tensor, add: &Tensor) -> Result<BufferRef> {
-        out(elementwise::channel_affine(data(x)?, data(mul)?, data(add)?))
+        out(elementwise::channel_affine(
+            data(x)?,
+            data(mul)?,
+            data(add)?,
+        ))
     }
 
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<BufferRef> {
         let bias = b.map(data).transpose()?;
-        out(gemm::linear(data(x)?, x.dim(0), x.dim(1), data(w)?, w.dim(0), bias))
+        out(gemm::linear(
+            data(x)?,
+            x.dim(0),
+            x.dim(1),
+            data(w)?,
+            w.dim(0),
+            bias,
+        ))
     }
 
     fn layer_norm(
@@ -139,7 +150,13 @@ impl Backend for CpuBackend {
     }
 
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> Result<BufferRef> {
-        out(elementwise::rope(data(x)?, x.dim(1), data(cos)?, data(sin)?, heads))
+        out(elementwise::rope(
+            data(x)?,
+            x.dim(1),
+            data(cos)?,
+            data(sin)?,
+            heads,
+        ))
     }
 
     fn group_mean(&self, x: &Tensor) -> Result<BufferRef> {
@@ -162,7 +179,12 @@ impl Backend for CpuBackend {
 
     fn upsample_nearest2x(&self, x: &Tensor) -> Result<BufferRef> {
         let s = x.shape();
-        out(layout::upsample_nearest2x(data(x)?, s[0] * s[1], s[2], s[3]))
+        out(layout::upsample_nearest2x(
+            data(x)?,
+            s[0] * s[1],
+            s[2],
+            s[3],
+        ))
     }
 
     fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<BufferRef> {
@@ -184,6 +206,12 @@ impl Backend for CpuBackend {
         v: &Tensor,
         mask: &BlockMask,
     ) -> Result<BufferRef> {
-        out(attention::block_sparse(data(q)?, data(k)?, data(v)?, q.dim(1), mask))
+        out(attention::block_sparse(
+            data(q)?,
+            data(k)?,
+            data(v)?,
+            q.dim(1),
+            mask,
+        ))
     }
 }

@@ -2,7 +2,12 @@ use rayon::prelude::*;
 
 /// Layer norm over rows of `dim`; `finish(normalised value, channel)` applies the affine part.
 /// Statistics accumulate in f64 so that long rows keep f32 parity with the reference.
-pub fn layer_norm(x: &[f32], dim: usize, eps: f32, finish: impl Fn(f32, usize) -> f32 + Sync) -> Vec<f32> {
+pub fn layer_norm(
+    x: &[f32],
+    dim: usize,
+    eps: f32,
+    finish: impl Fn(f32, usize) -> f32 + Sync,
+) -> Vec<f32> {
     let mut out = vec![0.0f32; x.len()];
     out.par_chunks_mut(dim)
         .zip(x.par_chunks(dim))
@@ -36,19 +41,22 @@ pub fn channel_rms_norm(x: &[f32], channels: usize, gamma: &[f32]) -> Vec<f32> {
     let plane = x.len() / channels;
     let mut scale = vec![0.0f32; plane];
     const CHUNK: usize = 4096;
-    scale.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, dst)| {
-        let start = ci * CHUNK;
-        let mut acc = vec![0.0f64; dst.len()];
-        for c in 0..channels {
-            let row = &x[c * plane + start..c * plane + start + dst.len()];
-            for (a, &v) in acc.iter_mut().zip(row) {
-                *a += (v as f64) * (v as f64);
+    scale
+        .par_chunks_mut(CHUNK)
+        .enumerate()
+        .for_each(|(ci, dst)| {
+            let start = ci * CHUNK;
+            let mut acc = vec![0.0f64; dst.len()];
+            for c in 0..channels {
+                let row = &x[c * plane + start..c * plane + start + dst.len()];
+                for (a, &v) in acc.iter_mut().zip(row) {
+                    *a += (v as f64) * (v as f64);
+                }
             }
-        }
-        for (d, a) in dst.iter_mut().zip(acc) {
-            *d = ((channels as f64).sqrt() / a.sqrt().max(1e-12)) as f32;
-        }
-    });
+            for (d, a) in dst.iter_mut().zip(acc) {
+                *d = ((channels as f64).sqrt() / a.sqrt().max(1e-12)) as f32;
+            }
+        });
     let mut out = vec![0.0f32; x.len()];
     out.par_chunks_mut(plane)
         .zip(x.par_chunks(plane))

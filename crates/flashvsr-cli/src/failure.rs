@@ -1,0 +1,69 @@
+//! Exit codes (PRODUCT.md §5): 0 done, 1 failed, 2 bad usage or input, 3 interrupted.
+
+use std::fmt;
+use std::process::ExitCode;
+
+#[derive(Debug)]
+pub enum Failure {
+    /// Bad usage or bad input: the user can fix it.
+    BadInput(String),
+    /// Everything else: internal errors, device or write failures.
+    Failed(String),
+}
+
+impl Failure {
+    pub fn bad(msg: impl fmt::Display) -> Failure {
+        Failure::BadInput(msg.to_string())
+    }
+
+    pub fn failed(msg: impl fmt::Display) -> Failure {
+        Failure::Failed(msg.to_string())
+    }
+
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            Failure::Failed(_) => ExitCode::from(1),
+            Failure::BadInput(_) => ExitCode::from(2),
+        }
+    }
+}
+
+impl fmt::Display for Failure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Failure::BadInput(m) | Failure::Failed(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<flashvsr_media::MediaError> for Failure {
+    fn from(e: flashvsr_media::MediaError) -> Self {
+        if e.is_bad_input() {
+            Failure::bad(e)
+        } else {
+            Failure::failed(e)
+        }
+    }
+}
+
+impl From<flashvsr_model::ModelError> for Failure {
+    fn from(e: flashvsr_model::ModelError) -> Self {
+        use flashvsr_model::ModelError;
+        match e {
+            // Weight files and settings come from the user.
+            ModelError::Weights(_) | ModelError::Mismatch { .. } | ModelError::Settings(_) => {
+                Failure::bad(e)
+            }
+            ModelError::Tensor(_) => Failure::failed(e),
+        }
+    }
+}
+
+impl From<flashvsr_model::weights::WeightError> for Failure {
+    fn from(e: flashvsr_model::weights::WeightError) -> Self {
+        // Every weight-file problem is the user's file: missing, corrupt, or in the wrong place.
+        Failure::bad(e)
+    }
+}
+
+pub type Outcome<T> = Result<T, Failure>;

@@ -1,0 +1,110 @@
+//! Finding and loading the five model files: per-file flags win over the folder; every file is
+//! identified before use, so a file in the wrong place gets an error that says where it belongs.
+
+use std::path::{Path, PathBuf};
+
+use flashvsr_model::dit::Dit;
+use flashvsr_model::identify::{identify, FileKind};
+use flashvsr_model::lq_proj::{LqProjector, ProjectorVersion};
+use flashvsr_model::tcdecoder::TcDecoder;
+use flashvsr_model::vae::WanVaeDecoder;
+use flashvsr_model::weights::WeightFile;
+use flashvsr_tensor::BackendRef;
+
+use crate::args::{ModelFileArgs, ModelVersion};
+use crate::failure::{Failure, Outcome};
+
+pub fn projector_version(v: ModelVersion) -> ProjectorVersion {
+    match v {
+        ModelVersion::V1_0 => ProjectorVersion::V1_0,
+        ModelVersion::V1_1 => ProjectorVersion::V1_1,
+    }
+}
+
+fn path_for(args: &ModelFileArgs, kind: FileKind) -> Outcome<PathBuf> {
+    let explicit = match kind {
+        FileKind::Dit => &args.dit,
+        FileKind::LqProjector => &args.lq_proj,
+        FileKind::TcDecoder => &args.tcdecoder,
+        FileKind::WanVae => &args.vae,
+        FileKind::Prompt => &args.prompt,
+        FileKind::Unknown => &None,
+    };
+    if let Some(p) = explicit {
+        return Ok(p.clone());
+    }
+    match &args.models {
+        Some(dir) => Ok(dir.join(kind.file_name())),
+        None => Err(Failure::bad(format!(
+            "no model files: pass --models DIR (or set FLASHVSR_MODELS) with {}, or {} FILE",
+            kind.file_name(),
+            kind.flag()
+        ))),
+    }
+}
+
+/// Opens the file for `kind` and checks that it is that kind of file.
+pub fn open_checked(path: &Path, kind: FileKind) -> Outcome<WeightFile> {
+    if !path.exists() {
+        return Err(Failure::bad(format!(
+            "{}: no such file (expected {} here; pass {} FILE to point elsewhere)",
+            path.display(),
+            kind.file_name(),
+            kind.flag()
+        )));
+    }
+    let file = WeightFile::open(path)?;
+    let found = identify(&file);
+    if found != kind {
+        let hint = if found == FileKind::Unknown {
+            String::new()
+        } else {
+            format!("; it belongs with {} FILE", found.flag())
+        };
+        return Err(Failure::bad(format!(
+            "{}: expected {} ({}), but this is {found}{hint}",
+            path.display(),
+            kind,
+            kind.file_name()
+        )));
+    }
+    Ok(file)
+}
+
+pub fn open(args: &ModelFileArgs, kind: FileKind) -> Outcome<WeightFile> {
+    open_checked(&path_for(args, kind)?, kind)
+}
+
+pub fn load_dit(backend: &BackendRef, args: &ModelFileArgs) -> Outcome<Dit> {
+    let dit = open(args, FileKind::Dit)?;
+    let prompt = open(args, FileKind::Prompt)?;
+    Ok(Dit::load(backend, &dit, &prompt)?)
+}
+
+pub fn load_projector(
+    backend: &BackendRef,
+    args: &ModelFileArgs,
+    dim: usize,
+) -> Outcome<LqProjector> {
+    let file = open(args, FileKind::LqProjector)?;
+    let proj = LqProjector::load(backend, &file, projector_version(args.model_ver))?;
+    if proj.out_dim != dim {
+        return Err(Failure::bad(format!(
+            "{}: the projector outputs {} channels but the DiT is {dim} wide (files from different models?)",
+            file.path().display(),
+            proj.out_dim
+        )));
+    }
+    Ok(proj)
+}
+
+pub fn load_tcdecoder(backend: &BackendRef, args: &ModelFileArgs) -> Outcome<TcDecoder> {
+    Ok(TcDecoder::load(backend, &open(args, FileKind::TcDecoder)?)?)
+}
+
+pub fn load_vae(backend: &BackendRef, args: &ModelFileArgs) -> Outcome<WanVaeDecoder> {
+    Ok(WanVaeDecoder::load(
+        backend,
+        &open(args, FileKind::WanVae)?,
+    )?)
+}

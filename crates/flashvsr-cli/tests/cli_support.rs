@@ -1,0 +1,74 @@
+//! Running the `flashvsr` binary and reading and writing PNG frames in tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn flashvsr(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_flashvsr"))
+        .args(args)
+        .env_remove("FLASHVSR_MODELS")
+        .output()
+        .expect("run flashvsr")
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn write_png_rgb8(path: &Path, width: usize, height: usize, data: &[u8]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);
+    enc.set_color(png::ColorType::Rgb);
+    enc.set_depth(png::BitDepth::Eight);
+    enc.write_header().unwrap().write_image_data(data).unwrap();
+}
+
+/// `(width, height, bit depth, samples widened to u16)` of an RGB PNG.
+pub fn read_png(path: &Path) -> (usize, usize, u8, Vec<u16>) {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    assert_eq!(info.color_type, png::ColorType::Rgb, "{}", path.display());
+    let data = &buf[..info.buffer_size()];
+    let (depth, samples) = match info.bit_depth {
+        png::BitDepth::Eight => (8, data.iter().map(|&v| v as u16).collect()),
+        png::BitDepth::Sixteen => (
+            16,
+            data.chunks_exact(2)
+                .map(|b| u16::from_be_bytes([b[0], b[1]]))
+                .collect(),
+        ),
+        other => panic!("unexpected depth {other:?}"),
+    };
+    (info.width as usize, info.height as usize, depth, samples)
+}
+
+pub fn sorted_files(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The golden small v1.1 model folder ($FLASHVSR_GOLDEN or ../shared/golden); missing data fails.
+pub fn golden_models() -> PathBuf {
+    let golden = std::env::var_os("FLASHVSR_GOLDEN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../../shared/golden"
+            ))
+        });
+    let dir = golden.join("models/flashvsr_v11_small");
+    assert!(
+        dir.is_dir(),
+        "golden models not found at {} (set FLASHVSR_GOLDEN)",
+        dir.display()
+    );
+    dir
+}

@@ -1,0 +1,107 @@
+//! Every input frame comes out, and the output is exactly scale × input.
+
+mod cli_support;
+
+use std::path::Path;
+
+use cli_support::{flashvsr, golden_models, read_png, sorted_files, stderr, write_png_rgb8};
+
+/// A deterministic moving gradient, so frames differ.
+fn write_clip(dir: &Path, frames: usize, width: usize, height: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in 0..frames {
+        let data: Vec<u8> = (0..width * height * 3)
+            .map(|i| {
+                let (p, c) = (i / 3, i % 3);
+                ((p % width) * 7 + (p / width) * 5 + f * 11 + c * 60) as u8
+            })
+            .collect();
+        write_png_rgb8(&dir.join(format!("{f:04}.png")), width, height, &data);
+    }
+}
+
+fn upscale(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
+    let models = golden_models();
+    let mut args = vec![
+        "upscale",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--models",
+        models.to_str().unwrap(),
+        "--device",
+        "cpu",
+        "-q",
+    ];
+    args.extend_from_slice(extra);
+    flashvsr(&args)
+}
+
+#[test]
+fn every_input_frame_comes_out() {
+    let tmp = tempfile::tempdir().unwrap();
+    for n in [1usize, 5, 21, 22, 100] {
+        let input = tmp.path().join(format!("in{n}"));
+        let output = tmp.path().join(format!("out{n}"));
+        write_clip(&input, n, 16, 12);
+        let out = upscale(&input, &output, &[]);
+        assert!(out.status.success(), "{n} frames: {}", stderr(&out));
+        let files = sorted_files(&output);
+        assert_eq!(files.len(), n, "{n} input frames");
+        assert_eq!(
+            files.last().unwrap().file_name().unwrap().to_str().unwrap(),
+            format!("{:06}.png", n - 1)
+        );
+        let (w, h, depth, _) = read_png(&files[0]);
+        assert_eq!((w, h, depth), (64, 48, 8));
+    }
+}
+
+#[test]
+fn output_is_exactly_scale_times_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    write_clip(&input, 3, 50, 30);
+    let output = tmp.path().join("out");
+    let out = upscale(&input, &output, &["--output-format", "png16"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let files = sorted_files(&output);
+    assert_eq!(files.len(), 3);
+    for f in &files {
+        let (w, h, depth, samples) = read_png(f);
+        assert_eq!((w, h, depth), (200, 120, 16));
+        // The padded canvas must not leak into the picture: the bottom-right pixel is real content.
+        assert!(samples.iter().any(|&v| v != 0));
+    }
+}
+
+#[test]
+fn a_single_image_works_and_y4m_output_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    write_clip(&input, 1, 20, 10);
+    let image = input.join("0000.png");
+    let output = tmp.path().join("out.y4m");
+    let out = upscale(&image, &output, &["--scale", "2"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let bytes = std::fs::read(&output).unwrap();
+    let header_end = bytes.iter().position(|&b| b == b'\n').unwrap();
+    let header = String::from_utf8_lossy(&bytes[..header_end]);
+    assert!(header.starts_with("YUV4MPEG2 W40 H20 "), "{header}");
+    let frames = bytes.windows(6).filter(|w| w == b"FRAME\n").count();
+    assert_eq!(frames, 1);
+}
+
+#[test]
+fn existing_output_needs_overwrite() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    write_clip(&input, 2, 8, 8);
+    let output = tmp.path().join("out");
+    assert!(upscale(&input, &output, &[]).status.success());
+    let again = upscale(&input, &output, &[]);
+    assert_eq!(again.status.code(), Some(2), "{}", stderr(&again));
+    let forced = upscale(&input, &output, &["-y"]);
+    assert!(forced.status.success(), "{}", stderr(&forced));
+    assert_eq!(sorted_files(&output).len(), 2);
+}

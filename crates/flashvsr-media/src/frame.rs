@@ -1,0 +1,179 @@
+//! The frame type and the two traits every container implements.
+
+use std::path::PathBuf;
+
+use crate::MediaError;
+
+/// Samples of a frame, interleaved RGB (R, G, B, R, G, B, …), row-major, no padding.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FrameData {
+    U8(Vec<u8>),
+    U16(Vec<u16>),
+}
+
+/// One RGB frame. `bit_depth` is 8 for [`FrameData::U8`] and 16 for [`FrameData::U16`]; sources of
+/// 9–15 bits are scaled to the full 16-bit range, so 65535 is always white.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Frame {
+    pub width: usize,
+    pub height: usize,
+    pub bit_depth: u8,
+    pub data: FrameData,
+}
+
+impl Frame {
+    /// Panics if `data.len() != width * height * 3` (a programming error, never user input).
+    pub fn from_u8(width: usize, height: usize, data: Vec<u8>) -> Self {
+        assert_eq!(
+            data.len(),
+            width * height * 3,
+            "RGB8 frame {width}x{height}"
+        );
+        Frame {
+            width,
+            height,
+            bit_depth: 8,
+            data: FrameData::U8(data),
+        }
+    }
+
+    /// Panics if `data.len() != width * height * 3` (a programming error, never user input).
+    pub fn from_u16(width: usize, height: usize, data: Vec<u16>) -> Self {
+        assert_eq!(
+            data.len(),
+            width * height * 3,
+            "RGB16 frame {width}x{height}"
+        );
+        Frame {
+            width,
+            height,
+            bit_depth: 16,
+            data: FrameData::U16(data),
+        }
+    }
+
+    /// Whether the fields agree with each other (the fields are public, so a caller can break them).
+    pub fn is_consistent(&self) -> bool {
+        let n = self.width * self.height * 3;
+        match &self.data {
+            FrameData::U8(d) => self.bit_depth == 8 && d.len() == n,
+            FrameData::U16(d) => self.bit_depth == 16 && d.len() == n,
+        }
+    }
+
+    /// Largest code value: 255 or 65535.
+    pub fn max_value(&self) -> f32 {
+        match self.data {
+            FrameData::U8(_) => 255.0,
+            FrameData::U16(_) => 65535.0,
+        }
+    }
+
+    /// Samples as f32 in [0, 1] (`v / 255` or `v / 65535`), interleaved RGB.
+    pub fn to_unit_f32(&self) -> Vec<f32> {
+        match &self.data {
+            FrameData::U8(d) => d.iter().map(|&v| v as f32 / 255.0).collect(),
+            FrameData::U16(d) => d.iter().map(|&v| v as f32 / 65535.0).collect(),
+        }
+    }
+
+    /// 8-bit samples; 16-bit ones are rounded to the nearest 8-bit code (`round(v / 257)`).
+    pub fn to_u8_samples(&self) -> Vec<u8> {
+        match &self.data {
+            FrameData::U8(d) => d.clone(),
+            FrameData::U16(d) => d.iter().map(|&v| u16_to_u8(v)).collect(),
+        }
+    }
+
+    /// 16-bit samples; 8-bit ones are widened exactly (`v * 257`).
+    pub fn to_u16_samples(&self) -> Vec<u16> {
+        match &self.data {
+            FrameData::U8(d) => d.iter().map(|&v| v as u16 * 257).collect(),
+            FrameData::U16(d) => d.clone(),
+        }
+    }
+}
+
+/// Largest frame accepted from a file header (pixels), so a corrupt or hostile header cannot
+/// make us attempt an absurd allocation: 2^28 is 16384 × 16384.
+pub(crate) const MAX_PIXELS: usize = 1 << 28;
+
+pub(crate) fn u16_to_u8(v: u16) -> u8 {
+    ((v as u32 * 255 + 32767) / 65535) as u8
+}
+
+/// What kind of input a source reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SourceKind {
+    /// A directory of PNG files in natural order.
+    PngSequence,
+    /// One PNG file (one frame).
+    PngImage,
+    /// A YUV4MPEG2 stream (file or stdin).
+    Y4m,
+}
+
+/// Matrix used to turn a YUV source into RGB (or RGB into YUV for output).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum YuvMatrix {
+    Bt601,
+    Bt709,
+}
+
+/// Code-value range of a YUV source.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum YuvRange {
+    /// Y in 16..235, chroma in 16..240 (scaled by 2^(bits−8) above 8 bits).
+    Limited,
+    /// Y and chroma use every code.
+    Full,
+}
+
+/// How a YUV source was converted to RGB.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct YuvInfo {
+    pub matrix: YuvMatrix,
+    pub range: YuvRange,
+    /// The y4m colourspace tag, e.g. "420jpeg", "444p10", "mono".
+    pub colorspace: &'static str,
+}
+
+/// Facts about a source known before its first frame is read.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SourceInfo {
+    pub kind: SourceKind,
+    /// The input path; `-` for stdin.
+    pub path: PathBuf,
+    pub width: usize,
+    pub height: usize,
+    /// Known for image sequences and y4m files with plain `FRAME` headers; `None` for stdin.
+    pub frame_count: Option<usize>,
+    /// Frame rate as numerator/denominator (y4m `F` tag); `None` for images.
+    pub fps: Option<(u32, u32)>,
+    /// Bit depth of the frames this source yields: 8 or 16.
+    pub bit_depth: u8,
+    /// Bits per sample in the source itself (8, 10, 12, 16, …); 10-bit y4m yields 16-bit frames.
+    pub source_bits: u8,
+    /// Pixel aspect ratio (y4m `A` tag) when given and not 0:0.
+    pub pixel_aspect: Option<(u32, u32)>,
+    /// True when the y4m `I` tag says the source is interlaced (frames are still read whole).
+    pub interlaced: bool,
+    /// Set for YUV sources.
+    pub yuv: Option<YuvInfo>,
+}
+
+/// A stream of frames of one size and bit depth.
+pub trait FrameSource: Send {
+    fn info(&self) -> &SourceInfo;
+    /// The next frame, or `None` at the end.
+    fn next_frame(&mut self) -> Result<Option<Frame>, MediaError>;
+}
+
+/// A writer of frames. Nothing is visible under the output name until [`FrameSink::finish`]
+/// returns; dropping a sink without calling it removes everything it wrote (the standard output
+/// excepted, which cannot be taken back).
+pub trait FrameSink: Send {
+    fn write_frame(&mut self, frame: &Frame) -> Result<(), MediaError>;
+    /// Completes the output and publishes it under its final name.
+    fn finish(self: Box<Self>) -> Result<(), MediaError>;
+}

@@ -1,0 +1,152 @@
+//! y4m sink: 4:4:4, 8-bit (`C444`) for 8-bit frames, 16-bit (`C444p16`) for 16-bit frames,
+//! limited range, BT.709 from 720 rows up and BT.601 below (the rule the reader assumes).
+
+use std::fs::File;
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use crate::frame::{Frame, FrameSink, YuvRange};
+use crate::output::PendingOutput;
+use crate::yuv::{default_matrix, rgb_to_yuv444};
+use crate::MediaError;
+
+pub(crate) struct Y4mSink {
+    // Declared before `pending` so the file is closed before the temporary name is removed.
+    writer: BufWriter<Box<dyn Write + Send>>,
+    /// The file behind `writer`, kept to sync it before publishing; `None` for stdout.
+    file: Option<File>,
+    pending: Option<PendingOutput>,
+    label: PathBuf,
+    fps: (u32, u32),
+    aspect: (u32, u32),
+    /// Width, height and bit depth fixed by the first frame.
+    stream: Option<(usize, usize, u8)>,
+}
+
+impl Y4mSink {
+    pub(crate) fn to_file(
+        path: &Path,
+        overwrite: bool,
+        fps: Option<(u32, u32)>,
+        aspect: Option<(u32, u32)>,
+    ) -> Result<Self, MediaError> {
+        let pending = PendingOutput::create(path, false, overwrite)?;
+        let file = File::create(pending.temp_path()).map_err(|e| MediaError::write(path, e))?;
+        let sync = file.try_clone().map_err(|e| MediaError::write(path, e))?;
+        Ok(Self::new(
+            Box::new(file),
+            Some(sync),
+            Some(pending),
+            path,
+            fps,
+            aspect,
+        ))
+    }
+
+    pub(crate) fn to_stdout(fps: Option<(u32, u32)>, aspect: Option<(u32, u32)>) -> Self {
+        Self::new(
+            Box::new(std::io::stdout()),
+            None,
+            None,
+            Path::new("<stdout>"),
+            fps,
+            aspect,
+        )
+    }
+
+    fn new(
+        out: Box<dyn Write + Send>,
+        file: Option<File>,
+        pending: Option<PendingOutput>,
+        label: &Path,
+        fps: Option<(u32, u32)>,
+        aspect: Option<(u32, u32)>,
+    ) -> Self {
+        Y4mSink {
+            writer: BufWriter::with_capacity(1 << 20, out),
+            file,
+            pending,
+            label: label.to_path_buf(),
+            fps: fps.filter(|f| f.0 > 0 && f.1 > 0).unwrap_or((30, 1)),
+            aspect: aspect.filter(|a| a.0 > 0 && a.1 > 0).unwrap_or((1, 1)),
+            stream: None,
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> Result<(), MediaError> {
+        self.writer
+            .write_all(bytes)
+            .map_err(|e| MediaError::write(&self.label, e))
+    }
+}
+
+impl FrameSink for Y4mSink {
+    fn write_frame(&mut self, frame: &Frame) -> Result<(), MediaError> {
+        if !frame.is_consistent() || frame.width == 0 || frame.height == 0 {
+            return Err(MediaError::bad_output(
+                &self.label,
+                "frame data does not match its size and bit depth",
+            ));
+        }
+        let this = (frame.width, frame.height, frame.bit_depth);
+        match self.stream {
+            None => {
+                let cs = if frame.bit_depth == 16 {
+                    "C444p16"
+                } else {
+                    "C444"
+                };
+                let header = format!(
+                    "YUV4MPEG2 W{} H{} F{}:{} Ip A{}:{} {cs} XCOLORRANGE=LIMITED\n",
+                    frame.width, frame.height, self.fps.0, self.fps.1, self.aspect.0, self.aspect.1
+                );
+                self.write_all(header.as_bytes())?;
+                self.stream = Some(this);
+            }
+            Some(s) if s != this => {
+                return Err(MediaError::bad_output(
+                    &self.label,
+                    format!(
+                        "frame is {}x{} {}-bit but the stream is {}x{} {}-bit",
+                        this.0, this.1, this.2, s.0, s.1, s.2
+                    ),
+                ))
+            }
+            Some(_) => {}
+        }
+        let bits = frame.bit_depth as u32;
+        let planes = rgb_to_yuv444(
+            &frame.to_u16_samples(),
+            bits,
+            YuvRange::Limited,
+            default_matrix(frame.height),
+        );
+        self.write_all(b"FRAME\n")?;
+        for plane in &planes {
+            let bytes: Vec<u8> = if bits == 16 {
+                plane.iter().flat_map(|v| v.to_le_bytes()).collect()
+            } else {
+                plane.iter().map(|&v| v as u8).collect()
+            };
+            self.write_all(&bytes)?;
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>) -> Result<(), MediaError> {
+        if self.stream.is_none() {
+            return Err(MediaError::bad_output(&self.label, "no frames to write"));
+        }
+        self.writer
+            .flush()
+            .map_err(|e| MediaError::write(&self.label, e))?;
+        if let Some(file) = &self.file {
+            file.sync_all()
+                .map_err(|e| MediaError::write(&self.label, e))?;
+        }
+        match self.pending.take() {
+            Some(pending) => pending.publish(),
+            None => Ok(()),
+        }
+    }
+}
