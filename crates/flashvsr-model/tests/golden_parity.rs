@@ -279,6 +279,16 @@ fn dit_and_decoder_crop_case() {
     let backend = CpuBackend::new_ref();
     let (frames, plan) = golden::prepared_lq(&c, true);
     let (w, h) = plan.model;
+    // Preparation is bit-exact: PIL bicubic ×4 in uint8 and the centre crop (lq_up_sel).
+    let up = c.get("lq_up_sel");
+    let expected: Vec<f32> = (0..3)
+        .flat_map(|ch| (0..h * w).map(move |p| (ch, p)))
+        .map(|(ch, p)| up.u8[p * 3 + ch] as f32 / 255.0 * 2.0 - 1.0)
+        .collect();
+    assert_eq!(
+        frames[0], expected,
+        "prepared LQ frame 0 differs from lq_up_sel"
+    );
     let tc = TcDecoder::load(&backend, &open(&c.model_dir(), "TCDecoder.ckpt")).unwrap();
     let decoded = decode_tiny(&backend, &tc, &c, &head, &frames, h, w);
     let finals = adain_frames(
