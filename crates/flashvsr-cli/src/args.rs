@@ -19,6 +19,13 @@ pub struct Cli {
 pub enum Command {
     /// Upscale a video (y4m, or a folder of PNG frames) or an image.
     Upscale(Box<UpscaleArgs>),
+    /// Measure speed on a synthetic clip (random full-size weights need no download).
+    Bench(Box<BenchArgs>),
+    /// Segments done, and whether a job is resumable, for an output being written.
+    Status {
+        /// The OUTPUT given to `upscale`.
+        output: PathBuf,
+    },
     /// Inspect model files.
     Models {
         #[command(subcommand)]
@@ -36,6 +43,26 @@ pub enum ModelsCommand {
         #[arg(long, value_enum, default_value = "1.1")]
         model_ver: ModelVersion,
     },
+    /// Download the official model files into the Hugging Face cache (resumes, checks checksums;
+    /// honours HF_ENDPOINT, HF_HUB_CACHE, HF_HOME and HF_HUB_OFFLINE).
+    Fetch {
+        /// Which release: 1.1 (JunhaoZhuang/FlashVSR-v1.1) or 1.0 (JunhaoZhuang/FlashVSR).
+        #[arg(long, value_enum, default_value = "1.1")]
+        model_ver: ModelVersion,
+        /// Also fetch Wan2.1_VAE.pth, which only --mode full needs.
+        #[arg(long)]
+        full: bool,
+        /// Errors only.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Print where each model file resolves (per-file flag, --models, then the cache) or "missing".
+    Path {
+        #[command(flatten)]
+        files: ModelFileArgs,
+    },
+    /// List both releases and which of their files are in the cache.
+    List,
 }
 
 #[derive(Args, Debug, Clone)]
@@ -111,7 +138,7 @@ pub struct UpscaleArgs {
     pub device: String,
     #[arg(long, value_enum, default_value = "auto")]
     pub precision: Precision,
-    /// png (8-bit), png16, or y4m; default from the output path.
+    /// png (8-bit), png16, tiff16, exr, dpx10 or y4m; default from the output path.
     #[arg(long, value_enum)]
     pub output_format: Option<OutputFormatArg>,
     /// Process at most this many input frames.
@@ -123,6 +150,15 @@ pub struct UpscaleArgs {
     /// Errors only.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Discard an existing job store (`OUTPUT.flashvsr/`) instead of resuming from it.
+    #[arg(long)]
+    pub restart: bool,
+    /// Keep the job store after success.
+    #[arg(long)]
+    pub keep_job: bool,
+    /// Output frames per segment: the spacing of stream checkpoints (resume granularity).
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub segment_frames: u64,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -179,5 +215,46 @@ pub enum Precision {
 pub enum OutputFormatArg {
     Png,
     Png16,
+    Tiff16,
+    Exr,
+    Dpx10,
     Y4m,
+}
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    /// Output size WxH (the input is this divided by --scale).
+    #[arg(long, default_value = "1408x768")]
+    pub resolution: String,
+    #[arg(long, default_value_t = 77)]
+    pub frames: usize,
+    #[arg(long, value_enum, default_value = "tiny")]
+    pub mode: Mode,
+    #[arg(long, value_enum, default_value = "sage")]
+    pub attention: Attention,
+    #[arg(long, default_value_t = 4)]
+    pub scale: usize,
+    /// Build random weights in memory instead of reading model files.
+    #[arg(long, conflicts_with = "models")]
+    pub random_weights: bool,
+    /// Size of the random weights: the released model or the small test model.
+    #[arg(long, value_enum, default_value = "release")]
+    pub model_size: BenchModelSize,
+    #[command(flatten)]
+    pub files: ModelFileArgs,
+    #[arg(long, default_value_t = 2.0)]
+    pub sparse_ratio: f64,
+    #[arg(long, default_value = "auto")]
+    pub device: String,
+    #[arg(long, value_enum, default_value = "auto")]
+    pub precision: Precision,
+    /// Print the result as JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BenchModelSize {
+    Release,
+    Small,
 }

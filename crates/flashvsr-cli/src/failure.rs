@@ -67,3 +67,9 @@ impl From<flashvsr_model::weights::WeightError> for Failure {
 }
 
 pub type Outcome<T> = Result<T, Failure>;
+
+impl From<flashvsr_tensor::TensorError> for Failure {
+    fn from(e: flashvsr_tensor::TensorError) -> Self {
+        Failure::failed(e)
+    }
+}

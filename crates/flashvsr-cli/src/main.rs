@@ -1,10 +1,15 @@
 //! The `flashvsr` command.
 
 mod args;
+mod bench;
 mod device;
 mod failure;
 mod frames_out;
+mod job_run;
 mod model_files;
+mod models;
+mod progress;
+mod status;
 mod upscale;
 mod verify;
 
@@ -16,11 +21,33 @@ use args::{Cli, Command, ModelsCommand};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if wants_gpu(&cli.command) {
+        // Point the dynamic loader at one consistent set of CUDA libraries (re-execs at most once).
+        if let Err(e) = flashvsr_cuda::prepare_and_reexec_if_needed() {
+            eprintln!("flashvsr: CUDA libraries: {e}");
+        }
+    }
     let result = match &cli.command {
         Command::Upscale(a) => upscale::run(a),
+        Command::Status { output } => status::run(output),
+        Command::Bench(a) => bench::run(a),
         Command::Models {
             command: ModelsCommand::Verify { dir, model_ver },
         } => verify::run(dir, *model_ver),
+        Command::Models {
+            command:
+                ModelsCommand::Fetch {
+                    model_ver,
+                    full,
+                    quiet,
+                },
+        } => models::run_fetch(*model_ver, *full, *quiet),
+        Command::Models {
+            command: ModelsCommand::Path { files },
+        } => models::run_path(files),
+        Command::Models {
+            command: ModelsCommand::List,
+        } => models::run_list(),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -29,4 +56,13 @@ fn main() -> ExitCode {
             e.exit_code()
         }
     }
+}
+
+fn wants_gpu(command: &Command) -> bool {
+    let device = match command {
+        Command::Upscale(a) => &a.device,
+        Command::Bench(a) => &a.device,
+        _ => return false,
+    };
+    !device.trim().eq_ignore_ascii_case("cpu")
 }

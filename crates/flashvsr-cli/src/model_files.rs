@@ -21,26 +21,18 @@ pub fn projector_version(v: ModelVersion) -> ProjectorVersion {
     }
 }
 
-fn path_for(args: &ModelFileArgs, kind: FileKind) -> Outcome<PathBuf> {
-    let explicit = match kind {
-        FileKind::Dit => &args.dit,
-        FileKind::LqProjector => &args.lq_proj,
-        FileKind::TcDecoder => &args.tcdecoder,
-        FileKind::WanVae => &args.vae,
-        FileKind::Prompt => &args.prompt,
-        FileKind::Unknown => &None,
-    };
-    if let Some(p) = explicit {
-        return Ok(p.clone());
-    }
-    match &args.models {
-        Some(dir) => Ok(dir.join(kind.file_name())),
-        None => Err(Failure::bad(format!(
-            "no model files: pass --models DIR (or set FLASHVSR_MODELS) with {}, or {} FILE",
-            kind.file_name(),
-            kind.flag()
-        ))),
-    }
+/// Where the file for `kind` is taken from: per-file flag > `--models DIR` > the Hugging Face
+/// cache (crate::models). Never downloads; an error names `flashvsr models fetch`.
+pub fn resolved_path(args: &ModelFileArgs, kind: FileKind) -> Outcome<PathBuf> {
+    crate::models::resolve(args, kind)
+        .map(|(p, _)| p)
+        .ok_or_else(|| Failure::bad(crate::models::missing_message(args, kind)))
+}
+
+/// Downloads the files `upscale` will need (`full`: with the VAE) that are found nowhere, before
+/// any work starts, unless `--models` was given or `HF_HUB_OFFLINE` is set (crate::models::ensure).
+pub fn ensure_files(args: &ModelFileArgs, full: bool, quiet: bool) -> Outcome<()> {
+    crate::models::ensure(args, full, quiet)
 }
 
 /// Opens the file for `kind` and checks that it is that kind of file.
@@ -72,7 +64,8 @@ pub fn open_checked(path: &Path, kind: FileKind) -> Outcome<WeightFile> {
 }
 
 pub fn open(args: &ModelFileArgs, kind: FileKind) -> Outcome<WeightFile> {
-    open_checked(&path_for(args, kind)?, kind)
+    // Resolves like resolved_path, downloading a missing file first where allowed.
+    open_checked(&crate::models::path_for(args, kind)?, kind)
 }
 
 pub fn load_dit(backend: &BackendRef, args: &ModelFileArgs) -> Outcome<Dit> {

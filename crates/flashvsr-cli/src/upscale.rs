@@ -1,15 +1,18 @@
-//! `flashvsr upscale`: source → prepare → streaming engine → colour-fixed frames → sink.
+//! `flashvsr upscale`: source → prepare → streaming engine → colour-fixed frames → sink. A video
+//! longer than one segment runs through the job store (`OUTPUT.flashvsr/`): segments are committed
+//! with stream checkpoints, so a rerun of the same command resumes where the last one stopped.
 
 use std::path::Path;
-use std::time::Instant;
 
 use flashvsr_media::prepare::{prepare_frame, PrepareGeometry, Resampler};
-use flashvsr_media::{create_sink, open_source, FrameSink, OutputFormat, SinkOptions};
+use flashvsr_media::{
+    create_sink, open_source, Frame, FrameSink, FrameSource, OutputFormat, SinkOptions,
+};
 use flashvsr_model::color_fix::ColorFix;
 use flashvsr_model::dit::mask::{AttentionMode, SparseSettings};
 use flashvsr_model::geometry::SizePlan;
 use flashvsr_model::noise::NoiseSource;
-use flashvsr_model::pipeline::{Decoder, Engine, EngineSettings, Models, OutputFrame};
+use flashvsr_model::pipeline::{Decoder, Engine, EngineSettings, Models};
 use flashvsr_model::tcdecoder::SPACE_UPSCALE;
 use flashvsr_model::vae_tiling::VaeTiling;
 use flashvsr_tensor::BackendRef;
@@ -20,11 +23,43 @@ use crate::args::{
 use crate::device;
 use crate::failure::{Failure, Outcome};
 use crate::frames_out::{to_frame, Depth};
+use crate::job_run;
 use crate::model_files;
+use crate::progress::Progress;
+
+/// Everything a run needs besides the engine: how frames are prepared and finished.
+pub struct Stage {
+    pub geometry: PrepareGeometry,
+    pub resampler: Resampler,
+    pub plan: SizePlan,
+    pub depth: Depth,
+    pub format: OutputFormat,
+    pub sink_options: SinkOptions,
+}
+
+impl Stage {
+    /// Pushes one input frame; returns the finished output frames.
+    pub fn push(&self, engine: &mut Engine, frame: &Frame) -> Outcome<Vec<Frame>> {
+        let lq = prepare_frame(frame, &self.geometry, self.resampler);
+        Ok(self.finish_frames(engine.push(lq)?))
+    }
+
+    pub fn finish(&self, engine: &mut Engine, received: usize) -> Outcome<Vec<Frame>> {
+        Ok(self.finish_frames(engine.finish(received)?))
+    }
+
+    fn finish_frames(&self, frames: Vec<flashvsr_model::pipeline::OutputFrame>) -> Vec<Frame> {
+        frames
+            .iter()
+            .map(|f| to_frame(&f.pixels, self.plan.model, self.plan.output, self.depth))
+            .collect()
+    }
+}
 
 pub fn run(args: &UpscaleArgs) -> Outcome<()> {
     let backend = device::select(&args.device, args.precision, args.quiet)?;
     let mut source = open_source(&args.input)?;
+    model_files::ensure_files(&args.files, args.mode == Mode::Full, args.quiet)?;
     let info = source.info().clone();
     let plan = SizePlan::new(
         (info.width, info.height),
@@ -34,78 +69,112 @@ pub fn run(args: &UpscaleArgs) -> Outcome<()> {
     let (width, height) = plan.model;
 
     let models = load_models(&backend, args, height, width)?;
-    let mode = match args.attention {
-        Attention::Block => AttentionMode::Block,
-        Attention::Sage => AttentionMode::Sage,
-    };
-    let sparse = SparseSettings::new(
-        mode,
-        args.sparse_ratio,
-        args.kv_ratio,
-        args.local_range,
+    let mut engine = Engine::new(
+        &models,
+        engine_settings(args, height, width)?,
+        &backend,
         height,
         width,
     )?;
-    let noise = match &args.noise {
-        Some(path) => read_noise(path, height, width)?,
-        None => NoiseSource::Seeded(args.seed),
-    };
-    let settings = EngineSettings {
-        sparse,
-        color_fix: match args.color_fix {
-            ColorFixArg::Adain => ColorFix::AdaIn,
-            ColorFixArg::Wavelet => ColorFix::Wavelet,
-            ColorFixArg::None => ColorFix::None,
-        },
-        noise,
-        injected_masks: None,
-    };
-    let mut engine = Engine::new(&models, settings, &backend, height, width)?;
 
     let format = match args.output_format {
         Some(OutputFormatArg::Png) => OutputFormat::Png,
         Some(OutputFormatArg::Png16) => OutputFormat::Png16,
         Some(OutputFormatArg::Y4m) => OutputFormat::Y4m,
+        Some(OutputFormatArg::Tiff16) => OutputFormat::Tiff16,
+        Some(OutputFormatArg::Exr) => OutputFormat::Exr,
+        Some(OutputFormatArg::Dpx10) => OutputFormat::Dpx10,
         None => OutputFormat::from_path(&args.output),
     };
     let depth = match format {
         OutputFormat::Png => Depth::Eight,
-        OutputFormat::Png16 => Depth::Sixteen,
+        OutputFormat::Png16 | OutputFormat::Tiff16 | OutputFormat::Exr | OutputFormat::Dpx10 => {
+            Depth::Sixteen
+        }
         OutputFormat::Y4m if info.bit_depth > 8 => Depth::Sixteen,
         OutputFormat::Y4m => Depth::Eight,
     };
-    let options = SinkOptions {
-        overwrite: args.overwrite,
-        fps: info.fps,
-        pixel_aspect: info.pixel_aspect,
+    let stage = Stage {
+        geometry: PrepareGeometry {
+            scaled: plan.scaled,
+            model: plan.model,
+            crop_offset: plan.crop_offset,
+        },
+        resampler: match args.resize {
+            ResizeArg::Pil => Resampler::Pil,
+            ResizeArg::Torch => Resampler::Torch,
+        },
+        plan,
+        depth,
+        format,
+        sink_options: SinkOptions {
+            overwrite: args.overwrite,
+            fps: info.fps,
+            pixel_aspect: info.pixel_aspect,
+            ..SinkOptions::default()
+        },
     };
-    let mut sink = create_sink(&args.output, format, &options)?;
-    let geometry = PrepareGeometry {
-        scaled: plan.scaled,
-        model: plan.model,
-        crop_offset: plan.crop_offset,
+    let limit = match (info.frame_count, args.max_frames) {
+        (Some(c), Some(m)) => Some(c.min(m)),
+        (c, m) => c.or(m),
     };
-    let resampler = match args.resize {
-        ResizeArg::Pil => Resampler::Pil,
-        ResizeArg::Torch => Resampler::Torch,
+    let mut progress = Progress::new(args.quiet, limit);
+    let to_stdout = args.output.as_os_str() == "-";
+    let one_segment = limit.is_some_and(|n| n as u64 <= args.segment_frames);
+    let written = if to_stdout || one_segment {
+        stream_directly(args, &stage, &mut engine, source.as_mut(), &mut progress)?
+    } else {
+        job_run::run(
+            args,
+            &stage,
+            &mut engine,
+            source.as_mut(),
+            &mut progress,
+            &models_fingerprint(args),
+        )?
     };
-    let mut progress = Progress::new(args.quiet, info.frame_count, args.max_frames);
-    let mut write = |frames: Vec<OutputFrame>, sink: &mut Box<dyn FrameSink>| -> Outcome<()> {
-        for f in frames {
-            sink.write_frame(&to_frame(&f.pixels, plan.model, plan.output, depth))?;
+    if !args.quiet {
+        eprintln!(
+            "flashvsr: wrote {written} frames of {}×{} to {}",
+            plan.output.0,
+            plan.output.1,
+            args.output.display()
+        );
+    }
+    Ok(())
+}
+
+/// Reads input frames until the end or `--max-frames`, starting after `already` frames.
+pub fn next_input(
+    args: &UpscaleArgs,
+    source: &mut dyn FrameSource,
+    received: usize,
+) -> Outcome<Option<Frame>> {
+    if args.max_frames.is_some_and(|m| received >= m) {
+        return Ok(None);
+    }
+    Ok(source.next_frame()?)
+}
+
+fn stream_directly(
+    args: &UpscaleArgs,
+    stage: &Stage,
+    engine: &mut Engine,
+    source: &mut dyn FrameSource,
+    progress: &mut Progress,
+) -> Outcome<usize> {
+    let mut sink = create_sink(&args.output, stage.format, &stage.sink_options)?;
+    let mut write = |frames: Vec<Frame>, sink: &mut Box<dyn FrameSink>| -> Outcome<()> {
+        for f in &frames {
+            sink.write_frame(f)?;
             progress.frame_done();
         }
         Ok(())
     };
-
-    let mut received = 0usize;
-    while args.max_frames.is_none_or(|m| received < m) {
-        let Some(frame) = source.next_frame()? else {
-            break;
-        };
-        let lq = prepare_frame(&frame, &geometry, resampler);
+    let mut received = 0;
+    while let Some(frame) = next_input(args, source, received)? {
         received += 1;
-        write(engine.push(lq)?, &mut sink)?;
+        write(stage.push(engine, &frame)?, &mut sink)?;
     }
     if received == 0 {
         return Err(Failure::bad(format!(
@@ -113,17 +182,37 @@ pub fn run(args: &UpscaleArgs) -> Outcome<()> {
             args.input.display()
         )));
     }
-    write(engine.finish(received)?, &mut sink)?;
+    write(stage.finish(engine, received)?, &mut sink)?;
     sink.finish()?;
-    if !args.quiet {
-        eprintln!(
-            "flashvsr: wrote {received} frames of {}×{} to {}",
-            plan.output.0,
-            plan.output.1,
-            args.output.display()
-        );
-    }
-    Ok(())
+    Ok(received)
+}
+
+fn engine_settings(args: &UpscaleArgs, height: usize, width: usize) -> Outcome<EngineSettings> {
+    let mode = match args.attention {
+        Attention::Block => AttentionMode::Block,
+        Attention::Sage => AttentionMode::Sage,
+    };
+    Ok(EngineSettings {
+        sparse: SparseSettings::new(
+            mode,
+            args.sparse_ratio,
+            args.kv_ratio,
+            args.local_range,
+            height,
+            width,
+        )?,
+        color_fix: match args.color_fix {
+            ColorFixArg::Adain => ColorFix::AdaIn,
+            ColorFixArg::Wavelet => ColorFix::Wavelet,
+            ColorFixArg::None => ColorFix::None,
+        },
+        noise: match &args.noise {
+            Some(path) => read_noise(path, height, width)?,
+            None => NoiseSource::Seeded(args.seed),
+        },
+        injected_masks: None,
+        profile: false,
+    })
 }
 
 fn load_models(
@@ -160,6 +249,27 @@ fn load_models(
     })
 }
 
+/// Identities of the model files in use, for the job plan.
+fn models_fingerprint(args: &UpscaleArgs) -> Vec<(String, String)> {
+    use flashvsr_model::identify::FileKind;
+    let kinds = [
+        FileKind::Dit,
+        FileKind::LqProjector,
+        FileKind::TcDecoder,
+        FileKind::WanVae,
+        FileKind::Prompt,
+    ];
+    kinds
+        .iter()
+        .filter_map(|k| model_files::resolved_path(&args.files, *k).ok())
+        .filter(|p| p.exists())
+        .map(|p| {
+            let fp = flashvsr_job::fingerprint_path(&p).unwrap_or_default();
+            (p.display().to_string(), fp)
+        })
+        .collect()
+}
+
 /// `--noise FILE`: a safetensors file with an f32 tensor `noise` of shape (1, 16, T, H/8, W/8).
 fn read_noise(path: &Path, height: usize, width: usize) -> Outcome<NoiseSource> {
     let bad = |why: String| Failure::bad(format!("{}: {why}", path.display()));
@@ -188,50 +298,5 @@ fn read_noise(path: &Path, height: usize, width: usize) -> Outcome<NoiseSource> 
         _ => Err(bad(format!(
             "`noise` has shape {shape:?}, this video needs [1, 16, T, {rows}, {cols}]"
         ))),
-    }
-}
-
-/// One line per finished chunk on stderr: frames done, fps, elapsed.
-struct Progress {
-    quiet: bool,
-    total: Option<usize>,
-    done: usize,
-    start: Instant,
-    last_report: usize,
-}
-
-impl Progress {
-    fn new(quiet: bool, count: Option<usize>, max: Option<usize>) -> Progress {
-        let total = match (count, max) {
-            (Some(c), Some(m)) => Some(c.min(m)),
-            (c, m) => c.or(m),
-        };
-        Progress {
-            quiet,
-            total,
-            done: 0,
-            start: Instant::now(),
-            last_report: 0,
-        }
-    }
-
-    fn frame_done(&mut self) {
-        self.done += 1;
-        if self.quiet || self.done - self.last_report < 8 && Some(self.done) != self.total {
-            return;
-        }
-        self.last_report = self.done;
-        let secs = self.start.elapsed().as_secs_f64();
-        let rate = self.done as f64 / secs.max(1e-9);
-        let speed = if rate >= 1.0 {
-            format!("{rate:.2} fps")
-        } else {
-            format!("{:.1} s/frame", 1.0 / rate)
-        };
-        let total = self.total.map_or(String::from("?"), |t| t.to_string());
-        eprintln!(
-            "flashvsr: {}/{total} frames, {speed}, {secs:.1} s elapsed",
-            self.done
-        );
     }
 }

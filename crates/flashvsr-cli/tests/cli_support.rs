@@ -8,6 +8,12 @@ pub fn flashvsr(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flashvsr"))
         .args(args)
         .env_remove("FLASHVSR_MODELS")
+        // Never fall back to (or download into) the user's real model cache.
+        .env("HF_HUB_OFFLINE", "1")
+        .env(
+            "HF_HOME",
+            std::env::temp_dir().join("flashvsr-tests-empty-hf-home"),
+        )
         .output()
         .expect("run flashvsr")
 }

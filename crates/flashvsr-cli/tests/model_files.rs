@@ -121,5 +121,6 @@ fn cuda_request_without_backend_is_a_usage_error() {
         "cuda",
     ]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(stderr(&out).contains("CUDA"), "{}", stderr(&out));
+    let msg = stderr(&out);
+    assert!(msg.contains("--device cuda"), "{msg}");
 }

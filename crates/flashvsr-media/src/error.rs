@@ -21,6 +21,14 @@ pub enum MediaError {
     #[error("{}: corrupt PNG: {detail}", .path.display())]
     CorruptPng { path: PathBuf, detail: String },
 
+    #[error("{}: corrupt {format}: {detail}", .path.display())]
+    CorruptImage {
+        path: PathBuf,
+        /// "JPEG", "TIFF", "EXR" or "DPX".
+        format: &'static str,
+        detail: String,
+    },
+
     #[error("{}: no frames: {detail}", .path.display())]
     NoFrames { path: PathBuf, detail: String },
 
@@ -55,6 +63,18 @@ pub enum MediaError {
 
     #[error("{}: {detail}", .path.display())]
     BadOutput { path: PathBuf, detail: String },
+
+    #[error(
+        "{}: {}{detail}",
+        .path.display(),
+        .frame.map(|i| format!("cannot decode frame {i}: ")).unwrap_or_default()
+    )]
+    CorruptVideo {
+        path: PathBuf,
+        /// Index of the first frame that could not be decoded (the frames before it were read).
+        frame: Option<usize>,
+        detail: String,
+    },
 }
 
 impl MediaError {
@@ -66,12 +86,14 @@ impl MediaError {
             | MediaError::Write { path, .. }
             | MediaError::Unsupported { path, .. }
             | MediaError::CorruptPng { path, .. }
+            | MediaError::CorruptImage { path, .. }
             | MediaError::NoFrames { path, .. }
             | MediaError::SizeMismatch { path, .. }
             | MediaError::Y4m { path, .. }
             | MediaError::TruncatedY4m { path, .. }
             | MediaError::OutputExists { path }
-            | MediaError::BadOutput { path, .. } => path,
+            | MediaError::BadOutput { path, .. }
+            | MediaError::CorruptVideo { path, .. } => path,
         }
     }
 

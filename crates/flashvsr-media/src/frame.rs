@@ -111,6 +111,13 @@ pub enum SourceKind {
     PngImage,
     /// A YUV4MPEG2 stream (file or stdin).
     Y4m,
+    /// A directory of JPEG, TIFF, EXR or DPX files in natural order (PNG folders stay
+    /// [`SourceKind::PngSequence`]).
+    ImageSequence(crate::ImageFormat),
+    /// One JPEG, TIFF, EXR or DPX file (one frame; a PNG file stays [`SourceKind::PngImage`]).
+    Image(crate::ImageFormat),
+    /// A video file read through libav (feature `ffmpeg`).
+    Video,
 }
 
 /// Matrix used to turn a YUV source into RGB (or RGB into YUV for output).
@@ -160,6 +167,9 @@ pub struct SourceInfo {
     pub interlaced: bool,
     /// Set for YUV sources.
     pub yuv: Option<YuvInfo>,
+    /// Video files: colour tags and HDR10 metadata of the stream (always `Some` for
+    /// [`SourceKind::Video`], with `None` inside for what the stream leaves unspecified).
+    pub colour: Option<crate::VideoColour>,
 }
 
 /// A stream of frames of one size and bit depth.
@@ -167,6 +177,17 @@ pub trait FrameSource: Send {
     fn info(&self) -> &SourceInfo;
     /// The next frame, or `None` at the end.
     fn next_frame(&mut self) -> Result<Option<Frame>, MediaError>;
+    /// The name frame `index` (0-based) has in the source, where frames are files: the file
+    /// stem (`shot_0042` for `shot_0042.dpx`), for output names that mirror the input
+    /// ([`crate::SinkOptions::names`]). `None` for streams and indices past the end.
+    fn frame_name(&self, _index: usize) -> Option<String> {
+        None
+    }
+    /// Presentation time of the frame the last `next_frame` returned, for sources that have
+    /// one (video files); pass it to [`FrameSink::write_frame_at`] to keep the source's timing.
+    fn timestamp(&self) -> Option<crate::Timestamp> {
+        None
+    }
 }
 
 /// A writer of frames. Nothing is visible under the output name until [`FrameSink::finish`]
@@ -174,6 +195,16 @@ pub trait FrameSource: Send {
 /// excepted, which cannot be taken back).
 pub trait FrameSink: Send {
     fn write_frame(&mut self, frame: &Frame) -> Result<(), MediaError>;
+    /// Writes a frame with its presentation time (from [`FrameSource::timestamp`]); sinks
+    /// without timestamps (images, y4m) ignore it. `None`: the next frame at the nominal rate.
+    fn write_frame_at(
+        &mut self,
+        frame: &Frame,
+        time: Option<crate::Timestamp>,
+    ) -> Result<(), MediaError> {
+        let _ = time;
+        self.write_frame(frame)
+    }
     /// Completes the output and publishes it under its final name.
     fn finish(self: Box<Self>) -> Result<(), MediaError>;
 }

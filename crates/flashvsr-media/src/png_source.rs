@@ -1,30 +1,23 @@
-//! Frames from PNG files: one file, or every PNG in a directory in natural order.
+//! PNG frames: the header check and the decoder behind `image_source` (PNG files and folders).
 
 use std::fs;
 use std::io::{self, BufReader, Read};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use crate::frame::{Frame, FrameData, FrameSource, SourceInfo, SourceKind, MAX_PIXELS};
-use crate::natural::natural_cmp;
+use crate::frame::{Frame, FrameData, MAX_PIXELS};
 use crate::MediaError;
 
 pub(crate) const PNG_SIGNATURE: [u8; 8] = [0x89, b'P', b'N', b'G', b'\r', b'\n', 0x1a, b'\n'];
 
-/// Image formats someone may well put in a frame folder that we cannot read yet: refusing them
-/// beats silently skipping frames.
-const UNREAD_IMAGE_EXTENSIONS: &[&str] = &[
-    "jpg", "jpeg", "tif", "tiff", "bmp", "webp", "exr", "dpx", "gif", "avif", "heic",
-];
-
 /// The part of a PNG checked before decoding: size and whether its samples are 16-bit.
-struct Header {
-    width: usize,
-    height: usize,
-    sixteen: bool,
+pub(crate) struct Header {
+    pub(crate) width: usize,
+    pub(crate) height: usize,
+    pub(crate) sixteen: bool,
 }
 
 /// Reads just the signature and IHDR, so a folder is validated without decoding every frame.
-fn read_header(path: &Path) -> Result<Header, MediaError> {
+pub(crate) fn read_header(path: &Path) -> Result<Header, MediaError> {
     let mut head = [0u8; 26];
     let mut file = fs::File::open(path).map_err(|e| MediaError::read(path, e))?;
     let mut got = 0;
@@ -86,7 +79,7 @@ fn decode_error(path: &Path, e: png::DecodingError) -> MediaError {
 
 /// Decodes one PNG to interleaved RGB: palette and low bit depths are expanded, gray is
 /// replicated, alpha is dropped (not composited). `sixteen` widens 8-bit files by 257.
-fn decode(path: &Path, sixteen: bool) -> Result<Frame, MediaError> {
+pub(crate) fn decode(path: &Path, sixteen: bool) -> Result<Frame, MediaError> {
     let file = fs::File::open(path).map_err(|e| MediaError::read(path, e))?;
     // The default 64 MiB limit on the decoder's own buffers is too small for 8K 16-bit rows with
     // interlacing; the output buffer is ours and not counted.
@@ -177,117 +170,4 @@ fn decode(path: &Path, sixteen: bool) -> Result<Frame, MediaError> {
         });
     }
     Ok(frame)
-}
-
-pub(crate) struct PngSource {
-    info: SourceInfo,
-    files: Vec<PathBuf>,
-    next: usize,
-}
-
-impl PngSource {
-    fn new(path: &Path, kind: SourceKind, files: Vec<PathBuf>) -> Result<Self, MediaError> {
-        let first = read_header(&files[0])?;
-        let mut sixteen = first.sixteen;
-        for file in &files[1..] {
-            let h = read_header(file)?;
-            if (h.width, h.height) != (first.width, first.height) {
-                return Err(MediaError::SizeMismatch {
-                    path: file.clone(),
-                    got_w: h.width,
-                    got_h: h.height,
-                    want_w: first.width,
-                    want_h: first.height,
-                });
-            }
-            sixteen |= h.sixteen;
-        }
-        let bits = if sixteen { 16 } else { 8 };
-        let info = SourceInfo {
-            kind,
-            path: path.to_path_buf(),
-            width: first.width,
-            height: first.height,
-            frame_count: Some(files.len()),
-            fps: None,
-            bit_depth: bits,
-            source_bits: bits,
-            pixel_aspect: None,
-            interlaced: false,
-            yuv: None,
-        };
-        Ok(PngSource {
-            info,
-            files,
-            next: 0,
-        })
-    }
-
-    pub(crate) fn open_file(path: &Path) -> Result<Self, MediaError> {
-        Self::new(path, SourceKind::PngImage, vec![path.to_path_buf()])
-    }
-
-    /// Every `*.png` in `dir` (any case), hidden files and subdirectories ignored, other files
-    /// ignored unless they are images of a format we cannot read (then an error).
-    pub(crate) fn open_dir(dir: &Path) -> Result<Self, MediaError> {
-        let mut files: Vec<(String, PathBuf)> = Vec::new();
-        for entry in fs::read_dir(dir).map_err(|e| MediaError::read(dir, e))? {
-            let entry = entry.map_err(|e| MediaError::read(dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            let path = entry.path();
-            if name.starts_with('.') || !path.is_file() {
-                continue;
-            }
-            let ext = path
-                .extension()
-                .and_then(|e| e.to_str())
-                .map(str::to_ascii_lowercase);
-            match ext.as_deref() {
-                Some("png") => files.push((name, path)),
-                Some(e) if UNREAD_IMAGE_EXTENSIONS.contains(&e) => {
-                    return Err(MediaError::Unsupported {
-                        path,
-                        reason: format!(".{e} frames cannot be read yet (only PNG)"),
-                    })
-                }
-                _ => {}
-            }
-        }
-        if files.is_empty() {
-            return Err(MediaError::NoFrames {
-                path: dir.to_path_buf(),
-                detail: "the directory holds no .png files".into(),
-            });
-        }
-        files.sort_by(|a, b| natural_cmp(&a.0, &b.0));
-        Self::new(
-            dir,
-            SourceKind::PngSequence,
-            files.into_iter().map(|(_, p)| p).collect(),
-        )
-    }
-}
-
-impl FrameSource for PngSource {
-    fn info(&self) -> &SourceInfo {
-        &self.info
-    }
-
-    fn next_frame(&mut self) -> Result<Option<Frame>, MediaError> {
-        let Some(path) = self.files.get(self.next) else {
-            return Ok(None);
-        };
-        let frame = decode(path, self.info.bit_depth == 16)?;
-        if (frame.width, frame.height) != (self.info.width, self.info.height) {
-            return Err(MediaError::SizeMismatch {
-                path: path.clone(),
-                got_w: frame.width,
-                got_h: frame.height,
-                want_w: self.info.width,
-                want_h: self.info.height,
-            });
-        }
-        self.next += 1;
-        Ok(Some(frame))
-    }
 }

@@ -3,12 +3,25 @@ mod common;
 use std::fs;
 
 use common::{listing, rgb8};
-use flashvsr_media::{create_sink, open_source, MediaError, OutputFormat, SinkOptions};
+use flashvsr_media::{create_sink, open_source, DpxColor, MediaError, OutputFormat, SinkOptions};
 
 const OVERWRITE: SinkOptions = SinkOptions {
     overwrite: true,
     fps: None,
     pixel_aspect: None,
+    names: None,
+    dpx: DpxColor::BT709,
+    video: flashvsr_media::VideoOptions {
+        input: None,
+        no_audio: false,
+        no_subtitles: false,
+        codec: None,
+        crf: None,
+        preset: None,
+        pix_fmt: None,
+        encoder_options: Vec::new(),
+        colour: None,
+    },
 };
 
 #[test]

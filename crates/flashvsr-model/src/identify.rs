@@ -3,7 +3,7 @@
 
 use std::fmt;
 
-use crate::weights::WeightFile;
+use crate::weights::WeightSource;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum FileKind {
@@ -52,7 +52,7 @@ impl fmt::Display for FileKind {
     }
 }
 
-pub fn identify(file: &WeightFile) -> FileKind {
+pub fn identify(file: &dyn WeightSource) -> FileKind {
     let has_suffix = |s: &str| {
         file.names()
             .iter()

@@ -10,6 +10,8 @@ pub mod lq_proj;
 pub mod noise;
 mod params;
 pub mod pipeline;
+pub mod random_weights;
+pub mod state_io;
 pub mod tcdecoder;
 pub mod vae;
 pub mod vae_tiling;

@@ -5,7 +5,8 @@
 use flashvsr_tensor::{BackendRef, PadMode, Tensor};
 
 use crate::params::Params;
-use crate::weights::WeightFile;
+use crate::state_io::{StateReader, StateWriter};
+use crate::weights::WeightSource;
 use crate::{ModelError, Result};
 
 /// Pixels per token edge: the projector's pixel-unshuffle factor.
@@ -37,10 +38,28 @@ pub struct ProjectorState {
     history: Option<(Tensor, Tensor)>,
 }
 
+impl ProjectorState {
+    pub fn save(&self, w: &mut StateWriter, prefix: &str) -> Result<()> {
+        if let Some((frames, z)) = &self.history {
+            w.tensor(&format!("{prefix}.frames"), frames)?;
+            w.tensor(&format!("{prefix}.z"), z)?;
+        }
+        Ok(())
+    }
+
+    pub fn load(r: &StateReader, prefix: &str) -> Result<ProjectorState> {
+        let frames = r.optional(&format!("{prefix}.frames"))?;
+        let z = r.optional(&format!("{prefix}.z"))?;
+        Ok(ProjectorState {
+            history: frames.zip(z),
+        })
+    }
+}
+
 impl LqProjector {
     pub fn load(
         backend: &BackendRef,
-        file: &WeightFile,
+        file: &dyn WeightSource,
         version: ProjectorVersion,
     ) -> Result<LqProjector> {
         let p = Params::new(

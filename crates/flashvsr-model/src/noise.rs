@@ -70,20 +70,27 @@ impl NoiseSource {
 
 /// Standard normal values (Box–Muller) for one latent frame.
 fn seeded_frame(seed: u64, frame: u64, len: usize) -> Vec<f32> {
-    let base = splitmix(seed ^ splitmix(frame.wrapping_mul(0xD1B5_4A32_D192_ED03)));
-    let mut out = Vec::with_capacity(len + 1);
-    let mut i = 0u64;
-    while out.len() < len {
+    let mut out = vec![0.0f32; len];
+    gaussian_fill(seed, frame, &mut out);
+    out
+}
+
+/// Fills `out` with standard normal values of stream `stream` of `seed`; value pairs are computed
+/// independently, so the fill runs in parallel and any prefix is reproducible.
+pub fn gaussian_fill(seed: u64, stream: u64, out: &mut [f32]) {
+    use rayon::prelude::*;
+    let base = splitmix(seed ^ splitmix(stream.wrapping_mul(0xD1B5_4A32_D192_ED03)));
+    out.par_chunks_mut(2).enumerate().for_each(|(i, pair)| {
+        let i = i as u64;
         let u1 = uniform(splitmix(base.wrapping_add(2 * i)));
         let u2 = uniform(splitmix(base.wrapping_add(2 * i + 1)));
         let r = (-2.0 * u1.ln()).sqrt();
         let a = std::f64::consts::TAU * u2;
-        out.push((r * a.cos()) as f32);
-        out.push((r * a.sin()) as f32);
-        i += 1;
-    }
-    out.truncate(len);
-    out
+        pair[0] = (r * a.cos()) as f32;
+        if let Some(second) = pair.get_mut(1) {
+            *second = (r * a.sin()) as f32;
+        }
+    });
 }
 
 #[cfg(test)]

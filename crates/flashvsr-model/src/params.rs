@@ -3,12 +3,12 @@
 
 use flashvsr_tensor::{BackendRef, Tensor};
 
-use crate::weights::{WeightError, WeightFile};
+use crate::weights::{WeightError, WeightSource};
 use crate::Result;
 
 #[derive(Clone)]
 pub struct Params<'a> {
-    file: &'a WeightFile,
+    file: &'a dyn WeightSource,
     backend: &'a BackendRef,
     prefix: String,
     what: &'static str,
@@ -16,7 +16,7 @@ pub struct Params<'a> {
 
 impl<'a> Params<'a> {
     /// `what` names the kind of file for error messages ("a FlashVSR DiT file").
-    pub fn new(file: &'a WeightFile, backend: &'a BackendRef, what: &'static str) -> Self {
+    pub fn new(file: &'a dyn WeightSource, backend: &'a BackendRef, what: &'static str) -> Self {
         Params {
             file,
             backend,
@@ -25,7 +25,7 @@ impl<'a> Params<'a> {
         }
     }
 
-    pub fn file(&self) -> &'a WeightFile {
+    pub fn file(&self) -> &'a dyn WeightSource {
         self.file
     }
 

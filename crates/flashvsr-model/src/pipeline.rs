@@ -12,6 +12,7 @@ use crate::dit::{Dit, DitState};
 use crate::geometry::{self, chunk_latents, chunk_output_frames, frames_needed};
 use crate::lq_proj::{LqProjector, ProjectorState};
 use crate::noise::NoiseSource;
+use crate::state_io::{StateReader, StateWriter};
 use crate::tcdecoder::{DecoderMemory, TcDecoder, SPACE_UPSCALE};
 use crate::vae::{VaeState, WanVaeDecoder};
 use crate::vae_tiling::{TiledVaeState, VaeTiling};
@@ -37,6 +38,37 @@ pub struct EngineSettings {
     pub noise: NoiseSource,
     /// Per chunk, per layer: masks to use instead of computing them (parity testing).
     pub injected_masks: Option<Vec<Vec<BlockMask>>>,
+    /// Synchronise the device between stages and record their times (benchmarks).
+    pub profile: bool,
+}
+
+/// Where the time went and what the sparse masks selected.
+#[derive(Clone, Debug, Default)]
+pub struct EngineStats {
+    pub chunks: usize,
+    pub projector: std::time::Duration,
+    pub dit: std::time::Duration,
+    pub decode: std::time::Duration,
+    pub color_fix: std::time::Duration,
+    /// Selected (head, query block, key block) triples over all layers and chunks, and all of them.
+    pub selected_blocks: u64,
+    pub total_blocks: u64,
+    /// (head, query block) rows with no key block selected, and all rows.
+    pub empty_rows: u64,
+    pub rows: u64,
+}
+
+impl EngineStats {
+    fn add_masks(&mut self, masks: &[BlockMask]) {
+        for m in masks {
+            self.total_blocks += m.selected.len() as u64;
+            self.selected_blocks += m.selected.iter().map(|&v| v as u64).sum::<u64>();
+            for row in m.selected.chunks(m.key_blocks.max(1)) {
+                self.rows += 1;
+                self.empty_rows += u64::from(row.iter().all(|&v| v == 0));
+            }
+        }
+    }
 }
 
 /// A finished frame `(3, H, W)` at model resolution, values in [-1, 1] (unclamped with no colour fix).
@@ -73,6 +105,7 @@ pub struct Engine<'m> {
     received: usize,
     next_chunk: usize,
     state: StreamState,
+    pub stats: EngineStats,
 }
 
 impl<'m> Engine<'m> {
@@ -116,6 +149,7 @@ impl<'m> Engine<'m> {
             frames: BTreeMap::new(),
             received: 0,
             next_chunk: 0,
+            stats: EngineStats::default(),
         })
     }
 
@@ -164,6 +198,93 @@ impl<'m> Engine<'m> {
         Ok(out)
     }
 
+    /// Input frames consumed so far (a resumed stream continues reading from here).
+    pub fn frames_received(&self) -> usize {
+        self.received
+    }
+
+    /// Chunks completed so far.
+    pub fn chunks_done(&self) -> usize {
+        self.next_chunk
+    }
+
+    /// Writes the whole stream state (KV cache, projector and decoder memory, retained LQ frames,
+    /// counters) so that a restored engine continues bit for bit.
+    pub fn save_checkpoint(&self, path: &std::path::Path) -> Result<()> {
+        let mut w = StateWriter::default();
+        w.value("received", self.received);
+        w.value("next_chunk", self.next_chunk);
+        w.value("canvas", format!("{}x{}", self.width, self.height));
+        for (i, f) in &self.frames {
+            w.host(&format!("lq.{i}"), &[3, self.height, self.width], &f.host);
+        }
+        self.state.projector.save(&mut w, "proj")?;
+        for (l, layer) in self.state.dit.layers.iter().enumerate() {
+            w.value(&format!("dit.{l}.groups"), layer.groups.len());
+            for (g, (k, v)) in layer.groups.iter().enumerate() {
+                w.tensor(&format!("dit.{l}.{g}.k"), k)?;
+                w.tensor(&format!("dit.{l}.{g}.v"), v)?;
+            }
+        }
+        match &self.state.decoder {
+            DecoderState::Tiny(m) => m.save(&mut w, "tc")?,
+            DecoderState::Vae(v) => v.save(&mut w, "vae")?,
+            DecoderState::TiledVae(t) => t.save(&mut w, "tiled")?,
+        }
+        w.write(path)
+    }
+
+    /// Restores a state written by [`Engine::save_checkpoint`] into a fresh engine of the same
+    /// models, settings and canvas.
+    pub fn restore_checkpoint(&mut self, path: &std::path::Path) -> Result<()> {
+        let r = StateReader::open(path, &self.backend)?;
+        let canvas: String = r.value("canvas")?;
+        if canvas != format!("{}x{}", self.width, self.height) {
+            return Err(ModelError::Settings(format!(
+                "{}: checkpoint of a {canvas} canvas, this run is {}x{}",
+                path.display(),
+                self.width,
+                self.height
+            )));
+        }
+        self.received = r.value("received")?;
+        self.next_chunk = r.value("next_chunk")?;
+        self.frames.clear();
+        let names: Vec<String> = r.names_with_prefix("lq.").map(str::to_string).collect();
+        for name in names {
+            let index: usize = name[3..]
+                .parse()
+                .map_err(|_| ModelError::Settings(format!("bad checkpoint entry {name}")))?;
+            let (_, host) = r.host(&name)?;
+            let device = Tensor::from_slice(&self.backend, host, &[3, 1, self.height, self.width])?;
+            self.frames.insert(
+                index,
+                LqFrame {
+                    host: host.clone(),
+                    device,
+                },
+            );
+        }
+        self.state.projector = ProjectorState::load(&r, "proj")?;
+        for (l, layer) in self.state.dit.layers.iter_mut().enumerate() {
+            let groups: usize = r.value(&format!("dit.{l}.groups"))?;
+            layer.groups = (0..groups)
+                .map(|g| {
+                    Ok((
+                        r.tensor(&format!("dit.{l}.{g}.k"))?,
+                        r.tensor(&format!("dit.{l}.{g}.v"))?,
+                    ))
+                })
+                .collect::<Result<Vec<_>>>()?;
+        }
+        match &mut self.state.decoder {
+            DecoderState::Tiny(m) => m.load(&r, "tc")?,
+            DecoderState::Vae(v) => v.load(&r, "vae")?,
+            DecoderState::TiledVae(t) => t.load(&r, "tiled")?,
+        }
+        Ok(())
+    }
+
     fn frame_range(&self, first: usize, count: usize) -> Result<Tensor> {
         let parts = (first..first + count)
             .map(|i| {
@@ -198,7 +319,9 @@ impl<'m> Engine<'m> {
         let chunk = self.next_chunk;
         let (rows, cols) = (self.height / SPACE_UPSCALE, self.width / SPACE_UPSCALE);
         let (lat0, lat_n) = chunk_latents(chunk);
+        let t0 = self.mark()?;
         let lq = self.lq_tokens(chunk)?;
+        let t1 = self.mark()?;
         let noise = self.settings.noise.frames(lat0, lat_n, rows, cols)?;
         let noise =
             Tensor::from_slice(&self.backend, &noise, &[LATENT_CHANNELS, lat_n, rows, cols])?;
@@ -217,9 +340,11 @@ impl<'m> Engine<'m> {
             injected.map(Vec::as_slice),
         )?;
         let latents = noise.sub(&dit.velocity)?;
+        let t2 = self.mark()?;
 
         let (out0, out_n) = chunk_output_frames(chunk);
         let (mut pixels, frames) = self.decode(&latents, out0, out_n)?;
+        let t3 = self.mark()?;
         if frames != out_n {
             return Err(ModelError::Settings(format!(
                 "decoder produced {frames} frames, expected {out_n}"
@@ -246,11 +371,28 @@ impl<'m> Engine<'m> {
             });
         }
         pixels.clear();
+        if self.settings.profile {
+            let t4 = std::time::Instant::now();
+            self.stats.projector += t1 - t0;
+            self.stats.dit += t2 - t1;
+            self.stats.decode += t3 - t2;
+            self.stats.color_fix += t4 - t3;
+            self.stats.add_masks(&dit.masks);
+        }
+        self.stats.chunks += 1;
         self.next_chunk += 1;
         // The next chunk reads conditioning frames from 8c + 21 on.
         let keep_from = chunk_output_frames(self.next_chunk).0;
         self.frames.retain(|&i, _| i >= keep_from);
         Ok(out)
+    }
+
+    /// A time stamp after the device finished queued work (only when profiling).
+    fn mark(&self) -> Result<std::time::Instant> {
+        if self.settings.profile {
+            self.backend.synchronize()?;
+        }
+        Ok(std::time::Instant::now())
     }
 
     /// `(3, n, H, W)` host pixels of the chunk's decoded frames and n.

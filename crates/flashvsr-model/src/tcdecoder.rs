@@ -6,7 +6,8 @@ use flashvsr_tensor::{BackendRef, PadMode, Tensor};
 
 use crate::dit::config::LATENT_CHANNELS;
 use crate::params::Params;
-use crate::weights::WeightFile;
+use crate::state_io::{StateReader, StateWriter};
+use crate::weights::WeightSource;
 use crate::{ModelError, Result};
 
 /// Frames per latent frame and pixels per latent pixel.
@@ -57,6 +58,23 @@ impl DecoderMemory {
     pub fn is_started(&self) -> bool {
         self.started
     }
+
+    pub fn save(&self, w: &mut StateWriter, prefix: &str) -> Result<()> {
+        w.value(&format!("{prefix}.started"), self.started);
+        for (i, f) in self.frames.iter().enumerate() {
+            w.optional(&format!("{prefix}.{i}"), f.as_ref())?;
+        }
+        Ok(())
+    }
+
+    /// Fills a fresh memory (from [`TcDecoder::new_memory`]) from a checkpoint.
+    pub fn load(&mut self, r: &StateReader, prefix: &str) -> Result<()> {
+        self.started = r.value(&format!("{prefix}.started"))?;
+        for (i, f) in self.frames.iter_mut().enumerate() {
+            *f = r.optional(&format!("{prefix}.{i}"))?;
+        }
+        Ok(())
+    }
 }
 
 fn conv(p: &Params, name: &str, out: usize, inp: usize, k: usize, bias: bool) -> Result<Conv> {
@@ -91,7 +109,7 @@ fn conv_or_dirac(p: &Params, name: &str, c: usize) -> Result<Conv> {
 }
 
 impl TcDecoder {
-    pub fn load(backend: &BackendRef, file: &WeightFile) -> Result<TcDecoder> {
+    pub fn load(backend: &BackendRef, file: &dyn WeightSource) -> Result<TcDecoder> {
         let p = Params::new(file, backend, "a FlashVSR TCDecoder file (TCDecoder.ckpt)");
         let width = |i: usize| -> Result<usize> { Ok(p.shape(&format!("decoder.{i}.weight"))?[0]) };
         let first = p.shape("decoder.1.weight")?;

@@ -6,7 +6,8 @@ use flashvsr_tensor::{BackendRef, PadMode, Tensor};
 
 use crate::dit::config::LATENT_CHANNELS;
 use crate::params::Params;
-use crate::weights::WeightFile;
+use crate::state_io::{StateReader, StateWriter};
+use crate::weights::WeightSource;
 use crate::{ModelError, Result};
 
 const LATENT_MEAN: [f32; 16] = [
@@ -67,6 +68,29 @@ pub struct WanVaeDecoder {
 pub struct VaeState {
     history: Vec<Option<Tensor>>,
     time_started: Vec<bool>,
+}
+
+impl VaeState {
+    pub fn save(&self, w: &mut StateWriter, prefix: &str) -> Result<()> {
+        for (i, h) in self.history.iter().enumerate() {
+            w.optional(&format!("{prefix}.conv{i}"), h.as_ref())?;
+        }
+        for (i, s) in self.time_started.iter().enumerate() {
+            w.value(&format!("{prefix}.time{i}"), s);
+        }
+        Ok(())
+    }
+
+    /// Fills a fresh state (from [`WanVaeDecoder::new_state`]) from a checkpoint.
+    pub fn load(&mut self, r: &StateReader, prefix: &str) -> Result<()> {
+        for (i, h) in self.history.iter_mut().enumerate() {
+            *h = r.optional(&format!("{prefix}.conv{i}"))?;
+        }
+        for (i, s) in self.time_started.iter_mut().enumerate() {
+            *s = r.value(&format!("{prefix}.time{i}"))?;
+        }
+        Ok(())
+    }
 }
 
 struct Loader<'a> {
@@ -165,7 +189,7 @@ impl<'a> Loader<'a> {
 }
 
 impl WanVaeDecoder {
-    pub fn load(backend: &BackendRef, file: &WeightFile) -> Result<WanVaeDecoder> {
+    pub fn load(backend: &BackendRef, file: &dyn WeightSource) -> Result<WanVaeDecoder> {
         let mut p = Params::new(file, backend, "a Wan2.1 VAE file (Wan2.1_VAE.pth)");
         if !p.contains("decoder.conv1.weight") {
             if let Some(w) = WRAPPERS

@@ -3,6 +3,7 @@
 
 use flashvsr_tensor::Tensor;
 
+use crate::state_io::{StateReader, StateWriter};
 use crate::tcdecoder::SPACE_UPSCALE;
 use crate::vae::{VaeState, WanVaeDecoder};
 use crate::Result;
@@ -93,6 +94,20 @@ impl TiledVaeState {
             }
         }
         TiledVaeState { tiles, rows, cols }
+    }
+
+    pub fn save(&self, w: &mut StateWriter, prefix: &str) -> Result<()> {
+        for (i, t) in self.tiles.iter().enumerate() {
+            t.state.save(w, &format!("{prefix}.tile{i}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn load(&mut self, r: &StateReader, prefix: &str) -> Result<()> {
+        for (i, t) in self.tiles.iter_mut().enumerate() {
+            t.state.load(r, &format!("{prefix}.tile{i}"))?;
+        }
+        Ok(())
     }
 
     pub fn tile_count(&self) -> usize {

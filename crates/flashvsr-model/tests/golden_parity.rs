@@ -14,7 +14,6 @@ use flashvsr_model::tcdecoder::TcDecoder;
 use flashvsr_model::vae::WanVaeDecoder;
 use flashvsr_model::vae_tiling::{TiledVaeState, VaeTiling};
 use flashvsr_model::weights::WeightFile;
-use flashvsr_tensor::cpu::CpuBackend;
 use flashvsr_tensor::{BackendRef, BlockMask, Tensor};
 use golden::{case, rel_l2, select_frames, Case};
 
@@ -119,7 +118,7 @@ fn golden_mask(c: &Case, chunk: usize, layer: usize, settings: &SparseSettings) 
 /// Runs every DiT chunk of a case twice (own masks, injected golden masks) and checks masks and
 /// head outputs. Returns the head outputs of the own-mask run.
 fn check_dit(name: &str) -> Vec<Vec<f32>> {
-    let backend = CpuBackend::new_ref();
+    let backend = golden::backend();
     let c = case(name);
     let inputs = c.inputs();
     let (frames, plan) = golden::prepared_lq(&inputs, c.crop_to_128());
@@ -207,7 +206,7 @@ fn check_dit(name: &str) -> Vec<Vec<f32>> {
 
 #[test]
 fn time_conditioning_matches() {
-    let backend = CpuBackend::new_ref();
+    let backend = golden::backend();
     let c = case("tiny_block_v11");
     let dit = load_dit(&backend, &c.model_dir());
     assert!(rel_l2(&dit.t_emb, &c.get("t_emb").f32) <= TOL);
@@ -236,7 +235,7 @@ fn local_window_masks_match_units() {
 
 #[test]
 fn projector_features_match_v11_and_v10() {
-    let backend = CpuBackend::new_ref();
+    let backend = golden::backend();
     let base = case("tiny_block_v11");
     let (frames, plan) = golden::prepared_lq(&base, false);
     let (w, h) = plan.model;
@@ -276,7 +275,7 @@ fn dit_and_decoder_crop_case() {
     let name = "tiny_block_v11_crop72x40";
     let head = check_dit(name);
     let c = case(name);
-    let backend = CpuBackend::new_ref();
+    let backend = golden::backend();
     let (frames, plan) = golden::prepared_lq(&c, true);
     let (w, h) = plan.model;
     // Preparation is bit-exact: PIL bicubic ×4 in uint8 and the centre crop (lq_up_sel).
@@ -368,7 +367,7 @@ fn adain_frames(
 
 #[test]
 fn tcdecoder_and_adain_match() {
-    let backend = CpuBackend::new_ref();
+    let backend = golden::backend();
     let c = case("tiny_block_v11");
     let (frames, plan) = golden::prepared_lq(&c, false);
     let (w, h) = plan.model;
@@ -393,7 +392,7 @@ fn tcdecoder_and_adain_match() {
 
 #[test]
 fn wan_vae_untiled_tiled_and_colour_fixes_match() {
-    let backend = CpuBackend::new_ref();
+    let backend = golden::backend();
     let c = case("full_block_v11");
     let (frames, plan) = golden::prepared_lq(&c, false);
     let (w, h) = plan.model;
@@ -472,7 +471,7 @@ fn wan_vae_untiled_tiled_and_colour_fixes_match() {
 
 #[test]
 fn vae_streaming_equals_whole_sequence() {
-    let backend = CpuBackend::new_ref();
+    let backend = golden::backend();
     let c = case("full_block_v11");
     let noise = c.get("noise");
     let (t, rows, cols) = (noise.shape[2], noise.shape[3], noise.shape[4]);

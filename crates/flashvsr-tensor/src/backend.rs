@@ -87,6 +87,14 @@ impl BlockMask {
 
 pub trait Backend: Send + Sync + fmt::Debug {
     fn device(&self) -> Device;
+    /// Waits for all queued work (for timing); a no-op where ops complete synchronously.
+    fn synchronize(&self) -> Result<()> {
+        Ok(())
+    }
+    /// Device memory this backend's device has in use, in bytes, where the device can tell.
+    fn memory_in_use(&self) -> Option<u64> {
+        None
+    }
     fn upload(&self, data: &[f32]) -> Result<BufferRef>;
     fn download(&self, x: &Tensor) -> Result<Vec<f32>>;
     fn zeros(&self, len: usize) -> Result<BufferRef>;

@@ -108,6 +108,7 @@ impl<R: Read + Send> Y4mSource<R> {
                 range,
                 colorspace: cs.tag,
             }),
+            colour: None,
         };
         Ok(Y4mSource {
             reader,

@@ -15,7 +15,7 @@ use mask::SparseSettings;
 use windows::TokenGrid;
 
 use crate::params::Params;
-use crate::weights::{WeightError, WeightFile};
+use crate::weights::{WeightError, WeightSource};
 use crate::Result;
 
 const FREQ_TIMESTEP: f64 = 1000.0;
@@ -44,7 +44,7 @@ pub struct ChunkOutput {
     pub masks: Vec<BlockMask>,
 }
 
-fn reject_unexpected(file: &WeightFile, expected: &[String], what: &str) -> Result<()> {
+fn reject_unexpected(file: &dyn WeightSource, expected: &[String], what: &str) -> Result<()> {
     let expected: std::collections::HashSet<&str> = expected.iter().map(String::as_str).collect();
     if let Some(extra) = file.names().into_iter().find(|k| !expected.contains(k)) {
         return Err(WeightError::UnexpectedKey {
@@ -62,8 +62,8 @@ impl Dit {
     /// modulation, cross-attention K/V of the prompt) in at load.
     pub fn load(
         backend: &BackendRef,
-        dit_file: &WeightFile,
-        prompt_file: &WeightFile,
+        dit_file: &dyn WeightSource,
+        prompt_file: &dyn WeightSource,
     ) -> Result<Dit> {
         let p = Params::new(dit_file, backend, "a FlashVSR DiT file");
         let cfg = DitConfig::from_params(&p)?;
@@ -196,7 +196,7 @@ fn time_conditioning(p: &Params, cfg: &DitConfig) -> Result<(Vec<f32>, Vec<f32>)
 }
 
 /// The prompt through the text embedding MLP: `(L, D)`.
-fn prompt_context(p: &Params, cfg: &DitConfig, prompt_file: &WeightFile) -> Result<Tensor> {
+fn prompt_context(p: &Params, cfg: &DitConfig, prompt_file: &dyn WeightSource) -> Result<Tensor> {
     let names = prompt_file.names();
     let bad = |reason: String| -> crate::ModelError {
         WeightError::WrongFile {

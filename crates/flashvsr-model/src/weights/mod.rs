@@ -3,7 +3,10 @@
 
 mod pickle;
 mod safetensors_file;
+mod source;
 mod torch_zip;
+
+pub use source::WeightSource;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -9,6 +9,17 @@ use flashvsr_media::{Frame, FrameData};
 use flashvsr_model::geometry::SizePlan;
 use serde_json::Value;
 
+/// The backend the parity tests run on: the CPU, or CUDA device 0 with FLASHVSR_TEST_DEVICE=cuda
+/// (run on a GPU machine; the CUDA libraries must be on LD_LIBRARY_PATH).
+pub fn backend() -> flashvsr_tensor::BackendRef {
+    match std::env::var("FLASHVSR_TEST_DEVICE").as_deref() {
+        Ok("cuda") => {
+            flashvsr_cuda::CudaBackend::new(0).expect("FLASHVSR_TEST_DEVICE=cuda but CUDA failed")
+        }
+        _ => flashvsr_tensor::cpu::CpuBackend::new_ref(),
+    }
+}
+
 pub fn golden_dir() -> PathBuf {
     let dir = std::env::var_os("FLASHVSR_GOLDEN")
         .map(PathBuf::from)

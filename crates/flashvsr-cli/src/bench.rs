@@ -1,0 +1,268 @@
+//! `flashvsr bench`: the whole pipeline on a synthetic clip, with per-stage times, achieved
+//! TFLOP/s, mask density and peak memory (PERFORMANCE.md §3).
+
+use std::time::Instant;
+
+use flashvsr_media::prepare::{prepare_frame, PrepareGeometry, Resampler};
+use flashvsr_media::Frame;
+use flashvsr_model::color_fix::ColorFix;
+use flashvsr_model::dit::mask::{AttentionMode, SparseSettings};
+use flashvsr_model::dit::Dit;
+use flashvsr_model::geometry::SizePlan;
+use flashvsr_model::lq_proj::LqProjector;
+use flashvsr_model::noise::NoiseSource;
+use flashvsr_model::pipeline::{Decoder, Engine, EngineSettings, EngineStats, Models};
+use flashvsr_model::random_weights::{ModelSize, RandomWeights};
+use flashvsr_model::tcdecoder::TcDecoder;
+use flashvsr_model::vae::WanVaeDecoder;
+use flashvsr_model::vae_tiling::VaeTiling;
+use flashvsr_tensor::BackendRef;
+use serde_json::json;
+
+use crate::args::{Attention, BenchArgs, BenchModelSize, Mode};
+use crate::device;
+use crate::failure::{Failure, Outcome};
+use crate::model_files;
+
+const SEED: u64 = 0;
+
+fn parse_resolution(s: &str) -> Outcome<(usize, usize)> {
+    let (w, h) = s
+        .split_once(['x', 'X'])
+        .ok_or_else(|| Failure::bad(format!("--resolution {s}: expected WxH, e.g. 1408x768")))?;
+    match (w.parse(), h.parse()) {
+        (Ok(w), Ok(h)) if w > 0 && h > 0 => Ok((w, h)),
+        _ => Err(Failure::bad(format!(
+            "--resolution {s}: expected WxH, e.g. 1408x768"
+        ))),
+    }
+}
+
+fn load_models(
+    backend: &BackendRef,
+    args: &BenchArgs,
+    rows: usize,
+    cols: usize,
+) -> Outcome<Models> {
+    let full = args.mode == Mode::Full;
+    let tiling = VaeTiling::DEFAULT
+        .splits(rows, cols)
+        .then_some(VaeTiling::DEFAULT);
+    if !args.random_weights {
+        let dit = model_files::load_dit(backend, &args.files)?;
+        let projector = model_files::load_projector(backend, &args.files, dit.config.dim)?;
+        let decoder = if full {
+            Decoder::Full {
+                vae: Box::new(model_files::load_vae(backend, &args.files)?),
+                tiling,
+            }
+        } else {
+            Decoder::Tiny(model_files::load_tcdecoder(backend, &args.files)?)
+        };
+        return Ok(Models {
+            dit,
+            projector,
+            decoder,
+        });
+    }
+    let size = match args.model_size {
+        BenchModelSize::Release => ModelSize::RELEASE,
+        BenchModelSize::Small => ModelSize::SMALL,
+    };
+    let version = model_files::projector_version(args.files.model_ver);
+    let dit = Dit::load(
+        backend,
+        &RandomWeights::dit(size, SEED),
+        &RandomWeights::prompt(size, SEED),
+    )?;
+    let projector = LqProjector::load(backend, &RandomWeights::projector(size, SEED), version)?;
+    let decoder = if full {
+        Decoder::Full {
+            vae: Box::new(WanVaeDecoder::load(
+                backend,
+                &RandomWeights::vae(size, SEED),
+            )?),
+            tiling,
+        }
+    } else {
+        Decoder::Tiny(TcDecoder::load(
+            backend,
+            &RandomWeights::tcdecoder(size, SEED),
+        )?)
+    };
+    Ok(Models {
+        dit,
+        projector,
+        decoder,
+    })
+}
+
+/// A moving gradient with some texture, so frames differ.
+fn synthetic_frame(w: usize, h: usize, t: usize) -> Frame {
+    let data = (0..w * h * 3)
+        .map(|i| {
+            let (p, c) = (i / 3, i % 3);
+            let (x, y) = (p % w, p / w);
+            ((x * 3 + y * 2 + t * 5 + c * 70) as u32 ^ ((x * y) as u32 & 15)) as u8
+        })
+        .collect();
+    Frame::from_u8(w, h, data)
+}
+
+/// FLOPs of the DiT's linear layers for `tokens` tokens (a multiply-add is 2 FLOPs).
+fn dit_linear_flops(models: &Models, tokens: f64) -> f64 {
+    let c = &models.dit.config;
+    let (d, f) = (c.dim as f64, c.ffn_dim as f64);
+    tokens * c.layers as f64 * 2.0 * (6.0 * d * d + 2.0 * d * f)
+}
+
+fn peak_rss_bytes() -> u64 {
+    // SAFETY: getrusage fills a plain-data struct for this process.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) };
+    usage.ru_maxrss as u64 * 1024
+}
+
+pub fn run(args: &BenchArgs) -> Outcome<()> {
+    let (out_w, out_h) = parse_resolution(&args.resolution)?;
+    if out_w % args.scale != 0 || out_h % args.scale != 0 || args.frames == 0 {
+        return Err(Failure::bad(format!(
+            "--resolution {out_w}x{out_h} must be divisible by --scale {} and --frames positive",
+            args.scale
+        )));
+    }
+    let backend = device::select(&args.device, args.precision, args.json)?;
+    let plan = SizePlan::new((out_w / args.scale, out_h / args.scale), args.scale, false)?;
+    let (width, height) = plan.model;
+    let load_start = Instant::now();
+    let models = load_models(&backend, args, height / 8, width / 8)?;
+    let load_s = load_start.elapsed().as_secs_f64();
+    let mode = match args.attention {
+        Attention::Block => AttentionMode::Block,
+        Attention::Sage => AttentionMode::Sage,
+    };
+    let settings = EngineSettings {
+        sparse: SparseSettings::new(mode, args.sparse_ratio, 3.0, 11, height, width)?,
+        color_fix: ColorFix::AdaIn,
+        noise: NoiseSource::Seeded(SEED),
+        injected_masks: None,
+        profile: true,
+    };
+    let mut engine = Engine::new(&models, settings, &backend, height, width)?;
+    let geometry = PrepareGeometry {
+        scaled: plan.scaled,
+        model: plan.model,
+        crop_offset: (0, 0),
+    };
+    let frames: Vec<Frame> = (0..args.frames)
+        .map(|t| synthetic_frame(out_w / args.scale, out_h / args.scale, t))
+        .collect();
+
+    let mut peak_device = backend.memory_in_use().unwrap_or(0);
+    let start = Instant::now();
+    let mut prepare_s = 0.0;
+    let mut produced = 0;
+    for frame in &frames {
+        let t = Instant::now();
+        let lq = prepare_frame(frame, &geometry, Resampler::Pil);
+        prepare_s += t.elapsed().as_secs_f64();
+        produced += engine.push(lq)?.len();
+        peak_device = peak_device.max(backend.memory_in_use().unwrap_or(0));
+    }
+    produced += engine.finish(args.frames)?.len();
+    backend.synchronize()?;
+    let wall = start.elapsed().as_secs_f64();
+    peak_device = peak_device.max(backend.memory_in_use().unwrap_or(0));
+    if produced != args.frames {
+        return Err(Failure::failed(format!(
+            "produced {produced} frames for {} inputs",
+            args.frames
+        )));
+    }
+    report(
+        args,
+        &models,
+        &engine.stats,
+        Report {
+            width,
+            height,
+            wall,
+            prepare_s,
+            load_s,
+            peak_device,
+            device: backend.device().to_string(),
+        },
+    )
+}
+
+struct Report {
+    width: usize,
+    height: usize,
+    wall: f64,
+    prepare_s: f64,
+    load_s: f64,
+    peak_device: u64,
+    device: String,
+}
+
+fn report(args: &BenchArgs, models: &Models, s: &EngineStats, r: Report) -> Outcome<()> {
+    let tokens_per_latent = (r.width / 16 * r.height / 16) as f64;
+    // 6 latents in chunk 0 and 2 per later chunk.
+    let latents = 6.0 + 2.0 * (s.chunks.saturating_sub(1)) as f64;
+    let key_block = match args.attention {
+        Attention::Block => 128.0,
+        Attention::Sage => 64.0,
+    };
+    let linear = dit_linear_flops(models, tokens_per_latent * latents);
+    let attention = s.selected_blocks as f64 * 4.0 * 128.0 * key_block * 128.0;
+    let dit_s = s.dit.as_secs_f64();
+    let density = s.selected_blocks as f64 / (s.total_blocks.max(1)) as f64;
+    let valid = s.empty_rows == 0;
+    let fps = args.frames as f64 / r.wall;
+    let result = json!({
+        "device": r.device,
+        "resolution": format!("{}x{}", args.resolution.split_once(['x', 'X']).map_or("?", |p| p.0), args.resolution.split_once(['x', 'X']).map_or("?", |p| p.1)),
+        "model_canvas": format!("{}x{}", r.width, r.height),
+        "frames": args.frames,
+        "mode": format!("{:?}", args.mode).to_lowercase(),
+        "attention": format!("{:?}", args.attention).to_lowercase(),
+        "weights": if args.random_weights { format!("random-{:?}", args.model_size).to_lowercase() } else { "files".into() },
+        "fps": fps,
+        "wall_s": r.wall,
+        "model_load_s": r.load_s,
+        "chunks": s.chunks,
+        "stages_ms": {
+            "prepare": r.prepare_s * 1e3,
+            "lq_projector": s.projector.as_secs_f64() * 1e3,
+            "dit": dit_s * 1e3,
+            "decode": s.decode.as_secs_f64() * 1e3,
+            "color_fix_and_download": s.color_fix.as_secs_f64() * 1e3,
+        },
+        "dit_tflops": (linear + attention) / dit_s.max(1e-9) / 1e12,
+        "dit_linear_flops": linear,
+        "dit_attention_flops": attention,
+        "mask_density": density,
+        "empty_query_rows": s.empty_rows,
+        "masks_valid": valid,
+        "peak_device_memory_bytes": r.peak_device,
+        "peak_host_rss_bytes": peak_rss_bytes(),
+    });
+    if args.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&result).unwrap_or_default()
+        );
+    } else {
+        eprintln!(
+            "{}",
+            serde_json::to_string_pretty(&result).unwrap_or_default()
+        );
+    }
+    if !valid {
+        return Err(Failure::failed(format!(
+            "invalid run: {} of {} query rows selected no key block (degenerate masks)",
+            s.empty_rows, s.rows
+        )));
+    }
+    Ok(())
+}

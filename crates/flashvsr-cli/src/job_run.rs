@@ -1,0 +1,235 @@
+//! One-stream jobs (SCALEOUT.md §2): the video runs as one stream; at each segment boundary the
+//! segment's frames and a stream checkpoint are committed to the job store. A rerun of the same
+//! command restores the newest checkpoint and continues, so its output is byte-identical to an
+//! uninterrupted run's. The final output is assembled from the segments at the end.
+
+use std::time::Instant;
+
+use flashvsr_job::{fingerprint_path, JobError, JobStore, SegmentSlot};
+use flashvsr_media::{
+    create_sink, open_source, Frame, FrameSink, FrameSource, OutputFormat, SinkOptions,
+};
+use flashvsr_model::pipeline::Engine;
+use serde_json::json;
+
+use crate::args::UpscaleArgs;
+use crate::failure::{Failure, Outcome};
+use crate::frames_out::Depth;
+use crate::progress::Progress;
+use crate::upscale::{next_input, Stage};
+
+impl From<JobError> for Failure {
+    fn from(e: JobError) -> Self {
+        match e {
+            JobError::PlanMismatch { .. } | JobError::Invalid { .. } => Failure::bad(e),
+            JobError::Io { .. } => Failure::failed(e),
+        }
+    }
+}
+
+/// The job's identity: everything that changes the output bytes.
+fn plan(
+    args: &UpscaleArgs,
+    stage: &Stage,
+    models: &[(String, String)],
+) -> Outcome<serde_json::Value> {
+    let input = fingerprint_path(&args.input)
+        .map_err(|e| Failure::bad(format!("{}: {e}", args.input.display())))?;
+    let noise = match &args.noise {
+        Some(p) => {
+            Some(fingerprint_path(p).map_err(|e| Failure::bad(format!("{}: {e}", p.display())))?)
+        }
+        None => None,
+    };
+    Ok(json!({
+        "flashvsr_version": env!("CARGO_PKG_VERSION"),
+        "input": { "path": args.input.display().to_string(), "fingerprint": input },
+        "models": models,
+        "options": {
+            "mode": format!("{:?}", args.mode), "model_ver": format!("{:?}", args.files.model_ver),
+            "scale": args.scale, "attention": format!("{:?}", args.attention),
+            "sparse_ratio": args.sparse_ratio, "kv_ratio": args.kv_ratio, "local_range": args.local_range,
+            "seed": args.seed, "color_fix": format!("{:?}", args.color_fix), "resize": format!("{:?}", args.resize),
+            "crop_to_128": args.crop_to_128, "tiled_vae": format!("{:?}", args.tiled_vae), "noise": noise,
+            "device": args.device, "precision": format!("{:?}", args.precision), "max_frames": args.max_frames,
+        },
+        "output": { "format": format!("{:?}", stage.format), "depth": format!("{:?}", stage.depth),
+                    "size": [stage.plan.output.0, stage.plan.output.1] },
+        "segmenting": { "mode": "stream", "segment_frames": args.segment_frames },
+    }))
+}
+
+/// A segment being computed: its frames go to a PNG folder in the store.
+struct OpenSegment {
+    slot: SegmentSlot,
+    sink: Box<dyn FrameSink>,
+    emit_from: usize,
+    frames: usize,
+    started: Instant,
+}
+
+fn open_segment(
+    store: &JobStore,
+    segment: usize,
+    emit_from: usize,
+    depth: Depth,
+) -> Outcome<OpenSegment> {
+    let slot = store.slot(segment);
+    let format = match depth {
+        Depth::Eight => OutputFormat::Png,
+        Depth::Sixteen => OutputFormat::Png16,
+    };
+    let sink = create_sink(&slot.data, format, &SinkOptions::default())?;
+    store.log(&format!("start {segment}"))?;
+    Ok(OpenSegment {
+        slot,
+        sink,
+        emit_from,
+        frames: 0,
+        started: Instant::now(),
+    })
+}
+
+fn commit(store: &JobStore, seg: OpenSegment, engine: Option<&Engine>) -> Outcome<()> {
+    seg.sink.finish()?;
+    if let Some(engine) = engine {
+        engine.save_checkpoint(&seg.slot.state)?;
+    }
+    let secs = seg.started.elapsed().as_secs_f64();
+    store.commit(&seg.slot, seg.emit_from, seg.frames, engine.is_some(), secs)?;
+    Ok(())
+}
+
+pub fn run(
+    args: &UpscaleArgs,
+    stage: &Stage,
+    engine: &mut Engine,
+    source: &mut dyn FrameSource,
+    progress: &mut Progress,
+    models: &[(String, String)],
+) -> Outcome<usize> {
+    let root = JobStore::path_for_output(&args.output);
+    if args.output.exists() && !args.overwrite {
+        return Err(Failure::bad(format!(
+            "{}: output already exists (pass --overwrite to replace it)",
+            args.output.display()
+        )));
+    }
+    if args.restart && root.exists() {
+        std::fs::remove_dir_all(&root)
+            .map_err(|e| Failure::failed(format!("{}: {e}", root.display())))?;
+    }
+    let store = JobStore::open_or_create(&root, &plan(args, stage, models)?)?;
+    let done = store.done()?;
+    let finished = done.last().is_some_and(|m| m.state.is_none());
+    let mut emitted: usize = done.iter().map(|m| m.frames).sum();
+    progress.skip(emitted);
+    if !finished {
+        if let Some(state) = done.last().and_then(|m| m.state.as_deref()) {
+            engine.restore_checkpoint(&store.path(state))?;
+            if !args.quiet {
+                eprintln!(
+                    "flashvsr: resuming {} after {} committed segment(s), {emitted} frames done",
+                    store.root().display(),
+                    done.len()
+                );
+            }
+        }
+        compute(
+            args,
+            stage,
+            engine,
+            source,
+            &store,
+            done.len(),
+            &mut emitted,
+            progress,
+        )?;
+    }
+    let written = assemble(args, stage, &store)?;
+    if !args.keep_job {
+        store.remove()?;
+    }
+    Ok(written)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn compute(
+    args: &UpscaleArgs,
+    stage: &Stage,
+    engine: &mut Engine,
+    source: &mut dyn FrameSource,
+    store: &JobStore,
+    first_segment: usize,
+    emitted: &mut usize,
+    progress: &mut Progress,
+) -> Outcome<()> {
+    let mut received = 0;
+    while received < engine.frames_received() {
+        if next_input(args, source, received)?.is_none() {
+            return Err(Failure::bad(format!(
+                "{}: the input is shorter than the job store says was already read",
+                args.input.display()
+            )));
+        }
+        received += 1;
+    }
+    let segment_frames = args.segment_frames as usize;
+    let mut segment = first_segment;
+    let mut open = open_segment(store, segment, *emitted, stage.depth)?;
+    let mut write =
+        |frames: Vec<Frame>, open: &mut OpenSegment, emitted: &mut usize| -> Outcome<()> {
+            for f in &frames {
+                open.sink.write_frame(f)?;
+                open.frames += 1;
+                *emitted += 1;
+                progress.frame_done();
+            }
+            Ok(())
+        };
+    while let Some(frame) = next_input(args, source, received)? {
+        received += 1;
+        write(stage.push(engine, &frame)?, &mut open, emitted)?;
+        if open.frames >= segment_frames {
+            commit(store, open, Some(engine))?;
+            segment += 1;
+            open = open_segment(store, segment, *emitted, stage.depth)?;
+        }
+    }
+    if received == 0 {
+        return Err(Failure::bad(format!(
+            "{}: no frames to upscale",
+            args.input.display()
+        )));
+    }
+    write(stage.finish(engine, received)?, &mut open, emitted)?;
+    commit(store, open, None)
+}
+
+/// Streams the committed segments, in order, into the final output.
+fn assemble(args: &UpscaleArgs, stage: &Stage, store: &JobStore) -> Outcome<usize> {
+    let mut sink = create_sink(&args.output, stage.format, &stage.sink_options)?;
+    let mut written = 0;
+    for marker in store.done()? {
+        let path = store.path(&marker.data);
+        let mut segment = open_source(&path)?;
+        let mut count = 0;
+        while let Some(frame) = segment.next_frame()? {
+            sink.write_frame(&frame)?;
+            count += 1;
+        }
+        if count != marker.frames || marker.emit_from != written {
+            return Err(Failure::failed(format!(
+                "{}: segment {} holds {count} frames from {}, its marker says {} from {}; rerun with --restart",
+                path.display(),
+                marker.segment,
+                written,
+                marker.frames,
+                marker.emit_from
+            )));
+        }
+        written += count;
+    }
+    sink.finish()?;
+    Ok(written)
+}

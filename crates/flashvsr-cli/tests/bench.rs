@@ -1,0 +1,50 @@
+//! `flashvsr bench` runs the whole pipeline on random weights and reports valid numbers.
+
+mod cli_support;
+
+use cli_support::{flashvsr, stderr};
+
+#[test]
+fn bench_with_small_random_weights_reports_stages_and_masks() {
+    let out = flashvsr(&[
+        "bench",
+        "--resolution",
+        "256x128",
+        "--frames",
+        "29",
+        "--random-weights",
+        "--model-size",
+        "small",
+        "--attention",
+        "block",
+        "--device",
+        "cpu",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["frames"], 29);
+    assert_eq!(r["chunks"], 2, "29 frames pad to 33: two chunks");
+    assert_eq!(r["device"], "cpu");
+    assert!(r["fps"].as_f64().unwrap() > 0.0);
+    for stage in ["lq_projector", "dit", "decode"] {
+        assert!(r["stages_ms"][stage].as_f64().unwrap() > 0.0, "{stage}");
+    }
+    let density = r["mask_density"].as_f64().unwrap();
+    assert!(density > 0.0 && density <= 1.0, "{density}");
+    assert_eq!(r["empty_query_rows"], 0);
+    assert_eq!(r["masks_valid"], true);
+}
+
+#[test]
+fn bench_rejects_a_bad_resolution() {
+    let out = flashvsr(&[
+        "bench",
+        "--resolution",
+        "255x128",
+        "--random-weights",
+        "--device",
+        "cpu",
+    ]);
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+}

@@ -1,0 +1,375 @@
+//! `CudaBackend`: flashvsr-tensor's op set on one GPU. The trait methods are thin: each op lives in
+//! `ops/`, returns a `CudaResult<CudaBuffer>`, and is converted to the tensor crate's error here.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use cudarc::driver::{CudaSlice, LaunchConfig};
+use flashvsr_tensor::{
+    Backend, BackendRef, BinaryOp, BlockMask, BufferRef, Device, PadMode, Tensor, TensorError,
+    UnaryOp,
+};
+
+use crate::buffer::{raw_ptr, CudaBuffer};
+use crate::context::{driver_version, Gpu};
+use crate::error::{catch, CudaError, CudaResult};
+use crate::gemm::Gemm;
+use crate::kernels::Kernels;
+use crate::launch::{grid_1d, launch, KernelArgs};
+use crate::nvrtc::{arch_for, nvrtc_version};
+
+/// Environment switch for [`CudaOptions::poison_outputs`].
+pub const ENV_POISON: &str = "FLASHVSR_CUDA_POISON";
+
+#[derive(Clone, Debug)]
+pub struct CudaOptions {
+    /// Fill every op output with NaN before its kernels run, so that an element a kernel forgot
+    /// to write shows up in a comparison. Costs one extra pass per op; for tests.
+    pub poison_outputs: bool,
+    /// Largest im2col slab of conv3d, in f32 elements; larger output planes are done in chunks.
+    pub im2col_budget: usize,
+}
+
+impl CudaOptions {
+    /// Defaults, with `poison_outputs` from `FLASHVSR_CUDA_POISON=1`.
+    pub fn from_env() -> Self {
+        CudaOptions {
+            poison_outputs: std::env::var(ENV_POISON).is_ok_and(|v| v == "1"),
+            ..Self::default()
+        }
+    }
+}
+
+impl Default for CudaOptions {
+    fn default() -> Self {
+        CudaOptions {
+            poison_outputs: false,
+            im2col_budget: 64 << 20,
+        }
+    }
+}
+
+/// For `--device auto`: the CUDA backend on device 0 when a driver, a device, NVRTC and cuBLASLt
+/// are all usable; otherwise the reason, for a one-line fallback message.
+pub fn auto_backend() -> Result<BackendRef, String> {
+    let info = crate::probe::probe()?;
+    CudaBackend::new(info.ordinal).map_err(|e| e.to_string())
+}
+
+pub struct CudaBackend {
+    ordinal: usize,
+    arch: String,
+    options: CudaOptions,
+    pub(crate) gpu: Gpu,
+    pub(crate) kernels: Kernels,
+    gemm: Mutex<Gemm>,
+    scratch: Mutex<Option<CudaSlice<f32>>>,
+}
+
+impl fmt::Debug for CudaBackend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "CudaBackend(cuda:{} {}, {})",
+            self.ordinal, self.gpu.name, self.arch
+        )
+    }
+}
+
+impl CudaBackend {
+    /// The backend for `cuda:<ordinal>` with [`CudaOptions::from_env`], ready to hand to the model.
+    #[allow(clippy::new_ret_no_self)] // the model wants the trait object; `create` gives `Self`
+    pub fn new(ordinal: usize) -> Result<BackendRef, CudaError> {
+        Ok(Self::create(ordinal, CudaOptions::from_env())?)
+    }
+
+    /// Opens the device, compiles (or loads cached) kernels and sets up cuBLASLt.
+    pub fn create(ordinal: usize, options: CudaOptions) -> Result<Arc<CudaBackend>, CudaError> {
+        catch(|| {
+            let gpu = Gpu::open(ordinal)?;
+            if gpu.cc < (7, 5) {
+                return Err(CudaError::Unsupported(format!(
+                    "compute capability {}.{}; NVRTC 13 needs 7.5 or newer",
+                    gpu.cc.0, gpu.cc.1
+                )));
+            }
+            let (nvrtc_major, nvrtc_minor) = nvrtc_version()?;
+            let driver = driver_version()?;
+            if nvrtc_major > driver / 1000 {
+                return Err(CudaError::Unsupported(format!(
+                    "NVRTC {nvrtc_major}.{nvrtc_minor} is newer than the driver's CUDA {}.{}: \
+                     its CUBINs would not load; install the NVRTC of the driver's major version",
+                    driver / 1000,
+                    driver % 1000 / 10
+                )));
+            }
+            let arch = arch_for(gpu.cc);
+            let kernels = Kernels::load(&gpu.ctx, &arch)?;
+            let gemm = Gemm::new(&gpu.stream)?;
+            Ok(Arc::new(CudaBackend {
+                ordinal,
+                arch,
+                options,
+                gpu,
+                kernels,
+                gemm: Mutex::new(gemm),
+                scratch: Mutex::new(None),
+            }))
+        })
+    }
+
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+
+    pub fn device_name(&self) -> &str {
+        &self.gpu.name
+    }
+
+    /// The NVRTC target the kernels were built for, e.g. `sm_90a`.
+    pub fn arch(&self) -> &str {
+        &self.arch
+    }
+
+    pub fn options(&self) -> &CudaOptions {
+        &self.options
+    }
+
+    /// Waits for all queued work; surfaces asynchronous kernel errors.
+    pub fn synchronize(&self) -> Result<(), CudaError> {
+        self.gpu.stream.synchronize()?;
+        self.gpu.ctx.check_err()?;
+        Ok(())
+    }
+
+    /// An output buffer as every op gets it, written by no kernel: all NaN when poisoning is on.
+    /// Lets tests check that the poison mechanism itself works.
+    #[doc(hidden)]
+    pub fn unwritten_output(&self, len: usize) -> Result<BufferRef, CudaError> {
+        Ok(Arc::new(self.output(len)?))
+    }
+
+    pub(crate) fn input<'a>(&self, x: &'a Tensor) -> CudaResult<&'a CudaBuffer> {
+        let buf = x
+            .buffer()
+            .as_any()
+            .downcast_ref::<CudaBuffer>()
+            .ok_or_else(|| {
+                CudaError::Input(format!(
+                    "tensor on {} given to cuda:{}",
+                    x.device(),
+                    self.ordinal
+                ))
+            })?;
+        // One stream per backend orders every use and free; a buffer of another stream would not be.
+        if !Arc::ptr_eq(buf.slice().stream(), &self.gpu.stream) {
+            return Err(CudaError::Input(
+                "tensor belongs to another CUDA backend instance".into(),
+            ));
+        }
+        Ok(buf)
+    }
+
+    pub(crate) fn ptr(&self, x: &Tensor) -> CudaResult<u64> {
+        Ok(self.input(x)?.ptr())
+    }
+
+    pub(crate) fn opt_ptr(&self, x: Option<&Tensor>) -> CudaResult<u64> {
+        x.map_or(Ok(0), |x| self.ptr(x))
+    }
+
+    /// Every op allocates its output here (poisoned when asked).
+    pub(crate) fn output(&self, len: usize) -> CudaResult<CudaBuffer> {
+        // SAFETY: uninitialised device memory; every op writes all `len` elements (the poison
+        // mode and the GPU test check exactly that).
+        let slice = unsafe { self.gpu.stream.alloc::<f32>(len.max(1)) }?;
+        let buf = CudaBuffer::new(slice, len);
+        if self.options.poison_outputs {
+            self.fill(buf.ptr(), len.max(1), f32::NAN)?;
+        }
+        Ok(buf)
+    }
+
+    pub(crate) fn grid(&self, n: u64) -> LaunchConfig {
+        grid_1d(n, self.gpu.sm_count.max(1) * 16)
+    }
+
+    pub(crate) fn launch(&self, name: &str, cfg: LaunchConfig, args: KernelArgs) -> CudaResult<()> {
+        launch(&self.gpu.stream, self.kernels.get(name)?, cfg, args)
+    }
+
+    pub(crate) fn fill(&self, ptr: u64, n: usize, value: f32) -> CudaResult<()> {
+        let args = KernelArgs::new().push(ptr).push(n as u64).push(value);
+        self.launch("fill_f32", self.grid(n as u64), args)
+    }
+
+    pub(crate) fn gemm(&self) -> MutexGuard<'_, Gemm> {
+        self.gemm.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The im2col slab, grown to at least `len` elements. Holding the guard while enqueueing keeps
+    /// concurrent callers from interleaving their uses of it (the stream orders the rest).
+    pub(crate) fn scratch(
+        &self,
+        len: usize,
+    ) -> CudaResult<(MutexGuard<'_, Option<CudaSlice<f32>>>, u64)> {
+        let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.as_ref().is_none_or(|s| s.len() < len) {
+            *guard = None;
+            // SAFETY: scratch is fully written by im2col before each GEMM reads it.
+            *guard = Some(unsafe { self.gpu.stream.alloc::<f32>(len.max(1)) }?);
+        }
+        let buf = guard.as_ref().expect("allocated above");
+        let ptr = raw_ptr(buf);
+        Ok((guard, ptr))
+    }
+
+    fn device_of(&self) -> Device {
+        Device::Cuda(self.ordinal)
+    }
+
+    fn finish(
+        &self,
+        op: impl FnOnce() -> CudaResult<CudaBuffer>,
+    ) -> flashvsr_tensor::Result<BufferRef> {
+        let buf = catch(op).map_err(|e| e.into_tensor(self.device_of()))?;
+        Ok(Arc::new(buf))
+    }
+
+    fn err(&self, e: CudaError) -> TensorError {
+        e.into_tensor(self.device_of())
+    }
+}
+
+type TResult<T> = flashvsr_tensor::Result<T>;
+
+impl Backend for CudaBackend {
+    fn device(&self) -> Device {
+        self.device_of()
+    }
+
+    fn upload(&self, data: &[f32]) -> TResult<BufferRef> {
+        self.finish(|| {
+            // SAFETY: fully written by the copy below (a zero-length buffer is never read).
+            let mut slice = unsafe { self.gpu.stream.alloc::<f32>(data.len().max(1)) }?;
+            if !data.is_empty() {
+                self.gpu.stream.memcpy_htod(data, &mut slice)?;
+            }
+            Ok(CudaBuffer::new(slice, data.len()))
+        })
+    }
+
+    fn download(&self, x: &Tensor) -> TResult<Vec<f32>> {
+        catch(|| {
+            let buf = self.input(x)?;
+            let mut host = self.gpu.stream.clone_dtoh(buf.slice())?;
+            self.synchronize()?;
+            host.truncate(buf_len(buf));
+            Ok(host)
+        })
+        .map_err(|e| self.err(e))
+    }
+
+    fn zeros(&self, len: usize) -> TResult<BufferRef> {
+        self.finish(|| {
+            let slice = self.gpu.stream.alloc_zeros::<f32>(len.max(1))?;
+            Ok(CudaBuffer::new(slice, len))
+        })
+    }
+
+    fn permute(&self, x: &Tensor, dims: &[usize]) -> TResult<BufferRef> {
+        self.finish(|| self.op_permute(x, dims))
+    }
+
+    fn narrow(&self, x: &Tensor, dim: usize, start: usize, len: usize) -> TResult<BufferRef> {
+        self.finish(|| self.op_narrow(x, dim, start, len))
+    }
+
+    fn cat(&self, xs: &[&Tensor], dim: usize) -> TResult<BufferRef> {
+        self.finish(|| self.op_cat(xs, dim))
+    }
+
+    fn unary(&self, x: &Tensor, op: UnaryOp) -> TResult<BufferRef> {
+        self.finish(|| self.op_unary(x, op))
+    }
+
+    fn binary(&self, a: &Tensor, b: &Tensor, op: BinaryOp) -> TResult<BufferRef> {
+        self.finish(|| self.op_binary(a, b, op))
+    }
+
+    fn add_gated(&self, x: &Tensor, y: &Tensor, gate: &Tensor) -> TResult<BufferRef> {
+        self.finish(|| self.op_add_gated(x, y, gate))
+    }
+
+    fn channel_affine(&self, x: &Tensor, mul: &Tensor, add: &Tensor) -> TResult<BufferRef> {
+        self.finish(|| self.op_channel_affine(x, mul, add))
+    }
+
+    fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> TResult<BufferRef> {
+        self.finish(|| self.op_linear(x, w, b))
+    }
+
+    fn layer_norm(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        eps: f32,
+    ) -> TResult<BufferRef> {
+        self.finish(|| self.op_layer_norm(x, weight, bias, None, eps))
+    }
+
+    fn modulate(&self, x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f32) -> TResult<BufferRef> {
+        self.finish(|| self.op_layer_norm(x, None, None, Some((shift, scale)), eps))
+    }
+
+    fn rms_norm(&self, x: &Tensor, weight: &Tensor, eps: f32) -> TResult<BufferRef> {
+        self.finish(|| self.op_rms_norm(x, weight, eps))
+    }
+
+    fn channel_rms_norm(&self, x: &Tensor, gamma: &Tensor) -> TResult<BufferRef> {
+        self.finish(|| self.op_channel_rms_norm(x, gamma))
+    }
+
+    fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> TResult<BufferRef> {
+        self.finish(|| self.op_rope(x, cos, sin, heads))
+    }
+
+    fn group_mean(&self, x: &Tensor) -> TResult<BufferRef> {
+        self.finish(|| self.op_group_mean(x))
+    }
+
+    fn conv3d(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride_t: usize,
+        pad: usize,
+        mode: PadMode,
+    ) -> TResult<BufferRef> {
+        self.finish(|| self.op_conv3d(x, w, b, stride_t, pad, mode))
+    }
+
+    fn upsample_nearest2x(&self, x: &Tensor) -> TResult<BufferRef> {
+        self.finish(|| self.op_upsample_nearest2x(x))
+    }
+
+    fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> TResult<BufferRef> {
+        self.finish(|| self.op_attention(q, k, v, heads))
+    }
+
+    fn block_sparse_attention(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: &BlockMask,
+    ) -> TResult<BufferRef> {
+        self.finish(|| self.op_block_sparse_attention(q, k, v, mask))
+    }
+}
+
+fn buf_len(b: &CudaBuffer) -> usize {
+    flashvsr_tensor::Buffer::len(b)
+}

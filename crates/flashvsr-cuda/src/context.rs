@@ -1,0 +1,58 @@
+//! One CUDA context and one non-default stream (graph capture needs a non-default stream).
+
+use std::sync::Arc;
+
+use cudarc::driver::{sys, CudaContext, CudaStream};
+
+use crate::error::{CudaError, CudaResult};
+
+pub(crate) struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    pub name: String,
+    pub cc: (i32, i32),
+    pub sm_count: u32,
+}
+
+/// The driver's CUDA version, e.g. 13000. Needs a present libcuda.
+pub(crate) fn driver_version() -> CudaResult<i32> {
+    let mut v = 0;
+    unsafe { sys::cuDriverGetVersion(&mut v) }.result()?;
+    Ok(v)
+}
+
+pub(crate) fn driver_present() -> bool {
+    crate::error::catch(|| Ok(unsafe { sys::is_culib_present() })).unwrap_or(false)
+}
+
+impl Gpu {
+    pub fn open(ordinal: usize) -> CudaResult<Gpu> {
+        if !driver_present() {
+            return Err(CudaError::Library(
+                "libcuda.so.1 not found: no NVIDIA driver".into(),
+            ));
+        }
+        cudarc::driver::result::init()?;
+        let count = CudaContext::device_count()? as usize;
+        if ordinal >= count {
+            return Err(CudaError::Input(format!(
+                "cuda:{ordinal} requested, {count} device(s) present"
+            )));
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        // SAFETY: done before any allocation of this context. Everything runs on one stream, so
+        // cudarc's per-slice events would only cost time and break graph capture.
+        unsafe { ctx.disable_event_tracking() };
+        let stream = ctx.new_stream()?;
+        let sm_count = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?
+            as u32;
+        Ok(Gpu {
+            name: ctx.name()?,
+            cc: ctx.compute_capability()?,
+            sm_count,
+            ctx,
+            stream,
+        })
+    }
+}

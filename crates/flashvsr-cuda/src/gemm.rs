@@ -1,0 +1,330 @@
+//! Row-major fp32 GEMM through cuBLASLt: `C[M,N] (+)= A[M,K] · B + bias[N]`, B given either as
+//! `[N,K]` (weights, `X·Wᵀ`) or as `[K,N]`. Compute type `CUBLAS_COMPUTE_32F`: TF32 stays off, this
+//! is the parity mode. Descriptors and the heuristic's algorithm are cached per shape, not rebuilt
+//! per call as cudarc's safe `Matmul` would.
+//!
+//! Row-major `C = A·op(B)` is column-major `Cᵀ = op(B)ᵀ·Aᵀ`, so cuBLASLt's "A" is our B and its
+//! "B" is our A; cuBLASLt's BIAS epilogue adds per row of its column-major D, i.e. per column N.
+
+use std::collections::hash_map::Entry;
+use std::collections::HashMap;
+use std::ffi::c_void;
+use std::sync::Arc;
+
+use cudarc::cublaslt::sys as lt;
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
+
+use crate::error::{CudaError, CudaResult};
+
+const WORKSPACE_BYTES: usize = 32 << 20;
+
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) struct GemmShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+    /// Row strides (elements) of A `[M,K]`, B and C `[M,N]`.
+    pub lda: usize,
+    pub ldb: usize,
+    pub ldc: usize,
+    /// B is `[N,K]` (true) or `[K,N]` (false).
+    pub b_transposed: bool,
+    pub bias: bool,
+}
+
+/// Device pointers of one call; `bias` is 0 when the shape has none.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct GemmPtrs {
+    pub a: u64,
+    pub b: u64,
+    pub c: u64,
+    pub bias: u64,
+    /// `C += …` instead of `C = …` (C is not read when false).
+    pub accumulate: bool,
+}
+
+#[derive(Hash, PartialEq, Eq)]
+struct PlanKey {
+    shape: GemmShape,
+    /// Alignment in bytes of cuBLASLt's A (our B), B (our A) and C/D pointers; algorithms
+    /// differ by the alignment they assume.
+    align: [u32; 3],
+}
+
+struct Plan {
+    desc: lt::cublasLtMatmulDesc_t,
+    layouts: [lt::cublasLtMatrixLayout_t; 3],
+    algo: lt::cublasLtMatmulAlgo_t,
+}
+
+impl Drop for Plan {
+    fn drop(&mut self) {
+        unsafe {
+            lt::cublasLtMatmulDescDestroy(self.desc);
+            for l in self.layouts.into_iter().filter(|l| !l.is_null()) {
+                lt::cublasLtMatrixLayoutDestroy(l);
+            }
+        }
+    }
+}
+
+pub(crate) struct Gemm {
+    handle: lt::cublasLtHandle_t,
+    workspace: CudaSlice<u8>,
+    plans: HashMap<PlanKey, Plan>,
+}
+
+// SAFETY: the handle and descriptors are plain heap objects of cuBLASLt, used by one thread at a
+// time (the backend keeps `Gemm` behind a mutex).
+unsafe impl Send for Gemm {}
+
+fn check(what: &str, s: lt::cublasStatus_t) -> CudaResult<()> {
+    if s == lt::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+        Ok(())
+    } else {
+        Err(CudaError::Blas(format!("{what}: {s:?}")))
+    }
+}
+
+pub(crate) fn cublaslt_present() -> bool {
+    crate::error::catch(|| Ok(unsafe { lt::is_culib_present() })).unwrap_or(false)
+}
+
+/// cuBLASLt's version, e.g. 130100, or None when the library is missing.
+pub(crate) fn cublaslt_version() -> Option<usize> {
+    if !cublaslt_present() {
+        return None;
+    }
+    crate::error::catch(|| Ok(unsafe { lt::cublasLtGetVersion() })).ok()
+}
+
+fn alignment(ptr: u64) -> u32 {
+    if ptr == 0 {
+        256
+    } else {
+        (1u64 << ptr.trailing_zeros().min(8)) as u32
+    }
+}
+
+unsafe fn set_desc<T>(
+    desc: lt::cublasLtMatmulDesc_t,
+    attr: lt::cublasLtMatmulDescAttributes_t,
+    value: &T,
+) -> CudaResult<()> {
+    check(
+        "cublasLtMatmulDescSetAttribute",
+        lt::cublasLtMatmulDescSetAttribute(
+            desc,
+            attr,
+            (value as *const T).cast::<c_void>(),
+            std::mem::size_of::<T>(),
+        ),
+    )
+}
+
+unsafe fn set_pref<T>(
+    pref: lt::cublasLtMatmulPreference_t,
+    attr: lt::cublasLtMatmulPreferenceAttributes_t,
+    value: &T,
+) -> CudaResult<()> {
+    check(
+        "cublasLtMatmulPreferenceSetAttribute",
+        lt::cublasLtMatmulPreferenceSetAttribute(
+            pref,
+            attr,
+            (value as *const T).cast::<c_void>(),
+            std::mem::size_of::<T>(),
+        ),
+    )
+}
+
+fn layout(rows: usize, cols: usize, ld: usize) -> CudaResult<lt::cublasLtMatrixLayout_t> {
+    let mut l = std::ptr::null_mut();
+    check("cublasLtMatrixLayoutCreate", unsafe {
+        lt::cublasLtMatrixLayoutCreate(
+            &mut l,
+            lt::cudaDataType_t::CUDA_R_32F,
+            rows as u64,
+            cols as u64,
+            ld as i64,
+        )
+    })?;
+    Ok(l)
+}
+
+impl Gemm {
+    pub fn new(stream: &Arc<CudaStream>) -> CudaResult<Gemm> {
+        if !cublaslt_present() {
+            return Err(CudaError::Library(
+                "libcublasLt.so.13 not found (pip install nvidia-cublas, or set FLASHVSR_CUDA_LIBS)"
+                    .into(),
+            ));
+        }
+        let workspace = stream.alloc_zeros::<u8>(WORKSPACE_BYTES)?;
+        let mut handle = std::ptr::null_mut();
+        stream.context().bind_to_thread()?;
+        check("cublasLtCreate", unsafe { lt::cublasLtCreate(&mut handle) })?;
+        Ok(Gemm {
+            handle,
+            workspace,
+            plans: HashMap::new(),
+        })
+    }
+
+    fn plan(handle: lt::cublasLtHandle_t, key: &PlanKey) -> CudaResult<Plan> {
+        use lt::cublasLtMatmulDescAttributes_t as D;
+        use lt::cublasLtMatmulPreferenceAttributes_t as P;
+        let s = key.shape;
+        let mut desc = std::ptr::null_mut();
+        check("cublasLtMatmulDescCreate", unsafe {
+            lt::cublasLtMatmulDescCreate(
+                &mut desc,
+                lt::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                lt::cudaDataType_t::CUDA_R_32F,
+            )
+        })?;
+        // Destroys the descriptor and layouts if a later step fails.
+        let mut plan = Plan {
+            desc,
+            layouts: [std::ptr::null_mut(); 3],
+            algo: unsafe { std::mem::zeroed() },
+        };
+        let (op_t, op_n) = (1i32, 0i32); // CUBLAS_OP_T, CUBLAS_OP_N
+        unsafe {
+            set_desc(
+                desc,
+                D::CUBLASLT_MATMUL_DESC_TRANSA,
+                if s.b_transposed { &op_t } else { &op_n },
+            )?;
+            set_desc(desc, D::CUBLASLT_MATMUL_DESC_TRANSB, &op_n)?;
+            if s.bias {
+                let epilogue = lt::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS as u32;
+                set_desc(desc, D::CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue)?;
+            }
+        }
+        plan.layouts[0] = if s.b_transposed {
+            layout(s.k, s.n, s.ldb)?
+        } else {
+            layout(s.n, s.k, s.ldb)?
+        };
+        plan.layouts[1] = layout(s.k, s.m, s.lda)?;
+        plan.layouts[2] = layout(s.n, s.m, s.ldc)?;
+        let mut pref = std::ptr::null_mut();
+        check("cublasLtMatmulPreferenceCreate", unsafe {
+            lt::cublasLtMatmulPreferenceCreate(&mut pref)
+        })?;
+        let chosen = unsafe {
+            let [a, b, c] = key.align;
+            let prefs = set_pref(
+                pref,
+                P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                &WORKSPACE_BYTES,
+            )
+            .and_then(|_| set_pref(pref, P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, &a))
+            .and_then(|_| set_pref(pref, P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, &b))
+            .and_then(|_| set_pref(pref, P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, &c))
+            .and_then(|_| set_pref(pref, P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, &c));
+            let mut result: lt::cublasLtMatmulHeuristicResult_t = std::mem::zeroed();
+            let mut count = 0;
+            let found = prefs.and_then(|_| {
+                check(
+                    "cublasLtMatmulAlgoGetHeuristic",
+                    lt::cublasLtMatmulAlgoGetHeuristic(
+                        handle,
+                        desc,
+                        plan.layouts[0],
+                        plan.layouts[1],
+                        plan.layouts[2],
+                        plan.layouts[2],
+                        pref,
+                        1,
+                        &mut result,
+                        &mut count,
+                    ),
+                )
+            });
+            lt::cublasLtMatmulPreferenceDestroy(pref);
+            found.map(|_| (count, result))
+        };
+        let (count, result) = chosen?;
+        if count < 1 || result.state != lt::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
+            return Err(CudaError::Blas(format!("no fp32 algorithm for {s:?}")));
+        }
+        plan.algo = result.algo;
+        Ok(plan)
+    }
+
+    /// Enqueues one GEMM on `stream`. Callers guarantee the pointers cover the shape.
+    pub fn run(&mut self, stream: &CudaStream, shape: GemmShape, p: GemmPtrs) -> CudaResult<()> {
+        if shape.m == 0 || shape.n == 0 {
+            return Ok(());
+        }
+        if shape.k == 0 {
+            return Err(CudaError::Unsupported("GEMM with K = 0".into()));
+        }
+        stream.context().bind_to_thread()?;
+        let key = PlanKey {
+            shape,
+            align: [alignment(p.b), alignment(p.a), alignment(p.c)],
+        };
+        let plan = match self.plans.entry(key) {
+            Entry::Occupied(e) => e.into_mut(),
+            Entry::Vacant(e) => {
+                let plan = Gemm::plan(self.handle, e.key())?;
+                e.insert(plan)
+            }
+        };
+        let (ws, _guard) = self.workspace.device_ptr(stream);
+        let (alpha, beta) = (1.0f32, if p.accumulate { 1.0f32 } else { 0.0 });
+        unsafe {
+            if shape.bias {
+                set_desc(
+                    plan.desc,
+                    lt::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,
+                    &p.bias,
+                )?;
+            }
+            check(
+                "cublasLtMatmul",
+                lt::cublasLtMatmul(
+                    self.handle,
+                    plan.desc,
+                    (&alpha as *const f32).cast(),
+                    p.b as *const c_void,
+                    plan.layouts[0],
+                    p.a as *const c_void,
+                    plan.layouts[1],
+                    (&beta as *const f32).cast(),
+                    p.c as *const c_void,
+                    plan.layouts[2],
+                    p.c as *mut c_void,
+                    plan.layouts[2],
+                    &plan.algo,
+                    ws as *mut c_void,
+                    WORKSPACE_BYTES,
+                    stream.cu_stream() as _,
+                ),
+            )
+        }
+    }
+}
+
+impl Drop for Gemm {
+    fn drop(&mut self) {
+        self.plans.clear();
+        let _ = self.workspace.stream().context().bind_to_thread();
+        unsafe { lt::cublasLtDestroy(self.handle) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::alignment;
+
+    #[test]
+    fn alignment_is_the_lowest_set_bit_capped_at_256() {
+        assert_eq!(alignment(0x7f00_0000_0000), 256);
+        assert_eq!(alignment(0x7f00_0000_0004), 4);
+        assert_eq!(alignment(0x7f00_0000_0010), 16);
+    }
+}

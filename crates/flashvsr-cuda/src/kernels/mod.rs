@@ -1,0 +1,147 @@
+//! The kernel sources (header-free CUDA C++, compiled by NVRTC at run time) and the loaded
+//! functions. Each `.cu` file is one module; `common.cuh` is prepended to each.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use cudarc::driver::{CudaContext, CudaFunction};
+use cudarc::nvrtc::Ptx;
+
+use crate::error::{CudaError, CudaResult};
+use crate::nvrtc;
+
+const PRELUDE: &str = include_str!("common.cuh");
+
+pub(crate) struct Source {
+    pub name: &'static str,
+    body: &'static str,
+    pub functions: &'static [&'static str],
+}
+
+impl Source {
+    pub fn text(&self) -> String {
+        format!("{PRELUDE}\n// ---- {}\n{}", self.name, self.body)
+    }
+}
+
+/// Values per lane of the attention kernels' instances; head_dim ≤ 32 · the largest.
+pub(crate) const ATTENTION_WIDTHS: [usize; 7] = [1, 2, 4, 8, 12, 16, 32];
+
+pub(crate) const SOURCES: &[Source] = &[
+    Source {
+        name: "elementwise.cu",
+        body: include_str!("elementwise.cu"),
+        functions: &[
+            "broadcast_f32",
+            "fill_f32",
+            "unary_f32",
+            "binary_f32",
+            "add_gated_f32",
+            "channel_affine_f32",
+            "rope_f32",
+        ],
+    },
+    Source {
+        name: "layout.cu",
+        body: include_str!("layout.cu"),
+        functions: &["permute_f32", "copy_blocks_f32", "upsample2x_f32"],
+    },
+    Source {
+        name: "conv.cu",
+        body: include_str!("conv.cu"),
+        functions: &["im2col_f32"],
+    },
+    Source {
+        name: "norm.cu",
+        body: include_str!("norm.cu"),
+        functions: &[
+            "layer_norm_f32",
+            "rms_norm_f32",
+            "channel_rms_norm_f32",
+            "group_mean_f32",
+        ],
+    },
+    Source {
+        name: "attention.cu",
+        body: include_str!("attention.cu"),
+        functions: &[
+            "attention_dense_f32_n1",
+            "attention_dense_f32_n2",
+            "attention_dense_f32_n4",
+            "attention_dense_f32_n8",
+            "attention_dense_f32_n12",
+            "attention_dense_f32_n16",
+            "attention_dense_f32_n32",
+            "attention_sparse_f32_n1",
+            "attention_sparse_f32_n2",
+            "attention_sparse_f32_n4",
+            "attention_sparse_f32_n8",
+            "attention_sparse_f32_n12",
+            "attention_sparse_f32_n16",
+            "attention_sparse_f32_n32",
+        ],
+    },
+];
+
+/// Every function of every source, loaded into one context.
+pub(crate) struct Kernels {
+    functions: HashMap<&'static str, CudaFunction>,
+}
+
+impl Kernels {
+    pub fn load(ctx: &Arc<CudaContext>, arch: &str) -> CudaResult<Kernels> {
+        let mut functions = HashMap::new();
+        for src in SOURCES {
+            let cubin = nvrtc::cached_cubin(src.name, &src.text(), arch)?;
+            let module = ctx.load_module(Ptx::from_binary(cubin))?;
+            for &name in src.functions {
+                functions.insert(name, module.load_function(name)?);
+            }
+        }
+        Ok(Kernels { functions })
+    }
+
+    pub fn get(&self, name: &str) -> CudaResult<&CudaFunction> {
+        self.functions
+            .get(name)
+            .ok_or_else(|| CudaError::Unsupported(format!("no kernel named {name}")))
+    }
+}
+
+/// NVRTC-compiles every kernel source for `arch` (no GPU needed); `(source, CUBIN bytes)`.
+pub fn compile_all_kernels_for(arch: &str) -> Result<Vec<(String, usize)>, String> {
+    SOURCES
+        .iter()
+        .map(|src| {
+            nvrtc::compile_cubin(src.name, &src.text(), arch)
+                .map(|cubin| (src.name.to_string(), cubin.len()))
+                .map_err(|e| e.to_string())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_listed_function_is_defined_in_its_source() {
+        for src in SOURCES {
+            for f in src.functions {
+                // Attention instances are stamped out by a macro as `<base>_n##NPL`.
+                let pattern = match f.rsplit_once("_n") {
+                    Some((base, npl)) if npl.parse::<usize>().is_ok() => format!("{base}_n##"),
+                    _ => format!("{f}("),
+                };
+                assert!(src.body.contains(&pattern), "{f} not in {}", src.name);
+            }
+        }
+    }
+
+    #[test]
+    fn sources_include_no_headers() {
+        for text in SOURCES.iter().map(Source::text) {
+            assert!(!text.lines().any(|l| l.trim_start().starts_with("#include")));
+        }
+    }
+}

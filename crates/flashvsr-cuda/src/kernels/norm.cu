@@ -1,0 +1,76 @@
+// Norms and means. Statistics accumulate in double like the CPU reference; each block owns one
+// row so a row is read from global memory (then L1/L2) once per pass.
+
+// Layer norm over the last dim. With `scale` set it is DiT modulation (x̂ (1 + scale) + shift);
+// otherwise the optional affine `weight`, `bias`. Absent vectors are null pointers.
+extern "C" __global__ void layer_norm_f32(const float* __restrict__ x, float* __restrict__ y,
+                                          int dim, float eps, const float* __restrict__ weight,
+                                          const float* __restrict__ bias,
+                                          const float* __restrict__ shift,
+                                          const float* __restrict__ scale) {
+    __shared__ double scratch[32];
+    const float* xr = x + (u64)blockIdx.x * dim;
+    float* yr = y + (u64)blockIdx.x * dim;
+    double s = 0.0;
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) s += (double)xr[c];
+    const double mean = block_sum_d(s, scratch) / dim;
+    double q = 0.0;
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+        const double d = (double)xr[c] - mean;
+        q += d * d;
+    }
+    const double var = block_sum_d(q, scratch) / dim;
+    const double inv = 1.0 / sqrt(var + (double)eps);
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+        float v = (float)(((double)xr[c] - mean) * inv);
+        if (scale) {
+            v = v * (1.0f + scale[c]) + shift[c];
+        } else {
+            if (weight) v = v * weight[c];
+            if (bias) v = v + bias[c];
+        }
+        yr[c] = v;
+    }
+}
+
+extern "C" __global__ void rms_norm_f32(const float* __restrict__ x, float* __restrict__ y, int dim,
+                                        float eps, const float* __restrict__ weight) {
+    __shared__ double scratch[32];
+    const float* xr = x + (u64)blockIdx.x * dim;
+    float* yr = y + (u64)blockIdx.x * dim;
+    double q = 0.0;
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+        const double v = (double)xr[c];
+        q += v * v;
+    }
+    const double inv = 1.0 / sqrt(block_sum_d(q, scratch) / dim + (double)eps);
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+        yr[c] = (float)((double)xr[c] * inv) * weight[c];
+    }
+}
+
+// Norm across channels (dim 0) at every position: one thread per position, reads coalesced.
+extern "C" __global__ void channel_rms_norm_f32(const float* __restrict__ x,
+                                                const float* __restrict__ gamma,
+                                                float* __restrict__ y, u64 channels, u64 plane) {
+    GRID_LOOP(p, plane) {
+        double acc = 0.0;
+        for (u64 c = 0; c < channels; ++c) {
+            const double v = (double)x[c * plane + p];
+            acc += v * v;
+        }
+        const float k = (float)(sqrt((double)channels) / fmax(sqrt(acc), 1e-12));
+        for (u64 c = 0; c < channels; ++c) y[c * plane + p] = x[c * plane + p] * k * gamma[c];
+    }
+}
+
+// (N, G, D) -> (N, D)
+extern "C" __global__ void group_mean_f32(const float* __restrict__ x, float* __restrict__ y, u64 n,
+                                          u64 group, u64 dim) {
+    GRID_LOOP(i, n * dim) {
+        const u64 row = i / dim, d = i % dim;
+        double acc = 0.0;
+        for (u64 g = 0; g < group; ++g) acc += (double)x[(row * group + g) * dim + d];
+        y[i] = (float)(acc / (double)group);
+    }
+}

@@ -1,0 +1,39 @@
+//! The CUDA backend of flashvsr. Nothing CUDA is linked: the driver, NVRTC and cuBLASLt are
+//! `dlopen`ed at run time (cudarc `dynamic-loading`), kernels are header-free CUDA C++ compiled by
+//! NVRTC to a CUBIN for the device's exact arch and cached on disk. The current kernels are fp32
+//! and exact (the parity mode); the structure (one launcher per op, cached GEMM plans) is where
+//! faster kernels go later.
+//!
+//! Start-up, in `main`, before any thread:
+//! ```no_run
+//! let libs = flashvsr_cuda::prepare_and_reexec_if_needed(); // re-execs at most once
+//! match flashvsr_cuda::probe() {
+//!     Ok(info) => {
+//!         let backend = flashvsr_cuda::CudaBackend::new(info.ordinal);
+//!     }
+//!     Err(why) => eprintln!("no CUDA: {why}"),
+//! }
+//! ```
+
+mod backend;
+mod buffer;
+mod context;
+mod error;
+mod gemm;
+mod kernels;
+mod launch;
+mod libs;
+mod nvrtc;
+mod ops;
+mod probe;
+
+pub use backend::{auto_backend, CudaBackend, CudaOptions, ENV_POISON};
+pub use buffer::CudaBuffer;
+pub use error::CudaError;
+pub use kernels::compile_all_kernels_for;
+pub use libs::{
+    candidate_dirs, current_report, prepare_and_reexec_if_needed, resolve, LibReport, ResolvedLib,
+    ENV_FARM, ENV_LIB_DIRS,
+};
+pub use nvrtc::{arch_for, nvrtc_available, nvrtc_version};
+pub use probe::{probe, probe_device, CudaInfo};

@@ -1,0 +1,9 @@
+//! The ops, one file per family, as `impl CudaBackend` blocks. Shapes were validated by
+//! `flashvsr_tensor::Tensor`; inputs are contiguous row-major.
+
+mod attention;
+mod conv;
+mod layout;
+mod linear;
+mod norm;
+mod pointwise;

@@ -1,0 +1,117 @@
+use cudarc::driver::LaunchConfig;
+use flashvsr_tensor::Tensor;
+
+use crate::backend::CudaBackend;
+use crate::buffer::CudaBuffer;
+use crate::error::{CudaError, CudaResult};
+use crate::launch::KernelArgs;
+
+/// One block per row: enough warps to cover the row once, at most 256 threads.
+fn row_config(rows: usize, dim: usize) -> CudaResult<LaunchConfig> {
+    if rows > i32::MAX as usize || dim > i32::MAX as usize {
+        return Err(CudaError::Unsupported(format!("{rows} rows of {dim}")));
+    }
+    let threads = dim.next_multiple_of(32).clamp(32, 256) as u32;
+    Ok(LaunchConfig {
+        grid_dim: (rows as u32, 1, 1),
+        block_dim: (threads, 1, 1),
+        shared_mem_bytes: 0,
+    })
+}
+
+fn last_dim(x: &Tensor) -> usize {
+    x.shape().last().copied().unwrap_or(1)
+}
+
+impl CudaBackend {
+    /// Layer norm; `modulate = Some((shift, scale))` turns it into DiT modulation.
+    pub(crate) fn op_layer_norm(
+        &self,
+        x: &Tensor,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        modulate: Option<(&Tensor, &Tensor)>,
+        eps: f32,
+    ) -> CudaResult<CudaBuffer> {
+        let n = x.elem_count();
+        let out = self.output(n)?;
+        let dim = last_dim(x);
+        if n == 0 {
+            return Ok(out);
+        }
+        let (shift, scale) = modulate.unzip();
+        let args = KernelArgs::new()
+            .push(self.ptr(x)?)
+            .push(out.ptr())
+            .push(dim as i32)
+            .push(eps)
+            .push(self.opt_ptr(weight)?)
+            .push(self.opt_ptr(bias)?)
+            .push(self.opt_ptr(shift)?)
+            .push(self.opt_ptr(scale)?);
+        self.launch("layer_norm_f32", row_config(n / dim, dim)?, args)?;
+        Ok(out)
+    }
+
+    pub(crate) fn op_rms_norm(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        eps: f32,
+    ) -> CudaResult<CudaBuffer> {
+        let n = x.elem_count();
+        let out = self.output(n)?;
+        let dim = last_dim(x);
+        if n == 0 {
+            return Ok(out);
+        }
+        let args = KernelArgs::new()
+            .push(self.ptr(x)?)
+            .push(out.ptr())
+            .push(dim as i32)
+            .push(eps)
+            .push(self.ptr(weight)?);
+        self.launch("rms_norm_f32", row_config(n / dim, dim)?, args)?;
+        Ok(out)
+    }
+
+    pub(crate) fn op_channel_rms_norm(&self, x: &Tensor, gamma: &Tensor) -> CudaResult<CudaBuffer> {
+        let n = x.elem_count();
+        let out = self.output(n)?;
+        if n == 0 {
+            return Ok(out);
+        }
+        let channels = x.dim(0);
+        let plane = n / channels;
+        let args = KernelArgs::new()
+            .push(self.ptr(x)?)
+            .push(self.ptr(gamma)?)
+            .push(out.ptr())
+            .push(channels as u64)
+            .push(plane as u64);
+        self.launch("channel_rms_norm_f32", self.grid(plane as u64), args)?;
+        Ok(out)
+    }
+
+    pub(crate) fn op_group_mean(&self, x: &Tensor) -> CudaResult<CudaBuffer> {
+        let (rows, group, dim) = (x.dim(0), x.dim(1), x.dim(2));
+        let out = self.output(rows * dim)?;
+        let n = (rows * dim) as u64;
+        if n == 0 {
+            return Ok(out);
+        }
+        if group == 0 {
+            // The mean of no rows: the CPU reference divides 0 by 0.
+            self.fill(out.ptr(), rows * dim, f32::NAN)?;
+            return Ok(out);
+        }
+        let args = KernelArgs::new()
+            .push(self.ptr(x)?)
+            .push(out.ptr())
+            .push(rows as u64)
+            .push(group as u64)
+            .push(dim as u64);
+        self.launch("group_mean_f32", self.grid(n), args)?;
+        Ok(out)
+    }
+}

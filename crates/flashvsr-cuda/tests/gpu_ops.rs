@@ -1,0 +1,682 @@
+//! Every op of the CUDA backend against the CPU reference, on random inputs of realistic small
+//! shapes. Outputs are poisoned with NaN before kernels run, so an element no kernel wrote fails
+//! the comparison. Skips (and passes) without a CUDA device.
+//!
+//! Own `main` (harness = false): the library resolver may re-exec this binary once, which must
+//! happen before any thread starts. Optional argument: a substring filter on case names.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use flashvsr_cuda::{CudaBackend, CudaOptions};
+use flashvsr_tensor::cpu::CpuBackend;
+use flashvsr_tensor::{BackendRef, BlockMask, PadMode, Result, Tensor, UnaryOp};
+
+/// Layout ops move values: bit-exact.
+const EXACT: f32 = 0.0;
+const ELEMENTWISE: f32 = 1e-5;
+const GEMM: f32 = 1e-4;
+
+struct Rng(u64);
+
+impl Rng {
+    fn uniform(&mut self) -> f32 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        ((self.0 >> 40) as f32) / ((1u64 << 24) as f32) * 2.0 - 1.0
+    }
+
+    fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        (0..n).map(|_| self.uniform() * scale).collect()
+    }
+}
+
+type Input = (Vec<f32>, Vec<usize>);
+type Op<'a> = &'a dyn Fn(&[Tensor]) -> Result<Tensor>;
+
+struct Suite {
+    cpu: BackendRef,
+    gpu: BackendRef,
+    /// Same device, tiny im2col budget: conv3d runs in many column chunks.
+    gpu_chunked: BackendRef,
+    rng: Rng,
+    filter: Option<String>,
+    failures: Vec<String>,
+    cases: usize,
+}
+
+fn max_rel_err(got: &[f32], want: &[f32]) -> (f32, usize) {
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
+    let mut nan = 0;
+    let mut worst = 0.0f32;
+    for (g, w) in got.iter().zip(want) {
+        if g.is_nan() != w.is_nan() {
+            nan += 1;
+        } else if !w.is_nan() {
+            worst = worst.max((g - w).abs() / scale);
+        }
+    }
+    (worst, nan)
+}
+
+impl Suite {
+    fn input(&mut self, shape: &[usize], scale: f32) -> Input {
+        let n = shape.iter().product();
+        (self.rng.vec(n, scale), shape.to_vec())
+    }
+
+    fn tensors(backend: &BackendRef, inputs: &[Input]) -> Result<Vec<Tensor>> {
+        inputs
+            .iter()
+            .map(|(d, s)| Tensor::from_slice(backend, d, s))
+            .collect()
+    }
+
+    fn run_on(backend: &BackendRef, inputs: &[Input], op: Op) -> Result<(Vec<usize>, Vec<f32>)> {
+        let xs = Suite::tensors(backend, inputs)?;
+        let y = op(&xs)?;
+        Ok((y.shape().to_vec(), y.to_vec()?))
+    }
+
+    /// Runs `op` on both backends and compares; `check` may inspect the GPU result further.
+    fn case_with(
+        &mut self,
+        name: &str,
+        tol: f32,
+        inputs: &[Input],
+        op: Op,
+        check: &dyn Fn(&[f32]) -> Option<String>,
+    ) {
+        self.case_on(name, tol, inputs, op, check, false)
+    }
+
+    fn case(&mut self, name: &str, tol: f32, inputs: &[Input], op: Op) {
+        self.case_on(name, tol, inputs, op, &|_| None, false)
+    }
+
+    fn case_on(
+        &mut self,
+        name: &str,
+        tol: f32,
+        inputs: &[Input],
+        op: Op,
+        check: &dyn Fn(&[f32]) -> Option<String>,
+        chunked: bool,
+    ) {
+        if self
+            .filter
+            .as_ref()
+            .is_some_and(|f| !name.contains(f.as_str()))
+        {
+            return;
+        }
+        self.cases += 1;
+        let gpu = if chunked {
+            &self.gpu_chunked
+        } else {
+            &self.gpu
+        };
+        let started = Instant::now();
+        let want = Suite::run_on(&self.cpu, inputs, op);
+        let cpu_s = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let got = Suite::run_on(gpu, inputs, op);
+        let gpu_s = started.elapsed().as_secs_f64();
+        let verdict = match (got, want) {
+            (Err(e), _) => Err(format!("CUDA error: {e}")),
+            (_, Err(e)) => Err(format!("CPU error: {e}")),
+            (Ok((gs, g)), Ok((ws, w))) => {
+                let (err, nan) = max_rel_err(&g, &w);
+                if gs != ws || g.len() != w.len() {
+                    Err(format!("shape {gs:?} vs CPU {ws:?}"))
+                } else if nan > 0 {
+                    Err(format!(
+                        "{nan} elements NaN on one side only (unwritten output?)"
+                    ))
+                } else if err > tol {
+                    Err(format!("max rel err {err:.3e} > {tol:.0e}"))
+                } else if let Some(msg) = check(&g) {
+                    Err(msg)
+                } else {
+                    Ok(err)
+                }
+            }
+        };
+        match verdict {
+            Ok(err) => println!(
+                "ok    {name:<44} max rel err {err:.2e} (tol {tol:.0e})  cpu {cpu_s:.3}s gpu {gpu_s:.3}s"
+            ),
+            Err(msg) => {
+                println!("FAIL  {name:<44} {msg}");
+                self.failures.push(format!("{name}: {msg}"));
+            }
+        }
+    }
+
+    fn fail(&mut self, name: &str, msg: String) {
+        println!("FAIL  {name:<44} {msg}");
+        self.failures.push(format!("{name}: {msg}"));
+    }
+}
+
+fn layout(s: &mut Suite) {
+    for (shape, dims) in [
+        (vec![33, 65], vec![1, 0]),
+        (vec![2, 3, 4, 5], vec![0, 2, 3, 1]),
+        (vec![4, 3, 7, 5], vec![3, 1, 0, 2]),
+        (vec![2, 3, 2, 4, 3, 2], vec![5, 0, 3, 1, 4, 2]),
+        (vec![2, 2, 3, 2, 3, 2, 2, 3], vec![7, 6, 5, 4, 3, 2, 1, 0]),
+    ] {
+        let x = s.input(&shape, 1.0);
+        let name = format!("permute {shape:?} by {dims:?}");
+        s.case(&name, EXACT, &[x], &|t| t[0].permute(&dims));
+    }
+    for (dim, start, len) in [(0, 1, 2), (1, 3, 5), (2, 0, 1), (2, 2, 4)] {
+        let x = s.input(&[4, 10, 6], 1.0);
+        let name = format!("narrow [4, 10, 6] dim {dim} [{start}, +{len})");
+        s.case(&name, EXACT, &[x], &|t| t[0].narrow(dim, start, len));
+    }
+    for dim in 0..3 {
+        let mut shapes = [[2, 3, 5], [2, 3, 5], [2, 3, 5]];
+        for (i, sh) in shapes.iter_mut().enumerate() {
+            sh[dim] = i + 1;
+        }
+        let xs: Vec<Input> = shapes.iter().map(|sh| s.input(sh, 1.0)).collect();
+        let name = format!("cat of 3 along dim {dim}");
+        s.case(&name, EXACT, &xs, &|t| {
+            Tensor::cat(&[&t[0], &t[1], &t[2]], dim)
+        });
+    }
+    let x = s.input(&[3, 2, 5, 7], 1.0);
+    s.case("upsample_nearest2x [3, 2, 5, 7]", EXACT, &[x], &|t| {
+        t[0].upsample_nearest2x()
+    });
+}
+
+fn pointwise(s: &mut Suite) {
+    let ops = [
+        ("silu", UnaryOp::Silu),
+        ("relu", UnaryOp::Relu),
+        ("gelu_tanh", UnaryOp::GeluTanh),
+        ("tanh", UnaryOp::Tanh),
+        (
+            "affine",
+            UnaryOp::Affine {
+                mul: 1.7,
+                add: -0.3,
+            },
+        ),
+        (
+            "clamp",
+            UnaryOp::Clamp {
+                min: -0.5,
+                max: 1.25,
+            },
+        ),
+    ];
+    for (name, op) in ops {
+        let x = s.input(&[7, 1001], 4.0);
+        s.case(&format!("unary {name}"), ELEMENTWISE, &[x], &|t| {
+            t[0].unary(op)
+        });
+    }
+    let (a, b) = (s.input(&[3, 1001], 2.0), s.input(&[3, 1001], 2.0));
+    let inputs = [a, b];
+    s.case("binary add", ELEMENTWISE, &inputs, &|t| t[0].add(&t[1]));
+    s.case("binary sub", ELEMENTWISE, &inputs, &|t| t[0].sub(&t[1]));
+    s.case("binary mul", ELEMENTWISE, &inputs, &|t| t[0].mul(&t[1]));
+    let inputs = [
+        s.input(&[7, 96], 1.0),
+        s.input(&[7, 96], 1.0),
+        s.input(&[96], 1.0),
+    ];
+    s.case("add_gated [7, 96]", ELEMENTWISE, &inputs, &|t| {
+        t[0].add_gated(&t[1], &t[2])
+    });
+    let inputs = [
+        s.input(&[16, 3, 5, 7], 1.0),
+        s.input(&[16], 2.0),
+        s.input(&[16], 1.0),
+    ];
+    s.case("channel_affine [16, 3, 5, 7]", ELEMENTWISE, &inputs, &|t| {
+        t[0].channel_affine(&t[1], &t[2])
+    });
+    for (rows, heads, hd) in [(50, 12, 128), (9, 2, 8)] {
+        let dim = heads * hd;
+        let inputs = [
+            s.input(&[rows, dim], 1.0),
+            s.input(&[rows, hd / 2], 1.0),
+            s.input(&[rows, hd / 2], 1.0),
+        ];
+        let name = format!("rope [{rows}, {dim}] {heads} heads");
+        s.case(&name, ELEMENTWISE, &inputs, &|t| {
+            t[0].rope(&t[1], &t[2], heads)
+        });
+    }
+}
+
+fn norms(s: &mut Suite) {
+    for dim in [1536, 96, 5] {
+        let inputs = [
+            s.input(&[33, dim], 3.0),
+            s.input(&[dim], 1.0),
+            s.input(&[dim], 1.0),
+        ];
+        s.case(
+            &format!("layer_norm affine [33, {dim}]"),
+            ELEMENTWISE,
+            &inputs,
+            &|t| t[0].layer_norm(Some(&t[1]), Some(&t[2]), 1e-6),
+        );
+        s.case(
+            &format!("layer_norm plain [33, {dim}]"),
+            ELEMENTWISE,
+            &inputs,
+            &|t| t[0].layer_norm(None, None, 1e-6),
+        );
+        s.case(
+            &format!("layer_norm weight only [33, {dim}]"),
+            ELEMENTWISE,
+            &inputs,
+            &|t| t[0].layer_norm(Some(&t[1]), None, 1e-5),
+        );
+        s.case(
+            &format!("modulate [33, {dim}]"),
+            ELEMENTWISE,
+            &inputs,
+            &|t| t[0].modulate(&t[1], &t[2], 1e-6),
+        );
+        s.case(
+            &format!("rms_norm [33, {dim}]"),
+            ELEMENTWISE,
+            &inputs,
+            &|t| t[0].rms_norm(&t[1], 1e-6),
+        );
+    }
+    for shape in [[16, 2, 9, 11], [384, 1, 4, 5], [3, 4, 30, 40]] {
+        let inputs = [s.input(&shape, 2.0), s.input(&[shape[0]], 1.0)];
+        s.case(
+            &format!("channel_rms_norm {shape:?}"),
+            ELEMENTWISE,
+            &inputs,
+            &|t| t[0].channel_rms_norm(&t[1]),
+        );
+    }
+    for shape in [[10, 4, 96], [3, 1, 1536], [2, 7, 5]] {
+        let x = s.input(&shape, 1.0);
+        s.case(&format!("group_mean {shape:?}"), ELEMENTWISE, &[x], &|t| {
+            t[0].group_mean()
+        });
+    }
+}
+
+fn linear(s: &mut Suite) {
+    for (m, k, n) in [
+        (37, 96, 80),
+        (5, 3, 7),
+        (256, 1536, 1536),
+        (333, 1536, 2048),
+        (1, 64, 1),
+    ] {
+        let inputs = [
+            s.input(&[m, k], 1.0),
+            s.input(&[n, k], 0.1),
+            s.input(&[n], 1.0),
+        ];
+        s.case(
+            &format!("linear {m}x{k} · {n}x{k}ᵀ + b"),
+            GEMM,
+            &inputs,
+            &|t| t[0].linear(&t[1], Some(&t[2])),
+        );
+        s.case(
+            &format!("linear {m}x{k} · {n}x{k}ᵀ"),
+            GEMM,
+            &inputs,
+            &|t| t[0].linear(&t[1], None),
+        );
+    }
+    let inputs = [
+        s.input(&[2, 3, 64], 1.0),
+        s.input(&[48, 64], 0.1),
+        s.input(&[48], 1.0),
+    ];
+    s.case("linear rank-3 input [2, 3, 64]", GEMM, &inputs, &|t| {
+        t[0].linear(&t[1], Some(&t[2]))
+    });
+}
+
+fn conv(s: &mut Suite) {
+    struct Conv {
+        name: &'static str,
+        x: [usize; 4],
+        w: [usize; 5],
+        stride_t: usize,
+        pad: usize,
+        mode: PadMode,
+        bias: bool,
+    }
+    let cases = [
+        Conv {
+            name: "3x3x3 replicate pad 1",
+            x: [8, 6, 9, 11],
+            w: [12, 8, 3, 3, 3],
+            stride_t: 1,
+            pad: 1,
+            mode: PadMode::Replicate,
+            bias: true,
+        },
+        Conv {
+            name: "3x3x3 zero pad 1",
+            x: [8, 6, 9, 11],
+            w: [12, 8, 3, 3, 3],
+            stride_t: 1,
+            pad: 1,
+            mode: PadMode::Zero,
+            bias: true,
+        },
+        Conv {
+            name: "3x3x3 no bias",
+            x: [5, 3, 7, 6],
+            w: [4, 5, 3, 3, 3],
+            stride_t: 1,
+            pad: 1,
+            mode: PadMode::Zero,
+            bias: false,
+        },
+        Conv {
+            name: "kt=4 stride 2 replicate",
+            x: [6, 10, 7, 8],
+            w: [5, 6, 4, 3, 3],
+            stride_t: 2,
+            pad: 1,
+            mode: PadMode::Replicate,
+            bias: true,
+        },
+        Conv {
+            name: "kt=4 stride 2 no pad",
+            x: [6, 10, 7, 8],
+            w: [5, 6, 4, 1, 1],
+            stride_t: 2,
+            pad: 0,
+            mode: PadMode::Zero,
+            bias: true,
+        },
+        Conv {
+            name: "1x1x1",
+            x: [16, 3, 10, 12],
+            w: [24, 16, 1, 1, 1],
+            stride_t: 1,
+            pad: 0,
+            mode: PadMode::Zero,
+            bias: true,
+        },
+        Conv {
+            name: "1x1x1 stride 2 no bias",
+            x: [16, 5, 10, 12],
+            w: [24, 16, 1, 1, 1],
+            stride_t: 2,
+            pad: 0,
+            mode: PadMode::Zero,
+            bias: false,
+        },
+        Conv {
+            name: "1x1x1 pad 1 replicate",
+            x: [4, 2, 5, 6],
+            w: [3, 4, 1, 1, 1],
+            stride_t: 1,
+            pad: 1,
+            mode: PadMode::Replicate,
+            bias: true,
+        },
+        Conv {
+            name: "2d 3x3 replicate (kt=1)",
+            x: [7, 3, 13, 9],
+            w: [9, 7, 1, 3, 3],
+            stride_t: 1,
+            pad: 1,
+            mode: PadMode::Replicate,
+            bias: true,
+        },
+        Conv {
+            name: "3x3x3 96->96 VAE-sized",
+            x: [96, 6, 24, 40],
+            w: [96, 96, 3, 3, 3],
+            stride_t: 1,
+            pad: 1,
+            mode: PadMode::Replicate,
+            bias: true,
+        },
+    ];
+    for c in cases {
+        let scale = 1.0 / ((c.w[1] * c.w[2] * c.w[3] * c.w[4]) as f32).sqrt();
+        let inputs = [
+            s.input(&c.x, 1.0),
+            s.input(&c.w, scale),
+            s.input(&[c.w[0]], 1.0),
+        ];
+        let op = |t: &[Tensor]| {
+            let b = c.bias.then_some(&t[2]);
+            t[0].conv3d(&t[1], b, c.stride_t, c.pad, c.mode)
+        };
+        s.case(&format!("conv3d {}", c.name), GEMM, &inputs, &op);
+        s.case_on(
+            &format!("conv3d {} (chunked)", c.name),
+            GEMM,
+            &inputs,
+            &op,
+            &|_| None,
+            true,
+        );
+    }
+}
+
+fn attention(s: &mut Suite) {
+    for (lq, lk, heads, hd) in [
+        (300, 512, 2, 128),
+        (1024, 512, 12, 128),
+        (200, 200, 1, 16),
+        (150, 150, 1, 384),
+        (77, 77, 3, 64),
+        (33, 45, 2, 20),
+    ] {
+        let dim = heads * hd;
+        let inputs = [
+            s.input(&[lq, dim], 1.0),
+            s.input(&[lk, dim], 1.0),
+            s.input(&[lk, dim], 1.0),
+        ];
+        let name = format!("attention q{lq} k{lk} {heads}x{hd}");
+        s.case(&name, GEMM, &inputs, &|t| {
+            t[0].attention(&t[1], &t[2], heads)
+        });
+    }
+}
+
+fn block_sparse(s: &mut Suite) {
+    for (key_block, query_blocks, key_blocks, heads) in
+        [(128, 2, 4, 2), (64, 2, 8, 2), (128, 8, 16, 12)]
+    {
+        let hd = 128;
+        let dim = heads * hd;
+        let mut selected: Vec<u8> = (0..heads * query_blocks * key_blocks)
+            .map(|_| (s.rng.uniform() > 0.0) as u8)
+            .collect();
+        // (head 0, query block 1) attends to nothing: its rows must come out exactly zero.
+        selected[key_blocks..2 * key_blocks].fill(0);
+        // (head 1, query block 0) attends to everything.
+        selected[query_blocks * key_blocks..(query_blocks + 1) * key_blocks].fill(1);
+        let mask = BlockMask {
+            heads,
+            query_blocks,
+            key_blocks,
+            query_block: 128,
+            key_block,
+            selected,
+        };
+        let (lq, lk) = (query_blocks * 128, key_blocks * key_block);
+        let inputs = [
+            s.input(&[lq, dim], 1.0),
+            s.input(&[lk, dim], 1.0),
+            s.input(&[lk, dim], 1.0),
+        ];
+        let name = format!("block_sparse q{lq} k{lk} kb{key_block} {heads}x{hd}");
+        let empty_rows_zero = |out: &[f32]| {
+            let bad = (128..256)
+                .flat_map(|r| out[r * dim..r * dim + hd].iter())
+                .filter(|v| **v != 0.0)
+                .count();
+            (bad > 0).then(|| format!("{bad} non-zero values in a query block with no key block"))
+        };
+        s.case_with(
+            &name,
+            GEMM,
+            &inputs,
+            &|t| t[0].block_sparse_attention(&t[1], &t[2], &mask),
+            &empty_rows_zero,
+        );
+        let mut full = mask.clone();
+        full.selected.fill(1);
+        s.case(&format!("{name} all selected"), GEMM, &inputs, &|t| {
+            t[0].block_sparse_attention(&t[1], &t[2], &full)
+        });
+    }
+}
+
+/// A DiT-like chain, so that ops feed each other on the device and buffers are freed mid-way.
+fn chain(s: &mut Suite) {
+    let (rows, heads, hd) = (256, 4, 64);
+    let dim = heads * hd;
+    let inputs = [
+        s.input(&[rows, dim], 1.0),
+        s.input(&[3 * dim, dim], 0.06),
+        s.input(&[3 * dim], 0.1),
+        s.input(&[dim], 0.5),
+        s.input(&[dim], 0.5),
+        s.input(&[rows, hd / 2], 1.0),
+        s.input(&[rows, hd / 2], 1.0),
+        s.input(&[dim, dim], 0.06),
+    ];
+    s.case(
+        "chain modulate→qkv→rope→attention→proj→gate",
+        GEMM,
+        &inputs,
+        &|t| {
+            let h = t[0].modulate(&t[3], &t[4], 1e-6)?;
+            let qkv = h.linear(&t[1], Some(&t[2]))?;
+            let q = qkv.narrow(1, 0, dim)?.rope(&t[5], &t[6], heads)?;
+            let k = qkv.narrow(1, dim, dim)?.rope(&t[5], &t[6], heads)?;
+            let v = qkv.narrow(1, 2 * dim, dim)?;
+            let a = q.attention(&k, &v, heads)?.linear(&t[7], None)?;
+            t[0].add_gated(&a.gelu_tanh()?, &t[4])
+        },
+    );
+}
+
+fn plumbing(s: &mut Suite, gpu: &Arc<CudaBackend>) {
+    match gpu
+        .unwritten_output(1000)
+        .map(|b| Tensor::from_buffer(&s.gpu, b, &[1000]))
+    {
+        Ok(Ok(t)) => match t.to_vec() {
+            Ok(v) if v.iter().all(|x| x.is_nan()) => {
+                println!("ok    poisoned outputs start as NaN")
+            }
+            Ok(_) => s.fail("poison", "an unwritten output is not all NaN".into()),
+            Err(e) => s.fail("poison", e.to_string()),
+        },
+        Ok(Err(e)) => s.fail("poison", e.to_string()),
+        Err(e) => s.fail("poison", e.to_string()),
+    }
+    let empty = Tensor::from_slice(&s.gpu, &[], &[0, 5]).and_then(|t| t.to_vec());
+    match empty {
+        Ok(v) if v.is_empty() => println!("ok    empty tensor round trip"),
+        other => s.fail("empty tensor", format!("{other:?}")),
+    }
+    match Tensor::zeros(&s.gpu, &[3, 4]).and_then(|t| t.to_vec()) {
+        Ok(v) if v == vec![0.0; 12] => println!("ok    zeros"),
+        other => s.fail("zeros", format!("{other:?}")),
+    }
+    match flashvsr_cuda::auto_backend() {
+        Ok(b) => println!("ok    auto_backend: {b:?}"),
+        Err(e) => s.fail("auto_backend", e),
+    }
+    let cpu_t = Tensor::from_slice(&s.cpu, &[1.0, 2.0], &[2]).expect("cpu tensor");
+    match s.gpu.unary(&cpu_t, UnaryOp::Relu) {
+        Err(e) => println!("ok    CPU tensor refused by the CUDA backend: {e}"),
+        Ok(_) => s.fail("foreign tensor", "a CPU tensor was accepted".into()),
+    }
+}
+
+fn main() {
+    if let Err(e) = flashvsr_cuda::prepare_and_reexec_if_needed() {
+        println!("gpu_ops: library resolver: {e}");
+    }
+    let info = match flashvsr_cuda::probe() {
+        Ok(info) => info,
+        Err(why) => {
+            println!("gpu_ops: skipped: no CUDA device ({why})");
+            return;
+        }
+    };
+    print!("gpu_ops: {info}");
+    let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
+    let options = CudaOptions {
+        poison_outputs: true,
+        ..CudaOptions::default()
+    };
+    let started = Instant::now();
+    let gpu = match CudaBackend::create(info.ordinal, options.clone()) {
+        Ok(b) => b,
+        Err(e) => {
+            println!("gpu_ops: FAILED: the device is there but the backend did not start: {e}");
+            std::process::exit(1);
+        }
+    };
+    println!(
+        "gpu_ops: backend {gpu:?} ready in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    let chunked = CudaBackend::create(
+        info.ordinal,
+        CudaOptions {
+            im2col_budget: 4096,
+            ..options
+        },
+    )
+    .expect("second backend");
+    let mut s = Suite {
+        cpu: CpuBackend::new_ref(),
+        gpu: gpu.clone(),
+        gpu_chunked: chunked,
+        rng: Rng(0x9e37_79b9_7f4a_7c15),
+        filter,
+        failures: Vec::new(),
+        cases: 0,
+    };
+    plumbing(&mut s, &gpu);
+    layout(&mut s);
+    pointwise(&mut s);
+    norms(&mut s);
+    linear(&mut s);
+    conv(&mut s);
+    attention(&mut s);
+    block_sparse(&mut s);
+    chain(&mut s);
+    if let Err(e) = gpu.synchronize() {
+        s.fail("synchronize", e.to_string());
+    }
+    println!(
+        "gpu_ops: {} cases, {} failed, {:.1}s",
+        s.cases,
+        s.failures.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if !s.failures.is_empty() {
+        for f in &s.failures {
+            println!("  FAILED {f}");
+        }
+        std::process::exit(1);
+    }
+}

@@ -1,0 +1,149 @@
+//! Stream checkpoints: every tensor of the stream state plus a few counters, in one safetensors
+//! file written under a temporary name and renamed, so a checkpoint on disk is always whole.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use flashvsr_tensor::{BackendRef, Tensor};
+
+use crate::{ModelError, Result};
+
+fn bad(path: &Path, why: impl std::fmt::Display) -> ModelError {
+    ModelError::Mismatch {
+        path: path.to_path_buf(),
+        reason: format!("stream checkpoint: {why}"),
+    }
+}
+
+#[derive(Default)]
+pub struct StateWriter {
+    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    meta: BTreeMap<String, String>,
+}
+
+impl StateWriter {
+    pub fn tensor(&mut self, name: &str, t: &Tensor) -> Result<()> {
+        self.tensors
+            .push((name.to_string(), t.shape().to_vec(), t.to_vec()?));
+        Ok(())
+    }
+
+    pub fn host(&mut self, name: &str, shape: &[usize], values: &[f32]) {
+        self.tensors
+            .push((name.to_string(), shape.to_vec(), values.to_vec()));
+    }
+
+    pub fn optional(&mut self, name: &str, t: Option<&Tensor>) -> Result<()> {
+        match t {
+            Some(t) => self.tensor(name, t),
+            None => Ok(()),
+        }
+    }
+
+    pub fn value(&mut self, name: &str, v: impl ToString) {
+        self.meta.insert(name.to_string(), v.to_string());
+    }
+
+    pub fn write(self, path: &Path) -> Result<()> {
+        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
+            .tensors
+            .into_iter()
+            .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+            .collect();
+        let views = bytes
+            .iter()
+            .map(|(n, s, b)| {
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+                    .map(|v| (n.clone(), v))
+                    .map_err(|e| bad(path, e))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let meta: HashMap<String, String> = self.meta.into_iter().collect();
+        let tmp = temporary_sibling(path);
+        safetensors::serialize_to_file(views, Some(meta), &tmp).map_err(|e| bad(path, e))?;
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .and_then(|_| std::fs::rename(&tmp, path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&tmp);
+                bad(path, e)
+            })
+    }
+}
+
+fn temporary_sibling(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.partial-{}", std::process::id()))
+}
+
+pub struct StateReader {
+    path: PathBuf,
+    backend: BackendRef,
+    tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    meta: HashMap<String, String>,
+}
+
+impl StateReader {
+    pub fn open(path: &Path, backend: &BackendRef) -> Result<StateReader> {
+        let bytes = std::fs::read(path).map_err(|e| bad(path, e))?;
+        let (_, header) =
+            safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, e))?;
+        let meta = header.metadata().clone().unwrap_or_default();
+        let st = safetensors::SafeTensors::deserialize(&bytes).map_err(|e| bad(path, e))?;
+        let tensors = st
+            .tensors()
+            .into_iter()
+            .map(|(n, v)| {
+                let values = v
+                    .data()
+                    .chunks_exact(4)
+                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                    .collect();
+                (n, (v.shape().to_vec(), values))
+            })
+            .collect();
+        Ok(StateReader {
+            path: path.to_path_buf(),
+            backend: backend.clone(),
+            tensors,
+            meta,
+        })
+    }
+
+    pub fn optional(&self, name: &str) -> Result<Option<Tensor>> {
+        match self.tensors.get(name) {
+            Some((shape, values)) => Ok(Some(Tensor::from_slice(&self.backend, values, shape)?)),
+            None => Ok(None),
+        }
+    }
+
+    pub fn tensor(&self, name: &str) -> Result<Tensor> {
+        self.optional(name)?
+            .ok_or_else(|| bad(&self.path, format!("missing `{name}`")))
+    }
+
+    pub fn host(&self, name: &str) -> Result<&(Vec<usize>, Vec<f32>)> {
+        self.tensors
+            .get(name)
+            .ok_or_else(|| bad(&self.path, format!("missing `{name}`")))
+    }
+
+    /// Names of stored tensors under `prefix`.
+    pub fn names_with_prefix<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.tensors
+            .keys()
+            .map(String::as_str)
+            .filter(move |n| n.starts_with(prefix))
+    }
+
+    pub fn value<T: FromStr>(&self, name: &str) -> Result<T> {
+        self.meta
+            .get(name)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| bad(&self.path, format!("missing or invalid `{name}`")))
+    }
+}
