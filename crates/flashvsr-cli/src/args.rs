@@ -150,6 +150,30 @@ pub struct UpscaleArgs {
     /// Errors only.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Video encoder (libx264, libx265, ffv1, libsvtav1, prores_ks, …); default from the source.
+    #[arg(long)]
+    pub codec: Option<String>,
+    /// Constant rate factor of the video encoder (default 18).
+    #[arg(long)]
+    pub crf: Option<u8>,
+    /// Encoder preset (default slow for x264/x265).
+    #[arg(long)]
+    pub preset: Option<String>,
+    /// Encoded pixel format (yuv420p, yuv420p10le, …); default from the source's bit depth.
+    #[arg(long)]
+    pub pix_fmt: Option<String>,
+    /// Encoder option KEY=VALUE (repeatable), e.g. -e tune=film -e x265-params=aq-mode=3.
+    #[arg(short = 'e', long = "encoder-option", value_name = "KEY=VALUE", value_parser = parse_key_value)]
+    pub encoder_options: Vec<(String, String)>,
+    /// Do not copy the input's audio streams.
+    #[arg(long)]
+    pub no_audio: bool,
+    /// Do not copy the input's subtitle streams.
+    #[arg(long)]
+    pub no_subtitles: bool,
+    /// Frame rate for image-sequence inputs, or to force a constant rate (e.g. 24, 30000/1001).
+    #[arg(long, value_parser = parse_fps)]
+    pub fps: Option<(u32, u32)>,
     /// Discard an existing job store (`OUTPUT.flashvsr/`) instead of resuming from it.
     #[arg(long)]
     pub restart: bool,
@@ -257,4 +281,32 @@ pub struct BenchArgs {
 pub enum BenchModelSize {
     Release,
     Small,
+}
+
+fn parse_key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("`{s}`: expected KEY=VALUE")),
+    }
+}
+
+/// `24`, `23.976` or `24000/1001` as a rational.
+fn parse_fps(s: &str) -> Result<(u32, u32), String> {
+    let bad = || format!("`{s}`: expected a frame rate such as 24, 29.97 or 30000/1001");
+    if let Some((n, d)) = s.split_once('/') {
+        let (n, d) = (
+            n.trim().parse::<u32>().map_err(|_| bad())?,
+            d.trim().parse::<u32>().map_err(|_| bad())?,
+        );
+        return if n > 0 && d > 0 {
+            Ok((n, d))
+        } else {
+            Err(bad())
+        };
+    }
+    let v: f64 = s.trim().parse().map_err(|_| bad())?;
+    if !(v.is_finite() && v > 0.0 && v < 1e6) {
+        return Err(bad());
+    }
+    Ok(((v * 1000.0).round() as u32, 1000))
 }

@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use flashvsr_job::{fingerprint_path, JobError, JobStore, SegmentSlot};
 use flashvsr_media::{
-    create_sink, open_source, Frame, FrameSink, FrameSource, OutputFormat, SinkOptions,
+    create_sink, open_source, Frame, FrameSink, FrameSource, OutputFormat, SinkOptions, Timestamp,
 };
 use flashvsr_model::pipeline::Engine;
 use serde_json::json;
@@ -16,7 +16,7 @@ use crate::args::UpscaleArgs;
 use crate::failure::{Failure, Outcome};
 use crate::frames_out::Depth;
 use crate::progress::Progress;
-use crate::upscale::{next_input, Stage};
+use crate::upscale::{next_input, PendingTimestamps, Stage};
 
 impl From<JobError> for Failure {
     fn from(e: JobError) -> Self {
@@ -66,6 +66,15 @@ struct OpenSegment {
     emit_from: usize,
     frames: usize,
     started: Instant,
+    /// Presentation times of the frames, saved beside the data for the final mux.
+    timestamps: Vec<Option<Timestamp>>,
+}
+
+/// `<segment data>.pts.json`: `[pts, time_base_num, time_base_den]` or null per frame.
+fn timestamps_path(data: &std::path::Path) -> std::path::PathBuf {
+    let mut name = data.file_name().unwrap_or_default().to_os_string();
+    name.push(".pts.json");
+    data.with_file_name(name)
 }
 
 fn open_segment(
@@ -87,11 +96,20 @@ fn open_segment(
         emit_from,
         frames: 0,
         started: Instant::now(),
+        timestamps: Vec::new(),
     })
 }
 
 fn commit(store: &JobStore, seg: OpenSegment, engine: Option<&Engine>) -> Outcome<()> {
     seg.sink.finish()?;
+    let pts: Vec<Option<[i64; 3]>> = seg
+        .timestamps
+        .iter()
+        .map(|t| t.map(|t| [t.pts, t.time_base.0 as i64, t.time_base.1 as i64]))
+        .collect();
+    let pts_path = timestamps_path(&seg.slot.data);
+    std::fs::write(&pts_path, serde_json::to_vec(&pts).unwrap_or_default())
+        .map_err(|e| Failure::failed(format!("{}: {e}", pts_path.display())))?;
     if let Some(engine) = engine {
         engine.save_checkpoint(&seg.slot.state)?;
     }
@@ -164,6 +182,7 @@ fn compute(
     emitted: &mut usize,
     progress: &mut Progress,
 ) -> Outcome<()> {
+    let mut pts = PendingTimestamps::default();
     let mut received = 0;
     while received < engine.frames_received() {
         if next_input(args, source, received)?.is_none() {
@@ -172,24 +191,32 @@ fn compute(
                 args.input.display()
             )));
         }
+        // Frames read before the checkpoint whose outputs are still to come keep their times.
+        if received >= *emitted {
+            pts.push(stage, source);
+        }
         received += 1;
     }
     let segment_frames = args.segment_frames as usize;
     let mut segment = first_segment;
     let mut open = open_segment(store, segment, *emitted, stage.depth)?;
-    let mut write =
-        |frames: Vec<Frame>, open: &mut OpenSegment, emitted: &mut usize| -> Outcome<()> {
-            for f in &frames {
-                open.sink.write_frame(f)?;
-                open.frames += 1;
-                *emitted += 1;
-                progress.frame_done();
-            }
-            Ok(())
-        };
+    let mut write = |frames: Vec<Frame>,
+                     open: &mut OpenSegment,
+                     emitted: &mut usize,
+                     pts: &mut PendingTimestamps| {
+        for f in &frames {
+            open.sink.write_frame(f)?;
+            open.timestamps.push(pts.next());
+            open.frames += 1;
+            *emitted += 1;
+            progress.frame_done();
+        }
+        Outcome::Ok(())
+    };
     while let Some(frame) = next_input(args, source, received)? {
         received += 1;
-        write(stage.push(engine, &frame)?, &mut open, emitted)?;
+        pts.push(stage, source);
+        write(stage.push(engine, &frame)?, &mut open, emitted, &mut pts)?;
         if open.frames >= segment_frames {
             commit(store, open, Some(engine))?;
             segment += 1;
@@ -202,7 +229,12 @@ fn compute(
             args.input.display()
         )));
     }
-    write(stage.finish(engine, received)?, &mut open, emitted)?;
+    write(
+        stage.finish(engine, received)?,
+        &mut open,
+        emitted,
+        &mut pts,
+    )?;
     commit(store, open, None)
 }
 
@@ -213,9 +245,21 @@ fn assemble(args: &UpscaleArgs, stage: &Stage, store: &JobStore) -> Outcome<usiz
     for marker in store.done()? {
         let path = store.path(&marker.data);
         let mut segment = open_source(&path)?;
+        let pts: Vec<Option<[i64; 3]>> = std::fs::read(timestamps_path(&path))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default();
         let mut count = 0;
         while let Some(frame) = segment.next_frame()? {
-            sink.write_frame(&frame)?;
+            let at = pts
+                .get(count)
+                .copied()
+                .flatten()
+                .map(|[pts, num, den]| Timestamp {
+                    pts,
+                    time_base: (num as i32, den as i32),
+                });
+            sink.write_frame_at(&frame, at)?;
             count += 1;
         }
         if count != marker.frames || marker.emit_from != written {

@@ -2,11 +2,13 @@
 //! longer than one segment runs through the job store (`OUTPUT.flashvsr/`): segments are committed
 //! with stream checkpoints, so a rerun of the same command resumes where the last one stopped.
 
+use std::collections::VecDeque;
 use std::path::Path;
 
 use flashvsr_media::prepare::{prepare_frame, PrepareGeometry, Resampler};
 use flashvsr_media::{
-    create_sink, open_source, Frame, FrameSink, FrameSource, OutputFormat, SinkOptions,
+    create_sink, open_source, Frame, FrameSink, FrameSource, OutputFormat, SinkOptions, SourceKind,
+    Timestamp, VideoOptions,
 };
 use flashvsr_model::color_fix::ColorFix;
 use flashvsr_model::dit::mask::{AttentionMode, SparseSettings};
@@ -35,6 +37,26 @@ pub struct Stage {
     pub depth: Depth,
     pub format: OutputFormat,
     pub sink_options: SinkOptions,
+    /// Carry each input frame's timestamp to its output frame (VFR stays VFR); off with --fps.
+    pub keep_timestamps: bool,
+}
+
+/// Timestamps of input frames whose outputs are not written yet, oldest first.
+#[derive(Default)]
+pub struct PendingTimestamps(VecDeque<Option<Timestamp>>);
+
+impl PendingTimestamps {
+    pub fn push(&mut self, stage: &Stage, source: &dyn FrameSource) {
+        self.0.push_back(if stage.keep_timestamps {
+            source.timestamp()
+        } else {
+            None
+        });
+    }
+
+    pub fn next(&mut self) -> Option<Timestamp> {
+        self.0.pop_front().flatten()
+    }
 }
 
 impl Stage {
@@ -91,8 +113,9 @@ pub fn run(args: &UpscaleArgs) -> Outcome<()> {
         OutputFormat::Png16 | OutputFormat::Tiff16 | OutputFormat::Exr | OutputFormat::Dpx10 => {
             Depth::Sixteen
         }
-        OutputFormat::Y4m if info.bit_depth > 8 => Depth::Sixteen,
-        OutputFormat::Y4m => Depth::Eight,
+        OutputFormat::Y4m | OutputFormat::Video if info.bit_depth > 8 => Depth::Sixteen,
+        OutputFormat::Video if info.colour.as_ref().is_some_and(|c| c.is_hdr()) => Depth::Sixteen,
+        OutputFormat::Y4m | OutputFormat::Video => Depth::Eight,
     };
     let stage = Stage {
         geometry: PrepareGeometry {
@@ -109,10 +132,22 @@ pub fn run(args: &UpscaleArgs) -> Outcome<()> {
         format,
         sink_options: SinkOptions {
             overwrite: args.overwrite,
-            fps: info.fps,
+            fps: args.fps.or(info.fps),
             pixel_aspect: info.pixel_aspect,
+            video: VideoOptions {
+                input: (info.kind == SourceKind::Video).then(|| args.input.clone()),
+                no_audio: args.no_audio,
+                no_subtitles: args.no_subtitles,
+                codec: args.codec.clone(),
+                crf: args.crf,
+                preset: args.preset.clone(),
+                pix_fmt: args.pix_fmt.clone(),
+                encoder_options: args.encoder_options.clone(),
+                colour: info.colour.clone(),
+            },
             ..SinkOptions::default()
         },
+        keep_timestamps: args.fps.is_none(),
     };
     let limit = match (info.frame_count, args.max_frames) {
         (Some(c), Some(m)) => Some(c.min(m)),
@@ -164,17 +199,20 @@ fn stream_directly(
     progress: &mut Progress,
 ) -> Outcome<usize> {
     let mut sink = create_sink(&args.output, stage.format, &stage.sink_options)?;
-    let mut write = |frames: Vec<Frame>, sink: &mut Box<dyn FrameSink>| -> Outcome<()> {
-        for f in &frames {
-            sink.write_frame(f)?;
-            progress.frame_done();
-        }
-        Ok(())
-    };
+    let mut pts = PendingTimestamps::default();
+    let mut write =
+        |frames: Vec<Frame>, sink: &mut Box<dyn FrameSink>, pts: &mut PendingTimestamps| {
+            for f in &frames {
+                sink.write_frame_at(f, pts.next())?;
+                progress.frame_done();
+            }
+            Outcome::Ok(())
+        };
     let mut received = 0;
     while let Some(frame) = next_input(args, source, received)? {
         received += 1;
-        write(stage.push(engine, &frame)?, &mut sink)?;
+        pts.push(stage, source);
+        write(stage.push(engine, &frame)?, &mut sink, &mut pts)?;
     }
     if received == 0 {
         return Err(Failure::bad(format!(
@@ -182,7 +220,7 @@ fn stream_directly(
             args.input.display()
         )));
     }
-    write(stage.finish(engine, received)?, &mut sink)?;
+    write(stage.finish(engine, received)?, &mut sink, &mut pts)?;
     sink.finish()?;
     Ok(received)
 }

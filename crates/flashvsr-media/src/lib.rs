@@ -21,13 +21,6 @@ mod yuv;
 
 pub use dpx::DpxColor;
 pub use error::MediaError;
-pub use frame::{
-    Frame, FrameData, FrameSink, FrameSource, SourceInfo, SourceKind, YuvInfo, YuvMatrix, YuvRange,
-};
-pub use image_format::ImageFormat;
-pub use natural::natural_cmp;
-pub use sink::{create_sink, OutputFormat, SinkOptions};
-pub use source::open_source;
 pub use ffmpeg::{
     ChromaLocation, ColourPrimaries, ContentLight, DisplayLuminance, DisplayPrimaries,
     MasteringDisplay, MatrixCoefficients, Timestamp, TransferCharacteristic, VideoColour,
@@ -35,3 +28,10 @@ pub use ffmpeg::{
 };
 #[cfg(feature = "ffmpeg")]
 pub use ffmpeg::{FfmpegSink, FfmpegSource};
+pub use frame::{
+    Frame, FrameData, FrameSink, FrameSource, SourceInfo, SourceKind, YuvInfo, YuvMatrix, YuvRange,
+};
+pub use image_format::ImageFormat;
+pub use natural::natural_cmp;
+pub use sink::{create_sink, OutputFormat, SinkOptions};
+pub use source::open_source;
