@@ -248,6 +248,21 @@ impl Backend for CudaBackend {
         self.device_of()
     }
 
+    fn synchronize(&self) -> TResult<()> {
+        CudaBackend::synchronize(self).map_err(|e| self.err(e))
+    }
+
+    /// Device-wide memory in use (total − free), which is this process's footprint on an
+    /// otherwise idle GPU: context, pools and library workspaces included.
+    fn memory_in_use(&self) -> Option<u64> {
+        catch(|| {
+            self.gpu.ctx.bind_to_thread()?;
+            let (free, total) = cudarc::driver::result::mem_get_info()?;
+            Ok((total - free) as u64)
+        })
+        .ok()
+    }
+
     fn upload(&self, data: &[f32]) -> TResult<BufferRef> {
         self.finish(|| {
             // SAFETY: fully written by the copy below (a zero-length buffer is never read).
