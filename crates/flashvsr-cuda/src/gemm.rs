@@ -69,6 +69,8 @@ impl Drop for Plan {
 }
 
 pub(crate) struct Gemm {
+    /// TF32 tensor cores (about 10 bits of mantissa in the products) instead of exact fp32.
+    tf32: bool,
     handle: lt::cublasLtHandle_t,
     workspace: CudaSlice<u8>,
     plans: HashMap<PlanKey, Plan>,
@@ -153,7 +155,7 @@ fn layout(rows: usize, cols: usize, ld: usize) -> CudaResult<lt::cublasLtMatrixL
 }
 
 impl Gemm {
-    pub fn new(stream: &Arc<CudaStream>) -> CudaResult<Gemm> {
+    pub fn new(stream: &Arc<CudaStream>, tf32: bool) -> CudaResult<Gemm> {
         if !cublaslt_present() {
             return Err(CudaError::Library(
                 "libcublasLt.so.13 not found (pip install nvidia-cublas, or set FLASHVSR_CUDA_LIBS)"
@@ -165,13 +167,14 @@ impl Gemm {
         stream.context().bind_to_thread()?;
         check("cublasLtCreate", unsafe { lt::cublasLtCreate(&mut handle) })?;
         Ok(Gemm {
+            tf32,
             handle,
             workspace,
             plans: HashMap::new(),
         })
     }
 
-    fn plan(handle: lt::cublasLtHandle_t, key: &PlanKey) -> CudaResult<Plan> {
+    fn plan(handle: lt::cublasLtHandle_t, key: &PlanKey, tf32: bool) -> CudaResult<Plan> {
         use lt::cublasLtMatmulDescAttributes_t as D;
         use lt::cublasLtMatmulPreferenceAttributes_t as P;
         let s = key.shape;
@@ -179,7 +182,11 @@ impl Gemm {
         check("cublasLtMatmulDescCreate", unsafe {
             lt::cublasLtMatmulDescCreate(
                 &mut desc,
-                lt::cublasComputeType_t::CUBLAS_COMPUTE_32F,
+                if tf32 {
+                    lt::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32
+                } else {
+                    lt::cublasComputeType_t::CUBLAS_COMPUTE_32F
+                },
                 lt::cudaDataType_t::CUDA_R_32F,
             )
         })?;
@@ -270,7 +277,7 @@ impl Gemm {
         let plan = match self.plans.entry(key) {
             Entry::Occupied(e) => e.into_mut(),
             Entry::Vacant(e) => {
-                let plan = Gemm::plan(self.handle, e.key())?;
+                let plan = Gemm::plan(self.handle, e.key(), self.tf32)?;
                 e.insert(plan)
             }
         };

@@ -12,6 +12,8 @@ mod params;
 pub mod pipeline;
 pub mod random_weights;
 pub mod state_io;
+pub mod stream;
+pub mod tiled;
 pub mod tcdecoder;
 pub mod vae;
 pub mod vae_tiling;

@@ -20,6 +20,12 @@ fn uniform(bits: u64) -> f64 {
 
 pub enum NoiseSource {
     Seeded(u64),
+    /// A window of another source's canvas: tiles see exactly the noise of the untiled run.
+    Crop {
+        base: Box<NoiseSource>,
+        full: (usize, usize),
+        offset: (usize, usize),
+    },
     /// `(16, T, H/8, W/8)` values, row-major.
     Injected {
         values: Vec<f32>,
@@ -35,6 +41,16 @@ impl NoiseSource {
         let plane = rows * cols;
         let mut out = vec![0.0f32; LATENT_CHANNELS * count * plane];
         match self {
+            NoiseSource::Crop { base, full, offset } => {
+                let whole = base.frames(first, count, full.0, full.1)?;
+                let full_plane = full.0 * full.1;
+                for cf in 0..LATENT_CHANNELS * count {
+                    for r in 0..rows {
+                        let src = cf * full_plane + (offset.0 + r) * full.1 + offset.1;
+                        out[(cf * rows + r) * cols..][..cols].copy_from_slice(&whole[src..src + cols]);
+                    }
+                }
+            }
             NoiseSource::Seeded(seed) => {
                 for f in 0..count {
                     let frame = seeded_frame(*seed, (first + f) as u64, LATENT_CHANNELS * plane);
@@ -65,6 +81,17 @@ impl NoiseSource {
             }
         }
         Ok(out)
+    }
+}
+
+impl NoiseSource {
+    /// The `rows × cols` window at `offset` (latent pixels) of this source's `full` canvas.
+    pub fn crop(self, full: (usize, usize), offset: (usize, usize)) -> NoiseSource {
+        NoiseSource::Crop {
+            base: Box::new(self),
+            full,
+            offset,
+        }
     }
 }
 

@@ -198,6 +198,10 @@ impl<'m> Engine<'m> {
         Ok(out)
     }
 
+    pub fn backend(&self) -> &BackendRef {
+        &self.backend
+    }
+
     /// Input frames consumed so far (a resumed stream continues reading from here).
     pub fn frames_received(&self) -> usize {
         self.received
@@ -212,25 +216,7 @@ impl<'m> Engine<'m> {
     /// counters) so that a restored engine continues bit for bit.
     pub fn save_checkpoint(&self, path: &std::path::Path) -> Result<()> {
         let mut w = StateWriter::default();
-        w.value("received", self.received);
-        w.value("next_chunk", self.next_chunk);
-        w.value("canvas", format!("{}x{}", self.width, self.height));
-        for (i, f) in &self.frames {
-            w.host(&format!("lq.{i}"), &[3, self.height, self.width], &f.host);
-        }
-        self.state.projector.save(&mut w, "proj")?;
-        for (l, layer) in self.state.dit.layers.iter().enumerate() {
-            w.value(&format!("dit.{l}.groups"), layer.groups.len());
-            for (g, (k, v)) in layer.groups.iter().enumerate() {
-                w.tensor(&format!("dit.{l}.{g}.k"), k)?;
-                w.tensor(&format!("dit.{l}.{g}.v"), v)?;
-            }
-        }
-        match &self.state.decoder {
-            DecoderState::Tiny(m) => m.save(&mut w, "tc")?,
-            DecoderState::Vae(v) => v.save(&mut w, "vae")?,
-            DecoderState::TiledVae(t) => t.save(&mut w, "tiled")?,
-        }
+        self.write_state(&mut w, "")?;
         w.write(path)
     }
 
@@ -238,51 +224,66 @@ impl<'m> Engine<'m> {
     /// models, settings and canvas.
     pub fn restore_checkpoint(&mut self, path: &std::path::Path) -> Result<()> {
         let r = StateReader::open(path, &self.backend)?;
-        let canvas: String = r.value("canvas")?;
+        self.read_state(&r, "")
+            .map_err(|e| ModelError::Settings(format!("{}: {e}", path.display())))
+    }
+
+    /// The stream state under name prefix `p` (several engines can share one checkpoint file).
+    pub fn write_state(&self, w: &mut StateWriter, p: &str) -> Result<()> {
+        w.value(&format!("{p}received"), self.received);
+        w.value(&format!("{p}next_chunk"), self.next_chunk);
+        w.value(&format!("{p}canvas"), format!("{}x{}", self.width, self.height));
+        for (i, f) in &self.frames {
+            w.host(&format!("{p}lq.{i}"), &[3, self.height, self.width], &f.host);
+        }
+        self.state.projector.save(w, &format!("{p}proj"))?;
+        for (l, layer) in self.state.dit.layers.iter().enumerate() {
+            w.value(&format!("{p}dit.{l}.groups"), layer.groups.len());
+            for (g, (k, v)) in layer.groups.iter().enumerate() {
+                w.tensor(&format!("{p}dit.{l}.{g}.k"), k)?;
+                w.tensor(&format!("{p}dit.{l}.{g}.v"), v)?;
+            }
+        }
+        match &self.state.decoder {
+            DecoderState::Tiny(m) => m.save(w, &format!("{p}tc")),
+            DecoderState::Vae(v) => v.save(w, &format!("{p}vae")),
+            DecoderState::TiledVae(t) => t.save(w, &format!("{p}tiled")),
+        }
+    }
+
+    pub fn read_state(&mut self, r: &StateReader, p: &str) -> Result<()> {
+        let canvas: String = r.value(&format!("{p}canvas"))?;
         if canvas != format!("{}x{}", self.width, self.height) {
             return Err(ModelError::Settings(format!(
-                "{}: checkpoint of a {canvas} canvas, this run is {}x{}",
-                path.display(),
-                self.width,
-                self.height
+                "checkpoint of a {canvas} canvas, this run is {}x{}",
+                self.width, self.height
             )));
         }
-        self.received = r.value("received")?;
-        self.next_chunk = r.value("next_chunk")?;
+        self.received = r.value(&format!("{p}received"))?;
+        self.next_chunk = r.value(&format!("{p}next_chunk"))?;
         self.frames.clear();
-        let names: Vec<String> = r.names_with_prefix("lq.").map(str::to_string).collect();
+        let prefix = format!("{p}lq.");
+        let names: Vec<String> = r.names_with_prefix(&prefix).map(str::to_string).collect();
         for name in names {
-            let index: usize = name[3..]
+            let index: usize = name[prefix.len()..]
                 .parse()
                 .map_err(|_| ModelError::Settings(format!("bad checkpoint entry {name}")))?;
             let (_, host) = r.host(&name)?;
             let device = Tensor::from_slice(&self.backend, host, &[3, 1, self.height, self.width])?;
-            self.frames.insert(
-                index,
-                LqFrame {
-                    host: host.clone(),
-                    device,
-                },
-            );
+            self.frames.insert(index, LqFrame { host: host.clone(), device });
         }
-        self.state.projector = ProjectorState::load(&r, "proj")?;
+        self.state.projector = ProjectorState::load(r, &format!("{p}proj"))?;
         for (l, layer) in self.state.dit.layers.iter_mut().enumerate() {
-            let groups: usize = r.value(&format!("dit.{l}.groups"))?;
+            let groups: usize = r.value(&format!("{p}dit.{l}.groups"))?;
             layer.groups = (0..groups)
-                .map(|g| {
-                    Ok((
-                        r.tensor(&format!("dit.{l}.{g}.k"))?,
-                        r.tensor(&format!("dit.{l}.{g}.v"))?,
-                    ))
-                })
+                .map(|g| Ok((r.tensor(&format!("{p}dit.{l}.{g}.k"))?, r.tensor(&format!("{p}dit.{l}.{g}.v"))?)))
                 .collect::<Result<Vec<_>>>()?;
         }
         match &mut self.state.decoder {
-            DecoderState::Tiny(m) => m.load(&r, "tc")?,
-            DecoderState::Vae(v) => v.load(&r, "vae")?,
-            DecoderState::TiledVae(t) => t.load(&r, "tiled")?,
+            DecoderState::Tiny(m) => m.load(r, &format!("{p}tc")),
+            DecoderState::Vae(v) => v.load(r, &format!("{p}vae")),
+            DecoderState::TiledVae(t) => t.load(r, &format!("{p}tiled")),
         }
-        Ok(())
     }
 
     fn frame_range(&self, first: usize, count: usize) -> Result<Tensor> {

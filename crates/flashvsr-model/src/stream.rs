@@ -1,0 +1,38 @@
+//! What the CLI drives: one engine, or several tile engines blended into one frame.
+
+use std::path::Path;
+
+use crate::pipeline::{Engine, EngineStats, OutputFrame};
+use crate::Result;
+
+pub trait FrameStream {
+    /// Adds the next prepared LQ frame `(3, H, W)`; returns frames finished by it, in order.
+    fn push(&mut self, frame: Vec<f32>) -> Result<Vec<OutputFrame>>;
+    /// Ends the stream after `real_frames` frames; returns the remaining frames.
+    fn finish(&mut self, real_frames: usize) -> Result<Vec<OutputFrame>>;
+    fn frames_received(&self) -> usize;
+    fn save_checkpoint(&self, path: &Path) -> Result<()>;
+    fn restore_checkpoint(&mut self, path: &Path) -> Result<()>;
+    fn stats(&self) -> EngineStats;
+}
+
+impl FrameStream for Engine<'_> {
+    fn push(&mut self, frame: Vec<f32>) -> Result<Vec<OutputFrame>> {
+        Engine::push(self, frame)
+    }
+    fn finish(&mut self, real_frames: usize) -> Result<Vec<OutputFrame>> {
+        Engine::finish(self, real_frames)
+    }
+    fn frames_received(&self) -> usize {
+        Engine::frames_received(self)
+    }
+    fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        Engine::save_checkpoint(self, path)
+    }
+    fn restore_checkpoint(&mut self, path: &Path) -> Result<()> {
+        Engine::restore_checkpoint(self, path)
+    }
+    fn stats(&self) -> EngineStats {
+        self.stats.clone()
+    }
+}
