@@ -17,7 +17,7 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Upscale a video (y4m, or a folder of PNG frames) or an image.
+    /// Upscale a video, an image sequence or an image, or every video in a folder.
     Upscale(Box<UpscaleArgs>),
     /// Measure speed on a synthetic clip (random full-size weights need no download).
     Bench(Box<BenchArgs>),
@@ -87,15 +87,29 @@ pub struct ModelFileArgs {
     pub prompt: Option<PathBuf>,
     /// Projector version. A v1.0 and a v1.1 LQ_proj_in.ckpt have the same keys and cannot be told
     /// apart: this flag decides which semantics run.
-    #[arg(long, value_enum, default_value = "1.1")]
+    #[arg(long, value_enum, default_value = "1.1", alias = "model_ver")]
     pub model_ver: ModelVersion,
 }
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, Clone)]
 pub struct UpscaleArgs {
-    /// A y4m file (or - for stdin), a folder of PNG frames, or one PNG image.
+    /// A video file, a y4m file (or - for stdin), a folder of image frames, one image, or a folder
+    /// of videos (batch: OUTPUT is then a folder).
+    #[arg(value_name = "INPUT", required_unless_present = "input_flag")]
+    input_positional: Option<PathBuf>,
+    /// The same as INPUT (the seed CLI's spelling).
+    #[arg(
+        short = 'i',
+        long = "input",
+        value_name = "INPUT",
+        conflicts_with = "input_positional"
+    )]
+    input_flag: Option<PathBuf>,
+    /// INPUT, from either spelling (set by [`UpscaleArgs::resolve`]).
+    #[arg(skip)]
     pub input: PathBuf,
-    /// Output: a folder of PNG frames, a .y4m file, or - for y4m on stdout.
+    /// Output: a video file (.mp4 .mkv .mov .webm), a .y4m file, a folder of frames, - for y4m on
+    /// stdout, or a folder when INPUT is a folder of videos.
     #[arg(short, long)]
     pub output: PathBuf,
     #[command(flatten)]
@@ -106,20 +120,32 @@ pub struct UpscaleArgs {
     #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u32).range(1..=8))]
     pub scale: u32,
     /// Sparse attention semantics: official 128×128 blocks, or Ultra_Fast's 128×64.
-    #[arg(long, value_enum, default_value = "block")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "block",
+        alias = "attention_mode",
+        ignore_case = true
+    )]
     pub attention: Attention,
     /// Attention budget: about 60 × this many key blocks per query block.
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = 2.0, alias = "sparse_ratio")]
     pub sparse_ratio: f64,
     /// KV cache length in temporal groups (the integer part counts; values below 3 act like 2).
-    #[arg(long, default_value_t = 3.0)]
+    #[arg(long, default_value_t = 3.0, alias = "kv_ratio")]
     pub kv_ratio: f64,
     /// Local attention window, in 128-pixel windows.
-    #[arg(long, default_value_t = 11)]
+    #[arg(long, default_value_t = 11, alias = "local_range")]
     pub local_range: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, value_enum, default_value = "adain")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "adain",
+        alias = "color_fix",
+        ignore_case = true
+    )]
     pub color_fix: ColorFixArg,
     /// Bicubic upscaler for the LR input: Pillow's (official) or torch's (Ultra_Fast).
     #[arg(long, value_enum, default_value = "pil")]
@@ -128,7 +154,13 @@ pub struct UpscaleArgs {
     #[arg(long)]
     pub crop_to_128: bool,
     /// Tiled VAE decode in full mode (auto: tile when the frame exceeds one tile).
-    #[arg(long, value_enum, default_value = "auto")]
+    #[arg(
+        long,
+        value_enum,
+        default_value = "auto",
+        alias = "tiled_vae",
+        ignore_case = true
+    )]
     pub tiled_vae: TiledVae,
     /// Initial latent from a safetensors file with a tensor `noise` (1, 16, T, H/8, W/8).
     #[arg(long, value_name = "FILE")]
@@ -139,17 +171,29 @@ pub struct UpscaleArgs {
     #[arg(long, value_enum, default_value = "auto")]
     pub precision: Precision,
     /// png (8-bit), png16, tiff16, exr, dpx10 or y4m; default from the output path.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, alias = "output_format", ignore_case = true)]
     pub output_format: Option<OutputFormatArg>,
     /// Process at most this many input frames.
-    #[arg(long)]
+    #[arg(long, alias = "max_frames")]
     pub max_frames: Option<usize>,
-    /// Replace an existing output.
+    /// Replace an existing output (a batch redoes finished videos instead of skipping them).
     #[arg(short = 'y', long)]
     pub overwrite: bool,
     /// Errors only.
     #[arg(short, long)]
     pub quiet: bool,
+    /// Progress report on stderr: auto (an updating line on a terminal, a plain line every few
+    /// seconds otherwise), plain, json (JSON lines: progress, end and error events) or none.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub progress: ProgressArg,
+    /// Write the --progress json lines to FILE instead of stderr.
+    #[arg(long, value_name = "FILE")]
+    pub progress_file: Option<PathBuf>,
+    /// Time the LQ projector, DiT, decode and colour fix separately in the end summary. This
+    /// synchronises the device between stages (a few per cent slower on a GPU); always on for the
+    /// CPU.
+    #[arg(long)]
+    pub profile: bool,
     /// Video encoder (libx264, libx265, ffv1, libsvtav1, prores_ks, …); default from the source.
     #[arg(long)]
     pub codec: Option<String>,
@@ -172,10 +216,21 @@ pub struct UpscaleArgs {
     #[arg(long)]
     pub no_subtitles: bool,
     /// Frame rate for image-sequence inputs, or to force a constant rate (e.g. 24, 30000/1001).
-    #[arg(long, value_parser = parse_fps)]
+    #[arg(long, value_parser = parse_fps, aliases = ["input_fps", "output_fps"])]
     pub fps: Option<(u32, u32)>,
+    /// Tiled DiT: tile size in input pixels (0 = no tiling). Tiles are rounded up to 128 output
+    /// pixels, run as separate streams and blended with ramps on interior edges.
+    #[arg(long, default_value_t = 0, alias = "tile_size")]
+    pub tile_size: usize,
+    /// Overlap of neighbouring tiles, in input pixels.
+    #[arg(long, default_value_t = 24, alias = "tile_overlap")]
+    pub tile_overlap: usize,
+    /// The seed CLI's `--tiled_dit True|False`: True tiles with --tile-size (256 when not given),
+    /// False turns tiling off.
+    #[arg(long = "tiled_dit", hide = true, value_name = "BOOL", value_parser = parse_seed_bool)]
+    tiled_dit: Option<bool>,
     /// Discard an existing job store (`OUTPUT.flashvsr/`) instead of resuming from it.
-    #[arg(long)]
+    #[arg(long, aliases = ["clean-checkpoint", "clean_checkpoint"])]
     pub restart: bool,
     /// Keep the job store after success.
     #[arg(long)]
@@ -203,14 +258,19 @@ pub enum Mode {
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Attention {
+    #[value(alias = "block_sparse_attention")]
     Block,
+    #[value(alias = "sparse_sage_attention")]
     Sage,
 }
 
+/// The seed's boolean spellings (`--color_fix True`) are accepted as hidden values.
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ColorFixArg {
+    #[value(aliases = ["true", "yes", "t", "y", "1"])]
     Adain,
     Wavelet,
+    #[value(aliases = ["false", "no", "f", "n", "0"])]
     None,
 }
 
@@ -223,7 +283,9 @@ pub enum ResizeArg {
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TiledVae {
     Auto,
+    #[value(aliases = ["true", "yes", "t", "y", "1"])]
     On,
+    #[value(aliases = ["false", "no", "f", "n", "0"])]
     Off,
 }
 
@@ -241,8 +303,76 @@ pub enum OutputFormatArg {
     Png16,
     Tiff16,
     Exr,
+    /// 10-bit DPX (the seed's `dpx` is accepted for it).
+    #[value(alias = "dpx")]
     Dpx10,
     Y4m,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ProgressArg {
+    Auto,
+    Plain,
+    Json,
+    None,
+}
+
+impl UpscaleArgs {
+    /// Fills [`UpscaleArgs::input`] from INPUT or `-i/--input` (clap makes exactly one present)
+    /// and applies the seed's `--tiled_dit` to `tile_size`.
+    pub fn resolve(&mut self) {
+        match self.tiled_dit {
+            Some(true) if self.tile_size == 0 => self.tile_size = 256,
+            Some(false) => self.tile_size = 0,
+            _ => {}
+        }
+        if let Some(p) = self
+            .input_flag
+            .take()
+            .or_else(|| self.input_positional.take())
+        {
+            self.input = p;
+        }
+    }
+}
+
+/// Seed-CLI spellings accepted as hidden aliases, and the flashvsr spelling each stands for.
+pub const SEED_ALIASES: &[(&str, &str)] = &[
+    ("--model_ver", "--model-ver"),
+    ("--attention_mode", "--attention"),
+    ("--sparse_ratio", "--sparse-ratio"),
+    ("--kv_ratio", "--kv-ratio"),
+    ("--local_range", "--local-range"),
+    ("--color_fix", "--color-fix"),
+    ("--tiled_vae", "--tiled-vae"),
+    ("--tiled_dit", "--tile-size N (0: no tiling)"),
+    ("--tile_size", "--tile-size"),
+    ("--tile_overlap", "--tile-overlap"),
+    ("--output_format", "--output-format"),
+    ("--max_frames", "--max-frames"),
+    ("--input_fps", "--fps"),
+    ("--output_fps", "--fps"),
+    ("--clean-checkpoint", "--restart"),
+    ("--clean_checkpoint", "--restart"),
+];
+
+/// One line per seed spelling used in `argv` (up to a `--`), naming the flashvsr spelling.
+pub fn seed_alias_notes(argv: &[std::ffi::OsString]) -> Vec<String> {
+    let mut notes = Vec::new();
+    for arg in argv.iter().skip(1) {
+        let Some(arg) = arg.to_str() else { continue };
+        if arg == "--" {
+            break;
+        }
+        let name = arg.split_once('=').map_or(arg, |(n, _)| n);
+        if let Some((old, new)) = SEED_ALIASES.iter().find(|(old, _)| *old == name) {
+            let note = format!("note: {old} is the seed CLI's spelling; use {new}");
+            if !notes.contains(&note) {
+                notes.push(note);
+            }
+        }
+    }
+    notes
 }
 
 #[derive(Args, Debug)]
@@ -281,6 +411,15 @@ pub struct BenchArgs {
 pub enum BenchModelSize {
     Release,
     Small,
+}
+
+/// The seed's `str_to_bool`: yes/true/t/y/1 and no/false/f/n/0, any case.
+fn parse_seed_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "t" | "y" | "1" => Ok(true),
+        "no" | "false" | "f" | "n" | "0" => Ok(false),
+        _ => Err(format!("`{s}`: expected True or False")),
+    }
 }
 
 fn parse_key_value(s: &str) -> Result<(String, String), String> {

@@ -1,6 +1,11 @@
 //! Backend choice at run time: `auto` takes CUDA when a driver, a device and the libraries are
 //! there, else the CPU, and says which; `cuda[:N]` fails (exit 2) when CUDA cannot start.
+//!
+//! Precision: `fp32` is the parity mode (exact fp32 everywhere, TF32 off). `auto` on CUDA is the
+//! fast mode: GEMMs and convolutions on TF32 tensor cores, attention on bf16 tensor cores where
+//! the backend has them. fp16/bf16 storage is not implemented yet.
 
+use flashvsr_cuda::{CudaBackend, CudaOptions};
 use flashvsr_tensor::cpu::CpuBackend;
 use flashvsr_tensor::BackendRef;
 
@@ -10,19 +15,20 @@ use crate::failure::{Failure, Outcome};
 pub fn select(device: &str, precision: Precision, quiet: bool) -> Outcome<BackendRef> {
     if matches!(precision, Precision::Fp16 | Precision::Bf16) {
         return Err(Failure::bad(
-            "--precision fp16/bf16 are not available yet: both backends compute in fp32",
+            "--precision fp16/bf16 (half-precision weights and activations) are not available yet; \
+             use auto (fast mixed precision on CUDA) or fp32 (exact)",
         ));
     }
     let device = device.trim().to_ascii_lowercase();
     match device.as_str() {
         "cpu" => Ok(CpuBackend::new_ref()),
-        "auto" => match flashvsr_cuda::auto_backend() {
-            Ok(backend) => {
+        "auto" => match flashvsr_cuda::probe() {
+            Ok(_) => cuda(0, precision, quiet).or_else(|e| {
                 if !quiet {
-                    announce(0);
+                    eprintln!("flashvsr: device auto: using the CPU ({e})");
                 }
-                Ok(backend)
-            }
+                Ok(CpuBackend::new_ref())
+            }),
             Err(why) => {
                 if !quiet {
                     eprintln!("flashvsr: device auto: using the CPU ({why})");
@@ -41,12 +47,7 @@ pub fn select(device: &str, precision: Precision, quiet: bool) -> Outcome<Backen
                 })?;
             flashvsr_cuda::probe_device(ordinal)
                 .map_err(|why| Failure::bad(format!("--device {d}: {why}")))?;
-            let backend = flashvsr_cuda::CudaBackend::new(ordinal)
-                .map_err(|e| Failure::bad(format!("--device {d}: {e}")))?;
-            if !quiet {
-                announce(ordinal);
-            }
-            Ok(backend)
+            cuda(ordinal, precision, quiet)
         }
         other => Err(Failure::bad(format!(
             "--device {other}: expected cpu, cuda, cuda:N or auto"
@@ -54,10 +55,20 @@ pub fn select(device: &str, precision: Precision, quiet: bool) -> Outcome<Backen
     }
 }
 
-/// Logs the driver, library versions and paths of the CUDA device in use.
-fn announce(ordinal: usize) {
-    match flashvsr_cuda::probe_device(ordinal) {
-        Ok(info) => eprintln!("flashvsr: using CUDA device {ordinal}:\n{info}"),
-        Err(why) => eprintln!("flashvsr: using CUDA device {ordinal} ({why})"),
+fn cuda(ordinal: usize, precision: Precision, quiet: bool) -> Outcome<BackendRef> {
+    let options = CudaOptions {
+        gemm_tf32: precision == Precision::Auto,
+        ..CudaOptions::from_env()
+    };
+    let backend = CudaBackend::create(ordinal, options)
+        .map_err(|e| Failure::bad(format!("--device cuda:{ordinal}: {e}")))?;
+    if !quiet {
+        match flashvsr_cuda::probe_device(ordinal) {
+            Ok(info) => eprintln!(
+                "flashvsr: using CUDA device {ordinal} ({precision:?} precision):\n{info}"
+            ),
+            Err(why) => eprintln!("flashvsr: using CUDA device {ordinal} ({why})"),
+        }
     }
+    Ok(backend)
 }

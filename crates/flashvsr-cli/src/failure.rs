@@ -9,6 +9,8 @@ pub enum Failure {
     BadInput(String),
     /// Everything else: internal errors, device or write failures.
     Failed(String),
+    /// Stopped by SIGINT, SIGTERM or SIGHUP; the job store is left resumable.
+    Interrupted,
 }
 
 impl Failure {
@@ -21,9 +23,15 @@ impl Failure {
     }
 
     pub fn exit_code(&self) -> ExitCode {
+        ExitCode::from(self.code())
+    }
+
+    /// The exit status as a number: 1 failed, 2 bad usage or input, 3 interrupted.
+    pub fn code(&self) -> u8 {
         match self {
-            Failure::Failed(_) => ExitCode::from(1),
-            Failure::BadInput(_) => ExitCode::from(2),
+            Failure::Failed(_) => 1,
+            Failure::BadInput(_) => 2,
+            Failure::Interrupted => 3,
         }
     }
 }
@@ -32,6 +40,7 @@ impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Failure::BadInput(m) | Failure::Failed(m) => f.write_str(m),
+            Failure::Interrupted => f.write_str("interrupted; rerun the same command to resume"),
         }
     }
 }

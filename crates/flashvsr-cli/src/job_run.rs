@@ -9,13 +9,14 @@ use flashvsr_job::{fingerprint_path, JobError, JobStore, SegmentSlot};
 use flashvsr_media::{
     create_sink, open_source, Frame, FrameSink, FrameSource, OutputFormat, SinkOptions, Timestamp,
 };
-use flashvsr_model::pipeline::Engine;
+use flashvsr_model::stream::FrameStream;
 use serde_json::json;
 
 use crate::args::UpscaleArgs;
 use crate::failure::{Failure, Outcome};
 use crate::frames_out::Depth;
-use crate::progress::Progress;
+use crate::interrupt;
+use crate::progress::{timed, Progress};
 use crate::upscale::{next_input, PendingTimestamps, Stage};
 
 impl From<JobError> for Failure {
@@ -51,6 +52,7 @@ fn plan(
             "sparse_ratio": args.sparse_ratio, "kv_ratio": args.kv_ratio, "local_range": args.local_range,
             "seed": args.seed, "color_fix": format!("{:?}", args.color_fix), "resize": format!("{:?}", args.resize),
             "crop_to_128": args.crop_to_128, "tiled_vae": format!("{:?}", args.tiled_vae), "noise": noise,
+            "tile_size": args.tile_size, "tile_overlap": args.tile_overlap,
             "device": args.device, "precision": format!("{:?}", args.precision), "max_frames": args.max_frames,
         },
         "output": { "format": format!("{:?}", stage.format), "depth": format!("{:?}", stage.depth),
@@ -100,7 +102,7 @@ fn open_segment(
     })
 }
 
-fn commit(store: &JobStore, seg: OpenSegment, engine: Option<&Engine>) -> Outcome<()> {
+fn commit(store: &JobStore, seg: OpenSegment, engine: Option<&dyn FrameStream>) -> Outcome<()> {
     seg.sink.finish()?;
     let pts: Vec<Option<[i64; 3]>> = seg
         .timestamps
@@ -121,7 +123,7 @@ fn commit(store: &JobStore, seg: OpenSegment, engine: Option<&Engine>) -> Outcom
 pub fn run(
     args: &UpscaleArgs,
     stage: &Stage,
-    engine: &mut Engine,
+    engine: &mut dyn FrameStream,
     source: &mut dyn FrameSource,
     progress: &mut Progress,
     models: &[(String, String)],
@@ -138,6 +140,30 @@ pub fn run(
             .map_err(|e| Failure::failed(format!("{}: {e}", root.display())))?;
     }
     let store = JobStore::open_or_create(&root, &plan(args, stage, models)?)?;
+    let result = run_in_store(args, stage, engine, source, progress, &store);
+    // A failed job keeps its store only if a rerun can resume from it: with no committed segment
+    // it holds nothing worth keeping, and would be left behind as partial output.
+    if matches!(result, Err(Failure::BadInput(_) | Failure::Failed(_)))
+        && store.done().is_ok_and(|d| d.is_empty())
+    {
+        let _ = store.remove();
+        return result;
+    }
+    let written = result?;
+    if !args.keep_job {
+        store.remove()?;
+    }
+    Ok(written)
+}
+
+fn run_in_store(
+    args: &UpscaleArgs,
+    stage: &Stage,
+    engine: &mut dyn FrameStream,
+    source: &mut dyn FrameSource,
+    progress: &mut Progress,
+    store: &JobStore,
+) -> Outcome<usize> {
     let done = store.done()?;
     let finished = done.last().is_some_and(|m| m.state.is_none());
     let mut emitted: usize = done.iter().map(|m| m.frames).sum();
@@ -145,37 +171,32 @@ pub fn run(
     if !finished {
         if let Some(state) = done.last().and_then(|m| m.state.as_deref()) {
             engine.restore_checkpoint(&store.path(state))?;
-            if !args.quiet {
-                eprintln!(
-                    "flashvsr: resuming {} after {} committed segment(s), {emitted} frames done",
-                    store.root().display(),
-                    done.len()
-                );
-            }
+            progress.reporter().info(&format!(
+                "resuming {} after {} committed segment(s), {emitted} frames done",
+                store.root().display(),
+                done.len()
+            ));
         }
         compute(
             args,
             stage,
             engine,
             source,
-            &store,
+            store,
             done.len(),
             &mut emitted,
             progress,
         )?;
     }
-    let written = assemble(args, stage, &store)?;
-    if !args.keep_job {
-        store.remove()?;
-    }
-    Ok(written)
+    // Assembly (reading the segments back and encoding) counts as the write stage.
+    timed(&stage.clock.write, || assemble(args, stage, store))
 }
 
 #[allow(clippy::too_many_arguments)]
 fn compute(
     args: &UpscaleArgs,
     stage: &Stage,
-    engine: &mut Engine,
+    engine: &mut dyn FrameStream,
     source: &mut dyn FrameSource,
     store: &JobStore,
     first_segment: usize,
@@ -185,7 +206,7 @@ fn compute(
     let mut pts = PendingTimestamps::default();
     let mut received = 0;
     while received < engine.frames_received() {
-        if next_input(args, source, received)?.is_none() {
+        if next_input(args, stage, source, received)?.is_none() {
             return Err(Failure::bad(format!(
                 "{}: the input is shorter than the job store says was already read",
                 args.input.display()
@@ -205,7 +226,7 @@ fn compute(
                      emitted: &mut usize,
                      pts: &mut PendingTimestamps| {
         for f in &frames {
-            open.sink.write_frame(f)?;
+            timed(&stage.clock.write, || open.sink.write_frame(f))?;
             open.timestamps.push(pts.next());
             open.frames += 1;
             *emitted += 1;
@@ -213,12 +234,12 @@ fn compute(
         }
         Outcome::Ok(())
     };
-    while let Some(frame) = next_input(args, source, received)? {
+    while let Some(frame) = next_input(args, stage, source, received)? {
         received += 1;
         pts.push(stage, source);
         write(stage.push(engine, &frame)?, &mut open, emitted, &mut pts)?;
         if open.frames >= segment_frames {
-            commit(store, open, Some(engine))?;
+            commit(store, open, Some(&*engine))?;
             segment += 1;
             open = open_segment(store, segment, *emitted, stage.depth)?;
         }
@@ -251,6 +272,7 @@ fn assemble(args: &UpscaleArgs, stage: &Stage, store: &JobStore) -> Outcome<usiz
             .unwrap_or_default();
         let mut count = 0;
         while let Some(frame) = segment.next_frame()? {
+            interrupt::check()?;
             let at = pts
                 .get(count)
                 .copied()

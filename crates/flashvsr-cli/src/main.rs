@@ -1,15 +1,18 @@
 //! The `flashvsr` command.
 
 mod args;
+mod batch;
 mod bench;
 mod device;
 mod failure;
 mod frames_out;
+mod interrupt;
 mod job_run;
 mod model_files;
 mod models;
 mod progress;
 mod status;
+mod term;
 mod upscale;
 mod verify;
 
@@ -20,7 +23,10 @@ use clap::Parser;
 use args::{Cli, Command, ModelsCommand};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Command::Upscale(a) = &mut cli.command {
+        a.resolve();
+    }
     if wants_gpu(&cli.command) {
         // Point the dynamic loader at one consistent set of CUDA libraries (re-execs at most once).
         if let Err(e) = flashvsr_cuda::prepare_and_reexec_if_needed() {
@@ -28,7 +34,7 @@ fn main() -> ExitCode {
         }
     }
     let result = match &cli.command {
-        Command::Upscale(a) => upscale::run(a),
+        Command::Upscale(a) => return upscale::main(a),
         Command::Status { output } => status::run(output),
         Command::Bench(a) => bench::run(a),
         Command::Models {
@@ -52,7 +58,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("flashvsr: error: {e}");
+            eprintln!("{}{e}", term::paint("flashvsr: error: ", "1;31"));
             e.exit_code()
         }
     }

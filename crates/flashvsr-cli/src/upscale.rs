@@ -4,6 +4,8 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
+use std::process::ExitCode;
+use std::time::Instant;
 
 use flashvsr_media::prepare::{prepare_frame, PrepareGeometry, Resampler};
 use flashvsr_media::{
@@ -15,19 +17,24 @@ use flashvsr_model::dit::mask::{AttentionMode, SparseSettings};
 use flashvsr_model::geometry::SizePlan;
 use flashvsr_model::noise::NoiseSource;
 use flashvsr_model::pipeline::{Decoder, Engine, EngineSettings, Models};
+use flashvsr_model::stream::FrameStream;
 use flashvsr_model::tcdecoder::SPACE_UPSCALE;
+use flashvsr_model::tiled::{tile_starts, TileLayout, TiledEngine};
 use flashvsr_model::vae_tiling::VaeTiling;
-use flashvsr_tensor::BackendRef;
+use flashvsr_tensor::{BackendRef, Device};
+use serde_json::json;
 
 use crate::args::{
     Attention, ColorFixArg, Mode, OutputFormatArg, ResizeArg, TiledVae, UpscaleArgs,
 };
+use crate::batch;
 use crate::device;
 use crate::failure::{Failure, Outcome};
 use crate::frames_out::{to_frame, Depth};
+use crate::interrupt;
 use crate::job_run;
 use crate::model_files;
-use crate::progress::Progress;
+use crate::progress::{timed, Progress, Reporter, StageClock, Summary};
 
 /// Everything a run needs besides the engine: how frames are prepared and finished.
 pub struct Stage {
@@ -39,6 +46,8 @@ pub struct Stage {
     pub sink_options: SinkOptions,
     /// Carry each input frame's timestamp to its output frame (VFR stays VFR); off with --fps.
     pub keep_timestamps: bool,
+    /// Host-side time spent per stage.
+    pub clock: StageClock,
 }
 
 /// Timestamps of input frames whose outputs are not written yet, oldest first.
@@ -61,13 +70,27 @@ impl PendingTimestamps {
 
 impl Stage {
     /// Pushes one input frame; returns the finished output frames.
-    pub fn push(&self, engine: &mut Engine, frame: &Frame) -> Outcome<Vec<Frame>> {
-        let lq = prepare_frame(frame, &self.geometry, self.resampler);
-        Ok(self.finish_frames(engine.push(lq)?))
+    pub fn push(&self, engine: &mut dyn FrameStream, frame: &Frame) -> Outcome<Vec<Frame>> {
+        let lq = timed(&self.clock.prepare, || {
+            prepare_frame(frame, &self.geometry, self.resampler)
+        });
+        let out = timed(&self.clock.model, || engine.push(lq))?;
+        Ok(timed(&self.clock.write, || self.finish_frames(out)))
     }
 
-    pub fn finish(&self, engine: &mut Engine, received: usize) -> Outcome<Vec<Frame>> {
-        Ok(self.finish_frames(engine.finish(received)?))
+    pub fn finish(&self, engine: &mut dyn FrameStream, received: usize) -> Outcome<Vec<Frame>> {
+        let out = timed(&self.clock.model, || engine.finish(received))?;
+        Ok(timed(&self.clock.write, || self.finish_frames(out)))
+    }
+
+    /// Writes one frame to `sink`, timed as the write stage.
+    pub fn write(
+        &self,
+        sink: &mut Box<dyn FrameSink>,
+        frame: &Frame,
+        at: Option<Timestamp>,
+    ) -> Outcome<()> {
+        Ok(timed(&self.clock.write, || sink.write_frame_at(frame, at))?)
     }
 
     fn finish_frames(&self, frames: Vec<flashvsr_model::pipeline::OutputFrame>) -> Vec<Frame> {
@@ -78,10 +101,100 @@ impl Stage {
     }
 }
 
-pub fn run(args: &UpscaleArgs) -> Outcome<()> {
-    let backend = device::select(&args.device, args.precision, args.quiet)?;
+/// What stays loaded from one video of a batch to the next.
+pub struct Context<'r> {
+    pub reporter: &'r Reporter,
+    backend: Option<BackendRef>,
+    models: Option<Models>,
+    /// Summed over the videos done.
+    pub totals: Summary,
+    /// Counts of a batch, for the end event.
+    pub batch: Option<serde_json::Value>,
+}
+
+impl Context<'_> {
+    /// The device (chosen once).
+    pub fn backend(&mut self, args: &UpscaleArgs) -> Outcome<BackendRef> {
+        if self.backend.is_none() {
+            let quiet = !self.reporter.human();
+            self.backend = Some(device::select(&args.device, args.precision, quiet)?);
+        }
+        Ok(self.backend.clone().expect("set above"))
+    }
+
+    /// Fetches missing model files and loads the models (once).
+    pub fn load_models(&mut self, args: &UpscaleArgs) -> Outcome<()> {
+        if self.models.is_none() {
+            let backend = self.backend(args)?;
+            let quiet = !self.reporter.human();
+            model_files::ensure_files(&args.files, args.mode == Mode::Full, quiet)?;
+            self.models = Some(load_models(&backend, args)?);
+        }
+        Ok(())
+    }
+}
+
+/// `flashvsr upscale`: one input, or a folder of videos; reports the outcome and gives the exit
+/// status (0 done, 1 failed, 2 bad usage or input, 3 interrupted).
+pub fn main(args: &UpscaleArgs) -> ExitCode {
+    let reporter = match Reporter::new(args) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("flashvsr: error: {e}");
+            return e.exit_code();
+        }
+    };
+    for note in crate::args::seed_alias_notes(&std::env::args_os().collect::<Vec<_>>()) {
+        reporter.info(&note);
+    }
+    interrupt::install(reporter.notice());
+    let mut ctx = Context {
+        reporter: &reporter,
+        backend: None,
+        models: None,
+        totals: Summary::default(),
+        batch: None,
+    };
+    let outcome = match batch::videos_in(&args.input) {
+        Some(videos) => batch::run(args, &mut ctx, videos),
+        None => run_one(args, &mut ctx).map(|_| ()),
+    };
+    let (status, code) = match &outcome {
+        Ok(()) => ("done", 0),
+        Err(Failure::Interrupted) => ("interrupted", 3),
+        Err(e) => ("failed", e.code()),
+    };
+    if let Err(e) = &outcome {
+        reporter.error(e, None);
+    }
+    let mut end = ctx.totals.json();
+    end["event"] = json!("end");
+    end["status"] = json!(status);
+    end["code"] = json!(code);
+    end["input"] = json!(args.input.display().to_string());
+    end["output"] = json!(args.output.display().to_string());
+    if let Some(b) = ctx.batch.take() {
+        end["videos"] = b;
+    }
+    reporter.event(end);
+    ExitCode::from(code)
+}
+
+/// Upscales one input to one output; returns its summary (also added to the context's totals).
+pub fn run_one(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
+    interrupt::check()?;
+    let to_stdout = args.output.as_os_str() == "-";
+    if !to_stdout && !args.overwrite && std::fs::symlink_metadata(&args.output).is_ok() {
+        return Err(Failure::bad(format!(
+            "{}: output already exists (pass --overwrite to replace it)",
+            args.output.display()
+        )));
+    }
+    let backend = ctx.backend(args)?;
     let mut source = open_source(&args.input)?;
-    model_files::ensure_files(&args.files, args.mode == Mode::Full, args.quiet)?;
+    let load_start = Instant::now();
+    ctx.load_models(args)?;
+    let reporter = ctx.reporter;
     let info = source.info().clone();
     let plan = SizePlan::new(
         (info.width, info.height),
@@ -90,14 +203,49 @@ pub fn run(args: &UpscaleArgs) -> Outcome<()> {
     )?;
     let (width, height) = plan.model;
 
-    let models = load_models(&backend, args, height, width)?;
-    let mut engine = Engine::new(
-        &models,
-        engine_settings(args, height, width)?,
-        &backend,
-        height,
-        width,
-    )?;
+    let models = ctx.models.as_mut().expect("loaded above");
+    set_vae_tiling(models, args, height, width);
+    let models = &*models;
+    // Profiling synchronises the device between stages: only for a summary, and on a GPU only
+    // when asked.
+    let profile = reporter.wants_summary() && (args.profile || backend.device() == Device::Cpu);
+    let mut engine: Box<dyn FrameStream> = if args.tile_size > 0 {
+        let layout = TileLayout::from_input(args.tile_size, args.tile_overlap, args.scale as usize);
+        let (th, tw) = (layout.tile.min(height), layout.tile.min(width));
+        let count = tile_starts(height, th, layout.overlap).len()
+            * tile_starts(width, tw, layout.overlap).len();
+        let mut settings = (0..count)
+            .map(|_| {
+                let mut s = engine_settings(args, th, tw, profile)?;
+                s.noise = noise_source(args, height, width)?;
+                Ok(s)
+            })
+            .collect::<Outcome<Vec<_>>>()?
+            .into_iter();
+        let tiled = TiledEngine::new(
+            models,
+            |i| {
+                settings.next().ok_or_else(|| {
+                    flashvsr_model::ModelError::Settings(format!("no settings for tile {i}"))
+                })
+            },
+            &backend,
+            height,
+            width,
+            layout,
+            color_fix(args),
+        )?;
+        reporter.info(&format!(
+            "tiled DiT: {} tiles of {tw}×{th} model pixels",
+            tiled.tile_count()
+        ));
+        Box::new(tiled)
+    } else {
+        let mut settings = engine_settings(args, height, width, profile)?;
+        settings.noise = noise_source(args, height, width)?;
+        Box::new(Engine::new(models, settings, &backend, height, width)?)
+    };
+    let load = load_start.elapsed();
 
     let format = match args.output_format {
         Some(OutputFormatArg::Png) => OutputFormat::Png,
@@ -148,53 +296,84 @@ pub fn run(args: &UpscaleArgs) -> Outcome<()> {
             ..SinkOptions::default()
         },
         keep_timestamps: args.fps.is_none(),
+        clock: StageClock::default(),
     };
     let limit = match (info.frame_count, args.max_frames) {
         (Some(c), Some(m)) => Some(c.min(m)),
         (c, m) => c.or(m),
     };
-    let mut progress = Progress::new(args.quiet, limit);
-    let to_stdout = args.output.as_os_str() == "-";
+    reporter.event(json!({
+        "event": "start",
+        "input": args.input.display().to_string(),
+        "output": args.output.display().to_string(),
+        "total": limit,
+        "width": plan.output.0,
+        "height": plan.output.1,
+    }));
+    let mut progress = Progress::new(reporter, limit);
     let one_segment = limit.is_some_and(|n| n as u64 <= args.segment_frames);
     let written = if to_stdout || one_segment {
-        stream_directly(args, &stage, &mut engine, source.as_mut(), &mut progress)?
+        stream_directly(
+            args,
+            &stage,
+            engine.as_mut(),
+            source.as_mut(),
+            &mut progress,
+        )
     } else {
         job_run::run(
             args,
             &stage,
-            &mut engine,
+            engine.as_mut(),
             source.as_mut(),
             &mut progress,
             &models_fingerprint(args),
-        )?
+        )
     };
-    if !args.quiet {
-        eprintln!(
-            "flashvsr: wrote {written} frames of {}×{} to {}",
-            plan.output.0,
-            plan.output.1,
-            args.output.display()
-        );
-    }
-    Ok(())
+    progress.end();
+    let written = written?;
+    let summary = Summary {
+        frames: written,
+        computed: progress.computed(),
+        elapsed: progress.elapsed(),
+        load,
+        read: stage.clock.read.get(),
+        prepare: stage.clock.prepare.get(),
+        model: stage.clock.model.get(),
+        write: stage.clock.write.get(),
+        engine: profile.then(|| engine.stats()),
+    };
+    reporter.info(&format!(
+        "wrote {written} frames of {}×{} to {} {}",
+        plan.output.0,
+        plan.output.1,
+        args.output.display(),
+        summary.speed_text()
+    ));
+    reporter.info(&summary.stages_line());
+    ctx.totals.add(&summary);
+    Ok(summary)
 }
 
-/// Reads input frames until the end or `--max-frames`, starting after `already` frames.
+/// Reads input frames until the end or `--max-frames`, starting after `already` frames. Stops
+/// with [`Failure::Interrupted`] once Ctrl-C was pressed.
 pub fn next_input(
     args: &UpscaleArgs,
+    stage: &Stage,
     source: &mut dyn FrameSource,
     received: usize,
 ) -> Outcome<Option<Frame>> {
+    interrupt::check()?;
     if args.max_frames.is_some_and(|m| received >= m) {
         return Ok(None);
     }
-    Ok(source.next_frame()?)
+    Ok(timed(&stage.clock.read, || source.next_frame())?)
 }
 
 fn stream_directly(
     args: &UpscaleArgs,
     stage: &Stage,
-    engine: &mut Engine,
+    engine: &mut dyn FrameStream,
     source: &mut dyn FrameSource,
     progress: &mut Progress,
 ) -> Outcome<usize> {
@@ -203,13 +382,13 @@ fn stream_directly(
     let mut write =
         |frames: Vec<Frame>, sink: &mut Box<dyn FrameSink>, pts: &mut PendingTimestamps| {
             for f in &frames {
-                sink.write_frame_at(f, pts.next())?;
+                stage.write(sink, f, pts.next())?;
                 progress.frame_done();
             }
             Outcome::Ok(())
         };
     let mut received = 0;
-    while let Some(frame) = next_input(args, source, received)? {
+    while let Some(frame) = next_input(args, stage, source, received)? {
         received += 1;
         pts.push(stage, source);
         write(stage.push(engine, &frame)?, &mut sink, &mut pts)?;
@@ -221,11 +400,34 @@ fn stream_directly(
         )));
     }
     write(stage.finish(engine, received)?, &mut sink, &mut pts)?;
-    sink.finish()?;
+    timed(&stage.clock.write, || sink.finish())?;
     Ok(received)
 }
 
-fn engine_settings(args: &UpscaleArgs, height: usize, width: usize) -> Outcome<EngineSettings> {
+fn color_fix(args: &UpscaleArgs) -> ColorFix {
+    match args.color_fix {
+        ColorFixArg::Adain => ColorFix::AdaIn,
+        ColorFixArg::Wavelet => ColorFix::Wavelet,
+        ColorFixArg::None => ColorFix::None,
+    }
+}
+
+/// The noise of the whole canvas (`height` × `width` model pixels).
+fn noise_source(args: &UpscaleArgs, height: usize, width: usize) -> Outcome<NoiseSource> {
+    Ok(match &args.noise {
+        Some(path) => read_noise(path, height, width)?,
+        None => NoiseSource::Seeded(args.seed),
+    })
+}
+
+/// Settings of an engine over a `height` × `width` canvas (a tile's, when tiled); the noise is
+/// set by the caller.
+fn engine_settings(
+    args: &UpscaleArgs,
+    height: usize,
+    width: usize,
+    profile: bool,
+) -> Outcome<EngineSettings> {
     let mode = match args.attention {
         Attention::Block => AttentionMode::Block,
         Attention::Sage => AttentionMode::Sage,
@@ -239,52 +441,45 @@ fn engine_settings(args: &UpscaleArgs, height: usize, width: usize) -> Outcome<E
             height,
             width,
         )?,
-        color_fix: match args.color_fix {
-            ColorFixArg::Adain => ColorFix::AdaIn,
-            ColorFixArg::Wavelet => ColorFix::Wavelet,
-            ColorFixArg::None => ColorFix::None,
-        },
-        noise: match &args.noise {
-            Some(path) => read_noise(path, height, width)?,
-            None => NoiseSource::Seeded(args.seed),
-        },
+        color_fix: color_fix(args),
+        noise: NoiseSource::Seeded(args.seed),
         injected_masks: None,
-        profile: false,
+        profile,
     })
 }
 
-fn load_models(
-    backend: &BackendRef,
-    args: &UpscaleArgs,
-    height: usize,
-    width: usize,
-) -> Outcome<Models> {
+/// Loads the models; the VAE tiling of full mode is set per video by [`set_vae_tiling`].
+fn load_models(backend: &BackendRef, args: &UpscaleArgs) -> Outcome<Models> {
     let dit = model_files::load_dit(backend, &args.files)?;
     let projector = model_files::load_projector(backend, &args.files, dit.config.dim)?;
     let decoder = match args.mode {
         Mode::Tiny | Mode::TinyLong => {
             Decoder::Tiny(model_files::load_tcdecoder(backend, &args.files)?)
         }
-        Mode::Full => {
-            let (rows, cols) = (height / SPACE_UPSCALE, width / SPACE_UPSCALE);
-            let tiling = match args.tiled_vae {
-                TiledVae::On => Some(VaeTiling::DEFAULT),
-                TiledVae::Off => None,
-                TiledVae::Auto => VaeTiling::DEFAULT
-                    .splits(rows, cols)
-                    .then_some(VaeTiling::DEFAULT),
-            };
-            Decoder::Full {
-                vae: Box::new(model_files::load_vae(backend, &args.files)?),
-                tiling,
-            }
-        }
+        Mode::Full => Decoder::Full {
+            vae: Box::new(model_files::load_vae(backend, &args.files)?),
+            tiling: None,
+        },
     };
     Ok(Models {
         dit,
         projector,
         decoder,
     })
+}
+
+/// Full mode: tiles the VAE decode for this canvas per `--tiled-vae`.
+fn set_vae_tiling(models: &mut Models, args: &UpscaleArgs, height: usize, width: usize) {
+    if let Decoder::Full { tiling, .. } = &mut models.decoder {
+        let (rows, cols) = (height / SPACE_UPSCALE, width / SPACE_UPSCALE);
+        *tiling = match args.tiled_vae {
+            TiledVae::On => Some(VaeTiling::DEFAULT),
+            TiledVae::Off => None,
+            TiledVae::Auto => VaeTiling::DEFAULT
+                .splits(rows, cols)
+                .then_some(VaeTiling::DEFAULT),
+        };
+    }
 }
 
 /// Identities of the model files in use, for the job plan.
