@@ -105,3 +105,20 @@ fn existing_output_needs_overwrite() {
     assert!(forced.status.success(), "{}", stderr(&forced));
     assert_eq!(sorted_files(&output).len(), 2);
 }
+
+#[test]
+fn torch_resize_is_a_different_valid_preparation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    write_clip(&input, 2, 12, 10);
+    let (pil, torch) = (tmp.path().join("pil"), tmp.path().join("torch"));
+    assert!(upscale(&input, &pil, &["--output-format", "png16"]).status.success());
+    let out = upscale(&input, &torch, &["--output-format", "png16", "--resize", "torch"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (a, b) = (sorted_files(&pil), sorted_files(&torch));
+    assert_eq!((a.len(), b.len()), (2, 2));
+    let (wa, ha, _, pa) = read_png(&a[0]);
+    let (wb, hb, _, pb) = read_png(&b[0]);
+    assert_eq!((wa, ha), (wb, hb));
+    assert_ne!(pa, pb, "the two bicubic kernels must give different inputs");
+}
