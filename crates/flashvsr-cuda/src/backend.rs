@@ -21,6 +21,57 @@ use crate::nvrtc::{arch_for, nvrtc_version};
 /// Environment switch for [`CudaOptions::poison_outputs`].
 pub const ENV_POISON: &str = "FLASHVSR_CUDA_POISON";
 
+/// Environment override for [`CudaOptions::attention`]: `fp32` or `bf16`.
+pub const ENV_ATTENTION: &str = "FLASHVSR_CUDA_ATTENTION";
+
+/// How the attention ops compute.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum AttentionPrecision {
+    /// Exact fp32 scalar kernels: the golden parity mode (≤ 1e-4 relative).
+    Fp32,
+    /// Tensor-core flash kernels for head_dim 128 (bf16 Q, K, V and P; fp32 accumulation and
+    /// softmax; about 1e-2 relative L2). Other head dims, and GPUs older than sm_80, keep the fp32
+    /// kernels.
+    #[default]
+    Bf16,
+}
+
+impl AttentionPrecision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AttentionPrecision::Fp32 => "fp32",
+            AttentionPrecision::Bf16 => "bf16",
+        }
+    }
+
+    /// The value of `FLASHVSR_CUDA_ATTENTION` if set: `Some(Ok(..))`, `Some(Err(text))` when it is
+    /// not understood, `None` when unset.
+    pub fn from_env() -> Option<Result<Self, String>> {
+        std::env::var(ENV_ATTENTION).ok().map(|v| v.parse())
+    }
+}
+
+impl std::fmt::Display for AttentionPrecision {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for AttentionPrecision {
+    type Err = String;
+
+    /// `fp32`/`f32` or `bf16` (case-insensitive).
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "fp32" | "f32" => Ok(AttentionPrecision::Fp32),
+            "bf16" => Ok(AttentionPrecision::Bf16),
+            other => Err(format!(
+                "{ENV_ATTENTION}={other:?} not understood (expected fp32 or bf16)"
+            )),
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct CudaOptions {
     /// Fill every op output with NaN before its kernels run, so that an element a kernel forgot
@@ -28,15 +79,35 @@ pub struct CudaOptions {
     pub poison_outputs: bool,
     /// Largest im2col slab of conv3d, in f32 elements; larger output planes are done in chunks.
     pub im2col_budget: usize,
+    /// GEMMs and convolutions on TF32 tensor cores (fast mode); off is exact fp32 (parity mode).
+    pub gemm_tf32: bool,
+    /// Attention kernels: exact fp32 (parity) or bf16 tensor cores (default).
+    pub attention: AttentionPrecision,
 }
 
 impl CudaOptions {
-    /// Defaults, with `poison_outputs` from `FLASHVSR_CUDA_POISON=1`.
+    /// Defaults, with `poison_outputs` from `FLASHVSR_CUDA_POISON=1` and `attention` from
+    /// `FLASHVSR_CUDA_ATTENTION=fp32|bf16` (an unknown value warns on stderr and keeps the default).
     pub fn from_env() -> Self {
+        let attention = match AttentionPrecision::from_env() {
+            Some(Ok(p)) => p,
+            Some(Err(msg)) => {
+                eprintln!("warning: {msg}; using {}", AttentionPrecision::default());
+                AttentionPrecision::default()
+            }
+            None => AttentionPrecision::default(),
+        };
         CudaOptions {
+            attention,
             poison_outputs: std::env::var(ENV_POISON).is_ok_and(|v| v == "1"),
+            gemm_tf32: std::env::var("FLASHVSR_CUDA_TF32").is_ok_and(|v| v == "1"),
             ..Self::default()
         }
+    }
+
+    /// The same options with the given attention precision.
+    pub fn with_attention(self, attention: AttentionPrecision) -> Self {
+        CudaOptions { attention, ..self }
     }
 }
 
@@ -45,6 +116,8 @@ impl Default for CudaOptions {
         CudaOptions {
             poison_outputs: false,
             im2col_budget: 64 << 20,
+            gemm_tf32: false,
+            attention: AttentionPrecision::default(),
         }
     }
 }
@@ -62,6 +135,8 @@ pub struct CudaBackend {
     options: CudaOptions,
     pub(crate) gpu: Gpu,
     pub(crate) kernels: Kernels,
+    /// The flash attention kernel can run here (sm_80+, shared-memory limit raised).
+    pub(crate) flash_ready: bool,
     gemm: Mutex<Gemm>,
     scratch: Mutex<Option<CudaSlice<f32>>>,
 }
@@ -105,13 +180,15 @@ impl CudaBackend {
             }
             let arch = arch_for(gpu.cc);
             let kernels = Kernels::load(&gpu.ctx, &arch)?;
-            let gemm = Gemm::new(&gpu.stream)?;
+            let flash_ready = crate::ops::attention::prepare_flash(&gpu.ctx, gpu.cc, &kernels);
+            let gemm = Gemm::new(&gpu.stream, options.gemm_tf32)?;
             Ok(Arc::new(CudaBackend {
                 ordinal,
                 arch,
                 options,
                 gpu,
                 kernels,
+                flash_ready,
                 gemm: Mutex::new(gemm),
                 scratch: Mutex::new(None),
             }))
@@ -133,6 +210,11 @@ impl CudaBackend {
 
     pub fn options(&self) -> &CudaOptions {
         &self.options
+    }
+
+    /// The attention precision this backend was created with.
+    pub fn attention_precision(&self) -> AttentionPrecision {
+        self.options.attention
     }
 
     /// Waits for all queued work; surfaces asynchronous kernel errors.

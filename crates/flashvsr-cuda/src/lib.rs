@@ -1,8 +1,8 @@
 //! The CUDA backend of flashvsr. Nothing CUDA is linked: the driver, NVRTC and cuBLASLt are
 //! `dlopen`ed at run time (cudarc `dynamic-loading`), kernels are header-free CUDA C++ compiled by
-//! NVRTC to a CUBIN for the device's exact arch and cached on disk. The current kernels are fp32
-//! and exact (the parity mode); the structure (one launcher per op, cached GEMM plans) is where
-//! faster kernels go later.
+//! NVRTC to a CUBIN for the device's exact arch and cached on disk. Every kernel has an exact fp32
+//! form (the parity mode); attention with head_dim 128 runs on bf16 tensor cores by default
+//! ([`AttentionPrecision`], `FLASHVSR_CUDA_ATTENTION=fp32|bf16`).
 //!
 //! Start-up, in `main`, before any thread:
 //! ```no_run
@@ -27,7 +27,9 @@ mod nvrtc;
 mod ops;
 mod probe;
 
-pub use backend::{auto_backend, CudaBackend, CudaOptions, ENV_POISON};
+pub use backend::{
+    auto_backend, AttentionPrecision, CudaBackend, CudaOptions, ENV_ATTENTION, ENV_POISON,
+};
 pub use buffer::CudaBuffer;
 pub use error::CudaError;
 pub use kernels::compile_all_kernels_for;

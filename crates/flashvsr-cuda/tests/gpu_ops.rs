@@ -8,7 +8,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use flashvsr_cuda::{CudaBackend, CudaOptions};
+use flashvsr_cuda::{AttentionPrecision, CudaBackend, CudaOptions};
 use flashvsr_tensor::cpu::CpuBackend;
 use flashvsr_tensor::{BackendRef, BlockMask, PadMode, Result, Tensor, UnaryOp};
 
@@ -30,6 +30,21 @@ impl Rng {
     fn vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
         (0..n).map(|_| self.uniform() * scale).collect()
     }
+
+    /// N(0, scale²) by Box–Muller.
+    fn normal_vec(&mut self, n: usize, scale: f32) -> Vec<f32> {
+        let mut out = Vec::with_capacity(n + 1);
+        while out.len() < n {
+            let u1 = (self.uniform() * 0.5 + 0.5).max(1e-7) as f64;
+            let u2 = (self.uniform() * 0.5 + 0.5) as f64;
+            let r = (-2.0 * u1.ln()).sqrt();
+            let th = std::f64::consts::TAU * u2;
+            out.push((r * th.cos()) as f32 * scale);
+            out.push((r * th.sin()) as f32 * scale);
+        }
+        out.truncate(n);
+        out
+    }
 }
 
 type Input = (Vec<f32>, Vec<usize>);
@@ -40,6 +55,8 @@ struct Suite {
     gpu: BackendRef,
     /// Same device, tiny im2col budget: conv3d runs in many column chunks.
     gpu_chunked: BackendRef,
+    /// Same device, bf16 tensor-core attention (the suite's `gpu` is the fp32 parity mode).
+    gpu_bf16: BackendRef,
     rng: Rng,
     filter: Option<String>,
     failures: Vec<String>,
@@ -574,6 +591,358 @@ fn chain(s: &mut Suite) {
     );
 }
 
+/// Relative L2 error in f64 and the count of elements NaN on one side only.
+fn rel_l2(got: &[f32], want: &[f32]) -> (f64, usize) {
+    let (mut num, mut den, mut nan) = (0.0f64, 0.0f64, 0usize);
+    for (g, w) in got.iter().zip(want) {
+        if g.is_nan() || w.is_nan() {
+            nan += (g.is_nan() != w.is_nan()) as usize;
+            continue;
+        }
+        num += (*g as f64 - *w as f64).powi(2);
+        den += (*w as f64).powi(2);
+    }
+    ((num / den.max(1e-300)).sqrt(), nan)
+}
+
+/// Tolerances of the bf16 tensor-core attention, relative L2: vs exact fp32 attention on the same
+/// inputs (FLASHVSR.md §5.6: exact attention on bf16-rounded inputs is 0.5e-2 off for N(0,1) q, k
+/// and up to 2.3e-2 for 2.5× larger ones, so those get 3e-2), and vs exact fp32 attention on the
+/// bf16-rounded inputs (the kernel's own error: P in bf16, summation order).
+const BF16_ATTENTION: (f64, f64) = (2e-2, 1e-2);
+const BF16_ATTENTION_LARGE_QK: (f64, f64) = (3e-2, 1e-2);
+
+/// Round to the nearest bf16 (ties to even), as `cvt.rn.bf16.f32`.
+fn round_bf16(x: f32) -> f32 {
+    let b = x.to_bits();
+    f32::from_bits(b.wrapping_add(0x7fff + ((b >> 16) & 1)) & 0xffff_0000)
+}
+
+/// Non-zero values in the head-0 columns of query block 1 (the test masks leave it empty).
+fn nonzero_in_block(out: &[f32], dim: usize, hd: usize, qblock: usize) -> usize {
+    (qblock * 128..(qblock + 1) * 128)
+        .flat_map(|r| out[r * dim..r * dim + hd].iter())
+        .filter(|v| **v != 0.0)
+        .count()
+}
+
+fn random_mask(
+    rng: &mut Rng,
+    heads: usize,
+    query_blocks: usize,
+    key_blocks: usize,
+    key_block: usize,
+    density: f32,
+) -> BlockMask {
+    let mut selected: Vec<u8> = (0..heads * query_blocks * key_blocks)
+        .map(|_| (rng.uniform() * 0.5 + 0.5 < density) as u8)
+        .collect();
+    // (head 0, query block 1) attends to nothing: its rows must come out exactly zero.
+    selected[key_blocks..2 * key_blocks].fill(0);
+    // (head 1 or 0, query block 0) attends to everything.
+    let h = 1.min(heads - 1);
+    let at = h * query_blocks * key_blocks;
+    selected[at..at + key_blocks].fill(1);
+    BlockMask {
+        heads,
+        query_blocks,
+        key_blocks,
+        query_block: 128,
+        key_block,
+        selected,
+    }
+}
+
+impl Suite {
+    fn skip(&self, name: &str) -> bool {
+        self.filter
+            .as_ref()
+            .is_some_and(|f| !name.contains(f.as_str()))
+    }
+
+    /// `op` on the bf16 GPU backend against `reference` (the CPU, or the exact fp32 GPU kernels at
+    /// sizes the CPU is too slow for), twice: on the inputs as they are (relative L2 ≤ `tol`),
+    /// and on the inputs rounded to bf16 (relative L2 ≤ `tol_rounded`: what the kernel adds to
+    /// the rounding of its operands: P in bf16, summation order). No NaN, and `check`.
+    #[allow(clippy::too_many_arguments)]
+    fn bf16_case(
+        &mut self,
+        name: &str,
+        (tol, tol_rounded): (f64, f64),
+        reference: &BackendRef,
+        inputs: &[Input],
+        op: Op,
+        check: &dyn Fn(&[f32]) -> Option<String>,
+    ) {
+        if self.skip(name) {
+            return;
+        }
+        self.cases += 1;
+        let rounded: Vec<Input> = inputs
+            .iter()
+            .map(|(d, sh)| (d.iter().map(|&x| round_bf16(x)).collect(), sh.clone()))
+            .collect();
+        let started = Instant::now();
+        let want = Suite::run_on(reference, inputs, op);
+        let want_rounded = Suite::run_on(reference, &rounded, op);
+        let ref_s = started.elapsed().as_secs_f64();
+        let started = Instant::now();
+        let got = Suite::run_on(&self.gpu_bf16, inputs, op);
+        let gpu_s = started.elapsed().as_secs_f64();
+        let verdict = match (got, want, want_rounded) {
+            (Err(e), _, _) => Err(format!("CUDA error: {e}")),
+            (_, Err(e), _) | (_, _, Err(e)) => Err(format!("reference error: {e}")),
+            (Ok((gs, g)), Ok((ws, w)), Ok((_, wr))) => {
+                let (err, _) = rel_l2(&g, &w);
+                let (err_r, _) = rel_l2(&g, &wr);
+                let nan_total = g.iter().filter(|v| v.is_nan()).count();
+                if gs != ws || g.len() != w.len() {
+                    Err(format!("shape {gs:?} vs reference {ws:?}"))
+                } else if nan_total > 0 {
+                    Err(format!("{nan_total} NaN in the output"))
+                } else if err.is_nan() || err > tol {
+                    Err(format!("relative L2 {err:.3e} > {tol:.0e} (vs exact on bf16-rounded inputs {err_r:.3e})"))
+                } else if err_r.is_nan() || err_r > tol_rounded {
+                    Err(format!("relative L2 vs exact on bf16-rounded inputs {err_r:.3e} > {tol_rounded:.0e} (vs exact {err:.3e})"))
+                } else if let Some(msg) = check(&g) {
+                    Err(msg)
+                } else {
+                    Ok((err, err_r))
+                }
+            }
+        };
+        match verdict {
+            Ok((err, err_r)) => println!(
+                "ok    {name:<44} rel L2 {err:.2e} (tol {tol:.0e}), vs bf16-rounded inputs {err_r:.2e} (tol {tol_rounded:.0e})  ref {ref_s:.3}s gpu {gpu_s:.3}s"
+            ),
+            Err(msg) => self.fail(name, msg),
+        }
+    }
+
+    fn normal_input(&mut self, shape: &[usize], scale: f32) -> Input {
+        let n = shape.iter().product();
+        (self.rng.normal_vec(n, scale), shape.to_vec())
+    }
+}
+
+/// The bf16 tensor-core attention against the CPU at small shapes: dense (head_dim 128 takes the
+/// flash kernel, other head dims keep the exact kernel), key counts that are not a multiple of the
+/// 64-key tile, query counts that are not a multiple of 128, block and sage masks.
+fn bf16_attention(s: &mut Suite) {
+    let cpu = s.cpu.clone();
+    for (lq, lk, heads, hd) in [
+        (300, 512, 2, 128),
+        (1024, 512, 12, 128),
+        (77, 200, 3, 128),
+        (129, 1, 1, 128),
+        (256, 65, 2, 128),
+        (150, 150, 2, 64),
+    ] {
+        let dim = heads * hd;
+        let inputs = [
+            s.normal_input(&[lq, dim], 1.0),
+            s.normal_input(&[lk, dim], 1.0),
+            s.normal_input(&[lk, dim], 1.0),
+        ];
+        // head_dim 64 stays on the exact fp32 kernel: hold it to the parity tolerance.
+        let tol = if hd == 128 {
+            BF16_ATTENTION
+        } else {
+            (1e-5, 1.0)
+        };
+        let name = format!("bf16 small attention q{lq} k{lk} {heads}x{hd}");
+        s.bf16_case(
+            &name,
+            tol,
+            &cpu,
+            &inputs,
+            &|t| t[0].attention(&t[1], &t[2], heads),
+            &|_| None,
+        );
+    }
+    for (key_block, query_blocks, key_blocks, heads, qk_scale) in [
+        (128, 2, 4, 2, 1.0),
+        (64, 2, 8, 2, 1.0),
+        (128, 8, 16, 12, 1.0),
+        (64, 3, 10, 3, 2.5),
+        (128, 3, 5, 2, 2.5),
+    ] {
+        let hd = 128;
+        let dim = heads * hd;
+        let mask = random_mask(&mut s.rng, heads, query_blocks, key_blocks, key_block, 0.5);
+        let (lq, lk) = (query_blocks * 128, key_blocks * key_block);
+        let inputs = [
+            s.normal_input(&[lq, dim], qk_scale),
+            s.normal_input(&[lk, dim], qk_scale),
+            s.normal_input(&[lk, dim], 1.0),
+        ];
+        let name =
+            format!("bf16 small block_sparse q{lq} k{lk} kb{key_block} {heads}x{hd} x{qk_scale}");
+        let empty = |out: &[f32]| {
+            let bad = nonzero_in_block(out, dim, hd, 1);
+            (bad > 0).then(|| format!("{bad} non-zero values in a query block with no key block"))
+        };
+        let tol = if qk_scale > 1.0 {
+            BF16_ATTENTION_LARGE_QK
+        } else {
+            BF16_ATTENTION
+        };
+        s.bf16_case(
+            &name,
+            tol,
+            &cpu,
+            &inputs,
+            &|t| t[0].block_sparse_attention(&t[1], &t[2], &mask),
+            &empty,
+        );
+    }
+}
+
+/// Median of `reps` timed runs of `f` (after two warm-ups), in ms; `f` must synchronize.
+fn time_ms(reps: usize, mut f: impl FnMut()) -> f64 {
+    f();
+    f();
+    let mut times: Vec<f64> = (0..reps)
+        .map(|_| {
+            let t = Instant::now();
+            f();
+            t.elapsed().as_secs_f64() * 1e3
+        })
+        .collect();
+    times.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    times[reps / 2]
+}
+
+/// The DiT's real attention shapes at 1408×768 (S = 66 windows): one query group (8448 rows)
+/// against 4 key groups (33792 rows), 12 heads of 128, the budget of 7919 selected blocks per
+/// head (block mode 45 % of 66 × 264; sage mode the same count of 66 × 528). The reference is the
+/// exact fp32 GPU kernel. Then a micro-benchmark: whole op (mask upload, bf16 conversion, kernel)
+/// in ms and TFLOP/s over the selected blocks (4·128·kb·128 FLOP each).
+fn bf16_real_shapes(s: &mut Suite) {
+    let (heads, hd, qb, groups) = (12usize, 128usize, 66usize, 4usize);
+    let dim = heads * hd;
+    let (lq, lk) = (qb * 128, groups * qb * 128);
+    let budget = 7919usize;
+    let any = ["bf16 real", "bench block", "bench sage", "bench cross"]
+        .iter()
+        .any(|n| !s.skip(n));
+    if !any {
+        return;
+    }
+    let reference = s.gpu.clone();
+    let mut summary = Vec::new();
+    for qk_scale in [1.0f32, 2.5] {
+        let inputs = [
+            s.normal_input(&[lq, dim], qk_scale),
+            s.normal_input(&[lk, dim], qk_scale),
+            s.normal_input(&[lk, dim], 1.0),
+        ];
+        for key_block in [128usize, 64] {
+            let kblocks = lk / key_block;
+            let density = budget as f32 / (qb * kblocks) as f32;
+            let mask = random_mask(&mut s.rng, heads, qb, kblocks, key_block, density);
+            let selected: usize = mask.selected.iter().map(|&b| b as usize).sum();
+            let mode = if key_block == 128 { "block" } else { "sage" };
+            let name = format!(
+                "bf16 real {mode} q{lq} k{lk} kb{key_block} {heads}x{hd} x{qk_scale} ({:.1}%)",
+                100.0 * selected as f64 / mask.selected.len() as f64
+            );
+            let empty = |out: &[f32]| {
+                let bad = nonzero_in_block(out, dim, hd, 1);
+                (bad > 0).then(|| format!("{bad} non-zero values in an empty query block"))
+            };
+            let tol = if qk_scale > 1.0 {
+                BF16_ATTENTION_LARGE_QK
+            } else {
+                BF16_ATTENTION
+            };
+            s.bf16_case(
+                &name,
+                tol,
+                &reference,
+                &inputs,
+                &|t| t[0].block_sparse_attention(&t[1], &t[2], &mask),
+                &empty,
+            );
+            if qk_scale != 1.0 || s.skip(&format!("bench {mode}")) {
+                continue;
+            }
+            let flop = 4.0 * 128.0 * key_block as f64 * 128.0 * selected as f64;
+            let op = |t: &[Tensor]| t[0].block_sparse_attention(&t[1], &t[2], &mask);
+            let mut row = format!("bench {mode:<5} q{lq} k{lk} kb{key_block} sel {selected}:");
+            row += &bench_op("bf16", &s.gpu_bf16, &inputs, &op, flop, 10);
+            // The same op with nothing selected: mask upload, conversion, zero writes.
+            let mut none = mask.clone();
+            none.selected.fill(0);
+            let op0 = |t: &[Tensor]| t[0].block_sparse_attention(&t[1], &t[2], &none);
+            row += &bench_op("(empty mask", &s.gpu_bf16, &inputs, &op0, 0.0, 10);
+            row += ")";
+            if bench_fp32() {
+                row += &bench_op("fp32", &s.gpu, &inputs, &op, flop, 1);
+            }
+            summary.push(row);
+        }
+    }
+    if !s.skip("bench cross") {
+        // Cross-attention: every token of a 3-group chunk against 512 context keys.
+        let (lq, lk) = (3 * lq, 512);
+        let inputs = [
+            s.normal_input(&[lq, dim], 1.0),
+            s.normal_input(&[lk, dim], 1.0),
+            s.normal_input(&[lk, dim], 1.0),
+        ];
+        let flop = 4.0 * lq as f64 * lk as f64 * hd as f64 * heads as f64;
+        let op = |t: &[Tensor]| t[0].attention(&t[1], &t[2], heads);
+        let mut row = format!("bench cross q{lq} k{lk} {heads}x{hd}:");
+        row += &bench_op("bf16", &s.gpu_bf16, &inputs, &op, flop, 10);
+        if bench_fp32() {
+            row += &bench_op("fp32", &s.gpu, &inputs, &op, flop, 1);
+        }
+        summary.push(row);
+    }
+    for row in summary {
+        println!("{row}");
+    }
+}
+
+/// `FLASHVSR_BENCH_FP32=0` leaves the (slow) fp32 kernels out of the benchmark.
+fn bench_fp32() -> bool {
+    std::env::var("FLASHVSR_BENCH_FP32").map_or(true, |v| v != "0")
+}
+
+/// Times `op` on `backend`: one op then synchronize (median of 5), and `pipelined` ops enqueued
+/// back to back before one synchronize (so host work overlaps the GPU, as in the model), per op.
+fn bench_op(
+    label: &str,
+    backend: &BackendRef,
+    inputs: &[Input],
+    op: Op,
+    flop: f64,
+    pipelined: usize,
+) -> String {
+    let t = Suite::tensors(backend, inputs).expect("upload");
+    let run = |n: usize| {
+        for _ in 0..n {
+            drop(op(&t).expect("op"));
+        }
+        backend.synchronize().expect("sync");
+    };
+    let sync_ms = time_ms(5, || run(1));
+    let pipe_ms = time_ms(3, || run(pipelined)) / pipelined as f64;
+    let rate = |ms: f64| {
+        if flop > 0.0 {
+            format!(" {:6.1} TFLOP/s", flop / ms / 1e9)
+        } else {
+            String::new()
+        }
+    };
+    format!(
+        "  {label} sync {sync_ms:.3} ms{}, pipelined {pipe_ms:.3} ms{}",
+        rate(sync_ms),
+        rate(pipe_ms)
+    )
+}
+
 fn plumbing(s: &mut Suite, gpu: &Arc<CudaBackend>) {
     match gpu
         .unwritten_output(1000)
@@ -624,6 +993,7 @@ fn main() {
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let options = CudaOptions {
         poison_outputs: true,
+        attention: AttentionPrecision::Fp32,
         ..CudaOptions::default()
     };
     let started = Instant::now();
@@ -642,14 +1012,20 @@ fn main() {
         info.ordinal,
         CudaOptions {
             im2col_budget: 4096,
-            ..options
+            ..options.clone()
         },
     )
     .expect("second backend");
+    let gpu_bf16 = CudaBackend::create(
+        info.ordinal,
+        options.clone().with_attention(AttentionPrecision::Bf16),
+    )
+    .expect("bf16 backend");
     let mut s = Suite {
         cpu: CpuBackend::new_ref(),
         gpu: gpu.clone(),
         gpu_chunked: chunked,
+        gpu_bf16,
         rng: Rng(0x9e37_79b9_7f4a_7c15),
         filter,
         failures: Vec::new(),
@@ -664,6 +1040,8 @@ fn main() {
     attention(&mut s);
     block_sparse(&mut s);
     chain(&mut s);
+    bf16_attention(&mut s);
+    bf16_real_shapes(&mut s);
     if let Err(e) = gpu.synchronize() {
         s.fail("synchronize", e.to_string());
     }

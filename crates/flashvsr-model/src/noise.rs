@@ -47,7 +47,8 @@ impl NoiseSource {
                 for cf in 0..LATENT_CHANNELS * count {
                     for r in 0..rows {
                         let src = cf * full_plane + (offset.0 + r) * full.1 + offset.1;
-                        out[(cf * rows + r) * cols..][..cols].copy_from_slice(&whole[src..src + cols]);
+                        out[(cf * rows + r) * cols..][..cols]
+                            .copy_from_slice(&whole[src..src + cols]);
                     }
                 }
             }

@@ -232,9 +232,16 @@ impl<'m> Engine<'m> {
     pub fn write_state(&self, w: &mut StateWriter, p: &str) -> Result<()> {
         w.value(&format!("{p}received"), self.received);
         w.value(&format!("{p}next_chunk"), self.next_chunk);
-        w.value(&format!("{p}canvas"), format!("{}x{}", self.width, self.height));
+        w.value(
+            &format!("{p}canvas"),
+            format!("{}x{}", self.width, self.height),
+        );
         for (i, f) in &self.frames {
-            w.host(&format!("{p}lq.{i}"), &[3, self.height, self.width], &f.host);
+            w.host(
+                &format!("{p}lq.{i}"),
+                &[3, self.height, self.width],
+                &f.host,
+            );
         }
         self.state.projector.save(w, &format!("{p}proj"))?;
         for (l, layer) in self.state.dit.layers.iter().enumerate() {
@@ -270,13 +277,24 @@ impl<'m> Engine<'m> {
                 .map_err(|_| ModelError::Settings(format!("bad checkpoint entry {name}")))?;
             let (_, host) = r.host(&name)?;
             let device = Tensor::from_slice(&self.backend, host, &[3, 1, self.height, self.width])?;
-            self.frames.insert(index, LqFrame { host: host.clone(), device });
+            self.frames.insert(
+                index,
+                LqFrame {
+                    host: host.clone(),
+                    device,
+                },
+            );
         }
         self.state.projector = ProjectorState::load(r, &format!("{p}proj"))?;
         for (l, layer) in self.state.dit.layers.iter_mut().enumerate() {
             let groups: usize = r.value(&format!("{p}dit.{l}.groups"))?;
             layer.groups = (0..groups)
-                .map(|g| Ok((r.tensor(&format!("{p}dit.{l}.{g}.k"))?, r.tensor(&format!("{p}dit.{l}.{g}.v"))?)))
+                .map(|g| {
+                    Ok((
+                        r.tensor(&format!("{p}dit.{l}.{g}.k"))?,
+                        r.tensor(&format!("{p}dit.{l}.{g}.v"))?,
+                    ))
+                })
                 .collect::<Result<Vec<_>>>()?;
         }
         match &mut self.state.decoder {

@@ -38,7 +38,10 @@ pub fn tile_starts(len: usize, tile: usize, overlap: usize) -> Vec<usize> {
         return vec![0];
     }
     let stride = tile.saturating_sub(overlap).max(1);
-    let mut starts: Vec<usize> = (0..).map(|i| i * stride).take_while(|&s| s + tile < len).collect();
+    let mut starts: Vec<usize> = (0..)
+        .map(|i| i * stride)
+        .take_while(|&s| s + tile < len)
+        .collect();
     starts.push(len - tile);
     starts.dedup();
     starts
@@ -102,7 +105,9 @@ impl<'m> TiledEngine<'m> {
                 let mut s = settings(tiles.len())?;
                 s.color_fix = ColorFix::None;
                 let latent = |v: usize| v / crate::tcdecoder::SPACE_UPSCALE;
-                s.noise = s.noise.crop((latent(height), latent(width)), (latent(y0), latent(x0)));
+                s.noise = s
+                    .noise
+                    .crop((latent(height), latent(width)), (latent(y0), latent(x0)));
                 tiles.push(Tile {
                     x0,
                     y0,
@@ -160,7 +165,10 @@ impl<'m> TiledEngine<'m> {
         for (ti, frames) in delivered {
             let t = &self.tiles[ti];
             for f in frames {
-                let entry = self.pending.entry(f.index).or_insert_with(|| (vec![0.0; 3 * plane], 0));
+                let entry = self
+                    .pending
+                    .entry(f.index)
+                    .or_insert_with(|| (vec![0.0; 3 * plane], 0));
                 for c in 0..3 {
                     for y in 0..t.h {
                         let src = &f.pixels[(c * t.h + y) * t.w..][..t.w];
@@ -185,7 +193,13 @@ impl<'m> TiledEngine<'m> {
                 }
             }
             if let Some(reference) = self.lq.remove(&index) {
-                color_fix::apply(self.color_fix, &mut pixels, &reference, self.height, self.width);
+                color_fix::apply(
+                    self.color_fix,
+                    &mut pixels,
+                    &reference,
+                    self.height,
+                    self.width,
+                );
             }
             out.push(OutputFrame { index, pixels });
         }
@@ -196,7 +210,9 @@ impl<'m> TiledEngine<'m> {
 impl FrameStream for TiledEngine<'_> {
     fn push(&mut self, frame: Vec<f32>) -> Result<Vec<OutputFrame>> {
         if frame.len() != 3 * self.width * self.height {
-            return Err(ModelError::Settings("frame size does not match the tiled canvas".into()));
+            return Err(ModelError::Settings(
+                "frame size does not match the tiled canvas".into(),
+            ));
         }
         let index = self.frames_received();
         let mut delivered = Vec::with_capacity(self.tiles.len());
@@ -258,16 +274,27 @@ impl FrameStream for TiledEngine<'_> {
         }
         self.lq.clear();
         self.pending.clear();
-        let lq_names: Vec<String> = r.names_with_prefix("full_lq.").map(str::to_string).collect();
+        let lq_names: Vec<String> = r
+            .names_with_prefix("full_lq.")
+            .map(str::to_string)
+            .collect();
         for name in lq_names {
-            let index: usize = name["full_lq.".len()..].parse().map_err(|_| ModelError::Settings(format!("bad entry {name}")))?;
+            let index: usize = name["full_lq.".len()..]
+                .parse()
+                .map_err(|_| ModelError::Settings(format!("bad entry {name}")))?;
             self.lq.insert(index, r.host(&name)?.1.clone());
         }
-        let pending: Vec<String> = r.names_with_prefix("pending.").map(str::to_string).collect();
+        let pending: Vec<String> = r
+            .names_with_prefix("pending.")
+            .map(str::to_string)
+            .collect();
         for name in pending {
-            let index: usize = name["pending.".len()..].parse().map_err(|_| ModelError::Settings(format!("bad entry {name}")))?;
+            let index: usize = name["pending.".len()..]
+                .parse()
+                .map_err(|_| ModelError::Settings(format!("bad entry {name}")))?;
             let count: usize = r.value(&format!("pending_count.{index}"))?;
-            self.pending.insert(index, (r.host(&name)?.1.clone(), count));
+            self.pending
+                .insert(index, (r.host(&name)?.1.clone(), count));
         }
         Ok(())
     }

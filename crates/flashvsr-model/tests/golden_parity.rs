@@ -17,7 +17,14 @@ use flashvsr_model::weights::WeightFile;
 use flashvsr_tensor::{BackendRef, BlockMask, Tensor};
 use golden::{case, rel_l2, select_frames, Case};
 
-const TOL: f64 = 1e-4;
+/// 1e-4 relative L2 in fp32 (spec §12); 2e-2 in the fast mode (issue: bf16 ≤ 2e-2).
+fn tol() -> f64 {
+    if golden::fast_mode() {
+        2e-2
+    } else {
+        1e-4
+    }
+}
 
 fn open(dir: &Path, name: &str) -> WeightFile {
     WeightFile::open(&dir.join(name)).unwrap()
@@ -184,8 +191,14 @@ fn check_dit(name: &str) -> Vec<Vec<f32>> {
                         .zip(&g.selected)
                         .filter(|(a, b)| a != b)
                         .count();
-                    assert_eq!(
-                        diff, 0,
+                    // Fast mode: at least 95 % of the blocks identical (issue bound for bf16).
+                    let allowed = if golden::fast_mode() {
+                        m.selected.len() / 20
+                    } else {
+                        0
+                    };
+                    assert!(
+                        diff <= allowed,
                         "{name}: chunk {chunk} layer {layer}: {diff} mask blocks differ"
                     );
                 }
@@ -193,7 +206,7 @@ fn check_dit(name: &str) -> Vec<Vec<f32>> {
             let v = out.velocity.to_vec().unwrap();
             let err = rel_l2(&v, &c.get(&format!("head_out_{chunk}")).f32);
             assert!(
-                err <= TOL,
+                err <= tol(),
                 "{name}: head_out_{chunk} rel L2 {err:e} (injected masks: {inject})"
             );
             if !inject {
@@ -209,8 +222,8 @@ fn time_conditioning_matches() {
     let backend = golden::backend();
     let c = case("tiny_block_v11");
     let dit = load_dit(&backend, &c.model_dir());
-    assert!(rel_l2(&dit.t_emb, &c.get("t_emb").f32) <= TOL);
-    assert!(rel_l2(&dit.t_mod, &c.get("t_mod").f32) <= TOL);
+    assert!(rel_l2(&dit.t_emb, &c.get("t_emb").f32) <= tol());
+    assert!(rel_l2(&dit.t_mod, &c.get("t_mod").f32) <= tol());
 }
 
 #[test]
@@ -245,7 +258,7 @@ fn projector_features_match_v11_and_v10() {
         assert_eq!(feats.len(), 3);
         for (k, f) in feats.iter().enumerate() {
             let err = rel_l2(f, &c.get(&format!("lq_feat_{k}")).f32);
-            assert!(err <= TOL, "{name}: lq_feat_{k} rel L2 {err:e}");
+            assert!(err <= tol(), "{name}: lq_feat_{k} rel L2 {err:e}");
         }
     }
 }
@@ -297,7 +310,7 @@ fn dit_and_decoder_crop_case() {
         h * w,
     );
     let err = rel_l2(&finals, &c.get("final_adain_sel").f32);
-    assert!(err <= TOL, "{name}: final_adain_sel rel L2 {err:e}");
+    assert!(err <= tol(), "{name}: final_adain_sel rel L2 {err:e}");
 }
 
 /// Latents `noise − head_out` per chunk, decoded chunk by chunk; returns decoded frames (3, H, W).
@@ -379,7 +392,7 @@ fn tcdecoder_and_adain_match() {
     assert_eq!(decoded.len(), 37);
     let sel = select_frames(&decoded, &c.frame_indices("decoded_sel"), h * w);
     let err = rel_l2(&sel, &c.get("decoded_sel").f32);
-    assert!(err <= TOL, "decoded_sel rel L2 {err:e}");
+    assert!(err <= tol(), "decoded_sel rel L2 {err:e}");
     let finals = adain_frames(
         &decoded,
         &frames,
@@ -387,7 +400,7 @@ fn tcdecoder_and_adain_match() {
         h * w,
     );
     let err = rel_l2(&finals, &c.get("final_adain_sel").f32);
-    assert!(err <= TOL, "final_adain_sel rel L2 {err:e}");
+    assert!(err <= tol(), "final_adain_sel rel L2 {err:e}");
 }
 
 #[test]
@@ -425,7 +438,7 @@ fn wan_vae_untiled_tiled_and_colour_fixes_match() {
         .collect();
     let sel = select_frames(&decoded, &c.frame_indices("decoded_sel"), h * w);
     let err = rel_l2(&sel, &c.get("decoded_sel").f32);
-    assert!(err <= TOL, "decoded_sel rel L2 {err:e}");
+    assert!(err <= tol(), "decoded_sel rel L2 {err:e}");
 
     let finals = adain_frames(
         &decoded,
@@ -434,7 +447,7 @@ fn wan_vae_untiled_tiled_and_colour_fixes_match() {
         h * w,
     );
     let err = rel_l2(&finals, &c.get("final_adain_sel").f32);
-    assert!(err <= TOL, "final_adain_sel rel L2 {err:e}");
+    assert!(err <= tol(), "final_adain_sel rel L2 {err:e}");
 
     let wavelet: Vec<Vec<f32>> = (0..4)
         .map(|i| {
@@ -447,7 +460,7 @@ fn wan_vae_untiled_tiled_and_colour_fixes_match() {
         &select_frames(&wavelet, &[0, 1, 2, 3], h * w),
         &c.get("final_wavelet_first4").f32,
     );
-    assert!(err <= TOL, "final_wavelet_first4 rel L2 {err:e}");
+    assert!(err <= tol(), "final_wavelet_first4 rel L2 {err:e}");
 
     let tiling = VaeTiling {
         tile: (8, 8),
@@ -466,7 +479,7 @@ fn wan_vae_untiled_tiled_and_colour_fixes_match() {
         .collect();
     let sel = select_frames(&tiled_frames, &c.frame_indices("decoded_tiled_vae"), h * w);
     let err = rel_l2(&sel, &c.get("decoded_tiled_vae").f32);
-    assert!(err <= TOL, "decoded_tiled_vae rel L2 {err:e}");
+    assert!(err <= tol(), "decoded_tiled_vae rel L2 {err:e}");
 }
 
 #[test]
@@ -490,5 +503,7 @@ fn vae_streaming_equals_whole_sequence() {
         .decode(&lat.narrow(1, 2, t - 2).unwrap(), &mut state)
         .unwrap();
     let streamed = Tensor::cat(&[&a, &b], 1).unwrap().to_vec().unwrap();
-    assert!(rel_l2(&streamed, &whole) < 1e-6);
+    // TF32 GEMMs of different shapes round differently; exact fp32 must agree to rounding.
+    let bound = if golden::fast_mode() { 1e-3 } else { 1e-6 };
+    assert!(rel_l2(&streamed, &whole) < bound);
 }

@@ -39,9 +39,14 @@ fn tiled_output_has_no_dark_border_and_bounded_seams() {
     let dir = golden::golden_dir().join("models/flashvsr_v11_small");
     let open = |n: &str| WeightFile::open(&dir.join(n)).unwrap();
     let models = Models {
-        dit: Dit::load(&backend, &open("diffusion_pytorch_model_streaming_dmd.safetensors"), &open("posi_prompt.pth"))
+        dit: Dit::load(
+            &backend,
+            &open("diffusion_pytorch_model_streaming_dmd.safetensors"),
+            &open("posi_prompt.pth"),
+        )
+        .unwrap(),
+        projector: LqProjector::load(&backend, &open("LQ_proj_in.ckpt"), ProjectorVersion::V1_1)
             .unwrap(),
-        projector: LqProjector::load(&backend, &open("LQ_proj_in.ckpt"), ProjectorVersion::V1_1).unwrap(),
         decoder: Decoder::Tiny(TcDecoder::load(&backend, &open("TCDecoder.ckpt")).unwrap()),
     };
     // 96×32 input ×4 → 384×128 canvas; tiles of 128 px with 32 px overlap → 4 tiles across.
@@ -67,13 +72,27 @@ fn tiled_output_has_no_dark_border_and_bounded_seams() {
 
     let mut untiled = Engine::new(&models, settings(h, w), &backend, h, w).unwrap();
     let plain = run(&mut untiled, &frames);
-    let layout = TileLayout { tile: 128, overlap: 32 };
-    let mut tiled =
-        TiledEngine::new(&models, |_| Ok(settings(128, 128)), &backend, h, w, layout, ColorFix::AdaIn).unwrap();
+    let layout = TileLayout {
+        tile: 128,
+        overlap: 32,
+    };
+    let mut tiled = TiledEngine::new(
+        &models,
+        |_| Ok(settings(128, 128)),
+        &backend,
+        h,
+        w,
+        layout,
+        ColorFix::AdaIn,
+    )
+    .unwrap();
     assert_eq!(tiled.tile_count(), 4);
     let blended = run(&mut tiled, &frames);
     assert_eq!(blended.len(), 21);
-    assert_eq!(blended.iter().map(|f| f.index).collect::<Vec<_>>(), (0..21).collect::<Vec<_>>());
+    assert_eq!(
+        blended.iter().map(|f| f.index).collect::<Vec<_>>(),
+        (0..21).collect::<Vec<_>>()
+    );
 
     let plane = h * w;
     let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / v.len() as f64;
@@ -89,15 +108,21 @@ fn tiled_output_has_no_dark_border_and_bounded_seams() {
     };
     // Boundaries: the centres of the overlaps between consecutive tiles.
     let rects = tiled.tile_rects();
-    let seams: Vec<usize> = rects.windows(2).map(|r| (r[0].0 + r[0].2 + r[1].0) / 2).collect();
+    let seams: Vec<usize> = rects
+        .windows(2)
+        .map(|r| (r[0].0 + r[0].2 + r[1].0) / 2)
+        .collect();
     let (mut seam_grad, mut seam_n, mut other_grad, mut other_n) = (0.0, 0, 0.0, 0);
     let mut worst_border_gap = 0.0f64;
     for (t, p) in blended.iter().zip(&plain) {
-        worst_border_gap = worst_border_gap.max(mean(&border(&p.pixels)) - mean(&border(&t.pixels)));
+        worst_border_gap =
+            worst_border_gap.max(mean(&border(&p.pixels)) - mean(&border(&t.pixels)));
         for ch in 0..3 {
             for y in 0..h {
                 for x in 1..w {
-                    let g = (t.pixels[ch * plane + y * w + x] - t.pixels[ch * plane + y * w + x - 1]).abs() as f64;
+                    let g = (t.pixels[ch * plane + y * w + x]
+                        - t.pixels[ch * plane + y * w + x - 1])
+                        .abs() as f64;
                     if seams.contains(&x) {
                         seam_grad += g;
                         seam_n += 1;
@@ -112,6 +137,9 @@ fn tiled_output_has_no_dark_border_and_bounded_seams() {
     let ratio = (seam_grad / seam_n as f64) / (other_grad / other_n as f64);
     eprintln!("seam measure (mean |dx| at tile boundaries / elsewhere): {ratio:.3}; border darker by at most {worst_border_gap:.4}");
     // One 8-bit code in [-1, 1] units is 2/255.
-    assert!(worst_border_gap <= 2.0 / 255.0, "border darker than untiled by {worst_border_gap}");
+    assert!(
+        worst_border_gap <= 2.0 / 255.0,
+        "border darker than untiled by {worst_border_gap}"
+    );
     assert!(ratio < 1.5, "seams stand out: ratio {ratio}");
 }

@@ -81,7 +81,24 @@ pub(crate) const SOURCES: &[Source] = &[
             "attention_sparse_f32_n32",
         ],
     },
+    Source {
+        name: "flash.cu",
+        body: include_str!("flash.cu"),
+        functions: &[
+            "to_bf16_f32",
+            "to_bf16_heads_f32",
+            "attention_flash_bf16_hd128_w4s3",
+            "attention_flash_bf16_hd128_w4s2",
+            "attention_flash_bf16_hd128_w8s3",
+        ],
+    },
 ];
+
+/// The tensor-core attention kernels of flash.cu (head_dim 128, bf16 operands), one instance per
+/// (warps per CTA, pipeline stages): `attention_flash_bf16_hd128_w<W>s<S>`.
+pub(crate) fn flash_kernel_name(warps: usize, stages: usize) -> String {
+    format!("attention_flash_bf16_hd128_w{warps}s{stages}")
+}
 
 /// Every function of every source, loaded into one context.
 pub(crate) struct Kernels {
@@ -128,9 +145,16 @@ mod tests {
     fn every_listed_function_is_defined_in_its_source() {
         for src in SOURCES {
             for f in src.functions {
-                // Attention instances are stamped out by a macro as `<base>_n##NPL`.
-                let pattern = match f.rsplit_once("_n") {
-                    Some((base, npl)) if npl.parse::<usize>().is_ok() => format!("{base}_n##"),
+                // Attention instances are stamped out by macros as `<base>_n##NPL` and
+                // `attention_flash_bf16_hd128_w##W##s##S`.
+                let flash = f
+                    .strip_prefix("attention_flash_bf16_hd128_w")
+                    .and_then(|ws| ws.split_once('s'));
+                let pattern = match (f.rsplit_once("_n"), flash) {
+                    (_, Some((w, s))) => format!("FLASH_INSTANCE({w}, {s})"),
+                    (Some((base, npl)), _) if npl.parse::<usize>().is_ok() => {
+                        format!("{base}_n##")
+                    }
                     _ => format!("{f}("),
                 };
                 assert!(src.body.contains(&pattern), "{f} not in {}", src.name);

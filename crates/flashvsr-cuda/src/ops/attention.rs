@@ -1,14 +1,118 @@
-//! Attention launchers. The kernel behind them is a simple exact one (attention.cu); a
-//! tensor-core flash kernel can replace it here without touching the callers.
+//! Attention launchers. Two kernels: the exact fp32 one (attention.cu, one warp per query row; the
+//! parity mode and every head_dim), and the tensor-core flash kernel (flash.cu: head_dim 128, bf16
+//! operands, fp32 softmax and accumulation) used when the backend's attention precision is bf16.
 
-use cudarc::driver::LaunchConfig;
+use std::sync::Arc;
+
+use cudarc::driver::{sys, CudaContext, CudaSlice, DevicePtr, LaunchConfig};
 use flashvsr_tensor::{BlockMask, Tensor};
 
-use crate::backend::CudaBackend;
+use crate::backend::{AttentionPrecision, CudaBackend};
 use crate::buffer::CudaBuffer;
 use crate::error::{CudaError, CudaResult};
-use crate::kernels::ATTENTION_WIDTHS;
+use crate::kernels::{flash_kernel_name, Kernels, ATTENTION_WIDTHS};
 use crate::launch::KernelArgs;
+
+/// The flash kernels' shape (FA_* in flash.cu): head_dim, query rows per work item (the mask's
+/// query block), keys per tile.
+const FLASH_HD: usize = 128;
+const FLASH_ROWS: usize = 128;
+const FLASH_KEYS: usize = 64;
+
+/// One flash kernel instance and its launch: warps per CTA (16 query rows each; 4 warps = half a
+/// query block per CTA, two CTAs per SM), cp.async stages, and whether K/V are converted to a
+/// head-major bf16 layout (each 64-key tile one contiguous 16 KB run) or keep the row layout.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct FlashConfig {
+    warps: usize,
+    stages: usize,
+    head_major: bool,
+}
+
+/// The instances flash.cu defines (`FLASH_INSTANCE(W, S)`).
+const FLASH_INSTANCES: [(usize, usize); 3] = [(4, 3), (4, 2), (8, 3)];
+
+impl FlashConfig {
+    /// Measured on an H100 with ncu (kernel alone, 1408×768 shapes, 45 % block mask, 7.96e11
+    /// FLOP): 4 warps × 3 stages (two CTAs per SM) 2.57 ms against 2.86 ms for 8 warps × 3 stages
+    /// (one CTA per SM) on the same card; 2 stages, the head-major layout and the work orders
+    /// measured no better.
+    const DEFAULT: FlashConfig = FlashConfig {
+        warps: 4,
+        stages: 3,
+        head_major: false,
+    };
+
+    /// Dynamic shared memory: a K and a V tile of bf16 per stage.
+    const fn smem(self) -> usize {
+        self.stages * 2 * FLASH_KEYS * FLASH_HD * 2
+    }
+
+    /// The default, or `FLASHVSR_CUDA_FLASH=w<W>s<S>[h]` (tuning experiments: an instance of
+    /// FLASH_INSTANCES; `h` = head-major K/V). Anything else keeps the default.
+    fn from_env() -> FlashConfig {
+        std::env::var("FLASHVSR_CUDA_FLASH")
+            .ok()
+            .and_then(|v| FlashConfig::parse(&v))
+            .unwrap_or(FlashConfig::DEFAULT)
+    }
+
+    fn parse(v: &str) -> Option<FlashConfig> {
+        let (v, head_major) = match v.strip_suffix('h') {
+            Some(rest) => (rest, true),
+            None => (v, false),
+        };
+        let (w, s) = v.strip_prefix('w')?.split_once('s')?;
+        let (warps, stages) = (w.parse().ok()?, s.parse().ok()?);
+        FLASH_INSTANCES
+            .contains(&(warps, stages))
+            .then_some(FlashConfig {
+                warps,
+                stages,
+                head_major,
+            })
+    }
+}
+
+/// Work order knob for experiments: `FLASHVSR_CUDA_FLASH_ORDER=lpt|head|grid`.
+fn order_knob() -> Option<String> {
+    std::env::var("FLASHVSR_CUDA_FLASH_ORDER").ok()
+}
+
+/// Raises the flash kernels' dynamic shared-memory limits (and asks for the largest shared-memory
+/// carve-out); false where the GPU cannot run the default instance (before sm_80, or too little
+/// shared memory), so that the fp32 kernels serve instead.
+pub(crate) fn prepare_flash(ctx: &Arc<CudaContext>, cc: (i32, i32), kernels: &Kernels) -> bool {
+    if cc < (8, 0) || ctx.bind_to_thread().is_err() {
+        return false;
+    }
+    let mut default_ok = false;
+    for (warps, stages) in FLASH_INSTANCES {
+        let cfg = FlashConfig {
+            warps,
+            stages,
+            head_major: false,
+        };
+        let Ok(f) = kernels.get(&flash_kernel_name(warps, stages)) else {
+            continue;
+        };
+        let ok = f
+            .set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                cfg.smem() as i32,
+            )
+            .is_ok();
+        // A hint only: failing it costs occupancy, not correctness.
+        let _ = f.set_attribute(
+            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
+            100,
+        );
+        if (warps, stages) == (FlashConfig::DEFAULT.warps, FlashConfig::DEFAULT.stages) {
+            default_ok = ok;
+        }
+    }
+    default_ok
+}
 
 /// Query rows per block (one warp each), as `ATT_WARPS` in attention.cu.
 const ROWS_PER_BLOCK: usize = 4;
@@ -44,23 +148,149 @@ fn config(rows: usize, heads: usize, head_dim: usize) -> CudaResult<LaunchConfig
 
 /// Per (head, query block): the selected key blocks, as offsets into one flat list.
 fn compact_mask(mask: &BlockMask) -> (Vec<i32>, Vec<i32>) {
-    let mut offsets = Vec::with_capacity(mask.heads * mask.query_blocks + 1);
-    let mut blocks = Vec::new();
+    let rows = mask.heads * mask.query_blocks;
+    let mut offsets = Vec::with_capacity(rows + 1);
+    let mut blocks = Vec::with_capacity(mask.selected.iter().filter(|&&b| b != 0).count());
     offsets.push(0);
-    for h in 0..mask.heads {
-        for q in 0..mask.query_blocks {
-            blocks.extend(
-                (0..mask.key_blocks)
-                    .filter(|&k| mask.get(h, q, k))
-                    .map(|k| k as i32),
-            );
-            offsets.push(blocks.len() as i32);
-        }
+    // Rows of `selected` are [head][query block], key blocks contiguous.
+    for row in mask
+        .selected
+        .chunks_exact(mask.key_blocks.max(1))
+        .take(rows)
+    {
+        blocks.extend(
+            row.iter()
+                .enumerate()
+                .filter(|(_, &b)| b != 0)
+                .map(|(k, _)| k as i32),
+        );
+        offsets.push(blocks.len() as i32);
     }
+    // key_blocks == 0: no row has a block.
+    offsets.resize(rows + 1, blocks.len() as i32);
     (offsets, blocks)
 }
 
+/// Work items (head, query block), heaviest first: the grid's order, so that the long ones start
+/// early and the short ones fill the tail.
+fn heaviest_first(offsets: &[i32]) -> Vec<i32> {
+    let mut order: Vec<i32> = (0..offsets.len().saturating_sub(1) as i32).collect();
+    order.sort_by_key(|&i| std::cmp::Reverse(offsets[i as usize + 1] - offsets[i as usize]));
+    order
+}
+
+/// Work items head by head (so that the CTAs in flight share one or two heads' K/V in L2), the
+/// heaviest first within a head.
+fn by_head_heaviest_first(offsets: &[i32], query_blocks: usize) -> Vec<i32> {
+    let mut order: Vec<i32> = (0..offsets.len().saturating_sub(1) as i32).collect();
+    order.sort_by_key(|&i| {
+        let count = offsets[i as usize + 1] - offsets[i as usize];
+        (i as usize / query_blocks.max(1), std::cmp::Reverse(count))
+    });
+    order
+}
+
 impl CudaBackend {
+    /// Whether an attention of this head_dim runs on the flash kernel.
+    fn use_flash(&self, head_dim: usize) -> bool {
+        self.options().attention == AttentionPrecision::Bf16
+            && self.flash_ready
+            && head_dim == FLASH_HD
+    }
+
+    /// `x` (rows × heads·128) as bf16 in a new device buffer, freed in stream order when
+    /// dropped: the same layout, or head-major (heads × rows × 128) when `head_major` and `x` is
+    /// 16-byte aligned. Returns the buffer and its (row, head) strides in elements.
+    fn to_bf16(
+        &self,
+        x: &Tensor,
+        heads: usize,
+        head_major: bool,
+    ) -> CudaResult<(CudaSlice<u16>, u64, u64)> {
+        let (rows, dim) = (x.dim(0), x.dim(1));
+        let n = rows * dim;
+        // SAFETY: every element is written by the kernel below before anything reads it.
+        let y = unsafe { self.gpu.stream.alloc::<u16>(n.max(1)) }?;
+        let (y_ptr, guard) = y.device_ptr(&self.gpu.stream);
+        let x_ptr = self.ptr(x)?;
+        let strides = if head_major && x_ptr % 16 == 0 {
+            let args = KernelArgs::new()
+                .push(x_ptr)
+                .push(y_ptr)
+                .push(rows as u64)
+                .push(int("heads", heads)?);
+            self.launch("to_bf16_heads_f32", self.grid(n.div_ceil(4) as u64), args)?;
+            (FLASH_HD as u64, (rows * FLASH_HD) as u64)
+        } else {
+            let n4 = if x_ptr % 16 == 0 { n / 4 } else { 0 };
+            let args = KernelArgs::new()
+                .push(x_ptr)
+                .push(y_ptr)
+                .push(n as u64)
+                .push(n4 as u64);
+            self.launch("to_bf16_f32", self.grid(n.div_ceil(4) as u64), args)?;
+            (dim as u64, FLASH_HD as u64)
+        };
+        drop(guard);
+        Ok((y, strides.0, strides.1))
+    }
+
+    /// The flash kernel over `items` = heads × query blocks of 128 rows. `list` (device ints):
+    /// `None` for dense attention over all `lk` keys, else the offsets (items + 1), the selected
+    /// key blocks and the launch order, as laid out by `op_block_sparse_attention`.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_flash(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        out: &CudaBuffer,
+        heads: usize,
+        sparse: Option<(u64, u64, u64, usize)>,
+    ) -> CudaResult<()> {
+        let (lq, dim, lk) = (q.dim(0), q.dim(1), k.dim(0));
+        let cfg = FlashConfig::from_env();
+        let query_blocks = lq.div_ceil(FLASH_ROWS);
+        let items = heads * query_blocks;
+        let split = FLASH_ROWS / (16 * cfg.warps);
+        if items * split > i32::MAX as usize {
+            return Err(CudaError::Unsupported(format!(
+                "{items} attention work items"
+            )));
+        }
+        let (kb, row_stride, head_stride) = self.to_bf16(k, heads, cfg.head_major)?;
+        let (vb, v_row_stride, v_head_stride) = self.to_bf16(v, heads, cfg.head_major)?;
+        if (v_row_stride, v_head_stride) != (row_stride, head_stride) {
+            return Err(CudaError::Input("k and v differ in alignment".into()));
+        }
+        let (kb_ptr, _g1) = kb.device_ptr(&self.gpu.stream);
+        let (vb_ptr, _g2) = vb.device_ptr(&self.gpu.stream);
+        let (off, blocks, order, key_block) = sparse.unwrap_or((0, 0, 0, FLASH_KEYS));
+        let scale_log2 = std::f32::consts::LOG2_E / (FLASH_HD as f32).sqrt();
+        let args = KernelArgs::new()
+            .push(self.ptr(q)?)
+            .push(kb_ptr)
+            .push(vb_ptr)
+            .push(out.ptr())
+            .push(int("query rows", lq)?)
+            .push(int("key rows", lk)?)
+            .push(int("dim", dim)?)
+            .push(scale_log2)
+            .push(off)
+            .push(blocks)
+            .push(order)
+            .push(int("query blocks", query_blocks)?)
+            .push(int("key block", key_block)?)
+            .push(row_stride)
+            .push(head_stride);
+        let launch = LaunchConfig {
+            grid_dim: ((items * split) as u32, 1, 1),
+            block_dim: (32 * cfg.warps as u32, 1, 1),
+            shared_mem_bytes: cfg.smem() as u32,
+        };
+        self.launch(&flash_kernel_name(cfg.warps, cfg.stages), launch, args)
+    }
+
     pub(crate) fn op_attention(
         &self,
         q: &Tensor,
@@ -72,6 +302,10 @@ impl CudaBackend {
         let hd = dim / heads;
         let out = self.output(lq * dim)?;
         if lq * dim == 0 {
+            return Ok(out);
+        }
+        if self.use_flash(hd) {
+            self.launch_flash(q, k, v, &out, heads, None)?;
             return Ok(out);
         }
         let name = format!("attention_dense_f32_n{}", width_for(hd)?);
@@ -104,11 +338,31 @@ impl CudaBackend {
         }
         let (offsets, blocks) = compact_mask(mask);
         let n_off = offsets.len();
+        let flash = self.use_flash(hd)
+            && mask.query_block == FLASH_ROWS
+            && mask.key_block > 0
+            && mask.key_block.is_multiple_of(FLASH_KEYS)
+            && mask.query_blocks == lq.div_ceil(FLASH_ROWS);
+        let order = match (flash, order_knob().as_deref()) {
+            (false, _) => Vec::new(),
+            (true, Some("head")) => by_head_heaviest_first(&offsets, mask.query_blocks),
+            (true, Some("grid")) => (0..n_off as i32 - 1).collect(),
+            (true, _) => heaviest_first(&offsets),
+        };
+        let n_blocks = blocks.len();
         let mut list = offsets;
         list.extend(blocks);
+        list.extend(order);
         // Freed in stream order after the kernel: the stream is the one it runs on.
         let list = self.gpu.stream.clone_htod(&list)?;
-        let (list_ptr, _guard) = cudarc::driver::DevicePtr::device_ptr(&list, &self.gpu.stream);
+        let (list_ptr, _guard) = list.device_ptr(&self.gpu.stream);
+        if flash {
+            let blocks_ptr = list_ptr + 4 * n_off as u64;
+            let order_ptr = blocks_ptr + 4 * n_blocks as u64;
+            let sparse = Some((list_ptr, blocks_ptr, order_ptr, mask.key_block));
+            self.launch_flash(q, k, v, &out, mask.heads, sparse)?;
+            return Ok(out);
+        }
         let name = format!("attention_sparse_f32_n{}", width_for(hd)?);
         let args = KernelArgs::new()
             .push(self.ptr(q)?)
@@ -155,5 +409,39 @@ mod tests {
         let (off, blocks) = compact_mask(&mask);
         assert_eq!(off, vec![0, 2, 2, 3, 6]);
         assert_eq!(blocks, vec![0, 2, 1, 0, 1, 2]);
+        // Counts 2, 0, 1, 3: the stable order by descending count.
+        assert_eq!(heaviest_first(&off), vec![3, 0, 2, 1]);
+        assert_eq!(by_head_heaviest_first(&off, 2), vec![0, 1, 3, 2]);
+    }
+
+    #[test]
+    fn flash_constants_match_the_kernel_source() {
+        let src = include_str!("../kernels/flash.cu");
+        for (name, value) in [
+            ("FA_HD", FLASH_HD),
+            ("FA_KT", FLASH_KEYS),
+            ("FA_QBLOCK", FLASH_ROWS),
+        ] {
+            assert!(
+                src.contains(&format!("#define {name} {value}\n")),
+                "{name} != {value} in flash.cu"
+            );
+        }
+        for (w, s) in FLASH_INSTANCES {
+            assert!(src.contains(&format!("FLASH_INSTANCE({w}, {s})")));
+            assert!(FLASH_ROWS.is_multiple_of(16 * w));
+        }
+        // The default fits the sm_86/sm_89 opt-in limit of 99 KiB.
+        assert!(FlashConfig::DEFAULT.smem() <= 99 * 1024);
+    }
+
+    #[test]
+    fn flash_knob_parses_instances_only() {
+        let c = FlashConfig::parse("w4s2h").unwrap();
+        assert_eq!((c.warps, c.stages, c.head_major), (4, 2, true));
+        assert_eq!(FlashConfig::parse("w4s3"), Some(FlashConfig::DEFAULT));
+        assert_eq!(FlashConfig::parse("w8s3").map(|c| c.warps), Some(8));
+        assert_eq!(FlashConfig::parse("w2s3"), None);
+        assert_eq!(FlashConfig::parse("x"), None);
     }
 }

@@ -1,7 +1,7 @@
 //! The ops, one file per family, as `impl CudaBackend` blocks. Shapes were validated by
 //! `flashvsr_tensor::Tensor`; inputs are contiguous row-major.
 
-mod attention;
+pub(crate) mod attention;
 mod conv;
 mod layout;
 mod linear;

@@ -1,6 +1,7 @@
 //! Block selection for the locality-constrained sparse attention (spec §5.2–5.6).
 
 use flashvsr_tensor::BlockMask;
+use rayon::prelude::*;
 
 use super::config::HEAD_DIM;
 use super::windows::WINDOW_TOKENS;
@@ -120,8 +121,9 @@ pub fn select_blocks(
     let loc = settings.local_mask();
     let scale = 1.0 / (HEAD_DIM as f64).sqrt();
     let mut selected = vec![0u8; heads * nq * nk];
-    let mut probs = vec![0.0f64; nq * nk];
-    for h in 0..heads {
+    // Heads are independent: score, softmax and select each on its own thread.
+    selected.par_chunks_mut(nq * nk).enumerate().for_each(|(h, head_selected)| {
+        let mut probs = vec![0.0f64; nq * nk];
         for bq in 0..nq {
             let q = &pooled_q[bq * dim + h * HEAD_DIM..][..HEAD_DIM];
             let row = &mut probs[bq * nk..(bq + 1) * nk];
@@ -142,10 +144,10 @@ pub fn select_blocks(
         }
         for g in 0..query_groups {
             let group = &probs[g * s * nk..(g + 1) * s * nk];
-            let dst = &mut selected[(h * nq + g * s) * nk..(h * nq + (g + 1) * s) * nk];
+            let dst = &mut head_selected[g * s * nk..(g + 1) * s * nk];
             select_top(group, settings.topk, dst);
         }
-    }
+    });
     BlockMask {
         heads,
         query_blocks: nq,
@@ -174,8 +176,8 @@ fn select_top(values: &[f64], topk: i64, dst: &mut [u8]) {
         return;
     }
     let mut sorted = values.to_vec();
-    sorted.sort_by(|a, b| b.total_cmp(a));
-    let tau = sorted[k as usize];
+    let (_, tau, _) = sorted.select_nth_unstable_by(k as usize, |a, b| b.total_cmp(a));
+    let tau = *tau;
     for (d, &v) in dst.iter_mut().zip(values) {
         *d = u8::from(v > tau);
     }

@@ -10,14 +10,32 @@ use flashvsr_model::geometry::SizePlan;
 use serde_json::Value;
 
 /// The backend the parity tests run on: the CPU, or CUDA device 0 with FLASHVSR_TEST_DEVICE=cuda
-/// (run on a GPU machine; the CUDA libraries must be on LD_LIBRARY_PATH).
+/// (run on a GPU machine; the CUDA libraries must be on LD_LIBRARY_PATH). On CUDA the parity mode
+/// is exact fp32; FLASHVSR_TEST_PRECISION=fast tests the fast mode (TF32 GEMMs, bf16 attention).
 pub fn backend() -> flashvsr_tensor::BackendRef {
     match std::env::var("FLASHVSR_TEST_DEVICE").as_deref() {
         Ok("cuda") => {
-            flashvsr_cuda::CudaBackend::new(0).expect("FLASHVSR_TEST_DEVICE=cuda but CUDA failed")
+            use flashvsr_cuda::{AttentionPrecision, CudaBackend, CudaOptions};
+            let fast = fast_mode();
+            let options = CudaOptions {
+                gemm_tf32: fast,
+                attention: if fast {
+                    AttentionPrecision::Bf16
+                } else {
+                    AttentionPrecision::Fp32
+                },
+                ..CudaOptions::from_env()
+            };
+            CudaBackend::create(0, options).expect("FLASHVSR_TEST_DEVICE=cuda but CUDA failed")
         }
         _ => flashvsr_tensor::cpu::CpuBackend::new_ref(),
     }
+}
+
+/// True when the suite checks the fast (reduced precision) mode against its looser bounds.
+#[allow(dead_code)]
+pub fn fast_mode() -> bool {
+    std::env::var("FLASHVSR_TEST_PRECISION").as_deref() == Ok("fast")
 }
 
 pub fn golden_dir() -> PathBuf {
