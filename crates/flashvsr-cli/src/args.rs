@@ -238,6 +238,25 @@ pub struct UpscaleArgs {
     /// Output frames per segment: the spacing of stream checkpoints (resume granularity).
     #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
     pub segment_frames: u64,
+    /// Several workers, one process per device: `all` (every GPU), `0,2`, `0-3`, or `cpu:N` for N
+    /// CPU worker processes. More than one device runs a parallel job (cold segments with warm-up
+    /// and cross-faded joins, docs/SEGMENTS.md); the default is one device and one stream.
+    #[arg(long, value_name = "LIST")]
+    pub devices: Option<String>,
+    /// Parallel jobs: frames run before each segment to warm up its cold stream, then discarded
+    /// (a multiple of 8).
+    #[arg(long, default_value_t = crate::parallel::DEFAULT_WARMUP_FRAMES)]
+    pub warmup_frames: usize,
+    /// Parallel jobs: frames cross-faded at each join between segments (at most --warmup-frames;
+    /// 0 = hard join).
+    #[arg(long, default_value_t = crate::parallel::DEFAULT_CROSSFADE_FRAMES)]
+    pub crossfade_frames: usize,
+    /// Internal: run as a worker of the parallel job store DIR.
+    #[arg(long, hide = true, value_name = "DIR")]
+    pub worker_job: Option<PathBuf>,
+    /// Whether --segment-frames was given (set from the command line's matches).
+    #[arg(skip)]
+    pub segment_frames_given: bool,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

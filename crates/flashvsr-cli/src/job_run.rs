@@ -29,7 +29,7 @@ impl From<JobError> for Failure {
 }
 
 /// The job's identity: everything that changes the output bytes.
-fn plan(
+pub(crate) fn plan(
     args: &UpscaleArgs,
     stage: &Stage,
     models: &[(String, String)],
@@ -73,7 +73,7 @@ struct OpenSegment {
 }
 
 /// `<segment data>.pts.json`: `[pts, time_base_num, time_base_den]` or null per frame.
-fn timestamps_path(data: &std::path::Path) -> std::path::PathBuf {
+pub(crate) fn timestamps_path(data: &std::path::Path) -> std::path::PathBuf {
     let mut name = data.file_name().unwrap_or_default().to_os_string();
     name.push(".pts.json");
     data.with_file_name(name)
@@ -140,14 +140,29 @@ pub fn run(
             .map_err(|e| Failure::failed(format!("{}: {e}", root.display())))?;
     }
     let store = JobStore::open_or_create(&root, &plan(args, stage, models)?)?;
+    // A damaged store is reported, never discarded.
+    let committed = store.done()?.len();
     let result = run_in_store(args, stage, engine, source, progress, &store);
-    // A failed job keeps its store only if a rerun can resume from it: with no committed segment
-    // it holds nothing worth keeping, and would be left behind as partial output.
-    if matches!(result, Err(Failure::BadInput(_) | Failure::Failed(_)))
-        && store.done().is_ok_and(|d| d.is_empty())
-    {
+    // A failed job keeps its store only where a rerun of the same command can resume from it;
+    // otherwise the store would be left behind as partial output.
+    let discard = match &result {
+        // Bad input or options (a stream damaged mid-file, an unusable pixel format): a rerun
+        // fails the same way.
+        Err(Failure::BadInput(_)) => true,
+        // A full disk, a device error: resumable once a segment is committed.
+        Err(Failure::Failed(_)) => store.done().map_or(committed == 0, |d| d.is_empty()),
+        // Done, or interrupted (always resumable).
+        _ => false,
+    };
+    if discard {
         let _ = store.remove();
         return result;
+    }
+    if let Err(Failure::Failed(m)) = result {
+        return Err(Failure::failed(format!(
+            "{m} (the computed segments are kept in {}: rerun the same command to resume)",
+            store.root().display()
+        )));
     }
     let written = result?;
     if !args.keep_job {

@@ -10,6 +10,7 @@ mod interrupt;
 mod job_run;
 mod model_files;
 mod models;
+mod parallel;
 mod progress;
 mod status;
 mod term;
@@ -18,14 +19,22 @@ mod verify;
 
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 
 use args::{Cli, Command, ModelsCommand};
 
 fn main() -> ExitCode {
-    let mut cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     if let Command::Upscale(a) = &mut cli.command {
         a.resolve();
+        a.segment_frames_given = matches
+            .subcommand_matches("upscale")
+            .and_then(|m| m.value_source("segment_frames"))
+            == Some(clap::parser::ValueSource::CommandLine);
     }
     if wants_gpu(&cli.command) {
         // Point the dynamic loader at one consistent set of CUDA libraries (re-execs at most once).
@@ -34,6 +43,7 @@ fn main() -> ExitCode {
         }
     }
     let result = match &cli.command {
+        Command::Upscale(a) if a.worker_job.is_some() => return parallel::worker_main(a),
         Command::Upscale(a) => return upscale::main(a),
         Command::Status { output } => status::run(output),
         Command::Bench(a) => bench::run(a),

@@ -112,7 +112,22 @@ pub struct Context<'r> {
     pub batch: Option<serde_json::Value>,
 }
 
-impl Context<'_> {
+impl<'r> Context<'r> {
+    pub fn new(reporter: &'r Reporter) -> Context<'r> {
+        Context {
+            reporter,
+            backend: None,
+            models: None,
+            totals: Summary::default(),
+            batch: None,
+        }
+    }
+
+    /// The loaded models (after [`Context::load_models`]).
+    pub fn models_mut(&mut self) -> Option<&mut Models> {
+        self.models.as_mut()
+    }
+
     /// The device (chosen once).
     pub fn backend(&mut self, args: &UpscaleArgs) -> Outcome<BackendRef> {
         if self.backend.is_none() {
@@ -190,6 +205,24 @@ pub fn run_one(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
             args.output.display()
         )));
     }
+    if !to_stdout {
+        if let Some(summary) = crate::parallel::run_if_parallel(args, ctx)? {
+            return Ok(summary);
+        }
+    }
+    // One stream on the first device of --devices (when --device was left at auto).
+    let single;
+    let args = match crate::parallel::single_device(args) {
+        Some(device) => {
+            single = {
+                let mut a = args.clone();
+                a.device = device;
+                a
+            };
+            &single
+        }
+        None => args,
+    };
     let backend = ctx.backend(args)?;
     let mut source = open_source(&args.input)?;
     let load_start = Instant::now();
@@ -209,95 +242,12 @@ pub fn run_one(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
     // Profiling synchronises the device between stages: only for a summary, and on a GPU only
     // when asked.
     let profile = reporter.wants_summary() && (args.profile || backend.device() == Device::Cpu);
-    let mut engine: Box<dyn FrameStream> = if args.tile_size > 0 {
-        let layout = TileLayout::from_input(args.tile_size, args.tile_overlap, args.scale as usize);
-        let (th, tw) = (layout.tile.min(height), layout.tile.min(width));
-        let count = tile_starts(height, th, layout.overlap).len()
-            * tile_starts(width, tw, layout.overlap).len();
-        let mut settings = (0..count)
-            .map(|_| {
-                let mut s = engine_settings(args, th, tw, profile)?;
-                s.noise = noise_source(args, height, width)?;
-                Ok(s)
-            })
-            .collect::<Outcome<Vec<_>>>()?
-            .into_iter();
-        let tiled = TiledEngine::new(
-            models,
-            |i| {
-                settings.next().ok_or_else(|| {
-                    flashvsr_model::ModelError::Settings(format!("no settings for tile {i}"))
-                })
-            },
-            &backend,
-            height,
-            width,
-            layout,
-            color_fix(args),
-        )?;
-        reporter.info(&format!(
-            "tiled DiT: {} tiles of {tw}×{th} model pixels",
-            tiled.tile_count()
-        ));
-        Box::new(tiled)
-    } else {
-        let mut settings = engine_settings(args, height, width, profile)?;
-        settings.noise = noise_source(args, height, width)?;
-        Box::new(Engine::new(models, settings, &backend, height, width)?)
-    };
+    let mut engine = make_engine(
+        args, models, &backend, reporter, height, width, profile, None,
+    )?;
     let load = load_start.elapsed();
 
-    let format = match args.output_format {
-        Some(OutputFormatArg::Png) => OutputFormat::Png,
-        Some(OutputFormatArg::Png16) => OutputFormat::Png16,
-        Some(OutputFormatArg::Y4m) => OutputFormat::Y4m,
-        Some(OutputFormatArg::Tiff16) => OutputFormat::Tiff16,
-        Some(OutputFormatArg::Exr) => OutputFormat::Exr,
-        Some(OutputFormatArg::Dpx10) => OutputFormat::Dpx10,
-        None => OutputFormat::from_path(&args.output),
-    };
-    let depth = match format {
-        OutputFormat::Png => Depth::Eight,
-        OutputFormat::Png16 | OutputFormat::Tiff16 | OutputFormat::Exr | OutputFormat::Dpx10 => {
-            Depth::Sixteen
-        }
-        OutputFormat::Y4m | OutputFormat::Video if info.bit_depth > 8 => Depth::Sixteen,
-        OutputFormat::Video if info.colour.as_ref().is_some_and(|c| c.is_hdr()) => Depth::Sixteen,
-        OutputFormat::Y4m | OutputFormat::Video => Depth::Eight,
-    };
-    let stage = Stage {
-        geometry: PrepareGeometry {
-            scaled: plan.scaled,
-            model: plan.model,
-            crop_offset: plan.crop_offset,
-        },
-        resampler: match args.resize {
-            ResizeArg::Pil => Resampler::Pil,
-            ResizeArg::Torch => Resampler::Torch,
-        },
-        plan,
-        depth,
-        format,
-        sink_options: SinkOptions {
-            overwrite: args.overwrite,
-            fps: args.fps.or(info.fps),
-            pixel_aspect: info.pixel_aspect,
-            video: VideoOptions {
-                input: (info.kind == SourceKind::Video).then(|| args.input.clone()),
-                no_audio: args.no_audio,
-                no_subtitles: args.no_subtitles,
-                codec: args.codec.clone(),
-                crf: args.crf,
-                preset: args.preset.clone(),
-                pix_fmt: args.pix_fmt.clone(),
-                encoder_options: args.encoder_options.clone(),
-                colour: info.colour.clone(),
-            },
-            ..SinkOptions::default()
-        },
-        keep_timestamps: args.fps.is_none(),
-        clock: StageClock::default(),
-    };
+    let stage = make_stage(args, &info, plan);
     let limit = match (info.frame_count, args.max_frames) {
         (Some(c), Some(m)) => Some(c.min(m)),
         (c, m) => c.or(m),
@@ -353,6 +303,120 @@ pub fn run_one(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
     reporter.info(&summary.stages_line());
     ctx.totals.add(&summary);
     Ok(summary)
+}
+
+/// The engine of one stream over a `height` × `width` model canvas (tiled with --tile-size).
+#[allow(clippy::too_many_arguments)]
+pub fn make_engine<'m>(
+    args: &UpscaleArgs,
+    models: &'m Models,
+    backend: &BackendRef,
+    reporter: &Reporter,
+    height: usize,
+    width: usize,
+    profile: bool,
+    noise_window: Option<(usize, usize)>,
+) -> Outcome<Box<dyn FrameStream + 'm>> {
+    let noise_source = |args: &UpscaleArgs, height: usize, width: usize| {
+        shifted_noise(
+            noise_source(args, height, width)?,
+            noise_window,
+            height,
+            width,
+        )
+    };
+    Ok(if args.tile_size > 0 {
+        let layout = TileLayout::from_input(args.tile_size, args.tile_overlap, args.scale as usize);
+        let (th, tw) = (layout.tile.min(height), layout.tile.min(width));
+        let count = tile_starts(height, th, layout.overlap).len()
+            * tile_starts(width, tw, layout.overlap).len();
+        let mut settings = (0..count)
+            .map(|_| {
+                let mut s = engine_settings(args, th, tw, profile)?;
+                s.noise = noise_source(args, height, width)?;
+                Ok(s)
+            })
+            .collect::<Outcome<Vec<_>>>()?
+            .into_iter();
+        let tiled = TiledEngine::new(
+            models,
+            |i| {
+                settings.next().ok_or_else(|| {
+                    flashvsr_model::ModelError::Settings(format!("no settings for tile {i}"))
+                })
+            },
+            backend,
+            height,
+            width,
+            layout,
+            color_fix(args),
+        )?;
+        reporter.info(&format!(
+            "tiled DiT: {} tiles of {tw}×{th} model pixels",
+            tiled.tile_count()
+        ));
+        Box::new(tiled)
+    } else {
+        let mut settings = engine_settings(args, height, width, profile)?;
+        settings.noise = noise_source(args, height, width)?;
+        Box::new(Engine::new(models, settings, backend, height, width)?)
+    })
+}
+
+/// How frames of `info` are prepared and written for `args` (output format and depth).
+pub fn make_stage(args: &UpscaleArgs, info: &flashvsr_media::SourceInfo, plan: SizePlan) -> Stage {
+    let format = match args.output_format {
+        Some(OutputFormatArg::Png) => OutputFormat::Png,
+        Some(OutputFormatArg::Png16) => OutputFormat::Png16,
+        Some(OutputFormatArg::Y4m) => OutputFormat::Y4m,
+        Some(OutputFormatArg::Tiff16) => OutputFormat::Tiff16,
+        Some(OutputFormatArg::Exr) => OutputFormat::Exr,
+        Some(OutputFormatArg::Dpx10) => OutputFormat::Dpx10,
+        None => OutputFormat::from_path(&args.output),
+    };
+    let depth = match format {
+        OutputFormat::Png => Depth::Eight,
+        OutputFormat::Png16 | OutputFormat::Tiff16 | OutputFormat::Exr | OutputFormat::Dpx10 => {
+            Depth::Sixteen
+        }
+        OutputFormat::Y4m | OutputFormat::Video if info.bit_depth > 8 => Depth::Sixteen,
+        OutputFormat::Video if info.colour.as_ref().is_some_and(|c| c.is_hdr()) => Depth::Sixteen,
+        OutputFormat::Y4m | OutputFormat::Video => Depth::Eight,
+    };
+    Stage {
+        geometry: PrepareGeometry {
+            scaled: plan.scaled,
+            model: plan.model,
+            crop_offset: plan.crop_offset,
+        },
+        resampler: match args.resize {
+            ResizeArg::Pil => Resampler::Pil,
+            ResizeArg::Torch => Resampler::Torch,
+        },
+        plan,
+        depth,
+        format,
+        sink_options: SinkOptions {
+            overwrite: args.overwrite,
+            fps: args.fps.or(info.fps),
+            pixel_aspect: info.pixel_aspect,
+            dpx: info.dpx_color.unwrap_or_default(),
+            video: VideoOptions {
+                input: (info.kind == SourceKind::Video).then(|| args.input.clone()),
+                no_audio: args.no_audio,
+                no_subtitles: args.no_subtitles,
+                codec: args.codec.clone(),
+                crf: args.crf,
+                preset: args.preset.clone(),
+                pix_fmt: args.pix_fmt.clone(),
+                encoder_options: args.encoder_options.clone(),
+                colour: info.colour.clone(),
+            },
+            ..SinkOptions::default()
+        },
+        keep_timestamps: args.fps.is_none(),
+        clock: StageClock::default(),
+    }
 }
 
 /// Reads input frames until the end or `--max-frames`, starting after `already` frames. Stops
@@ -420,6 +484,27 @@ fn noise_source(args: &UpscaleArgs, height: usize, width: usize) -> Outcome<Nois
     })
 }
 
+/// The noise of a stream that starts `first` latent frames into the video (a cold parallel
+/// segment): its latent `l` gets the video's latent `first + l`, for `count` latents, so both
+/// sides of a join see the same noise (SCALEOUT.md §2).
+fn shifted_noise(
+    base: NoiseSource,
+    window: Option<(usize, usize)>,
+    height: usize,
+    width: usize,
+) -> Outcome<NoiseSource> {
+    let Some((first, count)) = window.filter(|w| w.0 > 0) else {
+        return Ok(base);
+    };
+    let (rows, cols) = (height / SPACE_UPSCALE, width / SPACE_UPSCALE);
+    Ok(NoiseSource::Injected {
+        values: base.frames(first, count, rows, cols)?,
+        frames: count,
+        rows,
+        cols,
+    })
+}
+
 /// Settings of an engine over a `height` × `width` canvas (a tile's, when tiled); the noise is
 /// set by the caller.
 fn engine_settings(
@@ -469,7 +554,7 @@ fn load_models(backend: &BackendRef, args: &UpscaleArgs) -> Outcome<Models> {
 }
 
 /// Full mode: tiles the VAE decode for this canvas per `--tiled-vae`.
-fn set_vae_tiling(models: &mut Models, args: &UpscaleArgs, height: usize, width: usize) {
+pub(crate) fn set_vae_tiling(models: &mut Models, args: &UpscaleArgs, height: usize, width: usize) {
     if let Decoder::Full { tiling, .. } = &mut models.decoder {
         let (rows, cols) = (height / SPACE_UPSCALE, width / SPACE_UPSCALE);
         *tiling = match args.tiled_vae {
@@ -483,7 +568,7 @@ fn set_vae_tiling(models: &mut Models, args: &UpscaleArgs, height: usize, width:
 }
 
 /// Identities of the model files in use, for the job plan.
-fn models_fingerprint(args: &UpscaleArgs) -> Vec<(String, String)> {
+pub(crate) fn models_fingerprint(args: &UpscaleArgs) -> Vec<(String, String)> {
     use flashvsr_model::identify::FileKind;
     let kinds = [
         FileKind::Dit,

@@ -112,8 +112,14 @@ fn torch_resize_is_a_different_valid_preparation() {
     let input = tmp.path().join("in");
     write_clip(&input, 2, 12, 10);
     let (pil, torch) = (tmp.path().join("pil"), tmp.path().join("torch"));
-    assert!(upscale(&input, &pil, &["--output-format", "png16"]).status.success());
-    let out = upscale(&input, &torch, &["--output-format", "png16", "--resize", "torch"]);
+    assert!(upscale(&input, &pil, &["--output-format", "png16"])
+        .status
+        .success());
+    let out = upscale(
+        &input,
+        &torch,
+        &["--output-format", "png16", "--resize", "torch"],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let (a, b) = (sorted_files(&pil), sorted_files(&torch));
     assert_eq!((a.len(), b.len()), (2, 2));

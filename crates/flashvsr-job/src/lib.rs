@@ -3,7 +3,11 @@
 //! on create-only commits: a segment with a done marker is never computed again.
 
 mod fingerprint;
+mod lease;
+mod segments;
 mod store;
 
 pub use fingerprint::{fingerprint_path, Fingerprint};
+pub use lease::{now_ms, HeldLease, Lease, LeaseKind};
+pub use segments::{default_segment_frames, plan_segments, SegmentRange};
 pub use store::{DoneMarker, JobError, JobStore, SegmentSlot};

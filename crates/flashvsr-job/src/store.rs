@@ -18,7 +18,7 @@ pub enum JobError {
     PlanMismatch { path: PathBuf },
 }
 
-fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JobError + '_ {
+pub(crate) fn io(path: &Path) -> impl FnOnce(std::io::Error) -> JobError + '_ {
     move |source| JobError::Io {
         path: path.to_path_buf(),
         source,
@@ -70,7 +70,7 @@ fn unique_nonce() -> String {
 
 /// Publishes `bytes` at `path` only if nothing is there: temp file, fsync, hard link (which fails
 /// when the target exists), so concurrent committers cannot both win.
-fn create_only(path: &Path, bytes: &[u8]) -> Result<bool, JobError> {
+pub(crate) fn create_only(path: &Path, bytes: &[u8]) -> Result<bool, JobError> {
     let tmp = path.with_file_name(format!(
         ".{}.{}",
         path.file_name()
@@ -204,6 +204,38 @@ impl JobStore {
                 });
             }
         }
+        Ok(markers)
+    }
+
+    /// Every committed segment of a parallel job (committed in any order), by segment number.
+    pub fn done_any(&self) -> Result<Vec<DoneMarker>, JobError> {
+        let dir = self.root.join("done");
+        let mut markers = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
+            let path = entry.map_err(io(&dir))?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.starts_with('.') || !name.ends_with(".json") {
+                continue;
+            }
+            let marker: DoneMarker =
+                serde_json::from_slice(&std::fs::read(&path).map_err(io(&path))?).map_err(|e| {
+                    JobError::Invalid {
+                        path: path.clone(),
+                        reason: e.to_string(),
+                    }
+                })?;
+            if marker.plan_hash != self.plan_hash {
+                return Err(JobError::Invalid {
+                    path,
+                    reason: "segment committed under another plan".into(),
+                });
+            }
+            markers.push(marker);
+        }
+        markers.sort_by_key(|m| m.segment);
         Ok(markers)
     }
 

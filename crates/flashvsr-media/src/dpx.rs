@@ -202,6 +202,8 @@ pub(crate) struct DpxHeader {
     pub bits: u8,
     packing: u16,
     eol_padding: usize,
+    /// Transfer characteristic and colorimetric codes of the first image element.
+    pub color: DpxColor,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -270,6 +272,10 @@ impl DpxHeader {
         let (width, height) = (u32_at(772) as usize, u32_at(776) as usize);
         let sign = u32_at(780);
         let descriptor = b[800];
+        let color = DpxColor {
+            transfer: b[801],
+            colorimetric: b[802],
+        };
         let bits = b[803];
         let packing = u16_at(804);
         let encoding = u16_at(806);
@@ -343,6 +349,7 @@ impl DpxHeader {
             bits,
             packing,
             eol_padding: if eol == UNDEFINED { 0 } else { eol as usize },
+            color,
         })
     }
 

@@ -170,6 +170,9 @@ pub struct SourceInfo {
     /// Video files: colour tags and HDR10 metadata of the stream (always `Some` for
     /// [`SourceKind::Video`], with `None` inside for what the stream leaves unspecified).
     pub colour: Option<crate::VideoColour>,
+    /// DPX sources: the transfer and colorimetric codes of the first frame's header, to carry
+    /// into a DPX output ([`crate::SinkOptions::dpx`]) so a DPX sequence keeps its colour tags.
+    pub dpx_color: Option<crate::DpxColor>,
 }
 
 /// A stream of frames of one size and bit depth.

@@ -31,6 +31,8 @@ struct Header {
     sixteen: bool,
     /// Bits per sample in the file (8, 10, 12, 16, 32 for float).
     source_bits: u8,
+    /// DPX files: the header's transfer and colorimetric codes.
+    dpx_color: Option<crate::DpxColor>,
 }
 
 fn read_head(path: &Path, n: usize) -> Result<Vec<u8>, MediaError> {
@@ -224,6 +226,7 @@ fn exr_header(path: &Path) -> Result<Header, MediaError> {
         height: size.1,
         sixteen: true,
         source_bits: if half { 16 } else { 32 },
+        dpx_color: None,
     })
 }
 
@@ -239,6 +242,7 @@ fn read_header(path: &Path) -> Result<Header, MediaError> {
                 height: h.height,
                 sixteen: h.sixteen,
                 source_bits: if h.sixteen { 16 } else { 8 },
+                dpx_color: None,
             }
         }
         ImageFormat::Dpx => {
@@ -250,6 +254,7 @@ fn read_header(path: &Path) -> Result<Header, MediaError> {
                 height: h.height,
                 sixteen: h.bits > 8,
                 source_bits: h.bits,
+                dpx_color: Some(h.color),
             }
         }
         ImageFormat::Exr => exr_header(path)?,
@@ -268,6 +273,7 @@ fn read_header(path: &Path) -> Result<Header, MediaError> {
                     height: h as usize,
                     sixteen: bits > 8,
                     source_bits: bits.min(255) as u8,
+                    dpx_color: None,
                 })
             })?
         }
@@ -395,6 +401,7 @@ impl ImageSource {
             interlaced: false,
             yuv: None,
             colour: None,
+            dpx_color: first.dpx_color,
         };
         Ok(ImageSource {
             info,

@@ -250,7 +250,7 @@ impl FfmpegSink {
         let enc_name = static_str(unsafe { (*codec).name }).to_string();
         let pix = match &opts.pix_fmt {
             Some(pf) => check_pix_fmt(&self.final_path, codec, pf)?,
-            None => default_pix_fmt(codec, deep),
+            None => default_pix_fmt(codec, deep, frame.width, frame.height),
         };
         let pix_desc = PixFmt::new(pix).ok_or_else(|| self.bad("unknown pixel format"))?;
 
@@ -960,13 +960,16 @@ fn check_pix_fmt(path: &Path, codec: *const ff::AVCodec, name: &str) -> Result<c
     Ok(pf.fmt)
 }
 
-/// yuv420p (8-bit) or yuv420p10le (deep), else the encoder's closest format to RGB.
-fn default_pix_fmt(codec: *const ff::AVCodec, deep: bool) -> c_int {
+/// yuv420p (8-bit) or yuv420p10le (deep), else the encoder's closest format to RGB. A frame of
+/// odd width or height cannot be 4:2:0: then yuv444p (or yuv444p10le) where the encoder takes it.
+fn default_pix_fmt(codec: *const ff::AVCodec, deep: bool, width: usize, height: usize) -> c_int {
     use ff::AVPixelFormat as P;
-    let want = if deep {
-        P::AV_PIX_FMT_YUV420P10LE
-    } else {
-        P::AV_PIX_FMT_YUV420P
+    let odd = !width.is_multiple_of(2) || !height.is_multiple_of(2);
+    let want = match (deep, odd) {
+        (true, false) => P::AV_PIX_FMT_YUV420P10LE,
+        (false, false) => P::AV_PIX_FMT_YUV420P,
+        (true, true) => P::AV_PIX_FMT_YUV444P10LE,
+        (false, true) => P::AV_PIX_FMT_YUV444P,
     } as c_int;
     let list = encoder_formats(codec);
     if list.is_empty() || list.contains(&want) {

@@ -166,6 +166,7 @@ impl FfmpegSource {
                 interlaced: field_order,
                 yuv: None,
                 colour: None,
+                dpx_color: None,
             },
             stream: index as c_int,
             time_base,

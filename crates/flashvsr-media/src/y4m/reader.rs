@@ -109,6 +109,7 @@ impl<R: Read + Send> Y4mSource<R> {
                 colorspace: cs.tag,
             }),
             colour: None,
+            dpx_color: None,
         };
         Ok(Y4mSource {
             reader,

@@ -122,32 +122,35 @@ pub fn select_blocks(
     let scale = 1.0 / (HEAD_DIM as f64).sqrt();
     let mut selected = vec![0u8; heads * nq * nk];
     // Heads are independent: score, softmax and select each on its own thread.
-    selected.par_chunks_mut(nq * nk).enumerate().for_each(|(h, head_selected)| {
-        let mut probs = vec![0.0f64; nq * nk];
-        for bq in 0..nq {
-            let q = &pooled_q[bq * dim + h * HEAD_DIM..][..HEAD_DIM];
-            let row = &mut probs[bq * nk..(bq + 1) * nk];
-            for (bk, p) in row.iter_mut().enumerate() {
-                let spatial = (bk / blocks_per_window) % s;
-                *p = if loc[(bq % s) * s + spatial] {
-                    let k = &pooled_k[bk * dim + h * HEAD_DIM..][..HEAD_DIM];
-                    q.iter()
-                        .zip(k)
-                        .map(|(&a, &b)| a as f64 * b as f64)
-                        .sum::<f64>()
-                        * scale
-                } else {
-                    f64::NEG_INFINITY
-                };
+    selected
+        .par_chunks_mut(nq * nk)
+        .enumerate()
+        .for_each(|(h, head_selected)| {
+            let mut probs = vec![0.0f64; nq * nk];
+            for bq in 0..nq {
+                let q = &pooled_q[bq * dim + h * HEAD_DIM..][..HEAD_DIM];
+                let row = &mut probs[bq * nk..(bq + 1) * nk];
+                for (bk, p) in row.iter_mut().enumerate() {
+                    let spatial = (bk / blocks_per_window) % s;
+                    *p = if loc[(bq % s) * s + spatial] {
+                        let k = &pooled_k[bk * dim + h * HEAD_DIM..][..HEAD_DIM];
+                        q.iter()
+                            .zip(k)
+                            .map(|(&a, &b)| a as f64 * b as f64)
+                            .sum::<f64>()
+                            * scale
+                    } else {
+                        f64::NEG_INFINITY
+                    };
+                }
+                softmax(row);
             }
-            softmax(row);
-        }
-        for g in 0..query_groups {
-            let group = &probs[g * s * nk..(g + 1) * s * nk];
-            let dst = &mut head_selected[g * s * nk..(g + 1) * s * nk];
-            select_top(group, settings.topk, dst);
-        }
-    });
+            for g in 0..query_groups {
+                let group = &probs[g * s * nk..(g + 1) * s * nk];
+                let dst = &mut head_selected[g * s * nk..(g + 1) * s * nk];
+                select_top(group, settings.topk, dst);
+            }
+        });
     BlockMask {
         heads,
         query_blocks: nq,

@@ -1,0 +1,346 @@
+//! Parallel jobs (`--devices cpu:N`): cold segments with warm-up and cross-faded joins, computed
+//! by several worker processes. The join-difference curve (docs/SEGMENTS.md) is an ignored test:
+//! `cargo test -p flashvsr-cli --release --test parallel -- --ignored --nocapture join_difference`.
+
+mod cli_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use cli_support::{golden_models, read_png, stderr};
+
+/// An 8-bit 4:4:4 y4m clip whose frames all differ (moving ramps).
+fn write_y4m(path: &Path, frames: usize, width: usize, height: usize) {
+    let mut bytes =
+        format!("YUV4MPEG2 W{width} H{height} F24:1 Ip A1:1 C444 XYSCSS=444\n").into_bytes();
+    for f in 0..frames {
+        bytes.extend_from_slice(b"FRAME\n");
+        for plane in 0..3 {
+            for p in 0..width * height {
+                let v = if plane == 0 {
+                    16 + ((p % width) * 9 + (p / width) * 5 + f * 7) % 219
+                } else {
+                    128 + ((p + f * 3 + plane * 11) % 40) - 20
+                };
+                bytes.push(v as u8);
+            }
+        }
+    }
+    std::fs::write(path, bytes).unwrap();
+}
+
+fn upscale(input: &Path, output: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let models = golden_models();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashvsr"));
+    cmd.args([
+        "upscale",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--output-format",
+        "png",
+    ])
+    .args(["--models", models.to_str().unwrap(), "-q"])
+    .args(extra)
+    .env_remove("FLASHVSR_MODELS")
+    .env("HF_HUB_OFFLINE", "1")
+    .env(
+        "HF_HOME",
+        std::env::temp_dir().join("flashvsr-tests-empty-hf-home"),
+    )
+    .stdout(Stdio::null())
+    .stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "{extra:?}: {}", stderr(&out));
+    out
+}
+
+/// The PNG frames of an output folder, in order.
+fn frames(dir: &Path) -> Vec<Vec<u16>> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "png"))
+        .collect();
+    names.sort();
+    names.iter().map(|p| read_png(p).3).collect()
+}
+
+fn mean_abs_diff(a: &[u16], b: &[u16]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(&x, &y)| (x as f64 - y as f64).abs())
+        .sum::<f64>()
+        / a.len() as f64
+}
+
+const PARALLEL: [&str; 8] = [
+    "--devices",
+    "cpu:2",
+    "--segment-frames",
+    "48",
+    "--warmup-frames",
+    "24",
+    "--crossfade-frames",
+    "8",
+];
+
+#[test]
+fn two_cpu_workers_give_every_frame_once_deterministically() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.y4m");
+    write_y4m(&input, 150, 16, 12);
+    let stream = tmp.path().join("stream");
+    upscale(&input, &stream, &["--device", "cpu"], &[]);
+    let a = tmp.path().join("a");
+    let mut keep = PARALLEL.to_vec();
+    keep.push("--keep-job");
+    upscale(&input, &a, &keep, &[]);
+    let b = tmp.path().join("b");
+    upscale(&input, &b, &PARALLEL, &[]);
+    assert!(!tmp.path().join("b.flashvsr").exists(), "store removed");
+
+    let (s, fa, fb) = (frames(&stream), frames(&a), frames(&b));
+    assert_eq!(s.len(), 150);
+    assert_eq!(fa.len(), 150, "every frame present once");
+    assert!(fa == fb, "two parallel runs differ");
+    // Segment 0 has no warm-up: its frames up to the first join equal the stream's exactly.
+    assert!(
+        fa[..40] == s[..40],
+        "segment 0 differs from the single stream"
+    );
+    // Each frame is the stream's frame at the same index (not a neighbour's), joins included.
+    for j in 0..150 {
+        let same = mean_abs_diff(&fa[j], &s[j]);
+        for n in [j.wrapping_sub(1), j + 1] {
+            if n < 150 {
+                assert!(
+                    same < mean_abs_diff(&fa[j], &s[n]),
+                    "frame {j} looks like stream frame {n}"
+                );
+            }
+        }
+    }
+    // Every segment committed exactly once.
+    let store = tmp.path().join("a.flashvsr");
+    let events = std::fs::read_to_string(store.join("events.log")).unwrap();
+    let mut commits: Vec<usize> = events
+        .lines()
+        .filter_map(|l| l.strip_prefix("commit ")?.parse().ok())
+        .collect();
+    commits.sort();
+    assert_eq!(commits, vec![0, 1, 2, 3], "{events}");
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("plan.json")).unwrap()).unwrap();
+    assert_eq!(plan["segmenting"]["mode"], "parallel");
+    assert_eq!(plan["segments"][1]["read_from"], 24);
+    assert_eq!(plan["segments"][1]["emit_from"], 40);
+    // Segment 0's own frames, before the cross-fade, are the stream's.
+    let done: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(store.join("done/s000000.json")).unwrap()).unwrap();
+    let seg0 = frames(&store.join(done["data"].as_str().unwrap()));
+    assert_eq!(seg0.len(), 48);
+    assert!(
+        seg0[..] == s[..48],
+        "segment 0 data differs from the single stream"
+    );
+}
+
+#[test]
+fn a_crashed_worker_is_restarted_and_its_segment_requeued() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.y4m");
+    write_y4m(&input, 100, 16, 12);
+    let args = [
+        "--devices",
+        "cpu:2",
+        "--segment-frames",
+        "32",
+        "--warmup-frames",
+        "16",
+        "--crossfade-frames",
+        "8",
+    ];
+    let clean = tmp.path().join("clean");
+    upscale(&input, &clean, &args, &[]);
+    let crashed = tmp.path().join("crashed");
+    let out = upscale(
+        &input,
+        &crashed,
+        &args,
+        &[("FLASHVSR_TEST_CRASH_SEGMENT", "1")],
+    );
+    let fc = frames(&crashed);
+    assert_eq!(fc.len(), 100);
+    assert!(fc == frames(&clean), "{}", stderr(&out));
+}
+
+#[test]
+fn a_killed_parallel_job_resumes_to_the_same_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.y4m");
+    write_y4m(&input, 150, 16, 12);
+    let clean = tmp.path().join("clean");
+    upscale(&input, &clean, &PARALLEL, &[]);
+    let output = tmp.path().join("out");
+    let store = tmp.path().join("out.flashvsr");
+    let models = golden_models();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashvsr"))
+        .args(["upscale", input.to_str().unwrap(), "-o"])
+        .arg(&output)
+        .args(["--output-format", "png", "-q", "--models"])
+        .arg(&models)
+        .args(PARALLEL)
+        .env_remove("FLASHVSR_MODELS")
+        .env("HF_HUB_OFFLINE", "1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_to_string(store.join("events.log")).is_ok_and(|e| e.contains("commit")) {
+        assert!(child.try_wait().unwrap().is_none(), "finished too early");
+        assert!(std::time::Instant::now() < deadline, "no commit");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The orphaned workers stop and release their leases; the rerun takes over at once.
+    let started = std::time::Instant::now();
+    upscale(&input, &output, &PARALLEL, &[]);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(40),
+        "the rerun waited for stale leases"
+    );
+    assert!(frames(&output) == frames(&clean), "resumed output differs");
+}
+
+#[test]
+fn bad_parallel_options_are_usage_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.y4m");
+    write_y4m(&input, 40, 16, 12);
+    for extra in [
+        &["--devices", "cpu:2", "--warmup-frames", "12"][..],
+        &[
+            "--devices",
+            "cpu:2",
+            "--warmup-frames",
+            "8",
+            "--crossfade-frames",
+            "16",
+        ],
+        &["--devices", "cpu:2", "--segment-frames", "20"],
+        &["--devices", "gpu:2"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_flashvsr"))
+            .args(["upscale", input.to_str().unwrap(), "-o"])
+            .arg(tmp.path().join("o"))
+            .args(["--models", golden_models().to_str().unwrap(), "-q"])
+            .args(extra)
+            .env("HF_HUB_OFFLINE", "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{extra:?}: {}", stderr(&out));
+    }
+}
+
+/// The join-difference curve of docs/SEGMENTS.md: hard joins (X = 0) after W warm-up frames
+/// against the single stream, mean absolute difference in 8-bit RGB code values over the first 8
+/// frames after each join.
+#[test]
+#[ignore = "slow: measures the join-difference curve (docs/SEGMENTS.md)"]
+fn join_difference() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.y4m");
+    let (total, segment) = (300usize, 128usize);
+    write_y4m(&input, total, 16, 12);
+    let stream = tmp.path().join("stream");
+    upscale(&input, &stream, &["--device", "cpu"], &[]);
+    let s = frames(&stream);
+    let joins: Vec<usize> = (segment..total).step_by(segment).collect();
+    let mut table = Vec::new();
+    for w in [8usize, 24, 56, 120] {
+        for x in [0usize, 8] {
+            if x > w {
+                continue;
+            }
+            let out = tmp.path().join(format!("w{w}x{x}"));
+            let (ws, xs, ns) = (w.to_string(), x.to_string(), segment.to_string());
+            upscale(
+                &input,
+                &out,
+                &[
+                    "--devices",
+                    "cpu:2",
+                    "--segment-frames",
+                    &ns,
+                    "--warmup-frames",
+                    &ws,
+                    "--crossfade-frames",
+                    &xs,
+                ],
+                &[],
+            );
+            let p = frames(&out);
+            assert_eq!(p.len(), total);
+            // After the join: the first 8 frames of each non-first segment.
+            let after: Vec<f64> = joins
+                .iter()
+                .flat_map(|&a| (a..a + 8).map(|j| mean_abs_diff(&p[j], &s[j])))
+                .collect();
+            // Around the join: 8 frames before it (the cross-fade region) and 8 after.
+            let around: Vec<f64> = joins
+                .iter()
+                .flat_map(|&a| (a - 8..a + 8).map(|j| mean_abs_diff(&p[j], &s[j])))
+                .collect();
+            let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+            let max = |v: &[f64]| v.iter().cloned().fold(0.0, f64::max);
+            // Far from the joins (the rest of each non-first segment).
+            let far: Vec<f64> = joins
+                .iter()
+                .flat_map(|&a| {
+                    (a + 8..(a + segment - 8).min(total)).map(|j| mean_abs_diff(&p[j], &s[j]))
+                })
+                .collect();
+            // The seam: the largest excess frame-to-frame step (parallel step minus stream step)
+            // from 9 frames before each join to 8 after, averaged over the joins.
+            let step = |f: &[Vec<u16>], j: usize| -> Vec<f64> {
+                f[j + 1]
+                    .iter()
+                    .zip(&f[j])
+                    .map(|(&b, &a)| b as f64 - a as f64)
+                    .collect()
+            };
+            let seams: Vec<f64> = joins
+                .iter()
+                .map(|&a| {
+                    (a - 9..a + 8)
+                        .map(|j| {
+                            let (ps, ss) = (step(&p, j), step(&s, j));
+                            ps.iter().zip(&ss).map(|(x, y)| (x - y).abs()).sum::<f64>()
+                                / ps.len() as f64
+                        })
+                        .fold(0.0, f64::max)
+                })
+                .collect();
+            assert!(mean(&after).is_finite());
+            table.push(format!(
+                "| {w:>3} | {x} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+                mean(&after),
+                max(&after),
+                mean(&around),
+                mean(&far),
+                mean(&seams)
+            ));
+        }
+    }
+    println!("| W | X | after join: mean | after join: max | ±8 around join: mean | rest of segment: mean | seam: max excess step |");
+    println!("|---|---|---|---|---|---|---|");
+    for row in &table {
+        println!("{row}");
+    }
+}
