@@ -7,27 +7,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cli_support::{golden_models, stderr};
-
-/// An 8-bit 4:4:4 y4m clip whose frames all differ.
-fn write_y4m(path: &Path, frames: usize, width: usize, height: usize) {
-    let mut bytes =
-        format!("YUV4MPEG2 W{width} H{height} F24:1 Ip A1:1 C444 XYSCSS=444\n").into_bytes();
-    for f in 0..frames {
-        bytes.extend_from_slice(b"FRAME\n");
-        for plane in 0..3 {
-            for p in 0..width * height {
-                let v = if plane == 0 {
-                    16 + ((p % width) * 9 + (p / width) * 5 + f * 7) % 219
-                } else {
-                    128 + ((p + f * 3 + plane * 11) % 40) - 20
-                };
-                bytes.push(v as u8);
-            }
-        }
-    }
-    std::fs::write(path, bytes).unwrap();
-}
+use cli_support::{golden_models, stderr, write_y4m};
 
 fn upscale_command(input: &Path, output: &Path, extra: &[&str]) -> Command {
     let models = golden_models();
