@@ -218,6 +218,10 @@ pub struct UpscaleArgs {
     /// Frame rate for image-sequence inputs, or to force a constant rate (e.g. 24, 30000/1001).
     #[arg(long, value_parser = parse_fps, aliases = ["input_fps", "output_fps"])]
     pub fps: Option<(u32, u32)>,
+    /// Name output image files after the input image files (frame_0042.png → frame_0042.tif)
+    /// instead of 000000 upwards.
+    #[arg(long)]
+    pub keep_names: bool,
     /// Tiled DiT: tile size in input pixels (0 = no tiling). Tiles are rounded up to 128 output
     /// pixels, run as separate streams and blended with ramps on interior edges.
     #[arg(long, default_value_t = 0, alias = "tile_size")]

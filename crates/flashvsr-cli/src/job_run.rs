@@ -16,6 +16,7 @@ use crate::args::UpscaleArgs;
 use crate::failure::{Failure, Outcome};
 use crate::frames_out::Depth;
 use crate::interrupt;
+use crate::pipelined::WriteBehind;
 use crate::progress::{timed, Progress};
 use crate::upscale::{next_input, PendingTimestamps, Stage};
 
@@ -276,7 +277,11 @@ fn compute(
 
 /// Streams the committed segments, in order, into the final output.
 fn assemble(args: &UpscaleArgs, stage: &Stage, store: &JobStore) -> Outcome<usize> {
-    let mut sink = create_sink(&args.output, stage.format, &stage.sink_options)?;
+    let mut sink: Box<dyn FrameSink> = Box::new(WriteBehind::new(create_sink(
+        &args.output,
+        stage.format,
+        &stage.sink_options,
+    )?));
     let mut written = 0;
     for marker in store.done()? {
         let path = store.path(&marker.data);

@@ -11,6 +11,7 @@ mod job_run;
 mod model_files;
 mod models;
 mod parallel;
+mod pipelined;
 mod progress;
 mod status;
 mod term;

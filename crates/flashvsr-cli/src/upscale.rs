@@ -34,6 +34,7 @@ use crate::frames_out::{to_frame, Depth};
 use crate::interrupt;
 use crate::job_run;
 use crate::model_files;
+use crate::pipelined::{ReadAhead, WriteBehind};
 use crate::progress::{timed, Progress, Reporter, StageClock, Summary};
 
 /// Everything a run needs besides the engine: how frames are prepared and finished.
@@ -224,7 +225,10 @@ pub fn run_one(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
         None => args,
     };
     let backend = ctx.backend(args)?;
-    let mut source = open_source(&args.input)?;
+    // Decoding starts right away, on its own thread, while the models load.
+    let opened = open_source(&args.input)?;
+    let names = mirrored_names(args, opened.as_ref())?;
+    let mut source: Box<dyn FrameSource> = Box::new(ReadAhead::new(opened));
     let load_start = Instant::now();
     ctx.load_models(args)?;
     let reporter = ctx.reporter;
@@ -247,7 +251,8 @@ pub fn run_one(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
     )?;
     let load = load_start.elapsed();
 
-    let stage = make_stage(args, &info, plan);
+    let mut stage = make_stage(args, &info, plan);
+    stage.sink_options.names = names;
     let limit = match (info.frame_count, args.max_frames) {
         (Some(c), Some(m)) => Some(c.min(m)),
         (c, m) => c.or(m),
@@ -364,6 +369,23 @@ pub fn make_engine<'m>(
 }
 
 /// How frames of `info` are prepared and written for `args` (output format and depth).
+/// `--keep-names`: output frames named after the input frames' file stems.
+fn mirrored_names(args: &UpscaleArgs, source: &dyn FrameSource) -> Outcome<Option<Vec<String>>> {
+    if !args.keep_names {
+        return Ok(None);
+    }
+    let info = source.info();
+    let count = info.frame_count.unwrap_or(0);
+    let names: Option<Vec<String>> = (0..count).map(|i| source.frame_name(i)).collect();
+    match names {
+        Some(n) if !n.is_empty() => Ok(Some(n)),
+        _ => Err(Failure::bad(format!(
+            "{}: --keep-names needs an image-sequence input (file names to mirror)",
+            args.input.display()
+        ))),
+    }
+}
+
 pub fn make_stage(args: &UpscaleArgs, info: &flashvsr_media::SourceInfo, plan: SizePlan) -> Stage {
     let format = match args.output_format {
         Some(OutputFormatArg::Png) => OutputFormat::Png,
@@ -441,7 +463,11 @@ fn stream_directly(
     source: &mut dyn FrameSource,
     progress: &mut Progress,
 ) -> Outcome<usize> {
-    let mut sink = create_sink(&args.output, stage.format, &stage.sink_options)?;
+    let mut sink: Box<dyn FrameSink> = Box::new(WriteBehind::new(create_sink(
+        &args.output,
+        stage.format,
+        &stage.sink_options,
+    )?));
     let mut pts = PendingTimestamps::default();
     let mut write =
         |frames: Vec<Frame>, sink: &mut Box<dyn FrameSink>, pts: &mut PendingTimestamps| {

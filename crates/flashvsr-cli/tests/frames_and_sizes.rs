@@ -128,3 +128,33 @@ fn torch_resize_is_a_different_valid_preparation() {
     assert_eq!((wa, ha), (wb, hb));
     assert_ne!(pa, pb, "the two bicubic kernels must give different inputs");
 }
+
+#[test]
+fn keep_names_mirrors_the_input_file_names() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    write_clip(&input, 3, 8, 8);
+    for (i, name) in ["shot_9.png", "shot_10.png", "shot_11.png"]
+        .iter()
+        .enumerate()
+    {
+        std::fs::rename(input.join(format!("{i:04}.png")), input.join(name)).unwrap();
+    }
+    let output = tmp.path().join("out");
+    let out = upscale(
+        &input,
+        &output,
+        &["--keep-names", "--output-format", "tiff16"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let names: Vec<String> = sorted_files(&output)
+        .iter()
+        .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["shot_10.tif", "shot_11.tif", "shot_9.tif"]);
+    let video = tmp.path().join("clip.y4m");
+    let out = upscale(&input.join("shot_9.png"), &video, &[]);
+    assert!(out.status.success());
+    let refused = upscale(&video, &tmp.path().join("o2"), &["--keep-names"]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+}
