@@ -13,20 +13,7 @@ mod cli_support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use cli_support::{golden_models, read_png, sorted_files, stderr, write_png_rgb8};
-
-fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-y"])
-        .args(args)
-        .output()
-        .expect("ffmpeg must be installed (apt-get install ffmpeg)");
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use cli_support::{ffmpeg, golden_models, read_png, sorted_files, stderr, write_png_rgb8};
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

@@ -98,3 +98,17 @@ pub fn write_y4m(path: &Path, frames: usize, width: usize, height: usize) {
     }
     std::fs::write(path, bytes).unwrap();
 }
+
+/// Runs the ffmpeg CLI (tests make their media with it); fails the test on error.
+pub fn ffmpeg(args: &[&str]) {
+    let out = Command::new("ffmpeg")
+        .args(["-v", "error", "-nostdin", "-y"])
+        .args(args)
+        .output()
+        .expect("ffmpeg must be installed (apt-get install ffmpeg)");
+    assert!(
+        out.status.success(),
+        "ffmpeg {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

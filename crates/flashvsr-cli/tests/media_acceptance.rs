@@ -19,21 +19,8 @@ mod cli_support;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use cli_support::{flashvsr, golden_models, sorted_files, stderr};
+use cli_support::{ffmpeg, flashvsr, golden_models, sorted_files, stderr};
 use serde_json::Value;
-
-fn ffmpeg(args: &[&str]) {
-    let out = Command::new("ffmpeg")
-        .args(["-v", "error", "-nostdin", "-y"])
-        .args(args)
-        .output()
-        .expect("ffmpeg must be installed (apt-get install ffmpeg)");
-    assert!(
-        out.status.success(),
-        "ffmpeg {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 fn ffprobe(path: &Path, args: &[&str]) -> Value {
     let out = Command::new("ffprobe")

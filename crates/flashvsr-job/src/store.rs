@@ -173,34 +173,15 @@ impl JobStore {
         self.root.join("done").join(format!("s{segment:06}.json"))
     }
 
-    /// Every committed segment, in order. Segments must be contiguous from 0.
+    /// Every committed segment, in order. Segments must be contiguous from 0 (one-stream jobs
+    /// commit in order).
     pub fn done(&self) -> Result<Vec<DoneMarker>, JobError> {
-        let dir = self.root.join("done");
-        let mut markers = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
-            let path = entry.map_err(io(&dir))?.path();
-            let name = path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
-            if name.starts_with('.') || !name.ends_with(".json") {
-                continue;
-            }
-            let marker: DoneMarker =
-                serde_json::from_slice(&std::fs::read(&path).map_err(io(&path))?).map_err(|e| {
-                    JobError::Invalid {
-                        path: path.clone(),
-                        reason: e.to_string(),
-                    }
-                })?;
-            markers.push(marker);
-        }
-        markers.sort_by_key(|m| m.segment);
+        let markers = self.done_any()?;
         for (i, m) in markers.iter().enumerate() {
-            if m.segment != i || m.plan_hash != self.plan_hash {
+            if m.segment != i {
                 return Err(JobError::Invalid {
                     path: self.marker_path(m.segment),
-                    reason: format!("segment {} out of sequence or from another plan", m.segment),
+                    reason: format!("segment {} out of sequence", m.segment),
                 });
             }
         }
