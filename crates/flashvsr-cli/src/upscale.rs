@@ -323,12 +323,10 @@ pub fn make_engine<'m>(
     noise_window: Option<(usize, usize)>,
 ) -> Outcome<Box<dyn FrameStream + 'm>> {
     let noise_source = |args: &UpscaleArgs, height: usize, width: usize| {
-        shifted_noise(
+        Outcome::Ok(shifted_noise(
             noise_source(args, height, width)?,
             noise_window,
-            height,
-            width,
-        )
+        ))
     };
     Ok(if args.tile_size > 0 {
         let layout = TileLayout::from_input(args.tile_size, args.tile_overlap, args.scale as usize);
@@ -513,22 +511,11 @@ fn noise_source(args: &UpscaleArgs, height: usize, width: usize) -> Outcome<Nois
 /// The noise of a stream that starts `first` latent frames into the video (a cold parallel
 /// segment): its latent `l` gets the video's latent `first + l`, for `count` latents, so both
 /// sides of a join see the same noise (SCALEOUT.md §2).
-fn shifted_noise(
-    base: NoiseSource,
-    window: Option<(usize, usize)>,
-    height: usize,
-    width: usize,
-) -> Outcome<NoiseSource> {
-    let Some((first, count)) = window.filter(|w| w.0 > 0) else {
-        return Ok(base);
-    };
-    let (rows, cols) = (height / SPACE_UPSCALE, width / SPACE_UPSCALE);
-    Ok(NoiseSource::Injected {
-        values: base.frames(first, count, rows, cols)?,
-        frames: count,
-        rows,
-        cols,
-    })
+fn shifted_noise(base: NoiseSource, window: Option<(usize, usize)>) -> NoiseSource {
+    match window.filter(|w| w.0 > 0) {
+        Some((first, _)) => base.offset(first),
+        None => base,
+    }
 }
 
 /// Settings of an engine over a `height` × `width` canvas (a tile's, when tiled); the noise is

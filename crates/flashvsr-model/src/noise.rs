@@ -20,6 +20,12 @@ fn uniform(bits: u64) -> f64 {
 
 pub enum NoiseSource {
     Seeded(u64),
+    /// Another source's latent frames from `first` on: a cold segment starting `first` latents
+    /// into the video sees the video's noise.
+    Offset {
+        base: Box<NoiseSource>,
+        first: usize,
+    },
     /// A window of another source's canvas: tiles see exactly the noise of the untiled run.
     Crop {
         base: Box<NoiseSource>,
@@ -41,6 +47,9 @@ impl NoiseSource {
         let plane = rows * cols;
         let mut out = vec![0.0f32; LATENT_CHANNELS * count * plane];
         match self {
+            NoiseSource::Offset { base, first: shift } => {
+                return base.frames(first + shift, count, rows, cols)
+            }
             NoiseSource::Crop { base, full, offset } => {
                 let whole = base.frames(first, count, full.0, full.1)?;
                 let full_plane = full.0 * full.1;
@@ -86,6 +95,14 @@ impl NoiseSource {
 }
 
 impl NoiseSource {
+    /// This source's latent frames from `first` on.
+    pub fn offset(self, first: usize) -> NoiseSource {
+        NoiseSource::Offset {
+            base: Box::new(self),
+            first,
+        }
+    }
+
     /// The `rows × cols` window at `offset` (latent pixels) of this source's `full` canvas.
     pub fn crop(self, full: (usize, usize), offset: (usize, usize)) -> NoiseSource {
         NoiseSource::Crop {
