@@ -1,6 +1,6 @@
 use flashvsr_tensor::{BlockMask, Tensor};
 
-use super::config::{DitConfig, EPS};
+use super::config::{DitConfig, EPS, HEAD_DIM};
 use super::mask::{select_blocks, SparseSettings};
 use crate::params::Params;
 use crate::Result;
@@ -153,15 +153,19 @@ impl DitBlock {
         settings: &SparseSettings,
     ) -> Result<BlockMask> {
         let d = q.dim(1);
-        let qb = settings.mode.key_block();
+        let kb = settings.mode.key_block();
         let pooled_q = q.reshape(&[q.dim(0) / 128, 128, d])?.group_mean()?;
-        let pooled_k = keys.reshape(&[keys.dim(0) / qb, qb, d])?.group_mean()?;
-        Ok(select_blocks(
-            &pooled_q.to_vec()?,
-            &pooled_k.to_vec()?,
-            d,
-            query_groups,
-            settings,
-        ))
+        let pooled_k = keys.reshape(&[keys.dim(0) / kb, kb, d])?.group_mean()?;
+        // Scores on the device, one small GEMM per head; only the score matrix comes back.
+        let per_head = (0..self.heads)
+            .map(|h| {
+                let qh = pooled_q.narrow(1, h * HEAD_DIM, HEAD_DIM)?;
+                let kh = pooled_k.narrow(1, h * HEAD_DIM, HEAD_DIM)?;
+                Ok(qh.linear(&kh, None)?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&Tensor> = per_head.iter().collect();
+        let scores = Tensor::cat(&refs, 0)?.to_vec()?;
+        Ok(select_blocks(&scores, self.heads, query_groups, settings))
     }
 }

@@ -104,41 +104,34 @@ pub fn local_window_mask(rows: usize, cols: usize, range: usize) -> Vec<bool> {
     m
 }
 
-/// Selects key blocks from pooled queries `(query_groups·S, D)` and pooled keys
-/// `(key_blocks, D)` (one row per 128- or 64-token key block, cached groups first).
+/// Selects key blocks from the unscaled per-head scores `q̄·k̄` of pooled query windows and pooled
+/// key blocks, `(heads, query_groups·S, key_blocks)` (key blocks: cached groups first).
 pub fn select_blocks(
-    pooled_q: &[f32],
-    pooled_k: &[f32],
-    dim: usize,
+    scores: &[f32],
+    heads: usize,
     query_groups: usize,
     settings: &SparseSettings,
 ) -> BlockMask {
-    let heads = dim / HEAD_DIM;
     let s = settings.windows_per_group();
     let nq = query_groups * s;
-    let nk = pooled_k.len() / dim;
+    let nk = scores.len() / (heads * nq).max(1);
     let blocks_per_window = WINDOW_TOKENS / settings.mode.key_block();
     let loc = settings.local_mask();
     let scale = 1.0 / (HEAD_DIM as f64).sqrt();
     let mut selected = vec![0u8; heads * nq * nk];
-    // Heads are independent: score, softmax and select each on its own thread.
+    // Heads are independent: mask, softmax and select each on its own thread.
     selected
         .par_chunks_mut(nq * nk)
         .enumerate()
         .for_each(|(h, head_selected)| {
             let mut probs = vec![0.0f64; nq * nk];
             for bq in 0..nq {
-                let q = &pooled_q[bq * dim + h * HEAD_DIM..][..HEAD_DIM];
+                let raw = &scores[(h * nq + bq) * nk..][..nk];
                 let row = &mut probs[bq * nk..(bq + 1) * nk];
                 for (bk, p) in row.iter_mut().enumerate() {
                     let spatial = (bk / blocks_per_window) % s;
                     *p = if loc[(bq % s) * s + spatial] {
-                        let k = &pooled_k[bk * dim + h * HEAD_DIM..][..HEAD_DIM];
-                        q.iter()
-                            .zip(k)
-                            .map(|(&a, &b)| a as f64 * b as f64)
-                            .sum::<f64>()
-                            * scale
+                        raw[bk] as f64 * scale
                     } else {
                         f64::NEG_INFINITY
                     };
