@@ -350,13 +350,7 @@ fn decode_tiny(
         let y = tc.decode(&lat, &cond, &mut memory).unwrap();
         assert_eq!(y.dim(1), on);
         let y = y.to_vec().unwrap();
-        for f in 0..on {
-            out.push(
-                (0..3)
-                    .flat_map(|ch| y[(ch * on + f) * h * w..][..h * w].to_vec())
-                    .collect(),
-            );
-        }
+        out.extend(per_frame(&y, on, h * w));
     }
     out
 }
@@ -378,6 +372,27 @@ fn adain_frames(
     select_frames(&fixed, &(0..indices.len()).collect::<Vec<_>>(), plane)
 }
 
+/// `(3, n, H, W)` channel-major pixels → n frames of `(3, H, W)`.
+fn per_frame(y: &[f32], n: usize, plane: usize) -> Vec<Vec<f32>> {
+    (0..n)
+        .map(|f| {
+            (0..3)
+                .flat_map(|ch| y[(ch * n + f) * plane..][..plane].to_vec())
+                .collect()
+        })
+        .collect()
+}
+
+/// The stored decoder frames and the AdaIN-fixed final frames of a case.
+fn check_decoded_and_final(c: &Case, decoded: &[Vec<f32>], lq: &[Vec<f32>], plane: usize) {
+    let sel = select_frames(decoded, &c.frame_indices("decoded_sel"), plane);
+    let err = rel_l2(&sel, &c.get("decoded_sel").f32);
+    assert!(err <= tol(), "decoded_sel rel L2 {err:e}");
+    let finals = adain_frames(decoded, lq, &c.frame_indices("final_adain_sel"), plane);
+    let err = rel_l2(&finals, &c.get("final_adain_sel").f32);
+    assert!(err <= tol(), "final_adain_sel rel L2 {err:e}");
+}
+
 #[test]
 fn tcdecoder_and_adain_match() {
     let backend = golden::backend();
@@ -390,17 +405,7 @@ fn tcdecoder_and_adain_match() {
     let tc = TcDecoder::load(&backend, &open(&c.model_dir(), "TCDecoder.ckpt")).unwrap();
     let decoded = decode_tiny(&backend, &tc, &c, &head, &frames, h, w);
     assert_eq!(decoded.len(), 37);
-    let sel = select_frames(&decoded, &c.frame_indices("decoded_sel"), h * w);
-    let err = rel_l2(&sel, &c.get("decoded_sel").f32);
-    assert!(err <= tol(), "decoded_sel rel L2 {err:e}");
-    let finals = adain_frames(
-        &decoded,
-        &frames,
-        &c.frame_indices("final_adain_sel"),
-        h * w,
-    );
-    let err = rel_l2(&finals, &c.get("final_adain_sel").f32);
-    assert!(err <= tol(), "final_adain_sel rel L2 {err:e}");
+    check_decoded_and_final(&c, &decoded, &frames, h * w);
 }
 
 #[test]
@@ -429,25 +434,8 @@ fn wan_vae_untiled_tiled_and_colour_fixes_match() {
     let n = y.dim(1);
     assert_eq!(n, 21);
     let y = y.to_vec().unwrap();
-    let decoded: Vec<Vec<f32>> = (0..n)
-        .map(|f| {
-            (0..3)
-                .flat_map(|ch| y[(ch * n + f) * h * w..][..h * w].to_vec())
-                .collect()
-        })
-        .collect();
-    let sel = select_frames(&decoded, &c.frame_indices("decoded_sel"), h * w);
-    let err = rel_l2(&sel, &c.get("decoded_sel").f32);
-    assert!(err <= tol(), "decoded_sel rel L2 {err:e}");
-
-    let finals = adain_frames(
-        &decoded,
-        &frames,
-        &c.frame_indices("final_adain_sel"),
-        h * w,
-    );
-    let err = rel_l2(&finals, &c.get("final_adain_sel").f32);
-    assert!(err <= tol(), "final_adain_sel rel L2 {err:e}");
+    let decoded: Vec<Vec<f32>> = per_frame(&y, n, h * w);
+    check_decoded_and_final(&c, &decoded, &frames, h * w);
 
     let wavelet: Vec<Vec<f32>> = (0..4)
         .map(|i| {
@@ -470,13 +458,7 @@ fn wan_vae_untiled_tiled_and_colour_fixes_match() {
     assert_eq!(tiled.tile_count(), 9);
     let (pixels, frames_out) = tiled.decode(&vae, &lat).unwrap();
     assert_eq!(frames_out, 21);
-    let tiled_frames: Vec<Vec<f32>> = (0..n)
-        .map(|f| {
-            (0..3)
-                .flat_map(|ch| pixels[(ch * n + f) * h * w..][..h * w].to_vec())
-                .collect()
-        })
-        .collect();
+    let tiled_frames: Vec<Vec<f32>> = per_frame(&pixels, n, h * w);
     let sel = select_frames(&tiled_frames, &c.frame_indices("decoded_tiled_vae"), h * w);
     let err = rel_l2(&sel, &c.get("decoded_tiled_vae").f32);
     assert!(err <= tol(), "decoded_tiled_vae rel L2 {err:e}");
