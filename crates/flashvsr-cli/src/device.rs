@@ -5,7 +5,7 @@
 //! fast mode: GEMMs and convolutions on TF32 tensor cores, attention on bf16 tensor cores where
 //! the backend has them. fp16/bf16 storage is not implemented yet.
 
-use flashvsr_cuda::{AttentionPrecision, CudaBackend, CudaOptions};
+use flashvsr_cuda::{CudaBackend, CudaOptions};
 use flashvsr_tensor::cpu::CpuBackend;
 use flashvsr_tensor::BackendRef;
 
@@ -57,15 +57,7 @@ pub fn select(device: &str, precision: Precision, quiet: bool) -> Outcome<Backen
 
 fn cuda(ordinal: usize, precision: Precision, quiet: bool) -> Outcome<BackendRef> {
     let fast = precision == Precision::Auto;
-    let options = CudaOptions {
-        gemm_tf32: fast,
-        attention: if fast {
-            AttentionPrecision::Bf16
-        } else {
-            AttentionPrecision::Fp32
-        },
-        ..CudaOptions::from_env()
-    };
+    let options = CudaOptions::from_env().with_fast_mode(fast);
     let backend = CudaBackend::create(ordinal, options)
         .map_err(|e| Failure::bad(format!("--device cuda:{ordinal}: {e}")))?;
     if !quiet {

@@ -10,7 +10,7 @@ use flashvsr_tensor::{
     UnaryOp,
 };
 
-use crate::buffer::{raw_ptr, CudaBuffer};
+use crate::buffer::{raw_ptr, CudaBuffer, Storage};
 use crate::context::{driver_version, Gpu};
 use crate::error::{catch, CudaError, CudaResult};
 use crate::gemm::Gemm;
@@ -83,6 +83,9 @@ pub struct CudaOptions {
     pub gemm_tf32: bool,
     /// Attention kernels: exact fp32 (parity) or bf16 tensor cores (default).
     pub attention: AttentionPrecision,
+    /// Store the tensors the model marks as long-lived (`Tensor::compact`: weights, the KV cache)
+    /// in bf16, and run GEMMs with bf16 weights on bf16 tensor cores (fast mode).
+    pub compact_bf16: bool,
 }
 
 impl CudaOptions {
@@ -101,7 +104,23 @@ impl CudaOptions {
             attention,
             poison_outputs: std::env::var(ENV_POISON).is_ok_and(|v| v == "1"),
             gemm_tf32: std::env::var("FLASHVSR_CUDA_TF32").is_ok_and(|v| v == "1"),
+            compact_bf16: std::env::var("FLASHVSR_CUDA_BF16").is_ok_and(|v| v == "1"),
             ..Self::default()
+        }
+    }
+
+    /// The same options in fast mode (TF32/bf16 GEMMs, bf16 attention, bf16 weights and KV
+    /// cache) or in the exact fp32 parity mode.
+    pub fn with_fast_mode(self, fast: bool) -> Self {
+        CudaOptions {
+            gemm_tf32: fast,
+            compact_bf16: fast,
+            attention: if fast {
+                AttentionPrecision::Bf16
+            } else {
+                AttentionPrecision::Fp32
+            },
+            ..self
         }
     }
 
@@ -118,6 +137,7 @@ impl Default for CudaOptions {
             im2col_budget: 64 << 20,
             gemm_tf32: false,
             attention: AttentionPrecision::default(),
+            compact_bf16: false,
         }
     }
 }
@@ -252,8 +272,51 @@ impl CudaBackend {
         Ok(buf)
     }
 
+    /// The f32 data of `x`. A bf16-stored tensor is widened into a temporary that lives until
+    /// the current op has enqueued its kernels (ops without a bf16 path still accept it).
     pub(crate) fn ptr(&self, x: &Tensor) -> CudaResult<u64> {
-        Ok(self.input(x)?.ptr())
+        let buf = self.input(x)?;
+        match buf.storage() {
+            Storage::F32 => Ok(buf.ptr()),
+            Storage::Bf16 => Ok(self.keep_for_op(self.widen(buf)?)),
+        }
+    }
+
+    /// Keeps an op's temporary buffer alive until the op has enqueued its kernels; its pointer.
+    pub(crate) fn keep_for_op(&self, buf: CudaBuffer) -> u64 {
+        let ptr = buf.ptr();
+        OP_TEMPORARIES.with(|t| t.borrow_mut().push(buf));
+        ptr
+    }
+
+    /// The device pointer and storage of `x`, for ops that read bf16 storage directly.
+    pub(crate) fn raw(&self, x: &Tensor) -> CudaResult<(u64, Storage)> {
+        let buf = self.input(x)?;
+        Ok((buf.ptr(), buf.storage()))
+    }
+
+    /// A bf16 buffer's values as a new f32 buffer.
+    fn widen(&self, buf: &CudaBuffer) -> CudaResult<CudaBuffer> {
+        let len = flashvsr_tensor::Buffer::len(buf);
+        let out = self.output(len)?;
+        let args = KernelArgs::new()
+            .push(buf.ptr())
+            .push(out.ptr())
+            .push(len as u64);
+        self.launch("bf16_to_f32", self.grid(len as u64), args)?;
+        Ok(out)
+    }
+
+    /// `x` stored as bf16 (round to nearest even).
+    pub(crate) fn narrow_to_bf16(&self, x: &Tensor) -> CudaResult<CudaBuffer> {
+        let len = x.elem_count();
+        let out = self.output_as(len, Storage::Bf16)?;
+        let args = KernelArgs::new()
+            .push(self.ptr(x)?)
+            .push(out.ptr())
+            .push(len as u64);
+        self.launch("f32_to_bf16", self.grid(len as u64), args)?;
+        Ok(out)
     }
 
     pub(crate) fn opt_ptr(&self, x: Option<&Tensor>) -> CudaResult<u64> {
@@ -262,12 +325,18 @@ impl CudaBackend {
 
     /// Every op allocates its output here (poisoned when asked).
     pub(crate) fn output(&self, len: usize) -> CudaResult<CudaBuffer> {
+        self.output_as(len, Storage::F32)
+    }
+
+    pub(crate) fn output_as(&self, len: usize, storage: Storage) -> CudaResult<CudaBuffer> {
+        let words = storage.words(len);
         // SAFETY: uninitialised device memory; every op writes all `len` elements (the poison
         // mode and the GPU test check exactly that).
-        let slice = unsafe { self.gpu.stream.alloc::<f32>(len.max(1)) }?;
-        let buf = CudaBuffer::new(slice, len);
+        let slice = unsafe { self.gpu.stream.alloc::<f32>(words) }?;
+        let buf = CudaBuffer::with_storage(slice, len, storage);
         if self.options.poison_outputs {
-            self.fill(buf.ptr(), len.max(1), f32::NAN)?;
+            // NaN in either format: f32 NaN words are also pairs of bf16 NaNs (0x7fc0_0000 → 0x7fc0, 0).
+            self.fill(buf.ptr(), words, f32::from_bits(0x7fc0_7fc0))?;
         }
         Ok(buf)
     }
@@ -314,13 +383,21 @@ impl CudaBackend {
         &self,
         op: impl FnOnce() -> CudaResult<CudaBuffer>,
     ) -> flashvsr_tensor::Result<BufferRef> {
-        let buf = catch(op).map_err(|e| e.into_tensor(self.device_of()))?;
+        let result = catch(op);
+        // The op's kernels are enqueued: freeing its temporaries now is ordered after them.
+        OP_TEMPORARIES.with(|t| t.borrow_mut().clear());
+        let buf = result.map_err(|e| e.into_tensor(self.device_of()))?;
         Ok(Arc::new(buf))
     }
 
     fn err(&self, e: CudaError) -> TensorError {
         e.into_tensor(self.device_of())
     }
+}
+
+thread_local! {
+    /// f32 copies of bf16-stored inputs made by the op running on this thread (see `ptr`).
+    static OP_TEMPORARIES: std::cell::RefCell<Vec<CudaBuffer>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 type TResult<T> = flashvsr_tensor::Result<T>;
@@ -357,14 +434,22 @@ impl Backend for CudaBackend {
     }
 
     fn download(&self, x: &Tensor) -> TResult<Vec<f32>> {
-        catch(|| {
+        let result = catch(|| {
             let buf = self.input(x)?;
+            let wide;
+            let buf = match buf.storage() {
+                Storage::F32 => buf,
+                Storage::Bf16 => {
+                    wide = self.widen(buf)?;
+                    &wide
+                }
+            };
             let mut host = self.gpu.stream.clone_dtoh(buf.slice())?;
             self.synchronize()?;
             host.truncate(buf_len(buf));
             Ok(host)
-        })
-        .map_err(|e| self.err(e))
+        });
+        result.map_err(|e| self.err(e))
     }
 
     fn zeros(&self, len: usize) -> TResult<BufferRef> {
@@ -403,7 +488,22 @@ impl Backend for CudaBackend {
     }
 
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> TResult<BufferRef> {
-        self.finish(|| self.op_linear(x, w, b))
+        self.finish(|| self.op_linear(x, w, b, false))
+    }
+
+    fn linear_gelu(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> TResult<BufferRef> {
+        self.finish(|| self.op_linear(x, w, b, true))
+    }
+
+    fn compact(&self, x: &Tensor) -> TResult<Option<BufferRef>> {
+        if !self.options.compact_bf16 {
+            return Ok(None);
+        }
+        let storage = catch(|| Ok(self.raw(x)?.1)).map_err(|e| self.err(e))?;
+        if storage == Storage::Bf16 {
+            return Ok(None);
+        }
+        self.finish(|| self.narrow_to_bf16(x)).map(Some)
     }
 
     fn layer_norm(

@@ -3,21 +3,56 @@ use std::any::Any;
 use cudarc::driver::{CudaSlice, DevicePtr};
 use flashvsr_tensor::Buffer;
 
-/// Device memory of one tensor. Zero-length tensors still own a one-element allocation so that
-/// every buffer has a valid device pointer.
+/// How a buffer holds its f32-valued elements on the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Storage {
+    F32,
+    /// Rounded to bf16 (fast mode's weights and KV cache): half the memory and traffic.
+    Bf16,
+}
+
+impl Storage {
+    pub fn bytes(self) -> usize {
+        match self {
+            Storage::F32 => 4,
+            Storage::Bf16 => 2,
+        }
+    }
+
+    /// f32 words of an allocation holding `len` elements (at least one, so that every buffer
+    /// has a valid device pointer).
+    pub(crate) fn words(self, len: usize) -> usize {
+        (len * self.bytes()).div_ceil(4).max(1)
+    }
+}
+
+/// Device memory of one tensor. Zero-length tensors still own a one-word allocation.
 pub struct CudaBuffer {
     slice: CudaSlice<f32>,
     len: usize,
+    storage: Storage,
 }
 
 impl CudaBuffer {
     pub(crate) fn new(slice: CudaSlice<f32>, len: usize) -> Self {
-        debug_assert!(slice.len() >= len);
-        CudaBuffer { slice, len }
+        Self::with_storage(slice, len, Storage::F32)
+    }
+
+    pub(crate) fn with_storage(slice: CudaSlice<f32>, len: usize, storage: Storage) -> Self {
+        debug_assert!(slice.len() >= storage.words(len));
+        CudaBuffer {
+            slice,
+            len,
+            storage,
+        }
     }
 
     pub fn slice(&self) -> &CudaSlice<f32> {
         &self.slice
+    }
+
+    pub fn storage(&self) -> Storage {
+        self.storage
     }
 
     pub(crate) fn ptr(&self) -> u64 {

@@ -1,7 +1,9 @@
-//! Row-major fp32 GEMM through cuBLASLt: `C[M,N] (+)= A[M,K] · B + bias[N]`, B given either as
-//! `[N,K]` (weights, `X·Wᵀ`) or as `[K,N]`. Compute type `CUBLAS_COMPUTE_32F`: TF32 stays off, this
-//! is the parity mode. Descriptors and the heuristic's algorithm are cached per shape, not rebuilt
-//! per call as cudarc's safe `Matmul` would.
+//! Row-major GEMM through cuBLASLt: `C[M,N] (+)= A[M,K] · B + bias[N]` (optionally through tanh
+//! GELU), B given either as `[N,K]` (weights, `X·Wᵀ`) or as `[K,N]`. A and B are fp32 (compute
+//! type `CUBLAS_COMPUTE_32F`, exact: the parity mode; or TF32 in fast mode) or both bf16 (fast
+//! mode's weights); C, D and the bias are fp32 and accumulation is fp32 in every case.
+//! Descriptors and the heuristic's algorithm are cached per shape, not rebuilt per call as
+//! cudarc's safe `Matmul` would.
 //!
 //! Row-major `C = A·op(B)` is column-major `Cᵀ = op(B)ᵀ·Aᵀ`, so cuBLASLt's "A" is our B and its
 //! "B" is our A; cuBLASLt's BIAS epilogue adds per row of its column-major D, i.e. per column N.
@@ -29,7 +31,32 @@ pub(crate) struct GemmShape {
     pub ldc: usize,
     /// B is `[N,K]` (true) or `[K,N]` (false).
     pub b_transposed: bool,
-    pub bias: bool,
+    pub epilogue: Epilogue,
+    /// A and B are bf16 (else fp32).
+    pub bf16_inputs: bool,
+}
+
+/// What cuBLASLt applies to `A·B` before storing D.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub(crate) enum Epilogue {
+    None,
+    Bias,
+    /// `gelu_tanh(A·B + bias)`.
+    GeluBias,
+}
+
+impl Epilogue {
+    pub fn bias(b: bool) -> Epilogue {
+        if b {
+            Epilogue::Bias
+        } else {
+            Epilogue::None
+        }
+    }
+
+    fn has_bias(self) -> bool {
+        self != Epilogue::None
+    }
 }
 
 /// Device pointers of one call; `bias` is 0 when the shape has none.
@@ -140,16 +167,20 @@ unsafe fn set_pref<T>(
     )
 }
 
-fn layout(rows: usize, cols: usize, ld: usize) -> CudaResult<lt::cublasLtMatrixLayout_t> {
+fn layout(
+    rows: usize,
+    cols: usize,
+    ld: usize,
+    bf16: bool,
+) -> CudaResult<lt::cublasLtMatrixLayout_t> {
     let mut l = std::ptr::null_mut();
+    let dtype = if bf16 {
+        lt::cudaDataType_t::CUDA_R_16BF
+    } else {
+        lt::cudaDataType_t::CUDA_R_32F
+    };
     check("cublasLtMatrixLayoutCreate", unsafe {
-        lt::cublasLtMatrixLayoutCreate(
-            &mut l,
-            lt::cudaDataType_t::CUDA_R_32F,
-            rows as u64,
-            cols as u64,
-            ld as i64,
-        )
+        lt::cublasLtMatrixLayoutCreate(&mut l, dtype, rows as u64, cols as u64, ld as i64)
     })?;
     Ok(l)
 }
@@ -182,7 +213,7 @@ impl Gemm {
         check("cublasLtMatmulDescCreate", unsafe {
             lt::cublasLtMatmulDescCreate(
                 &mut desc,
-                if tf32 {
+                if tf32 && !s.bf16_inputs {
                     lt::cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32
                 } else {
                     lt::cublasComputeType_t::CUBLAS_COMPUTE_32F
@@ -204,18 +235,26 @@ impl Gemm {
                 if s.b_transposed { &op_t } else { &op_n },
             )?;
             set_desc(desc, D::CUBLASLT_MATMUL_DESC_TRANSB, &op_n)?;
-            if s.bias {
-                let epilogue = lt::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS as u32;
-                set_desc(desc, D::CUBLASLT_MATMUL_DESC_EPILOGUE, &epilogue)?;
+            let epilogue = match s.epilogue {
+                Epilogue::None => None,
+                Epilogue::Bias => Some(lt::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_BIAS),
+                Epilogue::GeluBias => Some(lt::cublasLtEpilogue_t::CUBLASLT_EPILOGUE_GELU_BIAS),
+            };
+            if let Some(e) = epilogue {
+                set_desc(desc, D::CUBLASLT_MATMUL_DESC_EPILOGUE, &(e as u32))?;
+                // D is fp32, so is the bias (the default would follow A/B's type otherwise).
+                let bias_type = lt::cudaDataType_t::CUDA_R_32F as u32;
+                set_desc(desc, D::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type)?;
             }
         }
+        let bf16 = s.bf16_inputs;
         plan.layouts[0] = if s.b_transposed {
-            layout(s.k, s.n, s.ldb)?
+            layout(s.k, s.n, s.ldb, bf16)?
         } else {
-            layout(s.n, s.k, s.ldb)?
+            layout(s.n, s.k, s.ldb, bf16)?
         };
-        plan.layouts[1] = layout(s.k, s.m, s.lda)?;
-        plan.layouts[2] = layout(s.n, s.m, s.ldc)?;
+        plan.layouts[1] = layout(s.k, s.m, s.lda, bf16)?;
+        plan.layouts[2] = layout(s.n, s.m, s.ldc, false)?;
         let mut pref = std::ptr::null_mut();
         check("cublasLtMatmulPreferenceCreate", unsafe {
             lt::cublasLtMatmulPreferenceCreate(&mut pref)
@@ -255,7 +294,7 @@ impl Gemm {
         };
         let (count, result) = chosen?;
         if count < 1 || result.state != lt::cublasStatus_t::CUBLAS_STATUS_SUCCESS {
-            return Err(CudaError::Blas(format!("no fp32 algorithm for {s:?}")));
+            return Err(CudaError::Blas(format!("no algorithm for {s:?}")));
         }
         plan.algo = result.algo;
         Ok(plan)
@@ -284,7 +323,7 @@ impl Gemm {
         let (ws, _guard) = self.workspace.device_ptr(stream);
         let (alpha, beta) = (1.0f32, if p.accumulate { 1.0f32 } else { 0.0 });
         unsafe {
-            if shape.bias {
+            if shape.epilogue.has_bias() {
                 set_desc(
                     plan.desc,
                     lt::cublasLtMatmulDescAttributes_t::CUBLASLT_MATMUL_DESC_BIAS_POINTER,

@@ -978,6 +978,108 @@ fn plumbing(s: &mut Suite, gpu: &Arc<CudaBackend>) {
     }
 }
 
+/// Fast mode's bf16 storage (`Tensor::compact`): exact rounding, layout ops that keep bf16,
+/// ops that widen it, and bf16 GEMMs (plain, bias, fused GELU) against the CPU on the rounded
+/// values.
+fn bf16_storage(s: &mut Suite, fast: &BackendRef) {
+    if s.filter
+        .as_ref()
+        .is_some_and(|f| !"bf16 storage".contains(f.as_str()))
+    {
+        return;
+    }
+    let check = |s: &mut Suite, name: &str, got: Result<Vec<f32>>, want: &[f32], tol: f64| {
+        s.cases += 1;
+        match got {
+            Err(e) => s.fail(name, format!("CUDA error: {e}")),
+            Ok(g) if g.len() != want.len() => s.fail(name, format!("{} values", g.len())),
+            Ok(g) => {
+                let (err, nan) = rel_l2(&g, want);
+                if nan > 0 || err > tol || g.iter().any(|v| v.is_nan()) {
+                    s.fail(name, format!("rel L2 {err:.3e} (tol {tol:.0e}), {nan} NaN"));
+                } else {
+                    println!("ok    {name:<44} rel L2 {err:.2e} (tol {tol:.0e})");
+                }
+            }
+        }
+    };
+    let rounded = |v: &[f32]| v.iter().map(|&x| round_bf16(x)).collect::<Vec<_>>();
+    let (m, k, n) = (300, 1536, 640);
+    let x = s.rng.normal_vec(m * k, 1.0);
+    let w = s.rng.normal_vec(n * k, 0.05);
+    let b = s.rng.vec(n, 1.0);
+    let on = |be: &BackendRef, v: &[f32], shape: &[usize]| Tensor::from_slice(be, v, shape);
+
+    let compact = || on(fast, &x, &[m, k])?.compact();
+    let got = compact().and_then(|t| t.to_vec());
+    check(
+        s,
+        "bf16 storage: compact rounds to nearest even",
+        got,
+        &rounded(&x),
+        0.0,
+    );
+    let got = compact().and_then(|t| t.narrow(1, 3, 100)?.to_vec());
+    let want: Vec<f32> = rounded(&x)
+        .chunks(k)
+        .flat_map(|r| r[3..103].to_vec())
+        .collect();
+    check(s, "bf16 storage: narrow keeps bf16", got, &want, 0.0);
+    let got = compact().and_then(|t| {
+        let f = on(fast, &x, &[m, k])?;
+        Tensor::cat(&[&t, &t, &f], 0)?.to_vec()
+    });
+    let mut want = rounded(&x);
+    want.extend(rounded(&x));
+    want.extend(&x);
+    check(s, "bf16 storage: cat of bf16 and f32", got, &want, 0.0);
+    let got = compact().and_then(|t| Tensor::cat(&[&t, &t], 1)?.narrow(1, k - 2, 4)?.to_vec());
+    let r = rounded(&x);
+    let want: Vec<f32> = r
+        .chunks(k)
+        .flat_map(|row| [row[k - 2], row[k - 1], row[0], row[1]])
+        .collect();
+    check(s, "bf16 storage: cat of bf16 stays bf16", got, &want, 0.0);
+    let got = compact().and_then(|t| t.relu()?.to_vec());
+    let want: Vec<f32> = rounded(&x).iter().map(|v| v.max(0.0)).collect();
+    check(s, "bf16 storage: an f32-only op widens", got, &want, 0.0);
+
+    let cpu = s.cpu.clone();
+    let reference = |gelu: bool| -> Result<Vec<f32>> {
+        let xt = on(&cpu, &rounded(&x), &[m, k])?;
+        let wt = on(&cpu, &rounded(&w), &[n, k])?;
+        let bt = on(&cpu, &b, &[n])?;
+        let y = xt.linear(&wt, Some(&bt))?;
+        if gelu {
+            y.gelu_tanh()?.to_vec()
+        } else {
+            y.to_vec()
+        }
+    };
+    for gelu in [false, true] {
+        let got = (|| {
+            let wt = on(fast, &w, &[n, k])?.compact()?;
+            let xt = on(fast, &x, &[m, k])?;
+            let bt = on(fast, &b, &[n])?;
+            let y = if gelu {
+                xt.linear_gelu(&wt, Some(&bt))?
+            } else {
+                xt.linear(&wt, Some(&bt))?
+            };
+            y.to_vec()
+        })();
+        let name = if gelu {
+            "bf16 storage: linear_gelu, bf16 weights"
+        } else {
+            "bf16 storage: linear, bf16 weights"
+        };
+        match reference(gelu) {
+            Ok(want) => check(s, name, got, &want, 2e-3),
+            Err(e) => s.fail(name, format!("CPU error: {e}")),
+        }
+    }
+}
+
 fn main() {
     if let Err(e) = flashvsr_cuda::prepare_and_reexec_if_needed() {
         println!("gpu_ops: library resolver: {e}");
@@ -1042,6 +1144,9 @@ fn main() {
     chain(&mut s);
     bf16_attention(&mut s);
     bf16_real_shapes(&mut s);
+    let fast: BackendRef = CudaBackend::create(info.ordinal, options.clone().with_fast_mode(true))
+        .expect("fast-mode backend");
+    bf16_storage(&mut s, &fast);
     if let Err(e) = gpu.synchronize() {
         s.fail("synchronize", e.to_string());
     }

@@ -94,17 +94,17 @@ impl LqProjector {
         Ok(LqProjector {
             version,
             conv1: (
-                p.tensor("conv1.weight", &w1)?,
+                p.weight("conv1.weight", &w1)?,
                 p.tensor("conv1.bias", &[c1])?,
             ),
             gamma1: p.tensor_as("norm1.gamma", &[c1, 1, 1, 1], &[c1])?,
             conv2: (
-                p.tensor("conv2.weight", &w2)?,
+                p.weight("conv2.weight", &w2)?,
                 p.tensor("conv2.bias", &[c2])?,
             ),
             gamma2: p.tensor_as("norm2.gamma", &[c2, 1, 1, 1], &[c2])?,
             linear: (
-                p.tensor("linear_layers.0.weight", &lw)?,
+                p.weight("linear_layers.0.weight", &lw)?,
                 p.tensor("linear_layers.0.bias", &[out_dim])?,
             ),
             out_dim,

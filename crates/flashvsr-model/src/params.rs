@@ -77,6 +77,12 @@ impl<'a> Params<'a> {
         Ok(Tensor::from_slice(self.backend, &values, shape)?)
     }
 
+    /// A weight matrix read by every chunk, in the backend's compact storage (bf16 on CUDA in
+    /// fast mode; see `Tensor::compact`).
+    pub fn weight(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        Ok(self.tensor(name, shape)?.compact()?)
+    }
+
     /// The tensor with a different (same-size) logical shape, e.g. a 1×1 conv weight as a matrix.
     pub fn tensor_as(&self, name: &str, shape: &[usize], as_shape: &[usize]) -> Result<Tensor> {
         Ok(self.tensor(name, shape)?.reshape(as_shape)?)

@@ -290,9 +290,10 @@ impl<'m> Engine<'m> {
             let groups: usize = r.value(&format!("{p}dit.{l}.groups"))?;
             layer.groups = (0..groups)
                 .map(|g| {
+                    // Stored as the engine keeps them (compact storage, exactly representable).
                     Ok((
-                        r.tensor(&format!("{p}dit.{l}.{g}.k"))?,
-                        r.tensor(&format!("{p}dit.{l}.{g}.v"))?,
+                        r.tensor(&format!("{p}dit.{l}.{g}.k"))?.compact()?,
+                        r.tensor(&format!("{p}dit.{l}.{g}.v"))?.compact()?,
                     ))
                 })
                 .collect::<Result<Vec<_>>>()?;

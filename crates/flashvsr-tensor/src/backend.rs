@@ -112,6 +112,17 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// `x (M, K) · w (N, K)ᵀ + b`
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<BufferRef>;
+    /// `gelu_tanh(x · wᵀ + b)`; backends with a fused GEMM epilogue override this.
+    fn linear_gelu(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<BufferRef> {
+        let y = self.linear(x, w, b)?;
+        let y = Tensor::from_buffer(x.backend(), y, &[x.dim(0), w.dim(0)])?;
+        self.unary(&y, UnaryOp::GeluTanh)
+    }
+    /// `x` in a narrower storage for long-lived tensors (see [`Tensor::compact`]); `None` keeps
+    /// `x` as it is.
+    fn compact(&self, _x: &Tensor) -> Result<Option<BufferRef>> {
+        Ok(None)
+    }
     /// Layer norm over the last dimension, optional affine.
     fn layer_norm(
         &self,

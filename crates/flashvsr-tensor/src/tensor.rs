@@ -251,6 +251,20 @@ impl Tensor {
 
     /// `self (M, K) · w (N, K)ᵀ + b`; leading dimensions of self are flattened into M.
     pub fn linear(&self, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        self.linear_with(w, b, |x| self.backend.linear(x, w, b))
+    }
+
+    /// `gelu_tanh(self · wᵀ + b)`: one pass where the backend fuses the activation into the GEMM.
+    pub fn linear_gelu(&self, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        self.linear_with(w, b, |x| self.backend.linear_gelu(x, w, b))
+    }
+
+    fn linear_with(
+        &self,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        run: impl FnOnce(&Tensor) -> Result<BufferRef>,
+    ) -> Result<Tensor> {
         w.expect_rank("linear", 2)?;
         let (n, k) = (w.shape[0], w.shape[1]);
         if self.last_dim() != k {
@@ -261,10 +275,20 @@ impl Tensor {
         }
         let m = self.elem_count() / k;
         let x = self.reshape(&[m, k])?;
-        let buffer = self.backend.linear(&x, w, b)?;
+        let buffer = run(&x)?;
         let mut shape = self.shape.to_vec();
         *shape.last_mut().expect("rank checked") = n;
         self.wrap(buffer, &shape)
+    }
+
+    /// The same values, possibly in a narrower storage the backend chooses for long-lived tensors
+    /// read many times (weights, the KV cache): bf16 on CUDA in fast mode, where values are then
+    /// rounded to bf16. Backends without such a format return the tensor itself.
+    pub fn compact(&self) -> Result<Tensor> {
+        match self.backend.compact(self)? {
+            Some(buffer) => self.wrap(buffer, &self.shape.clone()),
+            None => Ok(self.clone()),
+        }
     }
 
     pub fn layer_norm(

@@ -42,6 +42,11 @@ pub(crate) const SOURCES: &[Source] = &[
         ],
     },
     Source {
+        name: "storage.cu",
+        body: include_str!("storage.cu"),
+        functions: &["f32_to_bf16", "bf16_to_f32", "copy_blocks_u16"],
+    },
+    Source {
         name: "layout.cu",
         body: include_str!("layout.cu"),
         functions: &["permute_f32", "copy_blocks_f32", "upsample2x_f32"],

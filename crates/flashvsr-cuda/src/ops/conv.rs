@@ -8,7 +8,7 @@ use flashvsr_tensor::{PadMode, Tensor};
 use crate::backend::CudaBackend;
 use crate::buffer::CudaBuffer;
 use crate::error::CudaResult;
-use crate::gemm::{GemmPtrs, GemmShape};
+use crate::gemm::{Epilogue, GemmPtrs, GemmShape};
 use crate::launch::KernelArgs;
 
 /// Mirrors `Im2col` in conv.cu.
@@ -73,7 +73,8 @@ impl CudaBackend {
             ldb,
             ldc: row,
             b_transposed: false,
-            bias: false,
+            epilogue: Epilogue::None,
+            bf16_inputs: false,
         };
         let ptrs = |bp, cp| GemmPtrs {
             a: wp,

@@ -2,7 +2,7 @@ use cudarc::driver::DeviceRepr;
 use flashvsr_tensor::Tensor;
 
 use crate::backend::CudaBackend;
-use crate::buffer::CudaBuffer;
+use crate::buffer::{CudaBuffer, Storage};
 use crate::error::{CudaError, CudaResult};
 use crate::launch::KernelArgs;
 
@@ -55,10 +55,12 @@ impl CudaBackend {
         Ok(out)
     }
 
-    /// `dst[o·dst_stride + dst_off + r] = src[o·src_stride + src_off + r]`, `r < block`.
+    /// `dst[o·dst_stride + dst_off + r] = src[o·src_stride + src_off + r]`, `r < block`, in
+    /// elements of `storage`.
     #[allow(clippy::too_many_arguments)]
     fn copy_blocks(
         &self,
+        storage: Storage,
         src: u64,
         dst: u64,
         outer: usize,
@@ -79,7 +81,11 @@ impl CudaBackend {
             .push(src_off as u64)
             .push(dst_stride as u64)
             .push(dst_off as u64);
-        self.launch("copy_blocks_f32", self.grid(n), args)
+        let kernel = match storage {
+            Storage::F32 => "copy_blocks_f32",
+            Storage::Bf16 => "copy_blocks_u16",
+        };
+        self.launch(kernel, self.grid(n), args)
     }
 
     pub(crate) fn op_narrow(
@@ -92,9 +98,12 @@ impl CudaBackend {
         let shape = x.shape();
         let outer = product(&shape[..dim]);
         let inner = product(&shape[dim + 1..]);
-        let out = self.output(outer * len * inner)?;
+        // bf16 storage stays bf16 (slices of the KV cache).
+        let (src, storage) = self.raw(x)?;
+        let out = self.output_as(outer * len * inner, storage)?;
         self.copy_blocks(
-            self.ptr(x)?,
+            storage,
+            src,
             out.ptr(),
             outer,
             len * inner,
@@ -109,12 +118,28 @@ impl CudaBackend {
         let outer = product(&shape[..dim]);
         let inner = product(&shape[dim + 1..]);
         let total: usize = xs.iter().map(|x| x.dim(dim)).sum();
-        let out = self.output(outer * total * inner)?;
+        // All bf16 (the KV cache's groups) stays bf16; any mix is widened to f32.
+        let mut storage = if xs.is_empty() {
+            Storage::F32
+        } else {
+            Storage::Bf16
+        };
+        for x in xs {
+            if self.raw(x)?.1 == Storage::F32 {
+                storage = Storage::F32;
+            }
+        }
+        let out = self.output_as(outer * total * inner, storage)?;
         let mut offset = 0;
         for x in xs {
             let block = x.dim(dim) * inner;
+            let src = match storage {
+                Storage::F32 => self.ptr(x)?,
+                Storage::Bf16 => self.raw(x)?.0,
+            };
             self.copy_blocks(
-                self.ptr(x)?,
+                storage,
+                src,
                 out.ptr(),
                 outer,
                 block,

@@ -51,17 +51,22 @@ impl CudaBackend {
         let n = x.elem_count();
         let out = self.output(n)?;
         if n > 0 {
-            let (code, a, b) = unary_code(op);
-            let args = KernelArgs::new()
-                .push(self.ptr(x)?)
-                .push(out.ptr())
-                .push(n as u64)
-                .push(code)
-                .push(a)
-                .push(b);
-            self.launch("unary_f32", self.grid(n as u64), args)?;
+            self.unary_raw(self.ptr(x)?, out.ptr(), n, op)?;
         }
         Ok(out)
+    }
+
+    /// `y[i] = op(x[i])` for `i < n` on raw f32 pointers.
+    pub(crate) fn unary_raw(&self, x: u64, y: u64, n: usize, op: UnaryOp) -> CudaResult<()> {
+        let (code, a, b) = unary_code(op);
+        let args = KernelArgs::new()
+            .push(x)
+            .push(y)
+            .push(n as u64)
+            .push(code)
+            .push(a)
+            .push(b);
+        self.launch("unary_f32", self.grid(n as u64), args)
     }
 
     pub(crate) fn op_binary(&self, a: &Tensor, b: &Tensor, op: BinaryOp) -> CudaResult<CudaBuffer> {

@@ -33,7 +33,7 @@ pub struct DitBlock {
 
 fn linear(p: &Params, name: &str, out: usize, inp: usize) -> Result<(Tensor, Tensor)> {
     Ok((
-        p.tensor(&format!("{name}.weight"), &[out, inp])?,
+        p.weight(&format!("{name}.weight"), &[out, inp])?,
         p.tensor(&format!("{name}.bias"), &[out])?,
     ))
 }
@@ -104,10 +104,12 @@ impl DitBlock {
         let q = apply(&a, &self.q)?
             .rms_norm(&self.norm_q, EPS)?
             .rope(&rope.0, &rope.1, self.heads)?;
+        // The KV cache is read by the next kv_len chunks: compact storage (bf16 in fast mode).
         let k = apply(&a, &self.k)?
             .rms_norm(&self.norm_k, EPS)?
-            .rope(&rope.0, &rope.1, self.heads)?;
-        let v = apply(&a, &self.v)?;
+            .rope(&rope.0, &rope.1, self.heads)?
+            .compact()?;
+        let v = apply(&a, &self.v)?.compact()?;
 
         let mut keys: Vec<&Tensor> = cache.groups.iter().map(|g| &g.0).collect();
         let mut values: Vec<&Tensor> = cache.groups.iter().map(|g| &g.1).collect();
@@ -141,7 +143,8 @@ impl DitBlock {
         let x = x.add(&apply(&co, &self.cross_o)?)?;
 
         let b = x.modulate(&self.shift2, &self.scale2, EPS)?;
-        let f = apply(&apply(&b, &self.ffn_up)?.gelu_tanh()?, &self.ffn_down)?;
+        let up = b.linear_gelu(&self.ffn_up.0, Some(&self.ffn_up.1))?;
+        let f = apply(&up, &self.ffn_down)?;
         Ok((x.add_gated(&f, &self.gate2)?, mask))
     }
 

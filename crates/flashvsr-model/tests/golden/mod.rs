@@ -15,17 +15,9 @@ use serde_json::Value;
 pub fn backend() -> flashvsr_tensor::BackendRef {
     match std::env::var("FLASHVSR_TEST_DEVICE").as_deref() {
         Ok("cuda") => {
-            use flashvsr_cuda::{AttentionPrecision, CudaBackend, CudaOptions};
+            use flashvsr_cuda::{CudaBackend, CudaOptions};
             let fast = fast_mode();
-            let options = CudaOptions {
-                gemm_tf32: fast,
-                attention: if fast {
-                    AttentionPrecision::Bf16
-                } else {
-                    AttentionPrecision::Fp32
-                },
-                ..CudaOptions::from_env()
-            };
+            let options = CudaOptions::from_env().with_fast_mode(fast);
             CudaBackend::create(0, options).expect("FLASHVSR_TEST_DEVICE=cuda but CUDA failed")
         }
         _ => flashvsr_tensor::cpu::CpuBackend::new_ref(),
