@@ -86,6 +86,10 @@ pub struct CudaOptions {
     /// Store the tensors the model marks as long-lived (`Tensor::compact`: weights, the KV cache)
     /// in bf16, and run GEMMs with bf16 weights on bf16 tensor cores (fast mode).
     pub compact_bf16: bool,
+    /// Device memory the whole process may use, in bytes (`--max-vram`): what the context and
+    /// libraries took at start-up is subtracted and the rest caps the pool every tensor comes
+    /// from, so that going over it is an out-of-memory error instead of a bigger footprint.
+    pub memory_limit: Option<u64>,
 }
 
 impl CudaOptions {
@@ -138,6 +142,7 @@ impl Default for CudaOptions {
             gemm_tf32: false,
             attention: AttentionPrecision::default(),
             compact_bf16: false,
+            memory_limit: None,
         }
     }
 }
@@ -159,6 +164,8 @@ pub struct CudaBackend {
     pub(crate) flash_ready: bool,
     gemm: Mutex<Gemm>,
     scratch: Mutex<Option<CudaSlice<f32>>>,
+    /// The capped allocation pool under a memory limit.
+    pool: Option<crate::pool::CappedPool>,
 }
 
 impl fmt::Debug for CudaBackend {
@@ -202,6 +209,10 @@ impl CudaBackend {
             let kernels = Kernels::load(&gpu.ctx, &arch)?;
             let flash_ready = crate::ops::attention::prepare_flash(&gpu.ctx, gpu.cc, &kernels);
             let gemm = Gemm::new(&gpu.stream, options.gemm_tf32)?;
+            let pool = match options.memory_limit {
+                Some(limit) => Some(crate::pool::CappedPool::install(&gpu, limit)?),
+                None => None,
+            };
             Ok(Arc::new(CudaBackend {
                 ordinal,
                 arch,
@@ -211,6 +222,7 @@ impl CudaBackend {
                 flash_ready,
                 gemm: Mutex::new(gemm),
                 scratch: Mutex::new(None),
+                pool,
             }))
         })
     }
@@ -332,7 +344,19 @@ impl CudaBackend {
         let words = storage.words(len);
         // SAFETY: uninitialised device memory; every op writes all `len` elements (the poison
         // mode and the GPU test check exactly that).
-        let slice = unsafe { self.gpu.stream.alloc::<f32>(words) }?;
+        let slice = match unsafe { self.gpu.stream.alloc::<f32>(words) } {
+            Ok(s) => s,
+            // Under a cap, free blocks of the pool may be too fragmented for this request:
+            // hand them back to the driver and try once more.
+            Err(e) if self.pool.is_some() && CudaError::from(e).is_out_of_memory() => {
+                self.gpu.stream.synchronize()?;
+                if let Some(pool) = &self.pool {
+                    pool.trim()?;
+                }
+                unsafe { self.gpu.stream.alloc::<f32>(words) }?
+            }
+            Err(e) => return Err(e.into()),
+        };
         let buf = CudaBuffer::with_storage(slice, len, storage);
         if self.options.poison_outputs {
             // NaN in either format: f32 NaN words are also pairs of bf16 NaNs (0x7fc0_0000 → 0x7fc0, 0).

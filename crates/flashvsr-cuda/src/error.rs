@@ -24,7 +24,22 @@ pub enum CudaError {
 pub type CudaResult<T> = Result<T, CudaError>;
 
 impl CudaError {
+    pub fn is_out_of_memory(&self) -> bool {
+        use cudarc::driver::sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY;
+        match self {
+            CudaError::Driver(e) => e.0 == CUDA_ERROR_OUT_OF_MEMORY,
+            CudaError::Blas(msg) => msg.contains("CUBLAS_STATUS_ALLOC_FAILED"),
+            _ => false,
+        }
+    }
+
     pub(crate) fn into_tensor(self, device: flashvsr_tensor::Device) -> TensorError {
+        if self.is_out_of_memory() {
+            return TensorError::OutOfMemory {
+                backend: device.to_string(),
+                detail: self.to_string(),
+            };
+        }
         TensorError::Backend {
             backend: device.to_string(),
             detail: self.to_string(),

@@ -25,6 +25,7 @@ mod launch;
 mod libs;
 mod nvrtc;
 mod ops;
+mod pool;
 mod probe;
 
 pub use backend::{

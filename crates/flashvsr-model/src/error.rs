@@ -19,3 +19,10 @@ pub enum ModelError {
 }
 
 pub type Result<T> = std::result::Result<T, ModelError>;
+
+impl ModelError {
+    /// The device ran out of memory (retrying with smaller tiles may succeed).
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, ModelError::Tensor(e) if e.is_out_of_memory())
+    }
+}

@@ -83,6 +83,19 @@ enum DecoderState {
     TiledVae(TiledVaeState),
 }
 
+/// A decoder state before the first chunk.
+fn decoder_state(models: &Models, height: usize, width: usize) -> DecoderState {
+    let (rows, cols) = (height / SPACE_UPSCALE, width / SPACE_UPSCALE);
+    match &models.decoder {
+        Decoder::Tiny(tc) => DecoderState::Tiny(tc.new_memory()),
+        Decoder::Full {
+            vae,
+            tiling: Some(t),
+        } => DecoderState::TiledVae(TiledVaeState::new(vae, *t, rows, cols)),
+        Decoder::Full { vae, tiling: None } => DecoderState::Vae(vae.new_state()),
+    }
+}
+
 /// What carries from one chunk to the next: the stream checkpoint.
 struct StreamState {
     projector: ProjectorState,
@@ -105,6 +118,9 @@ pub struct Engine<'m> {
     received: usize,
     next_chunk: usize,
     state: StreamState,
+    /// With parking on, the stream state lives in host memory between chunks.
+    parking: bool,
+    parked: Option<StateWriter>,
     pub stats: EngineStats,
 }
 
@@ -126,20 +142,11 @@ impl<'m> Engine<'m> {
                 "model canvas {width}×{height} is not a multiple of 128"
             )));
         }
-        let (rows, cols) = (height / SPACE_UPSCALE, width / SPACE_UPSCALE);
-        let decoder = match &models.decoder {
-            Decoder::Tiny(tc) => DecoderState::Tiny(tc.new_memory()),
-            Decoder::Full {
-                vae,
-                tiling: Some(t),
-            } => DecoderState::TiledVae(TiledVaeState::new(vae, *t, rows, cols)),
-            Decoder::Full { vae, tiling: None } => DecoderState::Vae(vae.new_state()),
-        };
         Ok(Engine {
             state: StreamState {
                 projector: ProjectorState::default(),
                 dit: models.dit.new_state(),
-                decoder,
+                decoder: decoder_state(models, height, width),
             },
             models,
             settings,
@@ -149,6 +156,8 @@ impl<'m> Engine<'m> {
             frames: BTreeMap::new(),
             received: 0,
             next_chunk: 0,
+            parking: false,
+            parked: None,
             stats: EngineStats::default(),
         })
     }
@@ -243,6 +252,17 @@ impl<'m> Engine<'m> {
                 &f.host,
             );
         }
+        match &self.parked {
+            Some(parked) => {
+                w.extend_prefixed(parked, p);
+                Ok(())
+            }
+            None => self.write_stream_tensors(w, p),
+        }
+    }
+
+    /// The device-side stream state: projector cache, KV cache, decoder memory.
+    fn write_stream_tensors(&self, w: &mut StateWriter, p: &str) -> Result<()> {
         self.state.projector.save(w, &format!("{p}proj"))?;
         for (l, layer) in self.state.dit.layers.iter().enumerate() {
             w.value(&format!("{p}dit.{l}.groups"), layer.groups.len());
@@ -256,6 +276,41 @@ impl<'m> Engine<'m> {
             DecoderState::Vae(v) => v.save(w, &format!("{p}vae")),
             DecoderState::TiledVae(t) => t.save(w, &format!("{p}tiled")),
         }
+    }
+
+    /// Keeps the stream state (KV cache, projector and decoder memory) in host memory between
+    /// chunks: device memory then holds one chunk's work, for tiles that take turns on a small
+    /// card. Costs a host round trip of the state per chunk.
+    pub fn set_parking(&mut self, on: bool) -> Result<()> {
+        self.parking = on;
+        if on {
+            self.park()
+        } else {
+            self.unpark()
+        }
+    }
+
+    fn park(&mut self) -> Result<()> {
+        if self.parked.is_some() {
+            return Ok(());
+        }
+        let mut w = StateWriter::default();
+        self.write_stream_tensors(&mut w, "")?;
+        self.state = StreamState {
+            projector: ProjectorState::default(),
+            dit: self.models.dit.new_state(),
+            decoder: decoder_state(self.models, self.height, self.width),
+        };
+        self.parked = Some(w);
+        Ok(())
+    }
+
+    fn unpark(&mut self) -> Result<()> {
+        if let Some(w) = self.parked.take() {
+            let r = StateReader::in_memory(w, &self.backend, "parked stream state");
+            self.read_stream_tensors(&r, "")?;
+        }
+        Ok(())
     }
 
     pub fn read_state(&mut self, r: &StateReader, p: &str) -> Result<()> {
@@ -285,6 +340,15 @@ impl<'m> Engine<'m> {
                 },
             );
         }
+        self.parked = None;
+        self.read_stream_tensors(r, p)?;
+        if self.parking {
+            self.park()?;
+        }
+        Ok(())
+    }
+
+    fn read_stream_tensors(&mut self, r: &StateReader, p: &str) -> Result<()> {
         self.state.projector = ProjectorState::load(r, &format!("{p}proj"))?;
         for (l, layer) in self.state.dit.layers.iter_mut().enumerate() {
             let groups: usize = r.value(&format!("{p}dit.{l}.groups"))?;
@@ -336,6 +400,15 @@ impl<'m> Engine<'m> {
     }
 
     fn run_chunk(&mut self) -> Result<Vec<OutputFrame>> {
+        self.unpark()?;
+        let out = self.compute_chunk()?;
+        if self.parking {
+            self.park()?;
+        }
+        Ok(out)
+    }
+
+    fn compute_chunk(&mut self) -> Result<Vec<OutputFrame>> {
         let chunk = self.next_chunk;
         let (rows, cols) = (self.height / SPACE_UPSCALE, self.width / SPACE_UPSCALE);
         let (lat0, lat_n) = chunk_latents(chunk);

@@ -45,6 +45,17 @@ impl StateWriter {
         self.meta.insert(name.to_string(), v.to_string());
     }
 
+    /// Copies every entry of `other` under `prefix`.
+    pub fn extend_prefixed(&mut self, other: &StateWriter, prefix: &str) {
+        for (n, shape, values) in &other.tensors {
+            self.tensors
+                .push((format!("{prefix}{n}"), shape.clone(), values.clone()));
+        }
+        for (n, v) in &other.meta {
+            self.meta.insert(format!("{prefix}{n}"), v.clone());
+        }
+    }
+
     pub fn write(self, path: &Path) -> Result<()> {
         let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
             .tensors
@@ -112,6 +123,20 @@ impl StateReader {
             tensors,
             meta,
         })
+    }
+
+    /// Reads what `w` holds, without a file (tiles parked in host memory).
+    pub fn in_memory(w: StateWriter, backend: &BackendRef, label: &str) -> StateReader {
+        StateReader {
+            path: PathBuf::from(label),
+            backend: backend.clone(),
+            tensors: w
+                .tensors
+                .into_iter()
+                .map(|(n, shape, values)| (n, (shape, values)))
+                .collect(),
+            meta: w.meta.into_iter().collect(),
+        }
     }
 
     pub fn optional(&self, name: &str) -> Result<Option<Tensor>> {

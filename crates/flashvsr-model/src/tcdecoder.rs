@@ -190,6 +190,11 @@ impl TcDecoder {
     /// Decodes `latents (16, t, H/8, W/8)` with their conditioning LQ frames `cond (3, k, H, W)`
     /// (k ≤ 4t; the clip is front-padded with copies of its first frame to 4t). Returns frames in
     /// `[-1, 1]` nominal range, `(3, n, H, W)`, n = 4t, or 4t − 3 on the first call.
+    ///
+    /// One latent frame at a time, and the full-resolution tail (no MemBlock, no temporal growth)
+    /// one output frame at a time: the same values as one pass over the chunk (every layer is per
+    /// frame or looks only at the previous frame), with device memory for a single frame's
+    /// full-resolution maps instead of the chunk's.
     pub fn decode(
         &self,
         latents: &Tensor,
@@ -206,31 +211,66 @@ impl TcDecoder {
         } else {
             cond.clone()
         };
-        let (hl, wl) = (latents.dim(2), latents.dim(3));
+        let mut frames = Vec::with_capacity(t);
+        for i in 0..t {
+            let latent = latents.narrow(1, i, 1)?;
+            let cond = cond.narrow(1, i * TIME_UPSCALE, TIME_UPSCALE)?;
+            frames.push(self.decode_latent_frame(&latent, &cond, memory)?);
+        }
+        let refs: Vec<&Tensor> = frames.iter().collect();
+        Ok(Tensor::cat(&refs, 1)?)
+    }
+
+    fn decode_latent_frame(
+        &self,
+        latent: &Tensor,
+        cond: &Tensor,
+        memory: &mut DecoderMemory,
+    ) -> Result<Tensor> {
+        let (hl, wl) = (latent.dim(2), latent.dim(3));
         let packed = cond
-            .reshape(&[3, t, TIME_UPSCALE, hl, SPACE_UPSCALE, wl, SPACE_UPSCALE])?
+            .reshape(&[3, 1, TIME_UPSCALE, hl, SPACE_UPSCALE, wl, SPACE_UPSCALE])?
             .permute(&[0, 2, 4, 6, 1, 3, 5])?
-            .reshape(&[COND_CHANNELS, t, hl, wl])?;
-        let mut x = Tensor::cat(&[&packed, latents], 0)?
+            .reshape(&[COND_CHANNELS, 1, hl, wl])?;
+        let mut x = Tensor::cat(&[&packed, latent], 0)?
             .affine(1.0 / 3.0, 0.0)?
             .tanh()?
             .affine(3.0, 0.0)?;
-        for layer in &self.layers {
-            x = match layer {
-                Layer::Conv(c) => c.forward(&x)?,
-                Layer::Relu => x.relu()?,
-                Layer::Upsample => x.upsample_nearest2x()?,
-                Layer::Grow(c, stride) => grow(&c.forward(&x)?, *stride)?,
-                Layer::Mem(block, slot) => mem_block(block, &x, &mut memory.frames[*slot])?,
-            };
+        let tail = self.tail_start();
+        for layer in &self.layers[..tail] {
+            x = self.apply(layer, &x, memory)?;
         }
-        let x = if memory.started {
-            x
-        } else {
-            x.narrow(1, FIRST_CALL_TRIM, x.dim(1) - FIRST_CALL_TRIM)?
-        };
+        let first = if memory.started { 0 } else { FIRST_CALL_TRIM };
         memory.started = true;
-        Ok(x.affine(2.0, -1.0)?)
+        let mut frames = Vec::with_capacity(x.dim(1));
+        for f in first..x.dim(1) {
+            let mut y = x.narrow(1, f, 1)?;
+            for layer in &self.layers[tail..] {
+                y = self.apply(layer, &y, memory)?;
+            }
+            frames.push(y.affine(2.0, -1.0)?);
+        }
+        let refs: Vec<&Tensor> = frames.iter().collect();
+        Ok(Tensor::cat(&refs, 1)?)
+    }
+
+    /// The first layer after the last MemBlock and temporal growth: from there on every layer
+    /// maps one frame to one frame on its own.
+    fn tail_start(&self) -> usize {
+        self.layers
+            .iter()
+            .rposition(|l| matches!(l, Layer::Mem(..) | Layer::Grow(..)))
+            .map_or(0, |i| i + 1)
+    }
+
+    fn apply(&self, layer: &Layer, x: &Tensor, memory: &mut DecoderMemory) -> Result<Tensor> {
+        Ok(match layer {
+            Layer::Conv(c) => c.forward(x)?,
+            Layer::Relu => x.relu()?,
+            Layer::Upsample => x.upsample_nearest2x()?,
+            Layer::Grow(c, stride) => grow(&c.forward(x)?, *stride)?,
+            Layer::Mem(block, slot) => mem_block(block, x, &mut memory.frames[*slot])?,
+        })
     }
 }
 

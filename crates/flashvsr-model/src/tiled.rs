@@ -138,6 +138,15 @@ impl<'m> TiledEngine<'m> {
         })
     }
 
+    /// Tiles keep their stream state in host memory while the others run (see
+    /// [`Engine::set_parking`]): device memory for one tile's stream instead of all of them.
+    pub fn set_parking(&mut self, on: bool) -> Result<()> {
+        for t in &mut self.tiles {
+            t.engine.set_parking(on)?;
+        }
+        Ok(())
+    }
+
     pub fn tile_count(&self) -> usize {
         self.tiles.len()
     }

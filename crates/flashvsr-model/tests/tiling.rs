@@ -88,6 +88,29 @@ fn tiled_output_has_no_dark_border_and_bounded_seams() {
     .unwrap();
     assert_eq!(tiled.tile_count(), 4);
     let blended = run(&mut tiled, &frames);
+
+    // Parking the tiles' stream state in host memory between chunks changes nothing.
+    let mut parked = TiledEngine::new(
+        &models,
+        |_| Ok(settings(128, 128)),
+        &backend,
+        h,
+        w,
+        layout,
+        ColorFix::AdaIn,
+    )
+    .unwrap();
+    parked.set_parking(true).unwrap();
+    let parked_out = run(&mut parked, &frames);
+    assert_eq!(parked_out.len(), blended.len());
+    for (a, b) in parked_out.iter().zip(&blended) {
+        assert_eq!(a.index, b.index);
+        assert!(
+            a.pixels == b.pixels,
+            "frame {}: parked tiles differ",
+            a.index
+        );
+    }
     assert_eq!(blended.len(), 21);
     assert_eq!(
         blended.iter().map(|f| f.index).collect::<Vec<_>>(),

@@ -6,6 +6,16 @@ pub enum TensorError {
     Shape { op: &'static str, detail: String },
     #[error("{backend} backend: {detail}")]
     Backend { backend: String, detail: String },
+    /// The device (or the memory limit set on it) has no room for an allocation: a caller may
+    /// retry with smaller pieces of work.
+    #[error("{backend}: out of memory: {detail}")]
+    OutOfMemory { backend: String, detail: String },
+}
+
+impl TensorError {
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, TensorError::OutOfMemory { .. })
+    }
 }
 
 pub type Result<T> = std::result::Result<T, TensorError>;
