@@ -229,6 +229,12 @@ pub struct UpscaleArgs {
     /// Overlap of neighbouring tiles, in input pixels.
     #[arg(long, default_value_t = 24, alias = "tile_overlap")]
     pub tile_overlap: usize,
+    /// Device memory the whole run may use, e.g. 8G or 12GiB (K, M, G, T count in 1024s; a plain
+    /// number is bytes). Picks tiles that fit when --tile-size is 0, keeps the tiles' stream state
+    /// in host memory between their turns, and retries with smaller tiles if the device runs out
+    /// anyway.
+    #[arg(long, value_parser = parse_size, alias = "max_vram", value_name = "SIZE")]
+    pub max_vram: Option<u64>,
     /// The seed CLI's `--tiled_dit True|False`: True tiles with --tile-size (256 when not given),
     /// False turns tiling off.
     #[arg(long = "tiled_dit", hide = true, value_name = "BOOL", value_parser = parse_seed_bool)]
@@ -452,6 +458,29 @@ fn parse_key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
+/// `8G`, `8GiB`, `8gb`, `512M`, `1.5G` or a plain number of bytes; units count in 1024s.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let bad = || format!("`{s}`: expected a size such as 8G, 12GiB or 512M");
+    let t = s.trim().to_ascii_lowercase();
+    let t = t
+        .strip_suffix("ib")
+        .or_else(|| t.strip_suffix('b'))
+        .unwrap_or(&t);
+    let (number, shift) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 10),
+        Some('m') => (&t[..t.len() - 1], 20),
+        Some('g') => (&t[..t.len() - 1], 30),
+        Some('t') => (&t[..t.len() - 1], 40),
+        _ => (t, 0),
+    };
+    let v: f64 = number.trim().parse().map_err(|_| bad())?;
+    let bytes = v * (1u64 << shift) as f64;
+    if !(1.0..1e18).contains(&bytes) {
+        return Err(bad());
+    }
+    Ok(bytes as u64)
+}
+
 /// `24`, `23.976` or `24000/1001` as a rational.
 fn parse_fps(s: &str) -> Result<(u32, u32), String> {
     let bad = || format!("`{s}`: expected a frame rate such as 24, 29.97 or 30000/1001");
@@ -471,4 +500,23 @@ fn parse_fps(s: &str) -> Result<(u32, u32), String> {
         return Err(bad());
     }
     Ok(((v * 1000.0).round() as u32, 1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_size;
+
+    #[test]
+    fn sizes_count_in_1024s() {
+        assert_eq!(parse_size("8G"), Ok(8 << 30));
+        assert_eq!(parse_size("8GiB"), Ok(8 << 30));
+        assert_eq!(parse_size("8 gb"), Ok(8 << 30));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1.5g"), Ok(3 << 29));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("2T"), Ok(2 << 40));
+        for bad in ["", "G", "-1G", "8X", "0", "nanG"] {
+            assert!(parse_size(bad).is_err(), "{bad}");
+        }
+    }
 }

@@ -131,7 +131,7 @@ pub fn run(args: &BenchArgs) -> Outcome<()> {
             args.scale
         )));
     }
-    let backend = device::select(&args.device, args.precision, args.json)?;
+    let backend = device::select(&args.device, args.precision, args.json, None)?;
     let plan = SizePlan::new((out_w / args.scale, out_h / args.scale), args.scale, false)?;
     let (width, height) = plan.model;
     let load_start = Instant::now();

@@ -12,7 +12,13 @@ use flashvsr_tensor::BackendRef;
 use crate::args::Precision;
 use crate::failure::{Failure, Outcome};
 
-pub fn select(device: &str, precision: Precision, quiet: bool) -> Outcome<BackendRef> {
+/// `memory_limit`: `--max-vram` in bytes (the CUDA pool cap, or the CPU backend's tensor limit).
+pub fn select(
+    device: &str,
+    precision: Precision,
+    quiet: bool,
+    memory_limit: Option<u64>,
+) -> Outcome<BackendRef> {
     if matches!(precision, Precision::Fp16 | Precision::Bf16) {
         return Err(Failure::bad(
             "--precision fp16/bf16 (half-precision weights and activations) are not available yet; \
@@ -21,19 +27,19 @@ pub fn select(device: &str, precision: Precision, quiet: bool) -> Outcome<Backen
     }
     let device = device.trim().to_ascii_lowercase();
     match device.as_str() {
-        "cpu" => Ok(CpuBackend::new_ref()),
+        "cpu" => Ok(cpu(memory_limit)),
         "auto" => match flashvsr_cuda::probe() {
-            Ok(_) => cuda(0, precision, quiet).or_else(|e| {
+            Ok(_) => cuda(0, precision, quiet, memory_limit).or_else(|e| {
                 if !quiet {
                     eprintln!("flashvsr: device auto: using the CPU ({e})");
                 }
-                Ok(CpuBackend::new_ref())
+                Ok(cpu(memory_limit))
             }),
             Err(why) => {
                 if !quiet {
                     eprintln!("flashvsr: device auto: using the CPU ({why})");
                 }
-                Ok(CpuBackend::new_ref())
+                Ok(cpu(memory_limit))
             }
         },
         d if d == "cuda" || d.starts_with("cuda:") => {
@@ -47,7 +53,7 @@ pub fn select(device: &str, precision: Precision, quiet: bool) -> Outcome<Backen
                 })?;
             flashvsr_cuda::probe_device(ordinal)
                 .map_err(|why| Failure::bad(format!("--device {d}: {why}")))?;
-            cuda(ordinal, precision, quiet)
+            cuda(ordinal, precision, quiet, memory_limit)
         }
         other => Err(Failure::bad(format!(
             "--device {other}: expected cpu, cuda, cuda:N or auto"
@@ -55,9 +61,24 @@ pub fn select(device: &str, precision: Precision, quiet: bool) -> Outcome<Backen
     }
 }
 
-fn cuda(ordinal: usize, precision: Precision, quiet: bool) -> Outcome<BackendRef> {
+fn cpu(memory_limit: Option<u64>) -> BackendRef {
+    match memory_limit {
+        Some(limit) => CpuBackend::with_memory_limit(limit),
+        None => CpuBackend::new_ref(),
+    }
+}
+
+fn cuda(
+    ordinal: usize,
+    precision: Precision,
+    quiet: bool,
+    memory_limit: Option<u64>,
+) -> Outcome<BackendRef> {
     let fast = precision == Precision::Auto;
-    let options = CudaOptions::from_env().with_fast_mode(fast);
+    let options = CudaOptions {
+        memory_limit,
+        ..CudaOptions::from_env().with_fast_mode(fast)
+    };
     let backend = CudaBackend::create(ordinal, options)
         .map_err(|e| Failure::bad(format!("--device cuda:{ordinal}: {e}")))?;
     if !quiet {

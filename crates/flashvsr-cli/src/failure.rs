@@ -11,6 +11,8 @@ pub enum Failure {
     Failed(String),
     /// Stopped by SIGINT, SIGTERM or SIGHUP; the job store is left resumable.
     Interrupted,
+    /// The device ran out of memory (exit 1): with --max-vram the run retries with smaller tiles.
+    OutOfMemory(String),
 }
 
 impl Failure {
@@ -29,7 +31,7 @@ impl Failure {
     /// The exit status as a number: 1 failed, 2 bad usage or input, 3 interrupted.
     pub fn code(&self) -> u8 {
         match self {
-            Failure::Failed(_) => 1,
+            Failure::Failed(_) | Failure::OutOfMemory(_) => 1,
             Failure::BadInput(_) => 2,
             Failure::Interrupted => 3,
         }
@@ -39,7 +41,7 @@ impl Failure {
 impl fmt::Display for Failure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Failure::BadInput(m) | Failure::Failed(m) => f.write_str(m),
+            Failure::BadInput(m) | Failure::Failed(m) | Failure::OutOfMemory(m) => f.write_str(m),
             Failure::Interrupted => f.write_str("interrupted; rerun the same command to resume"),
         }
     }
@@ -58,6 +60,9 @@ impl From<flashvsr_media::MediaError> for Failure {
 impl From<flashvsr_model::ModelError> for Failure {
     fn from(e: flashvsr_model::ModelError) -> Self {
         use flashvsr_model::ModelError;
+        if e.is_out_of_memory() {
+            return Failure::OutOfMemory(e.to_string());
+        }
         match e {
             // Weight files and settings come from the user.
             ModelError::Weights(_) | ModelError::Mismatch { .. } | ModelError::Settings(_) => {
@@ -79,6 +84,10 @@ pub type Outcome<T> = Result<T, Failure>;
 
 impl From<flashvsr_tensor::TensorError> for Failure {
     fn from(e: flashvsr_tensor::TensorError) -> Self {
-        Failure::failed(e)
+        if e.is_out_of_memory() {
+            Failure::OutOfMemory(e.to_string())
+        } else {
+            Failure::failed(e)
+        }
     }
 }

@@ -8,6 +8,7 @@ mod failure;
 mod frames_out;
 mod interrupt;
 mod job_run;
+mod memory_budget;
 mod model_files;
 mod models;
 mod parallel;

@@ -135,6 +135,7 @@ impl Reporter {
                 Failure::BadInput(_) => "bad_input",
                 Failure::Failed(_) => "failed",
                 Failure::Interrupted => "interrupted",
+                Failure::OutOfMemory(_) => "out_of_memory",
             },
             "message": failure.to_string(),
         });

@@ -19,7 +19,7 @@ use flashvsr_model::noise::NoiseSource;
 use flashvsr_model::pipeline::{Decoder, Engine, EngineSettings, Models};
 use flashvsr_model::stream::FrameStream;
 use flashvsr_model::tcdecoder::SPACE_UPSCALE;
-use flashvsr_model::tiled::{tile_starts, TileLayout, TiledEngine};
+use flashvsr_model::tiled::{tile_starts, TiledEngine};
 use flashvsr_model::vae_tiling::VaeTiling;
 use flashvsr_tensor::{BackendRef, Device};
 use serde_json::json;
@@ -111,6 +111,8 @@ pub struct Context<'r> {
     pub totals: Summary,
     /// Counts of a batch, for the end event.
     pub batch: Option<serde_json::Value>,
+    /// The tile size (model pixels) of the last attempt, or the canvas' longer side untiled.
+    last_tile: Option<usize>,
 }
 
 impl<'r> Context<'r> {
@@ -121,6 +123,7 @@ impl<'r> Context<'r> {
             models: None,
             totals: Summary::default(),
             batch: None,
+            last_tile: None,
         }
     }
 
@@ -133,7 +136,12 @@ impl<'r> Context<'r> {
     pub fn backend(&mut self, args: &UpscaleArgs) -> Outcome<BackendRef> {
         if self.backend.is_none() {
             let quiet = !self.reporter.human();
-            self.backend = Some(device::select(&args.device, args.precision, quiet)?);
+            self.backend = Some(device::select(
+                &args.device,
+                args.precision,
+                quiet,
+                args.max_vram,
+            )?);
         }
         Ok(self.backend.clone().expect("set above"))
     }
@@ -164,13 +172,7 @@ pub fn main(args: &UpscaleArgs) -> ExitCode {
         reporter.info(&note);
     }
     interrupt::install(reporter.notice());
-    let mut ctx = Context {
-        reporter: &reporter,
-        backend: None,
-        models: None,
-        totals: Summary::default(),
-        batch: None,
-    };
+    let mut ctx = Context::new(&reporter);
     let outcome = match batch::videos_in(&args.input) {
         Some(videos) => batch::run(args, &mut ctx, videos),
         None => run_one(args, &mut ctx).map(|_| ()),
@@ -197,7 +199,38 @@ pub fn main(args: &UpscaleArgs) -> ExitCode {
 }
 
 /// Upscales one input to one output; returns its summary (also added to the context's totals).
+/// Under `--max-vram`, running out of device memory starts the video again with smaller tiles.
 pub fn run_one(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
+    let mut retry: Option<UpscaleArgs> = None;
+    loop {
+        let attempt = retry.as_ref().unwrap_or(args);
+        match run_attempt(attempt, ctx) {
+            Err(Failure::OutOfMemory(msg)) if args.max_vram.is_some() => {
+                let overlap = args.tile_overlap * args.scale as usize;
+                let Some(smaller) = ctx.last_tile.and_then(|t| {
+                    crate::memory_budget::smaller_tile(t, overlap, args.scale as usize)
+                }) else {
+                    return Err(Failure::OutOfMemory(format!(
+                        "{msg}; no smaller tile is left to try: raise --max-vram or lower \
+                         --tile-overlap"
+                    )));
+                };
+                ctx.reporter.info(&format!(
+                    "out of device memory with tiles of {} model pixels; starting again with \
+                     --tile-size {smaller}",
+                    ctx.last_tile.unwrap_or(0)
+                ));
+                let mut next = attempt.clone();
+                next.tile_size = smaller;
+                next.restart = true;
+                retry = Some(next);
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+fn run_attempt(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
     interrupt::check()?;
     let to_stdout = args.output.as_os_str() == "-";
     if !to_stdout && !args.overwrite && std::fs::symlink_metadata(&args.output).is_ok() {
@@ -246,6 +279,10 @@ pub fn run_one(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
     // Profiling synchronises the device between stages: only for a summary, and on a GPU only
     // when asked.
     let profile = reporter.wants_summary() && (args.profile || backend.device() == Device::Cpu);
+    ctx.last_tile = Some(
+        crate::memory_budget::tile_layout(args, models, &backend, height, width)
+            .map_or(height.max(width), |l| l.tile.min(height.max(width))),
+    );
     let mut engine = make_engine(
         args, models, &backend, reporter, height, width, profile, None,
     )?;
@@ -328,42 +365,55 @@ pub fn make_engine<'m>(
             noise_window,
         ))
     };
-    Ok(if args.tile_size > 0 {
-        let layout = TileLayout::from_input(args.tile_size, args.tile_overlap, args.scale as usize);
-        let (th, tw) = (layout.tile.min(height), layout.tile.min(width));
-        let count = tile_starts(height, th, layout.overlap).len()
-            * tile_starts(width, tw, layout.overlap).len();
-        let mut settings = (0..count)
-            .map(|_| {
-                let mut s = engine_settings(args, th, tw, profile)?;
-                s.noise = noise_source(args, height, width)?;
-                Ok(s)
-            })
-            .collect::<Outcome<Vec<_>>>()?
-            .into_iter();
-        let tiled = TiledEngine::new(
-            models,
-            |i| {
-                settings.next().ok_or_else(|| {
-                    flashvsr_model::ModelError::Settings(format!("no settings for tile {i}"))
+    Ok(
+        if let Some(layout) =
+            crate::memory_budget::tile_layout(args, models, backend, height, width)
+        {
+            let (th, tw) = (layout.tile.min(height), layout.tile.min(width));
+            let count = tile_starts(height, th, layout.overlap).len()
+                * tile_starts(width, tw, layout.overlap).len();
+            let mut settings = (0..count)
+                .map(|_| {
+                    let mut s = engine_settings(args, th, tw, profile)?;
+                    s.noise = noise_source(args, height, width)?;
+                    Ok(s)
                 })
-            },
-            backend,
-            height,
-            width,
-            layout,
-            color_fix(args),
-        )?;
-        reporter.info(&format!(
-            "tiled DiT: {} tiles of {tw}×{th} model pixels",
-            tiled.tile_count()
-        ));
-        Box::new(tiled)
-    } else {
-        let mut settings = engine_settings(args, height, width, profile)?;
-        settings.noise = noise_source(args, height, width)?;
-        Box::new(Engine::new(models, settings, backend, height, width)?)
-    })
+                .collect::<Outcome<Vec<_>>>()?
+                .into_iter();
+            let mut tiled = TiledEngine::new(
+                models,
+                |i| {
+                    settings.next().ok_or_else(|| {
+                        flashvsr_model::ModelError::Settings(format!("no settings for tile {i}"))
+                    })
+                },
+                backend,
+                height,
+                width,
+                layout,
+                color_fix(args),
+            )?;
+            // Under a memory budget only the running tile's stream state stays on the device.
+            let parked = args.max_vram.is_some() && tiled.tile_count() > 1;
+            if parked {
+                tiled.set_parking(true)?;
+            }
+            reporter.info(&format!(
+                "tiled DiT: {} tiles of {tw}×{th} model pixels{}",
+                tiled.tile_count(),
+                if parked {
+                    ", stream state parked in host memory between turns"
+                } else {
+                    ""
+                }
+            ));
+            Box::new(tiled)
+        } else {
+            let mut settings = engine_settings(args, height, width, profile)?;
+            settings.noise = noise_source(args, height, width)?;
+            Box::new(Engine::new(models, settings, backend, height, width)?)
+        },
+    )
 }
 
 /// How frames of `info` are prepared and written for `args` (output format and depth).

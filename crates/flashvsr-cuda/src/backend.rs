@@ -244,6 +244,12 @@ impl CudaBackend {
         &self.options
     }
 
+    /// The cap on tensor memory under a memory limit (the limit less what the context and
+    /// libraries took at start-up).
+    pub fn tensor_memory_cap(&self) -> Option<u64> {
+        self.pool.as_ref().map(|p| p.max_bytes())
+    }
+
     /// The attention precision this backend was created with.
     pub fn attention_precision(&self) -> AttentionPrecision {
         self.options.attention

@@ -15,7 +15,7 @@ const GRANULARITY: u64 = 2 << 20;
 pub(crate) struct CappedPool {
     pool: sys::CUmemoryPool,
     device: sys::CUdevice,
-    pub max_bytes: u64,
+    max_bytes: u64,
 }
 
 // SAFETY: a driver handle; the driver's pool calls are thread-safe.
@@ -62,6 +62,11 @@ impl CappedPool {
             device,
             max_bytes,
         })
+    }
+
+    /// The most the pool hands out, in bytes.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
     }
 
     /// Returns the pool's unused memory to the driver.

@@ -7,6 +7,7 @@ mod error;
 pub mod geometry;
 pub mod identify;
 pub mod lq_proj;
+pub mod memory;
 pub mod noise;
 mod params;
 pub mod pipeline;

@@ -45,6 +45,8 @@ enum Layer {
 pub struct TcDecoder {
     layers: Vec<Layer>,
     memory_slots: usize,
+    /// Channels of the four stages, from the lowest resolution up.
+    pub widths: [usize; 4],
 }
 
 /// The last input frame of each MemBlock; empty before the first call.
@@ -177,6 +179,7 @@ impl TcDecoder {
         Ok(TcDecoder {
             layers,
             memory_slots: slot,
+            widths: [c0, c1, c2, c3],
         })
     }
 
@@ -191,10 +194,10 @@ impl TcDecoder {
     /// (k ≤ 4t; the clip is front-padded with copies of its first frame to 4t). Returns frames in
     /// `[-1, 1]` nominal range, `(3, n, H, W)`, n = 4t, or 4t − 3 on the first call.
     ///
-    /// One latent frame at a time, and the full-resolution tail (no MemBlock, no temporal growth)
-    /// one output frame at a time: the same values as one pass over the chunk (every layer is per
-    /// frame or looks only at the previous frame), with device memory for a single frame's
-    /// full-resolution maps instead of the chunk's.
+    /// One latent frame at a time, and the layers after the last MemBlock (upsampling, temporal
+    /// growth, the full-resolution convolutions) one frame at a time: the same values as one pass
+    /// over the chunk (every layer is per frame or looks only at the previous frame), with device
+    /// memory for a frame's full-resolution maps instead of the chunk's.
     pub fn decode(
         &self,
         latents: &Tensor,
@@ -240,26 +243,32 @@ impl TcDecoder {
         for layer in &self.layers[..tail] {
             x = self.apply(layer, &x, memory)?;
         }
-        let first = if memory.started { 0 } else { FIRST_CALL_TRIM };
-        memory.started = true;
-        let mut frames = Vec::with_capacity(x.dim(1));
-        for f in first..x.dim(1) {
+        let mut frames = Vec::with_capacity(TIME_UPSCALE);
+        for f in 0..x.dim(1) {
             let mut y = x.narrow(1, f, 1)?;
             for layer in &self.layers[tail..] {
                 y = self.apply(layer, &y, memory)?;
             }
-            frames.push(y.affine(2.0, -1.0)?);
+            for g in 0..y.dim(1) {
+                frames.push(y.narrow(1, g, 1)?);
+            }
         }
-        let refs: Vec<&Tensor> = frames.iter().collect();
+        let first = if memory.started { 0 } else { FIRST_CALL_TRIM };
+        memory.started = true;
+        let kept: Vec<Tensor> = frames[first.min(frames.len())..]
+            .iter()
+            .map(|f| f.affine(2.0, -1.0))
+            .collect::<std::result::Result<_, _>>()?;
+        let refs: Vec<&Tensor> = kept.iter().collect();
         Ok(Tensor::cat(&refs, 1)?)
     }
 
-    /// The first layer after the last MemBlock and temporal growth: from there on every layer
-    /// maps one frame to one frame on its own.
+    /// The first layer after the last MemBlock: from there on every layer maps each frame on its
+    /// own (to one frame, or to several for temporal growth).
     fn tail_start(&self) -> usize {
         self.layers
             .iter()
-            .rposition(|l| matches!(l, Layer::Mem(..) | Layer::Grow(..)))
+            .rposition(|l| matches!(l, Layer::Mem(..)))
             .map_or(0, |i| i + 1)
     }
 

@@ -9,6 +9,7 @@ mod layout;
 mod norm;
 
 use std::any::Any;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::backend::{
@@ -16,7 +17,7 @@ use crate::backend::{
 };
 use crate::{Result, Tensor, TensorError};
 
-pub struct CpuBuffer(pub Vec<f32>);
+pub struct CpuBuffer(pub Vec<f32>, Option<Arc<Meter>>);
 
 impl Buffer for CpuBuffer {
     fn as_any(&self) -> &dyn Any {
@@ -27,12 +28,65 @@ impl Buffer for CpuBuffer {
     }
 }
 
+impl Drop for CpuBuffer {
+    fn drop(&mut self) {
+        if let Some(m) = &self.1 {
+            m.in_use.fetch_sub(bytes(&self.0), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Tensor memory of a backend with a limit: what is in use, and the cap.
+#[derive(Debug)]
+struct Meter {
+    in_use: AtomicU64,
+    limit: u64,
+}
+
+fn bytes(v: &[f32]) -> u64 {
+    std::mem::size_of_val(v) as u64
+}
+
 #[derive(Debug, Default)]
-pub struct CpuBackend;
+pub struct CpuBackend {
+    meter: Option<Arc<Meter>>,
+}
 
 impl CpuBackend {
     pub fn new_ref() -> BackendRef {
-        Arc::new(CpuBackend)
+        Arc::new(CpuBackend::default())
+    }
+
+    /// A CPU backend whose tensors may take at most `limit` bytes in all: going over it is an
+    /// out-of-memory error, as on a device (`--max-vram` on the CPU, and its tests).
+    pub fn with_memory_limit(limit: u64) -> BackendRef {
+        Arc::new(CpuBackend {
+            meter: Some(Arc::new(Meter {
+                in_use: AtomicU64::new(0),
+                limit,
+            })),
+        })
+    }
+
+    fn out(&self, v: Vec<f32>) -> Result<BufferRef> {
+        let Some(meter) = &self.meter else {
+            return Ok(Arc::new(CpuBuffer(v, None)));
+        };
+        let n = bytes(&v);
+        let before = meter.in_use.fetch_add(n, Ordering::Relaxed);
+        if before + n > meter.limit {
+            meter.in_use.fetch_sub(n, Ordering::Relaxed);
+            return Err(TensorError::OutOfMemory {
+                backend: "cpu".into(),
+                detail: format!(
+                    "{} MiB more would exceed the limit of {} MiB ({} MiB in use)",
+                    n >> 20,
+                    meter.limit >> 20,
+                    before >> 20
+                ),
+            });
+        }
+        Ok(Arc::new(CpuBuffer(v, Some(meter.clone()))))
     }
 }
 
@@ -47,17 +101,19 @@ fn data(x: &Tensor) -> Result<&[f32]> {
         })
 }
 
-fn out(v: Vec<f32>) -> Result<BufferRef> {
-    Ok(Arc::new(CpuBuffer(v)))
-}
-
 impl Backend for CpuBackend {
     fn device(&self) -> Device {
         Device::Cpu
     }
 
+    fn memory_in_use(&self) -> Option<u64> {
+        self.meter
+            .as_ref()
+            .map(|m| m.in_use.load(Ordering::Relaxed))
+    }
+
     fn upload(&self, values: &[f32]) -> Result<BufferRef> {
-        out(values.to_vec())
+        self.out(values.to_vec())
     }
 
     fn download(&self, x: &Tensor) -> Result<Vec<f32>> {
@@ -65,15 +121,15 @@ impl Backend for CpuBackend {
     }
 
     fn zeros(&self, len: usize) -> Result<BufferRef> {
-        out(vec![0.0; len])
+        self.out(vec![0.0; len])
     }
 
     fn permute(&self, x: &Tensor, dims: &[usize]) -> Result<BufferRef> {
-        out(layout::permute(data(x)?, x.shape(), dims))
+        self.out(layout::permute(data(x)?, x.shape(), dims))
     }
 
     fn narrow(&self, x: &Tensor, dim: usize, start: usize, len: usize) -> Result<BufferRef> {
-        out(layout::narrow(data(x)?, x.shape(), dim, start, len))
+        self.out(layout::narrow(data(x)?, x.shape(), dim, start, len))
     }
 
     fn cat(&self, xs: &[&Tensor], dim: usize) -> Result<BufferRef> {
@@ -81,23 +137,23 @@ impl Backend for CpuBackend {
             .iter()
             .map(|x| Ok((data(x)?, x.shape())))
             .collect::<Result<Vec<_>>>()?;
-        out(layout::cat(&parts, dim))
+        self.out(layout::cat(&parts, dim))
     }
 
     fn unary(&self, x: &Tensor, op: UnaryOp) -> Result<BufferRef> {
-        out(elementwise::unary(data(x)?, op))
+        self.out(elementwise::unary(data(x)?, op))
     }
 
     fn binary(&self, a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<BufferRef> {
-        out(elementwise::binary(data(a)?, data(b)?, op))
+        self.out(elementwise::binary(data(a)?, data(b)?, op))
     }
 
     fn add_gated(&self, x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<BufferRef> {
-        out(elementwise::add_gated(data(x)?, data(y)?, data(gate)?))
+        self.out(elementwise::add_gated(data(x)?, data(y)?, data(gate)?))
     }
 
     fn channel_affine(&self, x: &Tensor, mul: &Tensor, add: &Tensor) -> Result<BufferRef> {
-        out(elementwise::channel_affine(
+        self.out(elementwise::channel_affine(
             data(x)?,
             data(mul)?,
             data(add)?,
@@ -106,7 +162,7 @@ impl Backend for CpuBackend {
 
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<BufferRef> {
         let bias = b.map(data).transpose()?;
-        out(gemm::linear(
+        self.out(gemm::linear(
             data(x)?,
             x.dim(0),
             x.dim(1),
@@ -126,7 +182,7 @@ impl Backend for CpuBackend {
         let weight = weight.map(data).transpose()?;
         let bias = bias.map(data).transpose()?;
         let dim = *x.shape().last().unwrap_or(&1);
-        out(norm::layer_norm(data(x)?, dim, eps, |v, c| {
+        self.out(norm::layer_norm(data(x)?, dim, eps, |v, c| {
             let v = weight.map_or(v, |w| v * w[c]);
             bias.map_or(v, |b| v + b[c])
         }))
@@ -135,22 +191,22 @@ impl Backend for CpuBackend {
     fn modulate(&self, x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f32) -> Result<BufferRef> {
         let (shift, scale) = (data(shift)?, data(scale)?);
         let dim = *x.shape().last().unwrap_or(&1);
-        out(norm::layer_norm(data(x)?, dim, eps, |v, c| {
+        self.out(norm::layer_norm(data(x)?, dim, eps, |v, c| {
             v * (1.0 + scale[c]) + shift[c]
         }))
     }
 
     fn rms_norm(&self, x: &Tensor, weight: &Tensor, eps: f32) -> Result<BufferRef> {
         let dim = *x.shape().last().unwrap_or(&1);
-        out(norm::rms_norm(data(x)?, dim, data(weight)?, eps))
+        self.out(norm::rms_norm(data(x)?, dim, data(weight)?, eps))
     }
 
     fn channel_rms_norm(&self, x: &Tensor, gamma: &Tensor) -> Result<BufferRef> {
-        out(norm::channel_rms_norm(data(x)?, x.dim(0), data(gamma)?))
+        self.out(norm::channel_rms_norm(data(x)?, x.dim(0), data(gamma)?))
     }
 
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> Result<BufferRef> {
-        out(elementwise::rope(
+        self.out(elementwise::rope(
             data(x)?,
             x.dim(1),
             data(cos)?,
@@ -160,7 +216,7 @@ impl Backend for CpuBackend {
     }
 
     fn group_mean(&self, x: &Tensor) -> Result<BufferRef> {
-        out(norm::group_mean(data(x)?, x.dim(1), x.dim(2)))
+        self.out(norm::group_mean(data(x)?, x.dim(1), x.dim(2)))
     }
 
     fn conv3d(
@@ -174,12 +230,12 @@ impl Backend for CpuBackend {
     ) -> Result<BufferRef> {
         let bias = b.map(data).transpose()?;
         let geometry = conv::Conv3d::new(x.shape(), w.shape(), stride_t, pad, mode);
-        out(geometry.run(data(x)?, data(w)?, bias))
+        self.out(geometry.run(data(x)?, data(w)?, bias))
     }
 
     fn upsample_nearest2x(&self, x: &Tensor) -> Result<BufferRef> {
         let s = x.shape();
-        out(layout::upsample_nearest2x(
+        self.out(layout::upsample_nearest2x(
             data(x)?,
             s[0] * s[1],
             s[2],
@@ -188,7 +244,7 @@ impl Backend for CpuBackend {
     }
 
     fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<BufferRef> {
-        out(attention::dense(
+        self.out(attention::dense(
             data(q)?,
             data(k)?,
             data(v)?,
@@ -206,7 +262,7 @@ impl Backend for CpuBackend {
         v: &Tensor,
         mask: &BlockMask,
     ) -> Result<BufferRef> {
-        out(attention::block_sparse(
+        self.out(attention::block_sparse(
             data(q)?,
             data(k)?,
             data(v)?,

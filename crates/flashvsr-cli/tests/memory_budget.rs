@@ -1,0 +1,126 @@
+//! `--max-vram` on the CPU backend (its tensor memory is metered the way a device's is): tiles
+//! chosen to fit, stream state parked between tiles' turns without changing a bit, smaller tiles
+//! after running out, and a clean failure when nothing fits.
+
+mod cli_support;
+
+use std::path::Path;
+
+use cli_support::{flashvsr, golden_models, sorted_files, stderr, write_png_rgb8};
+
+/// 9 frames of 96×64 → a 384×256 canvas.
+fn write_clip(dir: &Path) {
+    std::fs::create_dir_all(dir).unwrap();
+    let (w, h) = (96, 64);
+    for f in 0..9 {
+        let data: Vec<u8> = (0..w * h * 3)
+            .map(|i| {
+                let (p, c) = (i / 3, i % 3);
+                ((p % w) * 7 + (p / w) * 5 + f * 11 + c * 60) as u8
+            })
+            .collect();
+        write_png_rgb8(&dir.join(format!("{f:04}.png")), w, h, &data);
+    }
+}
+
+fn upscale(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
+    let models = golden_models();
+    let mut args = vec![
+        "upscale",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--models",
+        models.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ];
+    args.extend_from_slice(extra);
+    flashvsr(&args)
+}
+
+fn read_all(dir: &Path) -> Vec<Vec<u8>> {
+    sorted_files(dir)
+        .iter()
+        .map(|f| std::fs::read(f).unwrap())
+        .collect()
+}
+
+#[test]
+fn a_budget_picks_parked_tiles_that_match_the_same_tiles_by_hand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    write_clip(&input);
+    let budget = tmp.path().join("budget");
+    let out = upscale(&input, &budget, &["--max-vram", "200M"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(
+        log.contains("2 tiles of 256×256 model pixels, stream state parked"),
+        "{log}"
+    );
+    let by_hand = tmp.path().join("by_hand");
+    let out = upscale(
+        &input,
+        &by_hand,
+        &["--tile-size", "64", "--tile-overlap", "24"],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let (a, b) = (read_all(&budget), read_all(&by_hand));
+    assert_eq!(a.len(), 9);
+    assert!(
+        a == b,
+        "parked tiles under --max-vram differ from the same tiles by hand"
+    );
+
+    // Without a budget the whole canvas is one stream.
+    let plain = tmp.path().join("plain");
+    let out = upscale(&input, &plain, &[]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("tiled DiT"));
+}
+
+#[test]
+fn running_out_of_memory_starts_again_with_smaller_tiles() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    write_clip(&input);
+    let output = tmp.path().join("out");
+    // Tiles as wide as the canvas do not fit in 100 MiB; 128-pixel tiles do.
+    let extra = [
+        "--max-vram",
+        "100M",
+        "--tile-size",
+        "96",
+        "--tile-overlap",
+        "8",
+    ];
+    let out = upscale(&input, &output, &extra);
+    let log = stderr(&out);
+    assert!(out.status.success(), "{log}");
+    assert!(
+        log.contains("out of device memory with tiles of 384 model pixels; starting again"),
+        "{log}"
+    );
+    assert!(log.contains("tiles of 128×128 model pixels"), "{log}");
+    assert_eq!(sorted_files(&output).len(), 9);
+}
+
+#[test]
+fn a_budget_nothing_fits_in_fails_with_exit_1_and_leaves_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in");
+    write_clip(&input);
+    let output = tmp.path().join("out.y4m");
+    let out = upscale(&input, &output, &["--max-vram", "30M"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let log = stderr(&out);
+    assert!(log.contains("out of memory"), "{log}");
+    assert!(log.contains("raise --max-vram"), "{log}");
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n != "in")
+        .collect();
+    assert!(left.is_empty(), "left behind: {left:?}");
+}

@@ -1,0 +1,94 @@
+//! How much device memory one stream needs, to pick tiles that fit a memory budget
+//! (`--max-vram`). An estimate with a margin, checked against measurements (BENCHMARKS.md);
+//! running out anyway is caught and retried with smaller tiles by the caller.
+
+use crate::pipeline::{Decoder, Models};
+
+/// Tokens per output pixel of one temporal group (2 latent frames of 16×16-pixel tokens).
+const GROUP_TOKENS_PER_PX: f64 = 2.0 / 256.0;
+/// Temporal groups in the first chunk (6 latent frames), the largest.
+const FIRST_CHUNK_GROUPS: f64 = 3.0;
+/// LQ frames an engine keeps (conditioning of the current and next chunk).
+const KEPT_LQ_FRAMES: f64 = 30.0;
+/// The estimate's margin over the tensors it counts (allocator slack, small temporaries).
+const MARGIN: f64 = 1.25;
+
+/// Device bytes one stream of `pixels` model-canvas pixels needs beyond the loaded weights, at
+/// its largest (the first chunk). `element_bytes`: 2 where the KV cache and GEMM operands are
+/// bf16 (CUDA fast mode), 4 for fp32. `kv_len`: cached temporal groups.
+pub fn stream_bytes(models: &Models, pixels: usize, element_bytes: usize, kv_len: usize) -> u64 {
+    let px = pixels as f64;
+    let cfg = &models.dit.config;
+    let (dim, ffn, layers) = (cfg.dim as f64, cfg.ffn_dim as f64, cfg.layers as f64);
+    let e = element_bytes as f64;
+    let group_tokens = GROUP_TOKENS_PER_PX * px;
+    // K and V of every layer for the cached groups, plus one layer's concatenation of them with
+    // the current chunk (the attention's operands).
+    let kv_cache = layers * kv_len as f64 * group_tokens * dim * 2.0 * e;
+    let kv_operands = (kv_len as f64 + FIRST_CHUNK_GROUPS) * group_tokens * dim * 2.0 * e;
+    // One block's activations for the first chunk: residual stream, norms, q/k/v, attention
+    // output (f32), the FFN's hidden layer (f32 plus its GEMM copy).
+    let tokens = FIRST_CHUNK_GROUPS * group_tokens;
+    let activations = tokens * (10.0 * dim * 4.0 + ffn * (4.0 + e));
+    let decoder = match &models.decoder {
+        // Half-resolution MemBlocks over 2 frames (input, its pairing with the previous frame,
+        // two outputs), then one frame at a time: upsampled, grown to 2 full-resolution frames,
+        // convolved.
+        Decoder::Tiny(tc) => {
+            let (c2, c3) = (tc.widths[2] as f64, tc.widths[3] as f64);
+            let half = 2.0 * (px / 4.0) * 4.0 * (5.0 * c2);
+            let tail = px * 4.0 * (c2 + 2.0 * c2 + 2.0 * 2.0 * c3);
+            half + tail
+        }
+        // The Wan VAE decodes in spatial tiles of its own; its largest maps are full resolution.
+        Decoder::Full { .. } => px * 96.0 * 4.0 * 6.0,
+    };
+    let lq = KEPT_LQ_FRAMES * 3.0 * px * 4.0;
+    ((kv_cache + kv_operands + activations + decoder + lq) * MARGIN) as u64
+}
+
+/// The largest square tile (a multiple of 128 model pixels, at least 128) whose stream fits in
+/// `available` bytes; `None` when the whole canvas fits untiled.
+pub fn tile_for_budget(
+    available: u64,
+    height: usize,
+    width: usize,
+    per_stream: impl Fn(usize) -> u64,
+) -> Option<usize> {
+    if per_stream(height * width) <= available {
+        return None;
+    }
+    let largest = height.max(width).div_ceil(128) * 128;
+    let tile = (1..=largest / 128)
+        .rev()
+        .map(|k| k * 128)
+        .find(|&t| per_stream(t.min(height) * t.min(width)) <= available)
+        .unwrap_or(128);
+    Some(tile)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::tile_for_budget;
+
+    #[test]
+    fn tiles_shrink_until_the_stream_fits() {
+        let per_stream = |px: usize| px as u64 * 10;
+        assert_eq!(tile_for_budget(10 * 512 * 512, 512, 512, per_stream), None);
+        assert_eq!(
+            tile_for_budget(10 * 256 * 256, 512, 1024, per_stream),
+            Some(256)
+        );
+        assert_eq!(
+            tile_for_budget(10 * 300 * 300, 512, 1024, per_stream),
+            Some(256)
+        );
+        // A tile taller than the canvas only counts the canvas rows.
+        assert_eq!(
+            tile_for_budget(10 * 384 * 256, 256, 2048, per_stream),
+            Some(384)
+        );
+        // Nothing fits: the smallest tile, and the caller's retries take it from there.
+        assert_eq!(tile_for_budget(10, 512, 512, per_stream), Some(128));
+    }
+}
