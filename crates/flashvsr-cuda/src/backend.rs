@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::driver::{CudaSlice, LaunchConfig};
 use flashvsr_tensor::{
-    Backend, BackendRef, BinaryOp, BlockMask, BufferRef, Device, PadMode, Tensor, TensorError,
-    UnaryOp,
+    Backend, BackendRef, BinaryOp, BlockMask, BufferRef, Device, HostData, PadMode, Tensor,
+    TensorError, UnaryOp,
 };
 
 use crate::buffer::{raw_ptr, CudaBuffer, Storage};
@@ -480,6 +480,52 @@ impl Backend for CudaBackend {
             Ok(host)
         });
         result.map_err(|e| self.err(e))
+    }
+
+    fn download_stored(&self, x: &Tensor) -> TResult<HostData> {
+        let result = catch(|| {
+            let buf = self.input(x)?;
+            let words = self.gpu.stream.clone_dtoh(buf.slice())?;
+            self.synchronize()?;
+            let len = buf_len(buf);
+            Ok(match buf.storage() {
+                Storage::F32 => HostData::F32(words[..len].to_vec()),
+                // Little-endian words: element 2i in the low half, 2i + 1 in the high half.
+                Storage::Bf16 => HostData::Bf16(
+                    words
+                        .iter()
+                        .flat_map(|w| {
+                            let b = w.to_bits();
+                            [b as u16, (b >> 16) as u16]
+                        })
+                        .take(len)
+                        .collect(),
+                ),
+            })
+        });
+        result.map_err(|e| self.err(e))
+    }
+
+    fn upload_stored(&self, data: &HostData) -> TResult<BufferRef> {
+        match data {
+            HostData::F32(v) => self.upload(v),
+            HostData::Bf16(v) => self.finish(|| {
+                let words: Vec<f32> = v
+                    .chunks(2)
+                    .map(|p| {
+                        let hi = p.get(1).copied().unwrap_or(0) as u32;
+                        f32::from_bits(p[0] as u32 | (hi << 16))
+                    })
+                    .collect();
+                let storage = Storage::Bf16;
+                // SAFETY: fully written by the copy below.
+                let mut slice = unsafe { self.gpu.stream.alloc::<f32>(storage.words(v.len())) }?;
+                if !words.is_empty() {
+                    self.gpu.stream.memcpy_htod(&words, &mut slice)?;
+                }
+                Ok(CudaBuffer::with_storage(slice, v.len(), storage))
+            }),
+        }
     }
 
     fn zeros(&self, len: usize) -> TResult<BufferRef> {

@@ -1044,6 +1044,16 @@ fn bf16_storage(s: &mut Suite, fast: &BackendRef) {
     let want: Vec<f32> = rounded(&x).iter().map(|v| v.max(0.0)).collect();
     check(s, "bf16 storage: an f32-only op widens", got, &want, 0.0);
 
+    // Host copies keep the bf16 storage, and come back bit for bit.
+    let got = compact().and_then(|t| {
+        let host = t.to_host_data()?;
+        if !matches!(host, flashvsr_tensor::HostData::Bf16(_)) {
+            return Ok(Vec::new());
+        }
+        Tensor::from_host_data(fast, &host, &[m, k])?.to_vec()
+    });
+    check(s, "bf16 storage: host round trip stays bf16", got, &rounded(&x), 0.0);
+
     let cpu = s.cpu.clone();
     let reference = |gelu: bool| -> Result<Vec<f32>> {
         let xt = on(&cpu, &rounded(&x), &[m, k])?;

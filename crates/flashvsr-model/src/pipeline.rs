@@ -331,14 +331,9 @@ impl<'m> Engine<'m> {
                 .parse()
                 .map_err(|_| ModelError::Settings(format!("bad checkpoint entry {name}")))?;
             let (_, host) = r.host(&name)?;
-            let device = Tensor::from_slice(&self.backend, host, &[3, 1, self.height, self.width])?;
-            self.frames.insert(
-                index,
-                LqFrame {
-                    host: host.clone(),
-                    device,
-                },
-            );
+            let device =
+                Tensor::from_slice(&self.backend, &host, &[3, 1, self.height, self.width])?;
+            self.frames.insert(index, LqFrame { host, device });
         }
         self.parked = None;
         self.read_stream_tensors(r, p)?;

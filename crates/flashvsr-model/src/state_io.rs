@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
-use flashvsr_tensor::{BackendRef, Tensor};
+use flashvsr_tensor::{BackendRef, HostData, Tensor};
 
 use crate::{ModelError, Result};
 
@@ -16,22 +16,27 @@ fn bad(path: &Path, why: impl std::fmt::Display) -> ModelError {
     }
 }
 
+/// Tensors keep the storage the backend had them in (bf16 KV caches stay bf16 in memory; the
+/// file holds f32, which represents bf16 exactly).
 #[derive(Default)]
 pub struct StateWriter {
-    tensors: Vec<(String, Vec<usize>, Vec<f32>)>,
+    tensors: Vec<(String, Vec<usize>, HostData)>,
     meta: BTreeMap<String, String>,
 }
 
 impl StateWriter {
     pub fn tensor(&mut self, name: &str, t: &Tensor) -> Result<()> {
         self.tensors
-            .push((name.to_string(), t.shape().to_vec(), t.to_vec()?));
+            .push((name.to_string(), t.shape().to_vec(), t.to_host_data()?));
         Ok(())
     }
 
     pub fn host(&mut self, name: &str, shape: &[usize], values: &[f32]) {
-        self.tensors
-            .push((name.to_string(), shape.to_vec(), values.to_vec()));
+        self.tensors.push((
+            name.to_string(),
+            shape.to_vec(),
+            HostData::F32(values.to_vec()),
+        ));
     }
 
     pub fn optional(&mut self, name: &str, t: Option<&Tensor>) -> Result<()> {
@@ -60,7 +65,10 @@ impl StateWriter {
         let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
             .tensors
             .into_iter()
-            .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
+            .map(|(n, s, v)| {
+                let bytes = v.to_f32().iter().flat_map(|x| x.to_le_bytes()).collect();
+                (n, s, bytes)
+            })
             .collect();
         let views = bytes
             .iter()
@@ -94,7 +102,7 @@ fn temporary_sibling(path: &Path) -> PathBuf {
 pub struct StateReader {
     path: PathBuf,
     backend: BackendRef,
-    tensors: HashMap<String, (Vec<usize>, Vec<f32>)>,
+    tensors: HashMap<String, (Vec<usize>, HostData)>,
     meta: HashMap<String, String>,
 }
 
@@ -114,7 +122,7 @@ impl StateReader {
                     .chunks_exact(4)
                     .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
                     .collect();
-                (n, (v.shape().to_vec(), values))
+                (n, (v.shape().to_vec(), HostData::F32(values)))
             })
             .collect();
         Ok(StateReader {
@@ -141,7 +149,7 @@ impl StateReader {
 
     pub fn optional(&self, name: &str) -> Result<Option<Tensor>> {
         match self.tensors.get(name) {
-            Some((shape, values)) => Ok(Some(Tensor::from_slice(&self.backend, values, shape)?)),
+            Some((shape, data)) => Ok(Some(Tensor::from_host_data(&self.backend, data, shape)?)),
             None => Ok(None),
         }
     }
@@ -151,9 +159,11 @@ impl StateReader {
             .ok_or_else(|| bad(&self.path, format!("missing `{name}`")))
     }
 
-    pub fn host(&self, name: &str) -> Result<&(Vec<usize>, Vec<f32>)> {
+    /// A stored tensor's shape and values, on the host.
+    pub fn host(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>)> {
         self.tensors
             .get(name)
+            .map(|(shape, data)| (shape.clone(), data.to_f32()))
             .ok_or_else(|| bad(&self.path, format!("missing `{name}`")))
     }
 

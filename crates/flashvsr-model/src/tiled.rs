@@ -291,7 +291,7 @@ impl FrameStream for TiledEngine<'_> {
             let index: usize = name["full_lq.".len()..]
                 .parse()
                 .map_err(|_| ModelError::Settings(format!("bad entry {name}")))?;
-            self.lq.insert(index, r.host(&name)?.1.clone());
+            self.lq.insert(index, r.host(&name)?.1);
         }
         let pending: Vec<String> = r
             .names_with_prefix("pending.")
@@ -303,7 +303,7 @@ impl FrameStream for TiledEngine<'_> {
                 .map_err(|_| ModelError::Settings(format!("bad entry {name}")))?;
             let count: usize = r.value(&format!("pending_count.{index}"))?;
             self.pending
-                .insert(index, (r.host(&name)?.1.clone(), count));
+                .insert(index, (r.host(&name)?.1, count));
         }
         Ok(())
     }

@@ -85,6 +85,36 @@ impl BlockMask {
     }
 }
 
+/// A tensor's values in host memory, in the storage the backend kept them in (bf16 stays bf16:
+/// half the bytes of a round trip through f32, and exact).
+#[derive(Clone, Debug, PartialEq)]
+pub enum HostData {
+    F32(Vec<f32>),
+    /// bf16 bit patterns.
+    Bf16(Vec<u16>),
+}
+
+impl HostData {
+    pub fn len(&self) -> usize {
+        match self {
+            HostData::F32(v) => v.len(),
+            HostData::Bf16(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The values as f32 (exact for both storages).
+    pub fn to_f32(&self) -> Vec<f32> {
+        match self {
+            HostData::F32(v) => v.clone(),
+            HostData::Bf16(v) => v.iter().map(|&b| f32::from_bits((b as u32) << 16)).collect(),
+        }
+    }
+}
+
 pub trait Backend: Send + Sync + fmt::Debug {
     fn device(&self) -> Device;
     /// Waits for all queued work (for timing); a no-op where ops complete synchronously.
@@ -98,6 +128,17 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn upload(&self, data: &[f32]) -> Result<BufferRef>;
     fn download(&self, x: &Tensor) -> Result<Vec<f32>>;
     fn zeros(&self, len: usize) -> Result<BufferRef>;
+    /// `x`'s values as stored (see [`HostData`]).
+    fn download_stored(&self, x: &Tensor) -> Result<HostData> {
+        Ok(HostData::F32(self.download(x)?))
+    }
+    /// A buffer holding `data` in its storage.
+    fn upload_stored(&self, data: &HostData) -> Result<BufferRef> {
+        match data {
+            HostData::F32(v) => self.upload(v),
+            HostData::Bf16(_) => self.upload(&data.to_f32()),
+        }
+    }
 
     fn permute(&self, x: &Tensor, dims: &[usize]) -> Result<BufferRef>;
     fn narrow(&self, x: &Tensor, dim: usize, start: usize, len: usize) -> Result<BufferRef>;
@@ -167,4 +208,18 @@ pub trait Backend: Send + Sync + fmt::Debug {
         v: &Tensor,
         mask: &BlockMask,
     ) -> Result<BufferRef>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::HostData;
+
+    #[test]
+    fn bf16_host_data_widens_exactly() {
+        let d = HostData::Bf16(vec![0x3f80, 0xc000, 0x7f80, 0x0001]);
+        assert_eq!(d.len(), 4);
+        let v = d.to_f32();
+        assert_eq!(&v[..3], &[1.0, -2.0, f32::INFINITY]);
+        assert_eq!(v[3].to_bits(), 0x0001_0000);
+    }
 }

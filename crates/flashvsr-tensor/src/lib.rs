@@ -8,7 +8,8 @@ mod error;
 mod tensor;
 
 pub use backend::{
-    Backend, BackendRef, BinaryOp, BlockMask, Buffer, BufferRef, Device, PadMode, UnaryOp,
+    Backend, BackendRef, BinaryOp, BlockMask, Buffer, BufferRef, Device, HostData, PadMode,
+    UnaryOp,
 };
 pub use dtype::DType;
 pub use error::{Result, TensorError};

@@ -1,7 +1,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::backend::{BackendRef, BinaryOp, BlockMask, BufferRef, Device, PadMode, UnaryOp};
+use crate::backend::{
+    BackendRef, BinaryOp, BlockMask, BufferRef, Device, HostData, PadMode, UnaryOp,
+};
 use crate::error::shape_err;
 use crate::Result;
 
@@ -49,6 +51,18 @@ impl Tensor {
         Tensor::from_buffer(backend, buffer, shape)
     }
 
+    /// A tensor of the values in `data`, stored as `data` is where the backend can.
+    pub fn from_host_data(backend: &BackendRef, data: &HostData, shape: &[usize]) -> Result<Tensor> {
+        if data.len() != numel(shape) {
+            return shape_err(
+                "from_host_data",
+                format!("{} values for shape {shape:?}", data.len()),
+            );
+        }
+        let buffer = backend.upload_stored(data)?;
+        Tensor::from_buffer(backend, buffer, shape)
+    }
+
     pub fn zeros(backend: &BackendRef, shape: &[usize]) -> Result<Tensor> {
         let buffer = backend.zeros(numel(shape))?;
         Tensor::from_buffer(backend, buffer, shape)
@@ -84,6 +98,11 @@ impl Tensor {
 
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         self.backend.download(self)
+    }
+
+    /// The values in host memory as the backend stores them (bf16 stays bf16).
+    pub fn to_host_data(&self) -> Result<HostData> {
+        self.backend.download_stored(self)
     }
 
     fn wrap(&self, buffer: BufferRef, shape: &[usize]) -> Result<Tensor> {
