@@ -235,6 +235,10 @@ pub struct UpscaleArgs {
     /// anyway.
     #[arg(long, value_parser = parse_size, alias = "max_vram", value_name = "SIZE")]
     pub max_vram: Option<u64>,
+    /// Random weights of the released (or the small test) model's shapes instead of model files:
+    /// for benchmarks and device runs without downloads. The picture is noise.
+    #[arg(long, hide = true, value_enum, value_name = "SIZE")]
+    pub random_weights: Option<BenchModelSize>,
     /// The seed CLI's `--tiled_dit True|False`: True tiles with --tile-size (256 when not given),
     /// False turns tiling off.
     #[arg(long = "tiled_dit", hide = true, value_name = "BOOL", value_parser = parse_seed_bool)]

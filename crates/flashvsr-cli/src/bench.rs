@@ -7,14 +7,10 @@ use flashvsr_media::prepare::{prepare_frame, PrepareGeometry, Resampler};
 use flashvsr_media::Frame;
 use flashvsr_model::color_fix::ColorFix;
 use flashvsr_model::dit::mask::{AttentionMode, SparseSettings};
-use flashvsr_model::dit::Dit;
 use flashvsr_model::geometry::SizePlan;
-use flashvsr_model::lq_proj::LqProjector;
 use flashvsr_model::noise::NoiseSource;
 use flashvsr_model::pipeline::{Decoder, Engine, EngineSettings, EngineStats, Models};
-use flashvsr_model::random_weights::{ModelSize, RandomWeights};
-use flashvsr_model::tcdecoder::TcDecoder;
-use flashvsr_model::vae::WanVaeDecoder;
+use flashvsr_model::random_weights::ModelSize;
 use flashvsr_model::vae_tiling::VaeTiling;
 use flashvsr_tensor::BackendRef;
 use serde_json::json;
@@ -70,31 +66,11 @@ fn load_models(
         BenchModelSize::Small => ModelSize::SMALL,
     };
     let version = model_files::projector_version(args.files.model_ver);
-    let dit = Dit::load(
-        backend,
-        &RandomWeights::dit(size, SEED),
-        &RandomWeights::prompt(size, SEED),
-    )?;
-    let projector = LqProjector::load(backend, &RandomWeights::projector(size, SEED), version)?;
-    let decoder = if full {
-        Decoder::Full {
-            vae: Box::new(WanVaeDecoder::load(
-                backend,
-                &RandomWeights::vae(size, SEED),
-            )?),
-            tiling,
-        }
-    } else {
-        Decoder::Tiny(TcDecoder::load(
-            backend,
-            &RandomWeights::tcdecoder(size, SEED),
-        )?)
-    };
-    Ok(Models {
-        dit,
-        projector,
-        decoder,
-    })
+    let mut models = model_files::random_models(backend, size, version, full)?;
+    if let Decoder::Full { tiling: t, .. } = &mut models.decoder {
+        *t = tiling;
+    }
+    Ok(models)
 }
 
 /// A moving gradient with some texture, so frames differ.

@@ -88,6 +88,13 @@ fn cuda(
             ),
             Err(why) => eprintln!("flashvsr: using CUDA device {ordinal} ({why})"),
         }
+        if let (Some(limit), Some(cap)) = (memory_limit, backend.tensor_memory_cap()) {
+            eprintln!(
+                "flashvsr: --max-vram {} MiB: {} MiB for tensors after the CUDA context and libraries",
+                limit >> 20,
+                cap >> 20
+            );
+        }
     }
     Ok(backend)
 }

@@ -53,7 +53,7 @@ pub(crate) fn plan(
             "sparse_ratio": args.sparse_ratio, "kv_ratio": args.kv_ratio, "local_range": args.local_range,
             "seed": args.seed, "color_fix": format!("{:?}", args.color_fix), "resize": format!("{:?}", args.resize),
             "crop_to_128": args.crop_to_128, "tiled_vae": format!("{:?}", args.tiled_vae), "noise": noise,
-            "tile_size": args.tile_size, "tile_overlap": args.tile_overlap,
+            "tile_size": args.tile_size, "tile_overlap": args.tile_overlap, "max_vram": args.max_vram,
             "device": args.device, "precision": format!("{:?}", args.precision), "max_frames": args.max_frames,
         },
         "output": { "format": format!("{:?}", stage.format), "depth": format!("{:?}", stage.depth),

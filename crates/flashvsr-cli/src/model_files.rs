@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use flashvsr_model::dit::Dit;
 use flashvsr_model::identify::{identify, FileKind};
 use flashvsr_model::lq_proj::{LqProjector, ProjectorVersion};
+use flashvsr_model::pipeline::{Decoder, Models};
+use flashvsr_model::random_weights::{ModelSize, RandomWeights};
 use flashvsr_model::tcdecoder::TcDecoder;
 use flashvsr_model::vae::WanVaeDecoder;
 use flashvsr_model::weights::WeightFile;
@@ -100,4 +102,40 @@ pub fn load_vae(backend: &BackendRef, args: &ModelFileArgs) -> Outcome<WanVaeDec
         backend,
         &open(args, FileKind::WanVae)?,
     )?)
+}
+
+/// Random weights of the released (or the small test) model's shapes, built in memory: for
+/// benchmarks and device runs without model downloads. Full mode gets the Wan VAE, untiled.
+pub fn random_models(
+    backend: &BackendRef,
+    size: ModelSize,
+    version: ProjectorVersion,
+    full: bool,
+) -> Outcome<Models> {
+    const SEED: u64 = 0;
+    let dit = Dit::load(
+        backend,
+        &RandomWeights::dit(size, SEED),
+        &RandomWeights::prompt(size, SEED),
+    )?;
+    let projector = LqProjector::load(backend, &RandomWeights::projector(size, SEED), version)?;
+    let decoder = if full {
+        Decoder::Full {
+            vae: Box::new(WanVaeDecoder::load(
+                backend,
+                &RandomWeights::vae(size, SEED),
+            )?),
+            tiling: None,
+        }
+    } else {
+        Decoder::Tiny(TcDecoder::load(
+            backend,
+            &RandomWeights::tcdecoder(size, SEED),
+        )?)
+    };
+    Ok(Models {
+        dit,
+        projector,
+        decoder,
+    })
 }

@@ -17,6 +17,7 @@ use flashvsr_model::dit::mask::{AttentionMode, SparseSettings};
 use flashvsr_model::geometry::SizePlan;
 use flashvsr_model::noise::NoiseSource;
 use flashvsr_model::pipeline::{Decoder, Engine, EngineSettings, Models};
+use flashvsr_model::random_weights::ModelSize;
 use flashvsr_model::stream::FrameStream;
 use flashvsr_model::tcdecoder::SPACE_UPSCALE;
 use flashvsr_model::tiled::{tile_starts, TiledEngine};
@@ -25,7 +26,7 @@ use flashvsr_tensor::{BackendRef, Device};
 use serde_json::json;
 
 use crate::args::{
-    Attention, ColorFixArg, Mode, OutputFormatArg, ResizeArg, TiledVae, UpscaleArgs,
+    Attention, BenchModelSize, ColorFixArg, Mode, OutputFormatArg, ResizeArg, TiledVae, UpscaleArgs,
 };
 use crate::batch;
 use crate::device;
@@ -151,6 +152,16 @@ impl<'r> Context<'r> {
         if self.models.is_none() {
             let backend = self.backend(args)?;
             let quiet = !self.reporter.human();
+            if let Some(size) = args.random_weights {
+                let size = match size {
+                    BenchModelSize::Release => ModelSize::RELEASE,
+                    BenchModelSize::Small => ModelSize::SMALL,
+                };
+                let version = model_files::projector_version(args.files.model_ver);
+                let full = args.mode == Mode::Full;
+                self.models = Some(model_files::random_models(&backend, size, version, full)?);
+                return Ok(());
+            }
             model_files::ensure_files(&args.files, args.mode == Mode::Full, quiet)?;
             self.models = Some(load_models(&backend, args)?);
         }
@@ -640,6 +651,9 @@ pub(crate) fn models_fingerprint(args: &UpscaleArgs) -> Vec<(String, String)> {
         FileKind::WanVae,
         FileKind::Prompt,
     ];
+    if let Some(size) = args.random_weights {
+        return vec![("random weights".into(), format!("{size:?}"))];
+    }
     kinds
         .iter()
         .filter_map(|k| model_files::resolved_path(&args.files, *k).ok())

@@ -1052,7 +1052,13 @@ fn bf16_storage(s: &mut Suite, fast: &BackendRef) {
         }
         Tensor::from_host_data(fast, &host, &[m, k])?.to_vec()
     });
-    check(s, "bf16 storage: host round trip stays bf16", got, &rounded(&x), 0.0);
+    check(
+        s,
+        "bf16 storage: host round trip stays bf16",
+        got,
+        &rounded(&x),
+        0.0,
+    );
 
     let cpu = s.cpu.clone();
     let reference = |gelu: bool| -> Result<Vec<f32>> {

@@ -302,8 +302,7 @@ impl FrameStream for TiledEngine<'_> {
                 .parse()
                 .map_err(|_| ModelError::Settings(format!("bad entry {name}")))?;
             let count: usize = r.value(&format!("pending_count.{index}"))?;
-            self.pending
-                .insert(index, (r.host(&name)?.1, count));
+            self.pending.insert(index, (r.host(&name)?.1, count));
         }
         Ok(())
     }

@@ -110,7 +110,10 @@ impl HostData {
     pub fn to_f32(&self) -> Vec<f32> {
         match self {
             HostData::F32(v) => v.clone(),
-            HostData::Bf16(v) => v.iter().map(|&b| f32::from_bits((b as u32) << 16)).collect(),
+            HostData::Bf16(v) => v
+                .iter()
+                .map(|&b| f32::from_bits((b as u32) << 16))
+                .collect(),
         }
     }
 }

@@ -8,8 +8,7 @@ mod error;
 mod tensor;
 
 pub use backend::{
-    Backend, BackendRef, BinaryOp, BlockMask, Buffer, BufferRef, Device, HostData, PadMode,
-    UnaryOp,
+    Backend, BackendRef, BinaryOp, BlockMask, Buffer, BufferRef, Device, HostData, PadMode, UnaryOp,
 };
 pub use dtype::DType;
 pub use error::{Result, TensorError};

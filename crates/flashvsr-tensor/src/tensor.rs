@@ -52,7 +52,11 @@ impl Tensor {
     }
 
     /// A tensor of the values in `data`, stored as `data` is where the backend can.
-    pub fn from_host_data(backend: &BackendRef, data: &HostData, shape: &[usize]) -> Result<Tensor> {
+    pub fn from_host_data(
+        backend: &BackendRef,
+        data: &HostData,
+        shape: &[usize],
+    ) -> Result<Tensor> {
         if data.len() != numel(shape) {
             return shape_err(
                 "from_host_data",
