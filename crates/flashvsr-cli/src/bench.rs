@@ -221,6 +221,11 @@ fn report(args: &BenchArgs, models: &Models, s: &EngineStats, r: Report) -> Outc
         "empty_query_rows": s.empty_rows,
         "masks_valid": valid,
         "peak_device_memory_bytes": r.peak_device,
+        "peak_tensor_bytes": {
+            "lq_projector": s.peak_tensor_bytes[0],
+            "dit": s.peak_tensor_bytes[1],
+            "decode": s.peak_tensor_bytes[2],
+        },
         "peak_host_rss_bytes": peak_rss_bytes(),
     });
     if args.json {

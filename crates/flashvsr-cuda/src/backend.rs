@@ -6,8 +6,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::driver::{CudaSlice, LaunchConfig};
 use flashvsr_tensor::{
-    Backend, BackendRef, BinaryOp, BlockMask, BufferRef, Device, HostData, PadMode, Tensor,
-    TensorError, UnaryOp,
+    Backend, BackendRef, BinaryOp, BlockMask, BufferRef, Device, HostData, MemoryMeter, PadMode,
+    Tensor, TensorError, UnaryOp,
 };
 
 use crate::buffer::{raw_ptr, CudaBuffer, Storage};
@@ -166,6 +166,8 @@ pub struct CudaBackend {
     scratch: Mutex<Option<CudaSlice<f32>>>,
     /// The capped allocation pool under a memory limit.
     pool: Option<crate::pool::CappedPool>,
+    /// Bytes of this backend's tensors (op temporaries included) and their peak.
+    meter: Arc<MemoryMeter>,
 }
 
 impl fmt::Debug for CudaBackend {
@@ -223,6 +225,7 @@ impl CudaBackend {
                 gemm: Mutex::new(gemm),
                 scratch: Mutex::new(None),
                 pool,
+                meter: Arc::new(MemoryMeter::default()),
             }))
         })
     }
@@ -363,7 +366,7 @@ impl CudaBackend {
             }
             Err(e) => return Err(e.into()),
         };
-        let buf = CudaBuffer::with_storage(slice, len, storage);
+        let buf = CudaBuffer::with_storage(slice, len, storage).metered(&self.meter);
         if self.options.poison_outputs {
             // NaN in either format: f32 NaN words are also pairs of bf16 NaNs (0x7fc0_0000 → 0x7fc0, 0).
             self.fill(buf.ptr(), words, f32::from_bits(0x7fc0_7fc0))?;
@@ -452,6 +455,10 @@ impl Backend for CudaBackend {
         .ok()
     }
 
+    fn tensor_memory(&self) -> Option<&MemoryMeter> {
+        Some(&self.meter)
+    }
+
     fn upload(&self, data: &[f32]) -> TResult<BufferRef> {
         self.finish(|| {
             // SAFETY: fully written by the copy below (a zero-length buffer is never read).
@@ -459,7 +466,7 @@ impl Backend for CudaBackend {
             if !data.is_empty() {
                 self.gpu.stream.memcpy_htod(data, &mut slice)?;
             }
-            Ok(CudaBuffer::new(slice, data.len()))
+            Ok(CudaBuffer::new(slice, data.len()).metered(&self.meter))
         })
     }
 
@@ -523,7 +530,7 @@ impl Backend for CudaBackend {
                 if !words.is_empty() {
                     self.gpu.stream.memcpy_htod(&words, &mut slice)?;
                 }
-                Ok(CudaBuffer::with_storage(slice, v.len(), storage))
+                Ok(CudaBuffer::with_storage(slice, v.len(), storage).metered(&self.meter))
             }),
         }
     }
@@ -531,7 +538,7 @@ impl Backend for CudaBackend {
     fn zeros(&self, len: usize) -> TResult<BufferRef> {
         self.finish(|| {
             let slice = self.gpu.stream.alloc_zeros::<f32>(len.max(1))?;
-            Ok(CudaBuffer::new(slice, len))
+            Ok(CudaBuffer::new(slice, len).metered(&self.meter))
         })
     }
 

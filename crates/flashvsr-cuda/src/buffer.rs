@@ -1,7 +1,8 @@
 use std::any::Any;
+use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, DevicePtr};
-use flashvsr_tensor::Buffer;
+use flashvsr_tensor::{Buffer, MemoryMeter};
 
 /// How a buffer holds its f32-valued elements on the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -31,6 +32,8 @@ pub struct CudaBuffer {
     slice: CudaSlice<f32>,
     len: usize,
     storage: Storage,
+    /// The backend's tensor-memory account, released on drop.
+    meter: Option<Arc<MemoryMeter>>,
 }
 
 impl CudaBuffer {
@@ -44,7 +47,20 @@ impl CudaBuffer {
             slice,
             len,
             storage,
+            meter: None,
         }
+    }
+
+    /// Counts this buffer's bytes in `meter` until it is dropped.
+    pub(crate) fn metered(mut self, meter: &Arc<MemoryMeter>) -> Self {
+        // Device allocations are not refused here: the device (or the capped pool) does that.
+        let _ = meter.try_add(self.bytes());
+        self.meter = Some(meter.clone());
+        self
+    }
+
+    fn bytes(&self) -> u64 {
+        (self.slice.len() * 4) as u64
     }
 
     pub fn slice(&self) -> &CudaSlice<f32> {
@@ -64,6 +80,14 @@ impl CudaBuffer {
 pub(crate) fn raw_ptr(slice: &CudaSlice<f32>) -> u64 {
     let (ptr, _guard) = slice.device_ptr(slice.stream());
     ptr
+}
+
+impl Drop for CudaBuffer {
+    fn drop(&mut self) {
+        if let Some(m) = &self.meter {
+            m.release(self.bytes());
+        }
+    }
 }
 
 impl Buffer for CudaBuffer {

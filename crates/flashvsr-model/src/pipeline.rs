@@ -56,6 +56,9 @@ pub struct EngineStats {
     /// (head, query block) rows with no key block selected, and all rows.
     pub empty_rows: u64,
     pub rows: u64,
+    /// Peak bytes of the backend's tensors during the LQ projector, the DiT and the decoder
+    /// (the largest over the chunks; profiling only).
+    pub peak_tensor_bytes: [u64; 3],
 }
 
 impl EngineStats {
@@ -105,7 +108,8 @@ struct StreamState {
 
 struct LqFrame {
     host: Vec<f32>,
-    device: Tensor,
+    /// The device copy; none while the engine parks its state (uploaded when a chunk reads it).
+    device: Option<Tensor>,
 }
 
 pub struct Engine<'m> {
@@ -172,7 +176,7 @@ impl<'m> Engine<'m> {
                 self.height
             )));
         }
-        let device = Tensor::from_slice(&self.backend, &frame, &[3, 1, self.height, self.width])?;
+        let device = self.lq_on_device(&frame)?;
         self.frames.insert(
             self.received,
             LqFrame {
@@ -296,6 +300,9 @@ impl<'m> Engine<'m> {
         }
         let mut w = StateWriter::default();
         self.write_stream_tensors(&mut w, "")?;
+        for f in self.frames.values_mut() {
+            f.device = None;
+        }
         self.state = StreamState {
             projector: ProjectorState::default(),
             dit: self.models.dit.new_state(),
@@ -331,8 +338,7 @@ impl<'m> Engine<'m> {
                 .parse()
                 .map_err(|_| ModelError::Settings(format!("bad checkpoint entry {name}")))?;
             let (_, host) = r.host(&name)?;
-            let device =
-                Tensor::from_slice(&self.backend, &host, &[3, 1, self.height, self.width])?;
+            let device = self.lq_on_device(&host)?;
             self.frames.insert(index, LqFrame { host, device });
         }
         self.parked = None;
@@ -364,16 +370,30 @@ impl<'m> Engine<'m> {
         }
     }
 
+    /// The device copy of an LQ frame kept between chunks (none while parking).
+    fn lq_on_device(&self, frame: &[f32]) -> Result<Option<Tensor>> {
+        if self.parking {
+            return Ok(None);
+        }
+        let shape = [3, 1, self.height, self.width];
+        Ok(Some(Tensor::from_slice(&self.backend, frame, &shape)?))
+    }
+
     fn frame_range(&self, first: usize, count: usize) -> Result<Tensor> {
+        let shape = [3, 1, self.height, self.width];
         let parts = (first..first + count)
             .map(|i| {
-                self.frames
-                    .get(&i)
-                    .map(|f| &f.device)
-                    .ok_or_else(|| ModelError::Settings(format!("LQ frame {i} is not available")))
+                let f = self.frames.get(&i).ok_or_else(|| {
+                    ModelError::Settings(format!("LQ frame {i} is not available"))
+                })?;
+                match &f.device {
+                    Some(t) => Ok(t.clone()),
+                    None => Ok(Tensor::from_slice(&self.backend, &f.host, &shape)?),
+                }
             })
             .collect::<Result<Vec<_>>>()?;
-        Ok(Tensor::cat(&parts, 1)?)
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        Ok(Tensor::cat(&refs, 1)?)
     }
 
     fn lq_tokens(&mut self, chunk: usize) -> Result<Tensor> {
@@ -407,9 +427,9 @@ impl<'m> Engine<'m> {
         let chunk = self.next_chunk;
         let (rows, cols) = (self.height / SPACE_UPSCALE, self.width / SPACE_UPSCALE);
         let (lat0, lat_n) = chunk_latents(chunk);
-        let t0 = self.mark()?;
+        let t0 = self.mark(None)?;
         let lq = self.lq_tokens(chunk)?;
-        let t1 = self.mark()?;
+        let t1 = self.mark(Some(0))?;
         let noise = self.settings.noise.frames(lat0, lat_n, rows, cols)?;
         let noise =
             Tensor::from_slice(&self.backend, &noise, &[LATENT_CHANNELS, lat_n, rows, cols])?;
@@ -428,11 +448,11 @@ impl<'m> Engine<'m> {
             injected.map(Vec::as_slice),
         )?;
         let latents = noise.sub(&dit.velocity)?;
-        let t2 = self.mark()?;
+        let t2 = self.mark(Some(1))?;
 
         let (out0, out_n) = chunk_output_frames(chunk);
         let (mut pixels, frames) = self.decode(&latents, out0, out_n)?;
-        let t3 = self.mark()?;
+        let t3 = self.mark(Some(2))?;
         if frames != out_n {
             return Err(ModelError::Settings(format!(
                 "decoder produced {frames} frames, expected {out_n}"
@@ -475,10 +495,18 @@ impl<'m> Engine<'m> {
         Ok(out)
     }
 
-    /// A time stamp after the device finished queued work (only when profiling).
-    fn mark(&self) -> Result<std::time::Instant> {
+    /// A time stamp after the device finished queued work (only when profiling), recording the
+    /// tensor-memory peak of the stage that just ended, if any.
+    fn mark(&mut self, stage_ended: Option<usize>) -> Result<std::time::Instant> {
         if self.settings.profile {
             self.backend.synchronize()?;
+            if let Some(meter) = self.backend.tensor_memory() {
+                if let Some(stage) = stage_ended {
+                    let peak = &mut self.stats.peak_tensor_bytes[stage];
+                    *peak = (*peak).max(meter.peak());
+                }
+                meter.reset_peak();
+            }
         }
         Ok(std::time::Instant::now())
     }

@@ -128,6 +128,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn memory_in_use(&self) -> Option<u64> {
         None
     }
+    /// The bytes this backend's tensors take, and their peak.
+    fn tensor_memory(&self) -> Option<&crate::MemoryMeter> {
+        None
+    }
     fn upload(&self, data: &[f32]) -> Result<BufferRef>;
     fn download(&self, x: &Tensor) -> Result<Vec<f32>>;
     fn zeros(&self, len: usize) -> Result<BufferRef>;

@@ -5,6 +5,7 @@ mod backend;
 pub mod cpu;
 mod dtype;
 mod error;
+mod meter;
 mod tensor;
 
 pub use backend::{
@@ -12,4 +13,5 @@ pub use backend::{
 };
 pub use dtype::DType;
 pub use error::{Result, TensorError};
+pub use meter::MemoryMeter;
 pub use tensor::Tensor;

@@ -9,15 +9,14 @@ mod layout;
 mod norm;
 
 use std::any::Any;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use crate::backend::{
     Backend, BackendRef, BinaryOp, BlockMask, Buffer, BufferRef, Device, PadMode, UnaryOp,
 };
-use crate::{Result, Tensor, TensorError};
+use crate::{MemoryMeter, Result, Tensor, TensorError};
 
-pub struct CpuBuffer(pub Vec<f32>, Option<Arc<Meter>>);
+pub struct CpuBuffer(pub Vec<f32>, Arc<MemoryMeter>);
 
 impl Buffer for CpuBuffer {
     fn as_any(&self) -> &dyn Any {
@@ -30,17 +29,8 @@ impl Buffer for CpuBuffer {
 
 impl Drop for CpuBuffer {
     fn drop(&mut self) {
-        if let Some(m) = &self.1 {
-            m.in_use.fetch_sub(bytes(&self.0), Ordering::Relaxed);
-        }
+        self.1.release(bytes(&self.0));
     }
-}
-
-/// Tensor memory of a backend with a limit: what is in use, and the cap.
-#[derive(Debug)]
-struct Meter {
-    in_use: AtomicU64,
-    limit: u64,
 }
 
 fn bytes(v: &[f32]) -> u64 {
@@ -49,7 +39,7 @@ fn bytes(v: &[f32]) -> u64 {
 
 #[derive(Debug, Default)]
 pub struct CpuBackend {
-    meter: Option<Arc<Meter>>,
+    meter: Arc<MemoryMeter>,
 }
 
 impl CpuBackend {
@@ -61,32 +51,24 @@ impl CpuBackend {
     /// out-of-memory error, as on a device (`--max-vram` on the CPU, and its tests).
     pub fn with_memory_limit(limit: u64) -> BackendRef {
         Arc::new(CpuBackend {
-            meter: Some(Arc::new(Meter {
-                in_use: AtomicU64::new(0),
-                limit,
-            })),
+            meter: Arc::new(MemoryMeter::with_limit(Some(limit))),
         })
     }
 
     fn out(&self, v: Vec<f32>) -> Result<BufferRef> {
-        let Some(meter) = &self.meter else {
-            return Ok(Arc::new(CpuBuffer(v, None)));
-        };
         let n = bytes(&v);
-        let before = meter.in_use.fetch_add(n, Ordering::Relaxed);
-        if before + n > meter.limit {
-            meter.in_use.fetch_sub(n, Ordering::Relaxed);
+        if let Err(before) = self.meter.try_add(n) {
             return Err(TensorError::OutOfMemory {
                 backend: "cpu".into(),
                 detail: format!(
                     "{} MiB more would exceed the limit of {} MiB ({} MiB in use)",
                     n >> 20,
-                    meter.limit >> 20,
+                    self.meter.limit().unwrap_or(0) >> 20,
                     before >> 20
                 ),
             });
         }
-        Ok(Arc::new(CpuBuffer(v, Some(meter.clone()))))
+        Ok(Arc::new(CpuBuffer(v, self.meter.clone())))
     }
 }
 
@@ -107,9 +89,11 @@ impl Backend for CpuBackend {
     }
 
     fn memory_in_use(&self) -> Option<u64> {
-        self.meter
-            .as_ref()
-            .map(|m| m.in_use.load(Ordering::Relaxed))
+        Some(self.meter.in_use())
+    }
+
+    fn tensor_memory(&self) -> Option<&MemoryMeter> {
+        Some(&self.meter)
     }
 
     fn upload(&self, values: &[f32]) -> Result<BufferRef> {
