@@ -31,6 +31,9 @@ pub struct DitBlock {
     heads: usize,
 }
 
+/// Tokens per feed-forward pass (see `DitBlock::ffn`).
+const FFN_TOKENS_PER_PASS: usize = 8192;
+
 fn linear(p: &Params, name: &str, out: usize, inp: usize) -> Result<(Tensor, Tensor)> {
     Ok((
         p.weight(&format!("{name}.weight"), &[out, inp])?,
@@ -143,9 +146,28 @@ impl DitBlock {
         let x = x.add(&apply(&co, &self.cross_o)?)?;
 
         let b = x.modulate(&self.shift2, &self.scale2, EPS)?;
-        let up = b.linear_gelu(&self.ffn_up.0, Some(&self.ffn_up.1))?;
-        let f = apply(&up, &self.ffn_down)?;
+        let f = self.ffn(&b)?;
         Ok((x.add_gated(&f, &self.gate2)?, mask))
+    }
+
+    /// The feed-forward net, over at most `FFN_TOKENS_PER_PASS` tokens at a time: its hidden
+    /// layer is ~6× the width of the stream, and large chunks (the first, or big canvases) would
+    /// otherwise need it for every token at once.
+    fn ffn(&self, b: &Tensor) -> Result<Tensor> {
+        let tokens = b.dim(0);
+        let pass = |part: &Tensor| -> Result<Tensor> {
+            let up = part.linear_gelu(&self.ffn_up.0, Some(&self.ffn_up.1))?;
+            apply(&up, &self.ffn_down)
+        };
+        if tokens <= FFN_TOKENS_PER_PASS {
+            return pass(b);
+        }
+        let parts = (0..tokens)
+            .step_by(FFN_TOKENS_PER_PASS)
+            .map(|start| pass(&b.narrow(0, start, FFN_TOKENS_PER_PASS.min(tokens - start))?))
+            .collect::<Result<Vec<_>>>()?;
+        let refs: Vec<&Tensor> = parts.iter().collect();
+        Ok(Tensor::cat(&refs, 0)?)
     }
 
     fn select(
