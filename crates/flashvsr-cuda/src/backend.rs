@@ -2,6 +2,7 @@
 //! `ops/`, returns a `CudaResult<CudaBuffer>`, and is converted to the tensor crate's error here.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::driver::{CudaSlice, LaunchConfig};
@@ -12,14 +13,19 @@ use flashvsr_tensor::{
 
 use crate::buffer::{raw_ptr, CudaBuffer, Storage};
 use crate::context::{driver_version, Gpu};
+use crate::dnn::Dnn;
 use crate::error::{catch, CudaError, CudaResult};
 use crate::gemm::Gemm;
 use crate::kernels::Kernels;
 use crate::launch::{grid_1d, launch, KernelArgs};
 use crate::nvrtc::{arch_for, nvrtc_version};
+use crate::ops::weight_cache::WeightCache;
 
 /// Environment switch for [`CudaOptions::poison_outputs`].
 pub const ENV_POISON: &str = "FLASHVSR_CUDA_POISON";
+
+/// `FLASHVSR_CUDA_CUDNN=0` turns [`CudaOptions::conv_cudnn`] off.
+pub const ENV_CUDNN: &str = "FLASHVSR_CUDA_CUDNN";
 
 /// Environment override for [`CudaOptions::attention`]: `fp32` or `bf16`.
 pub const ENV_ATTENTION: &str = "FLASHVSR_CUDA_ATTENTION";
@@ -79,8 +85,14 @@ pub struct CudaOptions {
     pub poison_outputs: bool,
     /// Largest im2col slab of conv3d, in f32 elements; larger output planes are done in chunks.
     pub im2col_budget: usize,
-    /// GEMMs and convolutions on TF32 tensor cores (fast mode); off is exact fp32 (parity mode).
+    /// GEMMs on TF32 tensor cores and convolutions on cuDNN in bf16 (fast mode; cuDNN is
+    /// optional, im2col + TF32 GEMM without it); off is exact fp32 (parity mode).
     pub gemm_tf32: bool,
+    /// In the fast mode, run convolutions on cuDNN where it loads (off: im2col + TF32 GEMM).
+    pub conv_cudnn: bool,
+    /// Largest bf16 staging (input plus output) of one cuDNN convolution, in bytes; longer clips
+    /// are convolved in groups of frames.
+    pub conv_stage_bytes: usize,
     /// Attention kernels: exact fp32 (parity) or bf16 tensor cores (default).
     pub attention: AttentionPrecision,
     /// Store the tensors the model marks as long-lived (`Tensor::compact`: weights, the KV cache)
@@ -93,8 +105,9 @@ pub struct CudaOptions {
 }
 
 impl CudaOptions {
-    /// Defaults, with `poison_outputs` from `FLASHVSR_CUDA_POISON=1` and `attention` from
-    /// `FLASHVSR_CUDA_ATTENTION=fp32|bf16` (an unknown value warns on stderr and keeps the default).
+    /// Defaults, with `poison_outputs` from `FLASHVSR_CUDA_POISON=1`, `conv_cudnn` off with
+    /// `FLASHVSR_CUDA_CUDNN=0`, and `attention` from `FLASHVSR_CUDA_ATTENTION=fp32|bf16` (an
+    /// unknown value warns on stderr and keeps the default).
     pub fn from_env() -> Self {
         let attention = match AttentionPrecision::from_env() {
             Some(Ok(p)) => p,
@@ -109,6 +122,7 @@ impl CudaOptions {
             poison_outputs: std::env::var(ENV_POISON).is_ok_and(|v| v == "1"),
             gemm_tf32: std::env::var("FLASHVSR_CUDA_TF32").is_ok_and(|v| v == "1"),
             compact_bf16: std::env::var("FLASHVSR_CUDA_BF16").is_ok_and(|v| v == "1"),
+            conv_cudnn: std::env::var(ENV_CUDNN).map_or(true, |v| v != "0"),
             ..Self::default()
         }
     }
@@ -140,6 +154,8 @@ impl Default for CudaOptions {
             poison_outputs: false,
             im2col_budget: 64 << 20,
             gemm_tf32: false,
+            conv_cudnn: true,
+            conv_stage_bytes: 1 << 30,
             attention: AttentionPrecision::default(),
             compact_bf16: false,
             memory_limit: None,
@@ -168,6 +184,33 @@ pub struct CudaBackend {
     pool: Option<crate::pool::CappedPool>,
     /// Bytes of this backend's tensors (op temporaries included) and their peak.
     meter: Arc<MemoryMeter>,
+    /// cuDNN, in the fast mode where it loads; None keeps the im2col convolutions.
+    pub(crate) dnn: Option<Mutex<Dnn>>,
+    /// bf16 filters of the cuDNN convolutions, per weight buffer.
+    pub(crate) conv_weights: Mutex<WeightCache<CudaSlice<u16>>>,
+    /// Convolutions that ran on cuDNN (for tests and diagnostics).
+    pub(crate) cudnn_convs: AtomicU64,
+}
+
+/// Converted conv weights kept on the device at most (a whole model's convs fit: about 0.7 GB).
+const CONV_WEIGHT_CACHE_BYTES: usize = 2 << 30;
+
+/// cuDNN for the fast mode's convolutions, or None (logged once per process) where the library
+/// is missing or does not start, or the GPU has no bf16 tensor cores.
+fn open_dnn(gpu: &Gpu, options: &CudaOptions) -> Option<Mutex<Dnn>> {
+    static LOGGED: AtomicBool = AtomicBool::new(false);
+    if !options.gemm_tf32 || !options.conv_cudnn || gpu.cc < (8, 0) {
+        return None;
+    }
+    match catch(|| Dnn::open(&gpu.stream)) {
+        Ok(dnn) => Some(Mutex::new(dnn)),
+        Err(e) => {
+            if !LOGGED.swap(true, Ordering::Relaxed) {
+                eprintln!("flashvsr: cuDNN not used ({e}); convolutions run as im2col + GEMM");
+            }
+            None
+        }
+    }
 }
 
 impl fmt::Debug for CudaBackend {
@@ -211,6 +254,7 @@ impl CudaBackend {
             let kernels = Kernels::load(&gpu.ctx, &arch)?;
             let flash_ready = crate::ops::attention::prepare_flash(&gpu.ctx, gpu.cc, &kernels);
             let gemm = Gemm::new(&gpu.stream, options.gemm_tf32)?;
+            let dnn = open_dnn(&gpu, &options);
             let pool = match options.memory_limit {
                 Some(limit) => Some(crate::pool::CappedPool::install(&gpu, limit)?),
                 None => None,
@@ -226,6 +270,9 @@ impl CudaBackend {
                 scratch: Mutex::new(None),
                 pool,
                 meter: Arc::new(MemoryMeter::default()),
+                dnn,
+                conv_weights: Mutex::new(WeightCache::new(CONV_WEIGHT_CACHE_BYTES)),
+                cudnn_convs: AtomicU64::new(0),
             }))
         })
     }
@@ -251,6 +298,16 @@ impl CudaBackend {
     /// libraries took at start-up).
     pub fn tensor_memory_cap(&self) -> Option<u64> {
         self.pool.as_ref().map(|p| p.max_bytes())
+    }
+
+    /// Whether convolutions go to cuDNN (the fast mode, with cuDNN 9 loaded on an sm_80+ GPU).
+    pub fn uses_cudnn(&self) -> bool {
+        self.dnn.is_some()
+    }
+
+    /// How many conv3d calls ran on cuDNN so far.
+    pub fn cudnn_conv_count(&self) -> u64 {
+        self.cudnn_convs.load(Ordering::Relaxed)
     }
 
     /// The attention precision this backend was created with.

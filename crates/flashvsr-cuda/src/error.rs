@@ -13,6 +13,8 @@ pub enum CudaError {
     Nvrtc(String),
     #[error("cuBLASLt: {0}")]
     Blas(String),
+    #[error("cuDNN: {0}")]
+    Dnn(String),
     #[error("unsupported: {0}")]
     Unsupported(String),
     #[error("invalid input: {0}")]

@@ -2,7 +2,9 @@
 //! `dlopen`ed at run time (cudarc `dynamic-loading`), kernels are header-free CUDA C++ compiled by
 //! NVRTC to a CUBIN for the device's exact arch and cached on disk. Every kernel has an exact fp32
 //! form (the parity mode); attention with head_dim 128 runs on bf16 tensor cores by default
-//! ([`AttentionPrecision`], `FLASHVSR_CUDA_ATTENTION=fp32|bf16`).
+//! ([`AttentionPrecision`], `FLASHVSR_CUDA_ATTENTION=fp32|bf16`). In the fast mode
+//! ([`CudaOptions::gemm_tf32`]) convolutions run on cuDNN 9 in bf16 where it loads (optional,
+//! `FLASHVSR_CUDA_CUDNN=0` turns it off), otherwise as im2col + GEMM.
 //!
 //! Start-up, in `main`, before any thread:
 //! ```no_run
@@ -18,6 +20,7 @@
 mod backend;
 mod buffer;
 mod context;
+mod dnn;
 mod error;
 mod gemm;
 mod kernels;
@@ -29,9 +32,11 @@ mod pool;
 mod probe;
 
 pub use backend::{
-    auto_backend, AttentionPrecision, CudaBackend, CudaOptions, ENV_ATTENTION, ENV_POISON,
+    auto_backend, AttentionPrecision, CudaBackend, CudaOptions, ENV_ATTENTION, ENV_CUDNN,
+    ENV_POISON,
 };
 pub use buffer::CudaBuffer;
+pub use dnn::cudnn_version;
 pub use error::CudaError;
 pub use kernels::compile_all_kernels_for;
 pub use libs::{

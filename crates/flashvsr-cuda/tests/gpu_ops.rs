@@ -5,6 +5,9 @@
 //! Own `main` (harness = false): the library resolver may re-exec this binary once, which must
 //! happen before any thread starts. Optional argument: a substring filter on case names.
 
+#[path = "gpu_ops/cudnn_conv.rs"]
+mod cudnn_conv;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -1139,6 +1142,7 @@ fn main() {
         options.clone().with_attention(AttentionPrecision::Bf16),
     )
     .expect("bf16 backend");
+    let fast = cudnn_conv::FastBackends::create(info.ordinal, &options);
     let mut s = Suite {
         cpu: CpuBackend::new_ref(),
         gpu: gpu.clone(),
@@ -1155,6 +1159,7 @@ fn main() {
     norms(&mut s);
     linear(&mut s);
     conv(&mut s);
+    cudnn_conv::run(&mut s, &fast, &gpu);
     attention(&mut s);
     block_sparse(&mut s);
     chain(&mut s);

@@ -57,6 +57,15 @@ pub(crate) const SOURCES: &[Source] = &[
         functions: &["im2col_f32"],
     },
     Source {
+        name: "conv_bf16.cu",
+        body: include_str!("conv_bf16.cu"),
+        functions: &[
+            "conv_stage_input_bf16",
+            "conv_stage_weight_bf16",
+            "conv_unstage_output_f32",
+        ],
+    },
+    Source {
         name: "norm.cu",
         body: include_str!("norm.cu"),
         functions: &[

@@ -1,6 +1,8 @@
 //! conv3d as im2col + GEMM per output frame, like the CPU reference: `out[:, t] = W · col_t`,
 //! `W (O, C·kt·kh·kw)`. The output plane is cut into column chunks so the im2col slab stays
 //! within `im2col_budget`. A 1×1×1 kernel without padding skips im2col: the frame is the slab.
+//! In the fast mode, convs go to cuDNN first (conv_cudnn.rs) and come here only where it is
+//! missing or refuses the shape.
 
 use cudarc::driver::DeviceRepr;
 use flashvsr_tensor::{PadMode, Tensor};
@@ -51,6 +53,11 @@ impl CudaBackend {
         let (ho, wo) = (h + 2 * pad - kh + 1, wd + 2 * pad - kw + 1);
         let plane = ho * wo;
         let kdim = c * kt * kh * kw;
+        if o * t_out * plane > 0 && kdim > 0 {
+            if let Some(out) = self.try_conv3d_cudnn(x, w, b, stride_t, pad, mode)? {
+                return Ok(out);
+            }
+        }
         let out = self.output(o * t_out * plane)?;
         if o * t_out * plane == 0 {
             return Ok(out);

@@ -3,7 +3,10 @@
 
 pub(crate) mod attention;
 mod conv;
+mod conv_cudnn;
+pub(crate) mod conv_stage;
 mod layout;
 mod linear;
 mod norm;
 mod pointwise;
+pub(crate) mod weight_cache;

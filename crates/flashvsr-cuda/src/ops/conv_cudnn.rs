@@ -1,0 +1,223 @@
+//! conv3d on cuDNN for the fast mode: stage x as bf16 channels-last (conv_bf16.cu), convolve with
+//! fp32 accumulation, unstage to f32 (O, T, H, W) with the bias added. The converted weights are
+//! cached per weight buffer. Everything is enqueued on the backend's one stream, with no host
+//! synchronisation.
+
+use std::sync::atomic::Ordering;
+
+use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig};
+use flashvsr_tensor::{PadMode, Tensor};
+
+use crate::backend::CudaBackend;
+use crate::buffer::CudaBuffer;
+use crate::error::CudaResult;
+use crate::launch::{KernelArgs, BLOCK};
+use crate::ops::conv_stage::{Group, StagedConv};
+
+/// Mirrors `StageIn` in conv_bf16.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct StageIn {
+    c: u64,
+    t: u64,
+    h: u64,
+    w: u64,
+    cp: u64,
+    hs: u64,
+    ws: u64,
+    pad: u64,
+    t_first: u64,
+    t_step: u64,
+}
+
+/// Mirrors `StageWeight` in conv_bf16.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct StageWeight {
+    o: u64,
+    c: u64,
+    taps: u64,
+    op: u64,
+    cp: u64,
+}
+
+/// Mirrors `UnstageOut` in conv_bf16.cu.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct UnstageOut {
+    o: u64,
+    op: u64,
+    plane: u64,
+    t_out: u64,
+    t_first: u64,
+    has_bias: u64,
+}
+
+// SAFETY: plain #[repr(C)] data with the field order and types of the CUDA structs.
+unsafe impl DeviceRepr for StageIn {}
+unsafe impl DeviceRepr for StageWeight {}
+unsafe impl DeviceRepr for UnstageOut {}
+
+/// Tile of the staging kernels: 32 positions × 64 channels.
+const TILE_POSITIONS: usize = 32;
+const TILE_CHANNELS: usize = 64;
+
+/// The grid of a tiled staging kernel over `positions × channels` per frame.
+fn tile_grid(positions: usize, channels: usize, frames: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (
+            positions.div_ceil(TILE_POSITIONS) as u32,
+            channels.div_ceil(TILE_CHANNELS) as u32,
+            frames as u32,
+        ),
+        block_dim: (BLOCK, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+fn raw_u16(slice: &CudaSlice<u16>) -> u64 {
+    use cudarc::driver::DevicePtr;
+    let (ptr, _guard) = slice.device_ptr(slice.stream());
+    ptr
+}
+
+impl CudaBackend {
+    /// conv3d on cuDNN. Ok(None) when this backend does not use cuDNN or cuDNN cannot run the
+    /// shape: nothing has been enqueued then and the caller takes the im2col path.
+    pub(crate) fn try_conv3d_cudnn(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride_t: usize,
+        pad: usize,
+        mode: PadMode,
+    ) -> CudaResult<Option<CudaBuffer>> {
+        let Some(dnn) = &self.dnn else {
+            return Ok(None);
+        };
+        let staged = StagedConv::new(
+            [x.dim(0), x.dim(1), x.dim(2), x.dim(3)],
+            [w.dim(0), w.dim(1), w.dim(2), w.dim(3), w.dim(4)],
+            stride_t,
+            pad,
+            mode == PadMode::Replicate,
+            self.options().conv_stage_bytes,
+        );
+        let Some(s) = staged else {
+            return Ok(None);
+        };
+        let mut dnn = dnn.lock().unwrap_or_else(|e| e.into_inner());
+        for g in s.groups() {
+            if !dnn.prepare(s.shape(g.frames))? {
+                return Ok(None);
+            }
+        }
+        let (xp, bias) = (self.ptr(x)?, self.opt_ptr(b)?);
+        let out = self.output(s.o * s.t_out * s.ho * s.wo)?;
+        let mut cache = self.conv_weights.lock().unwrap_or_else(|e| e.into_inner());
+        let dims = w.shape().to_vec();
+        let owner = w.buffer().clone();
+        let mut once = None;
+        let filter = match cache.get(&owner, &dims) {
+            Some(f) => raw_u16(f),
+            None => {
+                let f = self.stage_weight(w, &s)?;
+                let bytes = f.len() * 2;
+                match cache.insert(&owner, &dims, bytes, f) {
+                    Ok(f) => raw_u16(f),
+                    Err(f) => raw_u16(once.insert(f)),
+                }
+            }
+        };
+        // SAFETY: fully written by the staging kernel and by cuDNN before they are read.
+        let xs = unsafe { self.gpu.stream.alloc::<u16>(s.input_elems(s.group)) }?;
+        let ys = unsafe { self.gpu.stream.alloc::<u16>(s.output_elems(s.group)) }?;
+        for g in s.groups() {
+            self.stage_input(xp, raw_u16(&xs), &s, &g)?;
+            dnn.forward(&s.shape(g.frames), raw_u16(&xs), filter, raw_u16(&ys))?;
+            self.unstage_output(raw_u16(&ys), bias, b.is_some(), out.ptr(), &s, &g)?;
+        }
+        drop(once);
+        self.cudnn_convs.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(out))
+    }
+
+    fn stage_weight(&self, w: &Tensor, s: &StagedConv) -> CudaResult<CudaSlice<u16>> {
+        // SAFETY: every element is written by the kernel below.
+        let y = unsafe { self.gpu.stream.alloc::<u16>(s.weight_elems()) }?;
+        let g = StageWeight {
+            o: s.o as u64,
+            c: s.c as u64,
+            taps: s.taps() as u64,
+            op: s.op as u64,
+            cp: s.cp as u64,
+        };
+        let args = KernelArgs::new()
+            .push(self.ptr(w)?)
+            .push(raw_u16(&y))
+            .push(g);
+        self.launch(
+            "conv_stage_weight_bf16",
+            self.grid(s.weight_elems() as u64),
+            args,
+        )?;
+        Ok(y)
+    }
+
+    fn stage_input(&self, x: u64, xs: u64, s: &StagedConv, g: &Group) -> CudaResult<()> {
+        let (t_first, t_step) = s.source_frames(g);
+        let frames = s.input_frames(g.frames);
+        let p = StageIn {
+            c: s.c as u64,
+            t: s.t as u64,
+            h: s.h as u64,
+            w: s.w as u64,
+            cp: s.cp as u64,
+            hs: s.hs as u64,
+            ws: s.ws as u64,
+            pad: if s.replicate { s.pad as u64 } else { 0 },
+            t_first: t_first as u64,
+            t_step: t_step as u64,
+        };
+        let args = KernelArgs::new().push(x).push(xs).push(p);
+        let grid = tile_grid(s.hs * s.ws, s.cp, frames);
+        self.launch("conv_stage_input_bf16", grid, args)
+    }
+
+    fn unstage_output(
+        &self,
+        ys: u64,
+        bias: u64,
+        has_bias: bool,
+        out: u64,
+        s: &StagedConv,
+        g: &Group,
+    ) -> CudaResult<()> {
+        let plane = s.ho * s.wo;
+        let p = UnstageOut {
+            o: s.o as u64,
+            op: s.op as u64,
+            plane: plane as u64,
+            t_out: s.t_out as u64,
+            t_first: g.first as u64,
+            has_bias: has_bias as u64,
+        };
+        let args = KernelArgs::new().push(ys).push(bias).push(out).push(p);
+        let grid = tile_grid(plane, s.op, g.frames);
+        self.launch("conv_unstage_output_f32", grid, args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_grid_covers_every_position_channel_and_frame() {
+        let g = tile_grid(33, 8, 5);
+        assert_eq!(g.grid_dim, (2, 1, 5));
+        assert_eq!(tile_grid(64, 128, 1).grid_dim, (2, 2, 1));
+        assert_eq!(g.block_dim.0, 256, "the kernels assume 8 warps");
+    }
+}

@@ -1,0 +1,321 @@
+//! The geometry of conv3d staged for cuDNN: output channels padded to a multiple of 8, a replicate
+//! border baked into the staged input (cuDNN pads only with zeros), and the output frames cut into
+//! groups so that the bf16 staging buffers stay within a byte budget and cuDNN's 32-bit sizes.
+//! `kt == 1` convolves each group as a batch of 2-D frames (any temporal stride is applied while
+//! staging); `kt > 1` convolves each group as one 3-D volume with cuDNN's temporal stride.
+
+use crate::dnn::ConvShape;
+
+/// cuDNN's bf16 tensor-core kernels want channel counts that are multiples of 8. Input channels
+/// must be (the im2col path takes the rest: the narrow golden models, where bf16 operands in every
+/// layer put the decoder's output 2.5e-2 off, past the fast mode's 2e-2 bound, against 1.6e-2 this
+/// way); output channels are zero-padded (the decoder's last conv has 3).
+pub(crate) const CHANNEL_ALIGN: usize = 8;
+/// The staging kernels put frames on the grid's z axis.
+const MAX_FRAMES: usize = 65_535;
+const MAX_ELEMS: usize = i32::MAX as usize;
+const BF16_BYTES: usize = 2;
+
+/// One cuDNN call: output frames `first .. first + frames`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Group {
+    pub first: usize,
+    pub frames: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct StagedConv {
+    /// Source x (C, T, H, W) and w (O, C, kt, kh, kw).
+    pub c: usize,
+    pub t: usize,
+    pub h: usize,
+    pub w: usize,
+    pub o: usize,
+    pub kt: usize,
+    pub kh: usize,
+    pub kw: usize,
+    pub stride_t: usize,
+    pub pad: usize,
+    pub replicate: bool,
+    /// Staged channel counts (zero-padded; `cp == c` while inputs must be aligned).
+    pub cp: usize,
+    pub op: usize,
+    /// Staged input plane: the source plane, plus the replicate border when there is one.
+    pub hs: usize,
+    pub ws: usize,
+    pub ho: usize,
+    pub wo: usize,
+    pub t_out: usize,
+    /// Output frames per cuDNN call (the last call may have fewer).
+    pub group: usize,
+}
+
+fn round_up(v: usize, to: usize) -> usize {
+    v.div_ceil(to) * to
+}
+
+/// The largest `g` in `1..=hi` with `fits(g)`, for a `fits` that holds up to some point and not
+/// after; None when `fits(1)` fails.
+fn largest(hi: usize, fits: impl Fn(usize) -> bool) -> Option<usize> {
+    if !fits(1) {
+        return None;
+    }
+    let (mut lo, mut hi) = (1, hi.max(1));
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if fits(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    Some(lo)
+}
+
+impl StagedConv {
+    /// None when the conv is not staged (input channels not a multiple of 8, one output frame
+    /// already beyond cuDNN's 32-bit sizes, or nothing to compute); the caller keeps the im2col
+    /// path then.
+    pub fn new(
+        x: [usize; 4],
+        w: [usize; 5],
+        stride_t: usize,
+        pad: usize,
+        replicate: bool,
+        budget_bytes: usize,
+    ) -> Option<StagedConv> {
+        let [c, t, h, wd] = x;
+        let [o, _, kt, kh, kw] = w;
+        if c == 0
+            || c % CHANNEL_ALIGN != 0
+            || o == 0
+            || stride_t == 0
+            || kt > t
+            || kt == 0
+            || kh == 0
+            || kw == 0
+        {
+            return None;
+        }
+        let border = if replicate { 2 * pad } else { 0 };
+        let (ho, wo) = (
+            (h + 2 * pad).checked_sub(kh)? + 1,
+            (wd + 2 * pad).checked_sub(kw)? + 1,
+        );
+        let mut s = StagedConv {
+            c,
+            t,
+            h,
+            w: wd,
+            o,
+            kt,
+            kh,
+            kw,
+            stride_t,
+            pad,
+            replicate,
+            cp: round_up(c, CHANNEL_ALIGN),
+            op: round_up(o, CHANNEL_ALIGN),
+            hs: h + border,
+            ws: wd + border,
+            ho,
+            wo,
+            t_out: (t - kt) / stride_t + 1,
+            group: 0,
+        };
+        if ho * wo == 0 || s.op * kt * kh * kw * s.cp > MAX_ELEMS {
+            return None;
+        }
+        let limits = |g: usize| {
+            s.input_frames(g) <= MAX_FRAMES
+                && s.input_elems(g) <= MAX_ELEMS
+                && s.output_elems(g) <= MAX_ELEMS
+        };
+        let most = largest(s.t_out, limits)?;
+        let within_budget = largest(most, |g| s.staging_bytes(g) <= budget_bytes).unwrap_or(1);
+        // Even groups: one cuDNN shape (one plan) for all calls where the frames divide.
+        let calls = s.t_out.div_ceil(within_budget);
+        s.group = s.t_out.div_ceil(calls);
+        Some(s)
+    }
+
+    /// Source frames a group of `outs` output frames reads.
+    pub fn input_frames(&self, outs: usize) -> usize {
+        if self.kt == 1 {
+            outs
+        } else {
+            (outs - 1) * self.stride_t + self.kt
+        }
+    }
+
+    pub fn input_elems(&self, outs: usize) -> usize {
+        self.input_frames(outs) * self.hs * self.ws * self.cp
+    }
+
+    pub fn output_elems(&self, outs: usize) -> usize {
+        outs * self.ho * self.wo * self.op
+    }
+
+    pub fn weight_elems(&self) -> usize {
+        self.op * self.taps() * self.cp
+    }
+
+    pub fn taps(&self) -> usize {
+        self.kt * self.kh * self.kw
+    }
+
+    fn staging_bytes(&self, outs: usize) -> usize {
+        (self.input_elems(outs) + self.output_elems(outs)) * BF16_BYTES
+    }
+
+    /// Zeros cuDNN adds on each side (none when the border is replicated while staging).
+    pub fn dnn_pad(&self) -> usize {
+        if self.replicate {
+            0
+        } else {
+            self.pad
+        }
+    }
+
+    /// Source frame of staged frame 0 of `group`, and the step between staged frames.
+    pub fn source_frames(&self, group: &Group) -> (usize, usize) {
+        let step = if self.kt == 1 { self.stride_t } else { 1 };
+        (group.first * self.stride_t, step)
+    }
+
+    pub fn groups(&self) -> impl Iterator<Item = Group> + '_ {
+        (0..self.t_out).step_by(self.group).map(|first| Group {
+            first,
+            frames: self.group.min(self.t_out - first),
+        })
+    }
+
+    /// What cuDNN computes for a group of `outs` output frames.
+    pub fn shape(&self, outs: usize) -> ConvShape {
+        let (n, d) = if self.kt == 1 {
+            (outs, 1)
+        } else {
+            (1, self.input_frames(outs))
+        };
+        ConvShape {
+            n,
+            c: self.cp,
+            k: self.op,
+            d,
+            h: self.hs,
+            w: self.ws,
+            kt: self.kt,
+            kh: self.kh,
+            kw: self.kw,
+            stride_t: if self.kt == 1 { 1 } else { self.stride_t },
+            pad: self.dnn_pad(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: usize = 1 << 30;
+
+    #[test]
+    fn outputs_are_padded_to_eight_and_replicate_border_is_staged() {
+        let s = StagedConv::new([16, 3, 9, 11], [3, 16, 1, 3, 3], 1, 1, true, GIB).unwrap();
+        assert_eq!((s.cp, s.op), (16, 8));
+        assert_eq!((s.hs, s.ws, s.ho, s.wo), (11, 13, 9, 11));
+        assert_eq!(s.dnn_pad(), 0);
+        let z = StagedConv::new([16, 3, 9, 11], [3, 16, 1, 3, 3], 1, 1, false, GIB).unwrap();
+        assert_eq!((z.hs, z.ws, z.ho, z.wo), (9, 11, 9, 11));
+        assert_eq!(z.dnn_pad(), 1);
+    }
+
+    #[test]
+    fn unaligned_input_channels_stay_on_im2col() {
+        assert!(StagedConv::new([12, 3, 9, 11], [16, 12, 1, 3, 3], 1, 1, false, GIB).is_none());
+        assert!(StagedConv::new([6, 3, 9, 11], [3, 6, 1, 3, 3], 1, 1, true, GIB).is_none());
+    }
+
+    #[test]
+    fn frame_convs_are_batches_of_2d_frames() {
+        let s = StagedConv::new([16, 5, 10, 12], [24, 16, 1, 1, 1], 2, 0, false, GIB).unwrap();
+        assert_eq!(s.t_out, 3);
+        let groups: Vec<Group> = s.groups().collect();
+        assert_eq!(
+            groups,
+            vec![Group {
+                first: 0,
+                frames: 3
+            }]
+        );
+        // Output frame k reads source frame 2k.
+        assert_eq!(s.source_frames(&groups[0]), (0, 2));
+        let shape = s.shape(3);
+        assert_eq!((shape.n, shape.d, shape.kt, shape.stride_t), (3, 1, 1, 1));
+    }
+
+    #[test]
+    fn temporal_kernels_are_3d_volumes_with_the_temporal_stride() {
+        let s = StagedConv::new([8, 10, 7, 8], [8, 8, 4, 3, 3], 2, 1, true, GIB).unwrap();
+        assert_eq!(s.t_out, 4);
+        assert_eq!(s.input_frames(4), 10);
+        let shape = s.shape(4);
+        assert_eq!((shape.n, shape.d, shape.kt, shape.stride_t), (1, 10, 4, 2));
+        assert_eq!(shape.output_dims(), vec![1, 8, 4, 7, 8]);
+    }
+
+    #[test]
+    fn a_small_budget_makes_even_groups() {
+        // 16 channels of 10×10 bf16, in and out: 6400 bytes per output frame.
+        let per_frame = 2 * 16 * 100 * 2;
+        let s = StagedConv::new(
+            [16, 9, 10, 10],
+            [16, 16, 1, 3, 3],
+            1,
+            1,
+            false,
+            4 * per_frame,
+        )
+        .unwrap();
+        assert_eq!(s.group, 3, "9 frames at most 4 a call: 3 calls of 3");
+        let groups: Vec<Group> = s.groups().collect();
+        assert_eq!(groups.len(), 3);
+        assert_eq!(
+            groups[2],
+            Group {
+                first: 6,
+                frames: 3
+            }
+        );
+        // A budget below one frame still makes progress, one frame at a time.
+        let tiny = StagedConv::new([16, 9, 10, 10], [16, 16, 1, 3, 3], 1, 1, false, 1).unwrap();
+        assert_eq!(tiny.group, 1);
+        assert_eq!(tiny.groups().count(), 9);
+    }
+
+    #[test]
+    fn temporal_groups_overlap_in_their_source_frames() {
+        let s = StagedConv::new([8, 10, 4, 4], [8, 8, 4, 3, 3], 2, 1, false, 1).unwrap();
+        let groups: Vec<Group> = s.groups().collect();
+        assert_eq!(groups.len(), 4);
+        // Output frame 3 reads source frames 6..10.
+        assert_eq!(s.source_frames(&groups[3]), (6, 1));
+        assert_eq!(s.input_frames(groups[3].frames), 4);
+    }
+
+    #[test]
+    fn frames_beyond_32_bit_sizes_are_refused() {
+        // 8 channels × 2¹⁵ × 2¹⁴ = 2³² elements in one frame.
+        assert!(
+            StagedConv::new([8, 1, 1 << 15, 1 << 14], [8, 8, 1, 1, 1], 1, 0, false, GIB).is_none()
+        );
+        assert!(StagedConv::new([0, 1, 4, 4], [8, 0, 1, 1, 1], 1, 0, false, GIB).is_none());
+    }
+
+    #[test]
+    fn largest_finds_the_boundary() {
+        assert_eq!(largest(100, |g| g <= 37), Some(37));
+        assert_eq!(largest(10, |_| true), Some(10));
+        assert_eq!(largest(10, |_| false), None);
+    }
+}

@@ -1,0 +1,369 @@
+//! conv3d in the fast mode: cuDNN bf16 convolutions against the CPU (relative L2 ≤ 1e-2), with a
+//! check that each case took the path it should (the backend counts its cuDNN convs). Then timings
+//! at the model's real shapes, cuDNN against the fast mode's im2col + TF32 GEMM.
+
+use std::sync::Arc;
+
+use flashvsr_cuda::{CudaBackend, CudaOptions};
+use flashvsr_tensor::{BackendRef, PadMode, Tensor};
+
+use super::{rel_l2, time_ms, Input, Op, Suite};
+
+/// bf16 operands with fp32 accumulation.
+const BF16_CONV: f64 = 1e-2;
+
+pub struct FastBackends {
+    /// Fast mode with cuDNN where it loads.
+    pub cudnn: Arc<CudaBackend>,
+    /// The same with a staging budget of a few frames: many cuDNN calls per conv.
+    pub grouped: Arc<CudaBackend>,
+    /// Fast mode with cuDNN turned off: im2col + TF32 GEMM.
+    pub im2col: Arc<CudaBackend>,
+}
+
+impl FastBackends {
+    pub fn create(ordinal: usize, options: &CudaOptions) -> FastBackends {
+        let fast = CudaOptions {
+            gemm_tf32: true,
+            ..options.clone()
+        };
+        let make = |o: CudaOptions| CudaBackend::create(ordinal, o).expect("fast backend");
+        FastBackends {
+            cudnn: make(fast.clone()),
+            grouped: make(CudaOptions {
+                conv_stage_bytes: 64 << 10,
+                ..fast.clone()
+            }),
+            im2col: make(CudaOptions {
+                conv_cudnn: false,
+                ..fast
+            }),
+        }
+    }
+}
+
+struct Case {
+    name: &'static str,
+    x: [usize; 4],
+    w: [usize; 5],
+    stride_t: usize,
+    pad: usize,
+    mode: PadMode,
+    bias: bool,
+    /// Whether the fast backend takes cuDNN (input channels a multiple of 8).
+    cudnn: bool,
+}
+
+const CASES: [Case; 8] = [
+    Case {
+        name: "kt=1 3x3 zero pad",
+        x: [64, 3, 24, 40],
+        w: [32, 64, 1, 3, 3],
+        stride_t: 1,
+        pad: 1,
+        mode: PadMode::Zero,
+        bias: true,
+        cudnn: true,
+    },
+    Case {
+        name: "kt=1 3x3 replicate",
+        x: [16, 4, 13, 9],
+        w: [24, 16, 1, 3, 3],
+        stride_t: 1,
+        pad: 1,
+        mode: PadMode::Replicate,
+        bias: true,
+        cudnn: true,
+    },
+    Case {
+        name: "1x1 no bias",
+        x: [32, 3, 10, 12],
+        w: [48, 32, 1, 1, 1],
+        stride_t: 1,
+        pad: 0,
+        mode: PadMode::Zero,
+        bias: false,
+        cudnn: true,
+    },
+    Case {
+        name: "1x1 temporal stride 2",
+        x: [16, 5, 10, 12],
+        w: [24, 16, 1, 1, 1],
+        stride_t: 2,
+        pad: 0,
+        mode: PadMode::Zero,
+        bias: true,
+        cudnn: true,
+    },
+    Case {
+        name: "kt=4 stride 4 3x3 replicate",
+        x: [16, 12, 12, 10],
+        w: [32, 16, 4, 3, 3],
+        stride_t: 4,
+        pad: 1,
+        mode: PadMode::Replicate,
+        bias: true,
+        cudnn: true,
+    },
+    Case {
+        name: "kt=4 stride 2 3x3 zero pad",
+        x: [8, 10, 7, 8],
+        w: [16, 8, 4, 3, 3],
+        stride_t: 2,
+        pad: 1,
+        mode: PadMode::Zero,
+        bias: true,
+        cudnn: true,
+    },
+    Case {
+        // Output channels padded to 8 while staging (the decoder's last conv).
+        name: "16->3 padded outputs",
+        x: [16, 3, 9, 11],
+        w: [3, 16, 1, 3, 3],
+        stride_t: 1,
+        pad: 1,
+        mode: PadMode::Replicate,
+        bias: true,
+        cudnn: true,
+    },
+    Case {
+        // Input channels not a multiple of 8 (the golden models' widths): im2col + TF32 GEMM.
+        name: "unaligned input channels 6->3",
+        x: [6, 3, 9, 11],
+        w: [3, 6, 1, 3, 3],
+        stride_t: 1,
+        pad: 1,
+        mode: PadMode::Replicate,
+        bias: true,
+        cudnn: false,
+    },
+];
+
+impl Suite {
+    /// `op` on `backend` against the CPU: relative L2 ≤ `tol`, no NaN (outputs are poisoned), and
+    /// exactly `cudnn_calls` more cuDNN convs counted by the backend.
+    #[allow(clippy::too_many_arguments)]
+    fn conv_case(
+        &mut self,
+        name: &str,
+        backend: &Arc<CudaBackend>,
+        tol: f64,
+        cudnn_calls: u64,
+        inputs: &[Input],
+        op: Op,
+    ) {
+        if self.skip(name) {
+            return;
+        }
+        self.cases += 1;
+        let want = Suite::run_on(&self.cpu, inputs, op);
+        let before = backend.cudnn_conv_count();
+        let gpu: BackendRef = backend.clone();
+        let got = Suite::run_on(&gpu, inputs, op);
+        let calls = backend.cudnn_conv_count() - before;
+        let verdict = match (got, want) {
+            (Err(e), _) => Err(format!("CUDA error: {e}")),
+            (_, Err(e)) => Err(format!("CPU error: {e}")),
+            (Ok((gs, g)), Ok((ws, w))) => {
+                let (err, _) = rel_l2(&g, &w);
+                let nan = g.iter().filter(|v| v.is_nan()).count();
+                if gs != ws {
+                    Err(format!("shape {gs:?} vs CPU {ws:?}"))
+                } else if nan > 0 {
+                    Err(format!("{nan} NaN in the output (unwritten?)"))
+                } else if err.is_nan() || err > tol {
+                    Err(format!("relative L2 {err:.3e} > {tol:.0e}"))
+                } else if calls != cudnn_calls {
+                    Err(format!("{calls} cuDNN convs, expected {cudnn_calls}"))
+                } else {
+                    Ok(err)
+                }
+            }
+        };
+        match verdict {
+            Ok(err) => {
+                println!("ok    {name:<44} rel L2 {err:.2e} (tol {tol:.0e}), cuDNN convs {calls}")
+            }
+            Err(msg) => self.fail(name, msg),
+        }
+    }
+}
+
+/// Whether the fast backends should have cuDNN: fail when the library resolves but the backend
+/// did not start it; without the library the cases still run and expect the im2col path.
+fn cudnn_expected(s: &mut Suite, fast: &FastBackends) -> bool {
+    let resolved = flashvsr_cuda::current_report()
+        .path_of("libcudnn.so.9")
+        .is_some();
+    let version = flashvsr_cuda::cudnn_version();
+    println!(
+        "cudnn: library {}, version {version:?}, fast backend uses it: {}",
+        if resolved { "resolved" } else { "not found" },
+        fast.cudnn.uses_cudnn()
+    );
+    if resolved && !fast.cudnn.uses_cudnn() {
+        s.fail(
+            "cudnn start",
+            "libcudnn.so.9 resolves but the fast backend did not start cuDNN".into(),
+        );
+    }
+    if fast.im2col.uses_cudnn() {
+        s.fail("cudnn off", "conv_cudnn: false still started cuDNN".into());
+    }
+    fast.cudnn.uses_cudnn()
+}
+
+pub fn run(s: &mut Suite, fast: &FastBackends, parity: &Arc<CudaBackend>) {
+    if s.skip("cudnn") {
+        return;
+    }
+    let on = cudnn_expected(s, fast) as u64;
+    for c in &CASES {
+        let scale = 1.0 / ((c.w[1] * c.w[2] * c.w[3] * c.w[4]) as f32).sqrt();
+        let inputs = [
+            s.normal_input(&c.x, 1.0),
+            s.normal_input(&c.w, scale),
+            s.normal_input(&[c.w[0]], 1.0),
+        ];
+        let op = |t: &[Tensor]| {
+            let b = c.bias.then_some(&t[2]);
+            t[0].conv3d(&t[1], b, c.stride_t, c.pad, c.mode)
+        };
+        let name = |what: &str| format!("cudnn conv3d {} {what}", c.name);
+        let calls = on * c.cudnn as u64;
+        s.conv_case(&name(""), &fast.cudnn, BF16_CONV, calls, &inputs, &op);
+        s.conv_case(
+            &name("(grouped)"),
+            &fast.grouped,
+            BF16_CONV,
+            calls,
+            &inputs,
+            &op,
+        );
+        // Where cuDNN is not used: its switch off (TF32 GEMM), and the parity mode (exact fp32).
+        s.conv_case(
+            &name("(cudnn off)"),
+            &fast.im2col,
+            BF16_CONV,
+            0,
+            &inputs,
+            &op,
+        );
+        s.conv_case(&name("(parity)"), parity, 1e-5, 0, &inputs, &op);
+    }
+    // The converted weights are cached per weight tensor: the same weights twice, then a new
+    // weight tensor of the same shape (a stale cache entry would give the first one's result).
+    let c = &CASES[0];
+    let scale = 1.0 / ((c.w[1] * 9) as f32).sqrt();
+    let inputs = [
+        s.normal_input(&c.x, 1.0),
+        s.normal_input(&c.w, scale),
+        s.normal_input(&c.w, scale),
+    ];
+    let op = |t: &[Tensor]| {
+        let first = t[0].conv3d(&t[1], None, 1, 1, PadMode::Zero)?;
+        let again = t[0].conv3d(&t[1], None, 1, 1, PadMode::Zero)?;
+        let other = t[0].conv3d(&t[2], None, 1, 1, PadMode::Zero)?;
+        Tensor::cat(&[&first, &again, &other], 0)
+    };
+    s.conv_case(
+        "cudnn conv3d cached weights",
+        &fast.cudnn,
+        BF16_CONV,
+        3 * on,
+        &inputs,
+        &op,
+    );
+    bench(s, fast);
+}
+
+/// Real shapes of the tiny pipeline at 1408×768: cuDNN (staging included) against im2col + TF32
+/// GEMM, on zeros (the timing does not depend on the values), without output poisoning.
+fn bench(s: &mut Suite, fast: &FastBackends) {
+    if s.skip("cudnn bench") || !fast.cudnn.uses_cudnn() {
+        return;
+    }
+    let options = CudaOptions {
+        poison_outputs: false,
+        ..fast.cudnn.options().clone()
+    };
+    let fast = FastBackends::create(fast.cudnn.ordinal(), &options);
+    let case = |name, x, w, stride_t, mode| Case {
+        name,
+        x,
+        w,
+        stride_t,
+        pad: 1,
+        mode,
+        bias: false,
+        cudnn: true,
+    };
+    let zero = PadMode::Zero;
+    let shapes = [
+        case(
+            "decoder 3x3 128->128 @1408x768",
+            [128, 1, 768, 1408],
+            [128, 128, 1, 3, 3],
+            1,
+            zero,
+        ),
+        case(
+            "decoder 3x3 128->3 @1408x768",
+            [128, 1, 768, 1408],
+            [3, 128, 1, 3, 3],
+            1,
+            zero,
+        ),
+        case(
+            "decoder 3x3 256->256 x2 @704x384",
+            [256, 2, 384, 704],
+            [256, 256, 1, 3, 3],
+            1,
+            zero,
+        ),
+        case(
+            "decoder 3x3 1024->512 x4 @176x96",
+            [1024, 4, 96, 176],
+            [512, 1024, 1, 3, 3],
+            1,
+            zero,
+        ),
+        case(
+            "LQ conv1 4x3x3 768->2048 T6->2 @88x48",
+            [768, 6, 48, 88],
+            [2048, 768, 4, 3, 3],
+            2,
+            PadMode::Replicate,
+        ),
+    ];
+    for Case {
+        name,
+        x,
+        w,
+        stride_t,
+        pad,
+        mode,
+        ..
+    } in shapes
+    {
+        let t_out = (x[1] - w[2]) / stride_t + 1;
+        let flop = 2.0 * (w[0] * t_out * x[2] * x[3]) as f64 * (w[1] * w[2] * w[3] * w[4]) as f64;
+        let mut row = format!("bench cudnn {name}:");
+        for (label, backend) in [("cudnn", &fast.cudnn), ("im2col tf32", &fast.im2col)] {
+            let gpu: BackendRef = backend.clone();
+            let (xt, wt) = match (Tensor::zeros(&gpu, &x), Tensor::zeros(&gpu, &w)) {
+                (Ok(a), Ok(b)) => (a, b),
+                _ => {
+                    s.fail(name, "allocation".into());
+                    return;
+                }
+            };
+            let ms = time_ms(5, || {
+                drop(xt.conv3d(&wt, None, stride_t, pad, mode).expect("conv"));
+                gpu.synchronize().expect("sync");
+            });
+            row += &format!("  {label} {ms:.3} ms ({:.0} TFLOP/s)", flop / ms / 1e9);
+        }
+        println!("{row}");
+    }
+}
