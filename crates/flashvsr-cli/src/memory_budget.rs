@@ -31,11 +31,12 @@ pub fn tile_layout(
         ));
     }
     let budget = args.max_vram?;
-    let in_use = backend.memory_in_use().unwrap_or(0);
-    let available = budget.saturating_sub(in_use + HEADROOM);
     // The CUDA fast mode keeps the KV cache and GEMM operands in bf16.
     let fast = matches!(backend.device(), Device::Cuda(_)) && args.precision == Precision::Auto;
     let element_bytes = if fast { 2 } else { 4 };
+    let in_use = backend.memory_in_use().unwrap_or(0)
+        + memory::converted_weight_bytes(models, element_bytes);
+    let available = budget.saturating_sub(in_use + HEADROOM);
     let kv_len = args.kv_ratio as usize;
     let tile = memory::tile_for_budget(available, height, width, |px| {
         memory::stream_bytes(models, px, element_bytes, kv_len)

@@ -102,7 +102,11 @@ fn running_out_of_memory_starts_again_with_smaller_tiles() {
         log.contains("out of device memory with tiles of 384 model pixels; starting again"),
         "{log}"
     );
-    assert!(log.contains("tiles of 128×128 model pixels"), "{log}");
+    assert!(
+        log.contains("out of device memory with tiles of 256 model pixels; starting again"),
+        "{log}"
+    );
+    assert!(log.contains("12 tiles of 128×128 model pixels"), "{log}");
     assert_eq!(sorted_files(&output).len(), 9);
 }
 
@@ -112,7 +116,7 @@ fn a_budget_nothing_fits_in_fails_with_exit_1_and_leaves_nothing() {
     let input = tmp.path().join("in");
     write_clip(&input);
     let output = tmp.path().join("out.y4m");
-    let out = upscale(&input, &output, &["--max-vram", "30M"]);
+    let out = upscale(&input, &output, &["--max-vram", "20M", "--tile-overlap", "8"]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let log = stderr(&out);
     assert!(log.contains("out of memory"), "{log}");

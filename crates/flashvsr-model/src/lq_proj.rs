@@ -31,6 +31,13 @@ pub struct LqProjector {
     pub out_dim: usize,
 }
 
+impl LqProjector {
+    /// Elements of the convolution weights (a device backend may keep a converted copy).
+    pub fn conv_weight_elements(&self) -> usize {
+        self.conv1.0.elem_count() + self.conv2.0.elem_count()
+    }
+}
+
 /// Projector state between calls: unshuffled frames (conv1 history) and conv1 activations
 /// (conv2 history), two frames each. v1.0 keeps none.
 #[derive(Clone, Default)]

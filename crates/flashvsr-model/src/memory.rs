@@ -12,6 +12,8 @@ const FIRST_CHUNK_GROUPS: f64 = 3.0;
 const KEPT_LQ_FRAMES: f64 = 30.0;
 /// The estimate's margin over the tensors it counts (allocator slack, small temporaries).
 const MARGIN: f64 = 1.25;
+/// Tokens of one feed-forward pass (the DiT runs its FFN in passes of at most this many).
+const FFN_PASS_TOKENS: f64 = 8192.0;
 
 /// Device bytes one stream of `pixels` model-canvas pixels needs beyond the loaded weights, at
 /// its largest (the first chunk). `element_bytes`: 2 where the KV cache and GEMM operands are
@@ -27,17 +29,18 @@ pub fn stream_bytes(models: &Models, pixels: usize, element_bytes: usize, kv_len
     let kv_cache = layers * kv_len as f64 * group_tokens * dim * 2.0 * e;
     let kv_operands = (kv_len as f64 + FIRST_CHUNK_GROUPS) * group_tokens * dim * 2.0 * e;
     // One block's activations for the first chunk: residual stream, norms, q/k/v, attention
-    // output (f32), the FFN's hidden layer (f32 plus its GEMM copy).
+    // output (f32), one FFN pass's hidden layer (f32 plus its GEMM copy).
     let tokens = FIRST_CHUNK_GROUPS * group_tokens;
-    let activations = tokens * (10.0 * dim * 4.0 + ffn * (4.0 + e));
+    let activations = tokens * 10.0 * dim * 4.0 + tokens.min(FFN_PASS_TOKENS) * ffn * (4.0 + e);
     let decoder = match &models.decoder {
         // Half-resolution MemBlocks over 2 frames (input, its pairing with the previous frame,
-        // two outputs), then one frame at a time: upsampled, grown to 2 full-resolution frames,
-        // convolved.
+        // two outputs), then one output frame at a time: the upsampled frame, one grown
+        // sub-frame, a convolution's output and its activation, the bf16 staging of a
+        // convolution.
         Decoder::Tiny(tc) => {
             let (c2, c3) = (tc.widths[2] as f64, tc.widths[3] as f64);
             let half = 2.0 * (px / 4.0) * 4.0 * (5.0 * c2);
-            let tail = px * 4.0 * (c2 + 2.0 * c2 + 2.0 * 2.0 * c3);
+            let tail = px * 4.0 * (2.0 * c2 + 3.0 * c3);
             half + tail
         }
         // The Wan VAE decodes in spatial tiles of its own; its largest maps are full resolution.
@@ -45,6 +48,20 @@ pub fn stream_bytes(models: &Models, pixels: usize, element_bytes: usize, kv_len
     };
     let lq = KEPT_LQ_FRAMES * 3.0 * px * 4.0;
     ((kv_cache + kv_operands + activations + decoder + lq) * MARGIN) as u64
+}
+
+/// Device bytes that come on top of the loaded weights once the first chunk ran, whatever the
+/// canvas: the bf16 copies of the convolution weights a fast backend makes for its convolution
+/// library (`element_bytes` 2; none otherwise).
+pub fn converted_weight_bytes(models: &Models, element_bytes: usize) -> u64 {
+    if element_bytes != 2 {
+        return 0;
+    }
+    let decoder = match &models.decoder {
+        Decoder::Tiny(tc) => tc.conv_weight_elements(),
+        Decoder::Full { .. } => 0,
+    };
+    ((models.projector.conv_weight_elements() + decoder) * 2) as u64
 }
 
 /// The largest square tile (a multiple of 128 model pixels, at least 128) whose stream fits in

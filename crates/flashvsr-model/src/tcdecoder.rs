@@ -38,8 +38,12 @@ enum Layer {
     Relu,
     Mem(MemBlock, usize),
     Upsample,
-    /// 1×1 conv producing `stride` frames per input frame.
-    Grow(Conv, usize),
+    /// 1×1 conv producing `stride` frames per input frame; `parts[j]` makes sub-frame j alone.
+    Grow {
+        conv: Conv,
+        parts: Vec<Conv>,
+        stride: usize,
+    },
 }
 
 pub struct TcDecoder {
@@ -136,10 +140,20 @@ impl TcDecoder {
             Ok(Layer::Mem(block, slot - 1))
         };
         let grow = |i: usize, c: usize, stride: usize| -> Result<Layer> {
-            Ok(Layer::Grow(
-                conv(&p, &format!("decoder.{i}.conv"), c * stride, c, 1, false)?,
+            let conv = conv(&p, &format!("decoder.{i}.conv"), c * stride, c, 1, false)?;
+            let parts = (0..stride)
+                .map(|j| {
+                    Ok(Conv {
+                        weight: conv.weight.narrow(0, j * c, c)?,
+                        bias: None,
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            Ok(Layer::Grow {
+                conv,
+                parts,
                 stride,
-            ))
+            })
         };
         let layers = vec![
             Layer::Conv(conv(
@@ -181,6 +195,22 @@ impl TcDecoder {
             memory_slots: slot,
             widths: [c0, c1, c2, c3],
         })
+    }
+
+    /// Elements of every convolution weight (a device backend may keep a converted copy).
+    pub fn conv_weight_elements(&self) -> usize {
+        let convs = |l: &Layer| -> usize {
+            match l {
+                Layer::Conv(c) => c.weight.elem_count(),
+                Layer::Grow { conv, parts, .. } => {
+                    conv.weight.elem_count()
+                        + parts.iter().map(|p| p.weight.elem_count()).sum::<usize>()
+                }
+                Layer::Mem(b, _) => b.convs.iter().map(|c| c.weight.elem_count()).sum(),
+                Layer::Relu | Layer::Upsample => 0,
+            }
+        };
+        self.layers.iter().map(convs).sum()
     }
 
     pub fn new_memory(&self) -> DecoderMemory {
@@ -245,13 +275,8 @@ impl TcDecoder {
         }
         let mut frames = Vec::with_capacity(TIME_UPSCALE);
         for f in 0..x.dim(1) {
-            let mut y = x.narrow(1, f, 1)?;
-            for layer in &self.layers[tail..] {
-                y = self.apply(layer, &y, memory)?;
-            }
-            for g in 0..y.dim(1) {
-                frames.push(y.narrow(1, g, 1)?);
-            }
+            let frame = x.narrow(1, f, 1)?;
+            self.run_frame(&self.layers[tail..], frame, memory, &mut frames)?;
         }
         let first = if memory.started { 0 } else { FIRST_CALL_TRIM };
         memory.started = true;
@@ -261,6 +286,31 @@ impl TcDecoder {
             .collect::<std::result::Result<_, _>>()?;
         let refs: Vec<&Tensor> = kept.iter().collect();
         Ok(Tensor::cat(&refs, 1)?)
+    }
+
+    /// Runs one frame through `layers` (none of them a MemBlock), a temporal growth one
+    /// sub-frame at a time, so that a single frame's maps are alive at once; pushes the outputs.
+    fn run_frame(
+        &self,
+        layers: &[Layer],
+        x: Tensor,
+        memory: &mut DecoderMemory,
+        out: &mut Vec<Tensor>,
+    ) -> Result<()> {
+        let Some((layer, rest)) = layers.split_first() else {
+            out.push(x);
+            return Ok(());
+        };
+        if let Layer::Grow { parts, .. } = layer {
+            for part in parts {
+                let y = part.forward(&x)?;
+                self.run_frame(rest, y, memory, out)?;
+            }
+            return Ok(());
+        }
+        let y = self.apply(layer, &x, memory)?;
+        drop(x);
+        self.run_frame(rest, y, memory, out)
     }
 
     /// The first layer after the last MemBlock: from there on every layer maps each frame on its
@@ -277,7 +327,7 @@ impl TcDecoder {
             Layer::Conv(c) => c.forward(x)?,
             Layer::Relu => x.relu()?,
             Layer::Upsample => x.upsample_nearest2x()?,
-            Layer::Grow(c, stride) => grow(&c.forward(x)?, *stride)?,
+            Layer::Grow { conv, stride, .. } => grow(&conv.forward(x)?, *stride)?,
             Layer::Mem(block, slot) => mem_block(block, x, &mut memory.frames[*slot])?,
         })
     }
