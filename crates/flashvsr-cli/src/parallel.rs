@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use flashvsr_job::{plan_segments, HeldLease, JobStore, SegmentRange};
+use flashvsr_job::{plan_balanced, plan_segments, HeldLease, JobStore, SegmentRange};
 use flashvsr_media::prepare::prepare_frame;
 use flashvsr_media::{create_sink, open_source, Frame, FrameSink, OutputFormat, Timestamp};
 use flashvsr_model::geometry::SizePlan;
@@ -162,12 +162,8 @@ pub fn run_if_parallel(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Option<
         )));
     }
     let workers = devices.count();
-    let segment = if args.segment_frames_given {
-        args.segment_frames as usize
-    } else {
-        flashvsr_job::default_segment_frames(total, workers, warmup)
-    };
-    if !segment.is_multiple_of(8) || segment < crossfade.max(8) {
+    let segment = args.segment_frames as usize;
+    if args.segment_frames_given && (!segment.is_multiple_of(8) || segment < crossfade.max(8)) {
         return Err(Failure::bad(format!(
             "--segment-frames {segment}: a parallel job needs a multiple of 8, at least 8 and at least --crossfade-frames"
         )));
@@ -178,21 +174,29 @@ pub fn run_if_parallel(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Option<
         args.crop_to_128,
     )?;
     let stage = make_stage(args, &info, plan);
-    let segments = plan_segments(total, segment, warmup, crossfade);
+    let root = JobStore::path_for_output(&args.output);
+    // --segment-frames N: segments of N frames. By default the segments balance the workers
+    // (the first has no warm-up to compute, so it owns W frames more), unless a job store from an
+    // earlier run already fixed them: then any --devices resumes it.
+    let segments = if args.segment_frames_given {
+        plan_segments(total, segment, warmup, crossfade)
+    } else {
+        let stored = (!args.restart).then(|| stored_segments(&root)).flatten();
+        stored.unwrap_or_else(|| plan_balanced(total, workers, warmup, crossfade, segment))
+    };
     if segments.len() < 2 {
         // One segment is plain streaming: no warm-up, no joins, no intermediate files.
         return Ok(None);
     }
     let mut record = job_run::plan(args, &stage, &models_fingerprint(args))?;
     record["segmenting"] = json!({
-        "mode": "parallel", "segment_frames": segment, "warmup_frames": warmup,
+        "mode": "parallel", "segment_frames": segments[0].own_to, "warmup_frames": warmup,
         "crossfade_frames": crossfade, "segment_format": "png", "blend_format": "png16",
     });
     record["segments"] = serde_json::to_value(&segments).unwrap_or_default();
     record["frames"] = json!(total);
     record["output"]["path"] = json!(args.output.display().to_string());
 
-    let root = JobStore::path_for_output(&args.output);
     if args.restart && root.exists() {
         std::fs::remove_dir_all(&root)
             .map_err(|e| Failure::failed(format!("{}: {e}", root.display())))?;
@@ -209,8 +213,9 @@ pub fn run_if_parallel(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Option<
         "segments": segments.len(),
     }));
     reporter.info(&format!(
-        "parallel job: {} segment(s) of {segment} frames, warm-up {warmup}, cross-fade {crossfade}, {workers} workers",
-        segments.len()
+        "parallel job: {} segment(s) of about {} frames, warm-up {warmup}, cross-fade {crossfade}, {workers} workers",
+        segments.len(),
+        segments[0].own_to
     ));
     let committed = store.done_any()?.len();
     let mut progress = Progress::new(reporter, Some(total));
@@ -963,4 +968,14 @@ mod tests {
         let f = crossfade(&a, &b, 1.0, Depth::Eight);
         assert_eq!(f.to_u8_samples(), vec![255; 3]);
     }
+}
+
+/// The segment table of an existing parallel job store, if there is one.
+fn stored_segments(root: &Path) -> Option<Vec<SegmentRange>> {
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("plan.json")).ok()?).ok()?;
+    if plan["segmenting"]["mode"] != "parallel" {
+        return None;
+    }
+    serde_json::from_value(plan["segments"].clone()).ok()
 }

@@ -114,7 +114,11 @@ fn a_budget_nothing_fits_in_fails_with_exit_1_and_leaves_nothing() {
     let input = tmp.path().join("in");
     write_clip(&input);
     let output = tmp.path().join("out.y4m");
-    let out = upscale(&input, &output, &["--max-vram", "20M", "--tile-overlap", "8"]);
+    let out = upscale(
+        &input,
+        &output,
+        &["--max-vram", "20M", "--tile-overlap", "8"],
+    );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let log = stderr(&out);
     assert!(log.contains("out of memory"), "{log}");

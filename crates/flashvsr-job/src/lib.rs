@@ -9,5 +9,5 @@ mod store;
 
 pub use fingerprint::{fingerprint_path, Fingerprint};
 pub use lease::{now_ms, HeldLease, Lease, LeaseKind};
-pub use segments::{default_segment_frames, plan_segments, SegmentRange};
+pub use segments::{plan_balanced, plan_segments, SegmentRange};
 pub use store::{DoneMarker, JobError, JobStore, SegmentSlot};
