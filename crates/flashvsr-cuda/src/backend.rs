@@ -685,7 +685,19 @@ impl Backend for CudaBackend {
         pad: usize,
         mode: PadMode,
     ) -> TResult<BufferRef> {
-        self.finish(|| self.op_conv3d(x, w, b, stride_t, pad, mode))
+        self.finish(|| self.op_conv3d(x, w, b, (stride_t, pad, mode), false))
+    }
+
+    fn conv3d_relu(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride_t: usize,
+        pad: usize,
+        mode: PadMode,
+    ) -> TResult<BufferRef> {
+        self.finish(|| self.op_conv3d(x, w, b, (stride_t, pad, mode), true))
     }
 
     fn upsample_nearest2x(&self, x: &Tensor) -> TResult<BufferRef> {

@@ -27,6 +27,12 @@ impl Conv {
         let pad = self.weight.dim(3) / 2;
         Ok(x.conv3d(&self.weight, self.bias.as_ref(), 1, pad, PadMode::Zero)?)
     }
+
+    /// `relu(forward(x))` in one pass where the backend fuses it.
+    fn forward_relu(&self, x: &Tensor) -> Result<Tensor> {
+        let pad = self.weight.dim(3) / 2;
+        Ok(x.conv3d_relu(&self.weight, self.bias.as_ref(), 1, pad, PadMode::Zero)?)
+    }
 }
 
 struct MemBlock {
@@ -35,6 +41,8 @@ struct MemBlock {
 
 enum Layer {
     Conv(Conv),
+    /// A convolution followed by ReLU.
+    ConvRelu(Conv),
     Relu,
     Mem(MemBlock, usize),
     Upsample,
@@ -191,7 +199,7 @@ impl TcDecoder {
             Layer::Conv(conv(&p, "decoder.26", 3, c3, 3, true)?),
         ];
         Ok(TcDecoder {
-            layers,
+            layers: fuse_relus(layers),
             memory_slots: slot,
             widths: [c0, c1, c2, c3],
         })
@@ -201,7 +209,7 @@ impl TcDecoder {
     pub fn conv_weight_elements(&self) -> usize {
         let convs = |l: &Layer| -> usize {
             match l {
-                Layer::Conv(c) => c.weight.elem_count(),
+                Layer::Conv(c) | Layer::ConvRelu(c) => c.weight.elem_count(),
                 Layer::Grow { conv, parts, .. } => {
                     conv.weight.elem_count()
                         + parts.iter().map(|p| p.weight.elem_count()).sum::<usize>()
@@ -325,12 +333,28 @@ impl TcDecoder {
     fn apply(&self, layer: &Layer, x: &Tensor, memory: &mut DecoderMemory) -> Result<Tensor> {
         Ok(match layer {
             Layer::Conv(c) => c.forward(x)?,
+            Layer::ConvRelu(c) => c.forward_relu(x)?,
             Layer::Relu => x.relu()?,
             Layer::Upsample => x.upsample_nearest2x()?,
             Layer::Grow { conv, stride, .. } => grow(&conv.forward(x)?, *stride)?,
             Layer::Mem(block, slot) => mem_block(block, x, &mut memory.frames[*slot])?,
         })
     }
+}
+
+/// Every convolution directly followed by a ReLU becomes one fused layer.
+fn fuse_relus(layers: Vec<Layer>) -> Vec<Layer> {
+    let mut out: Vec<Layer> = Vec::with_capacity(layers.len());
+    for layer in layers {
+        match (layer, out.pop()) {
+            (Layer::Relu, Some(Layer::Conv(c))) => out.push(Layer::ConvRelu(c)),
+            (layer, previous) => {
+                out.extend(previous);
+                out.push(layer);
+            }
+        }
+    }
+    out
 }
 
 /// `(s·C, T, H, W)` → `(C, s·T, H, W)`: channel block j becomes sub-frame j.
@@ -357,7 +381,7 @@ fn mem_block(block: &MemBlock, x: &Tensor, last: &mut Option<Tensor>) -> Result<
     };
     *last = Some(x.narrow(1, t - 1, 1)?);
     let [c0, c1, c2] = &block.convs;
-    let y = c0.forward(&Tensor::cat(&[x, &prev], 0)?)?.relu()?;
-    let y = c1.forward(&y)?.relu()?;
+    let y = c0.forward_relu(&Tensor::cat(&[x, &prev], 0)?)?;
+    let y = c1.forward_relu(&y)?;
     Ok(c2.forward(&y)?.add(x)?.relu()?)
 }

@@ -201,6 +201,29 @@ pub trait Backend: Send + Sync + fmt::Debug {
         pad: usize,
         mode: PadMode,
     ) -> Result<BufferRef>;
+    /// `relu(conv3d(..))`; backends that fuse the activation override this.
+    fn conv3d_relu(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride_t: usize,
+        pad: usize,
+        mode: PadMode,
+    ) -> Result<BufferRef> {
+        let y = self.conv3d(x, w, b, stride_t, pad, mode)?;
+        let (c, t, h, wd) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
+        let (o, kt, kh, kw) = (w.dim(0), w.dim(2), w.dim(3), w.dim(4));
+        let shape = [
+            o,
+            (t - kt) / stride_t + 1,
+            h + 2 * pad - kh + 1,
+            wd + 2 * pad - kw + 1,
+        ];
+        debug_assert_eq!(c, w.dim(1));
+        let y = Tensor::from_buffer(x.backend(), y, &shape)?;
+        self.unary(&y, UnaryOp::Relu)
+    }
     /// `(C, T, H, W) → (C, T, 2H, 2W)`, nearest.
     fn upsample_nearest2x(&self, x: &Tensor) -> Result<BufferRef>;
 

@@ -379,6 +379,32 @@ impl Tensor {
         pad: usize,
         mode: PadMode,
     ) -> Result<Tensor> {
+        let shape = self.conv3d_shape(w, b, stride_t, pad)?;
+        let buffer = self.backend.conv3d(self, w, b, stride_t, pad, mode)?;
+        self.wrap(buffer, &shape)
+    }
+
+    /// `relu(conv3d(..))`, in one pass where the backend fuses it.
+    pub fn conv3d_relu(
+        &self,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride_t: usize,
+        pad: usize,
+        mode: PadMode,
+    ) -> Result<Tensor> {
+        let shape = self.conv3d_shape(w, b, stride_t, pad)?;
+        let buffer = self.backend.conv3d_relu(self, w, b, stride_t, pad, mode)?;
+        self.wrap(buffer, &shape)
+    }
+
+    fn conv3d_shape(
+        &self,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride_t: usize,
+        pad: usize,
+    ) -> Result<[usize; 4]> {
         self.expect_rank("conv3d", 4)?;
         w.expect_rank("conv3d", 5)?;
         let (c, t, h, wd) = (self.shape[0], self.shape[1], self.shape[2], self.shape[3]);
@@ -393,9 +419,7 @@ impl Tensor {
             b.expect_vector("conv3d bias", o)?;
         }
         let t_out = (t - kt) / stride_t + 1;
-        let shape = [o, t_out, h + 2 * pad - kh + 1, wd + 2 * pad - kw + 1];
-        let buffer = self.backend.conv3d(self, w, b, stride_t, pad, mode)?;
-        self.wrap(buffer, &shape)
+        Ok([o, t_out, h + 2 * pad - kh + 1, wd + 2 * pad - kw + 1])
     }
 
     /// 2-D convolution of every frame: `self (C, T, H, W)`, `w (O, C, kh, kw)`.

@@ -89,6 +89,7 @@ struct UnstageOut {
     u64 t_out;      // frames of the whole output (O, t_out, ho, wo)
     u64 t_first;    // output frame of staged frame 0
     u64 has_bias;
+    u64 relu;       // max(x, 0) after the bias (fused activation)
 };
 
 // grid (ceil(plane / 32), ceil(op / 64), frames), block 256. y: bf16 [frames, plane, op].
@@ -121,7 +122,8 @@ extern "C" __global__ void conv_unstage_output_f32(const u32* __restrict__ y,
         const u64 oc = c0 + i;
         if (oc < g.o) {
             const float b = g.has_bias ? bias[oc] : 0.0f;
-            out[(oc * g.t_out + g.t_first + n) * g.plane + q] = tile[i][lane] + b;
+            const float v = tile[i][lane] + b;
+            out[(oc * g.t_out + g.t_first + n) * g.plane + q] = g.relu ? fmaxf(v, 0.0f) : v;
         }
     }
 }

@@ -38,7 +38,34 @@ unsafe impl DeviceRepr for Im2col {}
 const F32: u64 = 4;
 
 impl CudaBackend {
+    /// `geometry`: temporal stride, spatial padding and its mode.
     pub(crate) fn op_conv3d(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        geometry: (usize, usize, PadMode),
+        relu: bool,
+    ) -> CudaResult<CudaBuffer> {
+        let (stride_t, pad, mode) = geometry;
+        if !relu {
+            return self.conv3d_linear(x, w, b, stride_t, pad, mode);
+        }
+        if x.elem_count() > 0 && w.elem_count() > 0 {
+            if let Some(out) = self.try_conv3d_cudnn(x, w, b, geometry, true)? {
+                return Ok(out);
+            }
+        }
+        let y = self.conv3d_linear(x, w, b, stride_t, pad, mode)?;
+        let n = flashvsr_tensor::Buffer::len(&y);
+        let out = self.output(n)?;
+        if n > 0 {
+            self.unary_raw(y.ptr(), out.ptr(), n, flashvsr_tensor::UnaryOp::Relu)?;
+        }
+        Ok(out)
+    }
+
+    fn conv3d_linear(
         &self,
         x: &Tensor,
         w: &Tensor,
@@ -54,7 +81,7 @@ impl CudaBackend {
         let plane = ho * wo;
         let kdim = c * kt * kh * kw;
         if o * t_out * plane > 0 && kdim > 0 {
-            if let Some(out) = self.try_conv3d_cudnn(x, w, b, stride_t, pad, mode)? {
+            if let Some(out) = self.try_conv3d_cudnn(x, w, b, (stride_t, pad, mode), false)? {
                 return Ok(out);
             }
         }

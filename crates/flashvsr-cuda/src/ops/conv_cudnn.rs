@@ -51,6 +51,7 @@ struct UnstageOut {
     t_out: u64,
     t_first: u64,
     has_bias: u64,
+    relu: u64,
 }
 
 // SAFETY: plain #[repr(C)] data with the field order and types of the CUDA structs.
@@ -89,9 +90,8 @@ impl CudaBackend {
         x: &Tensor,
         w: &Tensor,
         b: Option<&Tensor>,
-        stride_t: usize,
-        pad: usize,
-        mode: PadMode,
+        (stride_t, pad, mode): (usize, usize, PadMode),
+        relu: bool,
     ) -> CudaResult<Option<CudaBuffer>> {
         let Some(dnn) = &self.dnn else {
             return Ok(None);
@@ -136,7 +136,8 @@ impl CudaBackend {
         for g in s.groups() {
             self.stage_input(xp, raw_u16(&xs), &s, &g)?;
             dnn.forward(&s.shape(g.frames), raw_u16(&xs), filter, raw_u16(&ys))?;
-            self.unstage_output(raw_u16(&ys), bias, b.is_some(), out.ptr(), &s, &g)?;
+            let epilogue = (b.is_some(), relu);
+            self.unstage_output(raw_u16(&ys), bias, epilogue, out.ptr(), &s, &g)?;
         }
         drop(once);
         self.cudnn_convs.fetch_add(1, Ordering::Relaxed);
@@ -189,7 +190,7 @@ impl CudaBackend {
         &self,
         ys: u64,
         bias: u64,
-        has_bias: bool,
+        (has_bias, relu): (bool, bool),
         out: u64,
         s: &StagedConv,
         g: &Group,
@@ -202,6 +203,7 @@ impl CudaBackend {
             t_out: s.t_out as u64,
             t_first: g.first as u64,
             has_bias: has_bias as u64,
+            relu: relu as u64,
         };
         let args = KernelArgs::new().push(ys).push(bias).push(out).push(p);
         let grid = tile_grid(plane, s.op, g.frames);

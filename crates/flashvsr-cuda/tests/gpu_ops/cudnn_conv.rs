@@ -250,6 +250,20 @@ pub fn run(s: &mut Suite, fast: &FastBackends, parity: &Arc<CudaBackend>) {
             &op,
         );
         s.conv_case(&name("(parity)"), parity, 1e-5, 0, &inputs, &op);
+        // ReLU fused into the output conversion (cuDNN) or applied after (im2col, parity).
+        let op_relu = |t: &[Tensor]| {
+            let b = c.bias.then_some(&t[2]);
+            t[0].conv3d_relu(&t[1], b, c.stride_t, c.pad, c.mode)
+        };
+        s.conv_case(
+            &name("+ relu"),
+            &fast.cudnn,
+            BF16_CONV,
+            calls,
+            &inputs,
+            &op_relu,
+        );
+        s.conv_case(&name("+ relu (parity)"), parity, 1e-5, 0, &inputs, &op_relu);
     }
     // The converted weights are cached per weight tensor: the same weights twice, then a new
     // weight tensor of the same shape (a stale cache entry would give the first one's result).
