@@ -2,14 +2,14 @@
 //! each device implements [`Backend`]. The CPU backend here is the f32 parity reference.
 
 mod backend;
+mod block_mask;
 pub mod cpu;
 mod dtype;
 mod error;
 mod tensor;
 
-pub use backend::{
-    Backend, BackendRef, BinaryOp, BlockMask, Buffer, BufferRef, Device, PadMode, UnaryOp,
-};
+pub use backend::{Backend, BackendRef, BinaryOp, Buffer, BufferRef, Device, PadMode, UnaryOp};
+pub use block_mask::BlockMask;
 pub use dtype::DType;
 pub use error::{Result, TensorError};
 pub use tensor::Tensor;

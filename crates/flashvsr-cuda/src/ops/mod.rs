@@ -5,5 +5,6 @@ pub(crate) mod attention;
 mod conv;
 mod layout;
 mod linear;
+mod mask;
 mod norm;
 mod pointwise;
