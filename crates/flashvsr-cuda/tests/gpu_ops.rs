@@ -913,6 +913,34 @@ fn bf16_attention(s: &mut Suite) {
     }
 }
 
+/// The flash kernel's other work orders (`FLASHVSR_CUDA_FLASH_ORDER`, read per call): the order
+/// list must be a permutation of the work items, or poisoned rows stay NaN.
+fn flash_work_orders(s: &mut Suite) {
+    let cpu = s.cpu.clone();
+    let (heads, query_blocks, key_blocks, key_block) = (12, 8, 16, 128);
+    let dim = heads * 128;
+    let mask = random_mask(&mut s.rng, heads, query_blocks, key_blocks, key_block, 0.5);
+    let inputs = [
+        s.normal_input(&[query_blocks * 128, dim], 1.0),
+        s.normal_input(&[key_blocks * key_block, dim], 1.0),
+        s.normal_input(&[key_blocks * key_block, dim], 1.0),
+        mask_input(&mask),
+    ];
+    for order in ["head", "grid"] {
+        // The suite runs on this one thread: nothing reads the environment concurrently.
+        std::env::set_var("FLASHVSR_CUDA_FLASH_ORDER", order);
+        s.bf16_case(
+            &format!("bf16 block_sparse work order {order}"),
+            BF16_ATTENTION,
+            &cpu,
+            &inputs,
+            &|t| t[0].block_sparse_attention(&t[1], &t[2], &t[3], key_block),
+            &|_| None,
+        );
+    }
+    std::env::remove_var("FLASHVSR_CUDA_FLASH_ORDER");
+}
+
 /// Median of `reps` timed runs of `f` (after two warm-ups), in ms; `f` must synchronize.
 fn time_ms(reps: usize, mut f: impl FnMut()) -> f64 {
     f();
@@ -1160,6 +1188,7 @@ fn main() {
     sparse_masks(&mut s);
     chain(&mut s);
     bf16_attention(&mut s);
+    flash_work_orders(&mut s);
     bf16_real_shapes(&mut s);
     if let Err(e) = gpu.synchronize() {
         s.fail("synchronize", e.to_string());
