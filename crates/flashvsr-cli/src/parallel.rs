@@ -943,6 +943,16 @@ impl SegmentJob<'_> {
     }
 }
 
+/// The segment table of an existing parallel job store, if there is one.
+fn stored_segments(root: &Path) -> Option<Vec<SegmentRange>> {
+    let plan: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(root.join("plan.json")).ok()?).ok()?;
+    if plan["segmenting"]["mode"] != "parallel" {
+        return None;
+    }
+    serde_json::from_value(plan["segments"].clone()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -968,14 +978,4 @@ mod tests {
         let f = crossfade(&a, &b, 1.0, Depth::Eight);
         assert_eq!(f.to_u8_samples(), vec![255; 3]);
     }
-}
-
-/// The segment table of an existing parallel job store, if there is one.
-fn stored_segments(root: &Path) -> Option<Vec<SegmentRange>> {
-    let plan: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(root.join("plan.json")).ok()?).ok()?;
-    if plan["segmenting"]["mode"] != "parallel" {
-        return None;
-    }
-    serde_json::from_value(plan["segments"].clone()).ok()
 }

@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::driver::{CudaSlice, LaunchConfig};
 use flashvsr_tensor::{
-    Backend, BackendRef, BinaryOp, BlockMask, BufferRef, Device, HostData, MemoryMeter, PadMode,
-    Tensor, TensorError, UnaryOp,
+    Backend, BackendRef, BinaryOp, BufferRef, Device, HostData, MemoryMeter, PadMode, Tensor,
+    TensorError, UnaryOp,
 };
 
 use crate::buffer::{raw_ptr, CudaBuffer, Storage};
@@ -713,9 +713,21 @@ impl Backend for CudaBackend {
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        mask: &BlockMask,
+        mask: &Tensor,
+        query_block: usize,
+        key_block: usize,
     ) -> TResult<BufferRef> {
-        self.finish(|| self.op_block_sparse_attention(q, k, v, mask))
+        self.finish(|| self.op_block_sparse_attention(q, k, v, mask, query_block, key_block))
+    }
+
+    fn sparse_topk_mask(
+        &self,
+        scores: &Tensor,
+        allowed: &Tensor,
+        topk: i64,
+        scale: f64,
+    ) -> TResult<BufferRef> {
+        self.finish(|| self.op_sparse_topk_mask(scores, allowed, topk, scale))
     }
 }
 

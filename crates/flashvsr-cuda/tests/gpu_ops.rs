@@ -540,6 +540,7 @@ fn block_sparse(s: &mut Suite) {
             s.input(&[lq, dim], 1.0),
             s.input(&[lk, dim], 1.0),
             s.input(&[lk, dim], 1.0),
+            mask_input(&mask),
         ];
         let name = format!("block_sparse q{lq} k{lk} kb{key_block} {heads}x{hd}");
         let empty_rows_zero = |out: &[f32]| {
@@ -553,14 +554,119 @@ fn block_sparse(s: &mut Suite) {
             &name,
             GEMM,
             &inputs,
-            &|t| t[0].block_sparse_attention(&t[1], &t[2], &mask),
+            &|t| t[0].block_sparse_attention(&t[1], &t[2], &t[3], key_block),
             &empty_rows_zero,
         );
         let mut full = mask.clone();
         full.selected.fill(1);
+        let mut inputs = inputs;
+        inputs[3] = mask_input(&full);
         s.case(&format!("{name} all selected"), GEMM, &inputs, &|t| {
-            t[0].block_sparse_attention(&t[1], &t[2], &full)
+            t[0].block_sparse_attention(&t[1], &t[2], &t[3], key_block)
         });
+    }
+}
+
+/// The local-window pattern of a `rows × cols` window grid (FLASHVSR.md §5.3), each window
+/// repeated for its `per_window` key blocks: `(S, S·per_window)` of 0/1.
+fn window_pattern(rows: usize, cols: usize, range: usize, per_window: usize) -> Input {
+    let s = rows * cols;
+    let half = (range / 2) as isize;
+    let inside = |v: usize, centre: usize| {
+        let start = centre as isize - half;
+        (v as isize) >= start && (v as isize) < start + range as isize
+    };
+    let values = (0..s * s * per_window)
+        .map(|i| {
+            let (q, k) = (i / (s * per_window), i % (s * per_window) / per_window);
+            f32::from(inside(k / cols, q / cols) && inside(k % cols, q % cols))
+        })
+        .collect();
+    (values, vec![s, s * per_window])
+}
+
+/// Differing entries of two 0/1 masks (none, when the shapes differ, is reported by the case).
+fn mask_diff(got: &[f32], want: &[f32]) -> usize {
+    got.iter().zip(want).filter(|(a, b)| a != b).count()
+}
+
+/// The device top-k selection must reproduce the CPU masks exactly: DiT shapes at 1408×768 (66
+/// windows, range 11, topk 7919; steady state 1 query group × 4 key groups, first chunk 3 × 3;
+/// block and sage), budgets at and past the group size, K ≤ 0, a fully masked pattern row, and
+/// scores quantised so that equal probabilities (ties at τ) occur. Then masks computed on the
+/// device feed the sparse attention, and the selection is timed at the real shape.
+fn sparse_masks(s: &mut Suite) {
+    let scale = 1.0 / 128f64.sqrt();
+    let mut cases: Vec<(String, Input, Input, i64)> = Vec::new();
+    for (mode, per_window) in [("block", 1usize), ("sage", 2)] {
+        for (qg, kg) in [(1usize, 4usize), (3, 3)] {
+            let (heads, windows) = (12, 66);
+            let nk = kg * windows * per_window;
+            let scores = s.normal_input(&[heads, qg * windows, nk], 60.0);
+            let name = format!("sparse_topk {mode} 6x11 q{qg} k{kg} topk 7919");
+            cases.push((name, scores, window_pattern(6, 11, 11, per_window), 7919));
+        }
+    }
+    let small = |s: &mut Suite| s.normal_input(&[2, 4, 8], 20.0);
+    for topk in [100i64, 15, 1, 0, -1] {
+        let name = format!("sparse_topk 2x2 q2 k2 topk {topk}");
+        let scores = small(s);
+        cases.push((name, scores, window_pattern(2, 2, 1, 1), topk));
+    }
+    let mut holes = window_pattern(2, 2, 3, 1);
+    holes.0[4..8].fill(0.0);
+    let scores = small(s);
+    cases.push(("sparse_topk fully masked row".into(), scores, holes, 5));
+    // Steps of 4 in score units (0.35 after scaling): many equal values per row.
+    let mut quantised = s.normal_input(&[12, 66, 264], 60.0);
+    quantised
+        .0
+        .iter_mut()
+        .for_each(|v| *v = (*v / 4.0).round() * 4.0);
+    let name = "sparse_topk quantised scores (ties) topk 7919".to_string();
+    cases.push((name, quantised, window_pattern(6, 11, 11, 1), 7919));
+
+    for (name, scores, allowed, topk) in &cases {
+        let op = |t: &[Tensor]| t[0].sparse_topk_mask(&t[1], *topk, scale);
+        let inputs = [scores.clone(), allowed.clone()];
+        let cpu_mask = Suite::run_on(&s.cpu, &inputs, &op).map(|r| r.1);
+        let check = |got: &[f32]| match &cpu_mask {
+            Ok(want) => {
+                let selected = want.iter().filter(|&&v| v != 0.0).count();
+                let diff = mask_diff(got, want);
+                (diff > 0).then(|| format!("{diff} entries differ ({selected} selected)"))
+            }
+            Err(e) => Some(format!("CPU error: {e}")),
+        };
+        s.case_with(name, EXACT, &inputs, &op, &check);
+    }
+
+    // Device masks straight into the attention: selection and compaction never leave the GPU.
+    let (heads, hd, windows) = (2usize, 128usize, 4usize);
+    let dim = heads * hd;
+    for (key_block, per_window) in [(128usize, 1usize), (64, 2)] {
+        let (lq, lk) = (windows * 128, 2 * windows * 128);
+        let inputs = [
+            s.input(&[lq, dim], 1.0),
+            s.input(&[lk, dim], 1.0),
+            s.input(&[lk, dim], 1.0),
+            s.normal_input(&[heads, windows, lk / key_block], 30.0),
+            window_pattern(2, 2, 3, per_window),
+        ];
+        let name = format!("sparse_topk → block_sparse kb{key_block}");
+        s.case(&name, GEMM, &inputs, &|t| {
+            let mask = t[3].sparse_topk_mask(&t[4], 5, scale)?;
+            t[0].block_sparse_attention(&t[1], &t[2], &mask, key_block)
+        });
+    }
+
+    if !s.skip("bench topk") {
+        for (name, scores, allowed, topk) in cases.iter().take(4) {
+            let op = |t: &[Tensor]| t[0].sparse_topk_mask(&t[1], *topk, scale);
+            let inputs = [scores.clone(), allowed.clone()];
+            let row = bench_op("topk", &s.gpu, &inputs, &op, 0.0, 30);
+            println!("bench topk {name}:{row}");
+        }
     }
 }
 
@@ -627,6 +733,14 @@ fn nonzero_in_block(out: &[f32], dim: usize, hd: usize, qblock: usize) -> usize 
         .flat_map(|r| out[r * dim..r * dim + hd].iter())
         .filter(|v| **v != 0.0)
         .count()
+}
+
+/// A host mask as the device-side input `(heads, query blocks, key blocks)` of 0/1.
+fn mask_input(m: &BlockMask) -> Input {
+    (
+        m.selected.iter().map(|&b| f32::from(b)).collect(),
+        vec![m.heads, m.query_blocks, m.key_blocks],
+    )
 }
 
 fn random_mask(
@@ -778,6 +892,7 @@ fn bf16_attention(s: &mut Suite) {
             s.normal_input(&[lq, dim], qk_scale),
             s.normal_input(&[lk, dim], qk_scale),
             s.normal_input(&[lk, dim], 1.0),
+            mask_input(&mask),
         ];
         let name =
             format!("bf16 small block_sparse q{lq} k{lk} kb{key_block} {heads}x{hd} x{qk_scale}");
@@ -795,10 +910,38 @@ fn bf16_attention(s: &mut Suite) {
             tol,
             &cpu,
             &inputs,
-            &|t| t[0].block_sparse_attention(&t[1], &t[2], &mask),
+            &|t| t[0].block_sparse_attention(&t[1], &t[2], &t[3], key_block),
             &empty,
         );
     }
+}
+
+/// The flash kernel's other work orders (`FLASHVSR_CUDA_FLASH_ORDER`, read per call): the order
+/// list must be a permutation of the work items, or poisoned rows stay NaN.
+fn flash_work_orders(s: &mut Suite) {
+    let cpu = s.cpu.clone();
+    let (heads, query_blocks, key_blocks, key_block) = (12, 8, 16, 128);
+    let dim = heads * 128;
+    let mask = random_mask(&mut s.rng, heads, query_blocks, key_blocks, key_block, 0.5);
+    let inputs = [
+        s.normal_input(&[query_blocks * 128, dim], 1.0),
+        s.normal_input(&[key_blocks * key_block, dim], 1.0),
+        s.normal_input(&[key_blocks * key_block, dim], 1.0),
+        mask_input(&mask),
+    ];
+    for order in ["head", "grid"] {
+        // The suite runs on this one thread: nothing reads the environment concurrently.
+        std::env::set_var("FLASHVSR_CUDA_FLASH_ORDER", order);
+        s.bf16_case(
+            &format!("bf16 block_sparse work order {order}"),
+            BF16_ATTENTION,
+            &cpu,
+            &inputs,
+            &|t| t[0].block_sparse_attention(&t[1], &t[2], &t[3], key_block),
+            &|_| None,
+        );
+    }
+    std::env::remove_var("FLASHVSR_CUDA_FLASH_ORDER");
 }
 
 /// Median of `reps` timed runs of `f` (after two warm-ups), in ms; `f` must synchronize.
@@ -845,6 +988,8 @@ fn bf16_real_shapes(s: &mut Suite) {
             let density = budget as f32 / (qb * kblocks) as f32;
             let mask = random_mask(&mut s.rng, heads, qb, kblocks, key_block, density);
             let selected: usize = mask.selected.iter().map(|&b| b as usize).sum();
+            let mut inputs = inputs.to_vec();
+            inputs.push(mask_input(&mask));
             let mode = if key_block == 128 { "block" } else { "sage" };
             let name = format!(
                 "bf16 real {mode} q{lq} k{lk} kb{key_block} {heads}x{hd} x{qk_scale} ({:.1}%)",
@@ -864,21 +1009,22 @@ fn bf16_real_shapes(s: &mut Suite) {
                 tol,
                 &reference,
                 &inputs,
-                &|t| t[0].block_sparse_attention(&t[1], &t[2], &mask),
+                &|t| t[0].block_sparse_attention(&t[1], &t[2], &t[3], key_block),
                 &empty,
             );
             if qk_scale != 1.0 || s.skip(&format!("bench {mode}")) {
                 continue;
             }
             let flop = 4.0 * 128.0 * key_block as f64 * 128.0 * selected as f64;
-            let op = |t: &[Tensor]| t[0].block_sparse_attention(&t[1], &t[2], &mask);
+            let op = |t: &[Tensor]| t[0].block_sparse_attention(&t[1], &t[2], &t[3], key_block);
             let mut row = format!("bench {mode:<5} q{lq} k{lk} kb{key_block} sel {selected}:");
             row += &bench_op("bf16", &s.gpu_bf16, &inputs, &op, flop, 10);
-            // The same op with nothing selected: mask upload, conversion, zero writes.
+            // The same op with nothing selected: mask compaction, conversion, zero writes.
             let mut none = mask.clone();
             none.selected.fill(0);
-            let op0 = |t: &[Tensor]| t[0].block_sparse_attention(&t[1], &t[2], &none);
-            row += &bench_op("(empty mask", &s.gpu_bf16, &inputs, &op0, 0.0, 10);
+            let mut inputs0 = inputs.clone();
+            inputs0[3] = mask_input(&none);
+            row += &bench_op("(empty mask", &s.gpu_bf16, &inputs0, &op, 0.0, 10);
             row += ")";
             if bench_fp32() {
                 row += &bench_op("fp32", &s.gpu, &inputs, &op, flop, 1);
@@ -1162,8 +1308,10 @@ fn main() {
     cudnn_conv::run(&mut s, &fast, &gpu);
     attention(&mut s);
     block_sparse(&mut s);
+    sparse_masks(&mut s);
     chain(&mut s);
     bf16_attention(&mut s);
+    flash_work_orders(&mut s);
     bf16_real_shapes(&mut s);
     let fast: BackendRef = CudaBackend::create(info.ordinal, options.clone().with_fast_mode(true))
         .expect("fast-mode backend");

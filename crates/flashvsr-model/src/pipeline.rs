@@ -62,15 +62,40 @@ pub struct EngineStats {
 }
 
 impl EngineStats {
-    fn add_masks(&mut self, masks: &[BlockMask]) {
+    /// Adds the masks `(heads, query blocks, key blocks)` of one chunk. Each mask is reduced to
+    /// its row means on the device, so only one value per (head, query block) comes back.
+    fn add_masks(&mut self, masks: &[Tensor]) -> Result<()> {
+        let means = masks
+            .iter()
+            .map(|m| {
+                let rows = m.dim(0) * m.dim(1);
+                Ok(m.reshape(&[rows, m.dim(2), 1])?.group_mean()?)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        if means.is_empty() {
+            return Ok(());
+        }
+        let refs: Vec<&Tensor> = means.iter().collect();
+        let values = Tensor::cat(&refs, 0)?.to_vec()?;
+        let mut rest = values.as_slice();
         for m in masks {
-            self.total_blocks += m.selected.len() as u64;
-            self.selected_blocks += m.selected.iter().map(|&v| v as u64).sum::<u64>();
-            for row in m.selected.chunks(m.key_blocks.max(1)) {
-                self.rows += 1;
-                self.empty_rows += u64::from(row.iter().all(|&v| v == 0));
+            let (rows, key_blocks) = (m.dim(0) * m.dim(1), m.dim(2));
+            let (these, after) = rest.split_at(rows);
+            rest = after;
+            self.rows += rows as u64;
+            self.total_blocks += (rows * key_blocks) as u64;
+            for &mean in these {
+                // A mean of 0/1 values times the count is the (integer) count; key_blocks == 0
+                // gives NaN means and empty rows.
+                let count = (mean * key_blocks as f32).round();
+                if count > 0.0 {
+                    self.selected_blocks += count as u64;
+                } else {
+                    self.empty_rows += 1;
+                }
             }
         }
+        Ok(())
     }
 }
 
@@ -485,7 +510,7 @@ impl<'m> Engine<'m> {
             self.stats.dit += t2 - t1;
             self.stats.decode += t3 - t2;
             self.stats.color_fix += t4 - t3;
-            self.stats.add_masks(&dit.masks);
+            self.stats.add_masks(&dit.masks)?;
         }
         self.stats.chunks += 1;
         self.next_chunk += 1;

@@ -185,6 +185,12 @@ fn check_dit(name: &str) -> Vec<Vec<f32>> {
             if !inject {
                 for (layer, m) in out.masks.iter().enumerate() {
                     let g = golden_mask(&c, chunk, layer, &settings);
+                    let m = BlockMask::from_tensor(m, g.query_block, g.key_block).unwrap();
+                    assert_eq!(
+                        (m.heads, m.query_blocks, m.key_blocks),
+                        (g.heads, g.query_blocks, g.key_blocks),
+                        "{name}: chunk {chunk} layer {layer}: mask shape"
+                    );
                     let diff = m
                         .selected
                         .iter()

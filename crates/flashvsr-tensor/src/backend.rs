@@ -66,25 +66,6 @@ pub enum PadMode {
     Replicate,
 }
 
-/// Which (query block, key block) pairs each head attends to. Query blocks are 128 rows; key blocks
-/// are `key_block` rows (128 in block mode, 64 in sage mode).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct BlockMask {
-    pub heads: usize,
-    pub query_blocks: usize,
-    pub key_blocks: usize,
-    pub query_block: usize,
-    pub key_block: usize,
-    /// `[head][query_block][key_block]`, 1 = attend.
-    pub selected: Vec<u8>,
-}
-
-impl BlockMask {
-    pub fn get(&self, head: usize, q: usize, k: usize) -> bool {
-        self.selected[(head * self.query_blocks + q) * self.key_blocks + k] != 0
-    }
-}
-
 /// A tensor's values in host memory, in the storage the backend kept them in (bf16 stays bf16:
 /// half the bytes of a round trip through f32, and exact).
 #[derive(Clone, Debug, PartialEq)]
@@ -229,14 +210,31 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// Dense softmax attention, `q (Lq, D)`, `k, v (Lk, D)`, heads of `D / heads`.
     fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<BufferRef>;
-    /// Exact softmax attention restricted to the selected blocks; rows of a query block with no
-    /// selected key block are zero.
+    /// Exact softmax attention restricted to the selected blocks of `mask` `(heads, query blocks,
+    /// key blocks)` (non-zero = attend), blocks of `query_block` query rows and `key_block` keys;
+    /// rows of a query block with no selected key block are zero.
     fn block_sparse_attention(
         &self,
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        mask: &BlockMask,
+        mask: &Tensor,
+        query_block: usize,
+        key_block: usize,
+    ) -> Result<BufferRef>;
+    /// The locality-constrained top-k block mask (FLASHVSR.md §5.3–5.4, §5.6) of `scores`
+    /// `(heads, query blocks, key blocks)`, as 0/1 values of the same shape. `allowed` `(P, Q)`
+    /// tiles the score matrix (entry (b_q, b_k) is eligible iff `allowed[b_q % P][b_k % Q] != 0`);
+    /// the rows of one selection group are P consecutive query blocks. Per row: softmax in f64 of
+    /// `score · scale` over the eligible entries (none eligible: all 0). Per (head, group) of
+    /// n values: keep the entries strictly greater than the (K+1)-th largest, K = min(n − 1,
+    /// topk); K ≤ 0 keeps nothing.
+    fn sparse_topk_mask(
+        &self,
+        scores: &Tensor,
+        allowed: &Tensor,
+        topk: i64,
+        scale: f64,
     ) -> Result<BufferRef>;
 }
 

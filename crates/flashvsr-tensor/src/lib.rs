@@ -2,6 +2,7 @@
 //! each device implements [`Backend`]. The CPU backend here is the f32 parity reference.
 
 mod backend;
+mod block_mask;
 pub mod cpu;
 mod dtype;
 mod error;
@@ -9,8 +10,9 @@ mod meter;
 mod tensor;
 
 pub use backend::{
-    Backend, BackendRef, BinaryOp, BlockMask, Buffer, BufferRef, Device, HostData, PadMode, UnaryOp,
+    Backend, BackendRef, BinaryOp, Buffer, BufferRef, Device, HostData, PadMode, UnaryOp,
 };
+pub use block_mask::BlockMask;
 pub use dtype::DType;
 pub use error::{Result, TensorError};
 pub use meter::MemoryMeter;

@@ -1,9 +1,7 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::backend::{
-    BackendRef, BinaryOp, BlockMask, BufferRef, Device, HostData, PadMode, UnaryOp,
-};
+use crate::backend::{BackendRef, BinaryOp, BufferRef, Device, HostData, PadMode, UnaryOp};
 use crate::error::shape_err;
 use crate::Result;
 
@@ -467,32 +465,54 @@ impl Tensor {
         self.wrap(buffer, &self.shape.clone())
     }
 
+    /// Attention restricted to the key blocks `mask` `(heads, query blocks, key blocks)` selects
+    /// (non-zero = attend): the query rows split evenly into the mask's query blocks, the keys
+    /// into blocks of `key_block` rows. Query blocks with no selected key block give zeros.
     pub fn block_sparse_attention(
         &self,
         k: &Tensor,
         v: &Tensor,
-        mask: &BlockMask,
+        mask: &Tensor,
+        key_block: usize,
     ) -> Result<Tensor> {
-        Tensor::check_attention("block_sparse_attention", self, k, v, mask.heads)?;
-        let ok = mask.selected.len() == mask.heads * mask.query_blocks * mask.key_blocks
-            && self.shape[0] == mask.query_blocks * mask.query_block
-            && k.shape[0] == mask.key_blocks * mask.key_block;
+        mask.expect_rank("block_sparse_attention", 3)?;
+        let (heads, query_blocks, key_blocks) = (mask.shape[0], mask.shape[1], mask.shape[2]);
+        Tensor::check_attention("block_sparse_attention", self, k, v, heads)?;
+        let query_block = self.shape[0].checked_div(query_blocks).unwrap_or(0);
+        let ok = query_block > 0
+            && self.shape[0] == query_blocks * query_block
+            && k.shape[0] == key_blocks * key_block;
         if !ok {
             return shape_err(
                 "block_sparse_attention",
                 format!(
-                    "q {:?}, k {:?}, mask {}x{}x{} of {}x{} blocks",
-                    self.shape,
-                    k.shape,
-                    mask.heads,
-                    mask.query_blocks,
-                    mask.key_blocks,
-                    mask.query_block,
-                    mask.key_block
+                    "q {:?}, k {:?}, mask {:?} with key blocks of {key_block}",
+                    self.shape, k.shape, mask.shape
                 ),
             );
         }
-        let buffer = self.backend.block_sparse_attention(self, k, v, mask)?;
+        let buffer =
+            self.backend
+                .block_sparse_attention(self, k, v, mask, query_block, key_block)?;
+        self.wrap(buffer, &self.shape.clone())
+    }
+
+    /// The locality-constrained top-k block mask of block scores `self` `(heads, query blocks,
+    /// key blocks)`: 0/1 values of the same shape (see [`crate::Backend::sparse_topk_mask`]).
+    /// `allowed` `(P, Q)` tiles the scores: P divides the query blocks (one selection group per P
+    /// rows), Q the key blocks.
+    pub fn sparse_topk_mask(&self, allowed: &Tensor, topk: i64, scale: f64) -> Result<Tensor> {
+        self.expect_rank("sparse_topk_mask", 3)?;
+        allowed.expect_rank("sparse_topk_mask", 2)?;
+        let (p, q) = (allowed.shape[0], allowed.shape[1]);
+        if p == 0 || q == 0 || !self.shape[1].is_multiple_of(p) || !self.shape[2].is_multiple_of(q)
+        {
+            return shape_err(
+                "sparse_topk_mask",
+                format!("scores {:?}, allowed {:?}", self.shape, allowed.shape),
+            );
+        }
+        let buffer = self.backend.sparse_topk_mask(self, allowed, topk, scale)?;
         self.wrap(buffer, &self.shape.clone())
     }
 }

@@ -96,6 +96,17 @@ pub(crate) const SOURCES: &[Source] = &[
         ],
     },
     Source {
+        name: "mask.cu",
+        body: include_str!("mask.cu"),
+        functions: &[
+            "mask_softmax_f64",
+            "mask_topk_select_f64",
+            "mask_row_counts",
+            "mask_offsets_order",
+            "mask_row_blocks",
+        ],
+    },
+    Source {
         name: "flash.cu",
         body: include_str!("flash.cu"),
         functions: &[

@@ -4,14 +4,15 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{sys, CudaContext, CudaSlice, DevicePtr, LaunchConfig};
-use flashvsr_tensor::{BlockMask, Tensor};
+use cudarc::driver::{sys, CudaContext, LaunchConfig};
+use flashvsr_tensor::Tensor;
 
 use crate::backend::{AttentionPrecision, CudaBackend};
-use crate::buffer::CudaBuffer;
+use crate::buffer::{CudaBuffer, Storage};
 use crate::error::{CudaError, CudaResult};
 use crate::kernels::{flash_kernel_name, Kernels, ATTENTION_WIDTHS};
 use crate::launch::KernelArgs;
+use crate::ops::mask::WorkOrder;
 
 /// The flash kernels' shape (FA_* in flash.cu): head_dim, query rows per work item (the mask's
 /// query block), keys per tile.
@@ -74,9 +75,14 @@ impl FlashConfig {
     }
 }
 
-/// Work order knob for experiments: `FLASHVSR_CUDA_FLASH_ORDER=lpt|head|grid`.
-fn order_knob() -> Option<String> {
-    std::env::var("FLASHVSR_CUDA_FLASH_ORDER").ok()
+/// Work order knob for experiments: `FLASHVSR_CUDA_FLASH_ORDER=lpt|head|grid` (default lpt:
+/// heaviest first).
+fn order_knob() -> WorkOrder {
+    match std::env::var("FLASHVSR_CUDA_FLASH_ORDER").as_deref() {
+        Ok("head") => WorkOrder::ByHeadHeaviestFirst,
+        Ok("grid") => WorkOrder::Grid,
+        _ => WorkOrder::HeaviestFirst,
+    }
 }
 
 /// Raises the flash kernels' dynamic shared-memory limits (and asks for the largest shared-memory
@@ -146,50 +152,6 @@ fn config(rows: usize, heads: usize, head_dim: usize) -> CudaResult<LaunchConfig
     })
 }
 
-/// Per (head, query block): the selected key blocks, as offsets into one flat list.
-fn compact_mask(mask: &BlockMask) -> (Vec<i32>, Vec<i32>) {
-    let rows = mask.heads * mask.query_blocks;
-    let mut offsets = Vec::with_capacity(rows + 1);
-    let mut blocks = Vec::with_capacity(mask.selected.iter().filter(|&&b| b != 0).count());
-    offsets.push(0);
-    // Rows of `selected` are [head][query block], key blocks contiguous.
-    for row in mask
-        .selected
-        .chunks_exact(mask.key_blocks.max(1))
-        .take(rows)
-    {
-        blocks.extend(
-            row.iter()
-                .enumerate()
-                .filter(|(_, &b)| b != 0)
-                .map(|(k, _)| k as i32),
-        );
-        offsets.push(blocks.len() as i32);
-    }
-    // key_blocks == 0: no row has a block.
-    offsets.resize(rows + 1, blocks.len() as i32);
-    (offsets, blocks)
-}
-
-/// Work items (head, query block), heaviest first: the grid's order, so that the long ones start
-/// early and the short ones fill the tail.
-fn heaviest_first(offsets: &[i32]) -> Vec<i32> {
-    let mut order: Vec<i32> = (0..offsets.len().saturating_sub(1) as i32).collect();
-    order.sort_by_key(|&i| std::cmp::Reverse(offsets[i as usize + 1] - offsets[i as usize]));
-    order
-}
-
-/// Work items head by head (so that the CTAs in flight share one or two heads' K/V in L2), the
-/// heaviest first within a head.
-fn by_head_heaviest_first(offsets: &[i32], query_blocks: usize) -> Vec<i32> {
-    let mut order: Vec<i32> = (0..offsets.len().saturating_sub(1) as i32).collect();
-    order.sort_by_key(|&i| {
-        let count = offsets[i as usize + 1] - offsets[i as usize];
-        (i as usize / query_blocks.max(1), std::cmp::Reverse(count))
-    });
-    order
-}
-
 impl CudaBackend {
     /// Whether an attention of this head_dim runs on the flash kernel.
     fn use_flash(&self, head_dim: usize) -> bool {
@@ -198,25 +160,26 @@ impl CudaBackend {
             && head_dim == FLASH_HD
     }
 
-    /// `x` (rows × heads·128) as bf16 in a new device buffer, freed in stream order when
-    /// dropped: the same layout, or head-major (heads × rows × 128) when `head_major` and `x` is
-    /// 16-byte aligned. Returns the buffer and its (row, head) strides in elements.
-    fn to_bf16(
-        &self,
-        x: &Tensor,
-        heads: usize,
-        head_major: bool,
-    ) -> CudaResult<(CudaSlice<u16>, u64, u64)> {
+    /// `x` (rows × heads·128) as bf16 for the flash kernel: its own storage when it is kept in
+    /// bf16 (the KV cache in fast mode), else converted into a temporary that lives until the op
+    /// has enqueued its kernels, in the same layout, or head-major (heads × rows × 128) when
+    /// `head_major` and `x` is 16-byte aligned. Returns the data and its (row, head) strides in
+    /// elements.
+    fn to_bf16(&self, x: &Tensor, heads: usize, head_major: bool) -> CudaResult<(u64, u64, u64)> {
         let (rows, dim) = (x.dim(0), x.dim(1));
+        let row_layout = (dim as u64, FLASH_HD as u64);
+        if let (ptr, Storage::Bf16) = self.raw(x)? {
+            if ptr % 16 == 0 {
+                return Ok((ptr, row_layout.0, row_layout.1));
+            }
+        }
         let n = rows * dim;
-        // SAFETY: every element is written by the kernel below before anything reads it.
-        let y = unsafe { self.gpu.stream.alloc::<u16>(n.max(1)) }?;
-        let (y_ptr, guard) = y.device_ptr(&self.gpu.stream);
+        let y = self.output_as(n, Storage::Bf16)?;
         let x_ptr = self.ptr(x)?;
         let strides = if head_major && x_ptr % 16 == 0 {
             let args = KernelArgs::new()
                 .push(x_ptr)
-                .push(y_ptr)
+                .push(y.ptr())
                 .push(rows as u64)
                 .push(int("heads", heads)?);
             self.launch("to_bf16_heads_f32", self.grid(n.div_ceil(4) as u64), args)?;
@@ -225,19 +188,19 @@ impl CudaBackend {
             let n4 = if x_ptr % 16 == 0 { n / 4 } else { 0 };
             let args = KernelArgs::new()
                 .push(x_ptr)
-                .push(y_ptr)
+                .push(y.ptr())
                 .push(n as u64)
                 .push(n4 as u64);
             self.launch("to_bf16_f32", self.grid(n.div_ceil(4) as u64), args)?;
-            (dim as u64, FLASH_HD as u64)
+            row_layout
         };
-        drop(guard);
-        Ok((y, strides.0, strides.1))
+        Ok((self.keep_for_op(y), strides.0, strides.1))
     }
 
-    /// The flash kernel over `items` = heads × query blocks of 128 rows. `list` (device ints):
-    /// `None` for dense attention over all `lk` keys, else the offsets (items + 1), the selected
-    /// key blocks and the launch order, as laid out by `op_block_sparse_attention`.
+    /// The flash kernel over `items` = heads × query blocks of 128 rows. `sparse` (device
+    /// pointers): `None` for dense attention over all `lk` keys, else the offsets (items + 1), the
+    /// selected key blocks, the launch order (0: grid order) and the key block, as built by
+    /// `compact_mask`.
     #[allow(clippy::too_many_arguments)]
     fn launch_flash(
         &self,
@@ -258,13 +221,11 @@ impl CudaBackend {
                 "{items} attention work items"
             )));
         }
-        let (kb, row_stride, head_stride) = self.to_bf16(k, heads, cfg.head_major)?;
-        let (vb, v_row_stride, v_head_stride) = self.to_bf16(v, heads, cfg.head_major)?;
+        let (kb_ptr, row_stride, head_stride) = self.to_bf16(k, heads, cfg.head_major)?;
+        let (vb_ptr, v_row_stride, v_head_stride) = self.to_bf16(v, heads, cfg.head_major)?;
         if (v_row_stride, v_head_stride) != (row_stride, head_stride) {
-            return Err(CudaError::Input("k and v differ in alignment".into()));
+            return Err(CudaError::Input("k and v differ in layout".into()));
         }
-        let (kb_ptr, _g1) = kb.device_ptr(&self.gpu.stream);
-        let (vb_ptr, _g2) = vb.device_ptr(&self.gpu.stream);
         let (off, blocks, order, key_block) = sparse.unwrap_or((0, 0, 0, FLASH_KEYS));
         let scale_log2 = std::f32::consts::LOG2_E / (FLASH_HD as f32).sqrt();
         let args = KernelArgs::new()
@@ -323,44 +284,34 @@ impl CudaBackend {
         Ok(out)
     }
 
+    /// `mask` `(heads, query blocks, key blocks)` on the device; compacted there, so nothing
+    /// waits for the GPU.
     pub(crate) fn op_block_sparse_attention(
         &self,
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        mask: &BlockMask,
+        mask: &Tensor,
+        query_block: usize,
+        key_block: usize,
     ) -> CudaResult<CudaBuffer> {
         let (lq, dim) = (q.dim(0), q.dim(1));
-        let hd = dim / mask.heads;
+        let (heads, query_blocks) = (mask.dim(0), mask.dim(1));
+        let hd = dim / heads;
         let out = self.output(lq * dim)?;
         if lq * dim == 0 {
             return Ok(out);
         }
-        let (offsets, blocks) = compact_mask(mask);
-        let n_off = offsets.len();
         let flash = self.use_flash(hd)
-            && mask.query_block == FLASH_ROWS
-            && mask.key_block > 0
-            && mask.key_block.is_multiple_of(FLASH_KEYS)
-            && mask.query_blocks == lq.div_ceil(FLASH_ROWS);
-        let order = match (flash, order_knob().as_deref()) {
-            (false, _) => Vec::new(),
-            (true, Some("head")) => by_head_heaviest_first(&offsets, mask.query_blocks),
-            (true, Some("grid")) => (0..n_off as i32 - 1).collect(),
-            (true, _) => heaviest_first(&offsets),
-        };
-        let n_blocks = blocks.len();
-        let mut list = offsets;
-        list.extend(blocks);
-        list.extend(order);
-        // Freed in stream order after the kernel: the stream is the one it runs on.
-        let list = self.gpu.stream.clone_htod(&list)?;
-        let (list_ptr, _guard) = list.device_ptr(&self.gpu.stream);
+            && query_block == FLASH_ROWS
+            && key_block > 0
+            && key_block.is_multiple_of(FLASH_KEYS);
+        let order = if flash { order_knob() } else { WorkOrder::Grid };
+        // Freed in stream order after the kernels: the stream is the one they run on.
+        let lists = self.compact_mask(mask, order)?;
         if flash {
-            let blocks_ptr = list_ptr + 4 * n_off as u64;
-            let order_ptr = blocks_ptr + 4 * n_blocks as u64;
-            let sparse = Some((list_ptr, blocks_ptr, order_ptr, mask.key_block));
-            self.launch_flash(q, k, v, &out, mask.heads, sparse)?;
+            let sparse = Some((lists.offsets, lists.blocks, lists.order, key_block));
+            self.launch_flash(q, k, v, &out, heads, sparse)?;
             return Ok(out);
         }
         let name = format!("attention_sparse_f32_n{}", width_for(hd)?);
@@ -373,12 +324,12 @@ impl CudaBackend {
             .push(int("dim", dim)?)
             .push(hd as i32)
             .push(1.0 / (hd as f32).sqrt())
-            .push(list_ptr)
-            .push(list_ptr + 4 * n_off as u64)
-            .push(int("query block", mask.query_block)?)
-            .push(int("query blocks", mask.query_blocks)?)
-            .push(int("key block", mask.key_block)?);
-        self.launch(&name, config(lq, mask.heads, hd)?, args)?;
+            .push(lists.offsets)
+            .push(lists.blocks)
+            .push(int("query block", query_block)?)
+            .push(int("query blocks", query_blocks)?)
+            .push(int("key block", key_block)?);
+        self.launch(&name, config(lq, heads, hd)?, args)?;
         Ok(out)
     }
 }
@@ -394,24 +345,6 @@ mod tests {
         assert_eq!(width_for(384).unwrap(), 12);
         assert_eq!(width_for(1024).unwrap(), 32);
         assert!(width_for(1025).is_err());
-    }
-
-    #[test]
-    fn mask_compacts_per_head_and_query_block() {
-        let mask = BlockMask {
-            heads: 2,
-            query_blocks: 2,
-            key_blocks: 3,
-            query_block: 128,
-            key_block: 64,
-            selected: vec![1, 0, 1, 0, 0, 0, 0, 1, 0, 1, 1, 1],
-        };
-        let (off, blocks) = compact_mask(&mask);
-        assert_eq!(off, vec![0, 2, 2, 3, 6]);
-        assert_eq!(blocks, vec![0, 2, 1, 0, 1, 2]);
-        // Counts 2, 0, 1, 3: the stable order by descending count.
-        assert_eq!(heaviest_first(&off), vec![3, 0, 2, 1]);
-        assert_eq!(by_head_heaviest_first(&off, 2), vec![0, 1, 3, 2]);
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod conv_cudnn;
 pub(crate) mod conv_stage;
 mod layout;
 mod linear;
+mod mask;
 mod norm;
 mod pointwise;
 pub(crate) mod weight_cache;

@@ -1,7 +1,7 @@
 use flashvsr_tensor::{BlockMask, Tensor};
 
 use super::config::{DitConfig, EPS, HEAD_DIM};
-use super::mask::{select_blocks, SparseSettings};
+use super::mask::{score_scale, SparseSettings};
 use crate::params::Params;
 use crate::Result;
 
@@ -92,7 +92,9 @@ impl DitBlock {
         })
     }
 
-    /// `x`: the chunk's tokens in window order. Returns the new residual stream and the mask used.
+    /// `x`: the chunk's tokens in window order; `allowed`: [`SparseSettings::allowed_pattern`] on
+    /// the device. Returns the new residual stream and the mask used, `(heads, query blocks, key
+    /// blocks)` on the device.
     #[allow(clippy::too_many_arguments)]
     pub fn forward(
         &self,
@@ -101,8 +103,9 @@ impl DitBlock {
         query_groups: usize,
         cache: &mut LayerCache,
         settings: &SparseSettings,
+        allowed: &Tensor,
         injected_mask: Option<&BlockMask>,
-    ) -> Result<(Tensor, BlockMask)> {
+    ) -> Result<(Tensor, Tensor)> {
         let a = x.modulate(&self.shift1, &self.scale1, EPS)?;
         let q = apply(&a, &self.q)?
             .rms_norm(&self.norm_q, EPS)?
@@ -122,10 +125,10 @@ impl DitBlock {
         let all_v = Tensor::cat(&values, 0)?;
 
         let mask = match injected_mask {
-            Some(m) => m.clone(),
-            None => self.select(&q, &all_k, query_groups, settings)?,
+            Some(m) => m.to_tensor(x.backend())?,
+            None => self.select(&q, &all_k, settings, allowed)?,
         };
-        let o = q.block_sparse_attention(&all_k, &all_v, &mask)?;
+        let o = q.block_sparse_attention(&all_k, &all_v, &mask, settings.mode.key_block())?;
         let x = x.add_gated(&apply(&o, &self.o)?, &self.gate1)?;
 
         let group_tokens = k.dim(0) / query_groups;
@@ -170,18 +173,19 @@ impl DitBlock {
         Ok(Tensor::cat(&refs, 0)?)
     }
 
+    /// The block mask, computed where the scores are: no host round trip.
     fn select(
         &self,
         q: &Tensor,
         keys: &Tensor,
-        query_groups: usize,
         settings: &SparseSettings,
-    ) -> Result<BlockMask> {
+        allowed: &Tensor,
+    ) -> Result<Tensor> {
         let d = q.dim(1);
         let kb = settings.mode.key_block();
         let pooled_q = q.reshape(&[q.dim(0) / 128, 128, d])?.group_mean()?;
         let pooled_k = keys.reshape(&[keys.dim(0) / kb, kb, d])?.group_mean()?;
-        // Scores on the device, one small GEMM per head; only the score matrix comes back.
+        // One small GEMM per head.
         let per_head = (0..self.heads)
             .map(|h| {
                 let qh = pooled_q.narrow(1, h * HEAD_DIM, HEAD_DIM)?;
@@ -190,7 +194,8 @@ impl DitBlock {
             })
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&Tensor> = per_head.iter().collect();
-        let scores = Tensor::cat(&refs, 0)?.to_vec()?;
-        Ok(select_blocks(&scores, self.heads, query_groups, settings))
+        let scores =
+            Tensor::cat(&refs, 0)?.reshape(&[self.heads, pooled_q.dim(0), pooled_k.dim(0)])?;
+        Ok(scores.sparse_topk_mask(allowed, settings.topk, score_scale())?)
     }
 }

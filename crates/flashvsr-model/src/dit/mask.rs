@@ -1,7 +1,7 @@
 //! Block selection for the locality-constrained sparse attention (spec §5.2–5.6).
 
+use flashvsr_tensor::cpu::sparse_mask::select_top_blocks;
 use flashvsr_tensor::BlockMask;
-use rayon::prelude::*;
 
 use super::config::HEAD_DIM;
 use super::windows::WINDOW_TOKENS;
@@ -83,6 +83,17 @@ impl SparseSettings {
     pub fn local_mask(&self) -> Vec<bool> {
         local_window_mask(self.window_rows, self.window_cols, self.local_range)
     }
+
+    /// The eligibility pattern of one (query group, key group) pair as the top-k op takes it:
+    /// `(S, S·b, values)`, b = key blocks per window (sage splits each window in two, §5.6), entry
+    /// `[σq][σk·b + half] = loc[σq][σk]`.
+    pub fn allowed_pattern(&self) -> (usize, usize, Vec<f32>) {
+        let s = self.windows_per_group();
+        let b = WINDOW_TOKENS / self.mode.key_block();
+        let loc = self.local_mask();
+        let values = (0..s * s * b).map(|i| f32::from(loc[i / b])).collect();
+        (s, s * b, values)
+    }
 }
 
 /// One attention window covers 8 tokens of 16 px per axis.
@@ -104,8 +115,15 @@ pub fn local_window_mask(rows: usize, cols: usize, range: usize) -> Vec<bool> {
     m
 }
 
+/// `1/√128`: the block scores are unscaled `q̄·k̄` (§5.2).
+pub fn score_scale() -> f64 {
+    1.0 / (HEAD_DIM as f64).sqrt()
+}
+
 /// Selects key blocks from the unscaled per-head scores `q̄·k̄` of pooled query windows and pooled
-/// key blocks, `(heads, query_groups·S, key_blocks)` (key blocks: cached groups first).
+/// key blocks, `(heads, query_groups·S, key_blocks)` (key blocks: cached groups first). The host
+/// form of [`flashvsr_tensor::Tensor::sparse_topk_mask`] with [`SparseSettings::allowed_pattern`]
+/// (the same code as the CPU backend's).
 pub fn select_blocks(
     scores: &[f32],
     heads: usize,
@@ -115,35 +133,15 @@ pub fn select_blocks(
     let s = settings.windows_per_group();
     let nq = query_groups * s;
     let nk = scores.len() / (heads * nq).max(1);
-    let blocks_per_window = WINDOW_TOKENS / settings.mode.key_block();
-    let loc = settings.local_mask();
-    let scale = 1.0 / (HEAD_DIM as f64).sqrt();
-    let mut selected = vec![0u8; heads * nq * nk];
-    // Heads are independent: mask, softmax and select each on its own thread.
-    selected
-        .par_chunks_mut(nq * nk)
-        .enumerate()
-        .for_each(|(h, head_selected)| {
-            let mut probs = vec![0.0f64; nq * nk];
-            for bq in 0..nq {
-                let raw = &scores[(h * nq + bq) * nk..][..nk];
-                let row = &mut probs[bq * nk..(bq + 1) * nk];
-                for (bk, p) in row.iter_mut().enumerate() {
-                    let spatial = (bk / blocks_per_window) % s;
-                    *p = if loc[(bq % s) * s + spatial] {
-                        raw[bk] as f64 * scale
-                    } else {
-                        f64::NEG_INFINITY
-                    };
-                }
-                softmax(row);
-            }
-            for g in 0..query_groups {
-                let group = &probs[g * s * nk..(g + 1) * s * nk];
-                let dst = &mut head_selected[g * s * nk..(g + 1) * s * nk];
-                select_top(group, settings.topk, dst);
-            }
-        });
+    let (rows, cols, allowed) = settings.allowed_pattern();
+    let selected = select_top_blocks(
+        scores,
+        [heads, nq, nk],
+        &allowed,
+        [rows, cols],
+        settings.topk,
+        score_scale(),
+    );
     BlockMask {
         heads,
         query_blocks: nq,
@@ -154,27 +152,49 @@ pub fn select_blocks(
     }
 }
 
-fn softmax(row: &mut [f64]) {
-    let max = row.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    let mut sum = 0.0;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    row.iter_mut().for_each(|v| *v /= sum);
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Keeps the entries strictly greater than the (K+1)-th largest, K = min(n − 1, topk) (§5.4).
-fn select_top(values: &[f64], topk: i64, dst: &mut [u8]) {
-    let n = values.len() as i64;
-    let k = (n - 1).min(topk);
-    if k <= 0 {
-        return;
+    fn settings(mode: AttentionMode, topk: i64) -> SparseSettings {
+        // 2 × 2 windows, range 1: each query window is eligible for its own window only.
+        SparseSettings {
+            mode,
+            topk,
+            local_range: 1,
+            kv_len: 2,
+            window_rows: 2,
+            window_cols: 2,
+        }
     }
-    let mut sorted = values.to_vec();
-    let (_, tau, _) = sorted.select_nth_unstable_by(k as usize, |a, b| b.total_cmp(a));
-    let tau = *tau;
-    for (d, &v) in dst.iter_mut().zip(values) {
-        *d = u8::from(v > tau);
+
+    #[test]
+    fn the_sage_pattern_repeats_each_window_for_its_two_key_blocks() {
+        let (rows, cols, p) = settings(AttentionMode::Sage, 3).allowed_pattern();
+        assert_eq!((rows, cols), (4, 8));
+        // Query window 1: key blocks 2 and 3 (both halves of window 1).
+        assert_eq!(&p[8..16], &[0.0, 0.0, 1.0, 1.0, 0.0, 0.0, 0.0, 0.0]);
+        let (rows, cols, p) = settings(AttentionMode::Block, 3).allowed_pattern();
+        assert_eq!((rows, cols), (4, 4));
+        assert_eq!(&p[4..8], &[0.0, 1.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn selection_is_local_and_global_over_the_group() {
+        // One head, one query group, two key groups (8 key blocks): query window σ may attend
+        // to key blocks σ and 4 + σ. Scores favour the cached group for windows 0 and 1.
+        let mut scores = vec![0.0f32; 4 * 8];
+        for q in 0..4 {
+            scores[q * 8 + q] = if q < 2 { 40.0 } else { 0.0 };
+        }
+        let m = select_blocks(&scores, 1, 1, &settings(AttentionMode::Block, 3));
+        // Probabilities: windows 0, 1 (.97, .03); windows 2, 3 (½, ½). The 4th largest of the
+        // group is ½, so only the two near-1 entries survive.
+        let kept: Vec<(usize, usize)> = (0..4)
+            .flat_map(|q| (0..8).map(move |k| (q, k)))
+            .filter(|&(q, k)| m.get(0, q, k))
+            .collect();
+        assert_eq!(kept, vec![(0, 0), (1, 1)]);
+        assert_eq!((m.query_block, m.key_block), (128, 128));
     }
 }

@@ -41,7 +41,8 @@ pub struct DitState {
 pub struct ChunkOutput {
     /// Raw DiT output `v`, `(16, f, H/8, W/8)`; the denoised latent is `noise − v`.
     pub velocity: Tensor,
-    pub masks: Vec<BlockMask>,
+    /// Per layer, the block mask used, `(heads, query blocks, key blocks)` on the device.
+    pub masks: Vec<Tensor>,
 }
 
 fn reject_unexpected(file: &dyn WeightSource, expected: &[String], what: &str) -> Result<()> {
@@ -139,6 +140,8 @@ impl Dit {
         let mut x = windows::to_windows(&x, grid)?;
 
         let rope = rope::tables(x.backend(), grid.window_order_positions(first_frame))?;
+        let (rows, cols, allowed) = settings.allowed_pattern();
+        let allowed = Tensor::from_slice(x.backend(), &allowed, &[rows, cols])?;
         let mut masks = Vec::with_capacity(self.blocks.len());
         for (i, block) in self.blocks.iter().enumerate() {
             let injected_mask = injected.map(|m| &m[i]);
@@ -148,6 +151,7 @@ impl Dit {
                 grid.groups(),
                 &mut state.layers[i],
                 settings,
+                &allowed,
                 injected_mask,
             )?;
             x = y;

@@ -1,7 +1,6 @@
 use rayon::prelude::*;
 
 use super::gemm::{sgemm, View};
-use crate::backend::BlockMask;
 
 const QUERY_ROWS: usize = 128;
 
@@ -63,7 +62,18 @@ pub fn dense(
     out
 }
 
-pub fn block_sparse(q: &[f32], k: &[f32], v: &[f32], dim: usize, mask: &BlockMask) -> Vec<f32> {
+/// Block layout of a sparse attention: `selected` is `[head][query block][key block]`, non-zero
+/// = attend.
+pub struct SparseLayout<'a> {
+    pub selected: &'a [f32],
+    pub heads: usize,
+    pub query_blocks: usize,
+    pub key_blocks: usize,
+    pub query_block: usize,
+    pub key_block: usize,
+}
+
+pub fn block_sparse(q: &[f32], k: &[f32], v: &[f32], dim: usize, mask: &SparseLayout) -> Vec<f32> {
     let hd = dim / mask.heads;
     let scale = 1.0 / (hd as f32).sqrt();
     let (qb, kb) = (mask.query_block, mask.key_block);
@@ -71,9 +81,8 @@ pub fn block_sparse(q: &[f32], k: &[f32], v: &[f32], dim: usize, mask: &BlockMas
         .into_par_iter()
         .map(|task| {
             let (h, bq) = (task / mask.query_blocks, task % mask.query_blocks);
-            let selected: Vec<usize> = (0..mask.key_blocks)
-                .filter(|&bk| mask.get(h, bq, bk))
-                .collect();
+            let row = &mask.selected[task * mask.key_blocks..][..mask.key_blocks];
+            let selected: Vec<usize> = (0..mask.key_blocks).filter(|&bk| row[bk] != 0.0).collect();
             let mut o = vec![0.0f32; qb * hd];
             if selected.is_empty() {
                 return (bq * qb, h, o);

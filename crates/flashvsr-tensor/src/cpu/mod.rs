@@ -7,13 +7,12 @@ mod elementwise;
 mod gemm;
 mod layout;
 mod norm;
+pub mod sparse_mask;
 
 use std::any::Any;
 use std::sync::Arc;
 
-use crate::backend::{
-    Backend, BackendRef, BinaryOp, BlockMask, Buffer, BufferRef, Device, PadMode, UnaryOp,
-};
+use crate::backend::{Backend, BackendRef, BinaryOp, Buffer, BufferRef, Device, PadMode, UnaryOp};
 use crate::{MemoryMeter, Result, Tensor, TensorError};
 
 pub struct CpuBuffer(pub Vec<f32>, Arc<MemoryMeter>);
@@ -244,14 +243,43 @@ impl Backend for CpuBackend {
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        mask: &BlockMask,
+        mask: &Tensor,
+        query_block: usize,
+        key_block: usize,
     ) -> Result<BufferRef> {
+        let layout = attention::SparseLayout {
+            selected: data(mask)?,
+            heads: mask.dim(0),
+            query_blocks: mask.dim(1),
+            key_blocks: mask.dim(2),
+            query_block,
+            key_block,
+        };
         self.out(attention::block_sparse(
             data(q)?,
             data(k)?,
             data(v)?,
             q.dim(1),
-            mask,
+            &layout,
         ))
+    }
+
+    fn sparse_topk_mask(
+        &self,
+        scores: &Tensor,
+        allowed: &Tensor,
+        topk: i64,
+        scale: f64,
+    ) -> Result<BufferRef> {
+        let s = scores.shape();
+        let selected = sparse_mask::select_top_blocks(
+            data(scores)?,
+            [s[0], s[1], s[2]],
+            data(allowed)?,
+            [allowed.dim(0), allowed.dim(1)],
+            topk,
+            scale,
+        );
+        self.out(selected.into_iter().map(f32::from).collect())
     }
 }

@@ -1,0 +1,261 @@
+// Block-sparse attention masks on the device (FLASHVSR.md §5.3–5.4, §5.6), so that a DiT layer
+// enqueues its work without a host round trip:
+//   selection:  block scores -> softmax in f64 (mask_softmax_f64) -> per (head, query group) the
+//               (K+1)-th largest probability by radix select, then the 0/1 mask
+//               (mask_topk_select_f64). Same arithmetic as the CPU reference up to the order of
+//               the row sums and the last ulp of exp.
+//   compaction: 0/1 mask -> per (head, query block) counts (mask_row_counts), offsets and the
+//               heaviest-first work order (mask_offsets_order), selected key-block lists
+//               (mask_row_blocks): what attention.cu and flash.cu read.
+
+#define MASK_TOPK_THREADS 1024
+#define MASK_SCAN_THREADS 1024
+#define MASK_LOADS 4
+
+__device__ __forceinline__ double warp_max_d(double v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(FULL_MASK, v, o));
+    return v;
+}
+
+// Warps per block of the one-warp-per-row kernels: blockDim.x / 32, rows in a grid-stride loop.
+#define WARP_ROW_LOOP(row, rows)                                                               \
+    for (u64 row = (u64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); row < (u64)(rows); \
+         row += (u64)gridDim.x * (blockDim.x >> 5))
+
+// scores, probs: [rows][key_blocks], rows = heads * query_blocks; allowed: [pattern_rows]
+// [pattern_cols], entry (bq, bk) eligible iff allowed[bq % pattern_rows][bk % pattern_cols] != 0.
+// One warp per row: p = softmax of score * scale over the eligible entries, all 0 when none is.
+// __dmul_rn / __dsub_rn keep the products and differences rounded as the CPU's (no FMA).
+extern "C" __global__ void mask_softmax_f64(const float* __restrict__ scores,
+                                            const float* __restrict__ allowed,
+                                            double* __restrict__ probs, u64 rows, int query_blocks,
+                                            int key_blocks, int pattern_rows, int pattern_cols,
+                                            double scale) {
+    const int lane = threadIdx.x & 31;
+    const double neg_inf = __longlong_as_double(0xfff0000000000000ull);
+    WARP_ROW_LOOP(row, rows) {
+        const float* s = scores + row * key_blocks;
+        const float* ok = allowed + (u64)((int)(row % query_blocks) % pattern_rows) * pattern_cols;
+        double* p = probs + row * key_blocks;
+        double mx = neg_inf;
+        for (int k = lane; k < key_blocks; k += 32) {
+            const double v = ok[k % pattern_cols] != 0.0f ? __dmul_rn((double)s[k], scale) : neg_inf;
+            p[k] = v;
+            mx = fmax(mx, v);
+        }
+        mx = warp_max_d(mx);
+        if (mx == neg_inf) {
+            for (int k = lane; k < key_blocks; k += 32) p[k] = 0.0;
+            continue;
+        }
+        double sum = 0.0;
+        for (int k = lane; k < key_blocks; k += 32) {
+            const double e = exp(__dsub_rn(p[k], mx));
+            p[k] = e;
+            sum += e;
+        }
+        sum = warp_sum_d(sum);
+        for (int k = lane; k < key_blocks; k += 32) p[k] = __ddiv_rn(p[k], sum);
+    }
+}
+
+// The total order of f64 (Rust's total_cmp) as unsigned integers, and back.
+__device__ __forceinline__ u64 mask_key(double x) {
+    const u64 b = (u64)__double_as_longlong(x);
+    return (b >> 63) ? ~b : (b | 0x8000000000000000ull);
+}
+
+__device__ __forceinline__ double mask_unkey(u64 k) {
+    return __longlong_as_double((long long)((k >> 63) ? (k & 0x7fffffffffffffffull) : ~k));
+}
+
+// One CTA per (head, query group): the group's pattern_rows rows of probs, n values. Finds τ, the
+// value of descending rank `rank` (0-based: the (K+1)-th largest, K = rank < n), by an 8-bit radix
+// select over the total-order keys from the most significant digit, then writes mask = p > τ for
+// the group. Digits are histogrammed per warp first (__match_any_sync), since probabilities share
+// their leading bits and would all hit one shared counter.
+extern "C" __global__ void __launch_bounds__(MASK_TOPK_THREADS)
+    mask_topk_select_f64(const double* __restrict__ probs, float* __restrict__ mask,
+                         int query_blocks, int key_blocks, int pattern_rows, u64 rank) {
+    __shared__ unsigned int hist[256];
+    __shared__ u64 s_prefix, s_rank;
+    const int groups = query_blocks / pattern_rows;
+    const int head = blockIdx.x / groups, group = blockIdx.x - head * groups;
+    const u64 n = (u64)pattern_rows * key_blocks;
+    const u64 base = ((u64)head * query_blocks + (u64)group * pattern_rows) * key_blocks;
+    const double* p = probs + base;
+    const int tid = threadIdx.x, lane = tid & 31;
+
+    u64 prefix = 0, want = rank;
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        // Keys whose digits above `shift` equal the prefix found so far are the candidates.
+        const u64 high = shift == 56 ? 0 : ~0ull << (shift + 8);
+        for (int i = tid; i < 256; i += blockDim.x) hist[i] = 0;
+        __syncthreads();
+        // MASK_LOADS independent loads in flight per thread: the pass is bound by L2 latency.
+        for (u64 i0 = 0; i0 < n; i0 += MASK_LOADS * blockDim.x) {
+            double v[MASK_LOADS];
+#pragma unroll
+            for (int j = 0; j < MASK_LOADS; ++j) {
+                const u64 i = i0 + (u64)j * blockDim.x + tid;
+                v[j] = i < n ? p[i] : 0.0;
+            }
+#pragma unroll
+            for (int j = 0; j < MASK_LOADS; ++j) {
+                const u64 i = i0 + (u64)j * blockDim.x + tid;
+                const u64 key = mask_key(v[j]);
+                const int digit =
+                    i < n && (key & high) == prefix ? (int)((key >> shift) & 255) : -1;
+                const unsigned int peers = __match_any_sync(FULL_MASK, digit);
+                if (digit >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
+            }
+        }
+        __syncthreads();
+        if (tid < 32) {
+            // Lane l holds digits 255 - 8l down to 248 - 8l: a descending scan over the lanes.
+            unsigned int c[8], total = 0;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                c[j] = hist[255 - 8 * lane - j];
+                total += c[j];
+            }
+            unsigned int incl = total;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const unsigned int y = __shfl_up_sync(FULL_MASK, incl, o);
+                if (lane >= o) incl += y;
+            }
+            u64 above = incl - total;
+            if (above <= want && want < above + total) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    if (want < above + c[j]) {
+                        s_prefix = prefix | ((u64)(255 - 8 * lane - j) << shift);
+                        s_rank = want - above;
+                        break;
+                    }
+                    above += c[j];
+                }
+            }
+        }
+        __syncthreads();
+        prefix = s_prefix;
+        want = s_rank;
+    }
+    const double tau = mask_unkey(prefix);
+    for (u64 i = tid; i < n; i += blockDim.x) mask[base + i] = p[i] > tau ? 1.0f : 0.0f;
+}
+
+// One warp per row of mask [rows][key_blocks]: counts[row] = its non-zero entries.
+extern "C" __global__ void mask_row_counts(const float* __restrict__ mask, int* __restrict__ counts,
+                                           u64 rows, int key_blocks) {
+    const int lane = threadIdx.x & 31;
+    WARP_ROW_LOOP(row, rows) {
+        const float* m = mask + row * key_blocks;
+        int count = 0;
+        for (int k0 = 0; k0 < key_blocks; k0 += 32) {
+            const int k = k0 + lane;
+            count += __popc(__ballot_sync(FULL_MASK, k < key_blocks && m[k] != 0.0f));
+        }
+        if (lane == 0) counts[row] = count;
+    }
+}
+
+// Exclusive prefix sum of x[0..n) in place, over the whole CTA (MASK_SCAN_THREADS threads), in
+// tiles of one value per thread. Returns the total to every thread.
+__device__ int mask_block_scan(int* x, int n, int* warp_totals) {
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    int carry = 0;
+    for (int base = 0; base < n; base += MASK_SCAN_THREADS) {
+        const int i = base + tid;
+        const int v = i < n ? x[i] : 0;
+        int incl = v;
+#pragma unroll
+        for (int o = 1; o < 32; o <<= 1) {
+            const int y = __shfl_up_sync(FULL_MASK, incl, o);
+            if (lane >= o) incl += y;
+        }
+        __syncthreads();  // warp_totals of the previous tile are read
+        if (lane == 31) warp_totals[warp] = incl;
+        __syncthreads();
+        if (warp == 0) {
+            int t = warp_totals[lane];
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const int y = __shfl_up_sync(FULL_MASK, t, o);
+                if (lane >= o) t += y;
+            }
+            warp_totals[lane] = t;
+        }
+        __syncthreads();
+        const int before = carry + (warp > 0 ? warp_totals[warp - 1] : 0);
+        if (i < n) x[i] = before + incl - v;
+        carry += warp_totals[31];
+    }
+    return carry;
+}
+
+// One CTA of MASK_SCAN_THREADS threads. offsets[0..rows] = exclusive prefix sums of counts
+// (offsets[rows] = the total). When order != 0: the rows (work items head * query_blocks + qb)
+// sorted stably by ascending key = (by_head ? head * (key_blocks + 1) : 0) + key_blocks - count,
+// i.e. heaviest first (within each head when by_head), by a counting sort over n_bins keys held
+// in dynamic shared memory.
+extern "C" __global__ void __launch_bounds__(MASK_SCAN_THREADS)
+    mask_offsets_order(const int* __restrict__ counts, int* __restrict__ offsets,
+                       int* __restrict__ order, int rows, int query_blocks, int key_blocks,
+                       int by_head, int n_bins) {
+    extern __shared__ int bins[];
+    __shared__ int warp_totals[32];
+    const int tid = threadIdx.x, lane = tid & 31;
+    for (int i = tid; i < rows; i += blockDim.x) offsets[i] = counts[i];
+    __syncthreads();
+    const int total = mask_block_scan(offsets, rows, warp_totals);
+    if (tid == 0) offsets[rows] = total;
+    if (!order) return;
+
+    auto key = [&](int row) {
+        const int head_key = by_head ? (row / query_blocks) * (key_blocks + 1) : 0;
+        return head_key + key_blocks - counts[row];
+    };
+    for (int i = tid; i < n_bins; i += blockDim.x) bins[i] = 0;
+    __syncthreads();
+    for (int i = tid; i < rows; i += blockDim.x) atomicAdd(&bins[key(i)], 1);
+    __syncthreads();
+    mask_block_scan(bins, n_bins, warp_totals);
+    __syncthreads();
+    // One warp places the rows in index order: stable within a key.
+    if (tid < 32) {
+        for (int base = 0; base < rows; base += 32) {
+            const int i = base + lane;
+            const int k = i < rows ? key(i) : -1;
+            const unsigned int peers = __match_any_sync(FULL_MASK, k);
+            const int rank_in_warp = __popc(peers & ((1u << lane) - 1));
+            const int start = k >= 0 ? bins[k] : 0;
+            __syncwarp();
+            if (k >= 0) {
+                order[start + rank_in_warp] = i;
+                if (rank_in_warp == 0) bins[k] = start + __popc(peers);
+            }
+            __syncwarp();
+        }
+    }
+}
+
+// One warp per row: blocks[offsets[row] ..] = the indices of the row's non-zero entries, ascending.
+extern "C" __global__ void mask_row_blocks(const float* __restrict__ mask,
+                                           const int* __restrict__ offsets,
+                                           int* __restrict__ blocks, u64 rows, int key_blocks) {
+    const int lane = threadIdx.x & 31;
+    WARP_ROW_LOOP(row, rows) {
+        const float* m = mask + row * key_blocks;
+        int pos = offsets[row];
+        for (int k0 = 0; k0 < key_blocks; k0 += 32) {
+            const int k = k0 + lane;
+            const bool sel = k < key_blocks && m[k] != 0.0f;
+            const unsigned int ballot = __ballot_sync(FULL_MASK, sel);
+            if (sel) blocks[pos + __popc(ballot & ((1u << lane) - 1))] = k;
+            pos += __popc(ballot);
+        }
+    }
+}
