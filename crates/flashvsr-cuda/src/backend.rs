@@ -102,6 +102,8 @@ pub struct CudaOptions {
     /// libraries took at start-up is subtracted and the rest caps the pool every tensor comes
     /// from, so that going over it is an out-of-memory error instead of a bigger footprint.
     pub memory_limit: Option<u64>,
+    /// Time every op with CUDA events (`FLASHVSR_CUDA_OP_PROFILE=1`); see `op_profile_report`.
+    pub op_profile: bool,
 }
 
 impl CudaOptions {
@@ -122,6 +124,7 @@ impl CudaOptions {
             poison_outputs: std::env::var(ENV_POISON).is_ok_and(|v| v == "1"),
             gemm_tf32: std::env::var("FLASHVSR_CUDA_TF32").is_ok_and(|v| v == "1"),
             compact_bf16: std::env::var("FLASHVSR_CUDA_BF16").is_ok_and(|v| v == "1"),
+            op_profile: std::env::var("FLASHVSR_CUDA_OP_PROFILE").is_ok_and(|v| v == "1"),
             conv_cudnn: std::env::var(ENV_CUDNN).map_or(true, |v| v != "0"),
             ..Self::default()
         }
@@ -159,6 +162,7 @@ impl Default for CudaOptions {
             attention: AttentionPrecision::default(),
             compact_bf16: false,
             memory_limit: None,
+            op_profile: false,
         }
     }
 }
@@ -184,6 +188,7 @@ pub struct CudaBackend {
     pool: Option<crate::pool::CappedPool>,
     /// Bytes of this backend's tensors (op temporaries included) and their peak.
     meter: Arc<MemoryMeter>,
+    profiler: Option<crate::op_profile::OpProfiler>,
     /// cuDNN, in the fast mode where it loads; None keeps the im2col convolutions.
     pub(crate) dnn: Option<Mutex<Dnn>>,
     /// bf16 filters of the cuDNN convolutions, per weight buffer.
@@ -255,6 +260,9 @@ impl CudaBackend {
             let flash_ready = crate::ops::attention::prepare_flash(&gpu.ctx, gpu.cc, &kernels);
             let gemm = Gemm::new(&gpu.stream, options.gemm_tf32)?;
             let dnn = open_dnn(&gpu, &options);
+            let profiler = options
+                .op_profile
+                .then(|| crate::op_profile::OpProfiler::new(&gpu.ctx));
             let pool = match options.memory_limit {
                 Some(limit) => Some(crate::pool::CappedPool::install(&gpu, limit)?),
                 None => None,
@@ -270,6 +278,7 @@ impl CudaBackend {
                 scratch: Mutex::new(None),
                 pool,
                 meter: Arc::new(MemoryMeter::default()),
+                profiler,
                 dnn,
                 conv_weights: Mutex::new(WeightCache::new(CONV_WEIGHT_CACHE_BYTES)),
                 cudnn_convs: AtomicU64::new(0),
@@ -471,9 +480,18 @@ impl CudaBackend {
 
     fn finish(
         &self,
+        name: &'static str,
         op: impl FnOnce() -> CudaResult<CudaBuffer>,
     ) -> flashvsr_tensor::Result<BufferRef> {
-        let result = catch(op);
+        let result = match &self.profiler {
+            None => catch(op),
+            Some(p) => catch(|| {
+                let start = p.mark(&self.gpu.stream)?;
+                let out = op()?;
+                p.add(name, start, p.mark(&self.gpu.stream)?)?;
+                Ok(out)
+            }),
+        };
         // The op's kernels are enqueued: freeing its temporaries now is ordered after them.
         OP_TEMPORARIES.with(|t| t.borrow_mut().clear());
         let buf = result.map_err(|e| e.into_tensor(self.device_of()))?;
@@ -516,8 +534,13 @@ impl Backend for CudaBackend {
         Some(&self.meter)
     }
 
+    fn op_profile_report(&self) -> Option<String> {
+        let p = self.profiler.as_ref()?;
+        Some(p.report().unwrap_or_else(|e| format!("op profile: {e}")))
+    }
+
     fn upload(&self, data: &[f32]) -> TResult<BufferRef> {
-        self.finish(|| {
+        self.finish("upload", || {
             // SAFETY: fully written by the copy below (a zero-length buffer is never read).
             let mut slice = unsafe { self.gpu.stream.alloc::<f32>(data.len().max(1)) }?;
             if !data.is_empty() {
@@ -573,7 +596,7 @@ impl Backend for CudaBackend {
     fn upload_stored(&self, data: &HostData) -> TResult<BufferRef> {
         match data {
             HostData::F32(v) => self.upload(v),
-            HostData::Bf16(v) => self.finish(|| {
+            HostData::Bf16(v) => self.finish("upload_stored", || {
                 let words: Vec<f32> = v
                     .chunks(2)
                     .map(|p| {
@@ -593,46 +616,46 @@ impl Backend for CudaBackend {
     }
 
     fn zeros(&self, len: usize) -> TResult<BufferRef> {
-        self.finish(|| {
+        self.finish("zeros", || {
             let slice = self.gpu.stream.alloc_zeros::<f32>(len.max(1))?;
             Ok(CudaBuffer::new(slice, len).metered(&self.meter))
         })
     }
 
     fn permute(&self, x: &Tensor, dims: &[usize]) -> TResult<BufferRef> {
-        self.finish(|| self.op_permute(x, dims))
+        self.finish("permute", || self.op_permute(x, dims))
     }
 
     fn narrow(&self, x: &Tensor, dim: usize, start: usize, len: usize) -> TResult<BufferRef> {
-        self.finish(|| self.op_narrow(x, dim, start, len))
+        self.finish("narrow", || self.op_narrow(x, dim, start, len))
     }
 
     fn cat(&self, xs: &[&Tensor], dim: usize) -> TResult<BufferRef> {
-        self.finish(|| self.op_cat(xs, dim))
+        self.finish("cat", || self.op_cat(xs, dim))
     }
 
     fn unary(&self, x: &Tensor, op: UnaryOp) -> TResult<BufferRef> {
-        self.finish(|| self.op_unary(x, op))
+        self.finish("unary", || self.op_unary(x, op))
     }
 
     fn binary(&self, a: &Tensor, b: &Tensor, op: BinaryOp) -> TResult<BufferRef> {
-        self.finish(|| self.op_binary(a, b, op))
+        self.finish("binary", || self.op_binary(a, b, op))
     }
 
     fn add_gated(&self, x: &Tensor, y: &Tensor, gate: &Tensor) -> TResult<BufferRef> {
-        self.finish(|| self.op_add_gated(x, y, gate))
+        self.finish("add_gated", || self.op_add_gated(x, y, gate))
     }
 
     fn channel_affine(&self, x: &Tensor, mul: &Tensor, add: &Tensor) -> TResult<BufferRef> {
-        self.finish(|| self.op_channel_affine(x, mul, add))
+        self.finish("channel_affine", || self.op_channel_affine(x, mul, add))
     }
 
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> TResult<BufferRef> {
-        self.finish(|| self.op_linear(x, w, b, false))
+        self.finish("linear", || self.op_linear(x, w, b, false))
     }
 
     fn linear_gelu(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> TResult<BufferRef> {
-        self.finish(|| self.op_linear(x, w, b, true))
+        self.finish("linear_gelu", || self.op_linear(x, w, b, true))
     }
 
     fn compact(&self, x: &Tensor) -> TResult<Option<BufferRef>> {
@@ -643,7 +666,7 @@ impl Backend for CudaBackend {
         if storage == Storage::Bf16 {
             return Ok(None);
         }
-        self.finish(|| self.narrow_to_bf16(x)).map(Some)
+        self.finish("compact", || self.narrow_to_bf16(x)).map(Some)
     }
 
     fn layer_norm(
@@ -653,27 +676,31 @@ impl Backend for CudaBackend {
         bias: Option<&Tensor>,
         eps: f32,
     ) -> TResult<BufferRef> {
-        self.finish(|| self.op_layer_norm(x, weight, bias, None, eps))
+        self.finish("layer_norm", || {
+            self.op_layer_norm(x, weight, bias, None, eps)
+        })
     }
 
     fn modulate(&self, x: &Tensor, shift: &Tensor, scale: &Tensor, eps: f32) -> TResult<BufferRef> {
-        self.finish(|| self.op_layer_norm(x, None, None, Some((shift, scale)), eps))
+        self.finish("modulate", || {
+            self.op_layer_norm(x, None, None, Some((shift, scale)), eps)
+        })
     }
 
     fn rms_norm(&self, x: &Tensor, weight: &Tensor, eps: f32) -> TResult<BufferRef> {
-        self.finish(|| self.op_rms_norm(x, weight, eps))
+        self.finish("rms_norm", || self.op_rms_norm(x, weight, eps))
     }
 
     fn channel_rms_norm(&self, x: &Tensor, gamma: &Tensor) -> TResult<BufferRef> {
-        self.finish(|| self.op_channel_rms_norm(x, gamma))
+        self.finish("channel_rms_norm", || self.op_channel_rms_norm(x, gamma))
     }
 
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> TResult<BufferRef> {
-        self.finish(|| self.op_rope(x, cos, sin, heads))
+        self.finish("rope", || self.op_rope(x, cos, sin, heads))
     }
 
     fn group_mean(&self, x: &Tensor) -> TResult<BufferRef> {
-        self.finish(|| self.op_group_mean(x))
+        self.finish("group_mean", || self.op_group_mean(x))
     }
 
     fn conv3d(
@@ -685,7 +712,9 @@ impl Backend for CudaBackend {
         pad: usize,
         mode: PadMode,
     ) -> TResult<BufferRef> {
-        self.finish(|| self.op_conv3d(x, w, b, (stride_t, pad, mode), false))
+        self.finish("conv3d", || {
+            self.op_conv3d(x, w, b, (stride_t, pad, mode), false)
+        })
     }
 
     fn conv3d_relu(
@@ -697,15 +726,17 @@ impl Backend for CudaBackend {
         pad: usize,
         mode: PadMode,
     ) -> TResult<BufferRef> {
-        self.finish(|| self.op_conv3d(x, w, b, (stride_t, pad, mode), true))
+        self.finish("conv3d_relu", || {
+            self.op_conv3d(x, w, b, (stride_t, pad, mode), true)
+        })
     }
 
     fn upsample_nearest2x(&self, x: &Tensor) -> TResult<BufferRef> {
-        self.finish(|| self.op_upsample_nearest2x(x))
+        self.finish("upsample_nearest2x", || self.op_upsample_nearest2x(x))
     }
 
     fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> TResult<BufferRef> {
-        self.finish(|| self.op_attention(q, k, v, heads))
+        self.finish("attention", || self.op_attention(q, k, v, heads))
     }
 
     fn block_sparse_attention(
@@ -717,7 +748,9 @@ impl Backend for CudaBackend {
         query_block: usize,
         key_block: usize,
     ) -> TResult<BufferRef> {
-        self.finish(|| self.op_block_sparse_attention(q, k, v, mask, query_block, key_block))
+        self.finish("block_sparse_attention", || {
+            self.op_block_sparse_attention(q, k, v, mask, query_block, key_block)
+        })
     }
 
     fn sparse_topk_mask(
@@ -727,7 +760,9 @@ impl Backend for CudaBackend {
         topk: i64,
         scale: f64,
     ) -> TResult<BufferRef> {
-        self.finish(|| self.op_sparse_topk_mask(scores, allowed, topk, scale))
+        self.finish("sparse_topk_mask", || {
+            self.op_sparse_topk_mask(scores, allowed, topk, scale)
+        })
     }
 }
 

@@ -27,6 +27,7 @@ mod kernels;
 mod launch;
 mod libs;
 mod nvrtc;
+mod op_profile;
 mod ops;
 mod pool;
 mod probe;

@@ -109,6 +109,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn memory_in_use(&self) -> Option<u64> {
         None
     }
+    /// Device time per op since the start, where the backend was asked to measure it.
+    fn op_profile_report(&self) -> Option<String> {
+        None
+    }
     /// The bytes this backend's tensors take, and their peak.
     fn tensor_memory(&self) -> Option<&crate::MemoryMeter> {
         None
