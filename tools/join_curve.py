@@ -1,3 +1,4 @@
+# Usage: python3 tools/join_curve.py FLASHVSR_BINARY INPUT.y4m FRAMES SEGMENT_FRAMES (needs numpy, Pillow, 2 GPUs).
 # The join-difference curve (docs/SEGMENTS.md) on GPUs with full-size random weights: the single
 # stream vs parallel jobs (--devices 0,1) with W warm-up and X cross-fade frames, 8-bit RGB codes.
 import os, subprocess, sys, numpy as np
