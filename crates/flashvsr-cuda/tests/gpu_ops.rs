@@ -1193,6 +1193,12 @@ fn bf16_storage(s: &mut Suite, fast: &BackendRef) {
     let want: Vec<f32> = rounded(&x).iter().map(|v| v.max(0.0)).collect();
     check(s, "bf16 storage: an f32-only op widens", got, &want, 0.0);
 
+    // Pooling reads the bf16 storage directly (no widened copy): the mean of the rounded values.
+    let got = compact().and_then(|t| t.reshape(&[m / 4, 4, k])?.group_mean()?.to_vec());
+    let want = Tensor::from_slice(&s.cpu, &rounded(&x), &[m / 4, 4, k])
+        .and_then(|t| t.group_mean()?.to_vec())
+        .unwrap_or_default();
+    check(s, "bf16 storage: group_mean of bf16", got, &want, 1e-7);
     // Host copies keep the bf16 storage, and come back bit for bit.
     let got = compact().and_then(|t| {
         let host = t.to_host_data()?;

@@ -73,6 +73,7 @@ pub(crate) const SOURCES: &[Source] = &[
             "rms_norm_f32",
             "channel_rms_norm_f32",
             "group_mean_f32",
+            "group_mean_bf16",
         ],
     },
     Source {

@@ -65,6 +65,18 @@ extern "C" __global__ void channel_rms_norm_f32(const float* __restrict__ x,
 }
 
 // (N, G, D) -> (N, D)
+// The same over bf16 storage (the KV cache in fast mode): no widened copy of the keys.
+extern "C" __global__ void group_mean_bf16(const unsigned short* __restrict__ x,
+                                           float* __restrict__ y, u64 n, u64 group, u64 dim) {
+    GRID_LOOP(i, n * dim) {
+        const u64 row = i / dim, d = i % dim;
+        double acc = 0.0;
+        for (u64 g = 0; g < group; ++g)
+            acc += (double)__uint_as_float((unsigned int)x[(row * group + g) * dim + d] << 16);
+        y[i] = (float)(acc / (double)group);
+    }
+}
+
 extern "C" __global__ void group_mean_f32(const float* __restrict__ x, float* __restrict__ y, u64 n,
                                           u64 group, u64 dim) {
     GRID_LOOP(i, n * dim) {

@@ -2,7 +2,7 @@ use cudarc::driver::LaunchConfig;
 use flashvsr_tensor::Tensor;
 
 use crate::backend::CudaBackend;
-use crate::buffer::CudaBuffer;
+use crate::buffer::{CudaBuffer, Storage};
 use crate::error::{CudaError, CudaResult};
 use crate::launch::KernelArgs;
 
@@ -105,13 +105,17 @@ impl CudaBackend {
             self.fill(out.ptr(), rows * dim, f32::NAN)?;
             return Ok(out);
         }
+        let (ptr, kernel) = match self.raw(x)? {
+            (p, Storage::Bf16) => (p, "group_mean_bf16"),
+            (_, Storage::F32) => (self.ptr(x)?, "group_mean_f32"),
+        };
         let args = KernelArgs::new()
-            .push(self.ptr(x)?)
+            .push(ptr)
             .push(out.ptr())
             .push(rows as u64)
             .push(group as u64)
             .push(dim as u64);
-        self.launch("group_mean_f32", self.grid(n), args)?;
+        self.launch(kernel, self.grid(n), args)?;
         Ok(out)
     }
 }
