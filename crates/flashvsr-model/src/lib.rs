@@ -8,6 +8,7 @@ pub mod geometry;
 pub mod identify;
 pub mod lq_proj;
 pub mod noise;
+mod output_frame;
 mod params;
 pub mod pipeline;
 pub mod random_weights;

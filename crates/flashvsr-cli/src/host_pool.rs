@@ -1,0 +1,124 @@
+//! Threads for the per-frame host work around the engine: preparing LQ frames and finishing output
+//! frames (colour fix, conversion). They are kept apart from rayon's global pool, which the engine
+//! uses for its own parallel ops: a frame's worth of host work queued there would hold up the
+//! engine, and with it the GPU.
+
+use std::collections::VecDeque;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::mpsc::{sync_channel, Receiver};
+use std::sync::OnceLock;
+
+/// The pool, or `None` where its threads could not be started (jobs then use rayon's pool).
+fn pool() -> Option<&'static rayon::ThreadPool> {
+    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
+    POOL.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        rayon::ThreadPoolBuilder::new()
+            .num_threads((cores / 2).clamp(2, 8))
+            .thread_name(|i| format!("flashvsr-host-{i}"))
+            .build()
+            .ok()
+    })
+    .as_ref()
+}
+
+fn spawn(job: impl FnOnce() + Send + 'static) {
+    match pool() {
+        Some(p) => p.spawn(job),
+        None => rayon::spawn(job),
+    }
+}
+
+/// Jobs run on the host pool, their results taken back in the order they were submitted.
+pub struct InOrder<T> {
+    results: VecDeque<Receiver<Result<T, String>>>,
+}
+
+impl<T> Default for InOrder<T> {
+    fn default() -> Self {
+        InOrder {
+            results: VecDeque::new(),
+        }
+    }
+}
+
+impl<T: Send + 'static> InOrder<T> {
+    /// Starts `job` on the host pool.
+    pub fn submit(&mut self, job: impl FnOnce() -> T + Send + 'static) {
+        let (tx, rx) = sync_channel(1);
+        spawn(move || {
+            // A panicking job becomes an error for the taker (an unwinding pool thread would
+            // abort the process).
+            let result = catch_unwind(AssertUnwindSafe(job)).map_err(|p| {
+                p.downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a host job panicked".into())
+            });
+            // The taker may have gone (a failed run): the result is not needed then.
+            let _ = tx.send(result);
+        });
+        self.results.push_back(rx);
+    }
+
+    /// Queues a value that needs no work, in order with the jobs.
+    pub fn ready(&mut self, value: T) {
+        let (tx, rx) = sync_channel(1);
+        let _ = tx.send(Ok(value));
+        self.results.push_back(rx);
+    }
+
+    /// Jobs and values not taken yet.
+    pub fn len(&self) -> usize {
+        self.results.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.results.is_empty()
+    }
+
+    /// The oldest result, waiting for its job; `None` when nothing is queued, `Some(Err)` with
+    /// the panic message when its job panicked.
+    pub fn next(&mut self) -> Option<Result<T, String>> {
+        let rx = self.results.pop_front()?;
+        Some(
+            rx.recv()
+                .unwrap_or_else(|_| Err("a host job vanished".into())),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn results_come_back_in_submission_order() {
+        let mut jobs = InOrder::default();
+        for i in 0..16u64 {
+            // Early jobs take longest, so they finish last.
+            jobs.submit(move || {
+                std::thread::sleep(Duration::from_millis(2 * (16 - i)));
+                i * 10
+            });
+        }
+        jobs.ready(160);
+        assert_eq!(jobs.len(), 17);
+        let got: Vec<u64> = std::iter::from_fn(|| jobs.next().map(Result::unwrap)).collect();
+        assert_eq!(got, (0..17).map(|i| i * 10).collect::<Vec<_>>());
+        assert!(jobs.is_empty());
+    }
+
+    #[test]
+    fn a_panicking_job_is_an_error_for_its_taker_only() {
+        let mut jobs = InOrder::default();
+        jobs.submit(|| 1);
+        jobs.submit(|| -> i32 { panic!("bad frame") });
+        jobs.submit(|| 3);
+        assert_eq!(jobs.next(), Some(Ok(1)));
+        assert_eq!(jobs.next(), Some(Err("bad frame".to_string())));
+        assert_eq!(jobs.next(), Some(Ok(3)));
+        assert_eq!(jobs.next(), None);
+    }
+}
