@@ -278,7 +278,7 @@ struct Report {
     width: usize,
     height: usize,
     wall: f64,
-    /// Thread times summed over the host pool.
+    /// CPU time of the host workers, summed.
     prepare_s: f64,
     color_fix_s: f64,
     load_s: f64,

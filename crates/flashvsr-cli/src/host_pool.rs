@@ -1,32 +1,88 @@
 //! Threads for the per-frame host work around the engine: preparing LQ frames and finishing output
 //! frames (colour fix, conversion). They are kept apart from rayon's global pool, which the engine
 //! uses for its own parallel ops: a frame's worth of host work queued there would hold up the
-//! engine, and with it the GPU.
+//! engine, and with it the GPU. Each worker runs one frame at a time on its own thread (parallel
+//! loops inside a job run sequentially there): frames in parallel rather than rows, so a job's
+//! time is one thread's time, and the workers run at a lower priority than the engine's threads,
+//! which they must never slow down.
 
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
-use std::sync::mpsc::{sync_channel, Receiver};
-use std::sync::OnceLock;
+use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
+use std::sync::{Arc, Mutex, OnceLock};
 
-/// The pool, or `None` where its threads could not be started (jobs then use rayon's pool).
-fn pool() -> Option<&'static rayon::ThreadPool> {
-    static POOL: OnceLock<Option<rayon::ThreadPool>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        rayon::ThreadPoolBuilder::new()
-            .num_threads((cores / 2).clamp(2, 8))
-            .thread_name(|i| format!("flashvsr-host-{i}"))
-            .build()
-            .ok()
-    })
-    .as_ref()
+type Job = Box<dyn FnOnce() + Send>;
+
+/// Niceness of the workers: under contention the engine's threads get the cores.
+const WORKER_NICENESS: i32 = 10;
+
+/// Workers: a quarter of the cores, 2 to 4 — the host work of a frame is a small fraction of
+/// the engine's, and more workers would only compete with the engine for cores and memory
+/// bandwidth.
+fn worker_count() -> usize {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    (cores / 4).clamp(2, 4)
 }
 
-fn spawn(job: impl FnOnce() + Send + 'static) {
-    match pool() {
-        Some(p) => p.spawn(job),
-        None => rayon::spawn(job),
+/// The queue the workers take jobs from, or `None` where no worker could be started.
+fn queue() -> Option<&'static Mutex<Sender<Job>>> {
+    static QUEUE: OnceLock<Option<Mutex<Sender<Job>>>> = OnceLock::new();
+    QUEUE
+        .get_or_init(|| {
+            let (tx, rx) = channel::<Job>();
+            let rx = Arc::new(Mutex::new(rx));
+            let mut started = 0;
+            for i in 0..worker_count() {
+                // A one-thread rayon pool per worker: rayon loops inside a job stay on it.
+                let pool = rayon::ThreadPoolBuilder::new()
+                    .num_threads(1)
+                    .thread_name(move |_| format!("flashvsr-host-{i}"))
+                    .start_handler(|_| lower_priority())
+                    .build();
+                let Ok(pool) = pool else { continue };
+                let rx = rx.clone();
+                pool.spawn(move || loop {
+                    let job = match rx.lock() {
+                        Ok(rx) => rx.recv(),
+                        Err(_) => return,
+                    };
+                    match job {
+                        Ok(job) => job(),
+                        Err(_) => return,
+                    }
+                });
+                // The worker's thread lives as long as the process.
+                std::mem::forget(pool);
+                started += 1;
+            }
+            (started > 0).then(|| Mutex::new(tx))
+        })
+        .as_ref()
+}
+
+#[cfg(target_os = "linux")]
+fn lower_priority() {
+    // SAFETY: plain syscalls on the calling thread (on Linux, PRIO_PROCESS with a thread id
+    // sets that thread's niceness); a failure leaves the priority as it was.
+    unsafe {
+        let tid = libc::syscall(libc::SYS_gettid) as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, tid, WORKER_NICENESS);
     }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn lower_priority() {}
+
+fn spawn(job: impl FnOnce() + Send + 'static) {
+    let job: Job = Box::new(job);
+    let job = match queue().map(|q| q.lock()) {
+        Some(Ok(q)) => match q.send(job) {
+            Ok(()) => return,
+            Err(e) => e.0,
+        },
+        _ => job,
+    };
+    rayon::spawn(job);
 }
 
 /// Jobs run on the host pool, their results taken back in the order they were submitted.

@@ -1,10 +1,9 @@
-//! Input frames prepared ahead of the engine: each frame read is handed to the host pool for its
-//! bicubic upscale at once, several frames at a time, so the engine's thread finds its LQ frames
-//! ready instead of computing them between chunks.
+//! Input frames prepared ahead of the engine: each frame read is handed to the host workers for
+//! its bicubic upscale at once, several frames at a time, so the engine's thread finds its LQ
+//! frames ready instead of computing them between chunks.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::Instant;
 
 use flashvsr_media::prepare::{prepare_frame, PrepareGeometry, Resampler};
 use flashvsr_media::{FrameSource, MediaError, Timestamp};
@@ -12,7 +11,7 @@ use flashvsr_media::{FrameSource, MediaError, Timestamp};
 use crate::failure::{Failure, Outcome};
 use crate::host_pool::InOrder;
 use crate::interrupt;
-use crate::stage_clock::{timed, StageClock};
+use crate::stage_clock::{thread_timed, timed, StageClock};
 
 /// Frames in preparation at once: a chunk's worth (8 frames), so the frames of the next chunk
 /// are prepared while the engine runs this one.
@@ -85,10 +84,9 @@ impl<'s> PreparedInput<'s> {
                 Ok(Some((frame, at))) => {
                     let how = self.how.clone();
                     self.ahead.submit(move || {
-                        let t = Instant::now();
-                        let lq = prepare_frame(&frame, &how.geometry, how.resampler);
-                        how.clock.prepare.add(t.elapsed());
-                        lq
+                        thread_timed(&how.clock.prepare, || {
+                            prepare_frame(&frame, &how.geometry, how.resampler)
+                        })
                     });
                     self.timestamps.push_back(at);
                 }

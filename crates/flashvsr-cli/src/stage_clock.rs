@@ -1,5 +1,6 @@
 //! Host time per pipeline stage, summed over every thread that works on the stage (the prepare and
-//! finish jobs run on the host pool, several at once), so a stage's time can exceed the wall time.
+//! finish jobs run on the host workers, several at once), so a stage's time can exceed the wall
+//! time.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -27,18 +28,51 @@ pub fn timed<T>(total: &StageTime, f: impl FnOnce() -> T) -> T {
     out
 }
 
+/// Adds the CPU time the calling thread spends in `f` to `total`: the time of a host worker's
+/// job, which runs on that one thread (wall time would count time the engine's threads, which
+/// take precedence, kept it waiting).
+pub fn thread_timed<T>(total: &StageTime, f: impl FnOnce() -> T) -> T {
+    match thread_cpu_time() {
+        Some(start) => {
+            let out = f();
+            if let Some(end) = thread_cpu_time() {
+                total.add(end.saturating_sub(start));
+            }
+            out
+        }
+        None => timed(total, f),
+    }
+}
+
+/// CPU time of the calling thread so far.
+#[cfg(unix)]
+fn thread_cpu_time() -> Option<Duration> {
+    let mut t = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: fills the plain struct passed in.
+    let rc = unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    (rc == 0).then(|| Duration::new(t.tv_sec as u64, t.tv_nsec as u32))
+}
+
+#[cfg(not(unix))]
+fn thread_cpu_time() -> Option<Duration> {
+    None
+}
+
 /// Running stage times of the video being upscaled.
 #[derive(Default)]
 pub struct StageClock {
     /// Waiting for decoded input frames.
     pub read: StageTime,
-    /// Bicubic upscale onto the model canvas (host pool threads).
+    /// Bicubic upscale onto the model canvas (host worker CPU time).
     pub prepare: StageTime,
     /// Engine push/finish calls on the engine thread.
     pub model: StageTime,
-    /// Colour fix of finished frames (host pool threads).
+    /// Colour fix of finished frames (host worker CPU time).
     pub color_fix: StageTime,
-    /// Conversion to output frames (host pool threads) and handing frames to the writer.
+    /// Conversion to output frames (host worker CPU time) and handing frames to the writer.
     pub write: StageTime,
 }
 
@@ -58,5 +92,24 @@ mod tests {
         let v = timed(&total, || 7);
         assert_eq!(v, 7);
         assert!(total.get() >= Duration::from_secs(1));
+    }
+
+    #[test]
+    fn thread_time_counts_work_not_sleep() {
+        let total = StageTime::default();
+        thread_timed(&total, || std::thread::sleep(Duration::from_millis(200)));
+        assert!(total.get() < Duration::from_millis(50), "{:?}", total.get());
+        let spin = Instant::now();
+        thread_timed(&total, || {
+            while spin.elapsed() < Duration::from_millis(200) {
+                std::hint::black_box(0);
+            }
+        });
+        // Even on a busy machine the spinning thread gets some of its 200 ms.
+        assert!(
+            total.get() >= Duration::from_millis(20),
+            "{:?}",
+            total.get()
+        );
     }
 }

@@ -38,7 +38,7 @@ use crate::model_files;
 use crate::pipelined::{FrameJob, ReadAhead, WriteBehind};
 use crate::prepare_ahead::{Preparation, PreparedInput};
 use crate::progress::{Progress, Reporter, Summary};
-use crate::stage_clock::{timed, StageClock};
+use crate::stage_clock::{thread_timed, timed, StageClock};
 
 /// Everything a run needs besides the engine: how frames are prepared and finished.
 pub struct Stage {
@@ -113,8 +113,8 @@ impl Stage {
     pub fn finishing(&self, frame: OutputFrame, depth: Depth) -> FrameJob {
         let (model, output, clock) = (self.plan.model, self.plan.output, self.clock.clone());
         Box::new(move || {
-            let pixels = timed(&clock.color_fix, || frame.finish());
-            timed(&clock.write, || to_frame(&pixels, model, output, depth))
+            let pixels = thread_timed(&clock.color_fix, || frame.finish());
+            thread_timed(&clock.write, || to_frame(&pixels, model, output, depth))
         })
     }
 }
