@@ -1,7 +1,8 @@
 //! `flashvsr bench`: the whole pipeline on a synthetic clip, with per-stage times, achieved
 //! TFLOP/s, mask density and peak memory (PERFORMANCE.md §3). It runs as `upscale` does: frames
-//! prepared ahead on the host pool, the engine on this thread, colour fix and conversion behind it
-//! (the output frames are then dropped).
+//! prepared ahead on the host workers, the engine on this thread, colour fix and conversion behind
+//! it (on the CPU device, without overlap: see `Stage::overlap_host_work`); the output frames are
+//! then dropped.
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -224,6 +225,7 @@ pub fn run(args: &BenchArgs) -> Outcome<()> {
         sink_options: SinkOptions::default(),
         keep_timestamps: false,
         clock: Arc::new(StageClock::default()),
+        overlap_host_work: crate::host_pool::overlap_for(backend.device()),
     };
     let mut clip = Clip::new(
         (0..args.frames)

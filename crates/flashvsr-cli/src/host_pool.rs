@@ -4,12 +4,16 @@
 //! engine, and with it the GPU. Each worker runs one frame at a time on its own thread (parallel
 //! loops inside a job run sequentially there): frames in parallel rather than rows, so a job's
 //! time is one thread's time, and the workers run at a lower priority than the engine's threads,
-//! which they must never slow down.
+//! which they must never slow down. Where the engine itself runs on the CPU it already keeps every
+//! core busy, and overlapping would only slow it: the jobs then run where they are submitted.
 
+use std::cell::Cell;
 use std::collections::VecDeque;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{channel, sync_channel, Receiver, Sender};
 use std::sync::{Arc, Mutex, OnceLock};
+
+use flashvsr_tensor::Device;
 
 type Job = Box<dyn FnOnce() + Send>;
 
@@ -37,7 +41,10 @@ fn queue() -> Option<&'static Mutex<Sender<Job>>> {
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(1)
                     .thread_name(move |_| format!("flashvsr-host-{i}"))
-                    .start_handler(|_| lower_priority())
+                    .start_handler(|_| {
+                        ON_WORKER.set(true);
+                        lower_priority();
+                    })
                     .build();
                 let Ok(pool) = pool else { continue };
                 let rx = rx.clone();
@@ -58,6 +65,25 @@ fn queue() -> Option<&'static Mutex<Sender<Job>>> {
             (started > 0).then(|| Mutex::new(tx))
         })
         .as_ref()
+}
+
+thread_local! {
+    static ON_WORKER: Cell<bool> = const { Cell::new(false) };
+}
+
+/// Whether host work should overlap an engine on `device`: on a GPU (the engine leaves the CPU
+/// idle), not on the CPU. `FLASHVSR_HOST_OVERLAP=1` or `0` decides instead (tests, experiments).
+pub fn overlap_for(device: Device) -> bool {
+    match std::env::var("FLASHVSR_HOST_OVERLAP").as_deref() {
+        Ok("1") => true,
+        Ok("0") => false,
+        _ => device != Device::Cpu,
+    }
+}
+
+/// Whether the calling thread is a host worker (its jobs run on it alone).
+pub fn on_worker() -> bool {
+    ON_WORKER.get()
 }
 
 #[cfg(target_os = "linux")]
@@ -85,24 +111,26 @@ fn spawn(job: impl FnOnce() + Send + 'static) {
     rayon::spawn(job);
 }
 
-/// Jobs run on the host pool, their results taken back in the order they were submitted.
+/// Jobs run on the host pool (or where submitted, without overlap), their results taken back in
+/// the order they were submitted.
 pub struct InOrder<T> {
     results: VecDeque<Receiver<Result<T, String>>>,
-}
-
-impl<T> Default for InOrder<T> {
-    fn default() -> Self {
-        InOrder {
-            results: VecDeque::new(),
-        }
-    }
+    overlap: bool,
 }
 
 impl<T: Send + 'static> InOrder<T> {
-    /// Starts `job` on the host pool.
+    /// `overlap`: run jobs on the host workers; otherwise right away, on the submitting thread.
+    pub fn new(overlap: bool) -> InOrder<T> {
+        InOrder {
+            results: VecDeque::new(),
+            overlap,
+        }
+    }
+
+    /// Starts `job` on the host pool (runs it, without overlap).
     pub fn submit(&mut self, job: impl FnOnce() -> T + Send + 'static) {
         let (tx, rx) = sync_channel(1);
-        spawn(move || {
+        let run = move || {
             // A panicking job becomes an error for the taker (an unwinding pool thread would
             // abort the process).
             let result = catch_unwind(AssertUnwindSafe(job)).map_err(|p| {
@@ -113,7 +141,12 @@ impl<T: Send + 'static> InOrder<T> {
             });
             // The taker may have gone (a failed run): the result is not needed then.
             let _ = tx.send(result);
-        });
+        };
+        if self.overlap {
+            spawn(run);
+        } else {
+            run();
+        }
         self.results.push_back(rx);
     }
 
@@ -151,7 +184,7 @@ mod tests {
 
     #[test]
     fn results_come_back_in_submission_order() {
-        let mut jobs = InOrder::default();
+        let mut jobs = InOrder::new(true);
         for i in 0..16u64 {
             // Early jobs take longest, so they finish last.
             jobs.submit(move || {
@@ -168,13 +201,26 @@ mod tests {
 
     #[test]
     fn a_panicking_job_is_an_error_for_its_taker_only() {
-        let mut jobs = InOrder::default();
-        jobs.submit(|| 1);
-        jobs.submit(|| -> i32 { panic!("bad frame") });
-        jobs.submit(|| 3);
-        assert_eq!(jobs.next(), Some(Ok(1)));
-        assert_eq!(jobs.next(), Some(Err("bad frame".to_string())));
-        assert_eq!(jobs.next(), Some(Ok(3)));
-        assert_eq!(jobs.next(), None);
+        for overlap in [true, false] {
+            let mut jobs = InOrder::new(overlap);
+            jobs.submit(|| 1);
+            jobs.submit(|| -> i32 { panic!("bad frame") });
+            jobs.submit(|| 3);
+            assert_eq!(jobs.next(), Some(Ok(1)));
+            assert_eq!(jobs.next(), Some(Err("bad frame".to_string())));
+            assert_eq!(jobs.next(), Some(Ok(3)));
+            assert_eq!(jobs.next(), None);
+        }
+    }
+
+    #[test]
+    fn jobs_run_on_workers_only_with_overlap() {
+        let submitter = std::thread::current().id();
+        let mut jobs = InOrder::new(true);
+        jobs.submit(move || (std::thread::current().id() != submitter, on_worker()));
+        assert_eq!(jobs.next(), Some(Ok((true, true))));
+        let mut jobs = InOrder::new(false);
+        jobs.submit(move || (std::thread::current().id() == submitter, on_worker()));
+        assert_eq!(jobs.next(), Some(Ok((true, false))));
     }
 }

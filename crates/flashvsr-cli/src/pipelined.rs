@@ -132,6 +132,11 @@ impl WriteBehind {
         self.send(Write::Job(job, at))
     }
 
+    /// Queues a frame (without the copy `write_frame_at` makes).
+    pub fn write_owned(&mut self, frame: Frame, at: Option<Timestamp>) -> Result<(), MediaError> {
+        self.send(Write::Frame(frame, at))
+    }
+
     fn send(&mut self, item: Write) -> Result<(), MediaError> {
         let sent = match &self.queue {
             Some(q) => q.send(item).is_ok(),
@@ -184,7 +189,7 @@ impl FrameSink for WriteBehind {
 /// pool while earlier frames are written. True once `Finish` came; false when the producer went
 /// away without it (the sink is then dropped, its partial output removed).
 fn write_in_order(rx: Receiver<Write>, sink: &mut dyn FrameSink) -> Result<bool, MediaError> {
-    let mut ahead: InOrder<Frame> = InOrder::default();
+    let mut ahead: InOrder<Frame> = InOrder::new(true);
     let mut times: VecDeque<Option<Timestamp>> = VecDeque::new();
     let mut finishing = false;
     loop {

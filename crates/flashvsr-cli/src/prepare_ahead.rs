@@ -11,7 +11,7 @@ use flashvsr_media::{FrameSource, MediaError, Timestamp};
 use crate::failure::{Failure, Outcome};
 use crate::host_pool::InOrder;
 use crate::interrupt;
-use crate::stage_clock::{thread_timed, timed, StageClock};
+use crate::stage_clock::{job_timed, timed, StageClock};
 
 /// Frames in preparation at once: a chunk's worth (8 frames), so the frames of the next chunk
 /// are prepared while the engine runs this one.
@@ -24,6 +24,8 @@ pub struct Preparation {
     pub resampler: Resampler,
     /// Carry each frame's timestamp (off: every frame gets `None`).
     pub keep_timestamps: bool,
+    /// Prepare on the host workers, overlapping the engine (else on the reading thread).
+    pub overlap: bool,
     pub clock: Arc<StageClock>,
 }
 
@@ -54,13 +56,13 @@ impl<'s> PreparedInput<'s> {
         limit: Option<usize>,
     ) -> PreparedInput<'s> {
         PreparedInput {
+            ahead: InOrder::new(how.overlap),
             source,
             how,
             limit,
             read: 0,
             ended: false,
             failure: None,
-            ahead: InOrder::default(),
             timestamps: VecDeque::new(),
         }
     }
@@ -79,12 +81,14 @@ impl<'s> PreparedInput<'s> {
     /// Stops with [`Failure::Interrupted`] once Ctrl-C was pressed.
     pub fn next(&mut self) -> Outcome<Option<PreparedFrame>> {
         interrupt::check()?;
-        while !self.ended && self.ahead.len() < PREPARE_AHEAD {
+        // Without overlap, frames are prepared as they are taken: nothing to gain by holding more.
+        let depth = if self.how.overlap { PREPARE_AHEAD } else { 1 };
+        while !self.ended && self.ahead.len() < depth {
             match self.read_one() {
                 Ok(Some((frame, at))) => {
                     let how = self.how.clone();
                     self.ahead.submit(move || {
-                        thread_timed(&how.clock.prepare, || {
+                        job_timed(&how.clock.prepare, || {
                             prepare_frame(&frame, &how.geometry, how.resampler)
                         })
                     });
@@ -210,7 +214,7 @@ mod tests {
         }
     }
 
-    fn how(keep_timestamps: bool) -> Preparation {
+    fn how(keep_timestamps: bool, overlap: bool) -> Preparation {
         Preparation {
             geometry: PrepareGeometry {
                 scaled: (1, 1),
@@ -219,6 +223,7 @@ mod tests {
             },
             resampler: Resampler::Pil,
             keep_timestamps,
+            overlap,
             clock: Arc::new(StageClock::default()),
         }
     }
@@ -230,7 +235,7 @@ mod tests {
     #[test]
     fn frames_come_prepared_in_order_with_their_times() {
         let mut source = Counting::new(20, None);
-        let mut input = PreparedInput::new(&mut source, how(true), None);
+        let mut input = PreparedInput::new(&mut source, how(true, true), None);
         assert_eq!(input.skip().unwrap().unwrap().unwrap().pts, 0);
         for i in 1..20 {
             let f = input.next().unwrap().unwrap();
@@ -245,7 +250,7 @@ mod tests {
     #[test]
     fn the_limit_stops_reading_and_times_can_be_dropped() {
         let mut source = Counting::new(20, None);
-        let mut input = PreparedInput::new(&mut source, how(false), Some(3));
+        let mut input = PreparedInput::new(&mut source, how(false, false), Some(3));
         let got: Vec<(u8, bool)> = std::iter::from_fn(|| input.next().unwrap())
             .map(|f| (red(&f.lq), f.at.is_some()))
             .collect();
@@ -255,11 +260,13 @@ mod tests {
 
     #[test]
     fn a_read_error_comes_after_the_frames_before_it() {
-        let mut source = Counting::new(20, Some(5));
-        let mut input = PreparedInput::new(&mut source, how(false), None);
-        for i in 0..5 {
-            assert_eq!(red(&input.next().unwrap().unwrap().lq), i);
+        for overlap in [true, false] {
+            let mut source = Counting::new(20, Some(5));
+            let mut input = PreparedInput::new(&mut source, how(false, overlap), None);
+            for i in 0..5 {
+                assert_eq!(red(&input.next().unwrap().unwrap().lq), i);
+            }
+            assert!(input.next().is_err());
         }
-        assert!(input.next().is_err());
     }
 }

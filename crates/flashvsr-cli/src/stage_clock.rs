@@ -28,10 +28,14 @@ pub fn timed<T>(total: &StageTime, f: impl FnOnce() -> T) -> T {
     out
 }
 
-/// Adds the CPU time the calling thread spends in `f` to `total`: the time of a host worker's
-/// job, which runs on that one thread (wall time would count time the engine's threads, which
-/// take precedence, kept it waiting).
-pub fn thread_timed<T>(total: &StageTime, f: impl FnOnce() -> T) -> T {
+/// Adds the time of a host job to `total`: on a host worker the CPU time of its thread, which
+/// runs the whole job (wall time would count time the engine's threads, which take precedence,
+/// kept it waiting); elsewhere the wall time, as the job's parallel loops then run on other
+/// threads too.
+pub fn job_timed<T>(total: &StageTime, f: impl FnOnce() -> T) -> T {
+    if !crate::host_pool::on_worker() {
+        return timed(total, f);
+    }
     match thread_cpu_time() {
         Some(start) => {
             let out = f();
@@ -95,21 +99,29 @@ mod tests {
     }
 
     #[test]
-    fn thread_time_counts_work_not_sleep() {
-        let total = StageTime::default();
-        thread_timed(&total, || std::thread::sleep(Duration::from_millis(200)));
-        assert!(total.get() < Duration::from_millis(50), "{:?}", total.get());
-        let spin = Instant::now();
-        thread_timed(&total, || {
+    fn a_worker_job_counts_its_thread_work_not_its_sleep() {
+        let on_worker = |f: fn()| {
+            let total = StageTime::default();
+            let mut jobs = crate::host_pool::InOrder::new(true);
+            let t = std::sync::Arc::new(total);
+            let t2 = t.clone();
+            jobs.submit(move || job_timed(&t2, f));
+            jobs.next().unwrap().unwrap();
+            t.get()
+        };
+        let slept = on_worker(|| std::thread::sleep(Duration::from_millis(200)));
+        assert!(slept < Duration::from_millis(50), "{slept:?}");
+        let spun = on_worker(|| {
+            let spin = Instant::now();
             while spin.elapsed() < Duration::from_millis(200) {
                 std::hint::black_box(0);
             }
         });
         // Even on a busy machine the spinning thread gets some of its 200 ms.
-        assert!(
-            total.get() >= Duration::from_millis(20),
-            "{:?}",
-            total.get()
-        );
+        assert!(spun >= Duration::from_millis(20), "{spun:?}");
+        // Off a worker, a job's time is wall time.
+        let total = StageTime::default();
+        job_timed(&total, || std::thread::sleep(Duration::from_millis(50)));
+        assert!(total.get() >= Duration::from_millis(50));
     }
 }

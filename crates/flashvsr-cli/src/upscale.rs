@@ -38,7 +38,7 @@ use crate::model_files;
 use crate::pipelined::{FrameJob, ReadAhead, WriteBehind};
 use crate::prepare_ahead::{Preparation, PreparedInput};
 use crate::progress::{Progress, Reporter, Summary};
-use crate::stage_clock::{thread_timed, timed, StageClock};
+use crate::stage_clock::{job_timed, timed, StageClock};
 
 /// Everything a run needs besides the engine: how frames are prepared and finished.
 pub struct Stage {
@@ -52,6 +52,11 @@ pub struct Stage {
     pub keep_timestamps: bool,
     /// Host-side time spent per stage (shared with the host pool's jobs).
     pub clock: Arc<StageClock>,
+    /// Prepare and finish frames on the host workers, overlapping the engine: where the engine
+    /// runs on a GPU, it leaves the CPU idle. A CPU engine already keeps every core busy, and
+    /// work beside it only slows its parallel ops, so there frames are prepared on the engine's
+    /// thread and finished before they are queued, as parallel loops of their own.
+    pub overlap_host_work: bool,
 }
 
 /// Timestamps of input frames whose outputs are not written yet, oldest first.
@@ -79,6 +84,7 @@ impl Stage {
             geometry: self.geometry,
             resampler: self.resampler,
             keep_timestamps: self.keep_timestamps,
+            overlap: self.overlap_host_work,
             clock: self.clock.clone(),
         };
         PreparedInput::new(source, how, limit)
@@ -106,15 +112,20 @@ impl Stage {
         at: Option<Timestamp>,
     ) -> Outcome<()> {
         let job = self.finishing(frame, self.depth);
-        Ok(timed(&self.clock.write, || sink.write_job(job, at))?)
+        if self.overlap_host_work {
+            Ok(timed(&self.clock.write, || sink.write_job(job, at))?)
+        } else {
+            let frame = job();
+            Ok(timed(&self.clock.write, || sink.write_owned(frame, at))?)
+        }
     }
 
     /// The host work that turns an engine frame into an output frame of `depth`.
     pub fn finishing(&self, frame: OutputFrame, depth: Depth) -> FrameJob {
         let (model, output, clock) = (self.plan.model, self.plan.output, self.clock.clone());
         Box::new(move || {
-            let pixels = thread_timed(&clock.color_fix, || frame.finish());
-            thread_timed(&clock.write, || to_frame(&pixels, model, output, depth))
+            let pixels = job_timed(&clock.color_fix, || frame.finish());
+            job_timed(&clock.write, || to_frame(&pixels, model, output, depth))
         })
     }
 }
@@ -270,6 +281,7 @@ pub fn run_one(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
 
     let mut stage = make_stage(args, &info, plan);
     stage.sink_options.names = names;
+    stage.overlap_host_work = crate::host_pool::overlap_for(backend.device());
     let limit = match (info.frame_count, args.max_frames) {
         (Some(c), Some(m)) => Some(c.min(m)),
         (c, m) => c.or(m),
@@ -454,6 +466,7 @@ pub fn make_stage(args: &UpscaleArgs, info: &flashvsr_media::SourceInfo, plan: S
         },
         keep_timestamps: args.fps.is_none(),
         clock: Arc::new(StageClock::default()),
+        overlap_host_work: true,
     }
 }
 
