@@ -6,6 +6,7 @@ mod bench;
 mod device;
 mod failure;
 mod frames_out;
+mod heap;
 mod host_pool;
 mod interrupt;
 mod job_run;
@@ -28,6 +29,7 @@ use clap::{CommandFactory, FromArgMatches};
 use args::{Cli, Command, ModelsCommand};
 
 fn main() -> ExitCode {
+    heap::keep_frame_buffers();
     let matches = Cli::command().get_matches();
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,
