@@ -1,10 +1,18 @@
 //! `flashvsr bench`: the whole pipeline on a synthetic clip, with per-stage times, achieved
-//! TFLOP/s, mask density and peak memory (PERFORMANCE.md §3).
+//! TFLOP/s, mask density and peak memory (PERFORMANCE.md §3). It runs as `upscale` does: frames
+//! prepared ahead on the host workers, the engine on this thread, colour fix and conversion behind
+//! it (on the CPU device, without overlap: see `Stage::overlap_host_work`); the output frames are
+//! then dropped.
 
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
-use flashvsr_media::prepare::{prepare_frame, PrepareGeometry, Resampler};
-use flashvsr_media::Frame;
+use flashvsr_media::prepare::{PrepareGeometry, Resampler};
+use flashvsr_media::{
+    Frame, FrameSink, FrameSource, MediaError, OutputFormat, SinkOptions, SourceInfo, SourceKind,
+};
 use flashvsr_model::color_fix::ColorFix;
 use flashvsr_model::dit::mask::{AttentionMode, SparseSettings};
 use flashvsr_model::geometry::SizePlan;
@@ -18,7 +26,11 @@ use serde_json::json;
 use crate::args::{Attention, BenchArgs, BenchModelSize, Mode};
 use crate::device;
 use crate::failure::{Failure, Outcome};
+use crate::frames_out::Depth;
 use crate::model_files;
+use crate::pipelined::WriteBehind;
+use crate::stage_clock::StageClock;
+use crate::upscale::Stage;
 
 const SEED: u64 = 0;
 
@@ -85,6 +97,57 @@ fn synthetic_frame(w: usize, h: usize, t: usize) -> Frame {
     Frame::from_u8(w, h, data)
 }
 
+/// The synthetic clip, decoded up front so that reading costs nothing.
+struct Clip {
+    info: SourceInfo,
+    frames: VecDeque<Frame>,
+}
+
+impl Clip {
+    fn new(frames: Vec<Frame>) -> Clip {
+        let (width, height) = frames.first().map_or((0, 0), |f| (f.width, f.height));
+        Clip {
+            info: SourceInfo {
+                kind: SourceKind::Y4m,
+                path: PathBuf::from("<synthetic>"),
+                width,
+                height,
+                frame_count: Some(frames.len()),
+                fps: None,
+                bit_depth: 8,
+                source_bits: 8,
+                pixel_aspect: None,
+                interlaced: false,
+                yuv: None,
+                colour: None,
+                dpx_color: None,
+            },
+            frames: frames.into(),
+        }
+    }
+}
+
+impl FrameSource for Clip {
+    fn info(&self) -> &SourceInfo {
+        &self.info
+    }
+    fn next_frame(&mut self) -> Result<Option<Frame>, MediaError> {
+        Ok(self.frames.pop_front())
+    }
+}
+
+/// Drops the finished frames.
+struct Discard;
+
+impl FrameSink for Discard {
+    fn write_frame(&mut self, _frame: &Frame) -> Result<(), MediaError> {
+        Ok(())
+    }
+    fn finish(self: Box<Self>) -> Result<(), MediaError> {
+        Ok(())
+    }
+}
+
 /// FLOPs of the DiT's linear layers for `tokens` tokens (a multiply-add is 2 FLOPs).
 fn dit_linear_flops(models: &Models, tokens: f64) -> f64 {
     let c = &models.dit.config;
@@ -125,27 +188,44 @@ pub fn run(args: &BenchArgs) -> Outcome<()> {
         profile: true,
     };
     let mut engine = Engine::new(&models, settings, &backend, height, width)?;
-    let geometry = PrepareGeometry {
-        scaled: plan.scaled,
-        model: plan.model,
-        crop_offset: (0, 0),
+    let stage = Stage {
+        geometry: PrepareGeometry {
+            scaled: plan.scaled,
+            model: plan.model,
+            crop_offset: (0, 0),
+        },
+        resampler: Resampler::Pil,
+        plan,
+        depth: Depth::Eight,
+        format: OutputFormat::Png,
+        sink_options: SinkOptions::default(),
+        keep_timestamps: false,
+        clock: Arc::new(StageClock::default()),
+        overlap_host_work: crate::host_pool::overlap_for(backend.device()),
     };
-    let frames: Vec<Frame> = (0..args.frames)
-        .map(|t| synthetic_frame(out_w / args.scale, out_h / args.scale, t))
-        .collect();
+    let mut clip = Clip::new(
+        (0..args.frames)
+            .map(|t| synthetic_frame(out_w / args.scale, out_h / args.scale, t))
+            .collect(),
+    );
 
     let mut peak_device = backend.memory_in_use().unwrap_or(0);
     let start = Instant::now();
-    let mut prepare_s = 0.0;
+    let mut input = stage.input(&mut clip, None);
+    let mut sink = WriteBehind::new(Box::new(Discard));
     let mut produced = 0;
-    for frame in &frames {
-        let t = Instant::now();
-        let lq = prepare_frame(frame, &geometry, Resampler::Pil);
-        prepare_s += t.elapsed().as_secs_f64();
-        produced += engine.push(lq)?.len();
+    while let Some(frame) = input.next()? {
+        for out in stage.push(&mut engine, frame.lq)? {
+            stage.write(&mut sink, out, None)?;
+            produced += 1;
+        }
         peak_device = peak_device.max(backend.memory_in_use().unwrap_or(0));
     }
-    produced += engine.finish(args.frames)?.len();
+    for out in stage.finish(&mut engine, args.frames)? {
+        stage.write(&mut sink, out, None)?;
+        produced += 1;
+    }
+    Box::new(sink).finish()?;
     backend.synchronize()?;
     let wall = start.elapsed().as_secs_f64();
     peak_device = peak_device.max(backend.memory_in_use().unwrap_or(0));
@@ -163,19 +243,27 @@ pub fn run(args: &BenchArgs) -> Outcome<()> {
             width,
             height,
             wall,
-            prepare_s,
+            prepare_s: stage.clock.prepare.get().as_secs_f64(),
+            color_fix_s: stage.clock.color_fix.get().as_secs_f64(),
             load_s,
             peak_device,
             device: backend.device().to_string(),
         },
-    )
+    )?;
+    // FLASHVSR_CUDA_OP_PROFILE=1: where the device time went, op by op.
+    if let Some(table) = backend.op_profile_report() {
+        eprintln!("{table}");
+    }
+    Ok(())
 }
 
 struct Report {
     width: usize,
     height: usize,
     wall: f64,
+    /// CPU time of the host workers, summed.
     prepare_s: f64,
+    color_fix_s: f64,
     load_s: f64,
     peak_device: u64,
     device: String,
@@ -212,7 +300,7 @@ fn report(args: &BenchArgs, models: &Models, s: &EngineStats, r: Report) -> Outc
             "lq_projector": s.projector.as_secs_f64() * 1e3,
             "dit": dit_s * 1e3,
             "decode": s.decode.as_secs_f64() * 1e3,
-            "color_fix_and_download": s.color_fix.as_secs_f64() * 1e3,
+            "color_fix": r.color_fix_s * 1e3,
         },
         "dit_tflops": (linear + attention) / dit_s.max(1e-9) / 1e12,
         "dit_linear_flops": linear,

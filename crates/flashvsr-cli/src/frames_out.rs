@@ -1,6 +1,7 @@
 //! Finished model frames `(3, H, W)` in [-1, 1] → output RGB frames cropped to the output size.
 
 use flashvsr_media::Frame;
+use rayon::prelude::*;
 
 /// Quantisation of the output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -11,6 +12,7 @@ pub enum Depth {
     Sixteen,
 }
 
+/// Rows in parallel (on a host worker they run in turn, on its own thread).
 pub fn to_frame(
     pixels: &[f32],
     model: (usize, usize),
@@ -21,29 +23,67 @@ pub fn to_frame(
     let (ow, oh) = output;
     let plane = mw * mh;
     let sample = |x: usize, y: usize, c: usize| pixels[c * plane + y * mw + x];
+    // Each output row from the model row of the same index, samples interleaved RGB.
+    fn rows<T: Send + Default + Clone>(
+        ow: usize,
+        oh: usize,
+        convert: impl Fn(usize, usize, usize) -> T + Sync,
+    ) -> Vec<T> {
+        let mut data = vec![T::default(); ow * oh * 3];
+        if ow > 0 {
+            data.par_chunks_mut(ow * 3)
+                .enumerate()
+                .for_each(|(y, row)| {
+                    for (i, v) in row.iter_mut().enumerate() {
+                        *v = convert(i / 3, y, i % 3);
+                    }
+                });
+        }
+        data
+    }
     match depth {
-        Depth::Eight => {
-            let mut data = Vec::with_capacity(ow * oh * 3);
-            for y in 0..oh {
-                for x in 0..ow {
-                    for c in 0..3 {
-                        data.push(((sample(x, y, c) + 1.0) * 127.5).clamp(0.0, 255.0) as u8);
-                    }
-                }
+        Depth::Eight => Frame::from_u8(
+            ow,
+            oh,
+            rows(ow, oh, |x, y, c| {
+                ((sample(x, y, c) + 1.0) * 127.5).clamp(0.0, 255.0) as u8
+            }),
+        ),
+        Depth::Sixteen => Frame::from_u16(
+            ow,
+            oh,
+            rows(ow, oh, |x, y, c| {
+                let v = ((sample(x, y, c) + 1.0) / 2.0 * 65535.0).round();
+                v.clamp(0.0, 65535.0) as u16
+            }),
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_samples_are_cropped_interleaved_and_quantised() {
+        // Model 3×2, output 2×2: planes R = x + 10y, G = −1, B = 1, scaled into [-1, 1].
+        let (mw, mh) = (3, 2);
+        let mut pixels = vec![0.0f32; 3 * mw * mh];
+        for y in 0..mh {
+            for x in 0..mw {
+                pixels[y * mw + x] = (x + 10 * y) as f32 / 20.0 - 0.5;
+                pixels[mw * mh + y * mw + x] = -1.0;
+                pixels[2 * mw * mh + y * mw + x] = 1.0;
             }
-            Frame::from_u8(ow, oh, data)
         }
-        Depth::Sixteen => {
-            let mut data = Vec::with_capacity(ow * oh * 3);
-            for y in 0..oh {
-                for x in 0..ow {
-                    for c in 0..3 {
-                        let v = ((sample(x, y, c) + 1.0) / 2.0 * 65535.0).round();
-                        data.push(v.clamp(0.0, 65535.0) as u16);
-                    }
-                }
-            }
-            Frame::from_u16(ow, oh, data)
-        }
+        let f = to_frame(&pixels, (mw, mh), (2, 2), Depth::Eight);
+        assert_eq!((f.width, f.height), (2, 2));
+        // trunc((v + 1) · 127.5): R of (1, 1) is 11/20 − 0.5 = 0.05 → 133.875 → 133.
+        assert_eq!(
+            f.to_u8_samples(),
+            vec![63, 0, 255, 70, 0, 255, 127, 0, 255, 133, 0, 255]
+        );
+        let f = to_frame(&pixels, (mw, mh), (2, 2), Depth::Sixteen);
+        assert_eq!(f.to_u16_samples()[..3], [16384, 0, 65535]);
     }
 }

@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use flashvsr_job::{fingerprint_path, JobError, JobStore, SegmentSlot};
 use flashvsr_media::{
-    create_sink, open_source, Frame, FrameSink, FrameSource, OutputFormat, SinkOptions, Timestamp,
+    create_sink, open_source, FrameSink, FrameSource, OutputFormat, SinkOptions, Timestamp,
 };
+use flashvsr_model::pipeline::OutputFrame;
 use flashvsr_model::stream::FrameStream;
 use serde_json::json;
 
@@ -17,8 +18,9 @@ use crate::failure::{Failure, Outcome};
 use crate::frames_out::Depth;
 use crate::interrupt;
 use crate::pipelined::WriteBehind;
-use crate::progress::{timed, Progress};
-use crate::upscale::{next_input, PendingTimestamps, Stage};
+use crate::progress::Progress;
+use crate::stage_clock::timed;
+use crate::upscale::{PendingTimestamps, Stage};
 
 impl From<JobError> for Failure {
     fn from(e: JobError) -> Self {
@@ -62,10 +64,11 @@ pub(crate) fn plan(
     }))
 }
 
-/// A segment being computed: its frames go to a PNG folder in the store.
+/// A segment being computed: its frames go to a PNG folder in the store (finished and encoded
+/// behind the engine).
 struct OpenSegment {
     slot: SegmentSlot,
-    sink: Box<dyn FrameSink>,
+    sink: WriteBehind,
     emit_from: usize,
     frames: usize,
     started: Instant,
@@ -91,7 +94,7 @@ fn open_segment(
         Depth::Eight => OutputFormat::Png,
         Depth::Sixteen => OutputFormat::Png16,
     };
-    let sink = create_sink(&slot.data, format, &SinkOptions::default())?;
+    let sink = WriteBehind::new(create_sink(&slot.data, format, &SinkOptions::default())?);
     store.log(&format!("start {segment}"))?;
     Ok(OpenSegment {
         slot,
@@ -104,7 +107,7 @@ fn open_segment(
 }
 
 fn commit(store: &JobStore, seg: OpenSegment, engine: Option<&dyn FrameStream>) -> Outcome<()> {
-    seg.sink.finish()?;
+    Box::new(seg.sink).finish()?;
     let pts: Vec<Option<[i64; 3]>> = seg
         .timestamps
         .iter()
@@ -220,29 +223,30 @@ fn compute(
     progress: &mut Progress,
 ) -> Outcome<()> {
     let mut pts = PendingTimestamps::default();
+    let mut input = stage.input(source, args.max_frames);
     let mut received = 0;
     while received < engine.frames_received() {
-        if next_input(args, stage, source, received)?.is_none() {
+        let Some(at) = input.skip()? else {
             return Err(Failure::bad(format!(
                 "{}: the input is shorter than the job store says was already read",
                 args.input.display()
             )));
-        }
+        };
         // Frames read before the checkpoint whose outputs are still to come keep their times.
         if received >= *emitted {
-            pts.push(stage, source);
+            pts.push(at);
         }
         received += 1;
     }
     let segment_frames = args.segment_frames as usize;
     let mut segment = first_segment;
     let mut open = open_segment(store, segment, *emitted, stage.depth)?;
-    let mut write = |frames: Vec<Frame>,
+    let mut write = |frames: Vec<OutputFrame>,
                      open: &mut OpenSegment,
                      emitted: &mut usize,
                      pts: &mut PendingTimestamps| {
-        for f in &frames {
-            timed(&stage.clock.write, || open.sink.write_frame(f))?;
+        for f in frames {
+            stage.write(&mut open.sink, f, None)?;
             open.timestamps.push(pts.next());
             open.frames += 1;
             *emitted += 1;
@@ -250,10 +254,10 @@ fn compute(
         }
         Outcome::Ok(())
     };
-    while let Some(frame) = next_input(args, stage, source, received)? {
+    while let Some(frame) = input.next()? {
         received += 1;
-        pts.push(stage, source);
-        write(stage.push(engine, &frame)?, &mut open, emitted, &mut pts)?;
+        pts.push(frame.at);
+        write(stage.push(engine, frame.lq)?, &mut open, emitted, &mut pts)?;
         if open.frames >= segment_frames {
             commit(store, open, Some(&*engine))?;
             segment += 1;

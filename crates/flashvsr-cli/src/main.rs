@@ -6,6 +6,8 @@ mod bench;
 mod device;
 mod failure;
 mod frames_out;
+mod heap;
+mod host_pool;
 mod interrupt;
 mod job_run;
 mod memory_budget;
@@ -13,7 +15,9 @@ mod model_files;
 mod models;
 mod parallel;
 mod pipelined;
+mod prepare_ahead;
 mod progress;
+mod stage_clock;
 mod status;
 mod term;
 mod upscale;
@@ -26,6 +30,7 @@ use clap::{CommandFactory, FromArgMatches};
 use args::{Cli, Command, ModelsCommand};
 
 fn main() -> ExitCode {
+    heap::keep_frame_buffers();
     let matches = Cli::command().get_matches();
     let mut cli = match Cli::from_arg_matches(&matches) {
         Ok(cli) => cli,

@@ -887,21 +887,13 @@ impl SegmentJob<'_> {
                         seg.k
                     )));
                 }
-                let frame = to_frame(
-                    &out.pixels,
-                    stage.plan.model,
-                    stage.plan.output,
-                    stage.depth,
-                );
+                let pixels = out.finish();
+                let frame = to_frame(&pixels, stage.plan.model, stage.plan.output, stage.depth);
                 sink.write_frame(&frame)?;
                 let in_join = g < seg.own_from || g >= seg.own_to - self.tail;
                 if let (true, Some(b)) = (in_join, blend_sink.as_mut()) {
-                    let f16 = to_frame(
-                        &out.pixels,
-                        stage.plan.model,
-                        stage.plan.output,
-                        Depth::Sixteen,
-                    );
+                    let f16 =
+                        to_frame(&pixels, stage.plan.model, stage.plan.output, Depth::Sixteen);
                     b.write_frame(&f16)?;
                 }
                 next_out += 1;

@@ -305,6 +305,8 @@ pub struct Summary {
     /// Engine push/finish calls: LQ projector + DiT + decode + colour fix (+ uploads).
     pub model: Duration,
     pub write: Duration,
+    /// Colour fix of the finished frames, summed over the threads that ran it.
+    pub color_fix: Duration,
     /// The engine's synchronised per-stage times (`--profile`, or the CPU).
     pub engine: Option<EngineStats>,
 }
@@ -319,13 +321,13 @@ impl Summary {
         self.prepare += other.prepare;
         self.model += other.model;
         self.write += other.write;
+        self.color_fix += other.color_fix;
         if let Some(o) = &other.engine {
             let e = self.engine.get_or_insert_with(EngineStats::default);
             e.chunks += o.chunks;
             e.projector += o.projector;
             e.dit += o.dit;
             e.decode += o.decode;
-            e.color_fix += o.color_fix;
         }
     }
 
@@ -338,22 +340,22 @@ impl Summary {
         let s = |d: Duration| format!("{:.1} s", d.as_secs_f64());
         let model = match &self.engine {
             Some(e) => format!(
-                "LQ projector {}, DiT {}, decode {}, colour fix {}",
+                "LQ projector {}, DiT {}, decode {}",
                 s(e.projector),
                 s(e.dit),
-                s(e.decode),
-                s(e.color_fix)
+                s(e.decode)
             ),
             None => format!(
-                "model {} (LQ projector + DiT + decode + colour fix; --profile splits it)",
+                "model {} (LQ projector + DiT + decode; --profile splits it)",
                 s(self.model)
             ),
         };
         format!(
-            "stages: load {}, read {}, prepare {}, {model}, write {}",
+            "stages: load {}, read {}, prepare {}, {model}, colour fix {}, write {}",
             s(self.load),
             s(self.read),
             s(self.prepare),
+            s(self.color_fix),
             s(self.write)
         )
     }
@@ -370,7 +372,7 @@ impl Summary {
     }
 
     /// The summary as JSON fields: frames, fps, elapsed and a `stages` object (seconds; the
-    /// engine's four stages are null unless profiled).
+    /// engine's three stages are null unless profiled; prepare and colour fix are thread times).
     pub fn json(&self) -> Value {
         let s = |d: Duration| round3(d.as_secs_f64());
         let e = self.engine.as_ref();
@@ -387,27 +389,10 @@ impl Summary {
                 "lq_projector_s": e.map(|e| s(e.projector)),
                 "dit_s": e.map(|e| s(e.dit)),
                 "decode_s": e.map(|e| s(e.decode)),
-                "color_fix_s": e.map(|e| s(e.color_fix)),
+                "color_fix_s": s(self.color_fix),
                 "model_s": s(self.model),
                 "write_s": s(self.write),
             },
         })
     }
-}
-
-/// Adds the time `f` takes to `cell`.
-pub fn timed<T>(cell: &Cell<Duration>, f: impl FnOnce() -> T) -> T {
-    let t = Instant::now();
-    let out = f();
-    cell.set(cell.get() + t.elapsed());
-    out
-}
-
-/// Running stage times of the video being upscaled (interior mutability: the stage is shared).
-#[derive(Default)]
-pub struct StageClock {
-    pub read: Cell<Duration>,
-    pub prepare: Cell<Duration>,
-    pub model: Cell<Duration>,
-    pub write: Cell<Duration>,
 }

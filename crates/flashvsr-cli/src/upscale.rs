@@ -5,18 +5,19 @@
 use std::collections::VecDeque;
 use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Instant;
 
-use flashvsr_media::prepare::{prepare_frame, PrepareGeometry, Resampler};
+use flashvsr_media::prepare::{PrepareGeometry, Resampler};
 use flashvsr_media::{
-    create_sink, open_source, Frame, FrameSink, FrameSource, OutputFormat, SinkOptions, SourceKind,
+    create_sink, open_source, FrameSink, FrameSource, OutputFormat, SinkOptions, SourceKind,
     Timestamp, VideoOptions,
 };
 use flashvsr_model::color_fix::ColorFix;
 use flashvsr_model::dit::mask::{AttentionMode, SparseSettings};
 use flashvsr_model::geometry::SizePlan;
 use flashvsr_model::noise::NoiseSource;
-use flashvsr_model::pipeline::{Decoder, Engine, EngineSettings, Models};
+use flashvsr_model::pipeline::{Decoder, Engine, EngineSettings, Models, OutputFrame};
 use flashvsr_model::random_weights::ModelSize;
 use flashvsr_model::stream::FrameStream;
 use flashvsr_model::tcdecoder::SPACE_UPSCALE;
@@ -35,8 +36,10 @@ use crate::frames_out::{to_frame, Depth};
 use crate::interrupt;
 use crate::job_run;
 use crate::model_files;
-use crate::pipelined::{ReadAhead, WriteBehind};
-use crate::progress::{timed, Progress, Reporter, StageClock, Summary};
+use crate::pipelined::{FrameJob, ReadAhead, WriteBehind};
+use crate::prepare_ahead::{Preparation, PreparedInput};
+use crate::progress::{Progress, Reporter, Summary};
+use crate::stage_clock::{job_timed, timed, StageClock};
 
 /// Everything a run needs besides the engine: how frames are prepared and finished.
 pub struct Stage {
@@ -48,8 +51,13 @@ pub struct Stage {
     pub sink_options: SinkOptions,
     /// Carry each input frame's timestamp to its output frame (VFR stays VFR); off with --fps.
     pub keep_timestamps: bool,
-    /// Host-side time spent per stage.
-    pub clock: StageClock,
+    /// Host-side time spent per stage (shared with the host pool's jobs).
+    pub clock: Arc<StageClock>,
+    /// Prepare and finish frames on the host workers, overlapping the engine: where the engine
+    /// runs on a GPU, it leaves the CPU idle. A CPU engine already keeps every core busy, and
+    /// work beside it only slows its parallel ops, so there frames are prepared on the engine's
+    /// thread and finished before they are queued, as parallel loops of their own.
+    pub overlap_host_work: bool,
 }
 
 /// Timestamps of input frames whose outputs are not written yet, oldest first.
@@ -57,12 +65,8 @@ pub struct Stage {
 pub struct PendingTimestamps(VecDeque<Option<Timestamp>>);
 
 impl PendingTimestamps {
-    pub fn push(&mut self, stage: &Stage, source: &dyn FrameSource) {
-        self.0.push_back(if stage.keep_timestamps {
-            source.timestamp()
-        } else {
-            None
-        });
+    pub fn push(&mut self, at: Option<Timestamp>) {
+        self.0.push_back(at);
     }
 
     pub fn next(&mut self) -> Option<Timestamp> {
@@ -71,35 +75,59 @@ impl PendingTimestamps {
 }
 
 impl Stage {
-    /// Pushes one input frame; returns the finished output frames.
-    pub fn push(&self, engine: &mut dyn FrameStream, frame: &Frame) -> Outcome<Vec<Frame>> {
-        let lq = timed(&self.clock.prepare, || {
-            prepare_frame(frame, &self.geometry, self.resampler)
-        });
-        let out = timed(&self.clock.model, || engine.push(lq))?;
-        Ok(timed(&self.clock.write, || self.finish_frames(out)))
+    /// The input side: `source`'s frames prepared ahead on the host pool, at most `limit`.
+    pub fn input<'s>(
+        &self,
+        source: &'s mut dyn FrameSource,
+        limit: Option<usize>,
+    ) -> PreparedInput<'s> {
+        let how = Preparation {
+            geometry: self.geometry,
+            resampler: self.resampler,
+            keep_timestamps: self.keep_timestamps,
+            overlap: self.overlap_host_work,
+            clock: self.clock.clone(),
+        };
+        PreparedInput::new(source, how, limit)
     }
 
-    pub fn finish(&self, engine: &mut dyn FrameStream, received: usize) -> Outcome<Vec<Frame>> {
-        let out = timed(&self.clock.model, || engine.finish(received))?;
-        Ok(timed(&self.clock.write, || self.finish_frames(out)))
+    /// Pushes one prepared LQ frame; returns the engine frames it completed.
+    pub fn push(&self, engine: &mut dyn FrameStream, lq: Vec<f32>) -> Outcome<Vec<OutputFrame>> {
+        Ok(timed(&self.clock.model, || engine.push(lq))?)
     }
 
-    /// Writes one frame to `sink`, timed as the write stage.
+    pub fn finish(
+        &self,
+        engine: &mut dyn FrameStream,
+        received: usize,
+    ) -> Outcome<Vec<OutputFrame>> {
+        Ok(timed(&self.clock.model, || engine.finish(received))?)
+    }
+
+    /// Queues an engine frame on `sink`: its colour fix and conversion run on the host pool,
+    /// the writer writes it in order. The time spent here (waiting for room) counts as write.
     pub fn write(
         &self,
-        sink: &mut Box<dyn FrameSink>,
-        frame: &Frame,
+        sink: &mut WriteBehind,
+        frame: OutputFrame,
         at: Option<Timestamp>,
     ) -> Outcome<()> {
-        Ok(timed(&self.clock.write, || sink.write_frame_at(frame, at))?)
+        let job = self.finishing(frame, self.depth);
+        if self.overlap_host_work {
+            Ok(timed(&self.clock.write, || sink.write_job(job, at))?)
+        } else {
+            let frame = job();
+            Ok(timed(&self.clock.write, || sink.write_owned(frame, at))?)
+        }
     }
 
-    fn finish_frames(&self, frames: Vec<flashvsr_model::pipeline::OutputFrame>) -> Vec<Frame> {
-        frames
-            .iter()
-            .map(|f| to_frame(&f.pixels, self.plan.model, self.plan.output, self.depth))
-            .collect()
+    /// The host work that turns an engine frame into an output frame of `depth`.
+    pub fn finishing(&self, frame: OutputFrame, depth: Depth) -> FrameJob {
+        let (model, output, clock) = (self.plan.model, self.plan.output, self.clock.clone());
+        Box::new(move || {
+            let pixels = job_timed(&clock.color_fix, || frame.finish());
+            job_timed(&clock.write, || to_frame(&pixels, model, output, depth))
+        })
     }
 }
 
@@ -301,6 +329,7 @@ fn run_attempt(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
 
     let mut stage = make_stage(args, &info, plan);
     stage.sink_options.names = names;
+    stage.overlap_host_work = crate::host_pool::overlap_for(backend.device());
     let limit = match (info.frame_count, args.max_frames) {
         (Some(c), Some(m)) => Some(c.min(m)),
         (c, m) => c.or(m),
@@ -344,6 +373,7 @@ fn run_attempt(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
         prepare: stage.clock.prepare.get(),
         model: stage.clock.model.get(),
         write: stage.clock.write.get(),
+        color_fix: stage.clock.color_fix.get(),
         engine: profile.then(|| engine.stats()),
     };
     reporter.info(&format!(
@@ -496,23 +526,9 @@ pub fn make_stage(args: &UpscaleArgs, info: &flashvsr_media::SourceInfo, plan: S
             ..SinkOptions::default()
         },
         keep_timestamps: args.fps.is_none(),
-        clock: StageClock::default(),
+        clock: Arc::new(StageClock::default()),
+        overlap_host_work: true,
     }
-}
-
-/// Reads input frames until the end or `--max-frames`, starting after `already` frames. Stops
-/// with [`Failure::Interrupted`] once Ctrl-C was pressed.
-pub fn next_input(
-    args: &UpscaleArgs,
-    stage: &Stage,
-    source: &mut dyn FrameSource,
-    received: usize,
-) -> Outcome<Option<Frame>> {
-    interrupt::check()?;
-    if args.max_frames.is_some_and(|m| received >= m) {
-        return Ok(None);
-    }
-    Ok(timed(&stage.clock.read, || source.next_frame())?)
 }
 
 fn stream_directly(
@@ -522,25 +538,26 @@ fn stream_directly(
     source: &mut dyn FrameSource,
     progress: &mut Progress,
 ) -> Outcome<usize> {
-    let mut sink: Box<dyn FrameSink> = Box::new(WriteBehind::new(create_sink(
+    let mut sink = WriteBehind::new(create_sink(
         &args.output,
         stage.format,
         &stage.sink_options,
-    )?));
+    )?);
+    let mut input = stage.input(source, args.max_frames);
     let mut pts = PendingTimestamps::default();
     let mut write =
-        |frames: Vec<Frame>, sink: &mut Box<dyn FrameSink>, pts: &mut PendingTimestamps| {
-            for f in &frames {
+        |frames: Vec<OutputFrame>, sink: &mut WriteBehind, pts: &mut PendingTimestamps| {
+            for f in frames {
                 stage.write(sink, f, pts.next())?;
                 progress.frame_done();
             }
             Outcome::Ok(())
         };
     let mut received = 0;
-    while let Some(frame) = next_input(args, stage, source, received)? {
+    while let Some(frame) = input.next()? {
         received += 1;
-        pts.push(stage, source);
-        write(stage.push(engine, &frame)?, &mut sink, &mut pts)?;
+        pts.push(frame.at);
+        write(stage.push(engine, frame.lq)?, &mut sink, &mut pts)?;
     }
     if received == 0 {
         return Err(Failure::bad(format!(
@@ -549,7 +566,7 @@ fn stream_directly(
         )));
     }
     write(stage.finish(engine, received)?, &mut sink, &mut pts)?;
-    timed(&stage.clock.write, || sink.finish())?;
+    timed(&stage.clock.write, || Box::new(sink).finish())?;
     Ok(received)
 }
 

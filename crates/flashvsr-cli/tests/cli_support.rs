@@ -5,8 +5,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 pub fn flashvsr(args: &[&str]) -> Output {
+    flashvsr_with_env(args, &[])
+}
+
+/// `flashvsr` with extra environment variables.
+pub fn flashvsr_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_flashvsr"))
         .args(args)
+        .envs(env.iter().copied())
         .env_remove("FLASHVSR_MODELS")
         // Never fall back to (or download into) the user's real model cache.
         .env("HF_HUB_OFFLINE", "1")

@@ -1,6 +1,8 @@
 //! Input preparation (spec §2): bicubic ×s, then onto the model canvas (replicate-padded right and
 //! bottom, or centre-cropped), as planar RGB f32 in [-1, 1].
 
+use rayon::prelude::*;
+
 use crate::resize::{pil_bicubic_u16_to_f32, pil_bicubic_u8, torch_bicubic_f32};
 use crate::{Frame, FrameData};
 
@@ -24,38 +26,96 @@ pub struct PrepareGeometry {
 /// An RGB frame → `(3, H, W)` f32 on the model canvas.
 pub fn prepare_frame(frame: &Frame, g: &PrepareGeometry, resampler: Resampler) -> Vec<f32> {
     let (sw, sh) = g.scaled;
-    let scaled: Vec<f32> = match (resampler, &frame.data) {
+    match (resampler, &frame.data) {
         // The reference maps u8 to [-1, 1] as float32(u8) / 255 · 2 − 1, in f32.
         (Resampler::Pil, FrameData::U8(d)) => {
-            pil_bicubic_u8(d, frame.width, frame.height, 3, sw, sh)
-                .into_iter()
-                .map(|v| v as f32 / 255.0 * 2.0 - 1.0)
-                .collect()
+            let scaled = pil_bicubic_u8(d, frame.width, frame.height, 3, sw, sh);
+            onto_canvas(&scaled, g, |v| v as f32 / 255.0 * 2.0 - 1.0)
         }
         (Resampler::Pil, FrameData::U16(d)) => {
-            pil_bicubic_u16_to_f32(d, frame.width, frame.height, 3, sw, sh)
-                .into_iter()
-                .map(|v| v / 65535.0 * 2.0 - 1.0)
-                .collect()
+            let scaled = pil_bicubic_u16_to_f32(d, frame.width, frame.height, 3, sw, sh);
+            onto_canvas(&scaled, g, |v| v / 65535.0 * 2.0 - 1.0)
         }
         (Resampler::Torch, _) => {
-            torch_bicubic_f32(&frame.to_unit_f32(), frame.width, frame.height, 3, sw, sh)
-                .into_iter()
-                .map(|v| v * 2.0 - 1.0)
-                .collect()
-        }
-    };
-    let (w, h) = g.model;
-    let mut out = vec![0.0f32; 3 * w * h];
-    for y in 0..h {
-        let sy = (y + g.crop_offset.1).min(sh - 1);
-        for x in 0..w {
-            let sx = (x + g.crop_offset.0).min(sw - 1);
-            let src = (sy * sw + sx) * 3;
-            for c in 0..3 {
-                out[(c * h + y) * w + x] = scaled[src + c];
-            }
+            let scaled =
+                torch_bicubic_f32(&frame.to_unit_f32(), frame.width, frame.height, 3, sw, sh);
+            onto_canvas(&scaled, g, |v| v * 2.0 - 1.0)
         }
     }
+}
+
+/// The interleaved upscaled frame → planar `(3, H, W)` on the canvas, each sample mapped to
+/// [-1, 1] by `to_signed`; rows in parallel.
+fn onto_canvas<T: Copy + Sync>(
+    scaled: &[T],
+    g: &PrepareGeometry,
+    to_signed: impl Fn(T) -> f32 + Sync,
+) -> Vec<f32> {
+    let (sw, sh) = g.scaled;
+    let (w, h) = g.model;
+    let mut out = vec![0.0f32; 3 * w * h];
+    if w == 0 || sw == 0 || sh == 0 {
+        return out;
+    }
+    out.par_chunks_mut(w).enumerate().for_each(|(row, dst)| {
+        let (c, y) = (row / h, row % h);
+        let sy = (y + g.crop_offset.1).min(sh - 1);
+        let src = &scaled[sy * sw * 3..][..sw * 3];
+        for (x, o) in dst.iter_mut().enumerate() {
+            let sx = (x + g.crop_offset.0).min(sw - 1);
+            *o = to_signed(src[sx * 3 + c]);
+        }
+    });
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The canvas sample by sample: `scaled[(min(y+oy, sh−1), min(x+ox, sw−1))]` of channel c.
+    fn reference(frame: &Frame, g: &PrepareGeometry) -> Vec<f32> {
+        let FrameData::U8(d) = &frame.data else {
+            unreachable!()
+        };
+        let (sw, sh) = g.scaled;
+        let scaled = pil_bicubic_u8(d, frame.width, frame.height, 3, sw, sh);
+        let (w, h) = g.model;
+        let mut out = Vec::new();
+        for c in 0..3 {
+            for y in 0..h {
+                for x in 0..w {
+                    let sy = (y + g.crop_offset.1).min(sh - 1);
+                    let sx = (x + g.crop_offset.0).min(sw - 1);
+                    out.push(scaled[(sy * sw + sx) * 3 + c] as f32 / 255.0 * 2.0 - 1.0);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn padded_and_cropped_canvases_match_the_sample_by_sample_layout() {
+        let (w, h) = (7, 5);
+        let data: Vec<u8> = (0..w * h * 3).map(|i| (i * 37 % 251) as u8).collect();
+        let frame = Frame::from_u8(w, h, data);
+        for g in [
+            // Padded right and bottom (replicated last column and row).
+            PrepareGeometry {
+                scaled: (28, 20),
+                model: (32, 24),
+                crop_offset: (0, 0),
+            },
+            // Centre-cropped.
+            PrepareGeometry {
+                scaled: (28, 20),
+                model: (16, 16),
+                crop_offset: (6, 2),
+            },
+        ] {
+            let got = prepare_frame(&frame, &g, Resampler::Pil);
+            assert_eq!(got.len(), 3 * g.model.0 * g.model.1);
+            assert_eq!(got, reference(&frame, &g), "{g:?}");
+        }
+    }
 }

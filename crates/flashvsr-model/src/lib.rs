@@ -9,6 +9,7 @@ pub mod identify;
 pub mod lq_proj;
 pub mod memory;
 pub mod noise;
+mod output_frame;
 mod params;
 pub mod pipeline;
 pub mod random_weights;

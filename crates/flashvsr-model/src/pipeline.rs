@@ -2,16 +2,18 @@
 //! Memory is bounded by one chunk's frames; video length never matters (ARCHITECTURE.md).
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use flashvsr_tensor::{BackendRef, BlockMask, Tensor};
 
-use crate::color_fix::{self, ColorFix};
+use crate::color_fix::ColorFix;
 use crate::dit::config::LATENT_CHANNELS;
 use crate::dit::mask::SparseSettings;
 use crate::dit::{Dit, DitState};
 use crate::geometry::{self, chunk_latents, chunk_output_frames, frames_needed};
 use crate::lq_proj::{LqProjector, ProjectorState};
 use crate::noise::NoiseSource;
+pub use crate::output_frame::OutputFrame;
 use crate::state_io::{StateReader, StateWriter};
 use crate::tcdecoder::{DecoderMemory, TcDecoder, SPACE_UPSCALE};
 use crate::vae::{VaeState, WanVaeDecoder};
@@ -49,7 +51,6 @@ pub struct EngineStats {
     pub projector: std::time::Duration,
     pub dit: std::time::Duration,
     pub decode: std::time::Duration,
-    pub color_fix: std::time::Duration,
     /// Selected (head, query block, key block) triples over all layers and chunks, and all of them.
     pub selected_blocks: u64,
     pub total_blocks: u64,
@@ -99,12 +100,6 @@ impl EngineStats {
     }
 }
 
-/// A finished frame `(3, H, W)` at model resolution, values in [-1, 1] (unclamped with no colour fix).
-pub struct OutputFrame {
-    pub index: usize,
-    pub pixels: Vec<f32>,
-}
-
 enum DecoderState {
     Tiny(DecoderMemory),
     Vae(VaeState),
@@ -132,7 +127,8 @@ struct StreamState {
 }
 
 struct LqFrame {
-    host: Vec<f32>,
+    /// Shared with the output frame of the same index, whose colour fix reads it.
+    host: Arc<Vec<f32>>,
     /// The device copy; none while the engine parks its state (uploaded when a chunk reads it).
     device: Option<Tensor>,
 }
@@ -193,6 +189,10 @@ impl<'m> Engine<'m> {
 
     /// Adds the next prepared LQ frame `(3, H, W)` in [-1, 1]; returns frames finished by it.
     pub fn push(&mut self, frame: Vec<f32>) -> Result<Vec<OutputFrame>> {
+        self.push_shared(Arc::new(frame))
+    }
+
+    fn push_shared(&mut self, frame: Arc<Vec<f32>>) -> Result<Vec<OutputFrame>> {
         if frame.len() != 3 * self.height * self.width {
             return Err(ModelError::Settings(format!(
                 "frame of {} values pushed into a {}×{} engine",
@@ -230,7 +230,7 @@ impl<'m> Engine<'m> {
             let frame = last
                 .clone()
                 .ok_or_else(|| ModelError::Settings("last frame already released".into()))?;
-            out.extend(self.push(frame)?);
+            out.extend(self.push_shared(frame)?);
         }
         out.retain(|f| f.index < real_frames);
         Ok(out)
@@ -364,7 +364,13 @@ impl<'m> Engine<'m> {
                 .map_err(|_| ModelError::Settings(format!("bad checkpoint entry {name}")))?;
             let (_, host) = r.host(&name)?;
             let device = self.lq_on_device(&host)?;
-            self.frames.insert(index, LqFrame { host, device });
+            self.frames.insert(
+                index,
+                LqFrame {
+                    host: Arc::new(host),
+                    device,
+                },
+            );
         }
         self.parked = None;
         self.read_stream_tensors(r, p)?;
@@ -476,40 +482,39 @@ impl<'m> Engine<'m> {
         let t2 = self.mark(Some(1))?;
 
         let (out0, out_n) = chunk_output_frames(chunk);
-        let (mut pixels, frames) = self.decode(&latents, out0, out_n)?;
+        let (pixels, frames) = self.decode(&latents, out0, out_n)?;
         let t3 = self.mark(Some(2))?;
         if frames != out_n {
             return Err(ModelError::Settings(format!(
                 "decoder produced {frames} frames, expected {out_n}"
             )));
         }
-        let plane = self.height * self.width;
-        let mut out = Vec::with_capacity(out_n);
-        for i in 0..out_n {
-            let mut frame = Vec::with_capacity(3 * plane);
-            for c in 0..3 {
-                frame.extend_from_slice(&pixels[(c * out_n + i) * plane..][..plane]);
-            }
-            let reference = &self.frames[&(out0 + i)].host;
-            color_fix::apply(
-                self.settings.color_fix,
-                &mut frame,
-                reference,
-                self.height,
-                self.width,
-            );
-            out.push(OutputFrame {
-                index: out0 + i,
-                pixels: frame,
-            });
-        }
-        pixels.clear();
+        // Splitting the chunk into frames and the colour fix are left to `OutputFrame::finish`,
+        // off this thread.
+        let pixels = Arc::new(pixels);
+        let out = (0..out_n)
+            .map(|i| {
+                let reference = self
+                    .frames
+                    .get(&(out0 + i))
+                    .map(|f| f.host.clone())
+                    .ok_or_else(|| {
+                        ModelError::Settings(format!("LQ frame {} is not available", out0 + i))
+                    })?;
+                Ok(OutputFrame::in_chunk(
+                    out0 + i,
+                    pixels.clone(),
+                    i,
+                    out_n,
+                    (self.height, self.width),
+                    (self.settings.color_fix, reference),
+                ))
+            })
+            .collect::<Result<Vec<_>>>()?;
         if self.settings.profile {
-            let t4 = std::time::Instant::now();
             self.stats.projector += t1 - t0;
             self.stats.dit += t2 - t1;
             self.stats.decode += t3 - t2;
-            self.stats.color_fix += t4 - t3;
             self.stats.add_masks(&dit.masks)?;
         }
         self.stats.chunks += 1;

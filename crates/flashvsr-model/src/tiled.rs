@@ -1,14 +1,16 @@
 //! Tiled DiT: the canvas is cut into overlapping tiles of equal size (multiples of 128 output
 //! pixels), each run as its own stream (own KV cache and decoder state), and blended in f32 with
 //! linear ramps on interior edges only. Weights never reach zero, so there is no dark border, and
-//! the colour fix runs once on the blended frame, so tiles cannot disagree in colour.
+//! the colour fix runs once on the blended frame (when the caller finishes it), so tiles cannot
+//! disagree in colour.
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use flashvsr_tensor::BackendRef;
 
-use crate::color_fix::{self, ColorFix};
+use crate::color_fix::ColorFix;
 use crate::geometry::SIZE_MULTIPLE;
 use crate::pipeline::{Engine, EngineSettings, EngineStats, Models, OutputFrame};
 use crate::state_io::{StateReader, StateWriter};
@@ -82,7 +84,7 @@ pub struct TiledEngine<'m> {
     /// Blend accumulators of frames some tile has delivered, and how many tiles delivered each.
     pending: BTreeMap<usize, (Vec<f32>, usize)>,
     /// Full LQ frames kept for the colour fix until their output is emitted.
-    lq: BTreeMap<usize, Vec<f32>>,
+    lq: BTreeMap<usize, Arc<Vec<f32>>>,
 }
 
 impl<'m> TiledEngine<'m> {
@@ -178,9 +180,11 @@ impl<'m> TiledEngine<'m> {
                     .pending
                     .entry(f.index)
                     .or_insert_with(|| (vec![0.0; 3 * plane], 0));
+                // Tile engines run without a colour fix: their decoded pixels are final.
                 for c in 0..3 {
+                    let plane_in = f.decoded_plane(c);
                     for y in 0..t.h {
-                        let src = &f.pixels[(c * t.h + y) * t.w..][..t.w];
+                        let src = &plane_in[y * t.w..][..t.w];
                         let dst = &mut entry.0[c * plane + (t.y0 + y) * self.width + t.x0..][..t.w];
                         for x in 0..t.w {
                             dst[x] += src[x] * t.wx[x] * t.wy[y];
@@ -201,16 +205,18 @@ impl<'m> TiledEngine<'m> {
                     *v /= w;
                 }
             }
-            if let Some(reference) = self.lq.remove(&index) {
-                color_fix::apply(
-                    self.color_fix,
-                    &mut pixels,
-                    &reference,
-                    self.height,
-                    self.width,
-                );
-            }
-            out.push(OutputFrame { index, pixels });
+            // Without its LQ frame (never: frames are kept until emitted) the frame goes out
+            // unfixed rather than failing the stream.
+            let fix = match self.lq.remove(&index) {
+                Some(reference) => (self.color_fix, reference),
+                None => (ColorFix::None, Arc::new(Vec::new())),
+            };
+            out.push(OutputFrame::own(
+                index,
+                pixels,
+                (self.height, self.width),
+                fix,
+            ));
         }
         out
     }
@@ -229,7 +235,7 @@ impl FrameStream for TiledEngine<'_> {
             let part = self.crop(&frame, &self.tiles[ti]);
             delivered.push((ti, self.tiles[ti].engine.push(part)?));
         }
-        self.lq.insert(index, frame);
+        self.lq.insert(index, Arc::new(frame));
         Ok(self.blend(delivered))
     }
 
@@ -291,7 +297,7 @@ impl FrameStream for TiledEngine<'_> {
             let index: usize = name["full_lq.".len()..]
                 .parse()
                 .map_err(|_| ModelError::Settings(format!("bad entry {name}")))?;
-            self.lq.insert(index, r.host(&name)?.1);
+            self.lq.insert(index, Arc::new(r.host(&name)?.1));
         }
         let pending: Vec<String> = r
             .names_with_prefix("pending.")
@@ -315,7 +321,6 @@ impl FrameStream for TiledEngine<'_> {
             total.projector += s.projector;
             total.dit += s.dit;
             total.decode += s.decode;
-            total.color_fix += s.color_fix;
             total.selected_blocks += s.selected_blocks;
             total.total_blocks += s.total_blocks;
             total.empty_rows += s.empty_rows;

@@ -8,7 +8,7 @@ use flashvsr_model::dit::mask::{AttentionMode, SparseSettings};
 use flashvsr_model::dit::Dit;
 use flashvsr_model::lq_proj::{LqProjector, ProjectorVersion};
 use flashvsr_model::noise::NoiseSource;
-use flashvsr_model::pipeline::{Decoder, Engine, EngineSettings, Models, OutputFrame};
+use flashvsr_model::pipeline::{Decoder, Engine, EngineSettings, Models};
 use flashvsr_model::stream::FrameStream;
 use flashvsr_model::tcdecoder::TcDecoder;
 use flashvsr_model::tiled::{TileLayout, TiledEngine};
@@ -24,13 +24,24 @@ fn settings(h: usize, w: usize) -> EngineSettings {
     }
 }
 
-fn run(stream: &mut dyn FrameStream, frames: &[Vec<f32>]) -> Vec<OutputFrame> {
+/// A frame out of a stream, colour fix applied.
+struct Finished {
+    index: usize,
+    pixels: Vec<f32>,
+}
+
+fn run(stream: &mut dyn FrameStream, frames: &[Vec<f32>]) -> Vec<Finished> {
     let mut out = Vec::new();
     for f in frames {
         out.extend(stream.push(f.clone()).unwrap());
     }
     out.extend(stream.finish(frames.len()).unwrap());
-    out
+    out.into_iter()
+        .map(|f| Finished {
+            index: f.index,
+            pixels: f.finish(),
+        })
+        .collect()
 }
 
 #[test]
