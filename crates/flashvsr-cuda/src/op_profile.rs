@@ -33,7 +33,9 @@ impl OpProfiler {
 
     /// An event recorded on `stream` now.
     pub fn mark(&self, stream: &CudaStream) -> CudaResult<CudaEvent> {
-        let e = self.ctx.new_event(None)?;
+        let e = self
+            .ctx
+            .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?;
         e.record(stream)?;
         Ok(e)
     }
