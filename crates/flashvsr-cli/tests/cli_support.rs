@@ -28,6 +28,20 @@ pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A folder of `frames` PNGs of a deterministic moving gradient, so frames differ.
+pub fn write_png_clip(dir: &Path, frames: usize, width: usize, height: usize) {
+    std::fs::create_dir_all(dir).unwrap();
+    for f in 0..frames {
+        let data: Vec<u8> = (0..width * height * 3)
+            .map(|i| {
+                let (p, c) = (i / 3, i % 3);
+                ((p % width) * 7 + (p / width) * 5 + f * 11 + c * 60) as u8
+            })
+            .collect();
+        write_png_rgb8(&dir.join(format!("{f:04}.png")), width, height, &data);
+    }
+}
+
 pub fn write_png_rgb8(path: &Path, width: usize, height: usize, data: &[u8]) {
     let file = std::fs::File::create(path).unwrap();
     let mut enc = png::Encoder::new(std::io::BufWriter::new(file), width as u32, height as u32);

@@ -4,21 +4,7 @@ mod cli_support;
 
 use std::path::Path;
 
-use cli_support::{flashvsr, golden_models, read_png, sorted_files, stderr, write_png_rgb8};
-
-/// A deterministic moving gradient, so frames differ.
-fn write_clip(dir: &Path, frames: usize, width: usize, height: usize) {
-    std::fs::create_dir_all(dir).unwrap();
-    for f in 0..frames {
-        let data: Vec<u8> = (0..width * height * 3)
-            .map(|i| {
-                let (p, c) = (i / 3, i % 3);
-                ((p % width) * 7 + (p / width) * 5 + f * 11 + c * 60) as u8
-            })
-            .collect();
-        write_png_rgb8(&dir.join(format!("{f:04}.png")), width, height, &data);
-    }
-}
+use cli_support::{flashvsr, golden_models, read_png, sorted_files, stderr, write_png_clip};
 
 fn upscale(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
     let models = golden_models();
@@ -43,7 +29,7 @@ fn every_input_frame_comes_out() {
     for n in [1usize, 5, 21, 22, 100] {
         let input = tmp.path().join(format!("in{n}"));
         let output = tmp.path().join(format!("out{n}"));
-        write_clip(&input, n, 16, 12);
+        write_png_clip(&input, n, 16, 12);
         let out = upscale(&input, &output, &[]);
         assert!(out.status.success(), "{n} frames: {}", stderr(&out));
         let files = sorted_files(&output);
@@ -61,7 +47,7 @@ fn every_input_frame_comes_out() {
 fn output_is_exactly_scale_times_input() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
-    write_clip(&input, 3, 50, 30);
+    write_png_clip(&input, 3, 50, 30);
     let output = tmp.path().join("out");
     let out = upscale(&input, &output, &["--output-format", "png16"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -79,7 +65,7 @@ fn output_is_exactly_scale_times_input() {
 fn a_single_image_works_and_y4m_output_too() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
-    write_clip(&input, 1, 20, 10);
+    write_png_clip(&input, 1, 20, 10);
     let image = input.join("0000.png");
     let output = tmp.path().join("out.y4m");
     let out = upscale(&image, &output, &["--scale", "2"]);
@@ -96,7 +82,7 @@ fn a_single_image_works_and_y4m_output_too() {
 fn existing_output_needs_overwrite() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
-    write_clip(&input, 2, 8, 8);
+    write_png_clip(&input, 2, 8, 8);
     let output = tmp.path().join("out");
     assert!(upscale(&input, &output, &[]).status.success());
     let again = upscale(&input, &output, &[]);
@@ -110,7 +96,7 @@ fn existing_output_needs_overwrite() {
 fn torch_resize_is_a_different_valid_preparation() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
-    write_clip(&input, 2, 12, 10);
+    write_png_clip(&input, 2, 12, 10);
     let (pil, torch) = (tmp.path().join("pil"), tmp.path().join("torch"));
     assert!(upscale(&input, &pil, &["--output-format", "png16"])
         .status
@@ -133,7 +119,7 @@ fn torch_resize_is_a_different_valid_preparation() {
 fn keep_names_mirrors_the_input_file_names() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
-    write_clip(&input, 3, 8, 8);
+    write_png_clip(&input, 3, 8, 8);
     for (i, name) in ["shot_9.png", "shot_10.png", "shot_11.png"]
         .iter()
         .enumerate()

@@ -6,22 +6,7 @@ mod cli_support;
 
 use std::path::Path;
 
-use cli_support::{flashvsr, golden_models, sorted_files, stderr, write_png_rgb8};
-
-/// 9 frames of 96×64 → a 384×256 canvas.
-fn write_clip(dir: &Path) {
-    std::fs::create_dir_all(dir).unwrap();
-    let (w, h) = (96, 64);
-    for f in 0..9 {
-        let data: Vec<u8> = (0..w * h * 3)
-            .map(|i| {
-                let (p, c) = (i / 3, i % 3);
-                ((p % w) * 7 + (p / w) * 5 + f * 11 + c * 60) as u8
-            })
-            .collect();
-        write_png_rgb8(&dir.join(format!("{f:04}.png")), w, h, &data);
-    }
-}
+use cli_support::{flashvsr, golden_models, sorted_files, stderr, write_png_clip};
 
 fn upscale(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
     let models = golden_models();
@@ -50,7 +35,7 @@ fn read_all(dir: &Path) -> Vec<Vec<u8>> {
 fn a_budget_picks_parked_tiles_that_match_the_same_tiles_by_hand() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
-    write_clip(&input);
+    write_png_clip(&input, 9, 96, 64);
     let budget = tmp.path().join("budget");
     let out = upscale(&input, &budget, &["--max-vram", "200M"]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -84,7 +69,7 @@ fn a_budget_picks_parked_tiles_that_match_the_same_tiles_by_hand() {
 fn running_out_of_memory_starts_again_with_smaller_tiles() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
-    write_clip(&input);
+    write_png_clip(&input, 9, 96, 64);
     let output = tmp.path().join("out");
     // Tiles as wide as the canvas do not fit in 100 MiB; 128-pixel tiles do.
     let extra = [
@@ -112,7 +97,7 @@ fn running_out_of_memory_starts_again_with_smaller_tiles() {
 fn a_budget_nothing_fits_in_fails_with_exit_1_and_leaves_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let input = tmp.path().join("in");
-    write_clip(&input);
+    write_png_clip(&input, 9, 96, 64);
     let output = tmp.path().join("out.y4m");
     let out = upscale(
         &input,
