@@ -323,11 +323,9 @@ impl Summary {
         self.write += other.write;
         self.color_fix += other.color_fix;
         if let Some(o) = &other.engine {
-            let e = self.engine.get_or_insert_with(EngineStats::default);
-            e.chunks += o.chunks;
-            e.projector += o.projector;
-            e.dit += o.dit;
-            e.decode += o.decode;
+            self.engine
+                .get_or_insert_with(EngineStats::default)
+                .accumulate(o);
         }
     }
 

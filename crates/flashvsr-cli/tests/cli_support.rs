@@ -24,6 +24,23 @@ pub fn flashvsr_with_env(args: &[&str], env: &[(&str, &str)]) -> Output {
         .expect("run flashvsr")
 }
 
+/// `flashvsr upscale INPUT -o OUTPUT --models <small golden model> --device cpu EXTRA…`.
+pub fn upscale_on_cpu(input: &Path, output: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
+    let models = golden_models();
+    let mut args = vec![
+        "upscale",
+        input.to_str().unwrap(),
+        "-o",
+        output.to_str().unwrap(),
+        "--models",
+        models.to_str().unwrap(),
+        "--device",
+        "cpu",
+    ];
+    args.extend_from_slice(extra);
+    flashvsr_with_env(&args, env)
+}
+
 pub fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }

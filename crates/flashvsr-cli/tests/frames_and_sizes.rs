@@ -4,23 +4,11 @@ mod cli_support;
 
 use std::path::Path;
 
-use cli_support::{flashvsr, golden_models, read_png, sorted_files, stderr, write_png_clip};
+use cli_support::{read_png, sorted_files, stderr, upscale_on_cpu, write_png_clip};
 
 fn upscale(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
-    let models = golden_models();
-    let mut args = vec![
-        "upscale",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-        "--models",
-        models.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "-q",
-    ];
-    args.extend_from_slice(extra);
-    flashvsr(&args)
+    let args: Vec<&str> = ["-q"].into_iter().chain(extra.iter().copied()).collect();
+    upscale_on_cpu(input, output, &args, &[])
 }
 
 #[test]

@@ -6,25 +6,15 @@ mod cli_support;
 
 use std::path::Path;
 
-use cli_support::{flashvsr_with_env, golden_models, stderr, write_y4m};
+use cli_support::{stderr, upscale_on_cpu, write_y4m};
 
 fn upscale(input: &Path, output: &Path, overlap: bool, extra: &[&str]) -> Vec<u8> {
-    let models = golden_models();
-    let mut args = vec![
-        "upscale",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-        "--models",
-        models.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "-q",
-        "-y",
-    ];
-    args.extend_from_slice(extra);
+    let args: Vec<&str> = ["-q", "-y"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
     let flag = if overlap { "1" } else { "0" };
-    let out = flashvsr_with_env(&args, &[("FLASHVSR_HOST_OVERLAP", flag)]);
+    let out = upscale_on_cpu(input, output, &args, &[("FLASHVSR_HOST_OVERLAP", flag)]);
     assert!(out.status.success(), "{}", stderr(&out));
     std::fs::read(output).unwrap()
 }

@@ -6,23 +6,7 @@ mod cli_support;
 
 use std::path::Path;
 
-use cli_support::{flashvsr, golden_models, sorted_files, stderr, write_png_clip};
-
-fn upscale(input: &Path, output: &Path, extra: &[&str]) -> std::process::Output {
-    let models = golden_models();
-    let mut args = vec![
-        "upscale",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-        "--models",
-        models.to_str().unwrap(),
-        "--device",
-        "cpu",
-    ];
-    args.extend_from_slice(extra);
-    flashvsr(&args)
-}
+use cli_support::{sorted_files, stderr, upscale_on_cpu, write_png_clip};
 
 fn read_all(dir: &Path) -> Vec<Vec<u8>> {
     sorted_files(dir)
@@ -37,7 +21,7 @@ fn a_budget_picks_parked_tiles_that_match_the_same_tiles_by_hand() {
     let input = tmp.path().join("in");
     write_png_clip(&input, 9, 96, 64);
     let budget = tmp.path().join("budget");
-    let out = upscale(&input, &budget, &["--max-vram", "200M"]);
+    let out = upscale_on_cpu(&input, &budget, &["--max-vram", "200M"], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let log = stderr(&out);
     assert!(
@@ -45,11 +29,8 @@ fn a_budget_picks_parked_tiles_that_match_the_same_tiles_by_hand() {
         "{log}"
     );
     let by_hand = tmp.path().join("by_hand");
-    let out = upscale(
-        &input,
-        &by_hand,
-        &["--tile-size", "64", "--tile-overlap", "24"],
-    );
+    let by_hand_args = ["--tile-size", "64", "--tile-overlap", "24"];
+    let out = upscale_on_cpu(&input, &by_hand, &by_hand_args, &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     let (a, b) = (read_all(&budget), read_all(&by_hand));
     assert_eq!(a.len(), 9);
@@ -60,7 +41,7 @@ fn a_budget_picks_parked_tiles_that_match_the_same_tiles_by_hand() {
 
     // Without a budget the whole canvas is one stream.
     let plain = tmp.path().join("plain");
-    let out = upscale(&input, &plain, &[]);
+    let out = upscale_on_cpu(&input, &plain, &[], &[]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("tiled DiT"));
 }
@@ -80,7 +61,7 @@ fn running_out_of_memory_starts_again_with_smaller_tiles() {
         "--tile-overlap",
         "8",
     ];
-    let out = upscale(&input, &output, &extra);
+    let out = upscale_on_cpu(&input, &output, &extra, &[]);
     let log = stderr(&out);
     assert!(out.status.success(), "{log}");
     assert!(
@@ -99,10 +80,11 @@ fn a_budget_nothing_fits_in_fails_with_exit_1_and_leaves_nothing() {
     let input = tmp.path().join("in");
     write_png_clip(&input, 9, 96, 64);
     let output = tmp.path().join("out.y4m");
-    let out = upscale(
+    let out = upscale_on_cpu(
         &input,
         &output,
         &["--max-vram", "20M", "--tile-overlap", "8"],
+        &[],
     );
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let log = stderr(&out);

@@ -63,6 +63,26 @@ pub struct EngineStats {
 }
 
 impl EngineStats {
+    /// Adds another stream's times and mask counts (tiles of one canvas, videos of a batch); chunk
+    /// counts add too, peaks take the larger.
+    pub fn accumulate(&mut self, other: &EngineStats) {
+        self.chunks += other.chunks;
+        self.projector += other.projector;
+        self.dit += other.dit;
+        self.decode += other.decode;
+        self.selected_blocks += other.selected_blocks;
+        self.total_blocks += other.total_blocks;
+        self.empty_rows += other.empty_rows;
+        self.rows += other.rows;
+        for (p, o) in self
+            .peak_tensor_bytes
+            .iter_mut()
+            .zip(other.peak_tensor_bytes)
+        {
+            *p = (*p).max(o);
+        }
+    }
+
     /// Adds the masks `(heads, query blocks, key blocks)` of one chunk. Each mask is reduced to
     /// its row means on the device, so only one value per (head, query block) comes back.
     fn add_masks(&mut self, masks: &[Tensor]) -> Result<()> {

@@ -316,16 +316,15 @@ impl FrameStream for TiledEngine<'_> {
     fn stats(&self) -> EngineStats {
         let mut total = EngineStats::default();
         for t in &self.tiles {
-            let s = &t.engine.stats;
-            total.chunks = total.chunks.max(s.chunks);
-            total.projector += s.projector;
-            total.dit += s.dit;
-            total.decode += s.decode;
-            total.selected_blocks += s.selected_blocks;
-            total.total_blocks += s.total_blocks;
-            total.empty_rows += s.empty_rows;
-            total.rows += s.rows;
+            total.accumulate(&t.engine.stats);
         }
+        // The tiles run the same chunks side by side.
+        total.chunks = self
+            .tiles
+            .iter()
+            .map(|t| t.engine.stats.chunks)
+            .max()
+            .unwrap_or(0);
         total
     }
 }
