@@ -17,7 +17,7 @@ use crate::args::UpscaleArgs;
 use crate::failure::{Failure, Outcome};
 use crate::frames_out::Depth;
 use crate::interrupt;
-use crate::pipelined::WriteBehind;
+use crate::pipelined::{ReadAhead, WriteBehind};
 use crate::progress::Progress;
 use crate::stage_clock::timed;
 use crate::upscale::{PendingTimestamps, Stage};
@@ -289,7 +289,7 @@ fn assemble(args: &UpscaleArgs, stage: &Stage, store: &JobStore) -> Outcome<usiz
     let mut written = 0;
     for marker in store.done()? {
         let path = store.path(&marker.data);
-        let mut segment = open_source(&path)?;
+        let mut segment = ReadAhead::new(open_source(&path)?);
         let pts: Vec<Option<[i64; 3]>> = std::fs::read(timestamps_path(&path))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok())

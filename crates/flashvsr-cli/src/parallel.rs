@@ -15,8 +15,9 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use flashvsr_job::{plan_balanced, plan_segments, HeldLease, JobStore, SegmentRange};
-use flashvsr_media::prepare::prepare_frame;
-use flashvsr_media::{create_sink, open_source, Frame, FrameSink, OutputFormat, Timestamp};
+use flashvsr_media::{
+    create_sink, open_source, Frame, FrameSink, FrameSource, OutputFormat, Timestamp,
+};
 use flashvsr_model::geometry::SizePlan;
 use serde_json::{json, Value};
 
@@ -25,6 +26,7 @@ use crate::failure::{Failure, Outcome};
 use crate::frames_out::{to_frame, Depth};
 use crate::interrupt;
 use crate::job_run;
+use crate::pipelined::{ReadAhead, WriteBehind};
 use crate::progress::{Progress, Reporter, Summary};
 use crate::upscale::{make_engine, make_stage, models_fingerprint, set_vae_tiling, Context, Stage};
 
@@ -499,7 +501,13 @@ fn assemble(
     total: usize,
 ) -> Outcome<usize> {
     let markers = store.done_any()?;
-    let mut sink = create_sink(&args.output, stage.format, &stage.sink_options)?;
+    // Segments decode on a reader thread while the writer thread encodes: the assembly is the
+    // serial tail of a parallel job.
+    let mut sink = WriteBehind::new(create_sink(
+        &args.output,
+        stage.format,
+        &stage.sink_options,
+    )?);
     let mut written = 0;
     // The previous segment's last X frames (16-bit), cross-faded with this one's pre-roll.
     let mut held: Vec<Frame> = Vec::new();
@@ -540,7 +548,7 @@ fn assemble(
             }
         }
         let tail_frames = blend_frames.split_off(pre);
-        let mut data = open_source(&path)?;
+        let mut data = ReadAhead::new(open_source(&path)?);
         let mut count = 0;
         while let Some(frame) = data.next_frame()? {
             interrupt::check()?;
@@ -564,7 +572,7 @@ fn assemble(
             } else {
                 frame
             };
-            sink.write_frame_at(&out, at)?;
+            sink.write_owned(out, at)?;
             written += 1;
         }
         if count != marker.frames {
@@ -582,7 +590,7 @@ fn assemble(
             "assembled {written} frames, the plan has {total}"
         )));
     }
-    sink.finish()?;
+    Box::new(sink).finish()?;
     Ok(written)
 }
 
@@ -822,7 +830,9 @@ impl SegmentJob<'_> {
             Depth::Sixteen => OutputFormat::Png16,
         };
         let opts = flashvsr_media::SinkOptions::default();
-        let mut sink = create_sink(data, format, &opts)?;
+        // As in one stream: LQ frames prepared ahead, colour fix and encoding on the host pool
+        // behind a writer thread, so the worker's device is not left waiting for the host.
+        let mut sink = WriteBehind::new(create_sink(data, format, &opts)?);
         let joins = seg.pre_roll() + self.tail;
         let mut blend_sink: Option<Box<dyn FrameSink>> = if joins > 0 {
             Some(create_sink(blend, OutputFormat::Png16, &opts)?)
@@ -831,14 +841,17 @@ impl SegmentJob<'_> {
         };
         let mut engine = engine()?;
         let mut source = open_source(&self.args.input)?;
+        let mut input = stage.input(source.as_mut(), Some(self.total));
+        let short_input = |at: usize| {
+            Failure::bad(format!(
+                "{}: the input ended at frame {at}, the plan has {}",
+                self.args.input.display(),
+                self.total
+            ))
+        };
         for i in 0..seg.read_from {
-            check_stop()?;
-            if source.next_frame()?.is_none() {
-                return Err(Failure::bad(format!(
-                    "{}: the input ended at frame {i}, the plan has {}",
-                    self.args.input.display(),
-                    self.total
-                )));
+            if input.skip()?.is_none() {
+                return Err(short_input(i));
             }
         }
         let mut timestamps: Vec<Option<Timestamp>> = Vec::with_capacity(seg.emitted());
@@ -849,25 +862,14 @@ impl SegmentJob<'_> {
         while next_out < seg.own_to {
             check_stop()?;
             let outputs = if global < self.total {
-                let frame = source.next_frame()?.ok_or_else(|| {
-                    Failure::bad(format!(
-                        "{}: the input ended at frame {global}, the plan has {}",
-                        self.args.input.display(),
-                        self.total
-                    ))
-                })?;
+                let frame = input.next()?.ok_or_else(|| short_input(global))?;
                 if (seg.emit_from..seg.own_to).contains(&global) {
-                    timestamps.push(if stage.keep_timestamps {
-                        source.timestamp()
-                    } else {
-                        None
-                    });
+                    timestamps.push(frame.at);
                 }
                 global += 1;
-                let lq = prepare_frame(&frame, &stage.geometry, stage.resampler);
-                engine.push(lq)?
+                stage.push(engine.as_mut(), frame.lq)?
             } else {
-                let outs = engine.finish(global - seg.read_from)?;
+                let outs = stage.finish(engine.as_mut(), global - seg.read_from)?;
                 if outs.is_empty() {
                     return Err(Failure::failed(format!(
                         "segment {}: the stream ended before frame {next_out}",
@@ -887,14 +889,16 @@ impl SegmentJob<'_> {
                         seg.k
                     )));
                 }
-                let pixels = out.finish();
-                let frame = to_frame(&pixels, stage.plan.model, stage.plan.output, stage.depth);
-                sink.write_frame(&frame)?;
                 let in_join = g < seg.own_from || g >= seg.own_to - self.tail;
-                if let (true, Some(b)) = (in_join, blend_sink.as_mut()) {
-                    let f16 =
-                        to_frame(&pixels, stage.plan.model, stage.plan.output, Depth::Sixteen);
-                    b.write_frame(&f16)?;
+                match (in_join, blend_sink.as_mut()) {
+                    // The few join frames also go to the blend file in 16 bits: finished here.
+                    (true, Some(b)) => {
+                        let pixels = out.finish();
+                        let (model, output) = (stage.plan.model, stage.plan.output);
+                        sink.write_owned(to_frame(&pixels, model, output, stage.depth), None)?;
+                        b.write_frame(&to_frame(&pixels, model, output, Depth::Sixteen))?;
+                    }
+                    _ => stage.write(&mut sink, out, None)?,
                 }
                 next_out += 1;
             }
@@ -920,7 +924,7 @@ impl SegmentJob<'_> {
                 self.write_status(next_out.saturating_sub(seg.own_from));
             }
         }
-        sink.finish()?;
+        Box::new(sink).finish()?;
         if let Some(b) = blend_sink {
             b.finish()?;
         }

@@ -8,7 +8,7 @@
 
 use rayon::prelude::*;
 
-use crate::frame::{YuvMatrix, YuvRange};
+use crate::frame::{Frame, FrameData, YuvMatrix, YuvRange};
 
 /// The rule used where a stream does not say which matrix it uses.
 pub(crate) fn default_matrix(height: usize) -> YuvMatrix {
@@ -193,29 +193,136 @@ pub(crate) fn yuv_to_rgb(
     }
 }
 
-/// Interleaved 16-bit RGB to three full-size planes of `bits`-bit codes.
-pub(crate) fn rgb_to_yuv444(
-    rgb: &[u16],
-    bits: u32,
-    range: YuvRange,
-    matrix: YuvMatrix,
-) -> [Vec<u16>; 3] {
+/// A frame as y4m 4:4:4 planes (Y, then Cb, then Cr) of `frame.bit_depth`-bit codes, bytes as
+/// they go to the file (16-bit little endian). Rows are converted in parallel straight into the
+/// output bytes: no intermediate 16-bit copy or per-plane buffers, which made the writer the
+/// slowest stage of a long job.
+pub(crate) fn frame_to_yuv444_bytes(frame: &Frame, range: YuvRange, matrix: YuvMatrix) -> Vec<u8> {
+    let bits = frame.bit_depth as u32;
+    let bytes = if bits == 16 { 2 } else { 1 };
     let lv = Levels::new(bits, range);
     let (kr, kb) = kr_kb(matrix);
     let kg = 1.0 - kr - kb;
     let top = ((1u32 << bits) - 1) as f32;
-    let code = |v: f32| v.round().clamp(0.0, top) as u16;
-    let n = rgb.len() / 3;
-    let (mut y, mut u, mut v) = (vec![0u16; n], vec![0u16; n], vec![0u16; n]);
-    y.par_iter_mut()
-        .zip(u.par_iter_mut().zip(v.par_iter_mut()))
-        .zip(rgb.par_chunks_exact(3))
-        .for_each(|((y, (u, v)), px)| {
+    // round() clamped: + 0.5 and truncation round half up, the same for these non-negative values,
+    // without a libm call per sample.
+    let code = |v: f32| (v.clamp(0.0, top) + 0.5) as u16;
+    let row_bytes = frame.width * bytes;
+    let plane_bytes = row_bytes * frame.height;
+    let mut out = vec![0u8; 3 * plane_bytes];
+    if plane_bytes == 0 {
+        return out;
+    }
+    // The same f32 value the 16-bit path sees for an 8-bit sample (v · 257 / 65535).
+    let unit8: Vec<f32> = (0..256u32).map(|v| (v * 257) as f32 / 65535.0).collect();
+    let convert = |rgb: [f32; 3]| -> [u16; 3] {
+        let [r, g, b] = rgb;
+        let luma = kr * r + kg * g + kb * b;
+        [
+            code(lv.y_off + lv.y_span * luma),
+            code(lv.c_off + lv.c_span * (b - luma) / (2.0 * (1.0 - kb))),
+            code(lv.c_off + lv.c_span * (r - luma) / (2.0 * (1.0 - kr))),
+        ]
+    };
+    let (y, chroma) = out.split_at_mut(plane_bytes);
+    let (u, v) = chroma.split_at_mut(plane_bytes);
+    y.par_chunks_mut(row_bytes)
+        .zip(u.par_chunks_mut(row_bytes))
+        .zip(v.par_chunks_mut(row_bytes))
+        .enumerate()
+        .for_each(|(row, ((y, u), v))| {
+            let mut put = |x: usize, c: [u16; 3]| {
+                if bytes == 2 {
+                    y[2 * x..2 * x + 2].copy_from_slice(&c[0].to_le_bytes());
+                    u[2 * x..2 * x + 2].copy_from_slice(&c[1].to_le_bytes());
+                    v[2 * x..2 * x + 2].copy_from_slice(&c[2].to_le_bytes());
+                } else {
+                    (y[x], u[x], v[x]) = (c[0] as u8, c[1] as u8, c[2] as u8);
+                }
+            };
+            let start = row * frame.width * 3;
+            let end = start + frame.width * 3;
+            match &frame.data {
+                FrameData::U8(d) => {
+                    for (x, px) in d[start..end].chunks_exact(3).enumerate() {
+                        let rgb = [px[0], px[1], px[2]].map(|s| unit8[s as usize]);
+                        put(x, convert(rgb));
+                    }
+                }
+                FrameData::U16(d) => {
+                    for (x, px) in d[start..end].chunks_exact(3).enumerate() {
+                        put(
+                            x,
+                            convert([px[0], px[1], px[2]].map(|s| s as f32 / 65535.0)),
+                        );
+                    }
+                }
+            }
+        });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The writer's earlier conversion (16-bit samples, then planes), kept as the reference that
+    /// the direct byte conversion must match exactly.
+    fn planes_via_u16(frame: &Frame, range: YuvRange, matrix: YuvMatrix) -> Vec<u8> {
+        let bits = frame.bit_depth as u32;
+        let lv = Levels::new(bits, range);
+        let (kr, kb) = kr_kb(matrix);
+        let kg = 1.0 - kr - kb;
+        let top = ((1u32 << bits) - 1) as f32;
+        let code = |v: f32| v.round().clamp(0.0, top) as u16;
+        let rgb = frame.to_u16_samples();
+        let mut planes = [Vec::new(), Vec::new(), Vec::new()];
+        for px in rgb.chunks_exact(3) {
             let [r, g, b] = [px[0], px[1], px[2]].map(|v| v as f32 / 65535.0);
             let luma = kr * r + kg * g + kb * b;
-            *y = code(lv.y_off + lv.y_span * luma);
-            *u = code(lv.c_off + lv.c_span * (b - luma) / (2.0 * (1.0 - kb)));
-            *v = code(lv.c_off + lv.c_span * (r - luma) / (2.0 * (1.0 - kr)));
-        });
-    [y, u, v]
+            planes[0].push(code(lv.y_off + lv.y_span * luma));
+            planes[1].push(code(lv.c_off + lv.c_span * (b - luma) / (2.0 * (1.0 - kb))));
+            planes[2].push(code(lv.c_off + lv.c_span * (r - luma) / (2.0 * (1.0 - kr))));
+        }
+        planes
+            .iter()
+            .flat_map(|p| {
+                p.iter().flat_map(move |&v| {
+                    if bits == 16 {
+                        v.to_le_bytes().to_vec()
+                    } else {
+                        vec![v as u8]
+                    }
+                })
+            })
+            .collect()
+    }
+
+    #[test]
+    fn direct_yuv_bytes_match_the_sample_by_sample_conversion() {
+        let (w, h) = (37, 11);
+        let mut seed = 0x9e37_79b9_u32;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 17;
+            seed ^= seed << 5;
+            seed
+        };
+        let mut eight: Vec<u8> = (0..w * h * 3).map(|_| next() as u8).collect();
+        // Every 8-bit code appears, so each table entry is checked.
+        eight[..256]
+            .iter_mut()
+            .enumerate()
+            .for_each(|(i, v)| *v = i as u8);
+        let sixteen: Vec<u16> = (0..w * h * 3).map(|_| next() as u16).collect();
+        for frame in [Frame::from_u8(w, h, eight), Frame::from_u16(w, h, sixteen)] {
+            for range in [YuvRange::Limited, YuvRange::Full] {
+                for matrix in [YuvMatrix::Bt601, YuvMatrix::Bt709] {
+                    let direct = frame_to_yuv444_bytes(&frame, range, matrix);
+                    assert_eq!(direct.len(), w * h * 3 * (frame.bit_depth as usize / 8));
+                    assert_eq!(direct, planes_via_u16(&frame, range, matrix));
+                }
+            }
+        }
+    }
 }

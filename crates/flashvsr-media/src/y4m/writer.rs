@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::frame::{Frame, FrameSink, YuvRange};
 use crate::output::PendingOutput;
-use crate::yuv::{default_matrix, rgb_to_yuv444};
+use crate::yuv::{default_matrix, frame_to_yuv444_bytes};
 use crate::MediaError;
 
 pub(crate) struct Y4mSink {
@@ -114,22 +114,9 @@ impl FrameSink for Y4mSink {
             }
             Some(_) => {}
         }
-        let bits = frame.bit_depth as u32;
-        let planes = rgb_to_yuv444(
-            &frame.to_u16_samples(),
-            bits,
-            YuvRange::Limited,
-            default_matrix(frame.height),
-        );
+        let planes = frame_to_yuv444_bytes(frame, YuvRange::Limited, default_matrix(frame.height));
         self.write_all(b"FRAME\n")?;
-        for plane in &planes {
-            let bytes: Vec<u8> = if bits == 16 {
-                plane.iter().flat_map(|v| v.to_le_bytes()).collect()
-            } else {
-                plane.iter().map(|&v| v as u8).collect()
-            };
-            self.write_all(&bytes)?;
-        }
+        self.write_all(&planes)?;
         Ok(())
     }
 
