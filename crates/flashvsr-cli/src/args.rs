@@ -257,6 +257,13 @@ pub struct UpscaleArgs {
     /// and cross-faded joins, docs/SEGMENTS.md); the default is one device and one stream.
     #[arg(long, value_name = "LIST")]
     pub devices: Option<String>,
+    /// How several --devices share a video. `layers`: the model's blocks are split over the
+    /// devices of this host and one stream runs through all of them, chunks in flight on each
+    /// (the one-device output exactly, no warm-up). `segments`: one worker process per device on
+    /// its own segments (cold starts, cross-faded joins). `auto`: layers for 2 to 4 GPUs,
+    /// segments otherwise.
+    #[arg(long, value_enum, default_value_t = ParallelMode::Auto)]
+    pub parallel: ParallelMode,
     /// Parallel jobs: frames run before each segment to warm up its cold stream, then discarded
     /// (a multiple of 8).
     #[arg(long, default_value_t = crate::parallel::DEFAULT_WARMUP_FRAMES)]
@@ -271,6 +278,13 @@ pub struct UpscaleArgs {
     /// Whether --segment-frames was given (set from the command line's matches).
     #[arg(skip)]
     pub segment_frames_given: bool,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParallelMode {
+    Auto,
+    Layers,
+    Segments,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

@@ -21,7 +21,7 @@ use flashvsr_media::{
 use flashvsr_model::geometry::SizePlan;
 use serde_json::{json, Value};
 
-use crate::args::UpscaleArgs;
+use crate::args::{ParallelMode, UpscaleArgs};
 use crate::failure::{Failure, Outcome};
 use crate::frames_out::{to_frame, Depth};
 use crate::interrupt;
@@ -117,6 +117,45 @@ pub fn parse_devices(text: &str) -> Result<Devices, String> {
     Ok(Devices::Gpus(gpus))
 }
 
+/// Stream splits by layers over at most this many GPUs by default: past it, the decoder's stage
+/// outweighs a share of the blocks and segments scale better.
+const MAX_AUTO_LAYER_DEVICES: usize = 4;
+
+/// The devices (as `--device` names, first to last) of a stream split by layers under
+/// `--devices` and `--parallel`; None when the job is not split that way.
+pub fn layer_split_devices(args: &UpscaleArgs) -> Outcome<Option<Vec<String>>> {
+    let Some(text) = &args.devices else {
+        return Ok(None);
+    };
+    let devices = parse_devices(text).map_err(Failure::bad)?;
+    let names: Vec<String> = match &devices {
+        Devices::Cpu(n) => vec!["cpu".to_string(); *n],
+        Devices::Gpus(g) => g.iter().map(|i| format!("cuda:{i}")).collect(),
+    };
+    let layers = match args.parallel {
+        ParallelMode::Layers => true,
+        ParallelMode::Segments => false,
+        ParallelMode::Auto => {
+            matches!(devices, Devices::Gpus(_)) && names.len() <= MAX_AUTO_LAYER_DEVICES
+        }
+    };
+    if !layers || names.len() < 2 {
+        return Ok(None);
+    }
+    if args.tile_size != 0 || args.max_vram.is_some() {
+        return Err(Failure::bad(
+            "--parallel layers runs the whole canvas on every device: it cannot be combined with \
+             --tile-size or --max-vram (use --parallel segments)",
+        ));
+    }
+    if !args.device.trim().eq_ignore_ascii_case("auto") {
+        return Err(Failure::bad(
+            "--device and --devices together: --devices names the devices of a split stream",
+        ));
+    }
+    Ok(Some(names))
+}
+
 /// The device of a one-stream run under `--devices` (a single device, or a job that is not split):
 /// its first device, unless `--device` names one.
 pub fn single_device(args: &UpscaleArgs) -> Option<String> {
@@ -136,7 +175,7 @@ pub fn run_if_parallel(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Option<
         return Ok(None);
     };
     let devices = parse_devices(text).map_err(Failure::bad)?;
-    if devices.count() < 2 {
+    if devices.count() < 2 || layer_split_devices(args)?.is_some() {
         return Ok(None);
     }
     let reporter = ctx.reporter;

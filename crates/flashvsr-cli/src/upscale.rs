@@ -17,7 +17,7 @@ use flashvsr_model::color_fix::ColorFix;
 use flashvsr_model::dit::mask::{AttentionMode, SparseSettings};
 use flashvsr_model::geometry::SizePlan;
 use flashvsr_model::noise::NoiseSource;
-use flashvsr_model::pipeline::{Decoder, Engine, EngineSettings, Models, OutputFrame};
+use flashvsr_model::pipeline::{Decoder, Engine, EngineSettings, Models, OutputFrame, StageDevice};
 use flashvsr_model::random_weights::ModelSize;
 use flashvsr_model::stream::FrameStream;
 use flashvsr_model::tcdecoder::SPACE_UPSCALE;
@@ -142,6 +142,8 @@ pub struct Context<'r> {
     pub batch: Option<serde_json::Value>,
     /// The tile size (model pixels) of the last attempt, or the canvas' longer side untiled.
     last_tile: Option<usize>,
+    /// The devices after the first of a stream split by layers, with their models.
+    more_stages: Vec<(BackendRef, Models)>,
 }
 
 impl<'r> Context<'r> {
@@ -153,6 +155,7 @@ impl<'r> Context<'r> {
             totals: Summary::default(),
             batch: None,
             last_tile: None,
+            more_stages: Vec::new(),
         }
     }
 
@@ -180,18 +183,10 @@ impl<'r> Context<'r> {
         if self.models.is_none() {
             let backend = self.backend(args)?;
             let quiet = !self.reporter.human();
-            if let Some(size) = args.random_weights {
-                let size = match size {
-                    BenchModelSize::Release => ModelSize::RELEASE,
-                    BenchModelSize::Small => ModelSize::SMALL,
-                };
-                let version = model_files::projector_version(args.files.model_ver);
-                let full = args.mode == Mode::Full;
-                self.models = Some(model_files::random_models(&backend, size, version, full)?);
-                return Ok(());
+            if args.random_weights.is_none() {
+                model_files::ensure_files(&args.files, args.mode == Mode::Full, quiet)?;
             }
-            model_files::ensure_files(&args.files, args.mode == Mode::Full, quiet)?;
-            self.models = Some(load_models(&backend, args)?);
+            self.models = Some(models_on(&backend, args)?);
         }
         Ok(())
     }
@@ -235,6 +230,52 @@ pub fn main(args: &UpscaleArgs) -> ExitCode {
     }
     reporter.event(end);
     ExitCode::from(code)
+}
+
+impl Context<'_> {
+    /// The devices after the first of a stream split by layers (`devices[1..]`), each with the
+    /// models loaded on it (once; loaded side by side).
+    fn load_more_stages(&mut self, args: &UpscaleArgs, devices: &[String]) -> Outcome<()> {
+        if self.more_stages.len() == devices.len() {
+            return Ok(());
+        }
+        let quiet = !self.reporter.human();
+        let loaded: Vec<Outcome<(BackendRef, Models)>> = std::thread::scope(|scope| {
+            let loads: Vec<_> = devices
+                .iter()
+                .map(|name| {
+                    scope.spawn(move || {
+                        let backend = device::select(name, args.precision, quiet, None)?;
+                        let models = models_on(&backend, args)?;
+                        Ok((backend, models))
+                    })
+                })
+                .collect();
+            loads
+                .into_iter()
+                .map(|h| {
+                    h.join()
+                        .unwrap_or_else(|_| Err(Failure::failed("loading the models panicked")))
+                })
+                .collect()
+        });
+        self.more_stages = loaded.into_iter().collect::<Outcome<Vec<_>>>()?;
+        Ok(())
+    }
+}
+
+/// The models for `args` on `backend`: from the model files, or random (`--random-weights`).
+fn models_on(backend: &BackendRef, args: &UpscaleArgs) -> Outcome<Models> {
+    if let Some(size) = args.random_weights {
+        let size = match size {
+            BenchModelSize::Release => ModelSize::RELEASE,
+            BenchModelSize::Small => ModelSize::SMALL,
+        };
+        let version = model_files::projector_version(args.files.model_ver);
+        let full = args.mode == Mode::Full;
+        return model_files::random_models(backend, size, version, full);
+    }
+    load_models(backend, args)
 }
 
 /// Upscales one input to one output; returns its summary (also added to the context's totals).
@@ -283,6 +324,7 @@ fn run_attempt(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
             return Ok(summary);
         }
     }
+    let split_devices = crate::parallel::layer_split_devices(args)?;
     // One stream on the first device of --devices (when --device was left at auto).
     let single;
     let args = match crate::parallel::single_device(args) {
@@ -303,6 +345,9 @@ fn run_attempt(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
     let mut source: Box<dyn FrameSource> = Box::new(ReadAhead::new(opened));
     let load_start = Instant::now();
     ctx.load_models(args)?;
+    if let Some(devices) = &split_devices {
+        ctx.load_more_stages(args, &devices[1..])?;
+    }
     let reporter = ctx.reporter;
     let info = source.info().clone();
     let plan = SizePlan::new(
@@ -314,7 +359,10 @@ fn run_attempt(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
 
     let models = ctx.models.as_mut().expect("loaded above");
     set_vae_tiling(models, args, height, width);
-    let models = &*models;
+    for (_, m) in &mut ctx.more_stages {
+        set_vae_tiling(m, args, height, width);
+    }
+    let models = ctx.models.as_ref().expect("loaded above");
     // Profiling synchronises the device between stages: only for a summary, and on a GPU only
     // when asked.
     let profile = reporter.wants_summary() && (args.profile || backend.device() == Device::Cpu);
@@ -322,9 +370,31 @@ fn run_attempt(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
         crate::memory_budget::tile_layout(args, models, &backend, height, width)
             .map_or(height.max(width), |l| l.tile.min(height.max(width))),
     );
-    let mut engine = make_engine(
-        args, models, &backend, reporter, height, width, profile, None,
-    )?;
+    let mut engine = match &split_devices {
+        Some(devices) => {
+            let mut stages = vec![StageDevice {
+                models,
+                backend: backend.clone(),
+            }];
+            stages.extend(ctx.more_stages.iter().map(|(b, m)| StageDevice {
+                models: m,
+                backend: b.clone(),
+            }));
+            let mut settings = engine_settings(args, height, width, profile)?;
+            settings.noise = noise_source(args, height, width)?;
+            let engine = Engine::split_across(stages, settings, height, width)?;
+            reporter.info(&format!(
+                "one stream split over {}: DiT blocks cut at {:?} (the first device also runs \
+                 the projector, the last the decoder; the cuts follow the measured times)",
+                devices.join(", "),
+                engine.split_cuts()
+            ));
+            Box::new(engine) as Box<dyn FrameStream>
+        }
+        None => make_engine(
+            args, models, &backend, reporter, height, width, profile, None,
+        )?,
+    };
     let load = load_start.elapsed();
 
     let mut stage = make_stage(args, &info, plan);

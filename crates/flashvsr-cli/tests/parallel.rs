@@ -324,3 +324,58 @@ fn join_difference() {
         println!("{row}");
     }
 }
+
+/// `--parallel layers`: one stream through both devices, checkpointed with chunks in flight
+/// between them: the single stream's frames exactly, also after a kill and a resume.
+#[test]
+fn a_stream_split_by_layers_is_the_single_stream_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.y4m");
+    write_y4m(&input, 150, 16, 12);
+    let stream = tmp.path().join("stream");
+    upscale(
+        &input,
+        &stream,
+        &["--device", "cpu", "--segment-frames", "48"],
+        &[],
+    );
+    let split_args = [
+        "--devices",
+        "cpu:2",
+        "--parallel",
+        "layers",
+        "--segment-frames",
+        "48",
+    ];
+    let split = tmp.path().join("split");
+    let out = upscale(&input, &split, &split_args, &[]);
+    assert!(stderr(&out).is_empty(), "{}", stderr(&out));
+    let s = frames(&stream);
+    assert_eq!(s.len(), 150);
+    assert!(frames(&split) == s, "the split stream differs");
+
+    let output = tmp.path().join("resumed");
+    let store = tmp.path().join("resumed.flashvsr");
+    let models = golden_models();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashvsr"))
+        .args(["upscale", input.to_str().unwrap(), "-o"])
+        .arg(&output)
+        .args(["--output-format", "png", "-q", "--models"])
+        .arg(&models)
+        .args(split_args)
+        .env_remove("FLASHVSR_MODELS")
+        .env("HF_HUB_OFFLINE", "1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_dir(store.join("done")).is_ok_and(|d| d.count() > 0) {
+        assert!(child.try_wait().unwrap().is_none(), "finished too early");
+        assert!(std::time::Instant::now() < deadline, "no commit");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    upscale(&input, &output, &split_args, &[]);
+    assert!(frames(&output) == s, "the resumed split stream differs");
+}

@@ -1,7 +1,7 @@
 //! The streaming engine: prepared LQ frames in, finished frames out, one DiT chunk at a time.
 //! Memory is bounded by one chunk's frames; video length never matters (ARCHITECTURE.md).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
 use flashvsr_tensor::{BackendRef, BlockMask, Tensor};
@@ -19,6 +19,10 @@ use crate::tcdecoder::{DecoderMemory, TcDecoder, SPACE_UPSCALE};
 use crate::vae::{VaeState, WanVaeDecoder};
 use crate::vae_tiling::{TiledVaeState, VaeTiling};
 use crate::{ModelError, Result};
+
+mod split;
+use split::{Handoff, LayerSplit};
+pub use split::{SplitMove, StageDevice};
 
 pub enum Decoder {
     Tiny(TcDecoder),
@@ -154,9 +158,16 @@ struct LqFrame {
 }
 
 pub struct Engine<'m> {
+    /// The first stage's models and device (the only ones unless the stream is split).
     models: &'m Models,
     settings: EngineSettings,
     backend: BackendRef,
+    /// Every device of the stream, first to last; one unless the DiT's blocks are split over
+    /// several devices ([`Engine::split_across`]).
+    stages: Vec<StageDevice<'m>>,
+    split: LayerSplit,
+    /// Chunks between stages, oldest first.
+    pending: VecDeque<Handoff>,
     height: usize,
     width: usize,
     frames: BTreeMap<usize, LqFrame>,
@@ -178,6 +189,41 @@ impl<'m> Engine<'m> {
         height: usize,
         width: usize,
     ) -> Result<Self> {
+        let stages = vec![StageDevice {
+            models,
+            backend: backend.clone(),
+        }];
+        Engine::with_stages(stages, settings, height, width)
+    }
+
+    /// A stream whose DiT blocks are split over `stages` (devices of one host, first to last):
+    /// the first also runs the LQ projector, the last the head and the decoder, and chunk c runs
+    /// on one device while chunk c − 1 runs on the next. Each device's models must be the same
+    /// weights; the output is the one-device stream's, bit for bit.
+    pub fn split_across(
+        stages: Vec<StageDevice<'m>>,
+        settings: EngineSettings,
+        height: usize,
+        width: usize,
+    ) -> Result<Self> {
+        if stages.is_empty() {
+            return Err(ModelError::Settings("a split stream needs a device".into()));
+        }
+        let layers = stages[0].models.dit.layers();
+        if stages.iter().any(|s| s.models.dit.layers() != layers) {
+            return Err(ModelError::Settings(
+                "the devices of a split stream hold different DiT models".into(),
+            ));
+        }
+        Engine::with_stages(stages, settings, height, width)
+    }
+
+    fn with_stages(
+        stages: Vec<StageDevice<'m>>,
+        settings: EngineSettings,
+        height: usize,
+        width: usize,
+    ) -> Result<Self> {
         if height == 0
             || width == 0
             || !height.is_multiple_of(geometry::SIZE_MULTIPLE)
@@ -187,15 +233,21 @@ impl<'m> Engine<'m> {
                 "model canvas {width}×{height} is not a multiple of 128"
             )));
         }
+        let (models, backend) = (stages[0].models, stages[0].backend.clone());
+        let last = stages[stages.len() - 1].models;
+        let split = LayerSplit::initial(models, stages.len());
         Ok(Engine {
             state: StreamState {
                 projector: ProjectorState::default(),
                 dit: models.dit.new_state(),
-                decoder: decoder_state(models, height, width),
+                decoder: decoder_state(last, height, width),
             },
             models,
             settings,
-            backend: backend.clone(),
+            backend,
+            stages,
+            split,
+            pending: VecDeque::new(),
             height,
             width,
             frames: BTreeMap::new(),
@@ -252,6 +304,9 @@ impl<'m> Engine<'m> {
                 .ok_or_else(|| ModelError::Settings("last frame already released".into()))?;
             out.extend(self.push_shared(frame)?);
         }
+        while !self.pending.is_empty() {
+            out.extend(self.tick(false)?);
+        }
         out.retain(|f| f.index < real_frames);
         Ok(out)
     }
@@ -301,6 +356,7 @@ impl<'m> Engine<'m> {
                 &f.host,
             );
         }
+        split::write_pending(&self.pending, w, p, (self.height, self.width));
         match &self.parked {
             Some(parked) => {
                 w.extend_prefixed(parked, p);
@@ -331,6 +387,11 @@ impl<'m> Engine<'m> {
     /// chunks: device memory then holds one chunk's work, for tiles that take turns on a small
     /// card. Costs a host round trip of the state per chunk.
     pub fn set_parking(&mut self, on: bool) -> Result<()> {
+        if on && self.stages.len() > 1 {
+            return Err(ModelError::Settings(
+                "a stream split over several devices keeps its state on them".into(),
+            ));
+        }
         self.parking = on;
         if on {
             self.park()
@@ -393,6 +454,7 @@ impl<'m> Engine<'m> {
             );
         }
         self.parked = None;
+        self.pending = split::read_pending(r, p)?;
         self.read_stream_tensors(r, p)?;
         if self.parking {
             self.park()?;
@@ -402,7 +464,13 @@ impl<'m> Engine<'m> {
 
     fn read_stream_tensors(&mut self, r: &StateReader, p: &str) -> Result<()> {
         self.state.projector = ProjectorState::load(r, &format!("{p}proj"))?;
+        let readers: Vec<StateReader> = self
+            .stages
+            .iter()
+            .map(|s| r.on_backend(&s.backend))
+            .collect();
         for (l, layer) in self.state.dit.layers.iter_mut().enumerate() {
+            let r = &readers[self.split.owner(l)];
             let groups: usize = r.value(&format!("{p}dit.{l}.groups"))?;
             layer.groups = (0..groups)
                 .map(|g| {
@@ -414,6 +482,7 @@ impl<'m> Engine<'m> {
                 })
                 .collect::<Result<Vec<_>>>()?;
         }
+        let r = &readers[readers.len() - 1];
         match &mut self.state.decoder {
             DecoderState::Tiny(m) => m.load(r, &format!("{p}tc")),
             DecoderState::Vae(v) => v.load(r, &format!("{p}vae")),
@@ -431,41 +500,27 @@ impl<'m> Engine<'m> {
     }
 
     fn frame_range(&self, first: usize, count: usize) -> Result<Tensor> {
-        let shape = [3, 1, self.height, self.width];
-        let parts = (first..first + count)
-            .map(|i| {
-                let f = self.frames.get(&i).ok_or_else(|| {
-                    ModelError::Settings(format!("LQ frame {i} is not available"))
-                })?;
-                match &f.device {
-                    Some(t) => Ok(t.clone()),
-                    None => Ok(Tensor::from_slice(&self.backend, &f.host, &shape)?),
-                }
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&Tensor> = parts.iter().collect();
-        Ok(Tensor::cat(&refs, 1)?)
+        lq_frames(
+            &self.backend,
+            &self.frames,
+            first,
+            count,
+            (self.height, self.width),
+        )
     }
 
     fn lq_tokens(&mut self, chunk: usize) -> Result<Tensor> {
-        let proj = &self.models.projector;
-        let groups: Vec<usize> = if chunk == 0 {
-            let frame0 = self.frame_range(0, 1)?;
-            proj.warm_up(&frame0, &mut self.state.projector)?;
-            (1..=6).map(|q| 4 * q - 3).collect()
-        } else {
-            vec![8 * chunk + 17, 8 * chunk + 21]
+        let canvas = (self.height, self.width);
+        let lq = |first: usize, count: usize| {
+            lq_frames(&self.backend, &self.frames, first, count, canvas)
         };
-        let mut tokens = Vec::with_capacity(groups.len());
-        for first in groups {
-            let frames = self.frame_range(first, 4)?;
-            tokens.push(proj.step(&frames, &mut self.state.projector)?);
-        }
-        let refs: Vec<&Tensor> = tokens.iter().collect();
-        Ok(Tensor::cat(&refs, 0)?)
+        lq_tokens(&self.models.projector, &mut self.state.projector, lq, chunk)
     }
 
     fn run_chunk(&mut self) -> Result<Vec<OutputFrame>> {
+        if self.stages.len() > 1 || !self.pending.is_empty() {
+            return self.tick(true);
+        }
         self.unpark()?;
         let out = self.compute_chunk()?;
         if self.parking {
@@ -509,28 +564,21 @@ impl<'m> Engine<'m> {
                 "decoder produced {frames} frames, expected {out_n}"
             )));
         }
-        // Splitting the chunk into frames and the colour fix are left to `OutputFrame::finish`,
-        // off this thread.
-        let pixels = Arc::new(pixels);
-        let out = (0..out_n)
+        let references = (out0..out0 + out_n)
             .map(|i| {
-                let reference = self
-                    .frames
-                    .get(&(out0 + i))
+                self.frames
+                    .get(&i)
                     .map(|f| f.host.clone())
-                    .ok_or_else(|| {
-                        ModelError::Settings(format!("LQ frame {} is not available", out0 + i))
-                    })?;
-                Ok(OutputFrame::in_chunk(
-                    out0 + i,
-                    pixels.clone(),
-                    i,
-                    out_n,
-                    (self.height, self.width),
-                    (self.settings.color_fix, reference),
-                ))
+                    .ok_or_else(|| ModelError::Settings(format!("LQ frame {i} is not available")))
             })
             .collect::<Result<Vec<_>>>()?;
+        let out = chunk_frames(
+            out0,
+            pixels,
+            references,
+            (self.height, self.width),
+            self.settings.color_fix,
+        );
         if self.settings.profile {
             self.stats.projector += t1 - t0;
             self.stats.dit += t2 - t1;
@@ -567,21 +615,105 @@ impl<'m> Engine<'m> {
             Decoder::Tiny(_) => Some(self.frame_range(out0, out_n)?),
             Decoder::Full { .. } => None,
         };
-        match (&self.models.decoder, &mut self.state.decoder, cond) {
-            (Decoder::Tiny(tc), DecoderState::Tiny(memory), Some(cond)) => {
-                let y = tc.decode(latents, &cond, memory)?;
-                Ok((y.to_vec()?, y.dim(1)))
+        decode_chunk(self.models, &mut self.state.decoder, latents, cond)
+    }
+}
+
+/// The output frames of a decoded chunk `(3, n, H, W)` starting at frame `out0`, each with its LQ
+/// frame as the colour fix's reference. Splitting the chunk into frames and the colour fix are
+/// left to `OutputFrame::finish`, off the engine's thread.
+fn chunk_frames(
+    out0: usize,
+    pixels: Vec<f32>,
+    references: Vec<Arc<Vec<f32>>>,
+    canvas: (usize, usize),
+    color_fix: ColorFix,
+) -> Vec<OutputFrame> {
+    let pixels = Arc::new(pixels);
+    let n = references.len();
+    references
+        .into_iter()
+        .enumerate()
+        .map(|(i, reference)| {
+            OutputFrame::in_chunk(
+                out0 + i,
+                pixels.clone(),
+                i,
+                n,
+                canvas,
+                (color_fix, reference),
+            )
+        })
+        .collect()
+}
+
+/// LQ frames `first..first + count` as `(3, count, H, W)` on `backend`: the device copies where
+/// there are some on it, else uploaded from the host.
+fn lq_frames(
+    backend: &BackendRef,
+    frames: &BTreeMap<usize, LqFrame>,
+    first: usize,
+    count: usize,
+    (height, width): (usize, usize),
+) -> Result<Tensor> {
+    let shape = [3, 1, height, width];
+    let parts = (first..first + count)
+        .map(|i| {
+            let f = frames
+                .get(&i)
+                .ok_or_else(|| ModelError::Settings(format!("LQ frame {i} is not available")))?;
+            match &f.device {
+                Some(t) if Arc::ptr_eq(t.backend(), backend) => Ok(t.clone()),
+                _ => Ok(Tensor::from_slice(backend, &f.host, &shape)?),
             }
-            (Decoder::Full { vae, .. }, DecoderState::Vae(state), _) => {
-                let y = vae.decode(latents, state)?.clamp(-1.0, 1.0)?;
-                Ok((y.to_vec()?, y.dim(1)))
-            }
-            (Decoder::Full { vae, .. }, DecoderState::TiledVae(state), _) => {
-                state.decode(vae, latents)
-            }
-            _ => Err(ModelError::Settings(
-                "decoder state does not match the decoder".into(),
-            )),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&Tensor> = parts.iter().collect();
+    Ok(Tensor::cat(&refs, 1)?)
+}
+
+/// The projector tokens of chunk `chunk` (the first chunk warms the projector up on frame 0);
+/// `lq(first, count)` gives LQ frames on the projector's device.
+fn lq_tokens(
+    projector: &LqProjector,
+    state: &mut ProjectorState,
+    lq: impl Fn(usize, usize) -> Result<Tensor>,
+    chunk: usize,
+) -> Result<Tensor> {
+    let groups: Vec<usize> = if chunk == 0 {
+        projector.warm_up(&lq(0, 1)?, state)?;
+        (1..=6).map(|q| 4 * q - 3).collect()
+    } else {
+        vec![8 * chunk + 17, 8 * chunk + 21]
+    };
+    let mut tokens = Vec::with_capacity(groups.len());
+    for first in groups {
+        tokens.push(projector.step(&lq(first, 4)?, state)?);
+    }
+    let refs: Vec<&Tensor> = tokens.iter().collect();
+    Ok(Tensor::cat(&refs, 0)?)
+}
+
+/// `(3, n, H, W)` host pixels of a chunk's decoded frames and n; `cond`: the tiny decoder's LQ
+/// frames.
+fn decode_chunk(
+    models: &Models,
+    state: &mut DecoderState,
+    latents: &Tensor,
+    cond: Option<Tensor>,
+) -> Result<(Vec<f32>, usize)> {
+    match (&models.decoder, state, cond) {
+        (Decoder::Tiny(tc), DecoderState::Tiny(memory), Some(cond)) => {
+            let y = tc.decode(latents, &cond, memory)?;
+            Ok((y.to_vec()?, y.dim(1)))
         }
+        (Decoder::Full { vae, .. }, DecoderState::Vae(state), _) => {
+            let y = vae.decode(latents, state)?.clamp(-1.0, 1.0)?;
+            Ok((y.to_vec()?, y.dim(1)))
+        }
+        (Decoder::Full { vae, .. }, DecoderState::TiledVae(state), _) => state.decode(vae, latents),
+        _ => Err(ModelError::Settings(
+            "decoder state does not match the decoder".into(),
+        )),
     }
 }

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 
 use flashvsr_tensor::{BackendRef, HostData, Tensor};
 
@@ -102,8 +103,8 @@ fn temporary_sibling(path: &Path) -> PathBuf {
 pub struct StateReader {
     path: PathBuf,
     backend: BackendRef,
-    tensors: HashMap<String, (Vec<usize>, HostData)>,
-    meta: HashMap<String, String>,
+    tensors: Arc<HashMap<String, (Vec<usize>, HostData)>>,
+    meta: Arc<HashMap<String, String>>,
 }
 
 impl StateReader {
@@ -128,8 +129,8 @@ impl StateReader {
         Ok(StateReader {
             path: path.to_path_buf(),
             backend: backend.clone(),
-            tensors,
-            meta,
+            tensors: Arc::new(tensors),
+            meta: Arc::new(meta),
         })
     }
 
@@ -138,12 +139,23 @@ impl StateReader {
         StateReader {
             path: PathBuf::from(label),
             backend: backend.clone(),
-            tensors: w
-                .tensors
-                .into_iter()
-                .map(|(n, shape, values)| (n, (shape, values)))
-                .collect(),
-            meta: w.meta.into_iter().collect(),
+            tensors: Arc::new(
+                w.tensors
+                    .into_iter()
+                    .map(|(n, shape, values)| (n, (shape, values)))
+                    .collect(),
+            ),
+            meta: Arc::new(w.meta.into_iter().collect()),
+        }
+    }
+
+    /// The same entries, with tensors read onto `backend` (a stream split over several devices).
+    pub fn on_backend(&self, backend: &BackendRef) -> StateReader {
+        StateReader {
+            path: self.path.clone(),
+            backend: backend.clone(),
+            tensors: self.tensors.clone(),
+            meta: self.meta.clone(),
         }
     }
 

@@ -12,7 +12,7 @@ use block::DitBlock;
 pub use block::LayerCache;
 use config::{DitConfig, EPS, LATENT_CHANNELS};
 use mask::SparseSettings;
-use windows::TokenGrid;
+pub use windows::TokenGrid;
 
 use crate::params::Params;
 use crate::weights::{WeightError, WeightSource};
@@ -113,6 +113,11 @@ impl Dit {
         }
     }
 
+    /// Transformer blocks.
+    pub fn layers(&self) -> usize {
+        self.blocks.len()
+    }
+
     /// Runs one chunk. `noise`: `(16, f, H/8, W/8)` for latent frames `first_frame..first_frame+f`;
     /// `lq`: projector tokens `(f·h·w, D)` in raster order. `injected` replaces the computed masks.
     pub fn forward_chunk(
@@ -124,6 +129,23 @@ impl Dit {
         settings: &SparseSettings,
         injected: Option<&[BlockMask]>,
     ) -> Result<ChunkOutput> {
+        let (x, grid) = self.embed(noise, lq)?;
+        let layers = 0..self.blocks.len();
+        let (x, masks) = self.run_blocks(
+            x,
+            grid,
+            first_frame,
+            layers,
+            &mut state.layers,
+            settings,
+            injected,
+        )?;
+        let velocity = self.head(&x, grid)?;
+        Ok(ChunkOutput { velocity, masks })
+    }
+
+    /// The chunk's residual stream before the first block, in window order, and its token grid.
+    pub fn embed(&self, noise: &Tensor, lq: &Tensor) -> Result<(Tensor, TokenGrid)> {
         let (f, hl, wl) = (noise.dim(1), noise.dim(2), noise.dim(3));
         let grid = TokenGrid {
             frames: f,
@@ -137,19 +159,36 @@ impl Dit {
         let x = patches
             .linear(&self.patch.0, Some(&self.patch.1))?
             .add(lq)?;
-        let mut x = windows::to_windows(&x, grid)?;
+        Ok((windows::to_windows(&x, grid)?, grid))
+    }
 
+    /// Blocks `layers` over the residual stream `x` (window order); `caches` are those blocks'
+    /// KV caches, `injected` (when given) every block's mask. Returns the stream and the masks.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_blocks(
+        &self,
+        mut x: Tensor,
+        grid: TokenGrid,
+        first_frame: usize,
+        layers: std::ops::Range<usize>,
+        caches: &mut [LayerCache],
+        settings: &SparseSettings,
+        injected: Option<&[BlockMask]>,
+    ) -> Result<(Tensor, Vec<Tensor>)> {
+        if layers.is_empty() {
+            return Ok((x, Vec::new()));
+        }
         let rope = rope::tables(x.backend(), grid.window_order_positions(first_frame))?;
         let (rows, cols, allowed) = settings.allowed_pattern();
         let allowed = Tensor::from_slice(x.backend(), &allowed, &[rows, cols])?;
-        let mut masks = Vec::with_capacity(self.blocks.len());
-        for (i, block) in self.blocks.iter().enumerate() {
+        let mut masks = Vec::with_capacity(layers.len());
+        for (i, cache) in layers.zip(caches.iter_mut()) {
             let injected_mask = injected.map(|m| &m[i]);
-            let (y, mask) = block.forward(
+            let (y, mask) = self.blocks[i].forward(
                 &x,
                 &rope,
                 grid.groups(),
-                &mut state.layers[i],
+                cache,
                 settings,
                 &allowed,
                 injected_mask,
@@ -157,17 +196,21 @@ impl Dit {
             x = y;
             masks.push(mask);
         }
+        Ok((x, masks))
+    }
 
-        let x = windows::from_windows(&x, grid)?;
+    /// The velocity `(16, f, H/8, W/8)` from the stream after the last block.
+    pub fn head(&self, x: &Tensor, grid: TokenGrid) -> Result<Tensor> {
+        let f = grid.frames;
+        let (hl, wl) = (grid.h * 2, grid.w * 2);
+        let x = windows::from_windows(x, grid)?;
         let y = x
             .modulate(&self.head_shift, &self.head_scale, EPS)?
             .linear(&self.head.0, Some(&self.head.1))?;
         // Head channels are ordered (p, q, c): opposite to the patch embedding's (c, p, q).
-        let velocity = y
-            .reshape(&[f, grid.h, grid.w, 2, 2, LATENT_CHANNELS])?
+        Ok(y.reshape(&[f, grid.h, grid.w, 2, 2, LATENT_CHANNELS])?
             .permute(&[5, 0, 1, 3, 2, 4])?
-            .reshape(&[LATENT_CHANNELS, f, hl, wl])?;
-        Ok(ChunkOutput { velocity, masks })
+            .reshape(&[LATENT_CHANNELS, f, hl, wl])?)
     }
 }
 
