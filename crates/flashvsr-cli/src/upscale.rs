@@ -233,15 +233,15 @@ pub fn main(args: &UpscaleArgs) -> ExitCode {
 }
 
 impl Context<'_> {
-    /// The devices after the first of a stream split by layers (`devices[1..]`), each with the
-    /// models loaded on it (once; loaded side by side).
-    fn load_more_stages(&mut self, args: &UpscaleArgs, devices: &[String]) -> Outcome<()> {
-        if self.more_stages.len() == devices.len() {
-            return Ok(());
+    /// The models on the first device, and on each device after it of a stream split by layers
+    /// (`more_devices`): loaded once, side by side.
+    fn load_split_models(&mut self, args: &UpscaleArgs, more_devices: &[String]) -> Outcome<()> {
+        if self.more_stages.len() == more_devices.len() {
+            return self.load_models(args);
         }
         let quiet = !self.reporter.human();
-        let loaded: Vec<Outcome<(BackendRef, Models)>> = std::thread::scope(|scope| {
-            let loads: Vec<_> = devices
+        let (first, loaded) = std::thread::scope(|scope| {
+            let loads: Vec<_> = more_devices
                 .iter()
                 .map(|name| {
                     scope.spawn(move || {
@@ -251,14 +251,17 @@ impl Context<'_> {
                     })
                 })
                 .collect();
-            loads
+            let first = self.load_models(args);
+            let loaded: Vec<Outcome<(BackendRef, Models)>> = loads
                 .into_iter()
                 .map(|h| {
                     h.join()
                         .unwrap_or_else(|_| Err(Failure::failed("loading the models panicked")))
                 })
-                .collect()
+                .collect();
+            (first, loaded)
         });
+        first?;
         self.more_stages = loaded.into_iter().collect::<Outcome<Vec<_>>>()?;
         Ok(())
     }
@@ -344,9 +347,9 @@ fn run_attempt(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
     let names = mirrored_names(args, opened.as_ref())?;
     let mut source: Box<dyn FrameSource> = Box::new(ReadAhead::new(opened));
     let load_start = Instant::now();
-    ctx.load_models(args)?;
-    if let Some(devices) = &split_devices {
-        ctx.load_more_stages(args, &devices[1..])?;
+    match &split_devices {
+        Some(devices) => ctx.load_split_models(args, &devices[1..])?,
+        None => ctx.load_models(args)?,
     }
     let reporter = ctx.reporter;
     let info = source.info().clone();
