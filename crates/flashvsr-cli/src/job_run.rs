@@ -1,23 +1,21 @@
 //! One-stream jobs (SCALEOUT.md §2): the video runs as one stream; at each segment boundary the
 //! segment's frames and a stream checkpoint are committed to the job store. A rerun of the same
 //! command restores the newest checkpoint and continues, so its output is byte-identical to an
-//! uninterrupted run's. The final output is assembled from the segments at the end.
+//! uninterrupted run's. The final output is assembled from the committed segments as they come.
 
 use std::time::Instant;
 
 use flashvsr_job::{fingerprint_path, JobError, JobStore, SegmentSlot};
-use flashvsr_media::{
-    create_sink, open_source, FrameSink, FrameSource, OutputFormat, SinkOptions, Timestamp,
-};
+use flashvsr_media::{create_sink, FrameSink, FrameSource, OutputFormat, SinkOptions, Timestamp};
 use flashvsr_model::pipeline::OutputFrame;
 use flashvsr_model::stream::FrameStream;
 use serde_json::json;
 
 use crate::args::UpscaleArgs;
+use crate::assembler::Assembler;
 use crate::failure::{Failure, Outcome};
 use crate::frames_out::Depth;
-use crate::interrupt;
-use crate::pipelined::{ReadAhead, WriteBehind};
+use crate::pipelined::WriteBehind;
 use crate::progress::Progress;
 use crate::stage_clock::timed;
 use crate::upscale::{PendingTimestamps, Stage};
@@ -106,7 +104,13 @@ fn open_segment(
     })
 }
 
-fn commit(store: &JobStore, seg: OpenSegment, engine: Option<&dyn FrameStream>) -> Outcome<()> {
+/// Commits the segment and queues it for the output.
+fn commit(
+    store: &JobStore,
+    seg: OpenSegment,
+    engine: Option<&dyn FrameStream>,
+    assembler: &mut Assembler,
+) -> Outcome<()> {
     Box::new(seg.sink).finish()?;
     let pts: Vec<Option<[i64; 3]>> = seg
         .timestamps
@@ -121,7 +125,14 @@ fn commit(store: &JobStore, seg: OpenSegment, engine: Option<&dyn FrameStream>) 
     }
     let secs = seg.started.elapsed().as_secs_f64();
     store.commit(&seg.slot, seg.emit_from, seg.frames, engine.is_some(), secs)?;
-    Ok(())
+    let marker = store
+        .done()?
+        .into_iter()
+        .find(|m| m.segment == seg.slot.segment)
+        .ok_or_else(|| {
+            Failure::failed(format!("segment {} was not committed", seg.slot.segment))
+        })?;
+    assembler.add(store, &marker)
 }
 
 pub fn run(
@@ -185,6 +196,15 @@ fn run_in_store(
 ) -> Outcome<usize> {
     let done = store.done()?;
     let finished = done.last().is_some_and(|m| m.state.is_none());
+    // Committed segments are copied into the output while the stream goes on.
+    let mut assembler = Assembler::new(create_sink(
+        &args.output,
+        stage.format,
+        &stage.sink_options,
+    )?);
+    for marker in &done {
+        assembler.add(store, marker)?;
+    }
     let mut emitted: usize = done.iter().map(|m| m.frames).sum();
     progress.skip(emitted);
     if !finished {
@@ -205,10 +225,11 @@ fn run_in_store(
             done.len(),
             &mut emitted,
             progress,
+            &mut assembler,
         )?;
     }
-    // Assembly (reading the segments back and encoding) counts as the write stage.
-    timed(&stage.clock.write, || assemble(args, stage, store))
+    // What is left of the assembly (the last segment) counts as the write stage.
+    timed(&stage.clock.write, || assembler.finish())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -221,6 +242,7 @@ fn compute(
     first_segment: usize,
     emitted: &mut usize,
     progress: &mut Progress,
+    assembler: &mut Assembler,
 ) -> Outcome<()> {
     let mut pts = PendingTimestamps::default();
     let mut input = stage.input(source, args.max_frames);
@@ -259,7 +281,7 @@ fn compute(
         pts.push(frame.at);
         write(stage.push(engine, frame.lq)?, &mut open, emitted, &mut pts)?;
         if open.frames >= segment_frames {
-            commit(store, open, Some(&*engine))?;
+            commit(store, open, Some(&*engine), assembler)?;
             segment += 1;
             open = open_segment(store, segment, *emitted, stage.depth)?;
         }
@@ -276,50 +298,5 @@ fn compute(
         emitted,
         &mut pts,
     )?;
-    commit(store, open, None)
-}
-
-/// Streams the committed segments, in order, into the final output.
-fn assemble(args: &UpscaleArgs, stage: &Stage, store: &JobStore) -> Outcome<usize> {
-    let mut sink: Box<dyn FrameSink> = Box::new(WriteBehind::new(create_sink(
-        &args.output,
-        stage.format,
-        &stage.sink_options,
-    )?));
-    let mut written = 0;
-    for marker in store.done()? {
-        let path = store.path(&marker.data);
-        let mut segment = ReadAhead::new(open_source(&path)?);
-        let pts: Vec<Option<[i64; 3]>> = std::fs::read(timestamps_path(&path))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
-        let mut count = 0;
-        while let Some(frame) = segment.next_frame()? {
-            interrupt::check()?;
-            let at = pts
-                .get(count)
-                .copied()
-                .flatten()
-                .map(|[pts, num, den]| Timestamp {
-                    pts,
-                    time_base: (num as i32, den as i32),
-                });
-            sink.write_frame_at(&frame, at)?;
-            count += 1;
-        }
-        if count != marker.frames || marker.emit_from != written {
-            return Err(Failure::failed(format!(
-                "{}: segment {} holds {count} frames from {}, its marker says {} from {}; rerun with --restart",
-                path.display(),
-                marker.segment,
-                written,
-                marker.frames,
-                marker.emit_from
-            )));
-        }
-        written += count;
-    }
-    sink.finish()?;
-    Ok(written)
+    commit(store, open, None, assembler)
 }

@@ -1,6 +1,7 @@
 //! The `flashvsr` command.
 
 mod args;
+mod assembler;
 mod batch;
 mod bench;
 mod device;
