@@ -8,6 +8,7 @@ use std::time::Instant;
 use flashvsr_job::{fingerprint_path, JobError, JobStore, SegmentSlot};
 use flashvsr_media::{create_sink, FrameSink, FrameSource, OutputFormat, SinkOptions, Timestamp};
 use flashvsr_model::pipeline::OutputFrame;
+use flashvsr_model::state_io::StateWriter;
 use flashvsr_model::stream::FrameStream;
 use serde_json::json;
 
@@ -104,11 +105,23 @@ fn open_segment(
     })
 }
 
-/// Commits the segment and queues it for the output.
+/// Hands a full segment to the committer: the stream's checkpoint is copied to host memory here,
+/// written to disk behind the stream.
 fn commit(
-    store: &JobStore,
+    committer: &mut Committer,
     seg: OpenSegment,
     engine: Option<&dyn FrameStream>,
+) -> Outcome<()> {
+    let state = engine.map(|e| e.checkpoint()).transpose()?;
+    committer.commit(seg, state)
+}
+
+/// Commits a segment: its frames flushed, its times and checkpoint written, its done marker
+/// (after both are durable), then queued for the output.
+fn commit_now(
+    store: &JobStore,
+    seg: OpenSegment,
+    state: Option<StateWriter>,
     assembler: &mut Assembler,
 ) -> Outcome<()> {
     Box::new(seg.sink).finish()?;
@@ -120,11 +133,12 @@ fn commit(
     let pts_path = timestamps_path(&seg.slot.data);
     std::fs::write(&pts_path, serde_json::to_vec(&pts).unwrap_or_default())
         .map_err(|e| Failure::failed(format!("{}: {e}", pts_path.display())))?;
-    if let Some(engine) = engine {
-        engine.save_checkpoint(&seg.slot.state)?;
+    let with_state = state.is_some();
+    if let Some(state) = state {
+        state.write(&seg.slot.state)?;
     }
     let secs = seg.started.elapsed().as_secs_f64();
-    store.commit(&seg.slot, seg.emit_from, seg.frames, engine.is_some(), secs)?;
+    store.commit(&seg.slot, seg.emit_from, seg.frames, with_state, secs)?;
     let marker = store
         .done()?
         .into_iter()
@@ -133,6 +147,80 @@ fn commit(
             Failure::failed(format!("segment {} was not committed", seg.slot.segment))
         })?;
     assembler.add(store, &marker)
+}
+
+enum CommitMessage {
+    Segment(OpenSegment, Option<StateWriter>),
+    /// The last segment was sent: finish the output.
+    Finish,
+}
+
+/// Segments committed on a thread of their own, in order, while the stream goes on: a checkpoint
+/// of a large canvas is gigabytes, and writing it made the stream wait. The engine only waits for
+/// the copy to host memory, and for the previous commit when it is still being written (at most
+/// one checkpoint waits in host memory).
+struct Committer {
+    queue: Option<std::sync::mpsc::SyncSender<CommitMessage>>,
+    worker: Option<std::thread::JoinHandle<Outcome<usize>>>,
+}
+
+impl Committer {
+    fn new(store: JobStore, mut assembler: Assembler) -> Committer {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<CommitMessage>(1);
+        let worker = std::thread::spawn(move || {
+            for message in rx {
+                match message {
+                    CommitMessage::Segment(seg, state) => {
+                        commit_now(&store, seg, state, &mut assembler)?
+                    }
+                    CommitMessage::Finish => return assembler.finish(),
+                }
+            }
+            // The stream stopped early: the commits queued before are done, nothing is published.
+            Err(Failure::Interrupted)
+        });
+        Committer {
+            queue: Some(tx),
+            worker: Some(worker),
+        }
+    }
+
+    fn commit(&mut self, seg: OpenSegment, state: Option<StateWriter>) -> Outcome<()> {
+        self.send(CommitMessage::Segment(seg, state))
+    }
+
+    /// Waits for every commit and the output; returns the frames written.
+    fn finish(mut self) -> Outcome<usize> {
+        self.send(CommitMessage::Finish)?;
+        self.stopped()
+    }
+
+    fn send(&mut self, message: CommitMessage) -> Outcome<()> {
+        if self.queue.as_ref().is_some_and(|q| q.send(message).is_ok()) {
+            return Ok(());
+        }
+        self.stopped()?;
+        Err(Failure::failed("committing segments stopped"))
+    }
+
+    fn stopped(&mut self) -> Outcome<usize> {
+        self.queue = None;
+        match self.worker.take().map(std::thread::JoinHandle::join) {
+            Some(Ok(result)) => result,
+            Some(Err(_)) => Err(Failure::failed("committing segments panicked")),
+            None => Err(Failure::failed("committing segments already stopped")),
+        }
+    }
+}
+
+impl Drop for Committer {
+    fn drop(&mut self) {
+        // Commits already queued complete (a rerun resumes from them); then the thread ends.
+        self.queue = None;
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
 }
 
 pub fn run(
@@ -205,6 +293,7 @@ fn run_in_store(
     for marker in &done {
         assembler.add(store, marker)?;
     }
+    let mut committer = Committer::new(store.clone(), assembler);
     let mut emitted: usize = done.iter().map(|m| m.frames).sum();
     progress.skip(emitted);
     if !finished {
@@ -225,11 +314,11 @@ fn run_in_store(
             done.len(),
             &mut emitted,
             progress,
-            &mut assembler,
+            &mut committer,
         )?;
     }
-    // What is left of the assembly (the last segment) counts as the write stage.
-    timed(&stage.clock.write, || assembler.finish())
+    // What is left of the commits and the assembly counts as the write stage.
+    timed(&stage.clock.write, || committer.finish())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -242,7 +331,7 @@ fn compute(
     first_segment: usize,
     emitted: &mut usize,
     progress: &mut Progress,
-    assembler: &mut Assembler,
+    committer: &mut Committer,
 ) -> Outcome<()> {
     let mut pts = PendingTimestamps::default();
     let mut input = stage.input(source, args.max_frames);
@@ -281,7 +370,7 @@ fn compute(
         pts.push(frame.at);
         write(stage.push(engine, frame.lq)?, &mut open, emitted, &mut pts)?;
         if open.frames >= segment_frames {
-            commit(store, open, Some(&*engine), assembler)?;
+            commit(committer, open, Some(&*engine))?;
             segment += 1;
             open = open_segment(store, segment, *emitted, stage.depth)?;
         }
@@ -298,5 +387,5 @@ fn compute(
         emitted,
         &mut pts,
     )?;
-    commit(store, open, None, assembler)
+    commit(committer, open, None)
 }

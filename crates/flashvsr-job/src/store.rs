@@ -48,6 +48,7 @@ pub struct SegmentSlot {
     nonce: String,
 }
 
+#[derive(Clone)]
 pub struct JobStore {
     root: PathBuf,
     plan_hash: String,

@@ -328,9 +328,14 @@ impl<'m> Engine<'m> {
     /// Writes the whole stream state (KV cache, projector and decoder memory, retained LQ frames,
     /// counters) so that a restored engine continues bit for bit.
     pub fn save_checkpoint(&self, path: &std::path::Path) -> Result<()> {
+        self.checkpoint()?.write(path)
+    }
+
+    /// The checkpoint of [`Engine::save_checkpoint`], in host memory.
+    pub fn checkpoint(&self) -> Result<StateWriter> {
         let mut w = StateWriter::default();
         self.write_state(&mut w, "")?;
-        w.write(path)
+        Ok(w)
     }
 
     /// Restores a state written by [`Engine::save_checkpoint`] into a fresh engine of the same

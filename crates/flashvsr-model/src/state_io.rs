@@ -17,8 +17,8 @@ fn bad(path: &Path, why: impl std::fmt::Display) -> ModelError {
     }
 }
 
-/// Tensors keep the storage the backend had them in (bf16 KV caches stay bf16 in memory; the
-/// file holds f32, which represents bf16 exactly).
+/// Tensors keep the storage the backend had them in: bf16 KV caches stay bf16, in memory and in
+/// the file (half the bytes of f32; the checkpoint of a large canvas is gigabytes).
 #[derive(Default)]
 pub struct StateWriter {
     tensors: Vec<(String, Vec<usize>, HostData)>,
@@ -63,18 +63,24 @@ impl StateWriter {
     }
 
     pub fn write(self, path: &Path) -> Result<()> {
-        let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = self
+        let bytes: Vec<(String, Vec<usize>, safetensors::Dtype, Vec<u8>)> = self
             .tensors
             .into_iter()
-            .map(|(n, s, v)| {
-                let bytes = v.to_f32().iter().flat_map(|x| x.to_le_bytes()).collect();
-                (n, s, bytes)
+            .map(|(n, s, v)| match v {
+                HostData::F32(v) => {
+                    let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    (n, s, safetensors::Dtype::F32, bytes)
+                }
+                HostData::Bf16(v) => {
+                    let bytes = v.iter().flat_map(|x| x.to_le_bytes()).collect();
+                    (n, s, safetensors::Dtype::BF16, bytes)
+                }
             })
             .collect();
         let views = bytes
             .iter()
-            .map(|(n, s, b)| {
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, s.clone(), b)
+            .map(|(n, s, dtype, b)| {
+                safetensors::tensor::TensorView::new(*dtype, s.clone(), b)
                     .map(|v| (n.clone(), v))
                     .map_err(|e| bad(path, e))
             })
@@ -118,14 +124,24 @@ impl StateReader {
             .tensors()
             .into_iter()
             .map(|(n, v)| {
-                let values = v
-                    .data()
-                    .chunks_exact(4)
-                    .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                    .collect();
-                (n, (v.shape().to_vec(), HostData::F32(values)))
+                let values = match v.dtype() {
+                    safetensors::Dtype::F32 => HostData::F32(
+                        v.data()
+                            .chunks_exact(4)
+                            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                            .collect(),
+                    ),
+                    safetensors::Dtype::BF16 => HostData::Bf16(
+                        v.data()
+                            .chunks_exact(2)
+                            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+                            .collect(),
+                    ),
+                    other => return Err(bad(path, format!("`{n}` is {other:?}"))),
+                };
+                Ok((n, (v.shape().to_vec(), values)))
             })
-            .collect();
+            .collect::<Result<HashMap<_, _>>>()?;
         Ok(StateReader {
             path: path.to_path_buf(),
             backend: backend.clone(),
@@ -192,5 +208,37 @@ impl StateReader {
             .get(name)
             .and_then(|v| v.parse().ok())
             .ok_or_else(|| bad(&self.path, format!("missing or invalid `{name}`")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bf16_state_is_stored_as_bf16_and_read_back_bit_for_bit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.safetensors");
+        let bits: Vec<u16> = (0..96u16).map(|i| i.wrapping_mul(0x1f3b)).collect();
+        let mut w = StateWriter::default();
+        w.tensors
+            .push(("kv".into(), vec![8, 12], HostData::Bf16(bits.clone())));
+        w.host("lq", &[2, 2], &[0.5, -1.0, 3.25, 1e-3]);
+        w.value("received", 7);
+        w.write(&path).unwrap();
+        // Two bytes per bf16 value in the file, not four.
+        let size = std::fs::metadata(&path).unwrap().len();
+        assert!(size < 96 * 2 + 16 + 1024, "{size} bytes");
+        let r = StateReader::open(&path, &flashvsr_tensor::cpu::CpuBackend::new_ref()).unwrap();
+        match r.tensors.get("kv") {
+            Some((shape, HostData::Bf16(read))) => {
+                assert_eq!(shape, &[8, 12]);
+                assert_eq!(read, &bits);
+            }
+            _ => panic!("kv not read back as bf16"),
+        }
+        assert_eq!(r.host("lq").unwrap().1, vec![0.5, -1.0, 3.25, 1e-3]);
+        assert_eq!(r.value::<usize>("received").unwrap(), 7);
+        assert_eq!(r.tensor("kv").unwrap().shape(), &[8, 12]);
     }
 }

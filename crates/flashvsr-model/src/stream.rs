@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::pipeline::{Engine, EngineStats, OutputFrame};
+use crate::state_io::StateWriter;
 use crate::Result;
 
 pub trait FrameStream {
@@ -11,7 +12,12 @@ pub trait FrameStream {
     /// Ends the stream after `real_frames` frames; returns the remaining frames.
     fn finish(&mut self, real_frames: usize) -> Result<Vec<OutputFrame>>;
     fn frames_received(&self) -> usize;
-    fn save_checkpoint(&self, path: &Path) -> Result<()>;
+    /// The whole stream state in host memory, to write with [`StateWriter::write`] (possibly
+    /// while the stream goes on).
+    fn checkpoint(&self) -> Result<StateWriter>;
+    fn save_checkpoint(&self, path: &Path) -> Result<()> {
+        self.checkpoint()?.write(path)
+    }
     fn restore_checkpoint(&mut self, path: &Path) -> Result<()>;
     fn stats(&self) -> EngineStats;
 }
@@ -26,8 +32,8 @@ impl FrameStream for Engine<'_> {
     fn frames_received(&self) -> usize {
         Engine::frames_received(self)
     }
-    fn save_checkpoint(&self, path: &Path) -> Result<()> {
-        Engine::save_checkpoint(self, path)
+    fn checkpoint(&self) -> Result<StateWriter> {
+        Engine::checkpoint(self)
     }
     fn restore_checkpoint(&mut self, path: &Path) -> Result<()> {
         Engine::restore_checkpoint(self, path)

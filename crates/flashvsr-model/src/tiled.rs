@@ -253,7 +253,7 @@ impl FrameStream for TiledEngine<'_> {
         self.tiles.first().map_or(0, |t| t.engine.frames_received())
     }
 
-    fn save_checkpoint(&self, path: &Path) -> Result<()> {
+    fn checkpoint(&self) -> Result<StateWriter> {
         let mut w = StateWriter::default();
         w.value("tiles", self.tiles.len());
         for (i, t) in self.tiles.iter().enumerate() {
@@ -267,7 +267,7 @@ impl FrameStream for TiledEngine<'_> {
             w.host(&format!("pending.{i}"), &[3, self.height, self.width], acc);
             w.value(&format!("pending_count.{i}"), count);
         }
-        w.write(path)
+        Ok(w)
     }
 
     fn restore_checkpoint(&mut self, path: &Path) -> Result<()> {
