@@ -150,7 +150,7 @@ fn commit_now(
 }
 
 enum CommitMessage {
-    Segment(OpenSegment, Option<StateWriter>),
+    Segment(Box<(OpenSegment, Option<StateWriter>)>),
     /// The last segment was sent: finish the output.
     Finish,
 }
@@ -170,7 +170,8 @@ impl Committer {
         let worker = std::thread::spawn(move || {
             for message in rx {
                 match message {
-                    CommitMessage::Segment(seg, state) => {
+                    CommitMessage::Segment(commit) => {
+                        let (seg, state) = *commit;
                         commit_now(&store, seg, state, &mut assembler)?
                     }
                     CommitMessage::Finish => return assembler.finish(),
@@ -186,7 +187,7 @@ impl Committer {
     }
 
     fn commit(&mut self, seg: OpenSegment, state: Option<StateWriter>) -> Outcome<()> {
-        self.send(CommitMessage::Segment(seg, state))
+        self.send(CommitMessage::Segment(Box::new((seg, state))))
     }
 
     /// Waits for every commit and the output; returns the frames written.
