@@ -615,6 +615,35 @@ impl Backend for CudaBackend {
         }
     }
 
+    /// A tensor of another CUDA backend (another GPU of the host) copied over NVLink or PCIe by
+    /// the driver, without a trip through host memory.
+    fn copy_from_other(&self, x: &Tensor) -> Option<TResult<BufferRef>> {
+        let src = x.buffer().as_any().downcast_ref::<CudaBuffer>()?;
+        Some(self.finish("copy_from_other", || {
+            let src_stream = src.slice().stream();
+            // The producer's kernels have written x before the copy reads it.
+            src_stream.synchronize()?;
+            let words = src.slice().len();
+            // SAFETY: fully written by the copy below.
+            let dst = unsafe { self.gpu.stream.alloc::<f32>(words) }?;
+            self.gpu.ctx.bind_to_thread()?;
+            // SAFETY: both allocations hold `words` f32 words and are alive: the copy is waited
+            // for below, before `src` can be freed.
+            unsafe {
+                cudarc::driver::result::memcpy_peer_async(
+                    self.gpu.ctx.cu_ctx(),
+                    crate::buffer::raw_ptr(&dst),
+                    src_stream.context().cu_ctx(),
+                    crate::buffer::raw_ptr(src.slice()),
+                    words * 4,
+                    self.gpu.stream.cu_stream(),
+                )?;
+            }
+            self.gpu.stream.synchronize()?;
+            Ok(CudaBuffer::with_storage(dst, buf_len(src), src.storage()).metered(&self.meter))
+        }))
+    }
+
     fn zeros(&self, len: usize) -> TResult<BufferRef> {
         self.finish("zeros", || {
             let slice = self.gpu.stream.alloc_zeros::<f32>(len.max(1))?;

@@ -361,7 +361,7 @@ impl<'m> Engine<'m> {
                 &f.host,
             );
         }
-        split::write_pending(&self.pending, w, p, (self.height, self.width));
+        split::write_pending(&self.pending, w, p, (self.height, self.width))?;
         match &self.parked {
             Some(parked) => {
                 w.extend_prefixed(parked, p);

@@ -131,6 +131,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
             HostData::Bf16(_) => self.upload(&data.to_f32()),
         }
     }
+    /// `x`, a tensor of another backend instance, copied straight into this one as stored
+    /// (device to device); None where there is no such path (the caller goes through the host).
+    fn copy_from_other(&self, x: &Tensor) -> Option<Result<BufferRef>> {
+        let _ = x;
+        None
+    }
 
     fn permute(&self, x: &Tensor, dims: &[usize]) -> Result<BufferRef>;
     fn narrow(&self, x: &Tensor, dim: usize, start: usize, len: usize) -> Result<BufferRef>;

@@ -107,6 +107,18 @@ impl Tensor {
         self.backend.download_stored(self)
     }
 
+    /// This tensor on `target`, as stored (bf16 stays bf16): itself when it is there already,
+    /// else copied device to device where the backends can, through host memory otherwise.
+    pub fn to_backend(&self, target: &BackendRef) -> Result<Tensor> {
+        if Arc::ptr_eq(&self.backend, target) {
+            return Ok(self.clone());
+        }
+        match target.copy_from_other(self) {
+            Some(buffer) => Tensor::from_buffer(target, buffer?, &self.shape),
+            None => Tensor::from_host_data(target, &self.to_host_data()?, &self.shape),
+        }
+    }
+
     fn wrap(&self, buffer: BufferRef, shape: &[usize]) -> Result<Tensor> {
         Tensor::from_buffer(&self.backend, buffer, shape)
     }

@@ -19,7 +19,7 @@ use flashvsr_tensor::{BackendRef, Tensor};
 
 use super::{
     chunk_frames, decode_chunk, lq_frames, lq_tokens, Decoder, DecoderState, Engine, EngineStats,
-    LqFrame, Models, OutputFrame,
+    Models, OutputFrame,
 };
 use crate::dit::config::LATENT_CHANNELS;
 use crate::dit::{LayerCache, TokenGrid};
@@ -39,19 +39,15 @@ pub(super) struct Handoff {
     chunk: usize,
     /// The first block still to run on the chunk.
     next_block: usize,
-    /// The residual stream `(tokens, D)` in window order: on the device of the stage that made
-    /// it until that stage ends, then in host memory.
-    x: Stream,
+    /// The residual stream `(tokens, D)` in window order, on the device of the stage that made
+    /// it (the next stage copies it over, device to device where it can).
+    x: Tensor,
     /// The chunk's noise `(16, n, rows, cols)`: the last stage makes the latents from it.
     noise: Arc<Vec<f32>>,
     /// The LQ frames of the chunk's outputs: the tiny decoder's condition and the colour fix's
-    /// references.
+    /// references; with the first device's copies where it has them.
     lq: Vec<Arc<Vec<f32>>>,
-}
-
-enum Stream {
-    Device(Tensor),
-    Host(Vec<f32>),
+    lq_device: Vec<Option<Tensor>>,
 }
 
 impl Handoff {
@@ -254,12 +250,7 @@ impl Shared<'_> {
         let (lat0, lat_n) = h.latents();
         let grid = self.grid(lat_n);
         let dit = &stage.models.dit;
-        let x = match h.x {
-            Stream::Device(t) => t,
-            Stream::Host(v) => {
-                Tensor::from_slice(&stage.backend, &v, &[grid.tokens(), dit.config.dim])?
-            }
-        };
+        let x = h.x.to_backend(&stage.backend)?;
         let injected = match &self.settings.injected_masks {
             Some(all) => Some(all.get(h.chunk).map(Vec::as_slice).ok_or_else(|| {
                 ModelError::Settings(format!("no injected masks for chunk {}", h.chunk))
@@ -282,12 +273,12 @@ impl Shared<'_> {
         }
         let block_count = end - first;
         let Some(decoder) = decoder.filter(|_| end == self.layers) else {
-            let x = x.to_vec()?;
+            stage.backend.synchronize()?;
             let total = started.elapsed();
             return Ok(StageOutcome {
                 next: Some(Handoff {
                     next_block: end,
-                    x: Stream::Host(x),
+                    x,
                     ..h
                 }),
                 frames: Vec::new(),
@@ -312,26 +303,17 @@ impl Shared<'_> {
         let (out0, out_n) = chunk_output_frames(h.chunk);
         let cond = match stage.models.decoder {
             Decoder::Tiny(_) => {
+                let shape = [3, 1, self.canvas.0, self.canvas.1];
                 let frames =
                     h.lq.iter()
-                        .enumerate()
-                        .map(|(i, host)| {
-                            (
-                                out0 + i,
-                                LqFrame {
-                                    host: host.clone(),
-                                    device: None,
-                                },
-                            )
+                        .zip(&h.lq_device)
+                        .map(|(host, device)| match device {
+                            Some(t) => Ok(t.to_backend(&stage.backend)?),
+                            None => Ok(Tensor::from_slice(&stage.backend, host, &shape)?),
                         })
-                        .collect();
-                Some(lq_frames(
-                    &stage.backend,
-                    &frames,
-                    out0,
-                    out_n,
-                    self.canvas,
-                )?)
+                        .collect::<Result<Vec<_>>>()?;
+                let refs: Vec<&Tensor> = frames.iter().collect();
+                Some(Tensor::cat(&refs, 1)?)
             }
             Decoder::Full { .. } => None,
         };
@@ -477,20 +459,20 @@ impl Engine<'_> {
             Tensor::from_slice(&self.backend, &noise, &[LATENT_CHANNELS, lat_n, rows, cols])?;
         let (x, _) = self.models.dit.embed(&noise_t, &tokens)?;
         let (out0, out_n) = chunk_output_frames(chunk);
-        let lq = (out0..out0 + out_n)
+        let frames = (out0..out0 + out_n)
             .map(|i| {
                 self.frames
                     .get(&i)
-                    .map(|f| f.host.clone())
                     .ok_or_else(|| ModelError::Settings(format!("LQ frame {i} is not available")))
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Handoff {
             chunk,
             next_block: 0,
-            x: Stream::Device(x),
+            x,
             noise: Arc::new(noise),
-            lq,
+            lq: frames.iter().map(|f| f.host.clone()).collect(),
+            lq_device: frames.iter().map(|f| f.device.clone()).collect(),
         })
     }
 
@@ -539,16 +521,14 @@ pub(super) fn write_pending(
     w: &mut StateWriter,
     p: &str,
     canvas: (usize, usize),
-) {
+) -> Result<()> {
     w.value(&format!("{p}pending"), pending.len());
     let (rows, cols) = (canvas.0 / SPACE_UPSCALE, canvas.1 / SPACE_UPSCALE);
     for (i, h) in pending.iter().enumerate() {
         let q = format!("{p}pending.{i}.");
         w.value(&format!("{q}chunk"), h.chunk);
         w.value(&format!("{q}next_block"), h.next_block);
-        if let Stream::Host(x) = &h.x {
-            w.host(&format!("{q}x"), &[x.len()], x);
-        }
+        w.tensor(&format!("{q}x"), &h.x)?;
         let (_, lat_n) = h.latents();
         w.host(
             &format!("{q}noise"),
@@ -559,6 +539,7 @@ pub(super) fn write_pending(
             w.host(&format!("{q}lq.{j}"), &[3, canvas.0, canvas.1], f);
         }
     }
+    Ok(())
 }
 
 /// Reads what [`write_pending`] wrote (none in checkpoints of one-device streams).
@@ -575,8 +556,9 @@ pub(super) fn read_pending(r: &StateReader, p: &str) -> Result<VecDeque<Handoff>
             Ok(Handoff {
                 chunk,
                 next_block: r.value(&format!("{q}next_block"))?,
-                x: Stream::Host(r.host(&format!("{q}x"))?.1),
+                x: r.tensor(&format!("{q}x"))?,
                 noise: Arc::new(r.host(&format!("{q}noise"))?.1),
+                lq_device: vec![None; lq.len()],
                 lq,
             })
         })
