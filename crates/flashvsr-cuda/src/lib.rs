@@ -33,8 +33,8 @@ mod pool;
 mod probe;
 
 pub use backend::{
-    auto_backend, AttentionPrecision, CudaBackend, CudaOptions, ENV_ATTENTION, ENV_CUDNN,
-    ENV_POISON,
+    auto_backend, AttentionPrecision, CudaBackend, CudaOptions, ENV_ATTENTION, ENV_CHANNELS_LAST,
+    ENV_CUDNN, ENV_POISON,
 };
 pub use buffer::CudaBuffer;
 pub use dnn::cudnn_version;

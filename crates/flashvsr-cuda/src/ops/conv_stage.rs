@@ -4,6 +4,7 @@
 //! `kt == 1` convolves each group as a batch of 2-D frames (any temporal stride is applied while
 //! staging); `kt > 1` convolves each group as one 3-D volume with cuDNN's temporal stride.
 
+use crate::buffer::ChannelsLast;
 use crate::dnn::ConvShape;
 
 /// cuDNN's bf16 tensor-core kernels want channel counts that are multiples of 8. Input channels
@@ -14,7 +15,7 @@ pub(crate) const CHANNEL_ALIGN: usize = 8;
 /// The staging kernels put frames on the grid's z axis.
 const MAX_FRAMES: usize = 65_535;
 const MAX_ELEMS: usize = i32::MAX as usize;
-const BF16_BYTES: usize = 2;
+pub(crate) const BF16_BYTES: usize = 2;
 
 /// One cuDNN call: output frames `first .. first + frames`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,6 +138,30 @@ impl StagedConv {
         let calls = s.t_out.div_ceil(within_budget);
         s.group = s.t_out.div_ceil(calls);
         Some(s)
+    }
+
+    /// Whether cuDNN reads a channels-last input in place: no replicate border to bake in, no
+    /// channel padding, and the frames of a group consecutive (a frame conv with a temporal
+    /// stride picks every stride-th frame while staging).
+    pub fn reads_channels_last_directly(&self) -> bool {
+        let consecutive_frames = self.kt > 1 || self.stride_t == 1;
+        self.hs == self.h && self.ws == self.w && self.cp == self.c && consecutive_frames
+    }
+
+    /// The geometry of the output when cuDNN writes it channels-last, as the next convolution
+    /// reads it: frame convolutions (`kt == 1`, the TCDecoder's) with zero padding and no output
+    /// channel padding. Replicate-padded convs (the LQ projector) are followed by channel norms
+    /// and are re-staged for their border anyway, and temporal convs (the Wan VAE's causal ones)
+    /// by norms too: a channels-last output would only add a conversion there, so they keep
+    /// writing f32 row-major.
+    pub fn channels_last_output(&self) -> Option<ChannelsLast> {
+        let frame_conv = self.kt == 1 && !self.replicate && self.op == self.o;
+        frame_conv.then_some(ChannelsLast {
+            c: self.o,
+            t: self.t_out,
+            h: self.ho,
+            w: self.wo,
+        })
     }
 
     /// Source frames a group of `outs` output frames reads.

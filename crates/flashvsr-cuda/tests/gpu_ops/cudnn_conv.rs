@@ -19,6 +19,8 @@ pub struct FastBackends {
     pub grouped: Arc<CudaBackend>,
     /// Fast mode with cuDNN turned off: im2col + TF32 GEMM.
     pub im2col: Arc<CudaBackend>,
+    /// Fast mode with cuDNN, every conv output converted back to f32 row-major.
+    pub row_major: Arc<CudaBackend>,
 }
 
 impl FastBackends {
@@ -36,6 +38,10 @@ impl FastBackends {
             }),
             im2col: make(CudaOptions {
                 conv_cudnn: false,
+                ..fast.clone()
+            }),
+            row_major: make(CudaOptions {
+                conv_channels_last: false,
                 ..fast
             }),
         }
@@ -143,7 +149,7 @@ impl Suite {
     /// `op` on `backend` against the CPU: relative L2 ≤ `tol`, no NaN (outputs are poisoned), and
     /// exactly `cudnn_calls` more cuDNN convs counted by the backend.
     #[allow(clippy::too_many_arguments)]
-    fn conv_case(
+    pub(super) fn conv_case(
         &mut self,
         name: &str,
         backend: &Arc<CudaBackend>,
