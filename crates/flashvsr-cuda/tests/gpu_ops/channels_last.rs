@@ -181,7 +181,8 @@ const CASES: [Case; 11] = [
                 x.add(&t[X])?,
                 x.narrow(2, 1, h - 1)?
                     .upsample_nearest2x()?
-                    .narrow(2, 0, h)?,
+                    .narrow(2, 0, h)?
+                    .narrow(3, 0, w)?,
                 x.permute(&[0, 1, 3, 2])?.reshape(&[c, n, h, w])?,
                 x.reshape(&[c, n * h * w])?
                     .permute(&[1, 0])?
