@@ -30,6 +30,9 @@ pub const ENV_CUDNN: &str = "FLASHVSR_CUDA_CUDNN";
 /// `FLASHVSR_CUDA_CHANNELS_LAST=0` turns [`CudaOptions::conv_channels_last`] off.
 pub const ENV_CHANNELS_LAST: &str = "FLASHVSR_CUDA_CHANNELS_LAST";
 
+/// `FLASHVSR_CUDA_FOLD_TIME=0` turns [`CudaOptions::conv_fold_time`] off.
+pub const ENV_FOLD_TIME: &str = "FLASHVSR_CUDA_FOLD_TIME";
+
 /// Environment override for [`CudaOptions::attention`]: `fp32` or `bf16`.
 pub const ENV_ATTENTION: &str = "FLASHVSR_CUDA_ATTENTION";
 
@@ -111,6 +114,10 @@ pub struct CudaOptions {
     /// convolution reads in place (ops/channels_last.rs); off (`FLASHVSR_CUDA_CHANNELS_LAST=0`)
     /// converts every conv's output back to f32 row-major.
     pub conv_channels_last: bool,
+    /// In the fast mode, temporal cuDNN convolutions whose staging this at most doubles (the LQ
+    /// projector's) run as 2-D convolutions over the kt source frames side by side in the
+    /// channels (conv_stage.rs); off (`FLASHVSR_CUDA_FOLD_TIME=0`) keeps cuDNN's 3-D kernels.
+    pub conv_fold_time: bool,
 }
 
 impl CudaOptions {
@@ -134,6 +141,7 @@ impl CudaOptions {
             op_profile: std::env::var("FLASHVSR_CUDA_OP_PROFILE").is_ok_and(|v| v == "1"),
             conv_cudnn: std::env::var(ENV_CUDNN).map_or(true, |v| v != "0"),
             conv_channels_last: std::env::var(ENV_CHANNELS_LAST).map_or(true, |v| v != "0"),
+            conv_fold_time: std::env::var(ENV_FOLD_TIME).map_or(true, |v| v != "0"),
             ..Self::default()
         }
     }
@@ -172,6 +180,7 @@ impl Default for CudaOptions {
             memory_limit: None,
             op_profile: false,
             conv_channels_last: true,
+            conv_fold_time: true,
         }
     }
 }

@@ -34,7 +34,7 @@ mod probe;
 
 pub use backend::{
     auto_backend, AttentionPrecision, CudaBackend, CudaOptions, ENV_ATTENTION, ENV_CHANNELS_LAST,
-    ENV_CUDNN, ENV_POISON,
+    ENV_CUDNN, ENV_FOLD_TIME, ENV_POISON,
 };
 pub use buffer::CudaBuffer;
 pub use dnn::cudnn_version;

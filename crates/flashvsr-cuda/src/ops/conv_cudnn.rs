@@ -30,6 +30,7 @@ struct StageIn {
     pad: u64,
     t_first: u64,
     t_step: u64,
+    fold: u64,
 }
 
 /// Mirrors `StageWeight` in conv_bf16.cu.
@@ -41,6 +42,7 @@ struct StageWeight {
     taps: u64,
     op: u64,
     cp: u64,
+    fold: u64,
 }
 
 /// Mirrors `UnstageOut` in conv_bf16.cu.
@@ -114,7 +116,7 @@ impl CudaBackend {
             [w.dim(0), w.dim(1), w.dim(2), w.dim(3), w.dim(4)],
             stride_t,
             pad,
-            mode == PadMode::Replicate,
+            (mode == PadMode::Replicate, self.options().conv_fold_time),
             self.options().conv_stage_bytes,
         );
         let Some(s) = staged else {
@@ -200,6 +202,7 @@ impl CudaBackend {
             taps: s.taps() as u64,
             op: s.op as u64,
             cp: s.cp as u64,
+            fold: s.fold as u64,
         };
         let args = KernelArgs::new()
             .push(self.ptr(w)?)
@@ -227,9 +230,10 @@ impl CudaBackend {
             pad: if s.replicate { s.pad as u64 } else { 0 },
             t_first: t_first as u64,
             t_step: t_step as u64,
+            fold: s.fold as u64,
         };
         let args = KernelArgs::new().push(x).push(xs).push(p);
-        let grid = tile_grid(s.hs * s.ws, s.cp, frames);
+        let grid = tile_grid(s.hs * s.ws, s.cp * s.fold, frames);
         self.launch("conv_stage_input_bf16", grid, args)
     }
 
@@ -278,6 +282,7 @@ impl CudaBackend {
                 pad: 0,
                 t_first: first as u64,
                 t_step: 1,
+                fold: 1,
             };
             let dst = y + (first * frame_bytes) as u64;
             let args = KernelArgs::new().push(x).push(dst).push(p);

@@ -25,9 +25,10 @@ const B: usize = 2; // (16)
 const W_MEM: usize = 3; // (16, 32, 1, 3, 3): the MemBlock's first conv over cat([x, prev])
 const W_GROW: usize = 4; // (32, 16, 1, 1, 1): temporal growth ×2
 const W_OUT: usize = 5; // (3, 16, 1, 3, 3): the decoder's last conv
-const W_TIME: usize = 6; // (16, 16, 2, 3, 3): a temporal kernel
+const W_TIME: usize = 6; // (16, 16, 2, 3, 3): a temporal kernel, folded into 2-D
 const W_HALF: usize = 7; // (8, 8, 1, 3, 3): after a channel slice
 const GAMMA: usize = 8; // (16)
+const W_TIME3: usize = 9; // (16, 16, 3, 3, 3): a temporal kernel cuDNN reads in place (3-D)
 
 fn inputs(s: &mut Suite) -> Vec<Input> {
     let scale = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
@@ -41,6 +42,7 @@ fn inputs(s: &mut Suite) -> Vec<Input> {
         s.normal_input(&[16, 16, 2, 3, 3], scale(288)),
         s.normal_input(&[8, 8, 1, 3, 3], scale(72)),
         s.normal_input(&[16], 1.0),
+        s.normal_input(&[16, 16, 3, 3, 3], scale(432)),
     ]
 }
 
@@ -79,7 +81,7 @@ struct Case {
     channels_last: bool,
 }
 
-const CASES: [Case; 11] = [
+const CASES: [Case; 12] = [
     Case {
         name: "conv + relu",
         op: activation,
@@ -152,8 +154,14 @@ const CASES: [Case; 11] = [
         channels_last: true,
     },
     Case {
-        name: "temporal kernel reads in place",
+        name: "folded temporal kernel",
         op: |t| activation(t)?.conv3d(&t[W_TIME], Some(&t[B]), 1, 1, ZERO),
+        convs: 2,
+        channels_last: false,
+    },
+    Case {
+        name: "3-D temporal kernel reads in place",
+        op: |t| activation(t)?.conv3d(&t[W_TIME3], Some(&t[B]), 1, 1, ZERO),
         convs: 2,
         channels_last: false,
     },
@@ -253,7 +261,7 @@ pub fn run(s: &mut Suite, fast: &FastBackends) {
         s.layout_case(&layout, &fast.cudnn, c.channels_last, &inputs, &op);
     }
     // Switched off, the same chains give f32 row-major results.
-    let off = &fast.row_major;
+    let off = &fast.plain;
     for c in &CASES[..3] {
         let op = |t: &[Tensor]| (c.op)(t);
         let name = format!("channels-last off: {}", c.name);
