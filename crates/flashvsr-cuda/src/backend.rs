@@ -27,6 +27,12 @@ pub const ENV_POISON: &str = "FLASHVSR_CUDA_POISON";
 /// `FLASHVSR_CUDA_CUDNN=0` turns [`CudaOptions::conv_cudnn`] off.
 pub const ENV_CUDNN: &str = "FLASHVSR_CUDA_CUDNN";
 
+/// `FLASHVSR_CUDA_CHANNELS_LAST=0` turns [`CudaOptions::conv_channels_last`] off.
+pub const ENV_CHANNELS_LAST: &str = "FLASHVSR_CUDA_CHANNELS_LAST";
+
+/// `FLASHVSR_CUDA_FOLD_TIME=0` turns [`CudaOptions::conv_fold_time`] off.
+pub const ENV_FOLD_TIME: &str = "FLASHVSR_CUDA_FOLD_TIME";
+
 /// Environment override for [`CudaOptions::attention`]: `fp32` or `bf16`.
 pub const ENV_ATTENTION: &str = "FLASHVSR_CUDA_ATTENTION";
 
@@ -104,6 +110,14 @@ pub struct CudaOptions {
     pub memory_limit: Option<u64>,
     /// Time every op with CUDA events (`FLASHVSR_CUDA_OP_PROFILE=1`); see `op_profile_report`.
     pub op_profile: bool,
+    /// In the fast mode, cuDNN frame convolutions write bf16 channels-last outputs that the next
+    /// convolution reads in place (ops/channels_last.rs); off (`FLASHVSR_CUDA_CHANNELS_LAST=0`)
+    /// converts every conv's output back to f32 row-major.
+    pub conv_channels_last: bool,
+    /// In the fast mode, temporal cuDNN convolutions whose staging this at most doubles (the LQ
+    /// projector's) run as 2-D convolutions over the kt source frames side by side in the
+    /// channels (conv_stage.rs); off (`FLASHVSR_CUDA_FOLD_TIME=0`) keeps cuDNN's 3-D kernels.
+    pub conv_fold_time: bool,
 }
 
 impl CudaOptions {
@@ -126,6 +140,8 @@ impl CudaOptions {
             compact_bf16: std::env::var("FLASHVSR_CUDA_BF16").is_ok_and(|v| v == "1"),
             op_profile: std::env::var("FLASHVSR_CUDA_OP_PROFILE").is_ok_and(|v| v == "1"),
             conv_cudnn: std::env::var(ENV_CUDNN).map_or(true, |v| v != "0"),
+            conv_channels_last: std::env::var(ENV_CHANNELS_LAST).map_or(true, |v| v != "0"),
+            conv_fold_time: std::env::var(ENV_FOLD_TIME).map_or(true, |v| v != "0"),
             ..Self::default()
         }
     }
@@ -163,6 +179,8 @@ impl Default for CudaOptions {
             compact_bf16: false,
             memory_limit: None,
             op_profile: false,
+            conv_channels_last: true,
+            conv_fold_time: true,
         }
     }
 }
@@ -359,10 +377,14 @@ impl CudaBackend {
         Ok(buf)
     }
 
-    /// The f32 data of `x`. A bf16-stored tensor is widened into a temporary that lives until
-    /// the current op has enqueued its kernels (ops without a bf16 path still accept it).
+    /// The f32 row-major data of `x`. A bf16-stored tensor is widened (and a channels-last one
+    /// put in row-major order) into a temporary that lives until the current op has enqueued its
+    /// kernels: ops without a bf16 or channels-last path still accept them.
     pub(crate) fn ptr(&self, x: &Tensor) -> CudaResult<u64> {
         let buf = self.input(x)?;
+        if let Some(g) = buf.channels_last() {
+            return Ok(self.keep_for_op(self.channels_last_to_f32(buf, g)?));
+        }
         match buf.storage() {
             Storage::F32 => Ok(buf.ptr()),
             Storage::Bf16 => Ok(self.keep_for_op(self.widen(buf)?)),
@@ -376,9 +398,13 @@ impl CudaBackend {
         ptr
     }
 
-    /// The device pointer and storage of `x`, for ops that read bf16 storage directly.
+    /// The device pointer and storage of `x`'s row-major data, for ops that read bf16 storage
+    /// directly. A channels-last tensor comes as an f32 row-major temporary (see `ptr`).
     pub(crate) fn raw(&self, x: &Tensor) -> CudaResult<(u64, Storage)> {
         let buf = self.input(x)?;
+        if buf.channels_last().is_some() {
+            return Ok((self.ptr(x)?, Storage::F32));
+        }
         Ok((buf.ptr(), buf.storage()))
     }
 
@@ -553,7 +579,14 @@ impl Backend for CudaBackend {
     fn download(&self, x: &Tensor) -> TResult<Vec<f32>> {
         let result = catch(|| {
             let buf = self.input(x)?;
-            let wide;
+            let (ordered, wide);
+            let buf = match buf.channels_last() {
+                Some(g) => {
+                    ordered = self.channels_last_to_f32(buf, g)?;
+                    &ordered
+                }
+                None => buf,
+            };
             let buf = match buf.storage() {
                 Storage::F32 => buf,
                 Storage::Bf16 => {
@@ -572,6 +605,16 @@ impl Backend for CudaBackend {
     fn download_stored(&self, x: &Tensor) -> TResult<HostData> {
         let result = catch(|| {
             let buf = self.input(x)?;
+            if let Some(g) = buf.channels_last() {
+                // bf16 values in row-major order: the f32 copy's high halves, exactly.
+                let ordered = self.channels_last_to_f32(buf, g)?;
+                let words = self.gpu.stream.clone_dtoh(ordered.slice())?;
+                self.synchronize()?;
+                let bits = words[..g.elems()]
+                    .iter()
+                    .map(|v| (v.to_bits() >> 16) as u16);
+                return Ok(HostData::Bf16(bits.collect()));
+            }
             let words = self.gpu.stream.clone_dtoh(buf.slice())?;
             self.synchronize()?;
             let len = buf_len(buf);
@@ -691,7 +734,8 @@ impl Backend for CudaBackend {
         if !self.options.compact_bf16 {
             return Ok(None);
         }
-        let storage = catch(|| Ok(self.raw(x)?.1)).map_err(|e| self.err(e))?;
+        // Channels-last tensors are bf16 already.
+        let storage = catch(|| Ok(self.input(x)?.storage())).map_err(|e| self.err(e))?;
         if storage == Storage::Bf16 {
             return Ok(None);
         }

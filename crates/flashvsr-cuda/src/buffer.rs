@@ -27,11 +27,55 @@ impl Storage {
     }
 }
 
+/// Where the elements of a bf16 tensor `(C, T, H, W)` sit when it is stored channels-last: frame
+/// by frame, position by position, the `c` channels of a position next to each other (cuDNN's
+/// NHWC / NDHWC). The fast mode's convolutions exchange activations this way, so that consecutive
+/// convolutions need no layout conversion. `c` is a multiple of 8: cuDNN's bf16 tensor-core
+/// kernels want it, and the channels-last kernels move 8 channels (16 bytes) at a time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChannelsLast {
+    pub c: usize,
+    pub t: usize,
+    pub h: usize,
+    pub w: usize,
+}
+
+impl ChannelsLast {
+    /// Channels moved together by the channels-last kernels.
+    pub const CHANNEL_GROUP: usize = 8;
+
+    /// The geometry of a tensor of logical shape `(c, t, h, w)`; None for another rank or a
+    /// channel count that is not a multiple of [`Self::CHANNEL_GROUP`].
+    pub fn of_shape(shape: &[usize]) -> Option<ChannelsLast> {
+        match *shape {
+            [c, t, h, w] if c > 0 && c.is_multiple_of(Self::CHANNEL_GROUP) => {
+                Some(ChannelsLast { c, t, h, w })
+            }
+            _ => None,
+        }
+    }
+
+    pub fn shape(&self) -> [usize; 4] {
+        [self.c, self.t, self.h, self.w]
+    }
+
+    pub fn plane(&self) -> usize {
+        self.h * self.w
+    }
+
+    pub fn elems(&self) -> usize {
+        self.c * self.t * self.plane()
+    }
+}
+
 /// Device memory of one tensor. Zero-length tensors still own a one-word allocation.
 pub struct CudaBuffer {
     slice: CudaSlice<f32>,
     len: usize,
     storage: Storage,
+    /// Some: bf16 elements in channels-last order; None: row-major in the tensor's shape (any
+    /// reshape of it reads the same order).
+    channels_last: Option<ChannelsLast>,
     /// The backend's tensor-memory account, released on drop.
     meter: Option<Arc<MemoryMeter>>,
 }
@@ -47,8 +91,16 @@ impl CudaBuffer {
             slice,
             len,
             storage,
+            channels_last: None,
             meter: None,
         }
+    }
+
+    /// The same bf16 buffer, its elements declared to be in channels-last order.
+    pub(crate) fn into_channels_last(mut self, geometry: ChannelsLast) -> Self {
+        debug_assert!(self.storage == Storage::Bf16 && geometry.elems() == self.len);
+        self.channels_last = Some(geometry);
+        self
     }
 
     /// Counts this buffer's bytes in `meter` until it is dropped.
@@ -69,6 +121,11 @@ impl CudaBuffer {
 
     pub fn storage(&self) -> Storage {
         self.storage
+    }
+
+    /// The channels-last geometry when the elements are stored that way.
+    pub fn channels_last(&self) -> Option<ChannelsLast> {
+        self.channels_last
     }
 
     pub(crate) fn ptr(&self) -> u64 {

@@ -5,6 +5,8 @@
 //! Own `main` (harness = false): the library resolver may re-exec this binary once, which must
 //! happen before any thread starts. Optional argument: a substring filter on case names.
 
+#[path = "gpu_ops/channels_last.rs"]
+mod channels_last;
 #[path = "gpu_ops/cudnn_conv.rs"]
 mod cudnn_conv;
 
@@ -1312,6 +1314,7 @@ fn main() {
     linear(&mut s);
     conv(&mut s);
     cudnn_conv::run(&mut s, &fast, &gpu);
+    channels_last::run(&mut s, &fast);
     attention(&mut s);
     block_sparse(&mut s);
     sparse_masks(&mut s);

@@ -23,13 +23,15 @@ __device__ __forceinline__ u32 ct_bf16_bits(float f) {
 
 struct StageIn {
     u64 c, t, h, w;       // source x (C, T, H, W)
-    u64 cp;               // staged channels; c .. cp are zeros
+    u64 cp;               // staged channels per source frame; c .. cp are zeros
     u64 hs, ws;           // staged plane: h, w plus 2 * pad
     u64 pad;              // replicate border baked in here (0 when cuDNN pads with zeros)
-    u64 t_first, t_step;  // staged frame n is source frame t_first + n * t_step
+    u64 t_first, t_step;  // staged frame n starts at source frame t_first + n * t_step
+    u64 fold;             // source frames side by side in the channels of one staged frame
 };
 
-// grid (ceil(hs*ws / 32), ceil(cp / 64), frames), block 256. y: bf16 [frames, hs, ws, cp].
+// grid (ceil(hs*ws / 32), ceil(fold*cp / 64), frames), block 256.
+// y: bf16 [frames, hs, ws, fold, cp]: staged channel k*cp + c is channel c of frame start + k.
 extern "C" __global__ void conv_stage_input_bf16(const float* __restrict__ x, u32* __restrict__ y,
                                                  StageIn g) {
     __shared__ float tile[CT_C][CT_P + 1];
@@ -43,20 +45,21 @@ extern "C" __global__ void conv_stage_input_bf16(const float* __restrict__ x, u3
         sx = sx < 0 ? 0 : (sx >= (i64)g.w ? (i64)g.w - 1 : sx);
         const u64 frame = g.t_first + n * g.t_step;
         const float* src = x + (frame * g.h + (u64)sy) * g.w + (u64)sx;
-        const u64 channel_stride = g.t * g.h * g.w;
+        const u64 channel_stride = g.t * g.h * g.w, frame_stride = g.h * g.w;
         float v[CT_C / 8];
 #pragma unroll
         for (int k = 0; k < CT_C / 8; ++k) {
-            const u64 c = c0 + row + 8 * k;
-            v[k] = c < g.c ? src[c * channel_stride] : 0.0f;
+            const u64 staged = c0 + row + 8 * k;
+            const u64 c = staged % g.cp, dt = staged / g.cp;
+            v[k] = (c < g.c && dt < g.fold) ? src[c * channel_stride + dt * frame_stride] : 0.0f;
         }
 #pragma unroll
         for (int k = 0; k < CT_C / 8; ++k) tile[row + 8 * k][lane] = v[k];
     }
     __syncthreads();
     // Each lane writes one channel pair; cp is a multiple of 8, so a pair never straddles it.
-    const u64 pair = c0 + 2 * (u64)lane;
-    if (pair >= g.cp) return;
+    const u64 pair = c0 + 2 * (u64)lane, row_channels = g.fold * g.cp;
+    if (pair >= row_channels) return;
 #pragma unroll
     for (int k = 0; k < CT_P / 8; ++k) {
         const int j = row + 8 * k;
@@ -64,7 +67,7 @@ extern "C" __global__ void conv_stage_input_bf16(const float* __restrict__ x, u3
         if (q < plane) {
             const u32 lo = ct_bf16_bits(tile[2 * lane][j]);
             const u32 hi = ct_bf16_bits(tile[2 * lane + 1][j]);
-            y[((n * plane + q) * g.cp + pair) / 2] = lo | (hi << 16);
+            y[((n * plane + q) * row_channels + pair) / 2] = lo | (hi << 16);
         }
     }
 }
@@ -72,13 +75,17 @@ extern "C" __global__ void conv_stage_input_bf16(const float* __restrict__ x, u3
 struct StageWeight {
     u64 o, c, taps;  // source w (O, C, taps), taps = kt * kh * kw
     u64 op, cp;      // staged counts; padding rows and channels are zeros
+    u64 fold;        // temporal taps folded into the channels (1, or kt)
 };
 
-// y: bf16 [op, taps, cp] (cuDNN's KRSC / KTRSC).
+// y: bf16 [op, taps, cp] (cuDNN's KRSC / KTRSC); with fold = kt, [op, kh*kw, kt, cp]: the 2-D
+// filter over staged frames whose channels are kt source frames side by side.
 extern "C" __global__ void conv_stage_weight_bf16(const float* __restrict__ w, u16* __restrict__ y,
                                                   StageWeight g) {
+    const u64 spatial = g.taps / g.fold;
     GRID_LOOP(i, g.op * g.taps * g.cp) {
-        const u64 c = i % g.cp, k = (i / g.cp) % g.taps, o = i / (g.cp * g.taps);
+        const u64 c = i % g.cp, staged = (i / g.cp) % g.taps, o = i / (g.cp * g.taps);
+        const u64 k = (staged % g.fold) * spatial + staged / g.fold;
         y[i] = (o < g.o && c < g.c) ? (u16)ct_bf16_bits(w[(o * g.c + c) * g.taps + k]) : (u16)0;
     }
 }

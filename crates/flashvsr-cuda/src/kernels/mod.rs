@@ -66,6 +66,17 @@ pub(crate) const SOURCES: &[Source] = &[
         ],
     },
     Source {
+        name: "channels_last.cu",
+        body: include_str!("channels_last.cu"),
+        functions: &[
+            "channels_last_bias_act",
+            "channels_last_binary",
+            "channels_last_relu",
+            "channels_last_upsample2x",
+            "copy_blocks_u128",
+        ],
+    },
+    Source {
         name: "norm.cu",
         body: include_str!("norm.cu"),
         functions: &[

@@ -1,7 +1,9 @@
 //! conv3d on cuDNN for the fast mode: stage x as bf16 channels-last (conv_bf16.cu), convolve with
-//! fp32 accumulation, unstage to f32 (O, T, H, W) with the bias added. The converted weights are
-//! cached per weight buffer. Everything is enqueued on the backend's one stream, with no host
-//! synchronisation.
+//! fp32 accumulation, unstage to f32 (O, T, H, W) with the bias added. Frame convolutions instead
+//! write their output channels-last in bf16 (bias and ReLU applied in place), and a channels-last
+//! input is read in place where cuDNN can (ops/channels_last.rs): the TCDecoder's activations go
+//! from conv to conv without conversions. The converted weights are cached per weight buffer.
+//! Everything is enqueued on the backend's one stream, with no host synchronisation.
 
 use std::sync::atomic::Ordering;
 
@@ -9,10 +11,10 @@ use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig};
 use flashvsr_tensor::{PadMode, Tensor};
 
 use crate::backend::CudaBackend;
-use crate::buffer::CudaBuffer;
+use crate::buffer::{ChannelsLast, CudaBuffer};
 use crate::error::CudaResult;
 use crate::launch::{KernelArgs, BLOCK};
-use crate::ops::conv_stage::{Group, StagedConv};
+use crate::ops::conv_stage::{Group, StagedConv, BF16_BYTES};
 
 /// Mirrors `StageIn` in conv_bf16.cu.
 #[repr(C)]
@@ -28,6 +30,7 @@ struct StageIn {
     pad: u64,
     t_first: u64,
     t_step: u64,
+    fold: u64,
 }
 
 /// Mirrors `StageWeight` in conv_bf16.cu.
@@ -39,6 +42,7 @@ struct StageWeight {
     taps: u64,
     op: u64,
     cp: u64,
+    fold: u64,
 }
 
 /// Mirrors `UnstageOut` in conv_bf16.cu.
@@ -58,6 +62,17 @@ struct UnstageOut {
 unsafe impl DeviceRepr for StageIn {}
 unsafe impl DeviceRepr for StageWeight {}
 unsafe impl DeviceRepr for UnstageOut {}
+
+/// Where cuDNN reads a convolution's input from.
+enum ConvInput {
+    /// The tensor's own channels-last buffer (device pointer), read in place.
+    ChannelsLast(u64),
+    /// f32 row-major `source`, staged group by group into `staging`.
+    Staged {
+        source: u64,
+        staging: CudaSlice<u16>,
+    },
+}
 
 /// Tile of the staging kernels: 32 positions × 64 channels.
 const TILE_POSITIONS: usize = 32;
@@ -101,7 +116,7 @@ impl CudaBackend {
             [w.dim(0), w.dim(1), w.dim(2), w.dim(3), w.dim(4)],
             stride_t,
             pad,
-            mode == PadMode::Replicate,
+            (mode == PadMode::Replicate, self.options().conv_fold_time),
             self.options().conv_stage_bytes,
         );
         let Some(s) = staged else {
@@ -113,8 +128,22 @@ impl CudaBackend {
                 return Ok(None);
             }
         }
-        let (xp, bias) = (self.ptr(x)?, self.opt_ptr(b)?);
-        let out = self.output(s.o * s.t_out * s.ho * s.wo)?;
+        let input = match self.channels_last_view(x)? {
+            Some((ptr, _)) if s.reads_channels_last_directly() => ConvInput::ChannelsLast(ptr),
+            // SAFETY: fully written by the staging kernel before cuDNN reads it.
+            _ => ConvInput::Staged {
+                source: self.ptr(x)?,
+                staging: unsafe { self.gpu.stream.alloc::<u16>(s.input_elems(s.group)) }?,
+            },
+        };
+        let bias = self.opt_ptr(b)?;
+        let channels_last = s
+            .channels_last_output()
+            .filter(|_| self.options().conv_channels_last);
+        let out = match channels_last {
+            Some(g) => self.output_channels_last(g)?,
+            None => self.output(s.o * s.t_out * s.ho * s.wo)?,
+        };
         let mut cache = self.conv_weights.lock().unwrap_or_else(|e| e.into_inner());
         let dims = w.shape().to_vec();
         let owner = w.buffer().clone();
@@ -130,14 +159,34 @@ impl CudaBackend {
                 }
             }
         };
-        // SAFETY: fully written by the staging kernel and by cuDNN before they are read.
-        let xs = unsafe { self.gpu.stream.alloc::<u16>(s.input_elems(s.group)) }?;
-        let ys = unsafe { self.gpu.stream.alloc::<u16>(s.output_elems(s.group)) }?;
+        // SAFETY: fully written by cuDNN before the unstaging kernel reads it.
+        let ys = match out.channels_last() {
+            None => Some(unsafe { self.gpu.stream.alloc::<u16>(s.output_elems(s.group)) }?),
+            Some(_) => None,
+        };
+        let epilogue = (b.is_some(), relu);
         for g in s.groups() {
-            self.stage_input(xp, raw_u16(&xs), &s, &g)?;
-            dnn.forward(&s.shape(g.frames), raw_u16(&xs), filter, raw_u16(&ys))?;
-            let epilogue = (b.is_some(), relu);
-            self.unstage_output(raw_u16(&ys), bias, epilogue, out.ptr(), &s, &g)?;
+            let x_group = match &input {
+                ConvInput::Staged { source, staging } => {
+                    self.stage_input(*source, raw_u16(staging), &s, &g)?;
+                    raw_u16(staging)
+                }
+                ConvInput::ChannelsLast(x) => {
+                    let first = s.source_frames(&g).0;
+                    x + (first * s.h * s.w * s.c * BF16_BYTES) as u64
+                }
+            };
+            let y_group = match &ys {
+                Some(ys) => raw_u16(ys),
+                None => out.ptr() + (g.first * s.ho * s.wo * s.op * BF16_BYTES) as u64,
+            };
+            dnn.forward(&s.shape(g.frames), x_group, filter, y_group)?;
+            if ys.is_some() {
+                self.unstage_output(y_group, bias, epilogue, out.ptr(), &s, &g)?;
+            }
+        }
+        if let Some(g) = out.channels_last() {
+            self.channels_last_epilogue(out.ptr(), bias, epilogue, g)?;
         }
         drop(once);
         self.cudnn_convs.fetch_add(1, Ordering::Relaxed);
@@ -153,6 +202,7 @@ impl CudaBackend {
             taps: s.taps() as u64,
             op: s.op as u64,
             cp: s.cp as u64,
+            fold: s.fold as u64,
         };
         let args = KernelArgs::new()
             .push(self.ptr(w)?)
@@ -180,9 +230,10 @@ impl CudaBackend {
             pad: if s.replicate { s.pad as u64 } else { 0 },
             t_first: t_first as u64,
             t_step: t_step as u64,
+            fold: s.fold as u64,
         };
         let args = KernelArgs::new().push(x).push(xs).push(p);
-        let grid = tile_grid(s.hs * s.ws, s.cp, frames);
+        let grid = tile_grid(s.hs * s.ws, s.cp * s.fold, frames);
         self.launch("conv_stage_input_bf16", grid, args)
     }
 
@@ -208,6 +259,64 @@ impl CudaBackend {
         let args = KernelArgs::new().push(ys).push(bias).push(out).push(p);
         let grid = tile_grid(plane, s.op, g.frames);
         self.launch("conv_unstage_output_f32", grid, args)
+    }
+}
+
+/// The staging kernels put frames on the grid's z axis.
+const MAX_GRID_FRAMES: usize = 65_535;
+
+impl CudaBackend {
+    /// f32 row-major `(C, T, H, W)` at `x` into the channels-last bf16 buffer `y` of `g`.
+    pub(crate) fn stage_to_channels_last(&self, x: u64, y: u64, g: ChannelsLast) -> CudaResult<()> {
+        let frame_bytes = g.plane() * g.c * BF16_BYTES;
+        for first in (0..g.t).step_by(MAX_GRID_FRAMES) {
+            let frames = MAX_GRID_FRAMES.min(g.t - first);
+            let p = StageIn {
+                c: g.c as u64,
+                t: g.t as u64,
+                h: g.h as u64,
+                w: g.w as u64,
+                cp: g.c as u64,
+                hs: g.h as u64,
+                ws: g.w as u64,
+                pad: 0,
+                t_first: first as u64,
+                t_step: 1,
+                fold: 1,
+            };
+            let dst = y + (first * frame_bytes) as u64;
+            let args = KernelArgs::new().push(x).push(dst).push(p);
+            let grid = tile_grid(g.plane(), g.c, frames);
+            self.launch("conv_stage_input_bf16", grid, args)?;
+        }
+        Ok(())
+    }
+
+    /// The channels-last bf16 buffer `y` of `g` into f32 row-major `(C, T, H, W)` at `out`.
+    pub(crate) fn unstage_from_channels_last(
+        &self,
+        y: u64,
+        out: u64,
+        g: ChannelsLast,
+    ) -> CudaResult<()> {
+        let frame_bytes = g.plane() * g.c * BF16_BYTES;
+        for first in (0..g.t).step_by(MAX_GRID_FRAMES) {
+            let frames = MAX_GRID_FRAMES.min(g.t - first);
+            let p = UnstageOut {
+                o: g.c as u64,
+                op: g.c as u64,
+                plane: g.plane() as u64,
+                t_out: g.t as u64,
+                t_first: first as u64,
+                has_bias: 0,
+                relu: 0,
+            };
+            let src = y + (first * frame_bytes) as u64;
+            let args = KernelArgs::new().push(src).push(0u64).push(out).push(p);
+            let grid = tile_grid(g.plane(), g.c, frames);
+            self.launch("conv_unstage_output_f32", grid, args)?;
+        }
+        Ok(())
     }
 }
 

@@ -2,8 +2,11 @@
 //! border baked into the staged input (cuDNN pads only with zeros), and the output frames cut into
 //! groups so that the bf16 staging buffers stay within a byte budget and cuDNN's 32-bit sizes.
 //! `kt == 1` convolves each group as a batch of 2-D frames (any temporal stride is applied while
-//! staging); `kt > 1` convolves each group as one 3-D volume with cuDNN's temporal stride.
+//! staging); `kt > 1` convolves each group as one 3-D volume with cuDNN's temporal stride, or, with
+//! the time folded, as a batch of 2-D frames whose channels are the kt source frames of one output
+//! frame side by side: cuDNN's 2-D kernels are much faster than its 3-D ones (the LQ projector).
 
+use crate::buffer::ChannelsLast;
 use crate::dnn::ConvShape;
 
 /// cuDNN's bf16 tensor-core kernels want channel counts that are multiples of 8. Input channels
@@ -14,7 +17,7 @@ pub(crate) const CHANNEL_ALIGN: usize = 8;
 /// The staging kernels put frames on the grid's z axis.
 const MAX_FRAMES: usize = 65_535;
 const MAX_ELEMS: usize = i32::MAX as usize;
-const BF16_BYTES: usize = 2;
+pub(crate) const BF16_BYTES: usize = 2;
 
 /// One cuDNN call: output frames `first .. first + frames`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +40,9 @@ pub(crate) struct StagedConv {
     pub stride_t: usize,
     pub pad: usize,
     pub replicate: bool,
+    /// Source frames side by side in the channels of a staged frame: kt when the time is folded
+    /// into the channels, else 1.
+    pub fold: usize,
     /// Staged channel counts (zero-padded; `cp == c` while inputs must be aligned).
     pub cp: usize,
     pub op: usize,
@@ -75,13 +81,15 @@ fn largest(hi: usize, fits: impl Fn(usize) -> bool) -> Option<usize> {
 impl StagedConv {
     /// None when the conv is not staged (input channels not a multiple of 8, one output frame
     /// already beyond cuDNN's 32-bit sizes, or nothing to compute); the caller keeps the im2col
-    /// path then.
+    /// path then. `fold_time`: fold a temporal kernel into the channels where that at most
+    /// doubles the staged input (`kt ≤ 2·stride_t`: the projector's 4-tap, stride-2 convs, not the
+    /// Wan VAE's 3-tap, stride-1 ones, which would triple it).
     pub fn new(
         x: [usize; 4],
         w: [usize; 5],
         stride_t: usize,
         pad: usize,
-        replicate: bool,
+        (replicate, fold_time): (bool, bool),
         budget_bytes: usize,
     ) -> Option<StagedConv> {
         let [c, t, h, wd] = x;
@@ -114,6 +122,11 @@ impl StagedConv {
             stride_t,
             pad,
             replicate,
+            fold: if fold_time && kt > 1 && kt <= 2 * stride_t {
+                kt
+            } else {
+                1
+            },
             cp: round_up(c, CHANNEL_ALIGN),
             op: round_up(o, CHANNEL_ALIGN),
             hs: h + border,
@@ -139,9 +152,39 @@ impl StagedConv {
         Some(s)
     }
 
-    /// Source frames a group of `outs` output frames reads.
+    /// Whether cuDNN reads a channels-last input in place: no replicate border to bake in, no
+    /// channel padding, and the frames of a group consecutive (a frame conv with a temporal
+    /// stride picks every stride-th frame while staging).
+    pub fn reads_channels_last_directly(&self) -> bool {
+        let consecutive_frames = self.kt > 1 || self.stride_t == 1;
+        let unfolded = self.fold == 1;
+        self.hs == self.h
+            && self.ws == self.w
+            && self.cp == self.c
+            && consecutive_frames
+            && unfolded
+    }
+
+    /// The geometry of the output when cuDNN writes it channels-last, as the next convolution
+    /// reads it: frame convolutions (`kt == 1`, the TCDecoder's) with zero padding and no output
+    /// channel padding. Replicate-padded convs (the LQ projector) are followed by channel norms
+    /// and are re-staged for their border anyway, and temporal convs (the Wan VAE's causal ones)
+    /// by norms too: a channels-last output would only add a conversion there, so they keep
+    /// writing f32 row-major.
+    pub fn channels_last_output(&self) -> Option<ChannelsLast> {
+        let frame_conv = self.kt == 1 && !self.replicate && self.op == self.o;
+        frame_conv.then_some(ChannelsLast {
+            c: self.o,
+            t: self.t_out,
+            h: self.ho,
+            w: self.wo,
+        })
+    }
+
+    /// Frames staged for a group of `outs` output frames (with the time folded, one per output
+    /// frame, each of `fold` source frames).
     pub fn input_frames(&self, outs: usize) -> usize {
-        if self.kt == 1 {
+        if self.kt == 1 || self.fold > 1 {
             outs
         } else {
             (outs - 1) * self.stride_t + self.kt
@@ -149,7 +192,7 @@ impl StagedConv {
     }
 
     pub fn input_elems(&self, outs: usize) -> usize {
-        self.input_frames(outs) * self.hs * self.ws * self.cp
+        self.input_frames(outs) * self.hs * self.ws * self.cp * self.fold
     }
 
     pub fn output_elems(&self, outs: usize) -> usize {
@@ -179,7 +222,11 @@ impl StagedConv {
 
     /// Source frame of staged frame 0 of `group`, and the step between staged frames.
     pub fn source_frames(&self, group: &Group) -> (usize, usize) {
-        let step = if self.kt == 1 { self.stride_t } else { 1 };
+        let step = if self.kt == 1 || self.fold > 1 {
+            self.stride_t
+        } else {
+            1
+        };
         (group.first * self.stride_t, step)
     }
 
@@ -192,22 +239,23 @@ impl StagedConv {
 
     /// What cuDNN computes for a group of `outs` output frames.
     pub fn shape(&self, outs: usize) -> ConvShape {
-        let (n, d) = if self.kt == 1 {
+        let frames_2d = self.kt == 1 || self.fold > 1;
+        let (n, d) = if frames_2d {
             (outs, 1)
         } else {
             (1, self.input_frames(outs))
         };
         ConvShape {
             n,
-            c: self.cp,
+            c: self.cp * self.fold,
             k: self.op,
             d,
             h: self.hs,
             w: self.ws,
-            kt: self.kt,
+            kt: if frames_2d { 1 } else { self.kt },
             kh: self.kh,
             kw: self.kw,
-            stride_t: if self.kt == 1 { 1 } else { self.stride_t },
+            stride_t: if frames_2d { 1 } else { self.stride_t },
             pad: self.dnn_pad(),
         }
     }
@@ -221,24 +269,38 @@ mod tests {
 
     #[test]
     fn outputs_are_padded_to_eight_and_replicate_border_is_staged() {
-        let s = StagedConv::new([16, 3, 9, 11], [3, 16, 1, 3, 3], 1, 1, true, GIB).unwrap();
+        let s =
+            StagedConv::new([16, 3, 9, 11], [3, 16, 1, 3, 3], 1, 1, (true, false), GIB).unwrap();
         assert_eq!((s.cp, s.op), (16, 8));
         assert_eq!((s.hs, s.ws, s.ho, s.wo), (11, 13, 9, 11));
         assert_eq!(s.dnn_pad(), 0);
-        let z = StagedConv::new([16, 3, 9, 11], [3, 16, 1, 3, 3], 1, 1, false, GIB).unwrap();
+        let z =
+            StagedConv::new([16, 3, 9, 11], [3, 16, 1, 3, 3], 1, 1, (false, false), GIB).unwrap();
         assert_eq!((z.hs, z.ws, z.ho, z.wo), (9, 11, 9, 11));
         assert_eq!(z.dnn_pad(), 1);
     }
 
     #[test]
     fn unaligned_input_channels_stay_on_im2col() {
-        assert!(StagedConv::new([12, 3, 9, 11], [16, 12, 1, 3, 3], 1, 1, false, GIB).is_none());
-        assert!(StagedConv::new([6, 3, 9, 11], [3, 6, 1, 3, 3], 1, 1, true, GIB).is_none());
+        assert!(
+            StagedConv::new([12, 3, 9, 11], [16, 12, 1, 3, 3], 1, 1, (false, false), GIB).is_none()
+        );
+        assert!(
+            StagedConv::new([6, 3, 9, 11], [3, 6, 1, 3, 3], 1, 1, (true, false), GIB).is_none()
+        );
     }
 
     #[test]
     fn frame_convs_are_batches_of_2d_frames() {
-        let s = StagedConv::new([16, 5, 10, 12], [24, 16, 1, 1, 1], 2, 0, false, GIB).unwrap();
+        let s = StagedConv::new(
+            [16, 5, 10, 12],
+            [24, 16, 1, 1, 1],
+            2,
+            0,
+            (false, false),
+            GIB,
+        )
+        .unwrap();
         assert_eq!(s.t_out, 3);
         let groups: Vec<Group> = s.groups().collect();
         assert_eq!(
@@ -256,7 +318,7 @@ mod tests {
 
     #[test]
     fn temporal_kernels_are_3d_volumes_with_the_temporal_stride() {
-        let s = StagedConv::new([8, 10, 7, 8], [8, 8, 4, 3, 3], 2, 1, true, GIB).unwrap();
+        let s = StagedConv::new([8, 10, 7, 8], [8, 8, 4, 3, 3], 2, 1, (true, false), GIB).unwrap();
         assert_eq!(s.t_out, 4);
         assert_eq!(s.input_frames(4), 10);
         let shape = s.shape(4);
@@ -273,7 +335,7 @@ mod tests {
             [16, 16, 1, 3, 3],
             1,
             1,
-            false,
+            (false, false),
             4 * per_frame,
         )
         .unwrap();
@@ -288,14 +350,15 @@ mod tests {
             }
         );
         // A budget below one frame still makes progress, one frame at a time.
-        let tiny = StagedConv::new([16, 9, 10, 10], [16, 16, 1, 3, 3], 1, 1, false, 1).unwrap();
+        let tiny =
+            StagedConv::new([16, 9, 10, 10], [16, 16, 1, 3, 3], 1, 1, (false, false), 1).unwrap();
         assert_eq!(tiny.group, 1);
         assert_eq!(tiny.groups().count(), 9);
     }
 
     #[test]
     fn temporal_groups_overlap_in_their_source_frames() {
-        let s = StagedConv::new([8, 10, 4, 4], [8, 8, 4, 3, 3], 2, 1, false, 1).unwrap();
+        let s = StagedConv::new([8, 10, 4, 4], [8, 8, 4, 3, 3], 2, 1, (false, false), 1).unwrap();
         let groups: Vec<Group> = s.groups().collect();
         assert_eq!(groups.len(), 4);
         // Output frame 3 reads source frames 6..10.
@@ -304,12 +367,57 @@ mod tests {
     }
 
     #[test]
+    fn folded_time_makes_2d_frames_of_kt_source_frames() {
+        // The projector's conv: kt 4, stride 2, replicate border.
+        let s = StagedConv::new([8, 10, 7, 8], [8, 8, 4, 3, 3], 2, 1, (true, true), GIB).unwrap();
+        assert_eq!((s.fold, s.t_out), (4, 4));
+        assert_eq!(s.input_frames(4), 4, "one staged frame per output frame");
+        assert_eq!(s.input_elems(4), 4 * 9 * 10 * 8 * 4);
+        let groups: Vec<Group> = s.groups().collect();
+        // Output frame k reads source frames 2k .. 2k + 4.
+        assert_eq!(s.source_frames(&groups[0]), (0, 2));
+        let shape = s.shape(4);
+        assert_eq!((shape.n, shape.c, shape.d, shape.kt), (4, 32, 1, 1));
+        assert_eq!(shape.output_dims(), vec![4, 8, 7, 8]);
+        assert!(!s.reads_channels_last_directly());
+    }
+
+    #[test]
+    fn time_is_folded_only_where_it_at_most_doubles_the_staging() {
+        // The Wan VAE's causal 3-tap conv, stride 1: stays a 3-D volume.
+        let vae = StagedConv::new([8, 6, 4, 4], [8, 8, 3, 3, 3], 1, 1, (false, true), GIB).unwrap();
+        assert_eq!(vae.fold, 1);
+        assert!(vae.reads_channels_last_directly());
+        let off =
+            StagedConv::new([8, 10, 4, 4], [8, 8, 4, 3, 3], 2, 1, (false, false), GIB).unwrap();
+        assert_eq!(off.fold, 1);
+        let pair =
+            StagedConv::new([8, 10, 4, 4], [8, 8, 2, 3, 3], 1, 1, (false, true), GIB).unwrap();
+        assert_eq!(pair.fold, 2);
+        assert!(
+            !pair.reads_channels_last_directly(),
+            "folded frames are staged"
+        );
+        let frames =
+            StagedConv::new([8, 10, 4, 4], [8, 8, 1, 3, 3], 2, 1, (false, true), GIB).unwrap();
+        assert_eq!(frames.fold, 1, "a frame conv has no time to fold");
+    }
+
+    #[test]
     fn frames_beyond_32_bit_sizes_are_refused() {
         // 8 channels × 2¹⁵ × 2¹⁴ = 2³² elements in one frame.
+        assert!(StagedConv::new(
+            [8, 1, 1 << 15, 1 << 14],
+            [8, 8, 1, 1, 1],
+            1,
+            0,
+            (false, false),
+            GIB
+        )
+        .is_none());
         assert!(
-            StagedConv::new([8, 1, 1 << 15, 1 << 14], [8, 8, 1, 1, 1], 1, 0, false, GIB).is_none()
+            StagedConv::new([0, 1, 4, 4], [8, 0, 1, 1, 1], 1, 0, (false, false), GIB).is_none()
         );
-        assert!(StagedConv::new([0, 1, 4, 4], [8, 0, 1, 1, 1], 1, 0, false, GIB).is_none());
     }
 
     #[test]

@@ -26,6 +26,9 @@ fn product(dims: &[usize]) -> usize {
 
 impl CudaBackend {
     pub(crate) fn op_permute(&self, x: &Tensor, dims: &[usize]) -> CudaResult<CudaBuffer> {
+        if let Some(out) = self.try_permute_channels_last(x, dims)? {
+            return Ok(out);
+        }
         let shape = x.shape();
         let rank = shape.len();
         if rank > MAX_RANK {
@@ -95,6 +98,9 @@ impl CudaBackend {
         start: usize,
         len: usize,
     ) -> CudaResult<CudaBuffer> {
+        if let Some(out) = self.try_narrow_channels_last(x, dim, start, len)? {
+            return Ok(out);
+        }
         let shape = x.shape();
         let outer = product(&shape[..dim]);
         let inner = product(&shape[dim + 1..]);
@@ -114,6 +120,9 @@ impl CudaBackend {
     }
 
     pub(crate) fn op_cat(&self, xs: &[&Tensor], dim: usize) -> CudaResult<CudaBuffer> {
+        if let Some(out) = self.try_cat_channels_last(xs, dim)? {
+            return Ok(out);
+        }
         let shape = xs[0].shape();
         let outer = product(&shape[..dim]);
         let inner = product(&shape[dim + 1..]);
@@ -152,6 +161,9 @@ impl CudaBackend {
     }
 
     pub(crate) fn op_upsample_nearest2x(&self, x: &Tensor) -> CudaResult<CudaBuffer> {
+        if let Some(out) = self.try_upsample_channels_last(x)? {
+            return Ok(out);
+        }
         let s = x.shape();
         let (planes, h, w) = (s[0] * s[1], s[2], s[3]);
         let n = planes * 4 * h * w;

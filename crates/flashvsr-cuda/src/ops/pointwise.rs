@@ -48,6 +48,9 @@ impl CudaBackend {
     }
 
     pub(crate) fn op_unary(&self, x: &Tensor, op: UnaryOp) -> CudaResult<CudaBuffer> {
+        if let Some(out) = self.try_unary_channels_last(x, op)? {
+            return Ok(out);
+        }
         let n = x.elem_count();
         let out = self.output(n)?;
         if n > 0 {
@@ -70,6 +73,9 @@ impl CudaBackend {
     }
 
     pub(crate) fn op_binary(&self, a: &Tensor, b: &Tensor, op: BinaryOp) -> CudaResult<CudaBuffer> {
+        if let Some(out) = self.try_binary_channels_last(a, b, binary_code(op))? {
+            return Ok(out);
+        }
         let n = a.elem_count();
         let out = self.output(n)?;
         if n > 0 {

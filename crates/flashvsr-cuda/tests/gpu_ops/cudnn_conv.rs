@@ -19,6 +19,9 @@ pub struct FastBackends {
     pub grouped: Arc<CudaBackend>,
     /// Fast mode with cuDNN turned off: im2col + TF32 GEMM.
     pub im2col: Arc<CudaBackend>,
+    /// Fast mode with cuDNN as it was staged before: f32 row-major outputs, no channels-last
+    /// activations, temporal kernels on cuDNN's 3-D convolutions.
+    pub plain: Arc<CudaBackend>,
 }
 
 impl FastBackends {
@@ -36,6 +39,11 @@ impl FastBackends {
             }),
             im2col: make(CudaOptions {
                 conv_cudnn: false,
+                ..fast.clone()
+            }),
+            plain: make(CudaOptions {
+                conv_channels_last: false,
+                conv_fold_time: false,
                 ..fast
             }),
         }
@@ -143,7 +151,7 @@ impl Suite {
     /// `op` on `backend` against the CPU: relative L2 ≤ `tol`, no NaN (outputs are poisoned), and
     /// exactly `cudnn_calls` more cuDNN convs counted by the backend.
     #[allow(clippy::too_many_arguments)]
-    fn conv_case(
+    pub(super) fn conv_case(
         &mut self,
         name: &str,
         backend: &Arc<CudaBackend>,
@@ -250,6 +258,14 @@ pub fn run(s: &mut Suite, fast: &FastBackends, parity: &Arc<CudaBackend>) {
             &op,
         );
         s.conv_case(&name("(parity)"), parity, 1e-5, 0, &inputs, &op);
+        s.conv_case(
+            &name("(plain)"),
+            &fast.plain,
+            BF16_CONV,
+            calls,
+            &inputs,
+            &op,
+        );
         // ReLU fused into the output conversion (cuDNN) or applied after (im2col, parity).
         let op_relu = |t: &[Tensor]| {
             let b = c.bias.then_some(&t[2]);
@@ -291,8 +307,10 @@ pub fn run(s: &mut Suite, fast: &FastBackends, parity: &Arc<CudaBackend>) {
     bench(s, fast);
 }
 
-/// Real shapes of the tiny pipeline at 1408×768: cuDNN (staging included) against im2col + TF32
-/// GEMM, on zeros (the timing does not depend on the values), without output poisoning.
+/// Real shapes of the tiny pipeline at 1408×768, on zeros (the timing does not depend on the
+/// values), without output poisoning: cuDNN as the model runs it (decoder convs on a channels-last
+/// input, the projector's temporal convs folded into 2-D), cuDNN with the plain staging (f32 in
+/// and out, 3-D temporal kernels), and im2col + TF32 GEMM.
 fn bench(s: &mut Suite, fast: &FastBackends) {
     if s.skip("cudnn bench") || !fast.cudnn.uses_cudnn() {
         return;
@@ -349,6 +367,13 @@ fn bench(s: &mut Suite, fast: &FastBackends) {
             2,
             PadMode::Replicate,
         ),
+        case(
+            "LQ conv2 4x3x3 2048->3072 T4->1 @88x48",
+            [2048, 4, 48, 88],
+            [3072, 2048, 4, 3, 3],
+            2,
+            PadMode::Replicate,
+        ),
     ];
     for Case {
         name,
@@ -363,7 +388,12 @@ fn bench(s: &mut Suite, fast: &FastBackends) {
         let t_out = (x[1] - w[2]) / stride_t + 1;
         let flop = 2.0 * (w[0] * t_out * x[2] * x[3]) as f64 * (w[1] * w[2] * w[3] * w[4]) as f64;
         let mut row = format!("bench cudnn {name}:");
-        for (label, backend) in [("cudnn", &fast.cudnn), ("im2col tf32", &fast.im2col)] {
+        let backends = [
+            ("cudnn", &fast.cudnn),
+            ("plain", &fast.plain),
+            ("im2col tf32", &fast.im2col),
+        ];
+        for (label, backend) in backends {
             let gpu: BackendRef = backend.clone();
             let (xt, wt) = match (Tensor::zeros(&gpu, &x), Tensor::zeros(&gpu, &w)) {
                 (Ok(a), Ok(b)) => (a, b),
@@ -371,6 +401,11 @@ fn bench(s: &mut Suite, fast: &FastBackends) {
                     s.fail(name, "allocation".into());
                     return;
                 }
+            };
+            // The decoder's convs read the previous conv's output: channels-last where it is on.
+            let xt = match (mode, Tensor::zeros(&gpu, &[x[0], x[0], 1, 1, 1])) {
+                (PadMode::Zero, Ok(eye)) => xt.conv3d(&eye, None, 1, 0, mode).expect("conv"),
+                _ => xt,
             };
             let ms = time_ms(5, || {
                 drop(xt.conv3d(&wt, None, stride_t, pad, mode).expect("conv"));

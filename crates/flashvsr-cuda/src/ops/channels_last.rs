@@ -1,0 +1,370 @@
+//! Channels-last bf16 activations (fast mode). A frame convolution on cuDNN writes its output in
+//! cuDNN's own layout and dtype (conv_cudnn.rs), and the ops the TCDecoder applies between its
+//! convolutions (ReLU, the residual add, the channel cat with the MemBlock's memory frame, frame
+//! and channel slices, nearest upsampling, the temporal growth's reshape + permute) keep it that
+//! way here, so the next convolution reads it in place. Every other op sees f32 row-major data
+//! through `CudaBackend::ptr`, which converts a channels-last input for the op's duration: the model
+//! and the CPU backend never know. Each `try_*` returns Ok(None), with nothing enqueued, where its
+//! inputs are not channels-last in the geometry of their shapes.
+
+use flashvsr_tensor::{Tensor, UnaryOp};
+
+use crate::backend::CudaBackend;
+use crate::buffer::{ChannelsLast, CudaBuffer, Storage};
+use crate::error::CudaResult;
+use crate::launch::KernelArgs;
+
+/// Channels moved by one thread of the channels-last kernels (16 bytes).
+const GROUP: usize = ChannelsLast::CHANNEL_GROUP;
+
+/// One input of a channels-last cat: the tensor's own buffer, or a staged copy.
+struct Piece {
+    ptr: u64,
+    geometry: ChannelsLast,
+}
+
+impl CudaBackend {
+    /// x's device pointer and geometry when its buffer is channels-last in the geometry of x's
+    /// shape (a reshaped view of such a buffer is not: it reads through `ptr`).
+    pub(crate) fn channels_last_view(&self, x: &Tensor) -> CudaResult<Option<(u64, ChannelsLast)>> {
+        let buf = self.input(x)?;
+        Ok(buf
+            .channels_last()
+            .filter(|g| g.shape()[..] == *x.shape())
+            .map(|g| (buf.ptr(), g)))
+    }
+
+    /// Whether `x` is stored channels-last (for tests and diagnostics).
+    pub fn is_channels_last(&self, x: &Tensor) -> bool {
+        self.input(x).is_ok_and(|b| b.channels_last().is_some())
+    }
+
+    /// A bf16 channels-last output of geometry `g` (poisoned when asked).
+    pub(crate) fn output_channels_last(&self, g: ChannelsLast) -> CudaResult<CudaBuffer> {
+        Ok(self
+            .output_as(g.elems(), Storage::Bf16)?
+            .into_channels_last(g))
+    }
+
+    /// The values of a channels-last buffer as a new f32 row-major buffer of its shape (which
+    /// every reshape of the tensor reads in the same order).
+    pub(crate) fn channels_last_to_f32(
+        &self,
+        buf: &CudaBuffer,
+        g: ChannelsLast,
+    ) -> CudaResult<CudaBuffer> {
+        let out = self.output(g.elems())?;
+        if g.elems() > 0 {
+            self.unstage_from_channels_last(buf.ptr(), out.ptr(), g)?;
+        }
+        Ok(out)
+    }
+
+    /// `y = act(y + bias)` in place on a convolution's channels-last output.
+    pub(crate) fn channels_last_epilogue(
+        &self,
+        y: u64,
+        bias: u64,
+        (has_bias, relu): (bool, bool),
+        g: ChannelsLast,
+    ) -> CudaResult<()> {
+        let n8 = (g.elems() / GROUP) as u64;
+        if !(has_bias || relu) || n8 == 0 {
+            return Ok(());
+        }
+        let args = KernelArgs::new()
+            .push(y)
+            .push(bias)
+            .push(n8)
+            .push((g.c / GROUP) as u64)
+            .push(has_bias as u64)
+            .push(relu as u64);
+        self.launch("channels_last_bias_act", self.grid(n8), args)
+    }
+
+    /// ReLU stays channels-last (exact in bf16); other unary ops read f32.
+    pub(crate) fn try_unary_channels_last(
+        &self,
+        x: &Tensor,
+        op: UnaryOp,
+    ) -> CudaResult<Option<CudaBuffer>> {
+        let Some((src, g)) = self.channels_last_view(x)?.filter(|_| op == UnaryOp::Relu) else {
+            return Ok(None);
+        };
+        let out = self.output_channels_last(g)?;
+        let n8 = (g.elems() / GROUP) as u64;
+        if n8 > 0 {
+            let args = KernelArgs::new().push(src).push(out.ptr()).push(n8);
+            self.launch("channels_last_relu", self.grid(n8), args)?;
+        }
+        Ok(Some(out))
+    }
+
+    /// Two channels-last tensors of one geometry: computed in f32, stored channels-last.
+    /// `code` as `binary_f32` reads it.
+    pub(crate) fn try_binary_channels_last(
+        &self,
+        a: &Tensor,
+        b: &Tensor,
+        code: i32,
+    ) -> CudaResult<Option<CudaBuffer>> {
+        let (Some((pa, g)), Some((pb, gb))) =
+            (self.channels_last_view(a)?, self.channels_last_view(b)?)
+        else {
+            return Ok(None);
+        };
+        if g != gb {
+            return Ok(None);
+        }
+        let out = self.output_channels_last(g)?;
+        let n8 = (g.elems() / GROUP) as u64;
+        if n8 > 0 {
+            let args = KernelArgs::new()
+                .push(pa)
+                .push(pb)
+                .push(out.ptr())
+                .push(n8)
+                .push(code);
+            self.launch("channels_last_binary", self.grid(n8), args)?;
+        }
+        Ok(Some(out))
+    }
+
+    /// Nearest 2× upsampling, channels-last in and out.
+    pub(crate) fn try_upsample_channels_last(&self, x: &Tensor) -> CudaResult<Option<CudaBuffer>> {
+        let Some((src, g)) = self.channels_last_view(x)? else {
+            return Ok(None);
+        };
+        let up = ChannelsLast {
+            h: 2 * g.h,
+            w: 2 * g.w,
+            ..g
+        };
+        let out = self.output_channels_last(up)?;
+        let n8 = (up.elems() / GROUP) as u64;
+        if n8 > 0 {
+            let args = KernelArgs::new()
+                .push(src)
+                .push(out.ptr())
+                .push(g.t as u64)
+                .push(g.h as u64)
+                .push(g.w as u64)
+                .push((g.c / GROUP) as u64);
+            self.launch("channels_last_upsample2x", self.grid(n8), args)?;
+        }
+        Ok(Some(out))
+    }
+
+    /// A frame range (dim 1) or a channel range in whole groups of 8 (dim 0).
+    pub(crate) fn try_narrow_channels_last(
+        &self,
+        x: &Tensor,
+        dim: usize,
+        start: usize,
+        len: usize,
+    ) -> CudaResult<Option<CudaBuffer>> {
+        let Some((src, g)) = self.channels_last_view(x)? else {
+            return Ok(None);
+        };
+        let frame = g.plane() * g.c / GROUP;
+        let (out_g, moves) = match dim {
+            1 => (
+                ChannelsLast { t: len, ..g },
+                BlockCopy {
+                    outer: 1,
+                    block: len * frame,
+                    src: (0, start * frame),
+                    dst: (0, 0),
+                },
+            ),
+            0 if start.is_multiple_of(GROUP) && len.is_multiple_of(GROUP) && len > 0 => (
+                ChannelsLast { c: len, ..g },
+                BlockCopy {
+                    outer: g.t * g.plane(),
+                    block: len / GROUP,
+                    src: (g.c / GROUP, start / GROUP),
+                    dst: (len / GROUP, 0),
+                },
+            ),
+            _ => return Ok(None),
+        };
+        let out = self.output_channels_last(out_g)?;
+        self.copy_groups(src, out.ptr(), moves)?;
+        Ok(Some(out))
+    }
+
+    /// Channel (dim 0) or frame (dim 1) concatenation where at least one input is channels-last;
+    /// the others are staged into channels-last copies (the MemBlock's zero first memory frame).
+    pub(crate) fn try_cat_channels_last(
+        &self,
+        xs: &[&Tensor],
+        dim: usize,
+    ) -> CudaResult<Option<CudaBuffer>> {
+        if dim > 1 || xs.is_empty() {
+            return Ok(None);
+        }
+        let mut any = false;
+        for x in xs {
+            if ChannelsLast::of_shape(x.shape()).is_none() {
+                return Ok(None);
+            }
+            any |= self.channels_last_view(x)?.is_some();
+        }
+        if !any {
+            return Ok(None);
+        }
+        let pieces = xs
+            .iter()
+            .map(|x| self.channels_last_piece(x))
+            .collect::<CudaResult<Vec<Piece>>>()?;
+        let first = pieces[0].geometry;
+        let total = |f: fn(&ChannelsLast) -> usize| pieces.iter().map(|p| f(&p.geometry)).sum();
+        let out_g = if dim == 0 {
+            ChannelsLast {
+                c: total(|g| g.c),
+                ..first
+            }
+        } else {
+            ChannelsLast {
+                t: total(|g| g.t),
+                ..first
+            }
+        };
+        let out = self.output_channels_last(out_g)?;
+        let mut offset = 0;
+        for p in &pieces {
+            let g = p.geometry;
+            let moves = if dim == 0 {
+                BlockCopy {
+                    outer: g.t * g.plane(),
+                    block: g.c / GROUP,
+                    src: (g.c / GROUP, 0),
+                    dst: (out_g.c / GROUP, offset / GROUP),
+                }
+            } else {
+                let frame = g.plane() * g.c / GROUP;
+                BlockCopy {
+                    outer: 1,
+                    block: g.t * frame,
+                    src: (0, 0),
+                    dst: (0, offset * frame),
+                }
+            };
+            self.copy_groups(p.ptr, out.ptr(), moves)?;
+            offset += if dim == 0 { g.c } else { g.t };
+        }
+        Ok(Some(out))
+    }
+
+    /// The temporal growth `(s·C, T, H, W)` → reshape `(s, C, T, H, W)` → permute
+    /// `[1, 2, 0, 3, 4]` (channel block j becomes sub-frame j): channels-last in, channels-last
+    /// `(C, s·T, H, W)` out, which is the row-major order of the permuted shape and of its
+    /// reshape to `(C, s·T, H, W)`.
+    pub(crate) fn try_permute_channels_last(
+        &self,
+        x: &Tensor,
+        dims: &[usize],
+    ) -> CudaResult<Option<CudaBuffer>> {
+        let buf = self.input(x)?;
+        let (Some(g), &[s, c, t, h, w]) = (buf.channels_last(), x.shape()) else {
+            return Ok(None);
+        };
+        let grows = dims == [1, 2, 0, 3, 4]
+            && g.shape() == [s * c, t, h, w]
+            && c.is_multiple_of(GROUP)
+            && c > 0;
+        if !grows {
+            return Ok(None);
+        }
+        let out_g = ChannelsLast { c, t: s * t, h, w };
+        let out = self.output_channels_last(out_g)?;
+        let (groups, plane) = (c / GROUP, g.plane());
+        for frame in 0..t {
+            for part in 0..s {
+                let moves = BlockCopy {
+                    outer: plane,
+                    block: groups,
+                    src: (s * groups, frame * plane * s * groups + part * groups),
+                    dst: (groups, (frame * s + part) * plane * groups),
+                };
+                self.copy_groups(buf.ptr(), out.ptr(), moves)?;
+            }
+        }
+        Ok(Some(out))
+    }
+
+    /// `x` channels-last: its own buffer, or a staged copy kept for the op.
+    fn channels_last_piece(&self, x: &Tensor) -> CudaResult<Piece> {
+        if let Some((ptr, geometry)) = self.channels_last_view(x)? {
+            return Ok(Piece { ptr, geometry });
+        }
+        let geometry = match ChannelsLast::of_shape(x.shape()) {
+            Some(g) => g,
+            None => {
+                return Err(crate::error::CudaError::Input(format!(
+                    "shape {:?} cannot be stored channels-last",
+                    x.shape()
+                )))
+            }
+        };
+        let staged = self.output_channels_last(geometry)?;
+        if geometry.elems() > 0 {
+            self.stage_to_channels_last(self.ptr(x)?, staged.ptr(), geometry)?;
+        }
+        let ptr = self.keep_for_op(staged);
+        Ok(Piece { ptr, geometry })
+    }
+
+    fn copy_groups(&self, src: u64, dst: u64, m: BlockCopy) -> CudaResult<()> {
+        let n = (m.outer * m.block) as u64;
+        if n == 0 {
+            return Ok(());
+        }
+        let args = KernelArgs::new()
+            .push(src)
+            .push(dst)
+            .push(m.outer as u64)
+            .push(m.block as u64)
+            .push(m.src.0 as u64)
+            .push(m.src.1 as u64)
+            .push(m.dst.0 as u64)
+            .push(m.dst.1 as u64);
+        self.launch("copy_blocks_u128", self.grid(n), args)
+    }
+}
+
+/// `dst[o·dst.0 + dst.1 + r] = src[o·src.0 + src.1 + r]` for `o < outer`, `r < block`, in groups
+/// of 8 bf16 channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct BlockCopy {
+    outer: usize,
+    block: usize,
+    /// (stride, offset)
+    src: (usize, usize),
+    dst: (usize, usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_last_needs_rank_four_and_whole_channel_groups() {
+        assert_eq!(
+            ChannelsLast::of_shape(&[16, 2, 3, 5]),
+            Some(ChannelsLast {
+                c: 16,
+                t: 2,
+                h: 3,
+                w: 5
+            })
+        );
+        assert_eq!(ChannelsLast::of_shape(&[12, 2, 3, 5]), None);
+        assert_eq!(ChannelsLast::of_shape(&[16, 2, 15]), None);
+        assert_eq!(ChannelsLast::of_shape(&[0, 2, 3, 5]), None);
+        assert_eq!(
+            ChannelsLast::of_shape(&[8, 1, 2, 2]).map(|g| g.elems()),
+            Some(32)
+        );
+    }
+}

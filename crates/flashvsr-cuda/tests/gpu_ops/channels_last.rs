@@ -1,0 +1,271 @@
+//! Channels-last bf16 activations of the fast mode: chains of the TCDecoder's ops (convs, fused
+//! ReLU, the MemBlock's cat / add / ReLU, frame and channel slices, nearest upsampling, the
+//! temporal growth's reshape + permute) against the CPU, each also checked for the layout its
+//! result should have (channels-last where the next conv reads it in place). Then the ops that have
+//! no channels-last form, which must see the same values through the f32 fallback, and the
+//! checkpoint round trip of a channels-last tensor.
+
+use std::sync::Arc;
+
+use flashvsr_cuda::CudaBackend;
+use flashvsr_tensor::{BackendRef, HostData, PadMode, Result, Tensor};
+
+use super::cudnn_conv::FastBackends;
+use super::{Input, Op, Suite};
+
+/// A few bf16 convolutions in a row (each ≤ 1e-2), plus bf16 activations between them.
+const BF16_CHAIN: f64 = 3e-2;
+
+const ZERO: PadMode = PadMode::Zero;
+
+/// The inputs every case draws from, by index.
+const X: usize = 0; // (16, 3, 24, 40): one frame a cuDNN call on the grouped backend
+const W: usize = 1; // (16, 16, 1, 3, 3)
+const B: usize = 2; // (16)
+const W_MEM: usize = 3; // (16, 32, 1, 3, 3): the MemBlock's first conv over cat([x, prev])
+const W_GROW: usize = 4; // (32, 16, 1, 1, 1): temporal growth ×2
+const W_OUT: usize = 5; // (3, 16, 1, 3, 3): the decoder's last conv
+const W_TIME: usize = 6; // (16, 16, 2, 3, 3): a temporal kernel, folded into 2-D
+const W_HALF: usize = 7; // (8, 8, 1, 3, 3): after a channel slice
+const GAMMA: usize = 8; // (16)
+const W_TIME3: usize = 9; // (16, 16, 3, 3, 3): a temporal kernel cuDNN reads in place (3-D)
+
+fn inputs(s: &mut Suite) -> Vec<Input> {
+    let scale = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
+    vec![
+        s.normal_input(&[16, 3, 24, 40], 1.0),
+        s.normal_input(&[16, 16, 1, 3, 3], scale(144)),
+        s.normal_input(&[16], 0.5),
+        s.normal_input(&[16, 32, 1, 3, 3], scale(288)),
+        s.normal_input(&[32, 16, 1, 1, 1], scale(16)),
+        s.normal_input(&[3, 16, 1, 3, 3], scale(144)),
+        s.normal_input(&[16, 16, 2, 3, 3], scale(288)),
+        s.normal_input(&[8, 8, 1, 3, 3], scale(72)),
+        s.normal_input(&[16], 1.0),
+        s.normal_input(&[16, 16, 3, 3, 3], scale(432)),
+    ]
+}
+
+/// `relu(conv(x) + b)`: on the fast backend a channels-last tensor.
+fn activation(t: &[Tensor]) -> Result<Tensor> {
+    t[X].conv3d_relu(&t[W], Some(&t[B]), 1, 1, ZERO)
+}
+
+/// The TCDecoder's MemBlock on `x` with the memory frame `last` (None: zeros).
+fn mem_block(t: &[Tensor], x: &Tensor, last: Option<&Tensor>) -> Result<Tensor> {
+    let (c, n, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
+    let first = match last {
+        Some(f) => f.clone(),
+        None => Tensor::zeros(x.backend(), &[c, 1, h, w])?,
+    };
+    let prev = Tensor::cat(&[&first, &x.narrow(1, 0, n - 1)?], 1)?;
+    let y = Tensor::cat(&[x, &prev], 0)?.conv3d_relu(&t[W_MEM], Some(&t[B]), 1, 1, ZERO)?;
+    let y = y.conv3d_relu(&t[W], Some(&t[B]), 1, 1, ZERO)?;
+    y.conv3d(&t[W], Some(&t[B]), 1, 1, ZERO)?.add(x)?.relu()
+}
+
+/// `(2C, T, H, W)` → `(C, 2T, H, W)`, as the TCDecoder's TGrow.
+fn grow(y: &Tensor) -> Result<Tensor> {
+    let (c, n, h, w) = (y.dim(0) / 2, y.dim(1), y.dim(2), y.dim(3));
+    y.reshape(&[2, c, n, h, w])?
+        .permute(&[1, 2, 0, 3, 4])?
+        .reshape(&[c, 2 * n, h, w])
+}
+
+struct Case {
+    name: &'static str,
+    op: fn(&[Tensor]) -> Result<Tensor>,
+    /// cuDNN convolutions the op runs.
+    convs: u64,
+    /// Whether the result stays channels-last.
+    channels_last: bool,
+}
+
+const CASES: [Case; 12] = [
+    Case {
+        name: "conv + relu",
+        op: activation,
+        convs: 1,
+        channels_last: true,
+    },
+    Case {
+        name: "conv chain",
+        op: |t| activation(t)?.conv3d(&t[W], None, 1, 1, ZERO),
+        convs: 2,
+        channels_last: true,
+    },
+    Case {
+        name: "memblock, zero memory",
+        op: |t| mem_block(t, &activation(t)?, None),
+        convs: 4,
+        channels_last: true,
+    },
+    Case {
+        name: "memblock, channels-last memory",
+        op: |t| {
+            let x = activation(t)?;
+            let last = x.narrow(1, 2, 1)?.conv3d(&t[W], None, 1, 1, ZERO)?;
+            mem_block(t, &x, Some(&last))
+        },
+        convs: 5,
+        channels_last: true,
+    },
+    Case {
+        name: "upsample, grow, last conv",
+        op: |t| {
+            let y = activation(t)?.upsample_nearest2x()?;
+            let y = grow(&y.conv3d(&t[W_GROW], None, 1, 0, ZERO)?)?;
+            y.conv3d_relu(&t[W], None, 1, 1, ZERO)?.conv3d(
+                &t[W_OUT],
+                Some(&t[B].narrow(0, 0, 3)?),
+                1,
+                1,
+                ZERO,
+            )
+        },
+        convs: 4,
+        channels_last: false,
+    },
+    Case {
+        name: "grow",
+        op: |t| grow(&activation(t)?.conv3d(&t[W_GROW], None, 1, 0, ZERO)?),
+        convs: 2,
+        channels_last: true,
+    },
+    Case {
+        name: "frame and channel slices",
+        op: |t| {
+            let x = activation(t)?;
+            let frames = x.narrow(1, 1, 2)?.conv3d(&t[W], None, 1, 1, ZERO)?;
+            let channels = x.narrow(0, 8, 8)?.conv3d(&t[W_HALF], None, 1, 1, ZERO)?;
+            Tensor::cat(&[&frames.narrow(0, 0, 8)?, &channels.narrow(1, 0, 2)?], 1)
+        },
+        convs: 3,
+        channels_last: true,
+    },
+    Case {
+        name: "sub, mul",
+        op: |t| {
+            let a = activation(t)?;
+            let b = t[X].conv3d(&t[W], None, 1, 1, ZERO)?;
+            a.sub(&b)?.mul(&a)
+        },
+        convs: 2,
+        channels_last: true,
+    },
+    Case {
+        name: "folded temporal kernel",
+        op: |t| activation(t)?.conv3d(&t[W_TIME], Some(&t[B]), 1, 1, ZERO),
+        convs: 2,
+        channels_last: false,
+    },
+    Case {
+        name: "3-D temporal kernel reads in place",
+        op: |t| activation(t)?.conv3d(&t[W_TIME3], Some(&t[B]), 1, 1, ZERO),
+        convs: 2,
+        channels_last: false,
+    },
+    Case {
+        name: "replicate padding and stride",
+        op: |t| {
+            let x = activation(t)?;
+            let a = x.conv3d(&t[W], Some(&t[B]), 1, 1, PadMode::Replicate)?;
+            let b = x.conv3d(&t[W], None, 2, 1, ZERO)?;
+            Tensor::cat(&[&a, &b], 1)
+        },
+        convs: 3,
+        // b is channels-last (a frame conv), so the cat stages a into its layout.
+        channels_last: true,
+    },
+    Case {
+        name: "ops without a channels-last form",
+        op: |t| {
+            let x = activation(t)?;
+            let (c, n, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
+            let parts = [
+                x.affine(0.5, 0.25)?,
+                x.silu()?,
+                x.channel_rms_norm(&t[GAMMA])?,
+                x.add(&t[X])?,
+                x.narrow(2, 1, h - 1)?
+                    .upsample_nearest2x()?
+                    .narrow(2, 0, h)?
+                    .narrow(3, 0, w)?,
+                x.permute(&[0, 1, 3, 2])?.reshape(&[c, n, h, w])?,
+                x.reshape(&[c, n * h * w])?
+                    .permute(&[1, 0])?
+                    .reshape(&[c, n, h, w])?,
+                Tensor::cat(&[&x.narrow(0, 0, 4)?, &x.narrow(0, 4, 12)?], 0)?,
+            ];
+            let refs: Vec<&Tensor> = parts.iter().collect();
+            Tensor::cat(&refs, 1)
+        },
+        convs: 1,
+        channels_last: false,
+    },
+];
+
+impl Suite {
+    /// Whether `op`'s result on `backend` is stored channels-last as expected, and a bf16
+    /// checkpoint of it reads back to the same values.
+    fn layout_case(
+        &mut self,
+        name: &str,
+        backend: &Arc<CudaBackend>,
+        channels_last: bool,
+        inputs: &[Input],
+        op: Op,
+    ) {
+        if self.skip(name) {
+            return;
+        }
+        self.cases += 1;
+        let gpu: BackendRef = backend.clone();
+        let verdict = (|| -> std::result::Result<(), String> {
+            let xs = Suite::tensors(&gpu, inputs).map_err(|e| e.to_string())?;
+            let y = op(&xs).map_err(|e| e.to_string())?;
+            let stored = backend.is_channels_last(&y);
+            if stored != channels_last {
+                return Err(format!("channels-last {stored}, expected {channels_last}"));
+            }
+            let host = y.to_host_data().map_err(|e| e.to_string())?;
+            if channels_last && !matches!(host, HostData::Bf16(_)) {
+                return Err("a channels-last checkpoint is not bf16".into());
+            }
+            let back = Tensor::from_host_data(&gpu, &host, y.shape()).map_err(|e| e.to_string())?;
+            let (a, b) = (y.to_vec(), back.to_vec());
+            if a.map_err(|e| e.to_string())? != b.map_err(|e| e.to_string())? {
+                return Err("values changed in the checkpoint round trip".into());
+            }
+            Ok(())
+        })();
+        match verdict {
+            Ok(()) => println!("ok    {name:<44} channels-last {channels_last}"),
+            Err(msg) => self.fail(name, msg),
+        }
+    }
+}
+
+pub fn run(s: &mut Suite, fast: &FastBackends) {
+    if s.skip("channels-last") || !fast.cudnn.uses_cudnn() {
+        return;
+    }
+    let inputs = inputs(s);
+    for c in &CASES {
+        let op = |t: &[Tensor]| (c.op)(t);
+        let name = format!("channels-last {}", c.name);
+        s.conv_case(&name, &fast.cudnn, BF16_CHAIN, c.convs, &inputs, &op);
+        let grouped = format!("{name} (grouped)");
+        s.conv_case(&grouped, &fast.grouped, BF16_CHAIN, c.convs, &inputs, &op);
+        let layout = format!("{name} (layout)");
+        s.layout_case(&layout, &fast.cudnn, c.channels_last, &inputs, &op);
+    }
+    // Switched off, the same chains give f32 row-major results.
+    let off = &fast.plain;
+    for c in &CASES[..3] {
+        let op = |t: &[Tensor]| (c.op)(t);
+        let name = format!("channels-last off: {}", c.name);
+        s.conv_case(&name, off, BF16_CHAIN, c.convs, &inputs, &op);
+        s.layout_case(&format!("{name} (layout)"), off, false, &inputs, &op);
+    }
+}
