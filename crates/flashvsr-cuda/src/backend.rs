@@ -683,7 +683,12 @@ impl Backend for CudaBackend {
                 )?;
             }
             self.gpu.stream.synchronize()?;
-            Ok(CudaBuffer::with_storage(dst, buf_len(src), src.storage()).metered(&self.meter))
+            let copy = CudaBuffer::with_storage(dst, buf_len(src), src.storage());
+            let copy = match src.channels_last() {
+                Some(geometry) => copy.into_channels_last(geometry),
+                None => copy,
+            };
+            Ok(copy.metered(&self.meter))
         }))
     }
 

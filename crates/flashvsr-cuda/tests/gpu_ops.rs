@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use flashvsr_cuda::{AttentionPrecision, CudaBackend, CudaOptions};
 use flashvsr_tensor::cpu::CpuBackend;
-use flashvsr_tensor::{BackendRef, BlockMask, PadMode, Result, Tensor, UnaryOp};
+use flashvsr_tensor::{BackendRef, BlockMask, HostData, PadMode, Result, Tensor, UnaryOp};
 
 /// Layout ops move values: bit-exact.
 const EXACT: f32 = 0.0;
@@ -1121,6 +1121,34 @@ fn plumbing(s: &mut Suite, gpu: &Arc<CudaBackend>) {
     match flashvsr_cuda::auto_backend() {
         Ok(b) => println!("ok    auto_backend: {b:?}"),
         Err(e) => s.fail("auto_backend", e),
+    }
+    // Tensors handed between backend instances (the devices of a split stream): device to device,
+    // bit for bit, bf16 kept bf16, and usable by ops of the receiving backend.
+    let values = s.rng.vec(3 * 1000 + 7, 3.0);
+    let copies = Tensor::from_slice(&s.gpu, &values, &[3, 1007]).and_then(|t| {
+        let bits: Vec<u16> = values.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
+        let compact = Tensor::from_host_data(&s.gpu, &HostData::Bf16(bits), &[3, 1007])?;
+        let f32_copy = t.to_backend(&s.gpu_chunked)?;
+        let bf16_copy = compact.to_backend(&s.gpu_chunked)?;
+        Ok((
+            f32_copy.to_vec()?,
+            f32_copy.unary(UnaryOp::Relu)?.to_vec()?,
+            compact.to_host_data()?,
+            bf16_copy.to_host_data()?,
+        ))
+    });
+    s.cases += 1;
+    match copies {
+        Ok((copy, relu, bf16_src, bf16_copy)) => {
+            let relu_want: Vec<f32> = values.iter().map(|v| v.max(0.0)).collect();
+            let bf16_kept = matches!(bf16_copy, HostData::Bf16(_));
+            if copy == values && relu == relu_want && bf16_kept && bf16_src == bf16_copy {
+                println!("ok    tensors copied between backend instances, bf16 kept bf16")
+            } else {
+                s.fail("copy between backends", "values or storage changed".into())
+            }
+        }
+        Err(e) => s.fail("copy between backends", e.to_string()),
     }
     let cpu_t = Tensor::from_slice(&s.cpu, &[1.0, 2.0], &[2]).expect("cpu tensor");
     match s.gpu.unary(&cpu_t, UnaryOp::Relu) {
