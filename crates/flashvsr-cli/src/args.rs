@@ -260,8 +260,8 @@ pub struct UpscaleArgs {
     /// How several --devices share a video. `layers`: the model's blocks are split over the
     /// devices of this host and one stream runs through all of them, chunks in flight on each
     /// (the one-device output exactly, no warm-up). `segments`: one worker process per device on
-    /// its own segments (cold starts, cross-faded joins). `auto`: layers for 2 to 4 GPUs,
-    /// segments otherwise.
+    /// its own segments (cold starts, cross-faded joins). `auto`: segments (the faster of the two
+    /// as measured so far: a split stream is bound by one process's host work).
     #[arg(long, value_enum, default_value_t = ParallelMode::Auto)]
     pub parallel: ParallelMode,
     /// Parallel jobs: frames run before each segment to warm up its cold stream, then discarded

@@ -117,10 +117,6 @@ pub fn parse_devices(text: &str) -> Result<Devices, String> {
     Ok(Devices::Gpus(gpus))
 }
 
-/// Stream splits by layers over at most this many GPUs by default: past it, the decoder's stage
-/// outweighs a share of the blocks and segments scale better.
-const MAX_AUTO_LAYER_DEVICES: usize = 4;
-
 /// The devices (as `--device` names, first to last) of a stream split by layers under
 /// `--devices` and `--parallel`; None when the job is not split that way.
 pub fn layer_split_devices(args: &UpscaleArgs) -> Outcome<Option<Vec<String>>> {
@@ -135,9 +131,9 @@ pub fn layer_split_devices(args: &UpscaleArgs) -> Outcome<Option<Vec<String>>> {
     let layers = match args.parallel {
         ParallelMode::Layers => true,
         ParallelMode::Segments => false,
-        ParallelMode::Auto => {
-            matches!(devices, Devices::Gpus(_)) && names.len() <= MAX_AUTO_LAYER_DEVICES
-        }
+        // Measured on 2 H200s (BENCHMARKS.md), one split stream is still bound by the host work
+        // of one process, and worker processes on segments are faster: layers only when asked.
+        ParallelMode::Auto => false,
     };
     if !layers || names.len() < 2 {
         return Ok(None);

@@ -1124,7 +1124,7 @@ fn plumbing(s: &mut Suite, gpu: &Arc<CudaBackend>) {
     }
     // Tensors handed between backend instances (the devices of a split stream): device to device,
     // bit for bit, bf16 kept bf16, and usable by ops of the receiving backend.
-    let values = s.rng.vec(3 * 1000 + 7, 3.0);
+    let values = s.rng.vec(3 * 1007, 3.0);
     let copies = Tensor::from_slice(&s.gpu, &values, &[3, 1007]).and_then(|t| {
         let bits: Vec<u16> = values.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
         let compact = Tensor::from_host_data(&s.gpu, &HostData::Bf16(bits), &[3, 1007])?;

@@ -81,6 +81,10 @@ pub(super) struct LayerSplit {
     per_block: Option<f64>,
     /// Steps to wait before the next move (the first chunks are larger; a move needs new times).
     settle: usize,
+    /// The last move, and the time difference (in blocks) a move needs: it doubles each time a
+    /// move would undo the last one, so noisy times cannot make a block shuttle back and forth.
+    last: Option<SplitMove>,
+    threshold: f64,
 }
 
 /// A cut moved by one block: `Later` gives the last block before cut `b` to stage `b`, `Earlier`
@@ -121,6 +125,8 @@ impl LayerSplit {
             per_block: None,
             settle: 3,
             bounds,
+            last: None,
+            threshold: MOVE_THRESHOLD_BLOCKS,
         }
     }
 
@@ -176,16 +182,28 @@ impl LayerSplit {
         let (b, diff) = (1..self.stages())
             .map(|b| (b, step[b - 1] - step[b]))
             .max_by(|x, y| x.1.abs().total_cmp(&y.1.abs()))?;
-        if diff.abs() <= MOVE_THRESHOLD_BLOCKS * per_block {
+        let proposal = if diff > 0.0 && !self.range(b - 1).is_empty() {
+            SplitMove::Later(b)
+        } else if diff < 0.0 && !self.range(b).is_empty() {
+            SplitMove::Earlier(b)
+        } else {
+            return None;
+        };
+        let undoes_last = matches!(
+            (self.last, proposal),
+            (Some(SplitMove::Later(x)), SplitMove::Earlier(y))
+                | (Some(SplitMove::Earlier(x)), SplitMove::Later(y)) if x == y
+        );
+        let threshold = if undoes_last {
+            2.0 * self.threshold
+        } else {
+            self.threshold
+        };
+        if diff.abs() <= threshold * per_block {
             return None;
         }
-        if diff > 0.0 && !self.range(b - 1).is_empty() {
-            Some(SplitMove::Later(b))
-        } else if diff < 0.0 && !self.range(b).is_empty() {
-            Some(SplitMove::Earlier(b))
-        } else {
-            None
-        }
+        self.threshold = threshold;
+        Some(proposal)
     }
 
     fn apply(&mut self, m: SplitMove) {
@@ -202,6 +220,7 @@ impl LayerSplit {
         self.step[b - 1] = None;
         self.step[b] = None;
         self.settle = 2;
+        self.last = Some(m);
     }
 }
 
