@@ -703,6 +703,10 @@ impl Backend for CudaBackend {
         self.finish("group_mean", || self.op_group_mean(x))
     }
 
+    fn head_scores(&self, q: &Tensor, k: &Tensor, heads: usize) -> TResult<BufferRef> {
+        self.finish("head_scores", || self.op_head_scores(q, k, heads))
+    }
+
     fn conv3d(
         &self,
         x: &Tensor,

@@ -567,6 +567,19 @@ fn block_sparse(s: &mut Suite) {
     }
 }
 
+/// Per-head block scores: odd tiles, a head dim below the kernel's tile, the DiT's shape.
+fn head_scores(s: &mut Suite) {
+    for (nq, nk, heads, hd) in [(5, 7, 3, 16), (33, 70, 2, 40), (66, 396, 12, 128)] {
+        let q = s.input(&[nq, heads * hd], 1.0);
+        let k = s.input(&[nk, heads * hd], 1.0);
+        let name = format!(
+            "head_scores q [{nq}, {}] k [{nk}, ..] {heads} heads",
+            heads * hd
+        );
+        s.case(&name, GEMM, &[q, k], &|t| t[0].head_scores(&t[1], heads));
+    }
+}
+
 /// The local-window pattern of a `rows × cols` window grid (FLASHVSR.md §5.3), each window
 /// repeated for its `per_window` key blocks: `(S, S·per_window)` of 0/1.
 fn window_pattern(rows: usize, cols: usize, range: usize, per_window: usize) -> Input {
@@ -1314,6 +1327,7 @@ fn main() {
     cudnn_conv::run(&mut s, &fast, &gpu);
     attention(&mut s);
     block_sparse(&mut s);
+    head_scores(&mut s);
     sparse_masks(&mut s);
     chain(&mut s);
     bf16_attention(&mut s);

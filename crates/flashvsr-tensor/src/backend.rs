@@ -174,6 +174,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> Result<BufferRef>;
     /// `(N, G, D) → (N, D)`: the mean of each group of G rows.
     fn group_mean(&self, x: &Tensor) -> Result<BufferRef>;
+    /// Per-head dot products of the rows of `q (Nq, heads·D)` and `k (Nk, heads·D)`:
+    /// `(heads, Nq, Nk)`, entry `[h, i, j] = q[i, h·D..(h+1)·D] · k[j, h·D..(h+1)·D]`.
+    fn head_scores(&self, q: &Tensor, k: &Tensor, heads: usize) -> Result<BufferRef>;
 
     /// `x (C, T, H, W) * w (O, C, kt, kh, kw)`, temporal stride `stride_t`, no temporal padding,
     /// spatial stride 1 with `pad` on each side.

@@ -369,6 +369,23 @@ impl Tensor {
         self.wrap(buffer, &[self.shape[0], self.shape[2]])
     }
 
+    /// Per-head dot products of the rows of `self (Nq, heads·D)` and `keys (Nk, heads·D)`:
+    /// `(heads, Nq, Nk)`, entry `[h, i, j] = self[i, h·D..(h+1)·D] · keys[j, h·D..(h+1)·D]`
+    /// (one batched product instead of a GEMM per head).
+    pub fn head_scores(&self, keys: &Tensor, heads: usize) -> Result<Tensor> {
+        self.expect_rank("head_scores", 2)?;
+        keys.expect_rank("head_scores", 2)?;
+        let dim = self.shape[1];
+        if heads == 0 || !dim.is_multiple_of(heads) || keys.shape[1] != dim {
+            return shape_err(
+                "head_scores",
+                format!("{:?} and {:?} in {heads} heads", self.shape, keys.shape),
+            );
+        }
+        let buffer = self.backend.head_scores(self, keys, heads)?;
+        self.wrap(buffer, &[heads, self.shape[0], keys.shape[0]])
+    }
+
     pub fn conv3d(
         &self,
         w: &Tensor,

@@ -1,6 +1,6 @@
 use flashvsr_tensor::{BlockMask, Tensor};
 
-use super::config::{DitConfig, EPS, HEAD_DIM};
+use super::config::{DitConfig, EPS};
 use super::mask::{score_scale, SparseSettings};
 use crate::params::Params;
 use crate::Result;
@@ -185,17 +185,7 @@ impl DitBlock {
         let kb = settings.mode.key_block();
         let pooled_q = q.reshape(&[q.dim(0) / 128, 128, d])?.group_mean()?;
         let pooled_k = keys.reshape(&[keys.dim(0) / kb, kb, d])?.group_mean()?;
-        // One small GEMM per head.
-        let per_head = (0..self.heads)
-            .map(|h| {
-                let qh = pooled_q.narrow(1, h * HEAD_DIM, HEAD_DIM)?;
-                let kh = pooled_k.narrow(1, h * HEAD_DIM, HEAD_DIM)?;
-                Ok(qh.linear(&kh, None)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&Tensor> = per_head.iter().collect();
-        let scores =
-            Tensor::cat(&refs, 0)?.reshape(&[self.heads, pooled_q.dim(0), pooled_k.dim(0)])?;
+        let scores = pooled_q.head_scores(&pooled_k, self.heads)?;
         Ok(scores.sparse_topk_mask(allowed, settings.topk, score_scale())?)
     }
 }

@@ -202,6 +202,16 @@ impl Backend for CpuBackend {
         self.out(norm::group_mean(data(x)?, x.dim(1), x.dim(2)))
     }
 
+    fn head_scores(&self, q: &Tensor, k: &Tensor, heads: usize) -> Result<BufferRef> {
+        self.out(gemm::head_scores(
+            data(q)?,
+            q.dim(0),
+            data(k)?,
+            k.dim(0),
+            heads,
+        ))
+    }
+
     fn conv3d(
         &self,
         x: &Tensor,
