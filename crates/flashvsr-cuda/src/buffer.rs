@@ -1,5 +1,5 @@
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cudarc::driver::{CudaSlice, DevicePtr};
 use flashvsr_tensor::{Buffer, MemoryMeter};
@@ -32,6 +32,10 @@ pub struct CudaBuffer {
     slice: CudaSlice<f32>,
     len: usize,
     storage: Storage,
+    /// The same values rounded to bf16, for the bf16 GEMMs of the fast mode: written by the
+    /// producer alongside the f32 values, or made by the first GEMM that reads this buffer, so that
+    /// a tensor read by several GEMMs (the q, k, v projections) is rounded once.
+    bf16_copy: OnceLock<Box<CudaBuffer>>,
     /// The backend's tensor-memory account, released on drop.
     meter: Option<Arc<MemoryMeter>>,
 }
@@ -47,8 +51,30 @@ impl CudaBuffer {
             slice,
             len,
             storage,
+            bf16_copy: OnceLock::new(),
             meter: None,
         }
+    }
+
+    /// This f32 buffer with `copy`, its values rounded to bf16 (see `bf16_copy`).
+    pub(crate) fn with_bf16_copy(self, copy: Option<CudaBuffer>) -> Self {
+        debug_assert!(copy
+            .as_ref()
+            .is_none_or(|c| c.storage == Storage::Bf16 && c.len == self.len));
+        if let Some(copy) = copy {
+            let _ = self.bf16_copy.set(Box::new(copy));
+        }
+        self
+    }
+
+    /// The bf16 copy of this buffer's values, if one was made.
+    pub(crate) fn bf16_copy(&self) -> Option<&CudaBuffer> {
+        self.bf16_copy.get().map(|c| &**c)
+    }
+
+    /// Keeps `copy` as this buffer's bf16 copy (the first one kept wins); the copy kept.
+    pub(crate) fn remember_bf16_copy(&self, copy: CudaBuffer) -> &CudaBuffer {
+        self.bf16_copy.get_or_init(|| Box::new(copy))
     }
 
     /// Counts this buffer's bytes in `meter` until it is dropped.

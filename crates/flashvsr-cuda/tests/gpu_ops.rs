@@ -5,6 +5,8 @@
 //! Own `main` (harness = false): the library resolver may re-exec this binary once, which must
 //! happen before any thread starts. Optional argument: a substring filter on case names.
 
+#[path = "gpu_ops/bf16_copies.rs"]
+mod bf16_copies;
 #[path = "gpu_ops/cudnn_conv.rs"]
 mod cudnn_conv;
 
@@ -1336,6 +1338,7 @@ fn main() {
     let fast: BackendRef = CudaBackend::create(info.ordinal, options.clone().with_fast_mode(true))
         .expect("fast-mode backend");
     bf16_storage(&mut s, &fast);
+    bf16_copies::run(&mut s, &fast);
     if let Err(e) = gpu.synchronize() {
         s.fail("synchronize", e.to_string());
     }

@@ -37,6 +37,11 @@ __device__ __forceinline__ u32 fa_pack_bf16(float lo, float hi) {
     return r;
 }
 
+// Two values as bf16 the way `f32_to_bf16` rounds them (low half first).
+__device__ __forceinline__ u32 fa_bf16_pair(float lo, float hi) {
+    return (u32)bf16_bits(lo) | ((u32)bf16_bits(hi) << 16);
+}
+
 __device__ __forceinline__ float fa_ex2(float x) {
     float y;
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
@@ -116,7 +121,8 @@ extern "C" __global__ void to_bf16_heads_f32(const float* __restrict__ x, u16* _
 #endif
 }
 
-// q: f32 [lq, dim]; o: f32 [lq, dim]; dim = heads * 128. k, v: bf16, key `key` of head `h` at
+// q: f32 [lq, dim]; o: f32 [lq, dim]; o_bf16, when set, bf16 [lq, dim]: the same values rounded
+// (the input of the fast mode's bf16 output projection); dim = heads * 128. k, v: bf16, key `key` of head `h` at
 // h * kv_head_stride + key * kv_row_stride (elements; [lk, dim]: dim and 128, head-major
 // [heads, lk, 128]: 128 and lk * 128), 16-byte aligned rows.
 // Work item = head * query_blocks + 128-row query block, taken from order[blockIdx.x / SPLIT]
@@ -127,7 +133,7 @@ extern "C" __global__ void to_bf16_heads_f32(const float* __restrict__ x, u16* _
 template <int WARPS, int STAGES>
 __device__ __forceinline__ void flash_body(const float* __restrict__ q, const u16* __restrict__ k,
                                            const u16* __restrict__ v, float* __restrict__ o,
-                                           int lq, int lk, int dim, float scale_log2,
+                                           u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,
                                            const int* __restrict__ seg_off,
                                            const int* __restrict__ seg_blocks,
                                            const int* __restrict__ order, int query_blocks,
@@ -344,18 +350,27 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const u1
         if (ok0) *(float2*)(o0 + 8 * j) = make_float2(acc[j][0] * inv[0], acc[j][1] * inv[0]);
         if (ok1) *(float2*)(o1 + 8 * j) = make_float2(acc[j][2] * inv[1], acc[j][3] * inv[1]);
     }
+    if (o_bf16) {
+        u32* b0 = (u32*)(o_bf16 + (o0 - o));
+        u32* b1 = (u32*)(o_bf16 + (o1 - o));
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            if (ok0) b0[4 * j] = fa_bf16_pair(acc[j][0] * inv[0], acc[j][1] * inv[0]);
+            if (ok1) b1[4 * j] = fa_bf16_pair(acc[j][2] * inv[1], acc[j][3] * inv[1]);
+        }
+    }
 #endif
 }
 
 #define FLASH_ARGS                                                                              \
     const float *__restrict__ q, const u16 *__restrict__ k, const u16 *__restrict__ v,          \
-        float *__restrict__ o, int lq, int lk, int dim, float scale_log2,                       \
-        const int *__restrict__ seg_off, const int *__restrict__ seg_blocks,                    \
+        float *__restrict__ o, u16 *__restrict__ o_bf16, int lq, int lk, int dim,               \
+        float scale_log2, const int *__restrict__ seg_off, const int *__restrict__ seg_blocks,  \
         const int *__restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,      \
         u64 kv_head_stride
 #define FLASH_PASS                                                                              \
-    q, k, v, o, lq, lk, dim, scale_log2, seg_off, seg_blocks, order, query_blocks, key_block,   \
-        kv_row_stride, kv_head_stride
+    q, k, v, o, o_bf16, lq, lk, dim, scale_log2, seg_off, seg_blocks, order, query_blocks,      \
+        key_block, kv_row_stride, kv_head_stride
 
 // attention_flash_bf16_hd128_w<WARPS>s<STAGES>; 8 warps: one CTA per SM, 4 warps: two.
 #define FLASH_INSTANCE(W, S)                                                                    \

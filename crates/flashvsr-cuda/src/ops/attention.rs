@@ -201,16 +201,18 @@ impl CudaBackend {
     /// pointers): `None` for dense attention over all `lk` keys, else the offsets (items + 1), the
     /// selected key blocks, the launch order (0: grid order) and the key block, as built by
     /// `compact_mask`.
+    /// Returns `out` with the bf16 copy of its values the fast mode's output projection reads
+    /// (written by the same kernel).
     #[allow(clippy::too_many_arguments)]
     fn launch_flash(
         &self,
         q: &Tensor,
         k: &Tensor,
         v: &Tensor,
-        out: &CudaBuffer,
+        out: CudaBuffer,
         heads: usize,
         sparse: Option<(u64, u64, u64, usize)>,
-    ) -> CudaResult<()> {
+    ) -> CudaResult<CudaBuffer> {
         let (lq, dim, lk) = (q.dim(0), q.dim(1), k.dim(0));
         let cfg = FlashConfig::from_env();
         let query_blocks = lq.div_ceil(FLASH_ROWS);
@@ -228,11 +230,13 @@ impl CudaBackend {
         }
         let (off, blocks, order, key_block) = sparse.unwrap_or((0, 0, 0, FLASH_KEYS));
         let scale_log2 = std::f32::consts::LOG2_E / (FLASH_HD as f32).sqrt();
+        let copy = self.bf16_copy_output(lq * dim)?;
         let args = KernelArgs::new()
             .push(self.ptr(q)?)
             .push(kb_ptr)
             .push(vb_ptr)
             .push(out.ptr())
+            .push(copy.as_ref().map_or(0, |c| c.ptr()))
             .push(int("query rows", lq)?)
             .push(int("key rows", lk)?)
             .push(int("dim", dim)?)
@@ -249,7 +253,8 @@ impl CudaBackend {
             block_dim: (32 * cfg.warps as u32, 1, 1),
             shared_mem_bytes: cfg.smem() as u32,
         };
-        self.launch(&flash_kernel_name(cfg.warps, cfg.stages), launch, args)
+        self.launch(&flash_kernel_name(cfg.warps, cfg.stages), launch, args)?;
+        Ok(out.with_bf16_copy(copy))
     }
 
     pub(crate) fn op_attention(
@@ -266,8 +271,7 @@ impl CudaBackend {
             return Ok(out);
         }
         if self.use_flash(hd) {
-            self.launch_flash(q, k, v, &out, heads, None)?;
-            return Ok(out);
+            return self.launch_flash(q, k, v, out, heads, None);
         }
         let name = format!("attention_dense_f32_n{}", width_for(hd)?);
         let args = KernelArgs::new()
@@ -311,8 +315,7 @@ impl CudaBackend {
         let lists = self.compact_mask(mask, order)?;
         if flash {
             let sparse = Some((lists.offsets, lists.blocks, lists.order, key_block));
-            self.launch_flash(q, k, v, &out, heads, sparse)?;
-            return Ok(out);
+            return self.launch_flash(q, k, v, out, heads, sparse);
         }
         let name = format!("attention_sparse_f32_n{}", width_for(hd)?);
         let args = KernelArgs::new()

@@ -80,8 +80,12 @@ impl DitBlock {
             cross_q: linear(p, "cross_attn.q", d, d)?,
             cross_norm_q: p.tensor("cross_attn.norm_q.weight", &[d])?,
             cross_o: linear(p, "cross_attn.o", d, d)?,
-            cross_k: apply(context, &cross_k)?.rms_norm(&cross_norm_k, EPS)?,
-            cross_v: apply(context, &cross_v)?,
+            // Read by every chunk's cross-attention: compact storage (bf16 in fast mode, where
+            // the attention kernel reads K and V as bf16 anyway).
+            cross_k: apply(context, &cross_k)?
+                .rms_norm(&cross_norm_k, EPS)?
+                .compact()?,
+            cross_v: apply(context, &cross_v)?.compact()?,
             norm3: (
                 p.tensor("norm3.weight", &[d])?,
                 p.tensor("norm3.bias", &[d])?,
