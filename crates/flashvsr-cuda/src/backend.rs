@@ -768,8 +768,8 @@ impl Backend for CudaBackend {
     fn block_sparse_attention(
         &self,
         q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
+        k: &[&Tensor],
+        v: &[&Tensor],
         mask: &Tensor,
         query_block: usize,
         key_block: usize,

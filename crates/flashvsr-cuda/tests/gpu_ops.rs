@@ -9,6 +9,8 @@
 mod bf16_copies;
 #[path = "gpu_ops/cudnn_conv.rs"]
 mod cudnn_conv;
+#[path = "gpu_ops/kv_segments.rs"]
+mod kv_segments;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -1334,6 +1336,7 @@ fn main() {
     chain(&mut s);
     bf16_attention(&mut s);
     flash_work_orders(&mut s);
+    kv_segments::run(&mut s);
     bf16_real_shapes(&mut s);
     let fast: BackendRef = CudaBackend::create(info.ordinal, options.clone().with_fast_mode(true))
         .expect("fast-mode backend");

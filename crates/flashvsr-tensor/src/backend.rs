@@ -219,12 +219,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<BufferRef>;
     /// Exact softmax attention restricted to the selected blocks of `mask` `(heads, query blocks,
     /// key blocks)` (non-zero = attend), blocks of `query_block` query rows and `key_block` keys;
-    /// rows of a query block with no selected key block are zero.
+    /// rows of a query block with no selected key block are zero. The keys and values come as
+    /// segments of rows (the KV cache's groups, pairwise of equal shape): concatenated, they are
+    /// `k, v (Lk, D)`.
     fn block_sparse_attention(
         &self,
         q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
+        k: &[&Tensor],
+        v: &[&Tensor],
         mask: &Tensor,
         query_block: usize,
         key_block: usize,

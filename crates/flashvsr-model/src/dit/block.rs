@@ -121,18 +121,18 @@ impl DitBlock {
             .compact()?;
         let v = apply(&a, &self.v)?.compact()?;
 
+        // The cached groups and this chunk's keys, read where they are (no concatenation).
         let mut keys: Vec<&Tensor> = cache.groups.iter().map(|g| &g.0).collect();
         let mut values: Vec<&Tensor> = cache.groups.iter().map(|g| &g.1).collect();
         keys.push(&k);
         values.push(&v);
-        let all_k = Tensor::cat(&keys, 0)?;
-        let all_v = Tensor::cat(&values, 0)?;
 
         let mask = match injected_mask {
             Some(m) => m.to_tensor(x.backend())?,
-            None => self.select(&q, &all_k, settings, allowed)?,
+            None => self.select(&q, &keys, settings, allowed)?,
         };
-        let o = q.block_sparse_attention(&all_k, &all_v, &mask, settings.mode.key_block())?;
+        let o =
+            q.block_sparse_attention_segments(&keys, &values, &mask, settings.mode.key_block())?;
         let x = x.add_gated(&apply(&o, &self.o)?, &self.gate1)?;
 
         let group_tokens = k.dim(0) / query_groups;
@@ -178,18 +178,37 @@ impl DitBlock {
     }
 
     /// The block mask, computed where the scores are: no host round trip.
+    /// `keys`: segments of rows, as for the attention.
     fn select(
         &self,
         q: &Tensor,
-        keys: &Tensor,
+        keys: &[&Tensor],
         settings: &SparseSettings,
         allowed: &Tensor,
     ) -> Result<Tensor> {
         let d = q.dim(1);
         let kb = settings.mode.key_block();
         let pooled_q = q.reshape(&[q.dim(0) / 128, 128, d])?.group_mean()?;
-        let pooled_k = keys.reshape(&[keys.dim(0) / kb, kb, d])?.group_mean()?;
+        let pooled_k = pooled_keys(keys, kb)?;
         let scores = pooled_q.head_scores(&pooled_k, self.heads)?;
         Ok(scores.sparse_topk_mask(allowed, settings.topk, score_scale())?)
     }
+}
+
+/// The mean of every `kb` key rows of the concatenated `keys` segments, `(blocks, D)`: per
+/// segment, then the small means joined; the keys themselves are joined only where a block would
+/// straddle two segments.
+fn pooled_keys(keys: &[&Tensor], kb: usize) -> Result<Tensor> {
+    let pool = |k: &Tensor| -> Result<Tensor> {
+        Ok(k.reshape(&[k.dim(0) / kb, kb, k.dim(1)])?.group_mean()?)
+    };
+    if let [k] = keys {
+        return pool(k);
+    }
+    if !keys.iter().all(|k| k.dim(0).is_multiple_of(kb)) {
+        return pool(&Tensor::cat(keys, 0)?);
+    }
+    let pooled = keys.iter().map(|k| pool(k)).collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&Tensor> = pooled.iter().collect();
+    Ok(Tensor::cat(&refs, 0)?)
 }
