@@ -177,6 +177,20 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const Fa
     const u32 smem_base = (u32)__cvta_generic_to_shared(fa_smem);
     const u64 hoff = (u64)head * FA_HD;
     const u64 head_off = (u64)head * kv_head_stride;
+    // The segments in shared memory, searched per tile in a few steps (the unrolled search over
+    // the parameter struct cost the kernel ~15 %). seg_first ends with a sentinel past every key.
+    __shared__ u64 seg_k[FA_MAX_SEGMENTS], seg_v[FA_MAX_SEGMENTS];
+    __shared__ int seg_first[FA_MAX_SEGMENTS + 1];
+    if (tid == 0) {
+#pragma unroll
+        for (int s = 0; s < FA_MAX_SEGMENTS; ++s) {
+            seg_k[s] = kv.k[s];
+            seg_v[s] = kv.v[s];
+            seg_first[s] = s < kv.count ? kv.first_key[s] : 0x7fffffff;
+        }
+        seg_first[FA_MAX_SEGMENTS] = 0x7fffffff;
+    }
+    __syncthreads();
 
     // Issues the cp.async copies of key tile `tile` into stage `stage`.
     auto load_tile = [&](int tile, int stage) {
@@ -187,19 +201,11 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const Fa
         } else {
             key0 = tile * FA_KT;
         }
-        // The tile's segment (constant indices only: the struct stays in parameter space).
-        u64 kp = kv.k[0], vp = kv.v[0];
-        int seg_key0 = 0;
-#pragma unroll
-        for (int s = 1; s < FA_MAX_SEGMENTS; ++s) {
-            if (s < kv.count && key0 >= kv.first_key[s]) {
-                kp = kv.k[s];
-                vp = kv.v[s];
-                seg_key0 = kv.first_key[s];
-            }
-        }
-        const u16* kh = (const u16*)kp + head_off;
-        const u16* vh = (const u16*)vp + head_off;
+        int seg = 0;
+        while (key0 >= seg_first[seg + 1]) ++seg;
+        const int seg_key0 = seg_first[seg];
+        const u16* kh = (const u16*)seg_k[seg] + head_off;
+        const u16* vh = (const u16*)seg_v[seg] + head_off;
         const u32 sk = smem_base + stage * (2 * FA_TILE_BYTES);
         const u32 sv = sk + FA_TILE_BYTES;
 #pragma unroll

@@ -252,13 +252,12 @@ impl CudaBackend {
             .map_err(|e| CudaError::Input(e.to_string()))
     }
 
-    /// The flash kernel over `items` = heads × query blocks of 128 rows. `sparse` (device
-    /// pointers): `None` for dense attention over all `lk` keys, else the offsets (items + 1), the
-    /// selected key blocks, the launch order (0: grid order) and the key block, as built by
-    /// `compact_mask`.
-    /// `k`, `v`: segments of rows (at most FLASH_MAX_SEGMENTS; all but the last a multiple of
-    /// FLASH_KEYS rows). Returns `out` with the bf16 copy of its values the fast mode's output
-    /// projection reads (written by the same kernel).
+    /// The flash kernel over `items` = heads × query blocks of 128 rows. `k`, `v`: segments of
+    /// rows (at most FLASH_MAX_SEGMENTS; all but the last a multiple of FLASH_KEYS rows), `lk`
+    /// keys in all. `sparse` (device pointers): `None` for dense attention over all `lk` keys,
+    /// else the offsets (items + 1), the selected key blocks, the launch order (0: grid order) and
+    /// the key block, as built by `compact_mask`. Returns `out` with the bf16 copy of its values
+    /// that the fast mode's output projection reads (written by the same kernel).
     #[allow(clippy::too_many_arguments)]
     fn launch_flash(
         &self,
