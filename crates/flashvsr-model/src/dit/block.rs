@@ -120,6 +120,9 @@ impl DitBlock {
             .rope(&rope.0, &rope.1, self.heads)?
             .compact()?;
         let v = apply(&a, &self.v)?.compact()?;
+        // Activations are dropped once read, not at the end of the block: the first chunk's are
+        // large, and in fast mode they carry a bf16 copy for the GEMMs.
+        drop(a);
 
         // The cached groups and this chunk's keys, read where they are (no concatenation).
         let mut keys: Vec<&Tensor> = cache.groups.iter().map(|g| &g.0).collect();
@@ -133,7 +136,9 @@ impl DitBlock {
         };
         let o =
             q.block_sparse_attention_segments(&keys, &values, &mask, settings.mode.key_block())?;
+        drop(q);
         let x = x.add_gated(&apply(&o, &self.o)?, &self.gate1)?;
+        drop(o);
 
         let group_tokens = k.dim(0) / query_groups;
         for g in 0..query_groups {
@@ -147,10 +152,13 @@ impl DitBlock {
             cache.groups.remove(0);
         }
 
-        let c = x.layer_norm(Some(&self.norm3.0), Some(&self.norm3.1), EPS)?;
-        let cq = apply(&c, &self.cross_q)?.rms_norm(&self.cross_norm_q, EPS)?;
-        let co = cq.attention(&self.cross_k, &self.cross_v, self.heads)?;
+        let co = {
+            let c = x.layer_norm(Some(&self.norm3.0), Some(&self.norm3.1), EPS)?;
+            let cq = apply(&c, &self.cross_q)?.rms_norm(&self.cross_norm_q, EPS)?;
+            cq.attention(&self.cross_k, &self.cross_v, self.heads)?
+        };
         let x = x.add(&apply(&co, &self.cross_o)?)?;
+        drop(co);
 
         let b = x.modulate(&self.shift2, &self.scale2, EPS)?;
         let f = self.ffn(&b)?;
