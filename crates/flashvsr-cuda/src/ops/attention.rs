@@ -424,12 +424,18 @@ mod tests {
             ("FA_HD", FLASH_HD),
             ("FA_KT", FLASH_KEYS),
             ("FA_QBLOCK", FLASH_ROWS),
+            ("FA_MAX_SEGMENTS", FLASH_MAX_SEGMENTS),
         ] {
             assert!(
                 src.contains(&format!("#define {name} {value}\n")),
                 "{name} != {value} in flash.cu"
             );
         }
+        // FaSegments: the Rust mirror has the C layout of the kernel's parameter struct.
+        assert_eq!(
+            std::mem::size_of::<FlashSegments>(),
+            16 * 8 * 2 + 16 * 4 + 8
+        );
         for (w, s) in FLASH_INSTANCES {
             assert!(src.contains(&format!("FLASH_INSTANCE({w}, {s})")));
             assert!(FLASH_ROWS.is_multiple_of(16 * w));
