@@ -408,6 +408,28 @@ impl CudaBackend {
         Ok((buf.ptr(), buf.storage()))
     }
 
+    /// The data of `x` rounded to bf16, for a bf16 GEMM: its own storage when it is kept in bf16,
+    /// else the copy its producer wrote or an earlier GEMM made, else a new copy kept with `x`.
+    pub(crate) fn bf16_input(&self, x: &Tensor) -> CudaResult<u64> {
+        let buf = self.input(x)?;
+        if buf.storage() == Storage::Bf16 {
+            return Ok(buf.ptr());
+        }
+        if let Some(copy) = buf.bf16_copy() {
+            return Ok(copy.ptr());
+        }
+        Ok(buf.remember_bf16_copy(self.narrow_to_bf16(x)?).ptr())
+    }
+
+    /// A bf16 buffer for the bf16 copy of an f32 output of `len` elements, when the fast mode's
+    /// GEMMs read bf16 (see `CudaBuffer::bf16_copy`); None otherwise.
+    pub(crate) fn bf16_copy_output(&self, len: usize) -> CudaResult<Option<CudaBuffer>> {
+        if !self.options.compact_bf16 {
+            return Ok(None);
+        }
+        self.output_as(len, Storage::Bf16).map(Some)
+    }
+
     /// A bf16 buffer's values as a new f32 buffer.
     fn widen(&self, buf: &CudaBuffer) -> CudaResult<CudaBuffer> {
         let len = flashvsr_tensor::Buffer::len(buf);
@@ -781,6 +803,10 @@ impl Backend for CudaBackend {
         self.finish("group_mean", || self.op_group_mean(x))
     }
 
+    fn head_scores(&self, q: &Tensor, k: &Tensor, heads: usize) -> TResult<BufferRef> {
+        self.finish("head_scores", || self.op_head_scores(q, k, heads))
+    }
+
     fn conv3d(
         &self,
         x: &Tensor,
@@ -820,8 +846,8 @@ impl Backend for CudaBackend {
     fn block_sparse_attention(
         &self,
         q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
+        k: &[&Tensor],
+        v: &[&Tensor],
         mask: &Tensor,
         query_block: usize,
         key_block: usize,

@@ -1,5 +1,5 @@
 use std::any::Any;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cudarc::driver::{CudaSlice, DevicePtr};
 use flashvsr_tensor::{Buffer, MemoryMeter};
@@ -76,6 +76,10 @@ pub struct CudaBuffer {
     /// Some: bf16 elements in channels-last order; None: row-major in the tensor's shape (any
     /// reshape of it reads the same order).
     channels_last: Option<ChannelsLast>,
+    /// The same values rounded to bf16, for the bf16 GEMMs of the fast mode: written by the
+    /// producer alongside the f32 values, or made by the first GEMM that reads this buffer, so that
+    /// a tensor read by several GEMMs (the q, k, v projections) is rounded once.
+    bf16_copy: OnceLock<Box<CudaBuffer>>,
     /// The backend's tensor-memory account, released on drop.
     meter: Option<Arc<MemoryMeter>>,
 }
@@ -92,6 +96,7 @@ impl CudaBuffer {
             len,
             storage,
             channels_last: None,
+            bf16_copy: OnceLock::new(),
             meter: None,
         }
     }
@@ -101,6 +106,27 @@ impl CudaBuffer {
         debug_assert!(self.storage == Storage::Bf16 && geometry.elems() == self.len);
         self.channels_last = Some(geometry);
         self
+    }
+
+    /// This f32 buffer with `copy`, its values rounded to bf16 (see `bf16_copy`).
+    pub(crate) fn with_bf16_copy(self, copy: Option<CudaBuffer>) -> Self {
+        debug_assert!(copy
+            .as_ref()
+            .is_none_or(|c| c.storage == Storage::Bf16 && c.len == self.len));
+        if let Some(copy) = copy {
+            let _ = self.bf16_copy.set(Box::new(copy));
+        }
+        self
+    }
+
+    /// The bf16 copy of this buffer's values, if one was made.
+    pub(crate) fn bf16_copy(&self) -> Option<&CudaBuffer> {
+        self.bf16_copy.get().map(|c| &**c)
+    }
+
+    /// Keeps `copy` as this buffer's bf16 copy (the first one kept wins); the copy kept.
+    pub(crate) fn remember_bf16_copy(&self, copy: CudaBuffer) -> &CudaBuffer {
+        self.bf16_copy.get_or_init(|| Box::new(copy))
     }
 
     /// Counts this buffer's bytes in `meter` until it is dropped.

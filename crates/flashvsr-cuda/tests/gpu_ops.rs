@@ -5,10 +5,14 @@
 //! Own `main` (harness = false): the library resolver may re-exec this binary once, which must
 //! happen before any thread starts. Optional argument: a substring filter on case names.
 
+#[path = "gpu_ops/bf16_copies.rs"]
+mod bf16_copies;
 #[path = "gpu_ops/channels_last.rs"]
 mod channels_last;
 #[path = "gpu_ops/cudnn_conv.rs"]
 mod cudnn_conv;
+#[path = "gpu_ops/kv_segments.rs"]
+mod kv_segments;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -566,6 +570,19 @@ fn block_sparse(s: &mut Suite) {
         s.case(&format!("{name} all selected"), GEMM, &inputs, &|t| {
             t[0].block_sparse_attention(&t[1], &t[2], &t[3], key_block)
         });
+    }
+}
+
+/// Per-head block scores: odd tiles, a head dim below the kernel's tile, the DiT's shape.
+fn head_scores(s: &mut Suite) {
+    for (nq, nk, heads, hd) in [(5, 7, 3, 16), (33, 70, 2, 40), (66, 396, 12, 128)] {
+        let q = s.input(&[nq, heads * hd], 1.0);
+        let k = s.input(&[nk, heads * hd], 1.0);
+        let name = format!(
+            "head_scores q [{nq}, {}] k [{nk}, ..] {heads} heads",
+            heads * hd
+        );
+        s.case(&name, GEMM, &[q, k], &|t| t[0].head_scores(&t[1], heads));
     }
 }
 
@@ -1345,14 +1362,17 @@ fn main() {
     channels_last::run(&mut s, &fast);
     attention(&mut s);
     block_sparse(&mut s);
+    head_scores(&mut s);
     sparse_masks(&mut s);
     chain(&mut s);
     bf16_attention(&mut s);
     flash_work_orders(&mut s);
+    kv_segments::run(&mut s);
     bf16_real_shapes(&mut s);
     let fast: BackendRef = CudaBackend::create(info.ordinal, options.clone().with_fast_mode(true))
         .expect("fast-mode backend");
     bf16_storage(&mut s, &fast);
+    bf16_copies::run(&mut s, &fast);
     if let Err(e) = gpu.synchronize() {
         s.fail("synchronize", e.to_string());
     }

@@ -180,6 +180,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> Result<BufferRef>;
     /// `(N, G, D) → (N, D)`: the mean of each group of G rows.
     fn group_mean(&self, x: &Tensor) -> Result<BufferRef>;
+    /// Per-head dot products of the rows of `q (Nq, heads·D)` and `k (Nk, heads·D)`:
+    /// `(heads, Nq, Nk)`, entry `[h, i, j] = q[i, h·D..(h+1)·D] · k[j, h·D..(h+1)·D]`.
+    fn head_scores(&self, q: &Tensor, k: &Tensor, heads: usize) -> Result<BufferRef>;
 
     /// `x (C, T, H, W) * w (O, C, kt, kh, kw)`, temporal stride `stride_t`, no temporal padding,
     /// spatial stride 1 with `pad` on each side.
@@ -222,12 +225,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<BufferRef>;
     /// Exact softmax attention restricted to the selected blocks of `mask` `(heads, query blocks,
     /// key blocks)` (non-zero = attend), blocks of `query_block` query rows and `key_block` keys;
-    /// rows of a query block with no selected key block are zero.
+    /// rows of a query block with no selected key block are zero. The keys and values come as
+    /// segments of rows (the KV cache's groups, pairwise of equal shape): concatenated, they are
+    /// `k, v (Lk, D)`.
     fn block_sparse_attention(
         &self,
         q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
+        k: &[&Tensor],
+        v: &[&Tensor],
         mask: &Tensor,
         query_block: usize,
         key_block: usize,

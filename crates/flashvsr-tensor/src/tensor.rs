@@ -381,6 +381,23 @@ impl Tensor {
         self.wrap(buffer, &[self.shape[0], self.shape[2]])
     }
 
+    /// Per-head dot products of the rows of `self (Nq, heads·D)` and `keys (Nk, heads·D)`:
+    /// `(heads, Nq, Nk)`, entry `[h, i, j] = self[i, h·D..(h+1)·D] · keys[j, h·D..(h+1)·D]`
+    /// (one batched product instead of a GEMM per head).
+    pub fn head_scores(&self, keys: &Tensor, heads: usize) -> Result<Tensor> {
+        self.expect_rank("head_scores", 2)?;
+        keys.expect_rank("head_scores", 2)?;
+        let dim = self.shape[1];
+        if heads == 0 || !dim.is_multiple_of(heads) || keys.shape[1] != dim {
+            return shape_err(
+                "head_scores",
+                format!("{:?} and {:?} in {heads} heads", self.shape, keys.shape),
+            );
+        }
+        let buffer = self.backend.head_scores(self, keys, heads)?;
+        self.wrap(buffer, &[heads, self.shape[0], keys.shape[0]])
+    }
+
     pub fn conv3d(
         &self,
         w: &Tensor,
@@ -487,25 +504,53 @@ impl Tensor {
         mask: &Tensor,
         key_block: usize,
     ) -> Result<Tensor> {
-        mask.expect_rank("block_sparse_attention", 3)?;
+        self.block_sparse_attention_segments(&[k], &[v], mask, key_block)
+    }
+
+    /// [`Tensor::block_sparse_attention`] over keys and values given as segments of rows (the KV
+    /// cache's groups, `keys[i]` and `values[i]` of equal shape): the attention over their
+    /// concatenation, without the copy where the backend reads the segments in place.
+    pub fn block_sparse_attention_segments(
+        &self,
+        keys: &[&Tensor],
+        values: &[&Tensor],
+        mask: &Tensor,
+        key_block: usize,
+    ) -> Result<Tensor> {
+        const OP: &str = "block_sparse_attention";
+        mask.expect_rank(OP, 3)?;
         let (heads, query_blocks, key_blocks) = (mask.shape[0], mask.shape[1], mask.shape[2]);
-        Tensor::check_attention("block_sparse_attention", self, k, v, heads)?;
+        if keys.is_empty() || keys.len() != values.len() {
+            return shape_err(
+                OP,
+                format!("{} key and {} value segments", keys.len(), values.len()),
+            );
+        }
+        for (k, v) in keys.iter().zip(values) {
+            Tensor::check_attention(OP, self, k, v, heads)?;
+        }
+        let key_rows: usize = keys.iter().map(|k| k.shape[0]).sum();
         let query_block = self.shape[0].checked_div(query_blocks).unwrap_or(0);
         let ok = query_block > 0
             && self.shape[0] == query_blocks * query_block
-            && k.shape[0] == key_blocks * key_block;
+            && key_rows == key_blocks * key_block;
         if !ok {
             return shape_err(
-                "block_sparse_attention",
+                OP,
                 format!(
-                    "q {:?}, k {:?}, mask {:?} with key blocks of {key_block}",
-                    self.shape, k.shape, mask.shape
+                    "q {:?}, {key_rows} keys, mask {:?} with key blocks of {key_block}",
+                    self.shape, mask.shape
                 ),
             );
         }
-        let buffer =
-            self.backend
-                .block_sparse_attention(self, k, v, mask, query_block, key_block)?;
+        let buffer = self.backend.block_sparse_attention(
+            self,
+            keys,
+            values,
+            mask,
+            query_block,
+            key_block,
+        )?;
         self.wrap(buffer, &self.shape.clone())
     }
 

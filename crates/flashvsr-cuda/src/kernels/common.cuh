@@ -1,6 +1,7 @@
 // Prepended to every kernel source. NVRTC gets no include path, so nothing is #included.
 typedef unsigned long long u64;
 typedef long long i64;
+typedef unsigned short u16;
 
 #define FULL_MASK 0xffffffffu
 #define NEG_INF (__int_as_float(0xff800000))
@@ -39,3 +40,14 @@ __device__ __forceinline__ double block_sum_d(double v, double* scratch) {
     __syncthreads();
     return warp_sum_d(lane < warps ? scratch[lane] : 0.0);
 }
+
+// bf16 storage (fast mode). The rounding is done on the bits so that it is the same on every
+// architecture: round to nearest even; NaN stays NaN (quiet), infinities stay infinite.
+__device__ __forceinline__ u16 bf16_bits(float f) {
+    unsigned int u = __float_as_uint(f);
+    if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)((u >> 16) | 0x40u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (u16)(u >> 16);
+}
+
+__device__ __forceinline__ float bf16_value(u16 b) { return __uint_as_float((unsigned int)b << 16); }

@@ -4,9 +4,10 @@
 // One CTA of WARPS warps per (head, 128-row query block), or per half of one with 4 warps (two
 // CTAs per SM then); warp w owns 16 query rows and keeps its Q fragments (bf16) and its 16 x 128
 // output accumulator in registers. The CTA walks the block's key tiles of 64 rows (a 128-row key
-// block is two tiles): K and V tiles (bf16, converted once per call by `to_bf16_f32` or, laid out
-// head-major, by `to_bf16_heads_f32`) are staged in shared memory by cp.async, STAGES deep, rows
-// XOR-swizzled in 16-byte chunks so that ldmatrix is conflict free. S = Q·Kᵀ and O += P·V run on
+// block is two tiles): K and V tiles (bf16, read in place from the segments of the KV cache or
+// converted once per call by `to_bf16_f32` or, laid out head-major, by `to_bf16_heads_f32`) are
+// staged in shared memory by cp.async, STAGES deep, rows XOR-swizzled in 16-byte chunks so that
+// ldmatrix is conflict free. S = Q·Kᵀ and O += P·V run on
 // `mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32`; P is rounded to bf16 for P·V (as flash-attention
 // does), the row sums use the fp32 P. Scores are scaled by scale·log2(e) and exponentiated with ex2.
 // A query block with no selected key block (or a dense call with no keys) writes exact zeros.
@@ -22,6 +23,18 @@ typedef unsigned short u16;
 #define FA_KT 64
 // One K (or V) tile: FA_KT rows of 256 bytes.
 #define FA_TILE_BYTES (FA_KT * FA_HD * 2)
+// Key/value segments of one call (the KV cache's groups, read in place).
+#define FA_MAX_SEGMENTS 16
+
+// K and V as segments of rows: keys first_key[s] .. first_key[s + 1] - 1 (the last segment up to
+// lk) are rows 0.. of k[s], v[s]. Every segment but the last holds a multiple of FA_KT keys, so
+// that a key tile never straddles two.
+struct FaSegments {
+    u64 k[FA_MAX_SEGMENTS];
+    u64 v[FA_MAX_SEGMENTS];
+    int first_key[FA_MAX_SEGMENTS];
+    int count;
+};
 
 #if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
 #define FA_ENABLED 1
@@ -35,6 +48,11 @@ __device__ __forceinline__ u32 fa_pack_bf16(float lo, float hi) {
     // The first source goes to the upper half.
     asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
     return r;
+}
+
+// Two values as bf16 the way `f32_to_bf16` rounds them (low half first).
+__device__ __forceinline__ u32 fa_bf16_pair(float lo, float hi) {
+    return (u32)bf16_bits(lo) | ((u32)bf16_bits(hi) << 16);
 }
 
 __device__ __forceinline__ float fa_ex2(float x) {
@@ -116,18 +134,20 @@ extern "C" __global__ void to_bf16_heads_f32(const float* __restrict__ x, u16* _
 #endif
 }
 
-// q: f32 [lq, dim]; o: f32 [lq, dim]; dim = heads * 128. k, v: bf16, key `key` of head `h` at
-// h * kv_head_stride + key * kv_row_stride (elements; [lk, dim]: dim and 128, head-major
-// [heads, lk, 128]: 128 and lk * 128), 16-byte aligned rows.
+// q: f32 [lq, dim]; o: f32 [lq, dim]; o_bf16, when set, bf16 [lq, dim]: the same values rounded
+// (the input of the fast mode's bf16 output projection); dim = heads * 128. kv: bf16 segments
+// (FaSegments); row r of a segment, head h, at h * kv_head_stride + r * kv_row_stride (elements;
+// rows [n, dim]: dim and 128, head-major [heads, n, 128], one segment only: 128 and n * 128),
+// 16-byte aligned rows.
 // Work item = head * query_blocks + 128-row query block, taken from order[blockIdx.x / SPLIT]
 // when order is given (heaviest first), else blockIdx.x / SPLIT; SPLIT = 128 / (16 * WARPS) CTAs
 // share an item, blockIdx.x % SPLIT picks the rows. Sparse (seg_off != 0): the item's key
 // blocks are seg_blocks[seg_off[item] .. seg_off[item + 1]), each of key_block rows (a multiple of
 // 64). Dense (seg_off == 0): keys 0 .. lk. Keys at or past lk are masked in both cases.
 template <int WARPS, int STAGES>
-__device__ __forceinline__ void flash_body(const float* __restrict__ q, const u16* __restrict__ k,
-                                           const u16* __restrict__ v, float* __restrict__ o,
-                                           int lq, int lk, int dim, float scale_log2,
+__device__ __forceinline__ void flash_body(const float* __restrict__ q, const FaSegments& kv,
+                                           float* __restrict__ o,
+                                           u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,
                                            const int* __restrict__ seg_off,
                                            const int* __restrict__ seg_blocks,
                                            const int* __restrict__ order, int query_blocks,
@@ -156,8 +176,21 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const u1
 
     const u32 smem_base = (u32)__cvta_generic_to_shared(fa_smem);
     const u64 hoff = (u64)head * FA_HD;
-    const u16* kh = k + (u64)head * kv_head_stride;
-    const u16* vh = v + (u64)head * kv_head_stride;
+    const u64 head_off = (u64)head * kv_head_stride;
+    // The segments in shared memory, searched per tile in a few steps (the unrolled search over
+    // the parameter struct cost the kernel ~15 %). seg_first ends with a sentinel past every key.
+    __shared__ u64 seg_k[FA_MAX_SEGMENTS], seg_v[FA_MAX_SEGMENTS];
+    __shared__ int seg_first[FA_MAX_SEGMENTS + 1];
+    if (tid == 0) {
+#pragma unroll
+        for (int s = 0; s < FA_MAX_SEGMENTS; ++s) {
+            seg_k[s] = kv.k[s];
+            seg_v[s] = kv.v[s];
+            seg_first[s] = s < kv.count ? kv.first_key[s] : 0x7fffffff;
+        }
+        seg_first[FA_MAX_SEGMENTS] = 0x7fffffff;
+    }
+    __syncthreads();
 
     // Issues the cp.async copies of key tile `tile` into stage `stage`.
     auto load_tile = [&](int tile, int stage) {
@@ -168,6 +201,11 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const u1
         } else {
             key0 = tile * FA_KT;
         }
+        int seg = 0;
+        while (key0 >= seg_first[seg + 1]) ++seg;
+        const int seg_key0 = seg_first[seg];
+        const u16* kh = (const u16*)seg_k[seg] + head_off;
+        const u16* vh = (const u16*)seg_v[seg] + head_off;
         const u32 sk = smem_base + stage * (2 * FA_TILE_BYTES);
         const u32 sv = sk + FA_TILE_BYTES;
 #pragma unroll
@@ -176,7 +214,7 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const u1
             const int row = c >> 4, chunk = c & 15;
             const int key = key0 + row;
             const bool ok = key < lk;
-            const u64 off = (u64)(ok ? key : 0) * kv_row_stride + chunk * 8;
+            const u64 off = (u64)(ok ? key - seg_key0 : 0) * kv_row_stride + chunk * 8;
             const u32 so = fa_swz(row, chunk);
             fa_cp_async16(sk + so, kh + off, ok ? 16 : 0);
             fa_cp_async16(sv + so, vh + off, ok ? 16 : 0);
@@ -344,18 +382,27 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const u1
         if (ok0) *(float2*)(o0 + 8 * j) = make_float2(acc[j][0] * inv[0], acc[j][1] * inv[0]);
         if (ok1) *(float2*)(o1 + 8 * j) = make_float2(acc[j][2] * inv[1], acc[j][3] * inv[1]);
     }
+    if (o_bf16) {
+        u32* b0 = (u32*)(o_bf16 + (o0 - o));
+        u32* b1 = (u32*)(o_bf16 + (o1 - o));
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            if (ok0) b0[4 * j] = fa_bf16_pair(acc[j][0] * inv[0], acc[j][1] * inv[0]);
+            if (ok1) b1[4 * j] = fa_bf16_pair(acc[j][2] * inv[1], acc[j][3] * inv[1]);
+        }
+    }
 #endif
 }
 
 #define FLASH_ARGS                                                                              \
-    const float *__restrict__ q, const u16 *__restrict__ k, const u16 *__restrict__ v,          \
-        float *__restrict__ o, int lq, int lk, int dim, float scale_log2,                       \
+    const float *__restrict__ q, const FaSegments kv, float *__restrict__ o,                    \
+        u16 *__restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,                    \
         const int *__restrict__ seg_off, const int *__restrict__ seg_blocks,                    \
         const int *__restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,      \
         u64 kv_head_stride
 #define FLASH_PASS                                                                              \
-    q, k, v, o, lq, lk, dim, scale_log2, seg_off, seg_blocks, order, query_blocks, key_block,   \
-        kv_row_stride, kv_head_stride
+    q, kv, o, o_bf16, lq, lk, dim, scale_log2, seg_off, seg_blocks, order, query_blocks,        \
+        key_block, kv_row_stride, kv_head_stride
 
 // attention_flash_bf16_hd128_w<WARPS>s<STAGES>; 8 warps: one CTA per SM, 4 warps: two.
 #define FLASH_INSTANCE(W, S)                                                                    \

@@ -1,5 +1,6 @@
 // Block-sparse attention masks on the device (FLASHVSR.md §5.3–5.4, §5.6), so that a DiT layer
 // enqueues its work without a host round trip:
+//   scores:     pooled queries and keys -> per-head block scores (head_scores_f32).
 //   selection:  block scores -> softmax in f64 (mask_softmax_f64) -> per (head, query group) the
 //               (K+1)-th largest probability by radix select, then the 0/1 mask
 //               (mask_topk_select_f64). Same arithmetic as the CPU reference up to the order of
@@ -22,6 +23,46 @@ __device__ __forceinline__ double warp_max_d(double v) {
 #define WARP_ROW_LOOP(row, rows)                                                               \
     for (u64 row = (u64)blockIdx.x * (blockDim.x >> 5) + (threadIdx.x >> 5); row < (u64)(rows); \
          row += (u64)gridDim.x * (blockDim.x >> 5))
+
+#define SCORE_TILE 32
+#define SCORE_ROWS 8
+
+// s[h][i][j] = q[i][h * hd .. + hd] . k[j][h * hd .. + hd]; q: [nq][dim], k: [nk][dim] (all heads
+// of one call instead of a GEMM per head). Block (SCORE_TILE, SCORE_ROWS) per (key tile, query
+// tile, head); each thread sums SCORE_TILE / SCORE_ROWS entries over d in order, with fmaf.
+extern "C" __global__ void __launch_bounds__(SCORE_TILE * SCORE_ROWS)
+    head_scores_f32(const float* __restrict__ q, const float* __restrict__ k,
+                    float* __restrict__ s, int nq, int nk, int dim, int hd) {
+    __shared__ float qs[SCORE_TILE][SCORE_TILE + 1];
+    __shared__ float ks[SCORE_TILE][SCORE_TILE + 1];
+    const int h = blockIdx.z, i0 = blockIdx.y * SCORE_TILE, j0 = blockIdx.x * SCORE_TILE;
+    const int tx = threadIdx.x, ty = threadIdx.y;
+    const u64 col = (u64)h * hd;
+    float acc[SCORE_TILE / SCORE_ROWS] = {};
+    for (int d0 = 0; d0 < hd; d0 += SCORE_TILE) {
+        const int d = d0 + tx;
+        for (int r = ty; r < SCORE_TILE; r += SCORE_ROWS) {
+            const int i = i0 + r, j = j0 + r;
+            qs[r][tx] = (i < nq && d < hd) ? q[(u64)i * dim + col + d] : 0.0f;
+            ks[r][tx] = (j < nk && d < hd) ? k[(u64)j * dim + col + d] : 0.0f;
+        }
+        __syncthreads();
+        const int dn = min(SCORE_TILE, hd - d0);
+        for (int e = 0; e < dn; ++e) {
+            const float kv = ks[tx][e];
+#pragma unroll
+            for (int r = 0; r < SCORE_TILE / SCORE_ROWS; ++r)
+                acc[r] = fmaf(qs[ty + SCORE_ROWS * r][e], kv, acc[r]);
+        }
+        __syncthreads();
+    }
+    const int j = j0 + tx;
+#pragma unroll
+    for (int r = 0; r < SCORE_TILE / SCORE_ROWS; ++r) {
+        const int i = i0 + ty + SCORE_ROWS * r;
+        if (i < nq && j < nk) s[((u64)h * nq + i) * nk + j] = acc[r];
+    }
+}
 
 // scores, probs: [rows][key_blocks], rows = heads * query_blocks; allowed: [pattern_rows]
 // [pattern_cols], entry (bq, bk) eligible iff allowed[bq % pattern_rows][bk % pattern_cols] != 0.

@@ -111,6 +111,7 @@ pub(crate) const SOURCES: &[Source] = &[
         name: "mask.cu",
         body: include_str!("mask.cu"),
         functions: &[
+            "head_scores_f32",
             "mask_softmax_f64",
             "mask_topk_select_f64",
             "mask_row_counts",

@@ -2,12 +2,14 @@
 // row so a row is read from global memory (then L1/L2) once per pass.
 
 // Layer norm over the last dim. With `scale` set it is DiT modulation (x̂ (1 + scale) + shift);
-// otherwise the optional affine `weight`, `bias`. Absent vectors are null pointers.
+// otherwise the optional affine `weight`, `bias`. Absent vectors are null pointers. `y_bf16`, when
+// set, gets the same values rounded to bf16 (the input of the fast mode's bf16 GEMMs).
 extern "C" __global__ void layer_norm_f32(const float* __restrict__ x, float* __restrict__ y,
                                           int dim, float eps, const float* __restrict__ weight,
                                           const float* __restrict__ bias,
                                           const float* __restrict__ shift,
-                                          const float* __restrict__ scale) {
+                                          const float* __restrict__ scale,
+                                          u16* __restrict__ y_bf16) {
     __shared__ double scratch[32];
     const float* xr = x + (u64)blockIdx.x * dim;
     float* yr = y + (u64)blockIdx.x * dim;
@@ -30,6 +32,7 @@ extern "C" __global__ void layer_norm_f32(const float* __restrict__ x, float* __
             if (bias) v = v + bias[c];
         }
         yr[c] = v;
+        if (y_bf16) y_bf16[(u64)blockIdx.x * dim + c] = bf16_bits(v);
     }
 }
 

@@ -1,17 +1,7 @@
 // bf16 storage of f32-valued tensors (fast mode): conversions and copies of 16-bit elements.
 // The rounding is done on the bits so that it is the same on every architecture.
 
-typedef unsigned short u16;
-
-// Round to nearest even; NaN stays NaN (quiet), infinities stay infinite.
-__device__ __forceinline__ u16 bf16_bits(float f) {
-    unsigned int u = __float_as_uint(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u) return (u16)((u >> 16) | 0x40u);
-    u += 0x7fffu + ((u >> 16) & 1u);
-    return (u16)(u >> 16);
-}
-
-__device__ __forceinline__ float bf16_value(u16 b) { return __uint_as_float((unsigned int)b << 16); }
+// bf16_bits and bf16_value are in common.cuh.
 
 extern "C" __global__ void f32_to_bf16(const float* __restrict__ x, u16* __restrict__ y, u64 n) {
     GRID_LOOP(i, n) { y[i] = bf16_bits(x[i]); }

@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{sys, CudaContext, LaunchConfig};
+use cudarc::driver::{sys, CudaContext, DeviceRepr, LaunchConfig};
 use flashvsr_tensor::Tensor;
 
 use crate::backend::{AttentionPrecision, CudaBackend};
@@ -19,6 +19,21 @@ use crate::ops::mask::WorkOrder;
 const FLASH_HD: usize = 128;
 const FLASH_ROWS: usize = 128;
 const FLASH_KEYS: usize = 64;
+/// FA_MAX_SEGMENTS in flash.cu.
+const FLASH_MAX_SEGMENTS: usize = 16;
+
+/// `FaSegments` of flash.cu: K and V as segments of rows, read in place.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct FlashSegments {
+    k: [u64; FLASH_MAX_SEGMENTS],
+    v: [u64; FLASH_MAX_SEGMENTS],
+    first_key: [i32; FLASH_MAX_SEGMENTS],
+    count: i32,
+}
+
+// SAFETY: plain data mirroring the kernel's parameter struct.
+unsafe impl DeviceRepr for FlashSegments {}
 
 /// One flash kernel instance and its launch: warps per CTA (16 query rows each; 4 warps = half a
 /// query block per CTA, two CTAs per SM), cp.async stages, and whether K/V are converted to a
@@ -197,21 +212,64 @@ impl CudaBackend {
         Ok((self.keep_for_op(y), strides.0, strides.1))
     }
 
-    /// The flash kernel over `items` = heads × query blocks of 128 rows. `sparse` (device
-    /// pointers): `None` for dense attention over all `lk` keys, else the offsets (items + 1), the
-    /// selected key blocks, the launch order (0: grid order) and the key block, as built by
-    /// `compact_mask`.
+    /// The segments' bf16 data for the flash kernel (see `to_bf16`; head-major only for one
+    /// segment) and their common (row, head) strides.
+    fn flash_segments(
+        &self,
+        k: &[&Tensor],
+        v: &[&Tensor],
+        heads: usize,
+        cfg: FlashConfig,
+    ) -> CudaResult<(FlashSegments, (u64, u64))> {
+        if k.is_empty() || k.len() > FLASH_MAX_SEGMENTS || k.len() != v.len() {
+            return Err(CudaError::Input(format!("{} key segments", k.len())));
+        }
+        let head_major = cfg.head_major && k.len() == 1;
+        let mut segments = FlashSegments::default();
+        let mut layout = None;
+        let mut first_key = 0;
+        for (i, (ks, vs)) in k.iter().zip(v).enumerate() {
+            let (k_ptr, row, head) = self.to_bf16(ks, heads, head_major)?;
+            let (v_ptr, v_row, v_head) = self.to_bf16(vs, heads, head_major)?;
+            if (v_row, v_head) != (row, head) || layout.is_some_and(|l| l != (row, head)) {
+                return Err(CudaError::Input("k and v segments differ in layout".into()));
+            }
+            layout = Some((row, head));
+            segments.k[i] = k_ptr;
+            segments.v[i] = v_ptr;
+            segments.first_key[i] = int("key rows", first_key)?;
+            first_key += ks.dim(0);
+        }
+        segments.count = k.len() as i32;
+        Ok((segments, layout.unwrap_or_default()))
+    }
+
+    /// Row segments as one tensor (for the kernels that read one K and one V).
+    fn joined(&self, xs: &[&Tensor]) -> CudaResult<Tensor> {
+        let rows = xs.iter().map(|x| x.dim(0)).sum();
+        let buf = self.op_cat(xs, 0)?;
+        Tensor::from_buffer(xs[0].backend(), Arc::new(buf), &[rows, xs[0].dim(1)])
+            .map_err(|e| CudaError::Input(e.to_string()))
+    }
+
+    /// The flash kernel over `items` = heads × query blocks of 128 rows. `k`, `v`: segments of
+    /// rows (at most FLASH_MAX_SEGMENTS; all but the last a multiple of FLASH_KEYS rows), `lk`
+    /// keys in all. `sparse` (device pointers): `None` for dense attention over all `lk` keys,
+    /// else the offsets (items + 1), the selected key blocks, the launch order (0: grid order) and
+    /// the key block, as built by `compact_mask`. Returns `out` with the bf16 copy of its values
+    /// that the fast mode's output projection reads (written by the same kernel).
     #[allow(clippy::too_many_arguments)]
     fn launch_flash(
         &self,
         q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
-        out: &CudaBuffer,
+        k: &[&Tensor],
+        v: &[&Tensor],
+        out: CudaBuffer,
         heads: usize,
         sparse: Option<(u64, u64, u64, usize)>,
-    ) -> CudaResult<()> {
-        let (lq, dim, lk) = (q.dim(0), q.dim(1), k.dim(0));
+    ) -> CudaResult<CudaBuffer> {
+        let (lq, dim) = (q.dim(0), q.dim(1));
+        let lk: usize = k.iter().map(|s| s.dim(0)).sum();
         let cfg = FlashConfig::from_env();
         let query_blocks = lq.div_ceil(FLASH_ROWS);
         let items = heads * query_blocks;
@@ -221,18 +279,15 @@ impl CudaBackend {
                 "{items} attention work items"
             )));
         }
-        let (kb_ptr, row_stride, head_stride) = self.to_bf16(k, heads, cfg.head_major)?;
-        let (vb_ptr, v_row_stride, v_head_stride) = self.to_bf16(v, heads, cfg.head_major)?;
-        if (v_row_stride, v_head_stride) != (row_stride, head_stride) {
-            return Err(CudaError::Input("k and v differ in layout".into()));
-        }
+        let (segments, (row_stride, head_stride)) = self.flash_segments(k, v, heads, cfg)?;
         let (off, blocks, order, key_block) = sparse.unwrap_or((0, 0, 0, FLASH_KEYS));
         let scale_log2 = std::f32::consts::LOG2_E / (FLASH_HD as f32).sqrt();
+        let copy = self.bf16_copy_output(lq * dim)?;
         let args = KernelArgs::new()
             .push(self.ptr(q)?)
-            .push(kb_ptr)
-            .push(vb_ptr)
+            .push(segments)
             .push(out.ptr())
+            .push(copy.as_ref().map_or(0, |c| c.ptr()))
             .push(int("query rows", lq)?)
             .push(int("key rows", lk)?)
             .push(int("dim", dim)?)
@@ -249,7 +304,8 @@ impl CudaBackend {
             block_dim: (32 * cfg.warps as u32, 1, 1),
             shared_mem_bytes: cfg.smem() as u32,
         };
-        self.launch(&flash_kernel_name(cfg.warps, cfg.stages), launch, args)
+        self.launch(&flash_kernel_name(cfg.warps, cfg.stages), launch, args)?;
+        Ok(out.with_bf16_copy(copy))
     }
 
     pub(crate) fn op_attention(
@@ -266,8 +322,7 @@ impl CudaBackend {
             return Ok(out);
         }
         if self.use_flash(hd) {
-            self.launch_flash(q, k, v, &out, heads, None)?;
-            return Ok(out);
+            return self.launch_flash(q, &[k], &[v], out, heads, None);
         }
         let name = format!("attention_dense_f32_n{}", width_for(hd)?);
         let args = KernelArgs::new()
@@ -289,8 +344,8 @@ impl CudaBackend {
     pub(crate) fn op_block_sparse_attention(
         &self,
         q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
+        k: &[&Tensor],
+        v: &[&Tensor],
         mask: &Tensor,
         query_block: usize,
         key_block: usize,
@@ -306,19 +361,34 @@ impl CudaBackend {
             && query_block == FLASH_ROWS
             && key_block > 0
             && key_block.is_multiple_of(FLASH_KEYS);
+        // The flash kernel reads the KV cache's segments where they are; the others get one copy.
+        let in_place = k.len() == 1
+            || flash
+                && k.len() <= FLASH_MAX_SEGMENTS
+                && k[..k.len() - 1]
+                    .iter()
+                    .all(|s| s.dim(0).is_multiple_of(FLASH_KEYS));
+        let joined = if in_place {
+            None
+        } else {
+            Some((self.joined(k)?, self.joined(v)?))
+        };
+        let (k, v): (Vec<&Tensor>, Vec<&Tensor>) = match &joined {
+            Some((kj, vj)) => (vec![kj], vec![vj]),
+            None => (k.to_vec(), v.to_vec()),
+        };
         let order = if flash { order_knob() } else { WorkOrder::Grid };
         // Freed in stream order after the kernels: the stream is the one they run on.
         let lists = self.compact_mask(mask, order)?;
         if flash {
             let sparse = Some((lists.offsets, lists.blocks, lists.order, key_block));
-            self.launch_flash(q, k, v, &out, heads, sparse)?;
-            return Ok(out);
+            return self.launch_flash(q, &k, &v, out, heads, sparse);
         }
         let name = format!("attention_sparse_f32_n{}", width_for(hd)?);
         let args = KernelArgs::new()
             .push(self.ptr(q)?)
-            .push(self.ptr(k)?)
-            .push(self.ptr(v)?)
+            .push(self.ptr(k[0])?)
+            .push(self.ptr(v[0])?)
             .push(out.ptr())
             .push(int("query rows", lq)?)
             .push(int("dim", dim)?)
@@ -354,12 +424,18 @@ mod tests {
             ("FA_HD", FLASH_HD),
             ("FA_KT", FLASH_KEYS),
             ("FA_QBLOCK", FLASH_ROWS),
+            ("FA_MAX_SEGMENTS", FLASH_MAX_SEGMENTS),
         ] {
             assert!(
                 src.contains(&format!("#define {name} {value}\n")),
                 "{name} != {value} in flash.cu"
             );
         }
+        // FaSegments: the Rust mirror has the C layout of the kernel's parameter struct.
+        assert_eq!(
+            std::mem::size_of::<FlashSegments>(),
+            16 * 8 * 2 + 16 * 4 + 8
+        );
         for (w, s) in FLASH_INSTANCES {
             assert!(src.contains(&format!("FLASH_INSTANCE({w}, {s})")));
             assert!(FLASH_ROWS.is_multiple_of(16 * w));

@@ -8,7 +8,9 @@ use crate::gemm::{Epilogue, GemmPtrs, GemmShape};
 impl CudaBackend {
     /// `x (M, K) · w (N, K)ᵀ + b`, then tanh GELU when `gelu`. The bias (and the GELU, with bf16
     /// weights) run as cuBLASLt's epilogue. A bf16-stored weight makes it a bf16 GEMM: `x` is
-    /// rounded to bf16 first, accumulation and the output stay fp32.
+    /// read as bf16 (its bf16 storage or copy, see `bf16_input`); accumulation and the output stay
+    /// fp32. (cuBLASLt 13 has no algorithm for a bf16 output with the fp32 bias of the fused GELU,
+    /// so the feed-forward net's hidden layer stays fp32 and its second GEMM rounds it once.)
     pub(crate) fn op_linear(
         &self,
         x: &Tensor,
@@ -17,24 +19,16 @@ impl CudaBackend {
         gelu: bool,
     ) -> CudaResult<CudaBuffer> {
         let (m, k, n) = (x.dim(0), x.dim(1), w.dim(0));
-        let out = self.output(m * n)?;
-        if m * n == 0 {
-            return Ok(out);
+        if m * n == 0 || k == 0 {
+            return self.linear_without_products(m * n, n, b, gelu);
         }
         let bias = self.opt_ptr(b)?;
-        if k == 0 {
-            match b {
-                Some(_) => self.broadcast(bias, out.ptr(), m * n, 1, n)?,
-                None => self.fill(out.ptr(), m * n, 0.0)?,
-            }
-            return self.then_gelu(out, m * n, gelu);
-        }
         let (w_ptr, w_storage) = self.raw(w)?;
         let bf16_inputs = w_storage == Storage::Bf16;
-        let a = match (bf16_inputs, self.raw(x)?) {
-            (true, (ptr, Storage::Bf16)) => ptr,
-            (true, (_, Storage::F32)) => self.keep_for_op(self.narrow_to_bf16(x)?),
-            (false, _) => self.ptr(x)?,
+        let a = if bf16_inputs {
+            self.bf16_input(x)?
+        } else {
+            self.ptr(x)?
         };
         let b_ptr = if bf16_inputs { w_ptr } else { self.ptr(w)? };
         // Fused GELU only in fast mode: the exact mode keeps the elementwise kernel's formula.
@@ -54,6 +48,7 @@ impl CudaBackend {
             },
             bf16_inputs,
         };
+        let out = self.output(m * n)?;
         let ptrs = GemmPtrs {
             a,
             b: b_ptr,
@@ -63,6 +58,25 @@ impl CudaBackend {
         };
         self.gemm().run(&self.gpu.stream, shape, ptrs)?;
         self.then_gelu(out, m * n, gelu && !fuse_gelu)
+    }
+
+    /// The output when there are no products to sum: empty, or K = 0 (the bias, or zeros).
+    fn linear_without_products(
+        &self,
+        len: usize,
+        n: usize,
+        b: Option<&Tensor>,
+        gelu: bool,
+    ) -> CudaResult<CudaBuffer> {
+        let out = self.output(len)?;
+        if len == 0 {
+            return Ok(out);
+        }
+        match b {
+            Some(b) => self.broadcast(self.ptr(b)?, out.ptr(), len, 1, n)?,
+            None => self.fill(out.ptr(), len, 0.0)?,
+        }
+        self.then_gelu(out, len, gelu)
     }
 
     fn then_gelu(&self, y: CudaBuffer, n: usize, gelu: bool) -> CudaResult<CudaBuffer> {

@@ -11,4 +11,5 @@ mod linear;
 mod mask;
 mod norm;
 mod pointwise;
+mod scores;
 pub(crate) mod weight_cache;

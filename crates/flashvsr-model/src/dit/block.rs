@@ -1,6 +1,6 @@
 use flashvsr_tensor::{BlockMask, Tensor};
 
-use super::config::{DitConfig, EPS, HEAD_DIM};
+use super::config::{DitConfig, EPS};
 use super::mask::{score_scale, SparseSettings};
 use crate::params::Params;
 use crate::Result;
@@ -80,8 +80,12 @@ impl DitBlock {
             cross_q: linear(p, "cross_attn.q", d, d)?,
             cross_norm_q: p.tensor("cross_attn.norm_q.weight", &[d])?,
             cross_o: linear(p, "cross_attn.o", d, d)?,
-            cross_k: apply(context, &cross_k)?.rms_norm(&cross_norm_k, EPS)?,
-            cross_v: apply(context, &cross_v)?,
+            // Read by every chunk's cross-attention: compact storage (bf16 in fast mode, where
+            // the attention kernel reads K and V as bf16 anyway).
+            cross_k: apply(context, &cross_k)?
+                .rms_norm(&cross_norm_k, EPS)?
+                .compact()?,
+            cross_v: apply(context, &cross_v)?.compact()?,
             norm3: (
                 p.tensor("norm3.weight", &[d])?,
                 p.tensor("norm3.bias", &[d])?,
@@ -116,20 +120,25 @@ impl DitBlock {
             .rope(&rope.0, &rope.1, self.heads)?
             .compact()?;
         let v = apply(&a, &self.v)?.compact()?;
+        // Activations are dropped once read, not at the end of the block: the first chunk's are
+        // large, and in fast mode they carry a bf16 copy for the GEMMs.
+        drop(a);
 
+        // The cached groups and this chunk's keys, read where they are (no concatenation).
         let mut keys: Vec<&Tensor> = cache.groups.iter().map(|g| &g.0).collect();
         let mut values: Vec<&Tensor> = cache.groups.iter().map(|g| &g.1).collect();
         keys.push(&k);
         values.push(&v);
-        let all_k = Tensor::cat(&keys, 0)?;
-        let all_v = Tensor::cat(&values, 0)?;
 
         let mask = match injected_mask {
             Some(m) => m.to_tensor(x.backend())?,
-            None => self.select(&q, &all_k, settings, allowed)?,
+            None => self.select(&q, &keys, settings, allowed)?,
         };
-        let o = q.block_sparse_attention(&all_k, &all_v, &mask, settings.mode.key_block())?;
+        let o =
+            q.block_sparse_attention_segments(&keys, &values, &mask, settings.mode.key_block())?;
+        drop(q);
         let x = x.add_gated(&apply(&o, &self.o)?, &self.gate1)?;
+        drop(o);
 
         let group_tokens = k.dim(0) / query_groups;
         for g in 0..query_groups {
@@ -143,10 +152,13 @@ impl DitBlock {
             cache.groups.remove(0);
         }
 
-        let c = x.layer_norm(Some(&self.norm3.0), Some(&self.norm3.1), EPS)?;
-        let cq = apply(&c, &self.cross_q)?.rms_norm(&self.cross_norm_q, EPS)?;
-        let co = cq.attention(&self.cross_k, &self.cross_v, self.heads)?;
+        let co = {
+            let c = x.layer_norm(Some(&self.norm3.0), Some(&self.norm3.1), EPS)?;
+            let cq = apply(&c, &self.cross_q)?.rms_norm(&self.cross_norm_q, EPS)?;
+            cq.attention(&self.cross_k, &self.cross_v, self.heads)?
+        };
         let x = x.add(&apply(&co, &self.cross_o)?)?;
+        drop(co);
 
         let b = x.modulate(&self.shift2, &self.scale2, EPS)?;
         let f = self.ffn(&b)?;
@@ -174,28 +186,37 @@ impl DitBlock {
     }
 
     /// The block mask, computed where the scores are: no host round trip.
+    /// `keys`: segments of rows, as for the attention.
     fn select(
         &self,
         q: &Tensor,
-        keys: &Tensor,
+        keys: &[&Tensor],
         settings: &SparseSettings,
         allowed: &Tensor,
     ) -> Result<Tensor> {
         let d = q.dim(1);
         let kb = settings.mode.key_block();
         let pooled_q = q.reshape(&[q.dim(0) / 128, 128, d])?.group_mean()?;
-        let pooled_k = keys.reshape(&[keys.dim(0) / kb, kb, d])?.group_mean()?;
-        // One small GEMM per head.
-        let per_head = (0..self.heads)
-            .map(|h| {
-                let qh = pooled_q.narrow(1, h * HEAD_DIM, HEAD_DIM)?;
-                let kh = pooled_k.narrow(1, h * HEAD_DIM, HEAD_DIM)?;
-                Ok(qh.linear(&kh, None)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&Tensor> = per_head.iter().collect();
-        let scores =
-            Tensor::cat(&refs, 0)?.reshape(&[self.heads, pooled_q.dim(0), pooled_k.dim(0)])?;
+        let pooled_k = pooled_keys(keys, kb)?;
+        let scores = pooled_q.head_scores(&pooled_k, self.heads)?;
         Ok(scores.sparse_topk_mask(allowed, settings.topk, score_scale())?)
     }
+}
+
+/// The mean of every `kb` key rows of the concatenated `keys` segments, `(blocks, D)`: per
+/// segment, then the small means joined; the keys themselves are joined only where a block would
+/// straddle two segments.
+fn pooled_keys(keys: &[&Tensor], kb: usize) -> Result<Tensor> {
+    let pool = |k: &Tensor| -> Result<Tensor> {
+        Ok(k.reshape(&[k.dim(0) / kb, kb, k.dim(1)])?.group_mean()?)
+    };
+    if let [k] = keys {
+        return pool(k);
+    }
+    if !keys.iter().all(|k| k.dim(0).is_multiple_of(kb)) {
+        return pool(&Tensor::cat(keys, 0)?);
+    }
+    let pooled = keys.iter().map(|k| pool(k)).collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&Tensor> = pooled.iter().collect();
+    Ok(Tensor::cat(&refs, 0)?)
 }

@@ -10,6 +10,7 @@ mod norm;
 pub mod sparse_mask;
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use crate::backend::{Backend, BackendRef, BinaryOp, Buffer, BufferRef, Device, PadMode, UnaryOp};
@@ -69,6 +70,18 @@ impl CpuBackend {
         }
         Ok(Arc::new(CpuBuffer(v, self.meter.clone())))
     }
+}
+
+/// The values of row segments as one slice: borrowed for one segment, else concatenated.
+fn joined<'a>(xs: &[&'a Tensor]) -> Result<Cow<'a, [f32]>> {
+    if let [x] = xs {
+        return Ok(Cow::Borrowed(data(x)?));
+    }
+    let mut all = Vec::with_capacity(xs.iter().map(|x| x.elem_count()).sum());
+    for x in xs {
+        all.extend_from_slice(data(x)?);
+    }
+    Ok(Cow::Owned(all))
 }
 
 fn data(x: &Tensor) -> Result<&[f32]> {
@@ -202,6 +215,16 @@ impl Backend for CpuBackend {
         self.out(norm::group_mean(data(x)?, x.dim(1), x.dim(2)))
     }
 
+    fn head_scores(&self, q: &Tensor, k: &Tensor, heads: usize) -> Result<BufferRef> {
+        self.out(gemm::head_scores(
+            data(q)?,
+            q.dim(0),
+            data(k)?,
+            k.dim(0),
+            heads,
+        ))
+    }
+
     fn conv3d(
         &self,
         x: &Tensor,
@@ -241,12 +264,13 @@ impl Backend for CpuBackend {
     fn block_sparse_attention(
         &self,
         q: &Tensor,
-        k: &Tensor,
-        v: &Tensor,
+        k: &[&Tensor],
+        v: &[&Tensor],
         mask: &Tensor,
         query_block: usize,
         key_block: usize,
     ) -> Result<BufferRef> {
+        let (k, v) = (joined(k)?, joined(v)?);
         let layout = attention::SparseLayout {
             selected: data(mask)?,
             heads: mask.dim(0),
@@ -255,13 +279,7 @@ impl Backend for CpuBackend {
             query_block,
             key_block,
         };
-        self.out(attention::block_sparse(
-            data(q)?,
-            data(k)?,
-            data(v)?,
-            q.dim(1),
-            &layout,
-        ))
+        self.out(attention::block_sparse(data(q)?, &k, &v, q.dim(1), &layout))
     }
 
     fn sparse_topk_mask(
