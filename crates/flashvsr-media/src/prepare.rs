@@ -30,7 +30,8 @@ pub fn prepare_frame(frame: &Frame, g: &PrepareGeometry, resampler: Resampler) -
         // The reference maps u8 to [-1, 1] as float32(u8) / 255 · 2 − 1, in f32.
         (Resampler::Pil, FrameData::U8(d)) => {
             let scaled = pil_bicubic_u8(d, frame.width, frame.height, 3, sw, sh);
-            onto_canvas(&scaled, g, |v| v as f32 / 255.0 * 2.0 - 1.0)
+            let signed: Vec<f32> = (0..=255u8).map(|v| v as f32 / 255.0 * 2.0 - 1.0).collect();
+            onto_canvas(&scaled, g, |v| signed[v as usize])
         }
         (Resampler::Pil, FrameData::U16(d)) => {
             let scaled = pil_bicubic_u16_to_f32(d, frame.width, frame.height, 3, sw, sh);
@@ -57,13 +58,16 @@ fn onto_canvas<T: Copy + Sync>(
     if w == 0 || sw == 0 || sh == 0 {
         return out;
     }
+    // Where each canvas column reads in the interleaved row.
+    let columns: Vec<usize> = (0..w)
+        .map(|x| (x + g.crop_offset.0).min(sw - 1) * 3)
+        .collect();
     out.par_chunks_mut(w).enumerate().for_each(|(row, dst)| {
         let (c, y) = (row / h, row % h);
         let sy = (y + g.crop_offset.1).min(sh - 1);
-        let src = &scaled[sy * sw * 3..][..sw * 3];
-        for (x, o) in dst.iter_mut().enumerate() {
-            let sx = (x + g.crop_offset.0).min(sw - 1);
-            *o = to_signed(src[sx * 3 + c]);
+        let src = &scaled[sy * sw * 3 + c..][..sw * 3 - c];
+        for (o, &sx) in dst.iter_mut().zip(&columns) {
+            *o = to_signed(src[sx]);
         }
     });
     out
