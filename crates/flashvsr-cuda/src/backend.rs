@@ -681,13 +681,13 @@ impl Backend for CudaBackend {
     }
 
     /// A tensor of another CUDA backend (another GPU of the host) copied over NVLink or PCIe by
-    /// the driver, without a trip through host memory.
+    /// the driver, without a trip through host memory. The source backend must have been
+    /// synchronized since it wrote `x` (a split stream's stage ends so): waiting on its stream
+    /// here would also wait for the work it queued since, which runs beside this copy.
     fn copy_from_other(&self, x: &Tensor) -> Option<TResult<BufferRef>> {
         let src = x.buffer().as_any().downcast_ref::<CudaBuffer>()?;
         Some(self.finish("copy_from_other", || {
             let src_stream = src.slice().stream();
-            // The producer's kernels have written x before the copy reads it.
-            src_stream.synchronize()?;
             let words = src.slice().len();
             // SAFETY: fully written by the copy below.
             let dst = unsafe { self.gpu.stream.alloc::<f32>(words) }?;

@@ -1145,6 +1145,7 @@ fn plumbing(s: &mut Suite, gpu: &Arc<CudaBackend>) {
     let copies = Tensor::from_slice(&s.gpu, &values, &[3, 1007]).and_then(|t| {
         let bits: Vec<u16> = values.iter().map(|v| (v.to_bits() >> 16) as u16).collect();
         let compact = Tensor::from_host_data(&s.gpu, &HostData::Bf16(bits), &[3, 1007])?;
+        s.gpu.synchronize()?;
         let f32_copy = t.to_backend(&s.gpu_chunked)?;
         let bf16_copy = compact.to_backend(&s.gpu_chunked)?;
         Ok((

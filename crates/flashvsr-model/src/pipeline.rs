@@ -460,6 +460,8 @@ impl<'m> Engine<'m> {
         }
         self.parked = None;
         self.pending = split::read_pending(r, p)?;
+        // The restored chunks' streams are copied to other devices as they are: complete first.
+        self.backend.synchronize()?;
         self.read_stream_tensors(r, p)?;
         if self.parking {
             self.park()?;

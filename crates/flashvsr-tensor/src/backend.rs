@@ -133,6 +133,7 @@ pub trait Backend: Send + Sync + fmt::Debug {
     }
     /// `x`, a tensor of another backend instance, copied straight into this one as stored
     /// (device to device); None where there is no such path (the caller goes through the host).
+    /// `x`'s backend must have been synchronized since it wrote `x`.
     fn copy_from_other(&self, x: &Tensor) -> Option<Result<BufferRef>> {
         let _ = x;
         None

@@ -108,7 +108,8 @@ impl Tensor {
     }
 
     /// This tensor on `target`, as stored (bf16 stays bf16): itself when it is there already,
-    /// else copied device to device where the backends can, through host memory otherwise.
+    /// else copied device to device where the backends can (this tensor's backend synchronized
+    /// since it wrote it), through host memory otherwise.
     pub fn to_backend(&self, target: &BackendRef) -> Result<Tensor> {
         if Arc::ptr_eq(&self.backend, target) {
             return Ok(self.clone());
