@@ -5,15 +5,14 @@
 //! [`Assembler::finish`]; dropped before that, nothing is published.
 
 use std::path::PathBuf;
-use std::sync::mpsc::{sync_channel, SyncSender};
-use std::thread::JoinHandle;
 
 use flashvsr_job::{DoneMarker, JobStore};
-use flashvsr_media::{open_source, FrameSink, FrameSource, Timestamp};
+use flashvsr_media::{open_source, FrameSink, FrameSource};
 
+use crate::behind::Behind;
 use crate::failure::{Failure, Outcome};
 use crate::interrupt;
-use crate::job_run::timestamps_path;
+use crate::job_run::stored_timestamps;
 use crate::pipelined::{ReadAhead, WriteBehind};
 
 /// A committed segment to copy: its data, where it starts in the output and how many frames.
@@ -33,15 +32,11 @@ enum Message {
 /// Committed segments queued beyond the one being copied (each is only a few paths).
 const QUEUE: usize = 1024;
 
-pub struct Assembler {
-    queue: Option<SyncSender<Message>>,
-    worker: Option<JoinHandle<Outcome<usize>>>,
-}
+pub struct Assembler(Behind<Message>);
 
 impl Assembler {
     pub fn new(sink: Box<dyn FrameSink>) -> Assembler {
-        let (tx, rx) = sync_channel::<Message>(QUEUE);
-        let worker = std::thread::spawn(move || {
+        Assembler(Behind::spawn("the output assembly", QUEUE, move |rx| {
             let mut sink = WriteBehind::new(sink);
             let mut written = 0;
             for message in rx {
@@ -55,78 +50,34 @@ impl Assembler {
             }
             // The job stopped before its end: the sink is dropped unpublished.
             Err(Failure::Interrupted)
-        });
-        Assembler {
-            queue: Some(tx),
-            worker: Some(worker),
-        }
+        }))
     }
 
     /// Queues a committed segment (segments must come in order).
     pub fn add(&mut self, store: &JobStore, marker: &DoneMarker) -> Outcome<()> {
-        let segment = Segment {
+        self.0.send(Message::Segment(Segment {
             index: marker.segment,
             data: store.path(&marker.data),
             emit_from: marker.emit_from,
             frames: marker.frames,
-        };
-        self.send(Message::Segment(segment))
+        }))
     }
 
     /// Waits for the last segments to be copied and publishes the output; returns its frames.
     pub fn finish(mut self) -> Outcome<usize> {
-        self.send(Message::Finish)?;
-        self.stopped()
-    }
-
-    fn send(&mut self, message: Message) -> Outcome<()> {
-        let sent = self.queue.as_ref().is_some_and(|q| q.send(message).is_ok());
-        if sent {
-            return Ok(());
-        }
-        // The copying thread stopped early: its error says why.
-        self.stopped()?;
-        Err(Failure::failed("the output assembly stopped"))
-    }
-
-    fn stopped(&mut self) -> Outcome<usize> {
-        self.queue = None;
-        match self.worker.take().map(JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(Failure::failed("the output assembly panicked")),
-            None => Err(Failure::failed("the output assembly already stopped")),
-        }
-    }
-}
-
-impl Drop for Assembler {
-    fn drop(&mut self) {
-        // Closing the queue makes the thread drop its sink (removing the temporary output).
-        self.queue = None;
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
+        self.0.send(Message::Finish)?;
+        self.0.join()
     }
 }
 
 /// Copies one segment into `sink`, checking it against its marker; returns its frame count.
 fn copy(s: &Segment, written: usize, sink: &mut WriteBehind) -> Outcome<usize> {
     let mut frames = ReadAhead::new(open_source(&s.data)?);
-    let pts: Vec<Option<[i64; 3]>> = std::fs::read(timestamps_path(&s.data))
-        .ok()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let pts = stored_timestamps(&s.data);
     let mut count = 0;
     while let Some(frame) = frames.next_frame()? {
         interrupt::check()?;
-        let at = pts
-            .get(count)
-            .copied()
-            .flatten()
-            .map(|[pts, num, den]| Timestamp {
-                pts,
-                time_base: (num as i32, den as i32),
-            });
+        let at = pts.get(count).copied().flatten();
         sink.write_owned(frame, at)?;
         count += 1;
     }

@@ -14,6 +14,7 @@ use serde_json::json;
 
 use crate::args::UpscaleArgs;
 use crate::assembler::Assembler;
+use crate::behind::Behind;
 use crate::failure::{Failure, Outcome};
 use crate::frames_out::Depth;
 use crate::pipelined::WriteBehind;
@@ -80,6 +81,23 @@ pub(crate) fn timestamps_path(data: &std::path::Path) -> std::path::PathBuf {
     let mut name = data.file_name().unwrap_or_default().to_os_string();
     name.push(".pts.json");
     data.with_file_name(name)
+}
+
+/// The presentation times stored beside a segment's data (none where there are none).
+pub(crate) fn stored_timestamps(data: &std::path::Path) -> Vec<Option<Timestamp>> {
+    let stored: Vec<Option<[i64; 3]>> = std::fs::read(timestamps_path(data))
+        .ok()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    stored
+        .into_iter()
+        .map(|t| {
+            t.map(|[pts, num, den]| Timestamp {
+                pts,
+                time_base: (num as i32, den as i32),
+            })
+        })
+        .collect()
 }
 
 fn open_segment(
@@ -158,16 +176,13 @@ enum CommitMessage {
 /// Segments committed on a thread of their own, in order, while the stream goes on: a checkpoint
 /// of a large canvas is gigabytes, and writing it made the stream wait. The engine only waits for
 /// the copy to host memory, and for the previous commit when it is still being written (at most
-/// one checkpoint waits in host memory).
-struct Committer {
-    queue: Option<std::sync::mpsc::SyncSender<CommitMessage>>,
-    worker: Option<std::thread::JoinHandle<Outcome<usize>>>,
-}
+/// one checkpoint waits in host memory). Dropped early, the commits already queued complete (a
+/// rerun resumes from them) and nothing is published.
+struct Committer(Behind<CommitMessage>);
 
 impl Committer {
     fn new(store: JobStore, mut assembler: Assembler) -> Committer {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<CommitMessage>(1);
-        let worker = std::thread::spawn(move || {
+        Committer(Behind::spawn("committing segments", 1, move |rx| {
             for message in rx {
                 match message {
                     CommitMessage::Segment(commit) => {
@@ -177,50 +192,18 @@ impl Committer {
                     CommitMessage::Finish => return assembler.finish(),
                 }
             }
-            // The stream stopped early: the commits queued before are done, nothing is published.
             Err(Failure::Interrupted)
-        });
-        Committer {
-            queue: Some(tx),
-            worker: Some(worker),
-        }
+        }))
     }
 
     fn commit(&mut self, seg: OpenSegment, state: Option<StateWriter>) -> Outcome<()> {
-        self.send(CommitMessage::Segment(Box::new((seg, state))))
+        self.0.send(CommitMessage::Segment(Box::new((seg, state))))
     }
 
     /// Waits for every commit and the output; returns the frames written.
     fn finish(mut self) -> Outcome<usize> {
-        self.send(CommitMessage::Finish)?;
-        self.stopped()
-    }
-
-    fn send(&mut self, message: CommitMessage) -> Outcome<()> {
-        if self.queue.as_ref().is_some_and(|q| q.send(message).is_ok()) {
-            return Ok(());
-        }
-        self.stopped()?;
-        Err(Failure::failed("committing segments stopped"))
-    }
-
-    fn stopped(&mut self) -> Outcome<usize> {
-        self.queue = None;
-        match self.worker.take().map(std::thread::JoinHandle::join) {
-            Some(Ok(result)) => result,
-            Some(Err(_)) => Err(Failure::failed("committing segments panicked")),
-            None => Err(Failure::failed("committing segments already stopped")),
-        }
-    }
-}
-
-impl Drop for Committer {
-    fn drop(&mut self) {
-        // Commits already queued complete (a rerun resumes from them); then the thread ends.
-        self.queue = None;
-        if let Some(worker) = self.worker.take() {
-            let _ = worker.join();
-        }
+        self.0.send(CommitMessage::Finish)?;
+        self.0.join()
     }
 }
 

@@ -3,6 +3,7 @@
 mod args;
 mod assembler;
 mod batch;
+mod behind;
 mod bench;
 mod device;
 mod failure;

@@ -560,10 +560,7 @@ fn assemble(
                 seg.k
             )));
         }
-        let pts: Vec<Option<[i64; 3]>> = std::fs::read(job_run::timestamps_path(&path))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or_default();
+        let pts = job_run::stored_timestamps(&path);
         let pre = seg.pre_roll();
         let tail = if last { 0 } else { segments[n + 1].pre_roll() };
         let mut blend_frames = Vec::new();
@@ -588,14 +585,7 @@ fn assemble(
         while let Some(frame) = data.next_frame()? {
             interrupt::check()?;
             let g = seg.emit_from + count;
-            let at = pts
-                .get(count)
-                .copied()
-                .flatten()
-                .map(|[pts, num, den]| Timestamp {
-                    pts,
-                    time_base: (num as i32, den as i32),
-                });
+            let at = pts.get(count).copied().flatten();
             count += 1;
             if g >= seg.own_to - tail {
                 continue; // written with the next segment's pre-roll

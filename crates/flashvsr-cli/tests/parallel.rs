@@ -58,6 +58,31 @@ fn mean_abs_diff(a: &[u16], b: &[u16]) -> f64 {
         / a.len() as f64
 }
 
+/// Starts `upscale input -o output extra…` and SIGKILLs it once its job store `store` holds a
+/// done marker.
+fn kill_after_first_commit(input: &Path, output: &Path, extra: &[&str], store: &Path) {
+    let models = golden_models();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_flashvsr"))
+        .args(["upscale", input.to_str().unwrap(), "-o"])
+        .arg(output)
+        .args(["--output-format", "png", "-q", "--models"])
+        .arg(&models)
+        .args(extra)
+        .env_remove("FLASHVSR_MODELS")
+        .env("HF_HUB_OFFLINE", "1")
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !std::fs::read_dir(store.join("done")).is_ok_and(|d| d.count() > 0) {
+        assert!(child.try_wait().unwrap().is_none(), "finished too early");
+        assert!(std::time::Instant::now() < deadline, "no commit");
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 const PARALLEL: [&str; 8] = [
     "--devices",
     "cpu:2",
@@ -168,26 +193,7 @@ fn a_killed_parallel_job_resumes_to_the_same_output() {
     upscale(&input, &clean, &PARALLEL, &[]);
     let output = tmp.path().join("out");
     let store = tmp.path().join("out.flashvsr");
-    let models = golden_models();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flashvsr"))
-        .args(["upscale", input.to_str().unwrap(), "-o"])
-        .arg(&output)
-        .args(["--output-format", "png", "-q", "--models"])
-        .arg(&models)
-        .args(PARALLEL)
-        .env_remove("FLASHVSR_MODELS")
-        .env("HF_HUB_OFFLINE", "1")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !std::fs::read_to_string(store.join("events.log")).is_ok_and(|e| e.contains("commit")) {
-        assert!(child.try_wait().unwrap().is_none(), "finished too early");
-        assert!(std::time::Instant::now() < deadline, "no commit");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_after_first_commit(&input, &output, &PARALLEL, &store);
     // The orphaned workers stop and release their leases; the rerun takes over at once.
     let started = std::time::Instant::now();
     upscale(&input, &output, &PARALLEL, &[]);
@@ -356,26 +362,7 @@ fn a_stream_split_by_layers_is_the_single_stream_exactly() {
 
     let output = tmp.path().join("resumed");
     let store = tmp.path().join("resumed.flashvsr");
-    let models = golden_models();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_flashvsr"))
-        .args(["upscale", input.to_str().unwrap(), "-o"])
-        .arg(&output)
-        .args(["--output-format", "png", "-q", "--models"])
-        .arg(&models)
-        .args(split_args)
-        .env_remove("FLASHVSR_MODELS")
-        .env("HF_HUB_OFFLINE", "1")
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
-    while !std::fs::read_dir(store.join("done")).is_ok_and(|d| d.count() > 0) {
-        assert!(child.try_wait().unwrap().is_none(), "finished too early");
-        assert!(std::time::Instant::now() < deadline, "no commit");
-        std::thread::sleep(std::time::Duration::from_millis(5));
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_after_first_commit(&input, &output, &split_args, &store);
     upscale(&input, &output, &split_args, &[]);
     assert!(frames(&output) == s, "the resumed split stream differs");
 }
