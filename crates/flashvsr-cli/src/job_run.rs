@@ -6,7 +6,10 @@
 use std::time::Instant;
 
 use flashvsr_job::{fingerprint_path, JobError, JobStore, SegmentSlot};
-use flashvsr_media::{create_sink, FrameSink, FrameSource, OutputFormat, SinkOptions, Timestamp};
+use flashvsr_media::{
+    create_indexed_y4m, create_sink, publish_file, FrameSink, FrameSource, OutputFormat,
+    SinkOptions, Timestamp,
+};
 use flashvsr_model::pipeline::OutputFrame;
 use flashvsr_model::state_io::StateWriter;
 use flashvsr_model::stream::FrameStream;
@@ -60,7 +63,8 @@ pub(crate) fn plan(
         },
         "output": { "format": format!("{:?}", stage.format), "depth": format!("{:?}", stage.depth),
                     "size": [stage.plan.output.0, stage.plan.output.1] },
-        "segmenting": { "mode": "stream", "segment_frames": args.segment_frames },
+        "segmenting": { "mode": "stream", "segment_frames": args.segment_frames,
+                        "written": if writes_directly(stage) { "into the output" } else { "png segments" } },
     }))
 }
 
@@ -100,18 +104,35 @@ pub(crate) fn stored_timestamps(data: &std::path::Path) -> Vec<Option<Timestamp>
         .collect()
 }
 
+/// y4m outputs (fixed-size frames) are written by each segment straight into the output file,
+/// which waits in the store for the end: no PNG segments to write, read back and copy (they were
+/// half of a long job's disk traffic). Other outputs are assembled from PNG segments.
+fn writes_directly(stage: &Stage) -> bool {
+    stage.format == OutputFormat::Y4m
+}
+
+/// The output file of a job that writes directly, until it is published.
+fn direct_output_path(store: &JobStore) -> std::path::PathBuf {
+    store.root().join("output.y4m")
+}
+
 fn open_segment(
     store: &JobStore,
     segment: usize,
     emit_from: usize,
-    depth: Depth,
+    stage: &Stage,
 ) -> Outcome<OpenSegment> {
     let slot = store.slot(segment);
-    let format = match depth {
-        Depth::Eight => OutputFormat::Png,
-        Depth::Sixteen => OutputFormat::Png16,
+    let inner = if writes_directly(stage) {
+        create_indexed_y4m(&direct_output_path(store), emit_from, &stage.sink_options)?
+    } else {
+        let format = match stage.depth {
+            Depth::Eight => OutputFormat::Png,
+            Depth::Sixteen => OutputFormat::Png16,
+        };
+        create_sink(&slot.data, format, &SinkOptions::default())?
     };
-    let sink = WriteBehind::new(create_sink(&slot.data, format, &SinkOptions::default())?);
+    let sink = WriteBehind::new(inner);
     store.log(&format!("start {segment}"))?;
     Ok(OpenSegment {
         slot,
@@ -140,7 +161,7 @@ fn commit_now(
     store: &JobStore,
     seg: OpenSegment,
     state: Option<StateWriter>,
-    assembler: &mut Assembler,
+    output: &mut JobOutput,
 ) -> Outcome<()> {
     Box::new(seg.sink).finish()?;
     let pts: Vec<Option<[i64; 3]>> = seg
@@ -164,7 +185,56 @@ fn commit_now(
         .ok_or_else(|| {
             Failure::failed(format!("segment {} was not committed", seg.slot.segment))
         })?;
-    assembler.add(store, &marker)
+    output.add(store, &marker)
+}
+
+/// Where committed segments go: copied into the output as they come, or (written directly)
+/// counted until the output file is published.
+enum JobOutput {
+    Assembled(Assembler),
+    Direct {
+        file: std::path::PathBuf,
+        target: std::path::PathBuf,
+        overwrite: bool,
+        frames: usize,
+    },
+}
+
+impl JobOutput {
+    fn add(&mut self, store: &JobStore, marker: &flashvsr_job::DoneMarker) -> Outcome<()> {
+        match self {
+            JobOutput::Assembled(a) => a.add(store, marker),
+            JobOutput::Direct { frames, file, .. } => {
+                if marker.emit_from != *frames {
+                    return Err(Failure::failed(format!(
+                        "{}: segment {} starts at frame {}, the output holds {frames}; rerun with \
+                         --restart",
+                        file.display(),
+                        marker.segment,
+                        marker.emit_from
+                    )));
+                }
+                *frames += marker.frames;
+                Ok(())
+            }
+        }
+    }
+
+    /// The output under its final name; its frame count.
+    fn finish(self) -> Outcome<usize> {
+        match self {
+            JobOutput::Assembled(a) => a.finish(),
+            JobOutput::Direct {
+                file,
+                target,
+                overwrite,
+                frames,
+            } => {
+                publish_file(&file, &target, overwrite)?;
+                Ok(frames)
+            }
+        }
+    }
 }
 
 enum CommitMessage {
@@ -181,15 +251,15 @@ enum CommitMessage {
 struct Committer(Behind<CommitMessage>);
 
 impl Committer {
-    fn new(store: JobStore, mut assembler: Assembler) -> Committer {
+    fn new(store: JobStore, mut output: JobOutput) -> Committer {
         Committer(Behind::spawn("committing segments", 1, move |rx| {
             for message in rx {
                 match message {
                     CommitMessage::Segment(commit) => {
                         let (seg, state) = *commit;
-                        commit_now(&store, seg, state, &mut assembler)?
+                        commit_now(&store, seg, state, &mut output)?
                     }
-                    CommitMessage::Finish => return assembler.finish(),
+                    CommitMessage::Finish => return output.finish(),
                 }
             }
             Err(Failure::Interrupted)
@@ -268,16 +338,26 @@ fn run_in_store(
 ) -> Outcome<usize> {
     let done = store.done()?;
     let finished = done.last().is_some_and(|m| m.state.is_none());
-    // Committed segments are copied into the output while the stream goes on.
-    let mut assembler = Assembler::new(create_sink(
-        &args.output,
-        stage.format,
-        &stage.sink_options,
-    )?);
+    // Committed segments are copied into the output while the stream goes on, or were written
+    // into it directly.
+    let mut output = if writes_directly(stage) {
+        JobOutput::Direct {
+            file: direct_output_path(store),
+            target: args.output.clone(),
+            overwrite: args.overwrite,
+            frames: 0,
+        }
+    } else {
+        JobOutput::Assembled(Assembler::new(create_sink(
+            &args.output,
+            stage.format,
+            &stage.sink_options,
+        )?))
+    };
     for marker in &done {
-        assembler.add(store, marker)?;
+        output.add(store, marker)?;
     }
-    let mut committer = Committer::new(store.clone(), assembler);
+    let mut committer = Committer::new(store.clone(), output);
     let mut emitted: usize = done.iter().map(|m| m.frames).sum();
     progress.skip(emitted);
     if !finished {
@@ -335,7 +415,7 @@ fn compute(
     }
     let segment_frames = args.segment_frames as usize;
     let mut segment = first_segment;
-    let mut open = open_segment(store, segment, *emitted, stage.depth)?;
+    let mut open = open_segment(store, segment, *emitted, stage)?;
     let mut write = |frames: Vec<OutputFrame>,
                      open: &mut OpenSegment,
                      emitted: &mut usize,
@@ -356,7 +436,7 @@ fn compute(
         if open.frames >= segment_frames {
             commit(committer, open, Some(&*engine))?;
             segment += 1;
-            open = open_segment(store, segment, *emitted, stage.depth)?;
+            open = open_segment(store, segment, *emitted, stage)?;
         }
     }
     if received == 0 {

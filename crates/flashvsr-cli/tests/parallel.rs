@@ -222,9 +222,30 @@ fn bad_parallel_options_are_usage_errors() {
         &["--devices", "cpu:2", "--segment-frames", "20"],
         &["--devices", "gpu:2"],
         // A stream split by layers runs whole canvases on devices it was given by --devices.
-        &["--devices", "cpu:2", "--parallel", "layers", "--tile-size", "64"],
-        &["--devices", "cpu:2", "--parallel", "layers", "--max-vram", "8G"],
-        &["--devices", "cpu:2", "--parallel", "layers", "--device", "cpu"],
+        &[
+            "--devices",
+            "cpu:2",
+            "--parallel",
+            "layers",
+            "--tile-size",
+            "64",
+        ],
+        &[
+            "--devices",
+            "cpu:2",
+            "--parallel",
+            "layers",
+            "--max-vram",
+            "8G",
+        ],
+        &[
+            "--devices",
+            "cpu:2",
+            "--parallel",
+            "layers",
+            "--device",
+            "cpu",
+        ],
     ] {
         let out = Command::new(env!("CARGO_BIN_EXE_flashvsr"))
             .args(["upscale", input.to_str().unwrap(), "-o"])

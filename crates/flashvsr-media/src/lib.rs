@@ -33,5 +33,5 @@ pub use frame::{
 };
 pub use image_format::ImageFormat;
 pub use natural::natural_cmp;
-pub use sink::{create_sink, OutputFormat, SinkOptions};
+pub use sink::{create_indexed_y4m, create_sink, publish_file, OutputFormat, SinkOptions};
 pub use source::open_source;

@@ -21,6 +21,9 @@ pub(crate) struct PendingOutput {
     temp_path: PathBuf,
     overwrite: bool,
     published: bool,
+    /// A temporary output this process made is removed unless published; one adopted (a
+    /// resumable job's) is left for the next run.
+    remove_on_drop: bool,
 }
 
 fn sibling(final_path: &Path, tag: &str) -> Result<PathBuf, MediaError> {
@@ -108,7 +111,20 @@ impl PendingOutput {
             temp_path,
             overwrite,
             published: false,
+            remove_on_drop: true,
         })
+    }
+
+    /// An output already written at `temp_path` (on the same filesystem), to publish as
+    /// `final_path`.
+    pub(crate) fn adopt(temp_path: &Path, final_path: &Path, overwrite: bool) -> Self {
+        PendingOutput {
+            final_path: final_path.to_path_buf(),
+            temp_path: temp_path.to_path_buf(),
+            overwrite,
+            published: false,
+            remove_on_drop: false,
+        }
     }
 
     pub(crate) fn temp_path(&self) -> &Path {
@@ -154,7 +170,7 @@ impl PendingOutput {
 
 impl Drop for PendingOutput {
     fn drop(&mut self) {
-        if !self.published {
+        if !self.published && self.remove_on_drop {
             let _ = remove_any(&self.temp_path);
         }
     }

@@ -5,7 +5,8 @@ use std::path::Path;
 use crate::dpx::DpxColor;
 use crate::frame::FrameSink;
 use crate::image_sink::ImageSink;
-use crate::y4m::Y4mSink;
+use crate::output::PendingOutput;
+use crate::y4m::{Y4mAtIndex, Y4mSink};
 use crate::MediaError;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -81,6 +82,29 @@ pub struct SinkOptions {
     pub dpx: DpxColor,
     /// Video outputs: encoder, stream copying and colour ([`OutputFormat::Video`]).
     pub video: crate::VideoOptions,
+}
+
+/// A y4m output that outlives the process, written from frame `first_frame` on at each frame's own
+/// offset in `path` (created for frame 0, else continued after checking its header): a resumable
+/// job writes each segment straight into its output. `finish` makes the frames durable and cuts
+/// anything a killed run left after them; [`publish_file`] gives the file its final name.
+pub fn create_indexed_y4m(
+    path: &Path,
+    first_frame: usize,
+    options: &SinkOptions,
+) -> Result<Box<dyn FrameSink>, MediaError> {
+    Ok(Box::new(Y4mAtIndex::open(
+        path,
+        first_frame,
+        options.fps,
+        options.pixel_aspect,
+    )?))
+}
+
+/// Renames a finished output at `done` (same filesystem) to `final_path`; an existing output is
+/// replaced only with `overwrite`, and never left half replaced.
+pub fn publish_file(done: &Path, final_path: &Path, overwrite: bool) -> Result<(), MediaError> {
+    PendingOutput::adopt(done, final_path, overwrite).publish()
 }
 
 /// Creates a sink. Output goes to a hidden sibling (`.<name>.partial-<pid>-<n>`) and is renamed

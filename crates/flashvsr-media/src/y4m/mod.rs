@@ -2,9 +2,11 @@
 //! Samples above 8 bits are 16-bit little-endian words, as ffmpeg writes them.
 
 mod header;
+mod indexed;
 mod reader;
 mod writer;
 
+pub(crate) use indexed::Y4mAtIndex;
 pub(crate) use reader::Y4mSource;
 pub(crate) use writer::Y4mSink;
 

@@ -10,6 +10,38 @@ use crate::output::PendingOutput;
 use crate::yuv::{default_matrix, frame_to_yuv444_bytes};
 use crate::MediaError;
 
+/// What precedes each frame's planes.
+pub(crate) const FRAME_TAG: &[u8] = b"FRAME\n";
+
+/// The stream header for frames like `frame`: 4:4:4 at its depth, limited range.
+pub(crate) fn stream_header(frame: &Frame, fps: (u32, u32), aspect: (u32, u32)) -> String {
+    let cs = if frame.bit_depth == 16 {
+        "C444p16"
+    } else {
+        "C444"
+    };
+    format!(
+        "YUV4MPEG2 W{} H{} F{}:{} Ip A{}:{} {cs} XCOLORRANGE=LIMITED\n",
+        frame.width, frame.height, fps.0, fps.1, aspect.0, aspect.1
+    )
+}
+
+/// A frame's planes as they are written after its tag.
+pub(crate) fn frame_bytes(frame: &Frame) -> Vec<u8> {
+    frame_to_yuv444_bytes(frame, YuvRange::Limited, default_matrix(frame.height))
+}
+
+/// Frame rate and pixel aspect as written: the given ones, else 30/1 and 1:1.
+pub(crate) fn rate_and_aspect(
+    fps: Option<(u32, u32)>,
+    aspect: Option<(u32, u32)>,
+) -> ((u32, u32), (u32, u32)) {
+    (
+        fps.filter(|f| f.0 > 0 && f.1 > 0).unwrap_or((30, 1)),
+        aspect.filter(|a| a.0 > 0 && a.1 > 0).unwrap_or((1, 1)),
+    )
+}
+
 pub(crate) struct Y4mSink {
     // Declared before `pending` so the file is closed before the temporary name is removed.
     writer: BufWriter<Box<dyn Write + Send>>,
@@ -62,13 +94,14 @@ impl Y4mSink {
         fps: Option<(u32, u32)>,
         aspect: Option<(u32, u32)>,
     ) -> Self {
+        let (fps, aspect) = rate_and_aspect(fps, aspect);
         Y4mSink {
             writer: BufWriter::with_capacity(1 << 20, out),
             file,
             pending,
             label: label.to_path_buf(),
-            fps: fps.filter(|f| f.0 > 0 && f.1 > 0).unwrap_or((30, 1)),
-            aspect: aspect.filter(|a| a.0 > 0 && a.1 > 0).unwrap_or((1, 1)),
+            fps,
+            aspect,
             stream: None,
         }
     }
@@ -91,15 +124,7 @@ impl FrameSink for Y4mSink {
         let this = (frame.width, frame.height, frame.bit_depth);
         match self.stream {
             None => {
-                let cs = if frame.bit_depth == 16 {
-                    "C444p16"
-                } else {
-                    "C444"
-                };
-                let header = format!(
-                    "YUV4MPEG2 W{} H{} F{}:{} Ip A{}:{} {cs} XCOLORRANGE=LIMITED\n",
-                    frame.width, frame.height, self.fps.0, self.fps.1, self.aspect.0, self.aspect.1
-                );
+                let header = stream_header(frame, self.fps, self.aspect);
                 self.write_all(header.as_bytes())?;
                 self.stream = Some(this);
             }
@@ -114,9 +139,8 @@ impl FrameSink for Y4mSink {
             }
             Some(_) => {}
         }
-        let planes = frame_to_yuv444_bytes(frame, YuvRange::Limited, default_matrix(frame.height));
-        self.write_all(b"FRAME\n")?;
-        self.write_all(&planes)?;
+        self.write_all(FRAME_TAG)?;
+        self.write_all(&frame_bytes(frame))?;
         Ok(())
     }
 
