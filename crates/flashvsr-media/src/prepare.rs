@@ -62,14 +62,23 @@ fn onto_canvas<T: Copy + Sync>(
     let columns: Vec<usize> = (0..w)
         .map(|x| (x + g.crop_offset.0).min(sw - 1) * 3)
         .collect();
-    out.par_chunks_mut(w).enumerate().for_each(|(row, dst)| {
-        let (c, y) = (row / h, row % h);
-        let sy = (y + g.crop_offset.1).min(sh - 1);
-        let src = &scaled[sy * sw * 3 + c..][..sw * 3 - c];
-        for (o, &sx) in dst.iter_mut().zip(&columns) {
-            *o = to_signed(src[sx]);
-        }
-    });
+    // One pass over each interleaved row fills the row in all three planes.
+    let (red, rest) = out.split_at_mut(w * h);
+    let (green, blue) = rest.split_at_mut(w * h);
+    red.par_chunks_mut(w)
+        .zip(green.par_chunks_mut(w))
+        .zip(blue.par_chunks_mut(w))
+        .enumerate()
+        .for_each(|(y, ((r, gr), b))| {
+            let sy = (y + g.crop_offset.1).min(sh - 1);
+            let src = &scaled[sy * sw * 3..][..sw * 3];
+            for (x, &sx) in columns.iter().enumerate() {
+                let px = &src[sx..sx + 3];
+                r[x] = to_signed(px[0]);
+                gr[x] = to_signed(px[1]);
+                b[x] = to_signed(px[2]);
+            }
+        });
     out
 }
 

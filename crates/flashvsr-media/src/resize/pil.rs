@@ -109,6 +109,23 @@ fn horizontal_u8(
         .enumerate()
         .for_each(|(y, row)| {
             let src_row = &src[y * width * channels..(y + 1) * width * channels];
+            if channels == 3 {
+                // RGB together: one pass over the taps for the three bands.
+                for (x, out) in row.chunks_exact_mut(3).enumerate() {
+                    let taps = &k[x * c.ksize..x * c.ksize + c.count[x]];
+                    let first = &src_row[c.start[x] * 3..];
+                    let mut acc = [1i32 << (PRECISION_BITS - 1); 3];
+                    for (px, &kj) in first.chunks_exact(3).zip(taps) {
+                        for (a, &p) in acc.iter_mut().zip(px) {
+                            *a = a.wrapping_add((p as i32).wrapping_mul(kj));
+                        }
+                    }
+                    for (o, a) in out.iter_mut().zip(acc) {
+                        *o = clip8(a);
+                    }
+                }
+                return;
+            }
             for x in 0..out_w {
                 let taps = &k[x * c.ksize..x * c.ksize + c.count[x]];
                 for ch in 0..channels {
