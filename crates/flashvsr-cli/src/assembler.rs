@@ -35,12 +35,15 @@ const QUEUE: usize = 1024;
 pub struct Assembler(Behind<Message>);
 
 impl Assembler {
-    pub fn new(sink: Box<dyn FrameSink>) -> Assembler {
+    /// `adopt_files`: the segments' frame files are what `sink` writes (PNG segments, PNG output
+    /// of the same depth): they are linked into the output instead of decoded and encoded again.
+    pub fn new(sink: Box<dyn FrameSink>, adopt_files: bool) -> Assembler {
         Assembler(Behind::spawn("the output assembly", QUEUE, move |rx| {
             let mut sink = WriteBehind::new(sink);
             let mut written = 0;
             for message in rx {
                 match message {
+                    Message::Segment(s) if adopt_files => written += adopt(&s, written, &mut sink)?,
                     Message::Segment(s) => written += copy(&s, written, &mut sink)?,
                     Message::Finish => {
                         Box::new(sink).finish()?;
@@ -70,6 +73,37 @@ impl Assembler {
     }
 }
 
+/// Hands one segment's frame files to `sink` in order, checked against its marker; returns its
+/// frame count.
+fn adopt(s: &Segment, written: usize, sink: &mut WriteBehind) -> Outcome<usize> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&s.data)
+        .and_then(|dir| dir.map(|e| e.map(|e| e.path())).collect())
+        .map_err(|e| Failure::failed(format!("{}: {e}", s.data.display())))?;
+    files.retain(|f| f.extension().is_some_and(|e| e == "png"));
+    // The segment sink numbers its frames with zero-padded indices: name order is frame order.
+    files.sort();
+    check_segment(s, files.len(), written)?;
+    for file in files {
+        interrupt::check()?;
+        sink.write_file(file)?;
+    }
+    Ok(s.frames)
+}
+
+fn check_segment(s: &Segment, count: usize, written: usize) -> Outcome<()> {
+    if count != s.frames || s.emit_from != written {
+        return Err(Failure::failed(format!(
+            "{}: segment {} holds {count} frames from {written}, its marker says {} from {}; rerun \
+             with --restart",
+            s.data.display(),
+            s.index,
+            s.frames,
+            s.emit_from
+        )));
+    }
+    Ok(())
+}
+
 /// Copies one segment into `sink`, checking it against its marker; returns its frame count.
 fn copy(s: &Segment, written: usize, sink: &mut WriteBehind) -> Outcome<usize> {
     let mut frames = ReadAhead::new(open_source(&s.data)?);
@@ -81,15 +115,6 @@ fn copy(s: &Segment, written: usize, sink: &mut WriteBehind) -> Outcome<usize> {
         sink.write_owned(frame, at)?;
         count += 1;
     }
-    if count != s.frames || s.emit_from != written {
-        return Err(Failure::failed(format!(
-            "{}: segment {} holds {count} frames from {written}, its marker says {} from {}; rerun \
-             with --restart",
-            s.data.display(),
-            s.index,
-            s.frames,
-            s.emit_from
-        )));
-    }
+    check_segment(s, count, written)?;
     Ok(count)
 }

@@ -111,6 +111,14 @@ fn writes_directly(stage: &Stage) -> bool {
     stage.format == OutputFormat::Y4m
 }
 
+/// The image format of a job's segments: PNG of the output's depth.
+fn segment_format(depth: Depth) -> OutputFormat {
+    match depth {
+        Depth::Eight => OutputFormat::Png,
+        Depth::Sixteen => OutputFormat::Png16,
+    }
+}
+
 /// The output file of a job that writes directly, until it is published.
 fn direct_output_path(store: &JobStore) -> std::path::PathBuf {
     store.root().join("output.y4m")
@@ -126,11 +134,11 @@ fn open_segment(
     let inner = if writes_directly(stage) {
         create_indexed_y4m(&direct_output_path(store), emit_from, &stage.sink_options)?
     } else {
-        let format = match stage.depth {
-            Depth::Eight => OutputFormat::Png,
-            Depth::Sixteen => OutputFormat::Png16,
-        };
-        create_sink(&slot.data, format, &SinkOptions::default())?
+        create_sink(
+            &slot.data,
+            segment_format(stage.depth),
+            &SinkOptions::default(),
+        )?
     };
     let sink = WriteBehind::new(inner);
     store.log(&format!("start {segment}"))?;
@@ -348,11 +356,10 @@ fn run_in_store(
             frames: 0,
         }
     } else {
-        JobOutput::Assembled(Assembler::new(create_sink(
-            &args.output,
-            stage.format,
-            &stage.sink_options,
-        )?))
+        JobOutput::Assembled(Assembler::new(
+            create_sink(&args.output, stage.format, &stage.sink_options)?,
+            stage.format == segment_format(stage.depth),
+        ))
     };
     for marker in &done {
         output.add(store, marker)?;

@@ -5,6 +5,7 @@
 //! pool, up to FINISH_AHEAD at once, and written in order.
 
 use std::collections::VecDeque;
+use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError};
 use std::thread::JoinHandle;
 
@@ -99,6 +100,8 @@ impl Drop for ReadAhead {
 
 enum Write {
     Frame(Frame, Option<Timestamp>),
+    /// A frame already encoded as the sink writes them (see [`FrameSink::adopt_file`]).
+    File(PathBuf),
     /// A frame to produce on the host pool first.
     Job(FrameJob, Option<Timestamp>),
     Finish,
@@ -130,6 +133,11 @@ impl WriteBehind {
     /// Queues `job`'s frame: it runs on the host pool, and its frame is written in order.
     pub fn write_job(&mut self, job: FrameJob, at: Option<Timestamp>) -> Result<(), MediaError> {
         self.send(Write::Job(job, at))
+    }
+
+    /// Queues an already encoded frame file for the sink to take as it is.
+    pub fn write_file(&mut self, file: PathBuf) -> Result<(), MediaError> {
+        self.send(Write::File(file))
     }
 
     /// Queues a frame (without the copy `write_frame_at` makes).
@@ -185,11 +193,17 @@ impl FrameSink for WriteBehind {
     }
 }
 
+/// What the writer takes next, in order.
+enum Ready {
+    Frame(Frame),
+    File(PathBuf),
+}
+
 /// The writer thread: frames are written in the order they were queued, jobs finished on the host
 /// pool while earlier frames are written. True once `Finish` came; false when the producer went
 /// away without it (the sink is then dropped, its partial output removed).
 fn write_in_order(rx: Receiver<Write>, sink: &mut dyn FrameSink) -> Result<bool, MediaError> {
-    let mut ahead: InOrder<Frame> = InOrder::new(true);
+    let mut ahead: InOrder<Ready> = InOrder::new(true);
     let mut times: VecDeque<Option<Timestamp>> = VecDeque::new();
     let mut finishing = false;
     loop {
@@ -211,16 +225,31 @@ fn write_in_order(rx: Receiver<Write>, sink: &mut dyn FrameSink) -> Result<bool,
         };
         match item {
             Some(Write::Frame(frame, at)) => {
-                ahead.ready(frame);
+                ahead.ready(Ready::Frame(frame));
                 times.push_back(at);
             }
+            Some(Write::File(file)) => {
+                ahead.ready(Ready::File(file));
+                times.push_back(None);
+            }
             Some(Write::Job(job, at)) => {
-                ahead.submit(job);
+                ahead.submit(move || Ready::Frame(job()));
                 times.push_back(at);
             }
             Some(Write::Finish) => finishing = true,
             None => match ahead.next() {
-                Some(Ok(frame)) => sink.write_frame_at(&frame, times.pop_front().flatten())?,
+                Some(Ok(Ready::Frame(frame))) => {
+                    sink.write_frame_at(&frame, times.pop_front().flatten())?
+                }
+                Some(Ok(Ready::File(file))) => {
+                    times.pop_front();
+                    if !sink.adopt_file(&file)? {
+                        return Err(MediaError::BadOutput {
+                            path: file,
+                            detail: "this output cannot take encoded frame files".into(),
+                        });
+                    }
+                }
                 Some(Err(why)) => {
                     return Err(MediaError::BadOutput {
                         path: "<writer>".into(),

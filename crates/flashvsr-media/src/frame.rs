@@ -208,6 +208,13 @@ pub trait FrameSink: Send {
         let _ = time;
         self.write_frame(frame)
     }
+    /// Takes `file`, a frame already encoded as this sink would encode it (a job's segment in
+    /// the same image format), as the next frame without decoding it: linked where the
+    /// filesystem allows, else copied. False where this sink cannot take files.
+    fn adopt_file(&mut self, file: &std::path::Path) -> Result<bool, MediaError> {
+        let _ = file;
+        Ok(false)
+    }
     /// Completes the output and publishes it under its final name.
     fn finish(self: Box<Self>) -> Result<(), MediaError>;
 }

@@ -207,7 +207,49 @@ impl ImageSink {
     }
 }
 
+impl ImageSink {
+    /// The file name of the next frame: numbered, or the input's name it mirrors.
+    fn next_name(&self) -> Result<String, MediaError> {
+        match &self.names {
+            None => Ok(format!("{:06}.{}", self.next_index, self.ext)),
+            Some(names) => match names.get(self.next_index) {
+                Some(stem) => Ok(format!("{stem}.{}", self.ext)),
+                None => Err(MediaError::bad_output(
+                    &self.final_dir(),
+                    format!(
+                        "frame {} has no output name: {} names were given",
+                        self.next_index + 1,
+                        names.len()
+                    ),
+                )),
+            },
+        }
+    }
+}
+
 impl FrameSink for ImageSink {
+    /// PNG frames only (the format of a job's segments): a hard link costs no bytes and no
+    /// encoding; a copy where the segment is on another filesystem.
+    fn adopt_file(&mut self, file: &Path) -> Result<bool, MediaError> {
+        if !matches!(self.format, OutputFormat::Png | OutputFormat::Png16) {
+            return Ok(false);
+        }
+        let name = self.next_name()?;
+        let dir = self.final_dir();
+        let temp = self
+            .pending
+            .as_ref()
+            .map(|p| p.temp_path().join(&name))
+            .unwrap_or_default();
+        if std::fs::hard_link(file, &temp).is_err() {
+            std::fs::copy(file, &temp)
+                .and_then(|_| File::open(&temp)?.sync_all())
+                .map_err(|e| MediaError::write(&dir.join(&name), e))?;
+        }
+        self.next_index += 1;
+        Ok(true)
+    }
+
     fn write_frame(&mut self, frame: &Frame) -> Result<(), MediaError> {
         let dir = self.final_dir();
         if !frame.is_consistent() || frame.width == 0 || frame.height == 0 {
@@ -232,22 +274,7 @@ impl FrameSink for ImageSink {
             }
             Some(_) => {}
         }
-        let name = match &self.names {
-            None => format!("{:06}.{}", self.next_index, self.ext),
-            Some(names) => match names.get(self.next_index) {
-                Some(stem) => format!("{stem}.{}", self.ext),
-                None => {
-                    return Err(MediaError::bad_output(
-                        &dir,
-                        format!(
-                            "frame {} has no output name: {} names were given",
-                            self.next_index + 1,
-                            names.len()
-                        ),
-                    ))
-                }
-            },
-        };
+        let name = self.next_name()?;
         while self.jobs.len() >= self.max_jobs {
             self.join_one()?;
         }
