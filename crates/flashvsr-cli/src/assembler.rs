@@ -76,18 +76,24 @@ impl Assembler {
 /// Hands one segment's frame files to `sink` in order, checked against its marker; returns its
 /// frame count.
 fn adopt(s: &Segment, written: usize, sink: &mut WriteBehind) -> Outcome<usize> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(&s.data)
-        .and_then(|dir| dir.map(|e| e.map(|e| e.path())).collect())
-        .map_err(|e| Failure::failed(format!("{}: {e}", s.data.display())))?;
-    files.retain(|f| f.extension().is_some_and(|e| e == "png"));
-    // The segment sink numbers its frames with zero-padded indices: name order is frame order.
-    files.sort();
+    let files = segment_files(&s.data)?;
     check_segment(s, files.len(), written)?;
     for file in files {
         interrupt::check()?;
         sink.write_file(file)?;
     }
     Ok(s.frames)
+}
+
+/// The frame files of a segment's PNG folder, in frame order.
+pub(crate) fn segment_files(dir: &std::path::Path) -> Outcome<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .and_then(|d| d.map(|e| e.map(|e| e.path())).collect())
+        .map_err(|e| Failure::failed(format!("{}: {e}", dir.display())))?;
+    files.retain(|f| f.extension().is_some_and(|e| e == "png"));
+    // The segment sink numbers its frames with zero-padded indices: name order is frame order.
+    files.sort();
+    Ok(files)
 }
 
 fn check_segment(s: &Segment, count: usize, written: usize) -> Outcome<()> {

@@ -112,7 +112,7 @@ fn writes_directly(stage: &Stage) -> bool {
 }
 
 /// The image format of a job's segments: PNG of the output's depth.
-fn segment_format(depth: Depth) -> OutputFormat {
+pub(crate) fn segment_format(depth: Depth) -> OutputFormat {
     match depth {
         Depth::Eight => OutputFormat::Png,
         Depth::Sixteen => OutputFormat::Png16,

@@ -22,6 +22,7 @@ use flashvsr_model::geometry::SizePlan;
 use serde_json::{json, Value};
 
 use crate::args::{ParallelMode, UpscaleArgs};
+use crate::assembler::segment_files;
 use crate::failure::{Failure, Outcome};
 use crate::frames_out::{to_frame, Depth};
 use crate::interrupt;
@@ -543,6 +544,8 @@ fn assemble(
         stage.format,
         &stage.sink_options,
     )?);
+    // A PNG output of the segments' depth takes their frame files as they are.
+    let adopt = stage.format == job_run::segment_format(stage.depth);
     let mut written = 0;
     // The previous segment's last X frames (16-bit), cross-faded with this one's pre-roll.
     let mut held: Vec<Frame> = Vec::new();
@@ -580,9 +583,13 @@ fn assemble(
             }
         }
         let tail_frames = blend_frames.split_off(pre);
-        let mut data = ReadAhead::new(open_source(&path)?);
+        let mut data = if adopt {
+            SegmentFrames::Files(segment_files(&path)?.into_iter())
+        } else {
+            SegmentFrames::Decoded(Box::new(ReadAhead::new(open_source(&path)?)))
+        };
         let mut count = 0;
-        while let Some(frame) = data.next_frame()? {
+        while let Some(frame) = data.next()? {
             interrupt::check()?;
             let g = seg.emit_from + count;
             let at = pts.get(count).copied().flatten();
@@ -590,14 +597,18 @@ fn assemble(
             if g >= seg.own_to - tail {
                 continue; // written with the next segment's pre-roll
             }
-            let out = if g < seg.own_from {
+            if g < seg.own_from {
+                // Joins come from the blend frames (16-bit) of both sides, never from the data.
                 let i = g - seg.emit_from;
                 let w = (i + 1) as f32 / (pre + 1) as f32;
-                crossfade(&held[i], &blend_frames[i], w, stage.depth)
+                let mixed = crossfade(&held[i], &blend_frames[i], w, stage.depth);
+                sink.write_owned(mixed, at)?;
             } else {
-                frame
-            };
-            sink.write_owned(out, at)?;
+                match frame {
+                    SegmentFrame::Decoded(frame) => sink.write_owned(frame, at)?,
+                    SegmentFrame::File(file) => sink.write_file(file)?,
+                }
+            }
             written += 1;
         }
         if count != marker.frames {
@@ -617,6 +628,27 @@ fn assemble(
     }
     Box::new(sink).finish()?;
     Ok(written)
+}
+
+/// A segment's frames as the assembly takes them: decoded, or as their files for an output that
+/// takes them as they are.
+enum SegmentFrames {
+    Decoded(Box<ReadAhead>),
+    Files(std::vec::IntoIter<PathBuf>),
+}
+
+enum SegmentFrame {
+    Decoded(Frame),
+    File(PathBuf),
+}
+
+impl SegmentFrames {
+    fn next(&mut self) -> Outcome<Option<SegmentFrame>> {
+        Ok(match self {
+            SegmentFrames::Decoded(source) => source.next_frame()?.map(SegmentFrame::Decoded),
+            SegmentFrames::Files(files) => files.next().map(SegmentFrame::File),
+        })
+    }
 }
 
 /// `(1 − w)·a + w·b` of two 16-bit frames, in float, quantised like the stream's output.
@@ -850,10 +882,7 @@ impl SegmentJob<'_> {
         let stage = self.stage;
         self.store.log(&format!("start {}", seg.k))?;
         self.write_status(0);
-        let format = match stage.depth {
-            Depth::Eight => OutputFormat::Png,
-            Depth::Sixteen => OutputFormat::Png16,
-        };
+        let format = job_run::segment_format(stage.depth);
         let opts = flashvsr_media::SinkOptions::default();
         // As in one stream: LQ frames prepared ahead, colour fix and encoding on the host pool
         // behind a writer thread, so the worker's device is not left waiting for the host.
