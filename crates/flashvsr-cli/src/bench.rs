@@ -5,13 +5,12 @@
 //! then dropped.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
 
 use flashvsr_media::prepare::{PrepareGeometry, Resampler};
 use flashvsr_media::{
-    Frame, FrameSink, FrameSource, MediaError, OutputFormat, SinkOptions, SourceInfo, SourceKind,
+    Frame, FrameSink, FrameSource, MediaError, OutputFormat, SinkOptions, SourceInfo,
 };
 use flashvsr_model::color_fix::ColorFix;
 use flashvsr_model::dit::mask::{AttentionMode, SparseSettings};
@@ -107,21 +106,7 @@ impl Clip {
     fn new(frames: Vec<Frame>) -> Clip {
         let (width, height) = frames.first().map_or((0, 0), |f| (f.width, f.height));
         Clip {
-            info: SourceInfo {
-                kind: SourceKind::Y4m,
-                path: PathBuf::from("<synthetic>"),
-                width,
-                height,
-                frame_count: Some(frames.len()),
-                fps: None,
-                bit_depth: 8,
-                source_bits: 8,
-                pixel_aspect: None,
-                interlaced: false,
-                yuv: None,
-                colour: None,
-                dpx_color: None,
-            },
+            info: SourceInfo::synthetic("<synthetic>", width, height, frames.len()),
             frames: frames.into(),
         }
     }

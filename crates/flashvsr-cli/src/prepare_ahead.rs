@@ -150,7 +150,7 @@ impl<'s> PreparedInput<'s> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use flashvsr_media::{Frame, SourceInfo, SourceKind};
+    use flashvsr_media::{Frame, SourceInfo};
 
     /// Frames 1×1 whose red value is their index; the error `fail_at` is returned at that index.
     struct Counting {
@@ -163,21 +163,7 @@ mod tests {
     impl Counting {
         fn new(count: usize, fail_at: Option<usize>) -> Counting {
             Counting {
-                info: SourceInfo {
-                    kind: SourceKind::Y4m,
-                    path: "test.y4m".into(),
-                    width: 1,
-                    height: 1,
-                    frame_count: Some(count),
-                    fps: None,
-                    bit_depth: 8,
-                    source_bits: 8,
-                    pixel_aspect: None,
-                    interlaced: false,
-                    yuv: None,
-                    colour: None,
-                    dpx_color: None,
-                },
+                info: SourceInfo::synthetic("test.y4m", 1, 1, count),
                 next: 0,
                 count,
                 fail_at,

@@ -6,7 +6,7 @@ mod cli_support;
 use std::path::Path;
 use std::process::Command;
 
-use cli_support::{flashvsr, golden_models, stderr};
+use cli_support::{stderr, upscale_on_cpu};
 
 fn ffprobe_json(path: &Path, args: &[&str]) -> serde_json::Value {
     let out = Command::new("ffprobe")
@@ -51,22 +51,12 @@ fn mp4_with_audio_keeps_frames_timestamps_and_audio() {
         .expect("ffmpeg must be installed (apt-get install ffmpeg)");
     assert!(made.success());
     let output = tmp.path().join("out.mp4");
-    let models = golden_models();
-    let out = flashvsr(&[
-        "upscale",
-        input.to_str().unwrap(),
-        "-o",
-        output.to_str().unwrap(),
-        "--models",
-        models.to_str().unwrap(),
-        "--device",
-        "cpu",
-        "--crf",
-        "30",
-        "--preset",
-        "ultrafast",
-        "-q",
-    ]);
+    let out = upscale_on_cpu(
+        &input,
+        &output,
+        &["--crf", "30", "--preset", "ultrafast", "-q"],
+        &[],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
 
     let frames = |p: &Path| {

@@ -175,6 +175,28 @@ pub struct SourceInfo {
     pub dpx_color: Option<crate::DpxColor>,
 }
 
+impl SourceInfo {
+    /// An 8-bit source of `frames` frames of `width` × `height` made in memory (benchmarks,
+    /// tests), labelled `path`.
+    pub fn synthetic(path: &str, width: usize, height: usize, frames: usize) -> SourceInfo {
+        SourceInfo {
+            kind: SourceKind::Y4m,
+            path: PathBuf::from(path),
+            width,
+            height,
+            frame_count: Some(frames),
+            fps: None,
+            bit_depth: 8,
+            source_bits: 8,
+            pixel_aspect: None,
+            interlaced: false,
+            yuv: None,
+            colour: None,
+            dpx_color: None,
+        }
+    }
+}
+
 /// A stream of frames of one size and bit depth.
 pub trait FrameSource: Send {
     fn info(&self) -> &SourceInfo;

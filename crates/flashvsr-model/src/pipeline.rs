@@ -477,7 +477,7 @@ impl<'m> Engine<'m> {
             .map(|s| r.on_backend(&s.backend))
             .collect();
         for (l, layer) in self.state.dit.layers.iter_mut().enumerate() {
-            let r = &readers[self.split.owner(l)];
+            let r = &readers[self.split.stage_of(l)];
             let groups: usize = r.value(&format!("{p}dit.{l}.groups"))?;
             layer.groups = (0..groups)
                 .map(|g| {

@@ -138,16 +138,12 @@ impl LayerSplit {
         self.bounds[self.stages()]
     }
 
-    /// The stage that runs `block`; the last one for a chunk past every block.
-    fn stage_of(&self, block: usize) -> usize {
+    /// The stage that runs `block` (and whose device holds its KV cache); the last one for a
+    /// chunk past every block.
+    pub(super) fn stage_of(&self, block: usize) -> usize {
         (0..self.stages())
             .find(|&s| block < self.bounds[s + 1])
             .unwrap_or(self.stages() - 1)
-    }
-
-    /// The stage whose device holds block `l`'s KV cache.
-    pub(super) fn owner(&self, l: usize) -> usize {
-        self.stage_of(l)
     }
 
     fn range(&self, s: usize) -> Range<usize> {
@@ -507,8 +503,8 @@ impl Engine<'_> {
             _ => (None, 0),
         };
         let valid = block.is_some_and(|l| {
-            l < self.split.layers() && self.split.owner(l) != to && {
-                let owner = self.split.owner(l);
+            l < self.split.layers() && self.split.stage_of(l) != to && {
+                let owner = self.split.stage_of(l);
                 owner.abs_diff(to) == 1
             }
         });
