@@ -452,6 +452,13 @@ pub struct BenchArgs {
     /// Print the result as JSON on stdout.
     #[arg(long)]
     pub json: bool,
+    /// Untimed runs first (module loads, algorithm searches, memory pool growth).
+    #[arg(long, default_value_t = 1)]
+    pub warmup: usize,
+    /// Timed runs; fps is their median (min and max reported beside it). One more run, with a
+    /// synchronisation at every stage boundary, gives the stage times and mask statistics.
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]

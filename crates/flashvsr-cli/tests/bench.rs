@@ -19,6 +19,10 @@ fn bench_with_small_random_weights_reports_stages_and_masks() {
         "block",
         "--device",
         "cpu",
+        "--warmup",
+        "1",
+        "--runs",
+        "2",
         "--json",
     ]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -26,7 +30,11 @@ fn bench_with_small_random_weights_reports_stages_and_masks() {
     assert_eq!(r["frames"], 29);
     assert_eq!(r["chunks"], 2, "29 frames pad to 33: two chunks");
     assert_eq!(r["device"], "cpu");
-    assert!(r["fps"].as_f64().unwrap() > 0.0);
+    let fps = |k: &str| r[k].as_f64().unwrap();
+    assert!(fps("fps_min") > 0.0 && fps("fps_min") <= fps("fps") && fps("fps") <= fps("fps_max"));
+    assert_eq!(r["runs"], 2);
+    assert_eq!(r["warmup_runs"], 1);
+    assert_eq!(r["run_walls_s"].as_array().unwrap().len(), 2);
     for stage in ["lq_projector", "dit", "decode"] {
         assert!(r["stages_ms"][stage].as_f64().unwrap() > 0.0, "{stage}");
     }
