@@ -199,10 +199,17 @@ pub fn run(args: &BenchArgs) -> Outcome<()> {
     for _ in 0..args.warmup {
         bench.run(false)?;
     }
+    let engine_thread = |c: &StageClock| [c.read.get(), c.model.get(), c.write.get()];
+    let before_timed = engine_thread(&stage.clock);
     let mut timed = Vec::with_capacity(args.runs);
     for _ in 0..args.runs.max(1) {
         timed.push(bench.run(false)?);
     }
+    let after_timed = engine_thread(&stage.clock);
+    // Per timed run: where the engine's thread spent the wall time.
+    let engine_thread_s: Vec<f64> = (0..3)
+        .map(|i| (after_timed[i] - before_timed[i]).as_secs_f64() / timed.len() as f64)
+        .collect();
     let host_before = (stage.clock.prepare.get(), stage.clock.color_fix.get());
     let profiled = bench.run(true)?;
     let walls: Vec<f64> = timed.iter().map(|r| r.wall).collect();
@@ -221,6 +228,7 @@ pub fn run(args: &BenchArgs) -> Outcome<()> {
             height,
             walls,
             profiled_wall: profiled.wall,
+            engine_thread_s,
             prepare_s: (stage.clock.prepare.get() - host_before.0).as_secs_f64(),
             color_fix_s: (stage.clock.color_fix.get() - host_before.1).as_secs_f64(),
             load_s,
@@ -305,6 +313,9 @@ struct Report {
     /// Wall seconds of the timed runs, and of the run that gave the stage times.
     walls: Vec<f64>,
     profiled_wall: f64,
+    /// Seconds per timed run the engine's thread waited for input, ran the engine, handed frames
+    /// to the writer.
+    engine_thread_s: Vec<f64>,
     /// CPU time of the host workers, summed.
     prepare_s: f64,
     color_fix_s: f64,
@@ -348,6 +359,11 @@ fn report(args: &BenchArgs, models: &Models, s: &EngineStats, r: Report) -> Outc
         "wall_s": median_wall,
         "run_walls_s": r.walls,
         "profiled_run_wall_s": r.profiled_wall,
+        "engine_thread_ms": {
+            "waiting_for_input": r.engine_thread_s[0] * 1e3,
+            "engine": r.engine_thread_s[1] * 1e3,
+            "handing_to_writer": r.engine_thread_s[2] * 1e3,
+        },
         "model_load_s": r.load_s,
         "chunks": s.chunks,
         "stages_ms": {
