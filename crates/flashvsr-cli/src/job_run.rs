@@ -107,7 +107,7 @@ pub(crate) fn stored_timestamps(data: &std::path::Path) -> Vec<Option<Timestamp>
 /// y4m outputs (fixed-size frames) are written by each segment straight into the output file,
 /// which waits in the store for the end: no PNG segments to write, read back and copy (they were
 /// half of a long job's disk traffic). Other outputs are assembled from PNG segments.
-fn writes_directly(stage: &Stage) -> bool {
+pub(crate) fn writes_directly(stage: &Stage) -> bool {
     stage.format == OutputFormat::Y4m
 }
 
@@ -120,7 +120,7 @@ pub(crate) fn segment_format(depth: Depth) -> OutputFormat {
 }
 
 /// The output file of a job that writes directly, until it is published.
-fn direct_output_path(store: &JobStore) -> std::path::PathBuf {
+pub(crate) fn direct_output_path(store: &JobStore) -> std::path::PathBuf {
     store.root().join("output.y4m")
 }
 

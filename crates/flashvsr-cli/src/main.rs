@@ -16,6 +16,7 @@ mod memory_budget;
 mod model_files;
 mod models;
 mod parallel;
+mod parallel_output;
 mod pipelined;
 mod prepare_ahead;
 mod progress;

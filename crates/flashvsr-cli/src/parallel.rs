@@ -8,26 +8,26 @@
 //! Segment data: the emitted frames at the output depth (PNG or PNG16 folder, so frames away from
 //! the joins are exactly what the stream computed), plus a PNG16 folder `<data>.blend` with the
 //! frames of the joins (the pre-roll and, except in the last segment, the last X own frames),
-//! which are cross-faded in float before the final quantisation.
+//! which are cross-faded in float before the final quantisation. A y4m output has no segment
+//! folders: the workers write their own frames straight into it (parallel_output.rs). The output
+//! is assembled while the workers run, each segment as soon as it can be.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use flashvsr_job::{plan_balanced, plan_segments, HeldLease, JobStore, SegmentRange};
-use flashvsr_media::{
-    create_sink, open_source, Frame, FrameSink, FrameSource, OutputFormat, Timestamp,
-};
+use flashvsr_media::{create_sink, open_source, AllocatedY4m, FrameSink, OutputFormat, Timestamp};
 use flashvsr_model::geometry::SizePlan;
 use serde_json::{json, Value};
 
 use crate::args::{ParallelMode, UpscaleArgs};
-use crate::assembler::segment_files;
 use crate::failure::{Failure, Outcome};
 use crate::frames_out::{to_frame, Depth};
 use crate::interrupt;
 use crate::job_run;
-use crate::pipelined::{ReadAhead, WriteBehind};
+use crate::parallel_output::{allocated_output, blend_path, JoinedOutput};
+use crate::pipelined::WriteBehind;
 use crate::progress::{Progress, Reporter, Summary};
 use crate::upscale::{make_engine, make_stage, models_fingerprint, set_vae_tiling, Context, Stage};
 
@@ -227,9 +227,14 @@ pub fn run_if_parallel(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Option<
         return Ok(None);
     }
     let mut record = job_run::plan(args, &stage, &models_fingerprint(args))?;
+    let segment_format = if job_run::writes_directly(&stage) {
+        "own frames into the output"
+    } else {
+        "png"
+    };
     record["segmenting"] = json!({
         "mode": "parallel", "segment_frames": segments[0].own_to, "warmup_frames": warmup,
-        "crossfade_frames": crossfade, "segment_format": "png", "blend_format": "png16",
+        "crossfade_frames": crossfade, "segment_format": segment_format, "blend_format": "png16",
     });
     record["segments"] = serde_json::to_value(&segments).unwrap_or_default();
     record["frames"] = json!(total);
@@ -257,8 +262,22 @@ pub fn run_if_parallel(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Option<
     ));
     let committed = store.done_any()?.len();
     let mut progress = Progress::new(reporter, Some(total));
-    let result = drive(args, reporter, &store, &devices, &segments, &mut progress)
-        .and_then(|()| assemble(args, &stage, &store, &segments, total));
+    // The output is opened (a y4m output made at its full length) before any worker starts, and
+    // takes the segments as they are committed.
+    let result = JoinedOutput::start(&args.output, &stage, &store, &segments, total).and_then(
+        |mut output| {
+            drive(
+                args,
+                reporter,
+                &store,
+                &devices,
+                &segments,
+                &mut output,
+                &mut progress,
+            )?;
+            output.finish(&store)
+        },
+    );
     progress.end();
     let discard = match &result {
         Err(Failure::BadInput(_)) => true,
@@ -364,18 +383,21 @@ fn read_status(root: &Path, index: usize) -> Option<(usize, usize, usize)> {
     ))
 }
 
-/// Starts the workers, restarts crashed ones, shows progress; returns when every segment is done.
+/// Starts the workers, restarts crashed ones, shows progress and hands committed segments to the
+/// output; returns when every segment is done.
 fn drive(
     args: &UpscaleArgs,
     reporter: &Reporter,
     store: &JobStore,
     devices: &Devices,
     segments: &[SegmentRange],
+    output: &mut JoinedOutput,
     progress: &mut Progress,
 ) -> Outcome<()> {
     let root = store.root().to_path_buf();
     let _ = std::fs::create_dir_all(root.join("workers"));
     let all_done = |store: &JobStore| segments.iter().all(|s| store.is_done(s.k));
+    output.update(store)?;
     if all_done(store) {
         return Ok(());
     }
@@ -456,7 +478,7 @@ fn drive(
             w.id = format!("{}/w{}", child.id(), w.index);
             w.child = Some(child);
         }
-        if let Some(f) = fatal {
+        if let Some(f) = fatal.or_else(|| output.update(store).err()) {
             stop_all(&mut workers);
             break Err(f);
         }
@@ -520,162 +542,6 @@ fn drive(
 
 fn progress_total(segments: &[SegmentRange]) -> usize {
     segments.last().map_or(0, |s| s.own_to)
-}
-
-fn blend_path(data: &Path) -> PathBuf {
-    let mut name = data.file_name().unwrap_or_default().to_os_string();
-    name.push(".blend");
-    data.with_file_name(name)
-}
-
-/// Streams the segments into the final output, cross-fading each join in float.
-fn assemble(
-    args: &UpscaleArgs,
-    stage: &Stage,
-    store: &JobStore,
-    segments: &[SegmentRange],
-    total: usize,
-) -> Outcome<usize> {
-    let markers = store.done_any()?;
-    // Segments decode on a reader thread while the writer thread encodes: the assembly is the
-    // serial tail of a parallel job.
-    let mut sink = WriteBehind::new(create_sink(
-        &args.output,
-        stage.format,
-        &stage.sink_options,
-    )?);
-    // A PNG output of the segments' depth takes their frame files as they are.
-    let adopt = stage.format == job_run::segment_format(stage.depth);
-    let mut written = 0;
-    // The previous segment's last X frames (16-bit), cross-faded with this one's pre-roll.
-    let mut held: Vec<Frame> = Vec::new();
-    for (n, seg) in segments.iter().enumerate() {
-        let last = n + 1 == segments.len();
-        let marker = markers
-            .iter()
-            .find(|m| m.segment == seg.k)
-            .ok_or_else(|| Failure::failed(format!("segment {} is not done", seg.k)))?;
-        let path = store.path(&marker.data);
-        if marker.emit_from != seg.emit_from || marker.frames != seg.emitted() {
-            return Err(Failure::failed(format!(
-                "{}: segment {} does not match the plan; rerun with --restart",
-                path.display(),
-                seg.k
-            )));
-        }
-        let pts = job_run::stored_timestamps(&path);
-        let pre = seg.pre_roll();
-        let tail = if last { 0 } else { segments[n + 1].pre_roll() };
-        let mut blend_frames = Vec::new();
-        if pre + tail > 0 {
-            let mut blend = open_source(&blend_path(&path))?;
-            while let Some(f) = blend.next_frame()? {
-                blend_frames.push(f);
-            }
-            if blend_frames.len() != pre + tail || held.len() != pre {
-                return Err(Failure::failed(format!(
-                    "{}: segment {} has {} join frames, expected {}",
-                    path.display(),
-                    seg.k,
-                    blend_frames.len(),
-                    pre + tail
-                )));
-            }
-        }
-        let tail_frames = blend_frames.split_off(pre);
-        let mut data = if adopt {
-            SegmentFrames::Files(segment_files(&path)?.into_iter())
-        } else {
-            SegmentFrames::Decoded(Box::new(ReadAhead::new(open_source(&path)?)))
-        };
-        let mut count = 0;
-        while let Some(frame) = data.next()? {
-            interrupt::check()?;
-            let g = seg.emit_from + count;
-            let at = pts.get(count).copied().flatten();
-            count += 1;
-            if g >= seg.own_to - tail {
-                continue; // written with the next segment's pre-roll
-            }
-            if g < seg.own_from {
-                // Joins come from the blend frames (16-bit) of both sides, never from the data.
-                let i = g - seg.emit_from;
-                let w = (i + 1) as f32 / (pre + 1) as f32;
-                let mixed = crossfade(&held[i], &blend_frames[i], w, stage.depth);
-                sink.write_owned(mixed, at)?;
-            } else {
-                match frame {
-                    SegmentFrame::Decoded(frame) => sink.write_owned(frame, at)?,
-                    SegmentFrame::File(file) => sink.write_file(file)?,
-                }
-            }
-            written += 1;
-        }
-        if count != marker.frames {
-            return Err(Failure::failed(format!(
-                "{}: segment {} holds {count} frames, its marker says {}; rerun with --restart",
-                path.display(),
-                seg.k,
-                marker.frames
-            )));
-        }
-        held = tail_frames;
-    }
-    if written != total {
-        return Err(Failure::failed(format!(
-            "assembled {written} frames, the plan has {total}"
-        )));
-    }
-    Box::new(sink).finish()?;
-    Ok(written)
-}
-
-/// A segment's frames as the assembly takes them: decoded, or as their files for an output that
-/// takes them as they are.
-enum SegmentFrames {
-    Decoded(Box<ReadAhead>),
-    Files(std::vec::IntoIter<PathBuf>),
-}
-
-enum SegmentFrame {
-    Decoded(Frame),
-    File(PathBuf),
-}
-
-impl SegmentFrames {
-    fn next(&mut self) -> Outcome<Option<SegmentFrame>> {
-        Ok(match self {
-            SegmentFrames::Decoded(source) => source.next_frame()?.map(SegmentFrame::Decoded),
-            SegmentFrames::Files(files) => files.next().map(SegmentFrame::File),
-        })
-    }
-}
-
-/// `(1 − w)·a + w·b` of two 16-bit frames, in float, quantised like the stream's output.
-fn crossfade(a: &Frame, b: &Frame, w: f32, depth: Depth) -> Frame {
-    let (width, height) = (b.width, b.height);
-    let (a, b) = (a.to_u16_samples(), b.to_u16_samples());
-    let mixed = a
-        .iter()
-        .zip(&b)
-        .map(|(&x, &y)| (1.0 - w) * x as f32 + w * y as f32);
-    match depth {
-        // The 8-bit conversion of frames_out, trunc((y + 1) · 127.5), with v = (y + 1) / 2 · 65535.
-        Depth::Eight => Frame::from_u8(
-            width,
-            height,
-            mixed
-                .map(|v| (v * 255.0 / 65535.0).clamp(0.0, 255.0) as u8)
-                .collect(),
-        ),
-        Depth::Sixteen => Frame::from_u16(
-            width,
-            height,
-            mixed
-                .map(|v| v.round().clamp(0.0, 65535.0) as u16)
-                .collect(),
-        ),
-    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -747,6 +613,9 @@ fn work(args: &UpscaleArgs) -> Outcome<()> {
     set_vae_tiling(models, &args, height, width);
     let models = &*models;
     let stage = make_stage(&args, &info, plan_size);
+    let direct = job_run::writes_directly(&stage)
+        .then(|| allocated_output(&store, &stage, total))
+        .transpose()?;
     let crash_at: Option<usize> = std::env::var("FLASHVSR_TEST_CRASH_SEGMENT")
         .ok()
         .and_then(|v| v.parse().ok());
@@ -776,6 +645,7 @@ fn work(args: &UpscaleArgs) -> Outcome<()> {
                 seg: *seg,
                 tail,
                 total,
+                direct: direct.as_ref(),
                 status_path: &status_path,
                 crash: crash_at == Some(seg.k),
             };
@@ -813,6 +683,8 @@ struct SegmentJob<'a> {
     /// Own frames at the end cross-faded with the next segment (0 for the last).
     tail: usize,
     total: usize,
+    /// The y4m output the own frames go straight into, instead of the segment's folder.
+    direct: Option<&'a AllocatedY4m>,
     status_path: &'a Path,
     /// Test hook: abort the process once in this segment (FLASHVSR_TEST_CRASH_SEGMENT).
     crash: bool,
@@ -886,7 +758,10 @@ impl SegmentJob<'_> {
         let opts = flashvsr_media::SinkOptions::default();
         // As in one stream: LQ frames prepared ahead, colour fix and encoding on the host pool
         // behind a writer thread, so the worker's device is not left waiting for the host.
-        let mut sink = WriteBehind::new(create_sink(data, format, &opts)?);
+        let mut sink = WriteBehind::new(match self.direct {
+            Some(output) => output.writer(seg.own_from)?,
+            None => create_sink(data, format, &opts)?,
+        });
         let joins = seg.pre_roll() + self.tail;
         let mut blend_sink: Option<Box<dyn FrameSink>> = if joins > 0 {
             Some(create_sink(blend, OutputFormat::Png16, &opts)?)
@@ -946,10 +821,14 @@ impl SegmentJob<'_> {
                 let in_join = g < seg.own_from || g >= seg.own_to - self.tail;
                 match (in_join, blend_sink.as_mut()) {
                     // The few join frames also go to the blend file in 16 bits: finished here.
+                    // An output written directly gets them only cross-faded, from the parent:
+                    // a worker that lost its lease may still be writing its own frames.
                     (true, Some(b)) => {
                         let pixels = out.finish();
                         let (model, output) = (stage.plan.model, stage.plan.output);
-                        sink.write_owned(to_frame(&pixels, model, output, stage.depth), None)?;
+                        if self.direct.is_none() {
+                            sink.write_owned(to_frame(&pixels, model, output, stage.depth), None)?;
+                        }
                         b.write_frame(&to_frame(&pixels, model, output, Depth::Sixteen))?;
                     }
                     _ => stage.write(&mut sink, out, None)?,
@@ -978,6 +857,8 @@ impl SegmentJob<'_> {
                 self.write_status(next_out.saturating_sub(seg.own_from));
             }
         }
+        // Durable before the done marker is committed: the frames a rerun trusts in an output
+        // written directly are the committed segments'.
         Box::new(sink).finish()?;
         if let Some(b) = blend_sink {
             b.finish()?;
@@ -1017,15 +898,5 @@ mod tests {
         assert!(parse_devices("3-1").is_err());
         assert!(parse_devices("0,0").is_err());
         assert!(parse_devices("gpu").is_err());
-    }
-
-    #[test]
-    fn a_crossfade_moves_from_the_old_segment_to_the_new() {
-        let a = Frame::from_u16(1, 1, vec![0, 0, 0]);
-        let b = Frame::from_u16(1, 1, vec![65535, 65535, 65535]);
-        let f = crossfade(&a, &b, 0.5, Depth::Sixteen);
-        assert_eq!(f.to_u16_samples(), vec![32768; 3]);
-        let f = crossfade(&a, &b, 1.0, Depth::Eight);
-        assert_eq!(f.to_u8_samples(), vec![255; 3]);
     }
 }

@@ -9,6 +9,14 @@ use std::process::{Command, Output, Stdio};
 
 use cli_support::{golden_models, read_png, stderr, write_y4m};
 
+/// The format the tests write: y4m for a `.y4m` output, else a folder of 8-bit PNGs.
+fn output_format(output: &Path) -> &'static str {
+    match output.extension() {
+        Some(e) if e == "y4m" => "y4m",
+        _ => "png",
+    }
+}
+
 fn upscale(input: &Path, output: &Path, extra: &[&str], env: &[(&str, &str)]) -> Output {
     let models = golden_models();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_flashvsr"));
@@ -18,7 +26,7 @@ fn upscale(input: &Path, output: &Path, extra: &[&str], env: &[(&str, &str)]) ->
         "-o",
         output.to_str().unwrap(),
         "--output-format",
-        "png",
+        output_format(output),
     ])
     .args(["--models", models.to_str().unwrap(), "-q"])
     .args(extra)
@@ -65,7 +73,7 @@ fn kill_after_first_commit(input: &Path, output: &Path, extra: &[&str], store: &
     let mut child = Command::new(env!("CARGO_BIN_EXE_flashvsr"))
         .args(["upscale", input.to_str().unwrap(), "-o"])
         .arg(output)
-        .args(["--output-format", "png", "-q", "--models"])
+        .args(["--output-format", output_format(output), "-q", "--models"])
         .arg(&models)
         .args(extra)
         .env_remove("FLASHVSR_MODELS")
@@ -139,6 +147,18 @@ fn two_cpu_workers_give_every_frame_once_deterministically() {
         .collect();
     commits.sort();
     assert_eq!(commits, vec![0, 1, 2, 3], "{events}");
+    // The output takes each segment while the workers still compute the later ones: segments 2
+    // and 3 start only after a first commit, and take far longer than copying segment 0.
+    let lines: Vec<&str> = events.lines().collect();
+    let assembled_0 = lines.iter().position(|&l| l == "assembled 0").unwrap();
+    let last_commit = lines
+        .iter()
+        .rposition(|l| l.starts_with("commit "))
+        .unwrap();
+    assert!(
+        assembled_0 < last_commit,
+        "assembled only at the end: {events}"
+    );
     let plan: serde_json::Value =
         serde_json::from_slice(&std::fs::read(store.join("plan.json")).unwrap()).unwrap();
     assert_eq!(plan["segmenting"]["mode"], "parallel");
@@ -202,6 +222,158 @@ fn a_killed_parallel_job_resumes_to_the_same_output() {
         "the rerun waited for stale leases"
     );
     assert!(frames(&output) == frames(&clean), "resumed output differs");
+}
+
+/// The frames of an 8-bit 4:4:4 y4m file (tags checked, nothing left over).
+fn y4m_frames(bytes: &[u8]) -> Vec<&[u8]> {
+    let header_end = bytes.iter().position(|&b| b == b'\n').unwrap() + 1;
+    let header = std::str::from_utf8(&bytes[..header_end]).unwrap();
+    let field = |tag: char| -> usize {
+        header
+            .split_whitespace()
+            .find_map(|t| t.strip_prefix(tag)?.parse().ok())
+            .unwrap()
+    };
+    assert!(header.contains(" C444 "), "{header}");
+    let stride = b"FRAME\n".len() + 3 * field('W') * field('H');
+    let body = &bytes[header_end..];
+    assert_eq!(body.len() % stride, 0, "a partial frame at the end");
+    body.chunks(stride)
+        .map(|f| f.strip_prefix(b"FRAME\n").expect("every frame tagged"))
+        .collect()
+}
+
+/// 8-bit RGB frames of `width`×`height` as the y4m sink writes them (at the test clip's 24 fps).
+fn as_y4m(frames: &[Vec<u16>], width: usize, height: usize, path: &Path) -> Vec<u8> {
+    let options = flashvsr_media::SinkOptions {
+        fps: Some((24, 1)),
+        ..Default::default()
+    };
+    let mut sink =
+        flashvsr_media::create_sink(path, flashvsr_media::OutputFormat::Y4m, &options).unwrap();
+    for f in frames {
+        let samples = f.iter().map(|&v| v as u8).collect();
+        sink.write_frame(&flashvsr_media::Frame::from_u8(width, height, samples))
+            .unwrap();
+    }
+    sink.finish().unwrap();
+    std::fs::read(path).unwrap()
+}
+
+fn events(store: &Path) -> Vec<String> {
+    std::fs::read_to_string(store.join("events.log"))
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// The segments started after they were committed (recomputed) in a job store's events.
+fn recomputed(events: &[String]) -> Vec<usize> {
+    let mut committed = Vec::new();
+    let mut again = Vec::new();
+    for e in events {
+        if let Some(k) = e.strip_prefix("commit ").and_then(|k| k.parse().ok()) {
+            committed.push(k);
+        }
+        if let Some(k) = e
+            .strip_prefix("start ")
+            .and_then(|k| k.parse::<usize>().ok())
+        {
+            if committed.contains(&k) {
+                again.push(k);
+            }
+        }
+    }
+    again
+}
+
+/// A short clip in three small segments (two joins), for the y4m tests: about 2 s a run.
+const CLIP: usize = 56;
+const SMALL: [&str; 8] = [
+    "--devices",
+    "cpu:2",
+    "--segment-frames",
+    "24",
+    "--warmup-frames",
+    "16",
+    "--crossfade-frames",
+    "8",
+];
+
+/// A y4m output is filled in place by the workers (their own frames) and the parent (the
+/// cross-faded joins): every frame once, the same bytes on every run, and the frames of the PNG
+/// job, converted as the y4m sink converts them.
+#[test]
+fn a_parallel_y4m_output_is_the_png_jobs_frames_written_in_place() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.y4m");
+    write_y4m(&input, CLIP, 16, 12);
+    let png = tmp.path().join("png");
+    upscale(&input, &png, &SMALL, &[]);
+    let a = tmp.path().join("a.y4m");
+    let mut keep = SMALL.to_vec();
+    keep.push("--keep-job");
+    upscale(&input, &a, &keep, &[]);
+    let b = tmp.path().join("b.y4m");
+    upscale(&input, &b, &SMALL, &[]);
+
+    let (fa, fb) = (std::fs::read(&a).unwrap(), std::fs::read(&b).unwrap());
+    assert_eq!(y4m_frames(&fa).len(), CLIP, "every frame once");
+    assert!(fa == fb, "two parallel y4m runs differ");
+    let expected = as_y4m(&frames(&png), 64, 48, &tmp.path().join("expected.y4m"));
+    assert!(
+        fa == expected,
+        "the y4m output differs from the PNG job's frames"
+    );
+    // The workers wrote no segment frames beside the output: only the join frames for blending.
+    let store = tmp.path().join("a.y4m.flashvsr");
+    for entry in std::fs::read_dir(store.join("segments")).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(
+            name.ends_with(".blend") || name.ends_with(".pts.json"),
+            "segment data {name} written for a y4m output"
+        );
+    }
+    let events = events(&store);
+    assert!(recomputed(&events).is_empty(), "{events:?}");
+    for join in ["joined 1", "joined 2"] {
+        assert!(events.iter().any(|e| e == join), "{events:?}");
+    }
+}
+
+/// A parallel y4m job killed with SIGKILL resumes to the same bytes, and no committed segment is
+/// computed again.
+#[test]
+fn a_killed_parallel_y4m_job_resumes_to_the_same_bytes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.y4m");
+    write_y4m(&input, CLIP, 16, 12);
+    let clean = tmp.path().join("clean.y4m");
+    upscale(&input, &clean, &SMALL, &[]);
+    let output = tmp.path().join("out.y4m");
+    let store = tmp.path().join("out.y4m.flashvsr");
+    kill_after_first_commit(&input, &output, &SMALL, &store);
+    assert!(!output.exists(), "no output before the job is complete");
+    let mut keep = SMALL.to_vec();
+    keep.push("--keep-job");
+    upscale(&input, &output, &keep, &[]);
+    assert!(
+        std::fs::read(&output).unwrap() == std::fs::read(&clean).unwrap(),
+        "resumed output differs"
+    );
+    let events = events(&store);
+    assert_eq!(recomputed(&events), Vec::<usize>::new(), "{events:?}");
+    let mut commits: Vec<usize> = events
+        .iter()
+        .filter_map(|l| l.strip_prefix("commit ")?.parse().ok())
+        .collect();
+    commits.sort();
+    assert_eq!(
+        commits,
+        vec![0, 1, 2],
+        "each segment committed once: {events:?}"
+    );
 }
 
 #[test]

@@ -26,7 +26,7 @@ pub(crate) struct PendingOutput {
     remove_on_drop: bool,
 }
 
-fn sibling(final_path: &Path, tag: &str) -> Result<PathBuf, MediaError> {
+pub(crate) fn sibling(final_path: &Path, tag: &str) -> Result<PathBuf, MediaError> {
     let name = final_path
         .file_name()
         .ok_or_else(|| MediaError::bad_output(final_path, "output path has no file name"))?;

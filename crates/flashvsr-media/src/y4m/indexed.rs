@@ -2,20 +2,39 @@
 //! (header + i · (tag + planes)): a resumable job appends each segment where the last committed
 //! one ended, whatever a killed run left after it, and never copies its frames again. `finish`
 //! makes the segment durable; [`crate::publish_file`] gives the file its final name at the end.
+//!
+//! [`AllocatedY4m`] is the same file for writers that run at once (the worker processes of a
+//! parallel job): it is made at its full length up front, so every frame has its place before any
+//! is written, and no writer ever changes the length under another.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-use super::writer::{frame_bytes, rate_and_aspect, stream_header, FRAME_TAG};
+use super::writer::{
+    frame_bytes, frame_shape, frame_stride, rate_and_aspect, stream_header, FRAME_TAG,
+};
 use crate::frame::{Frame, FrameSink};
-use crate::MediaError;
+use crate::output::sibling;
+use crate::{MediaError, SinkOptions};
+
+/// How the file's length follows the frames written.
+#[derive(Clone, Copy)]
+enum Extent {
+    /// It grows with the frames of its one writer, and `finish` cuts whatever a killed run left
+    /// after them.
+    Grows,
+    /// Allocated for the whole stream (this many bytes) and shared by several writers: frames
+    /// must fall inside it, and nothing changes its length.
+    Fixed(u64),
+}
 
 pub(crate) struct Y4mAtIndex {
     file: File,
     path: PathBuf,
     fps: (u32, u32),
     aspect: (u32, u32),
+    extent: Extent,
     /// The index of the next frame written.
     next: usize,
     /// The stream header, once the first frame fixed (or checked) it.
@@ -31,10 +50,20 @@ impl Y4mAtIndex {
         fps: Option<(u32, u32)>,
         aspect: Option<(u32, u32)>,
     ) -> Result<Self, MediaError> {
+        Self::open_as(path, first_frame, fps, aspect, Extent::Grows)
+    }
+
+    fn open_as(
+        path: &Path,
+        first_frame: usize,
+        fps: Option<(u32, u32)>,
+        aspect: Option<(u32, u32)>,
+        extent: Extent,
+    ) -> Result<Self, MediaError> {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
-            .create(first_frame == 0)
+            .create(first_frame == 0 && matches!(extent, Extent::Grows))
             .truncate(false)
             .open(path)
             .map_err(|e| MediaError::write(path, e))?;
@@ -44,6 +73,7 @@ impl Y4mAtIndex {
             path: path.to_path_buf(),
             fps,
             aspect,
+            extent,
             next: first_frame,
             header: None,
             end: 0,
@@ -51,9 +81,9 @@ impl Y4mAtIndex {
     }
 
     /// The header frames like `frame` need: written at the start of a new file, or checked
-    /// against the one a file continued after frame 0 already has.
+    /// against the one the file already has (continued after frame 0, or allocated).
     fn check_header(&mut self, frame: &Frame) -> Result<usize, MediaError> {
-        let header = stream_header(frame, self.fps, self.aspect);
+        let header = stream_header(frame_shape(frame), self.fps, self.aspect);
         match &self.header {
             Some(h) if *h == header => return Ok(h.len()),
             Some(_) => {
@@ -64,24 +94,26 @@ impl Y4mAtIndex {
             }
             None => {}
         }
-        if self.next == 0 {
+        if self.next == 0 && matches!(self.extent, Extent::Grows) {
             self.file
                 .write_all_at(header.as_bytes(), 0)
                 .map_err(|e| MediaError::write(&self.path, e))?;
-        } else {
-            let mut found = vec![0u8; header.len()];
-            let read = self.file.read_exact_at(&mut found, 0);
-            if read.is_err() || found != header.as_bytes() {
-                return Err(MediaError::bad_output(
-                    &self.path,
-                    "the partial output does not start with this stream's header",
-                ));
-            }
+        } else if !starts_with(&self.file, &header) {
+            return Err(MediaError::bad_output(
+                &self.path,
+                "the partial output does not start with this stream's header",
+            ));
         }
         let len = header.len();
         self.header = Some(header);
         Ok(len)
     }
+}
+
+/// Whether `file` begins with `header`.
+fn starts_with(file: &File, header: &str) -> bool {
+    let mut found = vec![0u8; header.len()];
+    file.read_exact_at(&mut found, 0).is_ok() && found == header.as_bytes()
 }
 
 impl FrameSink for Y4mAtIndex {
@@ -96,22 +128,160 @@ impl FrameSink for Y4mAtIndex {
         let planes = frame_bytes(frame);
         let stride = (FRAME_TAG.len() + planes.len()) as u64;
         let at = header as u64 + self.next as u64 * stride;
+        if let Extent::Fixed(len) = self.extent {
+            if at + stride > len {
+                return Err(MediaError::bad_output(
+                    &self.path,
+                    format!(
+                        "frame {} lies past the end of the frames this output was made for",
+                        self.next
+                    ),
+                ));
+            }
+        }
         let werr = |e| MediaError::write(&self.path, e);
-        self.file.write_all_at(FRAME_TAG, at).map_err(werr)?;
+        // The tag goes last: a frame whose tag is there was written whole (see `check_filled`).
         self.file
             .write_all_at(&planes, at + FRAME_TAG.len() as u64)
             .map_err(werr)?;
+        self.file.write_all_at(FRAME_TAG, at).map_err(werr)?;
         self.next += 1;
         self.end = at + stride;
         Ok(())
     }
 
-    /// Cuts whatever a killed run wrote past these frames and makes them durable.
+    /// Makes the frames durable; a growing file is first cut after them (whatever a killed run
+    /// wrote past them goes).
     fn finish(self: Box<Self>) -> Result<(), MediaError> {
         if self.header.is_some() {
             let werr = |e| MediaError::write(&self.path, e);
-            self.file.set_len(self.end).map_err(werr)?;
+            if let Extent::Grows = self.extent {
+                self.file.set_len(self.end).map_err(werr)?;
+            }
             self.file.sync_data().map_err(werr)?;
+        }
+        Ok(())
+    }
+}
+
+/// A y4m file made for a known number of frames of one size and depth, at its full length (the
+/// frames not yet written read as zeros), which several processes fill at the frames' offsets in
+/// any order. The same file is made once whoever asks first; a writer never truncates it.
+pub struct AllocatedY4m {
+    path: PathBuf,
+    header: String,
+    stride: u64,
+    frames: usize,
+    fps: Option<(u32, u32)>,
+    aspect: Option<(u32, u32)>,
+}
+
+impl AllocatedY4m {
+    /// The file at `path` for `frames` frames of `width`×`height` at `bit_depth` (8 or 16), made
+    /// if absent (complete under a temporary name, then linked: never half made, and concurrent
+    /// callers make one file), else checked to be that file.
+    pub fn open_or_create(
+        path: &Path,
+        (width, height, bit_depth): (usize, usize, u8),
+        frames: usize,
+        options: &SinkOptions,
+    ) -> Result<AllocatedY4m, MediaError> {
+        let (fps, aspect) = rate_and_aspect(options.fps, options.pixel_aspect);
+        let shape = (width, height, bit_depth);
+        let file = AllocatedY4m {
+            path: path.to_path_buf(),
+            header: stream_header(shape, fps, aspect),
+            stride: frame_stride(shape),
+            frames,
+            fps: options.fps,
+            aspect: options.pixel_aspect,
+        };
+        match File::open(path) {
+            Ok(existing) => file.check(&existing)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => file.create()?,
+            Err(e) => return Err(MediaError::read(path, e)),
+        }
+        Ok(file)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn len(&self) -> u64 {
+        self.header.len() as u64 + self.frames as u64 * self.stride
+    }
+
+    fn create(&self) -> Result<(), MediaError> {
+        let temp = sibling(&self.path, "allocating")?;
+        let made = self.write_empty(&temp);
+        let linked = made.and_then(|()| {
+            std::fs::hard_link(&temp, &self.path).or_else(|e| match e.kind() {
+                // Another process made it first: that one is the file.
+                std::io::ErrorKind::AlreadyExists => Ok(()),
+                _ => Err(MediaError::write(&self.path, e)),
+            })
+        });
+        let _ = std::fs::remove_file(&temp);
+        linked?;
+        let existing = File::open(&self.path).map_err(|e| MediaError::read(&self.path, e))?;
+        self.check(&existing)
+    }
+
+    /// The header and room for every frame, durable, at `temp`.
+    fn write_empty(&self, temp: &Path) -> Result<(), MediaError> {
+        let werr = |e| MediaError::write(temp, e);
+        let file = File::create(temp).map_err(werr)?;
+        file.write_all_at(self.header.as_bytes(), 0).map_err(werr)?;
+        file.set_len(self.len()).map_err(werr)?;
+        file.sync_all().map_err(werr)
+    }
+
+    fn check(&self, file: &File) -> Result<(), MediaError> {
+        let len = file
+            .metadata()
+            .map_err(|e| MediaError::read(&self.path, e))?
+            .len();
+        if len != self.len() || !starts_with(file, &self.header) {
+            return Err(MediaError::bad_output(
+                &self.path,
+                format!(
+                    "not the output file of this job: expected {} frames after the header {:?}",
+                    self.frames,
+                    self.header.trim_end()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A sink writing frames `first_frame`, `first_frame + 1`, … into the file; its `finish`
+    /// makes them durable.
+    pub fn writer(&self, first_frame: usize) -> Result<Box<dyn FrameSink>, MediaError> {
+        Ok(Box::new(Y4mAtIndex::open_as(
+            &self.path,
+            first_frame,
+            self.fps,
+            self.aspect,
+            Extent::Fixed(self.len()),
+        )?))
+    }
+
+    /// Checks that every frame was written: a frame whose place still lacks its tag never was
+    /// (the tag is written after the planes).
+    pub fn check_filled(&self) -> Result<(), MediaError> {
+        let file = File::open(&self.path).map_err(|e| MediaError::read(&self.path, e))?;
+        let mut tag = [0u8; FRAME_TAG.len()];
+        for i in 0..self.frames {
+            let at = self.header.len() as u64 + i as u64 * self.stride;
+            file.read_exact_at(&mut tag, at)
+                .map_err(|e| MediaError::read(&self.path, e))?;
+            if tag != FRAME_TAG {
+                return Err(MediaError::bad_output(
+                    &self.path,
+                    format!("frame {i} of {} was never written", self.frames),
+                ));
+            }
         }
         Ok(())
     }
@@ -168,5 +338,58 @@ mod tests {
         // A continuation refuses a file whose header is another stream's.
         let mut other = Y4mAtIndex::open(&partial, 4, Some((25, 1)), None).unwrap();
         assert!(other.write_frame(&frame(4)).is_err());
+    }
+
+    #[test]
+    fn writers_filling_an_allocated_file_out_of_order_give_the_plain_stream() {
+        let dir = tempfile::tempdir().unwrap();
+        let shared = dir.path().join("shared.y4m");
+        let options = SinkOptions {
+            fps: Some((24, 1)),
+            ..SinkOptions::default()
+        };
+        let shape = (5, 3, 8);
+        let file = AllocatedY4m::open_or_create(&shared, shape, 6, &options).unwrap();
+        let fill = |from: usize, seeds: &[u8]| {
+            let mut sink = file.writer(from).unwrap();
+            for &k in seeds {
+                sink.write_frame(&frame(k)).unwrap();
+            }
+            sink.finish().unwrap();
+        };
+        fill(4, &[4, 5]);
+        fill(0, &[0, 1]);
+        assert!(file.check_filled().is_err(), "frames 2 and 3 are missing");
+        // Opening it again (another writer) keeps what was written.
+        let again = AllocatedY4m::open_or_create(&shared, shape, 6, &options).unwrap();
+        let mut sink = again.writer(2).unwrap();
+        sink.write_frame(&frame(2)).unwrap();
+        sink.write_frame(&frame(3)).unwrap();
+        sink.finish().unwrap();
+        file.check_filled().unwrap();
+
+        let plain = dir.path().join("plain.y4m");
+        let mut sink = create_sink(&plain, OutputFormat::Y4m, &options).unwrap();
+        for k in 0..6 {
+            sink.write_frame(&frame(k)).unwrap();
+        }
+        sink.finish().unwrap();
+        assert_eq!(
+            std::fs::read(&shared).unwrap(),
+            std::fs::read(&plain).unwrap()
+        );
+
+        // Nothing may land past the frames the file was made for.
+        let mut sink = file.writer(5).unwrap();
+        sink.write_frame(&frame(5)).unwrap();
+        assert!(sink.write_frame(&frame(6)).is_err());
+        // Another shape or frame count is not this file.
+        assert!(AllocatedY4m::open_or_create(&shared, (5, 3, 16), 6, &options).is_err());
+        assert!(AllocatedY4m::open_or_create(&shared, shape, 7, &options).is_err());
+        // Frames of another size are refused by its writers.
+        let mut sink = file.writer(0).unwrap();
+        assert!(sink
+            .write_frame(&Frame::from_u8(3, 3, vec![0; 27]))
+            .is_err());
     }
 }

@@ -6,6 +6,7 @@ mod indexed;
 mod reader;
 mod writer;
 
+pub use indexed::AllocatedY4m;
 pub(crate) use indexed::Y4mAtIndex;
 pub(crate) use reader::Y4mSource;
 pub(crate) use writer::Y4mSink;

@@ -13,22 +13,34 @@ use crate::MediaError;
 /// What precedes each frame's planes.
 pub(crate) const FRAME_TAG: &[u8] = b"FRAME\n";
 
-/// The stream header for frames like `frame`: 4:4:4 at its depth, limited range.
-pub(crate) fn stream_header(frame: &Frame, fps: (u32, u32), aspect: (u32, u32)) -> String {
-    let cs = if frame.bit_depth == 16 {
-        "C444p16"
-    } else {
-        "C444"
-    };
+/// The stream header for frames of `width`×`height` at `bit_depth` (8 or 16): 4:4:4 at that
+/// depth, limited range.
+pub(crate) fn stream_header(
+    (width, height, bit_depth): (usize, usize, u8),
+    fps: (u32, u32),
+    aspect: (u32, u32),
+) -> String {
+    let cs = if bit_depth == 16 { "C444p16" } else { "C444" };
     format!(
-        "YUV4MPEG2 W{} H{} F{}:{} Ip A{}:{} {cs} XCOLORRANGE=LIMITED\n",
-        frame.width, frame.height, fps.0, fps.1, aspect.0, aspect.1
+        "YUV4MPEG2 W{width} H{height} F{}:{} Ip A{}:{} {cs} XCOLORRANGE=LIMITED\n",
+        fps.0, fps.1, aspect.0, aspect.1
     )
+}
+
+/// Width, height and bit depth: what a stream's header fixes for all its frames.
+pub(crate) fn frame_shape(frame: &Frame) -> (usize, usize, u8) {
+    (frame.width, frame.height, frame.bit_depth)
 }
 
 /// A frame's planes as they are written after its tag.
 pub(crate) fn frame_bytes(frame: &Frame) -> Vec<u8> {
     frame_to_yuv444_bytes(frame, YuvRange::Limited, default_matrix(frame.height))
+}
+
+/// Bytes from one frame's tag to the next's in a stream of `shape` frames.
+pub(crate) fn frame_stride((width, height, bit_depth): (usize, usize, u8)) -> u64 {
+    let sample = if bit_depth == 16 { 2 } else { 1 };
+    (FRAME_TAG.len() + 3 * width * height * sample) as u64
 }
 
 /// Frame rate and pixel aspect as written: the given ones, else 30/1 and 1:1.
@@ -121,10 +133,10 @@ impl FrameSink for Y4mSink {
                 "frame data does not match its size and bit depth",
             ));
         }
-        let this = (frame.width, frame.height, frame.bit_depth);
+        let this = frame_shape(frame);
         match self.stream {
             None => {
-                let header = stream_header(frame, self.fps, self.aspect);
+                let header = stream_header(this, self.fps, self.aspect);
                 self.write_all(header.as_bytes())?;
                 self.stream = Some(this);
             }
