@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use crate::noise::gaussian_fill;
+use crate::noise::gaussian_fill_scaled;
 use crate::weights::{WeightError, WeightSource};
 
 /// Widths of every model file.
@@ -296,8 +296,7 @@ impl WeightSource for RandomWeights {
             Init::Constant(v) => vec![v; n],
             Init::Normal { std, stream } => {
                 let mut v = vec![0.0f32; n];
-                gaussian_fill(self.seed, stream, &mut v);
-                v.iter_mut().for_each(|x| *x *= std);
+                gaussian_fill_scaled(self.seed, stream, std, &mut v);
                 v
             }
         })
