@@ -20,12 +20,18 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Niceness of the workers: under contention the engine's threads get the cores.
 const WORKER_NICENESS: i32 = 10;
 
-/// Workers: half the cores, 2 to 8. A GPU engine leaves the host's cores to these jobs (its own
+/// Workers: half the process's cores (all of the host's, or its share as a worker process:
+/// `RAYON_NUM_THREADS`), 2 to 8. A GPU engine leaves the host's cores to these jobs (its own
 /// thread mostly waits on the device), and with a quarter of 16 cores the host work of a frame
 /// (bicubic preparation, colour fix, conversion: ~50 ms of one core at 1408×768) set the pace of
 /// the first chunk, which waits for 25 prepared frames, and of split streams.
 fn worker_count() -> usize {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let share = std::env::var("RAYON_NUM_THREADS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .filter(|&n| n > 0);
+    let cores =
+        share.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
     (cores / 2).clamp(2, 8)
 }
 

@@ -363,8 +363,13 @@ fn spawn(root: &Path, devices: &Devices, index: usize) -> Outcome<Child> {
                 .env("MATMUL_NUM_THREADS", &threads);
         }
         Devices::Gpus(g) => {
+            // Each worker's parallel host loops get their share of the cores: oversubscribed,
+            // they would delay the engine threads that keep the GPUs fed.
+            let cores = std::thread::available_parallelism().map_or(2, |c| c.get());
+            let threads = (cores / g.len()).max(2).to_string();
             cmd.args(["--device", "cuda:0"])
-                .env("CUDA_VISIBLE_DEVICES", g[index].to_string());
+                .env("CUDA_VISIBLE_DEVICES", g[index].to_string())
+                .env("RAYON_NUM_THREADS", &threads);
         }
     }
     cmd.spawn()
@@ -763,8 +768,13 @@ impl SegmentJob<'_> {
             None => create_sink(data, format, &opts)?,
         });
         let joins = seg.pre_roll() + self.tail;
-        let mut blend_sink: Option<Box<dyn FrameSink>> = if joins > 0 {
-            Some(create_sink(blend, OutputFormat::Png16, &opts)?)
+        // Join frames are encoded (16-bit PNG) behind the engine too: a segment has 2X of them.
+        let mut blend_sink: Option<WriteBehind> = if joins > 0 {
+            Some(WriteBehind::new(create_sink(
+                blend,
+                OutputFormat::Png16,
+                &opts,
+            )?))
         } else {
             None
         };
@@ -823,13 +833,18 @@ impl SegmentJob<'_> {
                     // The few join frames also go to the blend file in 16 bits: finished here.
                     // An output written directly gets them only cross-faded, from the parent:
                     // a worker that lost its lease may still be writing its own frames.
+                    // An output written directly needs only the 16-bit frame: finished on the
+                    // host pool like any other.
+                    (true, Some(b)) if self.direct.is_some() && stage.overlap_host_work => {
+                        b.write_job(stage.finishing(out, Depth::Sixteen), None)?;
+                    }
                     (true, Some(b)) => {
                         let pixels = out.finish();
                         let (model, output) = (stage.plan.model, stage.plan.output);
                         if self.direct.is_none() {
                             sink.write_owned(to_frame(&pixels, model, output, stage.depth), None)?;
                         }
-                        b.write_frame(&to_frame(&pixels, model, output, Depth::Sixteen))?;
+                        b.write_owned(to_frame(&pixels, model, output, Depth::Sixteen), None)?;
                     }
                     _ => stage.write(&mut sink, out, None)?,
                 }
@@ -861,7 +876,7 @@ impl SegmentJob<'_> {
         // written directly are the committed segments'.
         Box::new(sink).finish()?;
         if let Some(b) = blend_sink {
-            b.finish()?;
+            Box::new(b).finish()?;
         }
         let pts: Vec<Option<[i64; 3]>> = timestamps
             .iter()
