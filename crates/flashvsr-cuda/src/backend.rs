@@ -714,6 +714,20 @@ impl Backend for CudaBackend {
         }))
     }
 
+    fn random_normal(&self, base: u64, std: f32, len: usize) -> Option<TResult<BufferRef>> {
+        Some(self.finish("random_normal", || {
+            let out = self.output(len)?;
+            let pairs = (len as u64).div_ceil(2);
+            let args = KernelArgs::new()
+                .push(out.ptr())
+                .push(len as u64)
+                .push(base)
+                .push(std);
+            self.launch("random_normal_f32", self.grid(pairs), args)?;
+            Ok(out)
+        }))
+    }
+
     fn zeros(&self, len: usize) -> TResult<BufferRef> {
         self.finish("zeros", || {
             let slice = self.gpu.stream.alloc_zeros::<f32>(len.max(1))?;

@@ -2,21 +2,10 @@
 //! Noise is generated per latent frame from (seed, frame index), so any chunk can be produced
 //! without the frames before it (streaming, resume, parallel segments).
 
+use flashvsr_tensor::random;
+
 use crate::dit::config::LATENT_CHANNELS;
 use crate::{ModelError, Result};
-
-/// SplitMix64: a tiny counter-based generator with good statistical quality.
-fn splitmix(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
-fn uniform(bits: u64) -> f64 {
-    // 53 random bits in (0, 1]: never 0, so the logarithm below is finite.
-    ((bits >> 11) as f64 + 1.0) / (1u64 << 53) as f64
-}
 
 pub enum NoiseSource {
     Seeded(u64),
@@ -128,60 +117,12 @@ pub fn gaussian_fill(seed: u64, stream: u64, out: &mut [f32]) {
 
 /// [`gaussian_fill`] times `std` (each value rounded to f32 first, then scaled in f32).
 pub fn gaussian_fill_scaled(seed: u64, stream: u64, std: f32, out: &mut [f32]) {
-    use rayon::prelude::*;
-    let base = splitmix(seed ^ splitmix(stream.wrapping_mul(0xD1B5_4A32_D192_ED03)));
-    out.par_chunks_mut(2).enumerate().for_each(|(i, pair)| {
-        let i = i as u64;
-        let u1 = uniform(splitmix(base.wrapping_add(2 * i)));
-        let u2 = uniform(splitmix(base.wrapping_add(2 * i + 1)));
-        let r = (-2.0 * u1.ln()).sqrt();
-        let (sin, cos) = sin_cos(std::f64::consts::TAU * u2);
-        pair[0] = (r * cos) as f32 * std;
-        if let Some(second) = pair.get_mut(1) {
-            *second = (r * sin) as f32 * std;
-        }
-    });
-}
-
-/// `(sin x, cos x)`. glibc's `sincos` shares its reduction between the two and returns exactly
-/// what `sin` and `cos` return (checked bit for bit on 2·10⁸ angles), at about half the cost of
-/// the two calls: it is most of the time of building random release-size weights.
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
-fn sin_cos(x: f64) -> (f64, f64) {
-    extern "C" {
-        fn sincos(x: f64, sin: *mut f64, cos: *mut f64);
-    }
-    let (mut s, mut c) = (0.0, 0.0);
-    // SAFETY: glibc writes the two outputs and nothing else.
-    unsafe { sincos(x, &mut s, &mut c) };
-    (s, c)
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn sin_cos(x: f64) -> (f64, f64) {
-    x.sin_cos()
+    random::normal_fill(random::stream_base(seed, stream), std, out);
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn scaled_fills_are_the_plain_box_muller_values_bit_for_bit() {
-        let std = 0.37f32;
-        let mut got = vec![0.0f32; 20_001];
-        gaussian_fill_scaled(11, 5, std, &mut got);
-        let base = splitmix(11 ^ splitmix(5u64.wrapping_mul(0xD1B5_4A32_D192_ED03)));
-        for (i, &v) in got.iter().enumerate() {
-            let pair = (i / 2) as u64;
-            let u1 = uniform(splitmix(base.wrapping_add(2 * pair)));
-            let u2 = uniform(splitmix(base.wrapping_add(2 * pair + 1)));
-            let r = (-2.0 * u1.ln()).sqrt();
-            let a = std::f64::consts::TAU * u2;
-            let z = if i % 2 == 0 { r * a.cos() } else { r * a.sin() };
-            assert_eq!(v.to_bits(), (z as f32 * std).to_bits(), "value {i}");
-        }
-    }
 
     #[test]
     fn seeded_noise_is_standard_normal_and_chunk_independent() {

@@ -73,6 +73,12 @@ impl<'a> Params<'a> {
     }
 
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        let key = self.key(name);
+        if self.file.shape(&key) == Some(shape) {
+            if let Some(made) = self.file.tensor_on(&key, self.backend) {
+                return made;
+            }
+        }
         let values = self.values(name, shape)?;
         Ok(Tensor::from_slice(self.backend, &values, shape)?)
     }

@@ -6,6 +6,8 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
+use flashvsr_tensor::{random, BackendRef, Tensor};
+
 use crate::noise::gaussian_fill_scaled;
 use crate::weights::{WeightError, WeightSource};
 
@@ -280,6 +282,18 @@ impl WeightSource for RandomWeights {
 
     fn is_bare_tensor(&self) -> bool {
         self.tensors.len() == 1 && self.tensors.contains_key("")
+    }
+
+    fn tensor_on(&self, name: &str, backend: &BackendRef) -> Option<crate::Result<Tensor>> {
+        let (shape, Init::Normal { std, stream }) = self.tensors.get(name)? else {
+            return None;
+        };
+        let len = shape.iter().product();
+        let made = backend.random_normal(random::stream_base(self.seed, *stream), *std, len)?;
+        Some(
+            made.and_then(|buffer| Tensor::from_buffer(backend, buffer, shape))
+                .map_err(Into::into),
+        )
     }
 
     fn read_f32(&self, name: &str) -> Result<Vec<f32>, WeightError> {

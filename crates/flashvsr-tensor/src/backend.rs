@@ -120,6 +120,15 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn upload(&self, data: &[f32]) -> Result<BufferRef>;
     fn download(&self, x: &Tensor) -> Result<Vec<f32>>;
     fn zeros(&self, len: usize) -> Result<BufferRef>;
+    /// `len` values of [`random::normal_fill`](crate::random::normal_fill)`(base, std, ..)` made
+    /// on the device, so that random weights need no host work and no upload. A device's math
+    /// library may round a logarithm or sine differently in the last bit of an f64, so a rare
+    /// value may differ from the host's in its last f32 bit. None where the backend has no such
+    /// kernel: the caller then makes the values on the host.
+    fn random_normal(&self, base: u64, std: f32, len: usize) -> Option<Result<BufferRef>> {
+        let _ = (base, std, len);
+        None
+    }
     /// `x`'s values as stored (see [`HostData`]).
     fn download_stored(&self, x: &Tensor) -> Result<HostData> {
         Ok(HostData::F32(self.download(x)?))

@@ -7,6 +7,7 @@ pub mod cpu;
 mod dtype;
 mod error;
 mod meter;
+pub mod random;
 mod tensor;
 
 pub use backend::{

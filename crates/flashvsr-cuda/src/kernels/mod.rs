@@ -42,6 +42,11 @@ pub(crate) const SOURCES: &[Source] = &[
         ],
     },
     Source {
+        name: "random.cu",
+        body: include_str!("random.cu"),
+        functions: &["random_normal_f32"],
+    },
+    Source {
         name: "storage.cu",
         body: include_str!("storage.cu"),
         functions: &["f32_to_bf16", "bf16_to_f32", "copy_blocks_u16"],

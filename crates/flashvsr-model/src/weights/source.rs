@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use flashvsr_tensor::{BackendRef, Tensor};
+
 use super::{WeightError, WeightFile};
 
 pub trait WeightSource: Sync {
@@ -17,6 +19,14 @@ pub trait WeightSource: Sync {
     /// True for a file holding one bare tensor (posi_prompt.pth).
     fn is_bare_tensor(&self) -> bool {
         false
+    }
+
+    /// The tensor made directly on `backend` where this source can do better than values read
+    /// on the host (random weights generated on the device); None otherwise. Callers check the
+    /// name and shape first.
+    fn tensor_on(&self, name: &str, backend: &BackendRef) -> Option<crate::Result<Tensor>> {
+        let _ = (name, backend);
+        None
     }
 
     fn read_f32_shaped(&self, name: &str, expected: &[usize]) -> Result<Vec<f32>, WeightError> {

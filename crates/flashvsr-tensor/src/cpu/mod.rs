@@ -120,6 +120,13 @@ impl Backend for CpuBackend {
         self.out(vec![0.0; len])
     }
 
+    /// The host generator itself, written straight into the tensor's buffer (no copy).
+    fn random_normal(&self, base: u64, std: f32, len: usize) -> Option<Result<BufferRef>> {
+        let mut values = vec![0.0; len];
+        crate::random::normal_fill(base, std, &mut values);
+        Some(self.out(values))
+    }
+
     fn permute(&self, x: &Tensor, dims: &[usize]) -> Result<BufferRef> {
         self.out(layout::permute(data(x)?, x.shape(), dims))
     }
