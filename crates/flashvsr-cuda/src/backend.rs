@@ -220,8 +220,9 @@ pub struct CudaBackend {
     staging: Arc<PinnedPool>,
 }
 
-/// Pinned buffers kept for downloads: the engine has at most a few chunks in flight.
-const DOWNLOAD_BUFFERS: usize = 3;
+/// Pinned buffers kept for downloads: a stream has two or three chunks in flight, a tiled one
+/// that many per tile. A pool only grows to the copies in flight at once.
+const DOWNLOAD_BUFFERS: usize = 8;
 /// Pinned staging buffers kept for uploads: the LQ frames of two chunks pushed ahead of the device,
 /// with the noise.
 const STAGING_BUFFERS: usize = 20;

@@ -10,7 +10,7 @@ use super::cudnn_conv::FastBackends;
 use super::Suite;
 
 /// More than the pinned pools keep, so that buffers are also allocated and evicted.
-const IN_FLIGHT: usize = 8;
+const IN_FLIGHT: usize = 12;
 const UPLOADS: usize = 48;
 
 fn skipped(s: &Suite, name: &str) -> bool {
