@@ -839,7 +839,7 @@ impl SegmentJob<'_> {
                         b.write_job(stage.finishing(out, Depth::Sixteen), None)?;
                     }
                     (true, Some(b)) => {
-                        let pixels = out.finish();
+                        let pixels = out.finish()?;
                         let (model, output) = (stage.plan.model, stage.plan.output);
                         if self.direct.is_none() {
                             sink.write_owned(to_frame(&pixels, model, output, stage.depth), None)?;

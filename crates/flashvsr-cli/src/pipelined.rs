@@ -19,8 +19,8 @@ pub const QUEUE: usize = 8;
 /// Frames being finished on the host pool at once, behind the write queue.
 pub const FINISH_AHEAD: usize = 8;
 
-/// Host work that produces a frame to write.
-pub type FrameJob = Box<dyn FnOnce() -> Frame + Send>;
+/// Host work that produces a frame to write, or why it could not.
+pub type FrameJob = Box<dyn FnOnce() -> Result<Frame, String> + Send>;
 
 type Read = Result<Option<(Frame, Option<Timestamp>)>, MediaError>;
 
@@ -203,7 +203,7 @@ enum Ready {
 /// pool while earlier frames are written. True once `Finish` came; false when the producer went
 /// away without it (the sink is then dropped, its partial output removed).
 fn write_in_order(rx: Receiver<Write>, sink: &mut dyn FrameSink) -> Result<bool, MediaError> {
-    let mut ahead: InOrder<Ready> = InOrder::new(true);
+    let mut ahead: InOrder<Result<Ready, String>> = InOrder::new(true);
     let mut times: VecDeque<Option<Timestamp>> = VecDeque::new();
     let mut finishing = false;
     loop {
@@ -225,19 +225,20 @@ fn write_in_order(rx: Receiver<Write>, sink: &mut dyn FrameSink) -> Result<bool,
         };
         match item {
             Some(Write::Frame(frame, at)) => {
-                ahead.ready(Ready::Frame(frame));
+                ahead.ready(Ok(Ready::Frame(frame)));
                 times.push_back(at);
             }
             Some(Write::File(file)) => {
-                ahead.ready(Ready::File(file));
+                ahead.ready(Ok(Ready::File(file)));
                 times.push_back(None);
             }
             Some(Write::Job(job, at)) => {
-                ahead.submit(move || Ready::Frame(job()));
+                ahead.submit(move || job().map(Ready::Frame));
                 times.push_back(at);
             }
             Some(Write::Finish) => finishing = true,
-            None => match ahead.next() {
+            // A job's error and its panic alike.
+            None => match ahead.next().map(|r| r.and_then(|ready| ready)) {
                 Some(Ok(Ready::Frame(frame))) => {
                     sink.write_frame_at(&frame, times.pop_front().flatten())?
                 }
@@ -339,7 +340,7 @@ mod tests {
                 // Slower jobs first: they finish out of order.
                 let job = move || {
                     std::thread::sleep(Duration::from_millis(u64::from(30 - i)));
-                    Frame::from_u8(1, 1, vec![i, 0, 0])
+                    Ok(Frame::from_u8(1, 1, vec![i, 0, 0]))
                 };
                 w.write_job(Box::new(job), at(i as i64)).unwrap();
             }
@@ -357,7 +358,7 @@ mod tests {
         let mut w = WriteBehind::new(Box::new(sink));
         let mut failed = false;
         for i in 0..40u8 {
-            let job = move || Frame::from_u8(1, 1, vec![i, 0, 0]);
+            let job = move || Ok(Frame::from_u8(1, 1, vec![i, 0, 0]));
             if w.write_job(Box::new(job), None).is_err() {
                 failed = true;
                 break;
@@ -369,7 +370,7 @@ mod tests {
 
         let (sink, _, finished) = recording(None);
         let mut w = WriteBehind::new(Box::new(sink));
-        w.write_job(Box::new(|| Frame::from_u8(1, 1, vec![1, 2, 3])), None)
+        w.write_job(Box::new(|| Ok(Frame::from_u8(1, 1, vec![1, 2, 3]))), None)
             .unwrap();
         drop(w);
         assert!(!*finished.lock().unwrap());

@@ -116,7 +116,7 @@ impl Stage {
         if self.overlap_host_work {
             Ok(timed(&self.clock.write, || sink.write_job(job, at))?)
         } else {
-            let frame = job();
+            let frame = job().map_err(Failure::failed)?;
             Ok(timed(&self.clock.write, || sink.write_owned(frame, at))?)
         }
     }
@@ -125,8 +125,11 @@ impl Stage {
     pub fn finishing(&self, frame: OutputFrame, depth: Depth) -> FrameJob {
         let (model, output, clock) = (self.plan.model, self.plan.output, self.clock.clone());
         Box::new(move || {
-            let pixels = job_timed(&clock.color_fix, || frame.finish());
-            job_timed(&clock.write, || to_frame(&pixels, model, output, depth))
+            let pixels =
+                job_timed(&clock.color_fix, || frame.finish()).map_err(|e| e.to_string())?;
+            Ok(job_timed(&clock.write, || {
+                to_frame(&pixels, model, output, depth)
+            }))
         })
     }
 }

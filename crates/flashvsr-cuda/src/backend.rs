@@ -7,8 +7,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::driver::{CudaSlice, LaunchConfig};
 use flashvsr_tensor::{
-    Backend, BackendRef, BinaryOp, BufferRef, Device, HostData, MemoryMeter, PadMode, Tensor,
-    TensorError, UnaryOp,
+    Backend, BackendRef, BinaryOp, BufferRef, Device, HostData, MemoryMeter, PadMode,
+    PendingDownload, Tensor, TensorError, UnaryOp,
 };
 
 use crate::buffer::{raw_ptr, CudaBuffer, Storage};
@@ -20,6 +20,7 @@ use crate::kernels::Kernels;
 use crate::launch::{grid_1d, launch, KernelArgs};
 use crate::nvrtc::{arch_for, nvrtc_version};
 use crate::ops::weight_cache::WeightCache;
+use crate::pinned::PinnedPool;
 
 /// Environment switch for [`CudaOptions::poison_outputs`].
 pub const ENV_POISON: &str = "FLASHVSR_CUDA_POISON";
@@ -213,7 +214,21 @@ pub struct CudaBackend {
     pub(crate) conv_weights: Mutex<WeightCache<CudaSlice<u16>>>,
     /// Convolutions that ran on cuDNN (for tests and diagnostics).
     pub(crate) cudnn_convs: AtomicU64,
+    /// Host buffers of `download_later`.
+    downloads: Arc<PinnedPool>,
+    /// Host staging of `upload_queued`.
+    staging: Arc<PinnedPool>,
 }
+
+/// Pinned buffers kept for downloads: a stream has two or three chunks in flight, a tiled one
+/// that many per tile. A pool only grows to the copies in flight at once.
+const DOWNLOAD_BUFFERS: usize = 8;
+/// Pinned staging buffers kept for uploads: the LQ frames of two chunks pushed ahead of the device,
+/// with the noise.
+const STAGING_BUFFERS: usize = 20;
+/// Larger uploads (weights) take the pageable path: pinning that much for one copy costs more
+/// than it saves.
+const STAGED_UPLOAD_MAX_VALUES: usize = 16 << 20;
 
 /// Converted conv weights kept on the device at most (a whole model's convs fit: about 0.7 GB).
 const CONV_WEIGHT_CACHE_BYTES: usize = 2 << 30;
@@ -289,7 +304,6 @@ impl CudaBackend {
                 ordinal,
                 arch,
                 options,
-                gpu,
                 kernels,
                 flash_ready,
                 gemm: Mutex::new(gemm),
@@ -300,6 +314,9 @@ impl CudaBackend {
                 dnn,
                 conv_weights: Mutex::new(WeightCache::new(CONV_WEIGHT_CACHE_BYTES)),
                 cudnn_convs: AtomicU64::new(0),
+                downloads: PinnedPool::for_downloads(&gpu.ctx, DOWNLOAD_BUFFERS),
+                staging: PinnedPool::for_uploads(&gpu.ctx, STAGING_BUFFERS),
+                gpu,
             }))
         })
     }
@@ -428,6 +445,21 @@ impl CudaBackend {
             return Ok(None);
         }
         self.output_as(len, Storage::Bf16).map(Some)
+    }
+
+    /// `buf`'s values as an f32 row-major buffer: `buf` itself, or a converted copy kept in
+    /// `converted`.
+    fn row_major_f32<'a>(
+        &self,
+        buf: &'a CudaBuffer,
+        converted: &'a mut Option<CudaBuffer>,
+    ) -> CudaResult<&'a CudaBuffer> {
+        let copy = match (buf.channels_last(), buf.storage()) {
+            (Some(g), _) => self.channels_last_to_f32(buf, g)?,
+            (None, Storage::Bf16) => self.widen(buf)?,
+            (None, Storage::F32) => return Ok(buf),
+        };
+        Ok(converted.insert(copy))
     }
 
     /// A bf16 buffer's values as a new f32 buffer.
@@ -600,28 +632,54 @@ impl Backend for CudaBackend {
 
     fn download(&self, x: &Tensor) -> TResult<Vec<f32>> {
         let result = catch(|| {
-            let buf = self.input(x)?;
-            let (ordered, wide);
-            let buf = match buf.channels_last() {
-                Some(g) => {
-                    ordered = self.channels_last_to_f32(buf, g)?;
-                    &ordered
-                }
-                None => buf,
-            };
-            let buf = match buf.storage() {
-                Storage::F32 => buf,
-                Storage::Bf16 => {
-                    wide = self.widen(buf)?;
-                    &wide
-                }
-            };
+            let mut converted = None;
+            let buf = self.row_major_f32(self.input(x)?, &mut converted)?;
             let mut host = self.gpu.stream.clone_dtoh(buf.slice())?;
             self.synchronize()?;
             host.truncate(buf_len(buf));
             Ok(host)
         });
         result.map_err(|e| self.err(e))
+    }
+
+    fn download_later(&self, x: &Tensor) -> TResult<PendingDownload> {
+        let result = catch(|| {
+            let mut converted = None;
+            let buf = self.row_major_f32(self.input(x)?, &mut converted)?;
+            let len = buf_len(buf);
+            if len == 0 {
+                return Ok(PendingDownload::ready(Vec::new()));
+            }
+            let mut host = self.downloads.take(len)?;
+            // SAFETY: `buf` holds `len` f32 values. It and `converted` may be dropped once this
+            // returns: their memory is freed on this stream (stream-ordered), after the copy.
+            unsafe { host.copy_from_device(&self.gpu.stream, buf.ptr(), len) }?;
+            let device = self.device_of();
+            Ok(PendingDownload::waiting(move || {
+                let mut host = host;
+                let values = catch(|| Ok(host.values(len)?.to_vec()));
+                values.map_err(|e| e.into_tensor(device))
+            }))
+        });
+        result.map_err(|e| self.err(e))
+    }
+
+    /// Stages `data` in pinned memory, so that the copy is only queued: a copy from pageable
+    /// memory waits for the stream to reach it.
+    fn upload_queued(&self, data: &[f32]) -> TResult<BufferRef> {
+        if data.is_empty() || data.len() > STAGED_UPLOAD_MAX_VALUES {
+            return self.upload(data);
+        }
+        self.finish("upload_queued", || {
+            let mut staging = self.staging.take(data.len())?;
+            staging.values(data.len())?.copy_from_slice(data);
+            // SAFETY: fully written by the copy below.
+            let slice = unsafe { self.gpu.stream.alloc::<f32>(data.len()) }?;
+            // SAFETY: `slice` has room for the values; it is freed on this stream, after the
+            // copy. The staging buffer is written again only after this copy completed.
+            unsafe { staging.copy_to_device(&self.gpu.stream, raw_ptr(&slice), data.len()) }?;
+            Ok(CudaBuffer::new(slice, data.len()).metered(&self.meter))
+        })
     }
 
     fn download_stored(&self, x: &Tensor) -> TResult<HostData> {

@@ -5,6 +5,8 @@
 //! Own `main` (harness = false): the library resolver may re-exec this binary once, which must
 //! happen before any thread starts. Optional argument: a substring filter on case names.
 
+#[path = "gpu_ops/async_copies.rs"]
+mod async_copies;
 #[path = "gpu_ops/bf16_copies.rs"]
 mod bf16_copies;
 #[path = "gpu_ops/channels_last.rs"]
@@ -1363,6 +1365,7 @@ fn main() {
     conv(&mut s);
     cudnn_conv::run(&mut s, &fast, &gpu);
     channels_last::run(&mut s, &fast);
+    async_copies::run(&mut s, &fast);
     attention(&mut s);
     block_sparse(&mut s);
     head_scores(&mut s);

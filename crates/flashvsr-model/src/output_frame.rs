@@ -1,17 +1,53 @@
 //! Frames leaving an engine. The engine only hands over the decoded chunk (shared) and the LQ
 //! reference of each frame (shared): the per-frame work after the decoder — splitting the chunk
 //! into frames and the colour fix — happens in [`OutputFrame::finish`], on whichever thread the
-//! caller picks, so the engine's thread (which feeds the GPU) never waits for it.
+//! caller picks, so the engine's thread (which feeds the GPU) never waits for it. Nor does it wait
+//! for the chunk's copy to host memory: the first frame that needs the pixels does.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use flashvsr_tensor::{PendingDownload, TensorError};
 
 use crate::color_fix::{self, ColorFix};
+use crate::Result;
+
+/// The decoded pixels `(3, n, H, W)` of a chunk, shared by its frames, fetched on first access.
+pub(crate) struct DecodedChunk {
+    download: Mutex<Option<PendingDownload>>,
+    pixels: OnceLock<std::result::Result<Vec<f32>, TensorError>>,
+}
+
+impl DecodedChunk {
+    pub(crate) fn new(download: PendingDownload) -> Arc<DecodedChunk> {
+        Arc::new(DecodedChunk {
+            download: Mutex::new(Some(download)),
+            pixels: OnceLock::new(),
+        })
+    }
+
+    /// The pixels, waiting for the download the first time; its error for every frame.
+    fn pixels(&self) -> Result<&[f32]> {
+        let pixels = self.pixels.get_or_init(|| {
+            let download = self
+                .download
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            // Taken only here, and this runs once.
+            download.map_or_else(|| Ok(Vec::new()), PendingDownload::wait)
+        });
+        match pixels {
+            Ok(p) => Ok(p),
+            Err(e) => Err(e.clone().into()),
+        }
+    }
+}
 
 /// Decoded pixels of one frame: its own buffer, or its slot in a decoded chunk `(3, n, H, W)`.
 enum Decoded {
     Own(Vec<f32>),
     InChunk {
-        chunk: Arc<Vec<f32>>,
+        chunk: Arc<DecodedChunk>,
         slot: usize,
         frames: usize,
     },
@@ -39,7 +75,7 @@ impl OutputFrame {
     /// finished.
     pub(crate) fn in_chunk(
         index: usize,
-        chunk: Arc<Vec<f32>>,
+        chunk: Arc<DecodedChunk>,
         slot: usize,
         frames: usize,
         (height, width): (usize, usize),
@@ -72,27 +108,37 @@ impl OutputFrame {
         }
     }
 
-    /// Channel `c` of the decoded frame, before any colour fix (`H · W` values).
-    pub(crate) fn decoded_plane(&self, c: usize) -> &[f32] {
-        match &self.decoded {
-            Decoded::Own(p) => &p[c * self.plane..][..self.plane],
+    /// Channel `c` of the decoded frame, before any colour fix (`H · W` values); an error when
+    /// the chunk's download failed.
+    pub(crate) fn decoded_plane(&self, c: usize) -> Result<&[f32]> {
+        let (pixels, offset) = match &self.decoded {
+            Decoded::Own(p) => (p.as_slice(), c * self.plane),
             Decoded::InChunk {
                 chunk,
                 slot,
                 frames,
-            } => &chunk[(c * frames + slot) * self.plane..][..self.plane],
-        }
+            } => (chunk.pixels()?, (c * frames + slot) * self.plane),
+        };
+        pixels.get(offset..offset + self.plane).ok_or_else(|| {
+            let detail = "the decoded chunk is too short".into();
+            TensorError::Shape {
+                op: "decoded_plane",
+                detail,
+            }
+            .into()
+        })
     }
 
     /// The finished frame `(3, H, W)`: the decoded pixels with the colour fix applied. Costs a
-    /// frame's worth of host time (the fix is per-frame statistics or a wavelet decomposition).
-    pub fn finish(self) -> Vec<f32> {
+    /// frame's worth of host time (the fix is per-frame statistics or a wavelet decomposition),
+    /// and for the first frame of a chunk the wait for its download, whose failure is the error.
+    pub fn finish(self) -> Result<Vec<f32>> {
         let mut frame = match self.decoded {
             Decoded::Own(p) => p,
             Decoded::InChunk { .. } => {
                 let mut frame = Vec::with_capacity(3 * self.plane);
                 for c in 0..3 {
-                    frame.extend_from_slice(self.decoded_plane(c));
+                    frame.extend_from_slice(self.decoded_plane(c)?);
                 }
                 frame
             }
@@ -106,7 +152,7 @@ impl OutputFrame {
                 fix.width,
             );
         }
-        frame
+        Ok(frame)
     }
 }
 
@@ -128,6 +174,7 @@ impl PendingFix {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[test]
     fn a_chunk_slot_finishes_to_its_own_planes_without_a_fix() {
@@ -140,14 +187,68 @@ mod tests {
         let reference = Arc::new(vec![0.0; 6]);
         let f = OutputFrame::in_chunk(
             7,
-            Arc::new(chunk),
+            DecodedChunk::new(PendingDownload::ready(chunk)),
             1,
             2,
             (1, 2),
             (ColorFix::None, reference),
         );
         assert_eq!(f.index, 7);
-        assert_eq!(f.finish(), vec![10.0, 11.0, 110.0, 111.0, 210.0, 211.0]);
+        assert_eq!(
+            f.finish().unwrap(),
+            vec![10.0, 11.0, 110.0, 111.0, 210.0, 211.0]
+        );
+    }
+
+    /// Frames of a chunk `(3, 2, 1, 1)` whose pixels come from `download`.
+    fn frames_of(download: PendingDownload) -> Vec<OutputFrame> {
+        let chunk = DecodedChunk::new(download);
+        (0..2)
+            .map(|slot| {
+                let fix = (ColorFix::None, Arc::new(vec![0.0; 3]));
+                OutputFrame::in_chunk(slot, chunk.clone(), slot, 2, (1, 1), fix)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_pending_chunk_is_fetched_once_by_the_first_frame_that_needs_it() {
+        let waits = Arc::new(AtomicUsize::new(0));
+        let counter = waits.clone();
+        let frames = frames_of(PendingDownload::waiting(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            Ok(vec![0.0, 1.0, 10.0, 11.0, 20.0, 21.0])
+        }));
+        assert_eq!(
+            waits.load(Ordering::SeqCst),
+            0,
+            "handed out without waiting"
+        );
+        let finished: Vec<Vec<f32>> = std::thread::scope(|s| {
+            let jobs: Vec<_> = frames
+                .into_iter()
+                .map(|f| s.spawn(move || f.finish().unwrap()))
+                .collect();
+            jobs.into_iter().map(|j| j.join().unwrap()).collect()
+        });
+        assert_eq!(finished, vec![vec![0.0, 10.0, 20.0], vec![1.0, 11.0, 21.0]]);
+        assert_eq!(waits.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn a_failed_download_is_an_error_of_every_frame_of_its_chunk() {
+        let mut frames = frames_of(PendingDownload::waiting(|| {
+            Err(TensorError::Backend {
+                backend: "cuda:0".into(),
+                detail: "copy failed".into(),
+            })
+        }));
+        assert!(frames[1].decoded_plane(0).is_err());
+        let last = frames.pop().unwrap();
+        for f in [frames.pop().unwrap(), last] {
+            let e = f.finish().unwrap_err();
+            assert!(e.to_string().contains("copy failed"), "{e}");
+        }
     }
 
     #[test]
@@ -158,7 +259,7 @@ mod tests {
         let mut expected = decoded.clone();
         color_fix::adain(&mut expected, &reference);
         let f = OutputFrame::own(0, decoded, (1, 2), (ColorFix::AdaIn, reference));
-        let out = f.finish();
+        let out = f.finish().unwrap();
         assert_eq!(out, expected);
         assert!((out[0] - 0.2).abs() < 1e-2 && (out[1] - 0.2).abs() < 1e-2);
         assert!((out[2] + 0.4).abs() < 1e-2 && (out[3] - 0.0).abs() < 1e-2);

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use flashvsr_tensor::{BackendRef, BlockMask, Tensor};
+use flashvsr_tensor::{BackendRef, BlockMask, PendingDownload, Tensor};
 
 use crate::color_fix::ColorFix;
 use crate::dit::config::LATENT_CHANNELS;
@@ -13,6 +13,7 @@ use crate::dit::{Dit, DitState};
 use crate::geometry::{self, chunk_latents, chunk_output_frames, frames_needed};
 use crate::lq_proj::{LqProjector, ProjectorState};
 use crate::noise::NoiseSource;
+use crate::output_frame::DecodedChunk;
 pub use crate::output_frame::OutputFrame;
 use crate::state_io::{StateReader, StateWriter};
 use crate::tcdecoder::{DecoderMemory, TcDecoder, SPACE_UPSCALE};
@@ -503,7 +504,11 @@ impl<'m> Engine<'m> {
             return Ok(None);
         }
         let shape = [3, 1, self.height, self.width];
-        Ok(Some(Tensor::from_slice(&self.backend, frame, &shape)?))
+        Ok(Some(Tensor::from_slice_queued(
+            &self.backend,
+            frame,
+            &shape,
+        )?))
     }
 
     fn frame_range(&self, first: usize, count: usize) -> Result<Tensor> {
@@ -544,8 +549,11 @@ impl<'m> Engine<'m> {
         let lq = self.lq_tokens(chunk)?;
         let t1 = self.mark(Some(0))?;
         let noise = self.settings.noise.frames(lat0, lat_n, rows, cols)?;
-        let noise =
-            Tensor::from_slice(&self.backend, &noise, &[LATENT_CHANNELS, lat_n, rows, cols])?;
+        let noise = Tensor::from_slice_queued(
+            &self.backend,
+            &noise,
+            &[LATENT_CHANNELS, lat_n, rows, cols],
+        )?;
         let injected = match &self.settings.injected_masks {
             Some(all) => Some(all.get(chunk).ok_or_else(|| {
                 ModelError::Settings(format!("no injected masks for chunk {chunk}"))
@@ -616,8 +624,13 @@ impl<'m> Engine<'m> {
         Ok(std::time::Instant::now())
     }
 
-    /// `(3, n, H, W)` host pixels of the chunk's decoded frames and n.
-    fn decode(&mut self, latents: &Tensor, out0: usize, out_n: usize) -> Result<(Vec<f32>, usize)> {
+    /// `(3, n, H, W)` host pixels of the chunk's decoded frames (on their way) and n.
+    fn decode(
+        &mut self,
+        latents: &Tensor,
+        out0: usize,
+        out_n: usize,
+    ) -> Result<(PendingDownload, usize)> {
         let cond = match self.models.decoder {
             Decoder::Tiny(_) => Some(self.frame_range(out0, out_n)?),
             Decoder::Full { .. } => None,
@@ -628,15 +641,15 @@ impl<'m> Engine<'m> {
 
 /// The output frames of a decoded chunk `(3, n, H, W)` starting at frame `out0`, each with its LQ
 /// frame as the colour fix's reference. Splitting the chunk into frames and the colour fix are
-/// left to `OutputFrame::finish`, off the engine's thread.
+/// left to `OutputFrame::finish`, off the engine's thread, and so is the wait for the pixels.
 fn chunk_frames(
     out0: usize,
-    pixels: Vec<f32>,
+    pixels: PendingDownload,
     references: Vec<Arc<Vec<f32>>>,
     canvas: (usize, usize),
     color_fix: ColorFix,
 ) -> Vec<OutputFrame> {
-    let pixels = Arc::new(pixels);
+    let pixels = DecodedChunk::new(pixels);
     let n = references.len();
     references
         .into_iter()
@@ -671,7 +684,7 @@ fn lq_frames(
                 .ok_or_else(|| ModelError::Settings(format!("LQ frame {i} is not available")))?;
             match &f.device {
                 Some(t) if Arc::ptr_eq(t.backend(), backend) => Ok(t.clone()),
-                _ => Ok(Tensor::from_slice(backend, &f.host, &shape)?),
+                _ => Ok(Tensor::from_slice_queued(backend, &f.host, &shape)?),
             }
         })
         .collect::<Result<Vec<_>>>()?;
@@ -702,23 +715,26 @@ fn lq_tokens(
 }
 
 /// `(3, n, H, W)` host pixels of a chunk's decoded frames and n; `cond`: the tiny decoder's LQ
-/// frames.
+/// frames. The pixels are on their way: the engine goes on with the next chunk meanwhile.
 fn decode_chunk(
     models: &Models,
     state: &mut DecoderState,
     latents: &Tensor,
     cond: Option<Tensor>,
-) -> Result<(Vec<f32>, usize)> {
+) -> Result<(PendingDownload, usize)> {
     match (&models.decoder, state, cond) {
         (Decoder::Tiny(tc), DecoderState::Tiny(memory), Some(cond)) => {
             let y = tc.decode(latents, &cond, memory)?;
-            Ok((y.to_vec()?, y.dim(1)))
+            Ok((y.to_vec_later()?, y.dim(1)))
         }
         (Decoder::Full { vae, .. }, DecoderState::Vae(state), _) => {
             let y = vae.decode(latents, state)?.clamp(-1.0, 1.0)?;
-            Ok((y.to_vec()?, y.dim(1)))
+            Ok((y.to_vec_later()?, y.dim(1)))
         }
-        (Decoder::Full { vae, .. }, DecoderState::TiledVae(state), _) => state.decode(vae, latents),
+        (Decoder::Full { vae, .. }, DecoderState::TiledVae(state), _) => {
+            let (pixels, frames) = state.decode(vae, latents)?;
+            Ok((PendingDownload::ready(pixels), frames))
+        }
         _ => Err(ModelError::Settings(
             "decoder state does not match the decoder".into(),
         )),

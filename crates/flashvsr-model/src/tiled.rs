@@ -171,7 +171,7 @@ impl<'m> TiledEngine<'m> {
     }
 
     /// Adds tile outputs to the accumulators; emits frames every tile has delivered.
-    fn blend(&mut self, delivered: Vec<(usize, Vec<OutputFrame>)>) -> Vec<OutputFrame> {
+    fn blend(&mut self, delivered: Vec<(usize, Vec<OutputFrame>)>) -> Result<Vec<OutputFrame>> {
         let plane = self.width * self.height;
         for (ti, frames) in delivered {
             let t = &self.tiles[ti];
@@ -182,7 +182,7 @@ impl<'m> TiledEngine<'m> {
                     .or_insert_with(|| (vec![0.0; 3 * plane], 0));
                 // Tile engines run without a colour fix: their decoded pixels are final.
                 for c in 0..3 {
-                    let plane_in = f.decoded_plane(c);
+                    let plane_in = f.decoded_plane(c)?;
                     for y in 0..t.h {
                         let src = &plane_in[y * t.w..][..t.w];
                         let dst = &mut entry.0[c * plane + (t.y0 + y) * self.width + t.x0..][..t.w];
@@ -218,7 +218,7 @@ impl<'m> TiledEngine<'m> {
                 fix,
             ));
         }
-        out
+        Ok(out)
     }
 }
 
@@ -236,7 +236,7 @@ impl FrameStream for TiledEngine<'_> {
             delivered.push((ti, self.tiles[ti].engine.push(part)?));
         }
         self.lq.insert(index, Arc::new(frame));
-        Ok(self.blend(delivered))
+        self.blend(delivered)
     }
 
     fn finish(&mut self, real_frames: usize) -> Result<Vec<OutputFrame>> {
@@ -244,7 +244,7 @@ impl FrameStream for TiledEngine<'_> {
         for ti in 0..self.tiles.len() {
             delivered.push((ti, self.tiles[ti].engine.finish(real_frames)?));
         }
-        let out = self.blend(delivered);
+        let out = self.blend(delivered)?;
         self.lq.clear();
         Ok(out)
     }

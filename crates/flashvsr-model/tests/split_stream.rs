@@ -52,7 +52,9 @@ fn clip() -> (Vec<Vec<f32>>, usize, usize) {
 }
 
 fn finished(out: Vec<OutputFrame>) -> Vec<(usize, Vec<f32>)> {
-    out.into_iter().map(|f| (f.index, f.finish())).collect()
+    out.into_iter()
+        .map(|f| (f.index, f.finish().unwrap()))
+        .collect()
 }
 
 /// Pushes every frame; `between(engine, chunk outputs so far)` runs after each push.

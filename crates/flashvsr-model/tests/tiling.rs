@@ -39,7 +39,7 @@ fn run(stream: &mut dyn FrameStream, frames: &[Vec<f32>]) -> Vec<Finished> {
     out.into_iter()
         .map(|f| Finished {
             index: f.index,
-            pixels: f.finish(),
+            pixels: f.finish().unwrap(),
         })
         .collect()
 }

@@ -99,6 +99,38 @@ impl HostData {
     }
 }
 
+/// A tensor's values on their way to host memory ([`Backend::download_later`]).
+pub struct PendingDownload {
+    values: Box<dyn FnOnce() -> Result<Vec<f32>> + Send + Sync>,
+}
+
+impl PendingDownload {
+    /// Values already in host memory.
+    pub fn ready(values: Vec<f32>) -> PendingDownload {
+        PendingDownload::waiting(move || Ok(values))
+    }
+
+    /// Values that `wait_for_copy` returns once the copy it waits for has completed.
+    pub fn waiting(
+        wait_for_copy: impl FnOnce() -> Result<Vec<f32>> + Send + Sync + 'static,
+    ) -> PendingDownload {
+        PendingDownload {
+            values: Box::new(wait_for_copy),
+        }
+    }
+
+    /// The values, once the copy has completed; a failed copy is an error.
+    pub fn wait(self) -> Result<Vec<f32>> {
+        (self.values)()
+    }
+}
+
+impl fmt::Debug for PendingDownload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PendingDownload")
+    }
+}
+
 pub trait Backend: Send + Sync + fmt::Debug {
     fn device(&self) -> Device;
     /// Waits for all queued work (for timing); a no-op where ops complete synchronously.
@@ -119,6 +151,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
     }
     fn upload(&self, data: &[f32]) -> Result<BufferRef>;
     fn download(&self, x: &Tensor) -> Result<Vec<f32>>;
+    /// `x`'s values, copied to host memory behind the work queued so far: the call does not wait
+    /// for the device, [`PendingDownload::wait`] does. `x` may be dropped right after the call.
+    fn download_later(&self, x: &Tensor) -> Result<PendingDownload> {
+        Ok(PendingDownload::ready(self.download(x)?))
+    }
+    /// A buffer holding `data`, copied behind the work queued so far without waiting for the
+    /// device to get there (data uploaded while kernels run: LQ frames, noise).
+    fn upload_queued(&self, data: &[f32]) -> Result<BufferRef> {
+        self.upload(data)
+    }
     fn zeros(&self, len: usize) -> Result<BufferRef>;
     /// `len` values of [`random::normal_fill`](crate::random::normal_fill)`(base, std, ..)` made
     /// on the device, so that random weights need no host work and no upload. A device's math

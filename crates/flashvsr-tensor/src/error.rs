@@ -1,6 +1,6 @@
 use thiserror::Error;
 
-#[derive(Debug, Error)]
+#[derive(Clone, Debug, Error)]
 pub enum TensorError {
     #[error("shape error in {op}: {detail}")]
     Shape { op: &'static str, detail: String },

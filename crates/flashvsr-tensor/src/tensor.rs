@@ -1,7 +1,9 @@
 use std::fmt;
 use std::sync::Arc;
 
-use crate::backend::{BackendRef, BinaryOp, BufferRef, Device, HostData, PadMode, UnaryOp};
+use crate::backend::{
+    BackendRef, BinaryOp, BufferRef, Device, HostData, PadMode, PendingDownload, UnaryOp,
+};
 use crate::error::shape_err;
 use crate::Result;
 
@@ -23,6 +25,13 @@ fn numel(shape: &[usize]) -> usize {
     shape.iter().product()
 }
 
+fn check_values(op: &'static str, data: &[f32], shape: &[usize]) -> Result<()> {
+    if data.len() != numel(shape) {
+        return shape_err(op, format!("{} values for shape {shape:?}", data.len()));
+    }
+    Ok(())
+}
+
 impl Tensor {
     pub fn from_buffer(backend: &BackendRef, buffer: BufferRef, shape: &[usize]) -> Result<Tensor> {
         if buffer.len() != numel(shape) {
@@ -39,13 +48,20 @@ impl Tensor {
     }
 
     pub fn from_slice(backend: &BackendRef, data: &[f32], shape: &[usize]) -> Result<Tensor> {
-        if data.len() != numel(shape) {
-            return shape_err(
-                "from_slice",
-                format!("{} values for shape {shape:?}", data.len()),
-            );
-        }
+        check_values("from_slice", data, shape)?;
         let buffer = backend.upload(data)?;
+        Tensor::from_buffer(backend, buffer, shape)
+    }
+
+    /// [`Tensor::from_slice`], the copy queued behind the device's work without waiting for it
+    /// (see [`crate::Backend::upload_queued`]).
+    pub fn from_slice_queued(
+        backend: &BackendRef,
+        data: &[f32],
+        shape: &[usize],
+    ) -> Result<Tensor> {
+        check_values("from_slice_queued", data, shape)?;
+        let buffer = backend.upload_queued(data)?;
         Tensor::from_buffer(backend, buffer, shape)
     }
 
@@ -100,6 +116,12 @@ impl Tensor {
 
     pub fn to_vec(&self) -> Result<Vec<f32>> {
         self.backend.download(self)
+    }
+
+    /// The values, copied to host memory behind the device's queued work: the call does not wait
+    /// for the device, [`PendingDownload::wait`] does.
+    pub fn to_vec_later(&self) -> Result<PendingDownload> {
+        self.backend.download_later(self)
     }
 
     /// The values in host memory as the backend stores them (bf16 stays bf16).

@@ -309,7 +309,7 @@ impl Shared<'_> {
         let blocks = started.elapsed();
         let velocity = dit.head(&x, grid)?;
         let (rows, cols) = (grid.h * 2, grid.w * 2);
-        let noise = Tensor::from_slice(
+        let noise = Tensor::from_slice_queued(
             &stage.backend,
             &h.noise,
             &[LATENT_CHANNELS, lat_n, rows, cols],
@@ -324,7 +324,7 @@ impl Shared<'_> {
                         .zip(&h.lq_device)
                         .map(|(host, device)| match device {
                             Some(t) => Ok(t.to_backend(&stage.backend)?),
-                            None => Ok(Tensor::from_slice(&stage.backend, host, &shape)?),
+                            None => Ok(Tensor::from_slice_queued(&stage.backend, host, &shape)?),
                         })
                         .collect::<Result<Vec<_>>>()?;
                 let refs: Vec<&Tensor> = frames.iter().collect();
@@ -470,8 +470,11 @@ impl Engine<'_> {
         let lq = |first: usize, count: usize| lq_frames(backend, frames, first, count, canvas);
         let tokens = lq_tokens(&self.models.projector, &mut self.state.projector, lq, chunk)?;
         let noise = self.settings.noise.frames(lat0, lat_n, rows, cols)?;
-        let noise_t =
-            Tensor::from_slice(&self.backend, &noise, &[LATENT_CHANNELS, lat_n, rows, cols])?;
+        let noise_t = Tensor::from_slice_queued(
+            &self.backend,
+            &noise,
+            &[LATENT_CHANNELS, lat_n, rows, cols],
+        )?;
         let (x, _) = self.models.dit.embed(&noise_t, &tokens)?;
         let (out0, out_n) = chunk_output_frames(chunk);
         let frames = (out0..out0 + out_n)

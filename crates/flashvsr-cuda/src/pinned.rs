@@ -1,0 +1,184 @@
+//! Page-locked host buffers for copies that do not make the host wait: a copy between device
+//! memory and pageable host memory waits for the stream to reach it, one with pinned memory is
+//! only queued. Pinning memory is slow (and a chunk of decoded frames is ~100 MB), so buffers are
+//! kept in a pool and reused. Each buffer carries an event recorded after the last copy that used
+//! it: the host touches its values only once that copy completed.
+
+use std::collections::VecDeque;
+use std::mem::ManuallyDrop;
+use std::ops::{Deref, DerefMut};
+use std::sync::{Arc, Mutex};
+
+use cudarc::driver::{result, sys, CudaContext, CudaEvent, CudaStream, PinnedHostSlice};
+
+use crate::error::CudaResult;
+
+pub(crate) struct PinnedBuffer {
+    host: PinnedHostSlice<f32>,
+    /// Recorded after the last copy that read or wrote `host`.
+    copied: CudaEvent,
+}
+
+impl PinnedBuffer {
+    fn new(ctx: &Arc<CudaContext>, len: usize, flags: u32) -> CudaResult<PinnedBuffer> {
+        // SAFETY: the host reads only values a copy wrote (downloads) and writes values before a
+        // copy reads them (uploads).
+        let host = unsafe { ctx.alloc_pinned_with_flags::<f32>(len, flags) }?;
+        let copied = ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC))?;
+        Ok(PinnedBuffer { host, copied })
+    }
+
+    fn capacity(&self) -> usize {
+        self.host.len()
+    }
+
+    fn copy_completed(&self) -> bool {
+        self.copied.is_complete()
+    }
+
+    /// The first `len` values, once the last copy that used them completed.
+    pub fn values(&mut self, len: usize) -> CudaResult<&mut [f32]> {
+        self.copied.synchronize()?;
+        // cudarc's own event of the slice is never recorded (no cudarc copy uses it): no wait.
+        Ok(&mut self.host.as_mut_slice()?[..len])
+    }
+
+    /// Queues on `stream` the copy of `len` values from the device memory at `src` into this
+    /// buffer.
+    ///
+    /// # Safety
+    /// `src` holds `len` f32 values, and stays allocated until the copy ran: its free must be
+    /// ordered after the copy on `stream`.
+    pub unsafe fn copy_from_device(
+        &mut self,
+        stream: &CudaStream,
+        src: u64,
+        len: usize,
+    ) -> CudaResult<()> {
+        stream.context().bind_to_thread()?;
+        let dst = &mut self.host.as_mut_slice()?[..len];
+        result::memcpy_dtoh_async(dst, src, stream.cu_stream())?;
+        self.copied.record(stream)?;
+        Ok(())
+    }
+
+    /// Queues on `stream` the copy of the first `len` values of this buffer to the device memory
+    /// at `dst`.
+    ///
+    /// # Safety
+    /// `dst` has room for `len` f32 values, and stays allocated until the copy ran.
+    pub unsafe fn copy_to_device(
+        &self,
+        stream: &CudaStream,
+        dst: u64,
+        len: usize,
+    ) -> CudaResult<()> {
+        stream.context().bind_to_thread()?;
+        let src = &self.host.as_slice()?[..len];
+        result::memcpy_htod_async(dst, src, stream.cu_stream())?;
+        self.copied.record(stream)?;
+        Ok(())
+    }
+}
+
+pub(crate) struct PinnedPool {
+    ctx: Arc<CudaContext>,
+    /// `cuMemHostAlloc` flags of new buffers.
+    flags: u32,
+    /// Idle buffers kept at most.
+    keep: usize,
+    /// The longest idle first.
+    idle: Mutex<VecDeque<PinnedBuffer>>,
+}
+
+impl PinnedPool {
+    /// Buffers the host reads (downloads).
+    pub fn for_downloads(ctx: &Arc<CudaContext>, keep: usize) -> Arc<PinnedPool> {
+        PinnedPool::new(ctx, 0, keep)
+    }
+
+    /// Buffers the host only writes (upload staging): write-combined, which the device reads
+    /// faster.
+    pub fn for_uploads(ctx: &Arc<CudaContext>, keep: usize) -> Arc<PinnedPool> {
+        PinnedPool::new(ctx, sys::CU_MEMHOSTALLOC_WRITECOMBINED, keep)
+    }
+
+    fn new(ctx: &Arc<CudaContext>, flags: u32, keep: usize) -> Arc<PinnedPool> {
+        Arc::new(PinnedPool {
+            ctx: ctx.clone(),
+            flags,
+            keep: keep.max(1),
+            idle: Mutex::new(VecDeque::new()),
+        })
+    }
+
+    /// A buffer of at least `len` values, back in the pool when dropped: an idle one whose last
+    /// copy completed; with the pool full, the longest idle one that fits (its values wait for its
+    /// copy); else a new one.
+    pub fn take(self: &Arc<Self>, len: usize) -> CudaResult<LentBuffer> {
+        let reused = {
+            let mut idle = self.lock();
+            let fits = |b: &PinnedBuffer| b.capacity() >= len;
+            let pick = idle
+                .iter()
+                .position(|b| fits(b) && b.copy_completed())
+                .or_else(|| {
+                    (idle.len() >= self.keep)
+                        .then(|| idle.iter().position(fits))
+                        .flatten()
+                });
+            pick.and_then(|i| idle.remove(i))
+        };
+        let buffer = match reused {
+            Some(b) => b,
+            None => PinnedBuffer::new(&self.ctx, len, self.flags)?,
+        };
+        Ok(LentBuffer {
+            buffer: ManuallyDrop::new(buffer),
+            pool: self.clone(),
+        })
+    }
+
+    fn give_back(&self, buffer: PinnedBuffer) {
+        let evicted = {
+            let mut idle = self.lock();
+            idle.push_back(buffer);
+            (idle.len() > self.keep).then(|| idle.pop_front()).flatten()
+        };
+        // Freed outside the lock: freeing waits for the buffer's copy.
+        drop(evicted);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<PinnedBuffer>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// A buffer taken from a [`PinnedPool`], given back when dropped (a copy still in flight is fine:
+/// the next user's `values` waits for it).
+pub(crate) struct LentBuffer {
+    buffer: ManuallyDrop<PinnedBuffer>,
+    pool: Arc<PinnedPool>,
+}
+
+impl Deref for LentBuffer {
+    type Target = PinnedBuffer;
+
+    fn deref(&self) -> &PinnedBuffer {
+        &self.buffer
+    }
+}
+
+impl DerefMut for LentBuffer {
+    fn deref_mut(&mut self) -> &mut PinnedBuffer {
+        &mut self.buffer
+    }
+}
+
+impl Drop for LentBuffer {
+    fn drop(&mut self) {
+        // SAFETY: `buffer` is not touched again after this.
+        let buffer = unsafe { ManuallyDrop::take(&mut self.buffer) };
+        self.pool.give_back(buffer);
+    }
+}
