@@ -650,7 +650,12 @@ impl Backend for CudaBackend {
             if len == 0 {
                 return Ok(PendingDownload::ready(Vec::new()));
             }
-            let mut host = self.downloads.take(len)?;
+            let Some(mut host) = self.downloads.try_take(len) else {
+                let mut words = self.gpu.stream.clone_dtoh(buf.slice())?;
+                self.synchronize()?;
+                words.truncate(len);
+                return Ok(PendingDownload::ready(words));
+            };
             // SAFETY: `buf` holds `len` f32 values. It and `converted` may be dropped once this
             // returns: their memory is freed on this stream (stream-ordered), after the copy.
             unsafe { host.copy_from_device(&self.gpu.stream, buf.ptr(), len) }?;
@@ -670,8 +675,10 @@ impl Backend for CudaBackend {
         if data.is_empty() || data.len() > STAGED_UPLOAD_MAX_VALUES {
             return self.upload(data);
         }
+        let Some(mut staging) = self.staging.try_take(data.len()) else {
+            return self.upload(data);
+        };
         self.finish("upload_queued", || {
-            let mut staging = self.staging.take(data.len())?;
             staging.values(data.len())?.copy_from_slice(data);
             // SAFETY: fully written by the copy below.
             let slice = unsafe { self.gpu.stream.alloc::<f32>(data.len()) }?;

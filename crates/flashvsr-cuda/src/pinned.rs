@@ -7,6 +7,7 @@
 use std::collections::VecDeque;
 use std::mem::ManuallyDrop;
 use std::ops::{Deref, DerefMut};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{result, sys, CudaContext, CudaEvent, CudaStream, PinnedHostSlice};
@@ -89,6 +90,9 @@ pub(crate) struct PinnedPool {
     keep: usize,
     /// The longest idle first.
     idle: Mutex<VecDeque<PinnedBuffer>>,
+    /// Set once pinning host memory failed: the backend then copies synchronously, as it would
+    /// without the pool, instead of failing the run (or trying again on every copy).
+    unavailable: AtomicBool,
 }
 
 impl PinnedPool {
@@ -109,13 +113,34 @@ impl PinnedPool {
             flags,
             keep: keep.max(1),
             idle: Mutex::new(VecDeque::new()),
+            unavailable: AtomicBool::new(false),
         })
     }
 
     /// A buffer of at least `len` values, back in the pool when dropped: an idle one whose last
     /// copy completed; with the pool full, the longest idle one that fits (its values wait for its
     /// copy); else a new one.
-    pub fn take(self: &Arc<Self>, len: usize) -> CudaResult<LentBuffer> {
+    /// [`take`](PinnedPool::take), or None when host memory cannot be pinned (said once).
+    pub fn try_take(self: &Arc<Self>, len: usize) -> Option<LentBuffer> {
+        if self.unavailable.load(Ordering::Relaxed) {
+            return None;
+        }
+        match self.take(len) {
+            Ok(buffer) => Some(buffer),
+            Err(e) => {
+                if !self.unavailable.swap(true, Ordering::Relaxed) {
+                    eprintln!(
+                        "flashvsr: cannot pin {} MiB of host memory ({e}); copies to and from \
+                         the GPU wait for it from now on",
+                        (len * 4) >> 20
+                    );
+                }
+                None
+            }
+        }
+    }
+
+    fn take(self: &Arc<Self>, len: usize) -> CudaResult<LentBuffer> {
         let reused = {
             let mut idle = self.lock();
             let fits = |b: &PinnedBuffer| b.capacity() >= len;
