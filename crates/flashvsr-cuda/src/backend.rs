@@ -462,6 +462,14 @@ impl CudaBackend {
         Ok(converted.insert(copy))
     }
 
+    /// An f32 row-major buffer's values in host memory, once the device got there.
+    fn copy_to_host_now(&self, buf: &CudaBuffer) -> CudaResult<Vec<f32>> {
+        let mut host = self.gpu.stream.clone_dtoh(buf.slice())?;
+        self.synchronize()?;
+        host.truncate(buf_len(buf));
+        Ok(host)
+    }
+
     /// A bf16 buffer's values as a new f32 buffer.
     fn widen(&self, buf: &CudaBuffer) -> CudaResult<CudaBuffer> {
         let len = flashvsr_tensor::Buffer::len(buf);
@@ -633,11 +641,7 @@ impl Backend for CudaBackend {
     fn download(&self, x: &Tensor) -> TResult<Vec<f32>> {
         let result = catch(|| {
             let mut converted = None;
-            let buf = self.row_major_f32(self.input(x)?, &mut converted)?;
-            let mut host = self.gpu.stream.clone_dtoh(buf.slice())?;
-            self.synchronize()?;
-            host.truncate(buf_len(buf));
-            Ok(host)
+            self.copy_to_host_now(self.row_major_f32(self.input(x)?, &mut converted)?)
         });
         result.map_err(|e| self.err(e))
     }
@@ -651,10 +655,7 @@ impl Backend for CudaBackend {
                 return Ok(PendingDownload::ready(Vec::new()));
             }
             let Some(mut host) = self.downloads.try_take(len) else {
-                let mut words = self.gpu.stream.clone_dtoh(buf.slice())?;
-                self.synchronize()?;
-                words.truncate(len);
-                return Ok(PendingDownload::ready(words));
+                return Ok(PendingDownload::ready(self.copy_to_host_now(buf)?));
             };
             // SAFETY: `buf` holds `len` f32 values. It and `converted` may be dropped once this
             // returns: their memory is freed on this stream (stream-ordered), after the copy.

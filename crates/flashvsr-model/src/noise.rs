@@ -111,13 +111,8 @@ fn seeded_frame(seed: u64, frame: u64, len: usize) -> Vec<f32> {
 
 /// Fills `out` with standard normal values of stream `stream` of `seed`; value pairs are computed
 /// independently, so the fill runs in parallel and any prefix is reproducible.
-pub fn gaussian_fill(seed: u64, stream: u64, out: &mut [f32]) {
-    gaussian_fill_scaled(seed, stream, 1.0, out);
-}
-
-/// [`gaussian_fill`] times `std` (each value rounded to f32 first, then scaled in f32).
-pub fn gaussian_fill_scaled(seed: u64, stream: u64, std: f32, out: &mut [f32]) {
-    random::normal_fill(random::stream_base(seed, stream), std, out);
+fn gaussian_fill(seed: u64, stream: u64, out: &mut [f32]) {
+    random::normal_fill(random::stream_base(seed, stream), 1.0, out);
 }
 
 #[cfg(test)]

@@ -8,7 +8,6 @@ use std::path::{Path, PathBuf};
 
 use flashvsr_tensor::{random, BackendRef, Tensor};
 
-use crate::noise::gaussian_fill_scaled;
 use crate::weights::{WeightError, WeightSource};
 
 /// Widths of every model file.
@@ -310,7 +309,7 @@ impl WeightSource for RandomWeights {
             Init::Constant(v) => vec![v; n],
             Init::Normal { std, stream } => {
                 let mut v = vec![0.0f32; n];
-                gaussian_fill_scaled(self.seed, stream, std, &mut v);
+                random::normal_fill(random::stream_base(self.seed, stream), std, &mut v);
                 v
             }
         })
