@@ -1,5 +1,10 @@
 //! Per-op GPU time (`FLASHVSR_CUDA_OP_PROFILE=1`): CUDA events around every op, summed by op
 //! name. For finding where a pipeline spends its time; it adds two events per op.
+//!
+//! The ops of one stream run in order, so the time between one op's end event and the next op's
+//! start event is time the GPU had nothing of ours to run: the host had not enqueued the next op
+//! yet (its dispatch, a host wait, a synchronising copy). That idle time is summed by the op that
+//! came after it, which names where the host was late.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -8,14 +13,21 @@ use cudarc::driver::{CudaContext, CudaEvent, CudaStream};
 
 use crate::error::CudaResult;
 
-/// Events are resolved in batches so that the pending list stays short.
-const BATCH: usize = 2048;
+/// Completed events are resolved in batches so that the pending list stays short; resolving
+/// never waits for the GPU (that would add idle time of its own).
+const BATCH: usize = 4096;
+
+/// Gaps longer than this are the host's pauses between passes (the bench's run boundaries,
+/// a model load), not op dispatch.
+const LONG_GAP_MS: f64 = 50.0;
 
 #[derive(Default)]
 struct State {
     pending: Vec<(&'static str, CudaEvent, CudaEvent)>,
-    /// name → (milliseconds, calls)
-    totals: BTreeMap<&'static str, (f64, u64)>,
+    /// name → (milliseconds, calls, idle milliseconds before it)
+    totals: BTreeMap<&'static str, (f64, u64, f64)>,
+    last_end: Option<CudaEvent>,
+    long_gaps_ms: f64,
 }
 
 pub(crate) struct OpProfiler {
@@ -44,22 +56,27 @@ impl OpProfiler {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
         s.pending.push((name, start, end));
         if s.pending.len() >= BATCH {
-            resolve(&mut s)?;
+            resolve(&mut s, false)?;
         }
         Ok(())
     }
 
-    /// Milliseconds and calls per op, most time first.
+    /// Milliseconds and calls per op, most time first, and the idle time before each.
     pub fn report(&self) -> CudaResult<String> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        resolve(&mut s)?;
+        resolve(&mut s, true)?;
         let total: f64 = s.totals.values().map(|v| v.0).sum();
+        let idle: f64 = s.totals.values().map(|v| v.2).sum();
         let mut rows: Vec<_> = s.totals.iter().collect();
         rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
-        let mut out = format!("GPU time per op ({total:.1} ms in all):\n");
-        for (name, (ms, calls)) in rows {
+        let mut out = format!(
+            "GPU time per op ({total:.1} ms in all; idle between ops {idle:.1} ms, not counting \
+             {:.1} ms of gaps over {LONG_GAP_MS} ms):\n",
+            s.long_gaps_ms
+        );
+        for (name, (ms, calls, idle_ms)) in rows {
             out.push_str(&format!(
-                "  {name:<24} {ms:>10.1} ms {:>5.1} % {calls:>8} calls {:>9.3} ms/call\n",
+                "  {name:<24} {ms:>10.1} ms {:>5.1} % {calls:>8} calls {:>9.3} ms/call {idle_ms:>9.1} ms idle before\n",
                 100.0 * ms / total.max(1e-9),
                 ms / *calls as f64
             ));
@@ -68,15 +85,38 @@ impl OpProfiler {
     }
 }
 
-fn resolve(s: &mut State) -> CudaResult<()> {
-    if let Some((_, _, last)) = s.pending.last() {
-        last.synchronize()?;
+/// Moves completed ops from `pending` into the totals, in order; `all` waits for the rest.
+fn resolve(s: &mut State, all: bool) -> CudaResult<()> {
+    if all {
+        if let Some((_, _, last)) = s.pending.last() {
+            last.synchronize()?;
+        }
     }
-    for (name, start, end) in s.pending.drain(..) {
+    let done = if all {
+        s.pending.len()
+    } else {
+        s.pending
+            .iter()
+            .position(|(_, _, end)| !end.is_complete())
+            .unwrap_or(s.pending.len())
+    };
+    let mut last_end = s.last_end.take();
+    for (name, start, end) in s.pending.drain(..done) {
         let ms = start.elapsed_ms(&end)? as f64;
-        let entry = s.totals.entry(name).or_insert((0.0, 0));
+        let gap = match &last_end {
+            Some(prev) => (prev.elapsed_ms(&start)? as f64).max(0.0),
+            None => 0.0,
+        };
+        let entry = s.totals.entry(name).or_insert((0.0, 0, 0.0));
         entry.0 += ms;
         entry.1 += 1;
+        if gap > LONG_GAP_MS {
+            s.long_gaps_ms += gap;
+        } else {
+            entry.2 += gap;
+        }
+        last_end = Some(end);
     }
+    s.last_end = last_end;
     Ok(())
 }
