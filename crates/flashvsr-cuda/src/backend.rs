@@ -230,6 +230,25 @@ const STAGING_BUFFERS: usize = 20;
 /// than it saves.
 const STAGED_UPLOAD_MAX_VALUES: usize = 16 << 20;
 
+/// Host copies into pinned staging larger than this are split across threads: a frame's 13 MB
+/// written by one core into write-combined memory kept the engine's thread (and so the device)
+/// waiting about a millisecond per frame.
+const PARALLEL_COPY_MIN_VALUES: usize = 1 << 20;
+const PARALLEL_COPY_THREADS: usize = 4;
+
+fn copy_in_parallel(dst: &mut [f32], src: &[f32]) {
+    if src.len() < PARALLEL_COPY_MIN_VALUES {
+        dst.copy_from_slice(src);
+        return;
+    }
+    let part = src.len().div_ceil(PARALLEL_COPY_THREADS);
+    std::thread::scope(|s| {
+        for (d, v) in dst.chunks_mut(part).zip(src.chunks(part)) {
+            s.spawn(move || d.copy_from_slice(v));
+        }
+    });
+}
+
 /// Converted conv weights kept on the device at most (a whole model's convs fit: about 0.7 GB).
 const CONV_WEIGHT_CACHE_BYTES: usize = 2 << 30;
 
@@ -680,7 +699,7 @@ impl Backend for CudaBackend {
             return self.upload(data);
         };
         self.finish("upload_queued", || {
-            staging.values(data.len())?.copy_from_slice(data);
+            copy_in_parallel(staging.values(data.len())?, data);
             // SAFETY: fully written by the copy below.
             let slice = unsafe { self.gpu.stream.alloc::<f32>(data.len()) }?;
             // SAFETY: `slice` has room for the values; it is freed on this stream, after the
@@ -830,11 +849,26 @@ impl Backend for CudaBackend {
     }
 
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> TResult<BufferRef> {
-        self.finish("linear", || self.op_linear(x, w, b, false))
+        self.finish("linear", || self.op_linear(x, w, b, false, None))
     }
 
     fn linear_gelu(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> TResult<BufferRef> {
-        self.finish("linear_gelu", || self.op_linear(x, w, b, true))
+        self.finish("linear_gelu", || self.op_linear(x, w, b, true, None))
+    }
+
+    fn linear_add(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        residual: &Tensor,
+    ) -> TResult<BufferRef> {
+        if x.dim(1) == 0 || x.dim(0) * w.dim(0) == 0 {
+            return flashvsr_tensor::linear_then_add(self, x, w, b, residual);
+        }
+        self.finish("linear_add", || {
+            self.op_linear(x, w, b, false, Some(residual))
+        })
     }
 
     fn compact(&self, x: &Tensor) -> TResult<Option<BufferRef>> {

@@ -1,7 +1,8 @@
 //! Row-major GEMM through cuBLASLt: `C[M,N] (+)= A[M,K] · B + bias[N]` (optionally through tanh
 //! GELU), B given either as `[N,K]` (weights, `X·Wᵀ`) or as `[K,N]`. A and B are fp32 (compute
 //! type `CUBLAS_COMPUTE_32F`, exact: the parity mode; or TF32 in fast mode) or both bf16 (fast
-//! mode's weights); C, D and the bias are fp32 and accumulation is fp32 in every case.
+//! mode's weights); C, D and the bias are fp32 (or, with bf16 inputs, bf16) and accumulation is
+//! fp32 in every case. C may be another matrix than D (a residual added by the GEMM).
 //! Descriptors and the heuristic's algorithm are cached per shape, not rebuilt per call as
 //! cudarc's safe `Matmul` would.
 //!
@@ -34,6 +35,8 @@ pub(crate) struct GemmShape {
     pub epilogue: Epilogue,
     /// A and B are bf16 (else fp32).
     pub bf16_inputs: bool,
+    /// C, D and the bias are bf16 (else fp32); only with bf16 inputs.
+    pub bf16_output: bool,
 }
 
 /// What cuBLASLt applies to `A·B` before storing D.
@@ -68,6 +71,8 @@ pub(crate) struct GemmPtrs {
     pub bias: u64,
     /// `C += …` instead of `C = …` (C is not read when false).
     pub accumulate: bool,
+    /// Non-zero: `C = residual + …` (a matrix shaped like C, read instead of C).
+    pub residual: u64,
 }
 
 #[derive(Hash, PartialEq, Eq)]
@@ -242,8 +247,12 @@ impl Gemm {
             };
             if let Some(e) = epilogue {
                 set_desc(desc, D::CUBLASLT_MATMUL_DESC_EPILOGUE, &(e as u32))?;
-                // D is fp32, so is the bias (the default would follow A/B's type otherwise).
-                let bias_type = lt::cudaDataType_t::CUDA_R_32F as u32;
+                // The bias has D's type (the default would follow A/B's type otherwise).
+                let bias_type = if s.bf16_output {
+                    lt::cudaDataType_t::CUDA_R_16BF
+                } else {
+                    lt::cudaDataType_t::CUDA_R_32F
+                } as u32;
                 set_desc(desc, D::CUBLASLT_MATMUL_DESC_BIAS_DATA_TYPE, &bias_type)?;
             }
         }
@@ -254,7 +263,7 @@ impl Gemm {
             layout(s.n, s.k, s.ldb, bf16)?
         };
         plan.layouts[1] = layout(s.k, s.m, s.lda, bf16)?;
-        plan.layouts[2] = layout(s.n, s.m, s.ldc, false)?;
+        plan.layouts[2] = layout(s.n, s.m, s.ldc, s.bf16_output)?;
         let mut pref = std::ptr::null_mut();
         check("cublasLtMatmulPreferenceCreate", unsafe {
             lt::cublasLtMatmulPreferenceCreate(&mut pref)
@@ -309,9 +318,14 @@ impl Gemm {
             return Err(CudaError::Unsupported("GEMM with K = 0".into()));
         }
         stream.context().bind_to_thread()?;
+        let c_in = if p.residual != 0 { p.residual } else { p.c };
         let key = PlanKey {
             shape,
-            align: [alignment(p.b), alignment(p.a), alignment(p.c)],
+            align: [
+                alignment(p.b),
+                alignment(p.a),
+                alignment(p.c).min(alignment(c_in)),
+            ],
         };
         let plan = match self.plans.entry(key) {
             Entry::Occupied(e) => e.into_mut(),
@@ -321,7 +335,8 @@ impl Gemm {
             }
         };
         let (ws, _guard) = self.workspace.device_ptr(stream);
-        let (alpha, beta) = (1.0f32, if p.accumulate { 1.0f32 } else { 0.0 });
+        let reads_c = p.accumulate || p.residual != 0;
+        let (alpha, beta) = (1.0f32, if reads_c { 1.0f32 } else { 0.0 });
         unsafe {
             if shape.epilogue.has_bias() {
                 set_desc(
@@ -341,7 +356,7 @@ impl Gemm {
                     p.a as *const c_void,
                     plan.layouts[1],
                     (&beta as *const f32).cast(),
-                    p.c as *const c_void,
+                    c_in as *const c_void,
                     plan.layouts[2],
                     p.c as *mut c_void,
                     plan.layouts[2],

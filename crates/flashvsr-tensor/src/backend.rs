@@ -209,6 +209,17 @@ pub trait Backend: Send + Sync + fmt::Debug {
         let y = Tensor::from_buffer(x.backend(), y, &[x.dim(0), w.dim(0)])?;
         self.unary(&y, UnaryOp::GeluTanh)
     }
+    /// `residual + x · wᵀ + b` (`residual` shaped like the product); backends whose GEMM reads
+    /// an addend override this.
+    fn linear_add(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        residual: &Tensor,
+    ) -> Result<BufferRef> {
+        linear_then_add(self, x, w, b, residual)
+    }
     /// `x` in a narrower storage for long-lived tensors (see [`Tensor::compact`]); `None` keeps
     /// `x` as it is.
     fn compact(&self, _x: &Tensor) -> Result<Option<BufferRef>> {
@@ -317,4 +328,17 @@ mod tests {
         assert_eq!(&v[..3], &[1.0, -2.0, f32::INFINITY]);
         assert_eq!(v[3].to_bits(), 0x0001_0000);
     }
+}
+
+/// [`Backend::linear_add`] as two ops: the product, then the sum.
+pub fn linear_then_add<B: Backend + ?Sized>(
+    backend: &B,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    residual: &Tensor,
+) -> Result<BufferRef> {
+    let y = backend.linear(x, w, b)?;
+    let y = Tensor::from_buffer(x.backend(), y, &[x.dim(0), w.dim(0)])?;
+    backend.binary(&y, residual, BinaryOp::Add)
 }

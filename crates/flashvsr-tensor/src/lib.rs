@@ -11,7 +11,8 @@ pub mod random;
 mod tensor;
 
 pub use backend::{
-    Backend, BackendRef, BinaryOp, Buffer, BufferRef, Device, HostData, PadMode, PendingDownload,
+    linear_then_add, Backend, BackendRef, BinaryOp, Buffer, BufferRef, Device, HostData, PadMode,
+    PendingDownload,
     UnaryOp,
 };
 pub use block_mask::BlockMask;

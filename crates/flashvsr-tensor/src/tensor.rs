@@ -315,6 +315,27 @@ impl Tensor {
         self.linear_with(w, b, |x| self.backend.linear_gelu(x, w, b))
     }
 
+    /// `residual + self · wᵀ + b`: the residual connection added by the GEMM where the backend can.
+    pub fn linear_add(&self, w: &Tensor, b: Option<&Tensor>, residual: &Tensor) -> Result<Tensor> {
+        let out_shape = {
+            let mut shape = self.shape.to_vec();
+            if let Some(last) = shape.last_mut() {
+                *last = w.shape.first().copied().unwrap_or(0);
+            }
+            shape
+        };
+        if residual.shape() != out_shape.as_slice() {
+            return shape_err(
+                "linear_add",
+                format!("{:?} · {:?}ᵀ + {:?}", self.shape, w.shape, residual.shape),
+            );
+        }
+        self.linear_with(w, b, |x| {
+            let rows = residual.reshape(&[x.dim(0), w.dim(0)])?;
+            self.backend.linear_add(x, w, b, &rows)
+        })
+    }
+
     fn linear_with(
         &self,
         w: &Tensor,

@@ -109,6 +109,7 @@ impl CudaBackend {
             b_transposed: false,
             epilogue: Epilogue::None,
             bf16_inputs: false,
+            bf16_output: false,
         };
         let ptrs = |bp, cp| GemmPtrs {
             a: wp,
@@ -116,6 +117,7 @@ impl CudaBackend {
             c: cp,
             bias: 0,
             accumulate: b.is_some(),
+            residual: 0,
         };
         let frame = h * wd;
         if kt == 1 && kh == 1 && kw == 1 && pad == 0 {

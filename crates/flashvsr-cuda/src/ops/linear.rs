@@ -1,28 +1,40 @@
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use flashvsr_tensor::{Tensor, UnaryOp};
 
 use crate::backend::CudaBackend;
 use crate::buffer::{CudaBuffer, Storage};
-use crate::error::CudaResult;
+use crate::error::{CudaError, CudaResult};
 use crate::gemm::{Epilogue, GemmPtrs, GemmShape};
 
+/// Set once cuBLASLt had no algorithm for a bf16 output of the fused GELU: the output stays fp32
+/// from then on (and the next GEMM rounds it, as before that output existed).
+static NO_BF16_GELU_OUTPUT: AtomicBool = AtomicBool::new(false);
+
 impl CudaBackend {
-    /// `x (M, K) · w (N, K)ᵀ + b`, then tanh GELU when `gelu`. The bias (and the GELU, with bf16
-    /// weights) run as cuBLASLt's epilogue. A bf16-stored weight makes it a bf16 GEMM: `x` is
-    /// read as bf16 (its bf16 storage or copy, see `bf16_input`); accumulation and the output stay
-    /// fp32. (cuBLASLt 13 has no algorithm for a bf16 output with the fp32 bias of the fused GELU,
-    /// so the feed-forward net's hidden layer stays fp32 and its second GEMM rounds it once.)
+    /// `x (M, K) · w (N, K)ᵀ + b (+ residual)`, then tanh GELU when `gelu`. The bias, the
+    /// residual (as cuBLASLt's C) and the GELU (with bf16 weights) run inside the GEMM. A
+    /// bf16-stored weight makes it a bf16 GEMM: `x` is read as bf16 (its bf16 storage or copy, see
+    /// `bf16_input`); accumulation stays fp32, and so does the output, except the feed-forward
+    /// net's hidden layer (fused GELU): only its second GEMM reads it, as bf16, so it is stored
+    /// bf16 (with a bf16 copy of the bias, as cuBLASLt wants for a bf16 output).
     pub(crate) fn op_linear(
         &self,
         x: &Tensor,
         w: &Tensor,
         b: Option<&Tensor>,
         gelu: bool,
+        residual: Option<&Tensor>,
     ) -> CudaResult<CudaBuffer> {
         let (m, k, n) = (x.dim(0), x.dim(1), w.dim(0));
         if m * n == 0 || k == 0 {
+            if residual.is_some() {
+                return Err(CudaError::Unsupported(
+                    "a residual GEMM without products (the backend composes it)".into(),
+                ));
+            }
             return self.linear_without_products(m * n, n, b, gelu);
         }
-        let bias = self.opt_ptr(b)?;
         let (w_ptr, w_storage) = self.raw(w)?;
         let bf16_inputs = w_storage == Storage::Bf16;
         let a = if bf16_inputs {
@@ -32,8 +44,12 @@ impl CudaBackend {
         };
         let b_ptr = if bf16_inputs { w_ptr } else { self.ptr(w)? };
         // Fused GELU only in fast mode: the exact mode keeps the elementwise kernel's formula.
-        let fuse_gelu = gelu && bf16_inputs && b.is_some();
-        let shape = GemmShape {
+        let fuse_gelu = gelu && bf16_inputs && b.is_some() && residual.is_none();
+        let residual_ptr = match residual {
+            Some(r) => self.ptr(r)?,
+            None => 0,
+        };
+        let shape = |bf16_output| GemmShape {
             m,
             n,
             k,
@@ -47,16 +63,34 @@ impl CudaBackend {
                 Epilogue::bias(b.is_some())
             },
             bf16_inputs,
+            bf16_output,
         };
+        if fuse_gelu && !NO_BF16_GELU_OUTPUT.load(Ordering::Relaxed) {
+            let out = self.output_as(m * n, Storage::Bf16)?;
+            let ptrs = GemmPtrs {
+                a,
+                b: b_ptr,
+                c: out.ptr(),
+                bias: b.map(|b| self.bf16_input(b)).transpose()?.unwrap_or(0),
+                accumulate: false,
+                residual: 0,
+            };
+            match self.gemm().run(&self.gpu.stream, shape(true), ptrs) {
+                Ok(()) => return Ok(out),
+                Err(CudaError::Blas(_)) => NO_BF16_GELU_OUTPUT.store(true, Ordering::Relaxed),
+                Err(e) => return Err(e),
+            }
+        }
         let out = self.output(m * n)?;
         let ptrs = GemmPtrs {
             a,
             b: b_ptr,
             c: out.ptr(),
-            bias,
+            bias: self.opt_ptr(b)?,
             accumulate: false,
+            residual: residual_ptr,
         };
-        self.gemm().run(&self.gpu.stream, shape, ptrs)?;
+        self.gemm().run(&self.gpu.stream, shape(false), ptrs)?;
         self.then_gelu(out, m * n, gelu && !fuse_gelu)
     }
 

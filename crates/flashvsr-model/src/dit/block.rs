@@ -1,3 +1,5 @@
+use std::sync::Arc;
+
 use flashvsr_tensor::{BlockMask, Tensor};
 
 use super::config::{DitConfig, EPS};
@@ -6,14 +8,13 @@ use crate::params::Params;
 use crate::Result;
 
 /// One transformer block with its load-time constants folded in: the six modulation rows
-/// (`modulation + t_mod`) and the cross-attention K, V of the fixed prompt.
+/// (`modulation + t_mod`; the two gates are folded into the output projections, see
+/// [`gated_linear`]) and the cross-attention K, V of the fixed prompt.
 pub struct DitBlock {
     shift1: Tensor,
     scale1: Tensor,
-    gate1: Tensor,
     shift2: Tensor,
     scale2: Tensor,
-    gate2: Tensor,
     q: (Tensor, Tensor),
     k: (Tensor, Tensor),
     v: (Tensor, Tensor),
@@ -41,6 +42,29 @@ fn linear(p: &Params, name: &str, out: usize, inp: usize) -> Result<(Tensor, Ten
     ))
 }
 
+/// `linear` with its output channels scaled by `gate`: `x + gate ⊙ (y·Wᵀ + b)` becomes
+/// `x + y·(gate ⊙ W)ᵀ + gate ⊙ b`, one GEMM that adds the residual itself. The gate is a load-time
+/// constant (one timestep), so the product is made once, before the weight is compacted.
+fn gated_linear(
+    p: &Params,
+    name: &str,
+    out: usize,
+    inp: usize,
+    gate: &Tensor,
+) -> Result<(Tensor, Tensor)> {
+    let w = p.tensor(&format!("{name}.weight"), &[out, inp])?;
+    let no_shift = Tensor::zeros(p.backend(), &[out])?;
+    Ok((
+        w.channel_affine(gate, &no_shift)?.compact()?,
+        p.tensor(&format!("{name}.bias"), &[out])?.mul(gate)?,
+    ))
+}
+
+/// `residual + x·Wᵀ + b`.
+fn apply_add(x: &Tensor, l: &(Tensor, Tensor), residual: &Tensor) -> Result<Tensor> {
+    Ok(x.linear_add(&l.0, Some(&l.1), residual)?)
+}
+
 fn apply(x: &Tensor, l: &(Tensor, Tensor)) -> Result<Tensor> {
     Ok(x.linear(&l.0, Some(&l.1))?)
 }
@@ -49,6 +73,48 @@ fn apply(x: &Tensor, l: &(Tensor, Tensor)) -> Result<Tensor> {
 #[derive(Clone, Default)]
 pub struct LayerCache {
     pub groups: Vec<(Tensor, Tensor)>,
+    /// The block means of cached keys, kept beside them: every later chunk's mask reads them.
+    pooled: Vec<PooledKeys>,
+}
+
+/// `pooled`: the means of every `key_block` rows of `keys`.
+#[derive(Clone)]
+struct PooledKeys {
+    keys: Tensor,
+    key_block: usize,
+    pooled: Tensor,
+}
+
+impl LayerCache {
+    /// The block means of `keys` (a cached group, or this chunk's keys), from the cache when
+    /// they were computed before.
+    fn pooled(&mut self, keys: &Tensor, key_block: usize) -> Result<Tensor> {
+        let same = |p: &PooledKeys| {
+            p.key_block == key_block
+                && p.keys.shape() == keys.shape()
+                && Arc::ptr_eq(p.keys.buffer(), keys.buffer())
+        };
+        if let Some(p) = self.pooled.iter().find(|p| same(p)) {
+            return Ok(p.pooled.clone());
+        }
+        let pooled = keys
+            .reshape(&[keys.dim(0) / key_block, key_block, keys.dim(1)])?
+            .group_mean()?;
+        self.pooled.push(PooledKeys {
+            keys: keys.clone(),
+            key_block,
+            pooled: pooled.clone(),
+        });
+        Ok(pooled)
+    }
+
+    /// Forgets the means of keys no longer cached (evicted, or replaced by a restore or a move to
+    /// another device), so that they do not keep those keys alive.
+    fn prune_pooled(&mut self) {
+        let groups = &self.groups;
+        self.pooled
+            .retain(|p| groups.iter().any(|(k, _)| Arc::ptr_eq(k.buffer(), p.keys.buffer())));
+    }
 }
 
 impl DitBlock {
@@ -64,17 +130,16 @@ impl DitBlock {
         let cross_k = linear(p, "cross_attn.k", d, d)?;
         let cross_v = linear(p, "cross_attn.v", d, d)?;
         let cross_norm_k = p.tensor("cross_attn.norm_k.weight", &[d])?;
+        let (gate1, gate2) = (row(2)?, row(5)?);
         Ok(DitBlock {
             shift1: row(0)?,
             scale1: row(1)?,
-            gate1: row(2)?,
             shift2: row(3)?,
             scale2: row(4)?,
-            gate2: row(5)?,
             q: linear(p, "self_attn.q", d, d)?,
             k: linear(p, "self_attn.k", d, d)?,
             v: linear(p, "self_attn.v", d, d)?,
-            o: linear(p, "self_attn.o", d, d)?,
+            o: gated_linear(p, "self_attn.o", d, d, &gate1)?,
             norm_q: p.tensor("self_attn.norm_q.weight", &[d])?,
             norm_k: p.tensor("self_attn.norm_k.weight", &[d])?,
             cross_q: linear(p, "cross_attn.q", d, d)?,
@@ -91,7 +156,7 @@ impl DitBlock {
                 p.tensor("norm3.bias", &[d])?,
             ),
             ffn_up: linear(p, "ffn.0", cfg.ffn_dim, d)?,
-            ffn_down: linear(p, "ffn.2", d, cfg.ffn_dim)?,
+            ffn_down: gated_linear(p, "ffn.2", d, cfg.ffn_dim, &gate2)?,
             heads: cfg.heads,
         })
     }
@@ -124,20 +189,20 @@ impl DitBlock {
         // large, and in fast mode they carry a bf16 copy for the GEMMs.
         drop(a);
 
+        cache.prune_pooled();
+        let mask = match injected_mask {
+            Some(m) => m.to_tensor(x.backend())?,
+            None => self.select(&q, &k, cache, settings, allowed)?,
+        };
         // The cached groups and this chunk's keys, read where they are (no concatenation).
         let mut keys: Vec<&Tensor> = cache.groups.iter().map(|g| &g.0).collect();
         let mut values: Vec<&Tensor> = cache.groups.iter().map(|g| &g.1).collect();
         keys.push(&k);
         values.push(&v);
-
-        let mask = match injected_mask {
-            Some(m) => m.to_tensor(x.backend())?,
-            None => self.select(&q, &keys, settings, allowed)?,
-        };
         let o =
             q.block_sparse_attention_segments(&keys, &values, &mask, settings.mode.key_block())?;
         drop(q);
-        let x = x.add_gated(&apply(&o, &self.o)?, &self.gate1)?;
+        let x = apply_add(&o, &self.o, x)?;
         drop(o);
 
         let group_tokens = k.dim(0) / query_groups;
@@ -151,72 +216,78 @@ impl DitBlock {
         if cache.groups.len() > settings.kv_len {
             cache.groups.remove(0);
         }
+        cache.prune_pooled();
 
         let co = {
             let c = x.layer_norm(Some(&self.norm3.0), Some(&self.norm3.1), EPS)?;
             let cq = apply(&c, &self.cross_q)?.rms_norm(&self.cross_norm_q, EPS)?;
             cq.attention(&self.cross_k, &self.cross_v, self.heads)?
         };
-        let x = x.add(&apply(&co, &self.cross_o)?)?;
+        let x = apply_add(&co, &self.cross_o, &x)?;
         drop(co);
 
         let b = x.modulate(&self.shift2, &self.scale2, EPS)?;
-        let f = self.ffn(&b)?;
-        Ok((x.add_gated(&f, &self.gate2)?, mask))
+        Ok((self.ffn(&b, &x)?, mask))
     }
 
-    /// The feed-forward net, over at most `FFN_TOKENS_PER_PASS` tokens at a time: its hidden
-    /// layer is ~6× the width of the stream, and large chunks (the first, or big canvases) would
-    /// otherwise need it for every token at once.
-    fn ffn(&self, b: &Tensor) -> Result<Tensor> {
+    /// `x` plus the gated feed-forward net of `b`, over at most `FFN_TOKENS_PER_PASS` tokens at a
+    /// time: its hidden layer is ~6× the width of the stream, and large chunks (the first, or big
+    /// canvases) would otherwise need it for every token at once.
+    fn ffn(&self, b: &Tensor, x: &Tensor) -> Result<Tensor> {
         let tokens = b.dim(0);
-        let pass = |part: &Tensor| -> Result<Tensor> {
+        let pass = |part: &Tensor, residual: &Tensor| -> Result<Tensor> {
             let up = part.linear_gelu(&self.ffn_up.0, Some(&self.ffn_up.1))?;
-            apply(&up, &self.ffn_down)
+            apply_add(&up, &self.ffn_down, residual)
         };
         if tokens <= FFN_TOKENS_PER_PASS {
-            return pass(b);
+            return pass(b, x);
         }
         let parts = (0..tokens)
             .step_by(FFN_TOKENS_PER_PASS)
-            .map(|start| pass(&b.narrow(0, start, FFN_TOKENS_PER_PASS.min(tokens - start))?))
+            .map(|start| {
+                let len = FFN_TOKENS_PER_PASS.min(tokens - start);
+                pass(&b.narrow(0, start, len)?, &x.narrow(0, start, len)?)
+            })
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&Tensor> = parts.iter().collect();
         Ok(Tensor::cat(&refs, 0)?)
     }
 
-    /// The block mask, computed where the scores are: no host round trip.
-    /// `keys`: segments of rows, as for the attention.
+    /// The block mask, computed where the scores are: no host round trip. The keys are the
+    /// cache's groups, then this chunk's `keys`.
     fn select(
         &self,
         q: &Tensor,
-        keys: &[&Tensor],
+        keys: &Tensor,
+        cache: &mut LayerCache,
         settings: &SparseSettings,
         allowed: &Tensor,
     ) -> Result<Tensor> {
         let d = q.dim(1);
         let kb = settings.mode.key_block();
         let pooled_q = q.reshape(&[q.dim(0) / 128, 128, d])?.group_mean()?;
-        let pooled_k = pooled_keys(keys, kb)?;
+        let pooled_k = pooled_keys(cache, keys, kb)?;
         let scores = pooled_q.head_scores(&pooled_k, self.heads)?;
         Ok(scores.sparse_topk_mask(allowed, settings.topk, score_scale())?)
     }
 }
 
-/// The mean of every `kb` key rows of the concatenated `keys` segments, `(blocks, D)`: per
-/// segment, then the small means joined; the keys themselves are joined only where a block would
-/// straddle two segments.
-fn pooled_keys(keys: &[&Tensor], kb: usize) -> Result<Tensor> {
-    let pool = |k: &Tensor| -> Result<Tensor> {
-        Ok(k.reshape(&[k.dim(0) / kb, kb, k.dim(1)])?.group_mean()?)
-    };
-    if let [k] = keys {
-        return pool(k);
+/// The mean of every `kb` key rows of the cached groups and `keys` joined, `(blocks, D)`: per
+/// segment (the cached groups' means computed once, when the group was new), then the small means
+/// joined; the keys themselves are joined only where a block would straddle two segments.
+fn pooled_keys(cache: &mut LayerCache, keys: &Tensor, kb: usize) -> Result<Tensor> {
+    let groups: Vec<Tensor> = cache.groups.iter().map(|g| g.0.clone()).collect();
+    let all: Vec<&Tensor> = groups.iter().chain([keys]).collect();
+    if !all.iter().all(|k| k.dim(0).is_multiple_of(kb)) {
+        let joined = Tensor::cat(&all, 0)?;
+        return Ok(joined
+            .reshape(&[joined.dim(0) / kb, kb, joined.dim(1)])?
+            .group_mean()?);
     }
-    if !keys.iter().all(|k| k.dim(0).is_multiple_of(kb)) {
-        return pool(&Tensor::cat(keys, 0)?);
-    }
-    let pooled = keys.iter().map(|k| pool(k)).collect::<Result<Vec<_>>>()?;
+    let pooled = all
+        .iter()
+        .map(|k| cache.pooled(k, kb))
+        .collect::<Result<Vec<_>>>()?;
     let refs: Vec<&Tensor> = pooled.iter().collect();
     Ok(Tensor::cat(&refs, 0)?)
 }

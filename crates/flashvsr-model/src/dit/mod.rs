@@ -180,7 +180,8 @@ impl Dit {
         }
         let rope = rope::tables(x.backend(), grid.window_order_positions(first_frame))?;
         let (rows, cols, allowed) = settings.allowed_pattern();
-        let allowed = Tensor::from_slice(x.backend(), &allowed, &[rows, cols])?;
+        // Queued: a plain upload would wait for the device to drain once per chunk.
+        let allowed = Tensor::from_slice_queued(x.backend(), &allowed, &[rows, cols])?;
         let mut masks = Vec::with_capacity(layers.len());
         for (i, cache) in layers.zip(caches.iter_mut()) {
             let injected_mask = injected.map(|m| &m[i]);

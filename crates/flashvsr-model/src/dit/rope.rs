@@ -19,29 +19,64 @@ fn frequencies(pairs: usize, dims: usize) -> Vec<f64> {
         .collect()
 }
 
+/// cos and sin of `position · frequency` for positions `0..=last`, `(last + 1, pairs)` each.
+/// Row `at` of a `pairs`-wide axis table.
+fn pieces(table: &(Vec<f32>, Vec<f32>), at: usize, pairs: usize) -> (&[f32], &[f32]) {
+    let range = at * pairs..(at + 1) * pairs;
+    (&table.0[range.clone()], &table.1[range])
+}
+
+fn axis_table(freqs: &[f64], last: usize) -> (Vec<f32>, Vec<f32>) {
+    let (mut cos, mut sin) = (Vec::new(), Vec::new());
+    for p in 0..=last {
+        for t in freqs {
+            let a = p as f64 * t;
+            cos.push(a.cos() as f32);
+            sin.push(a.sin() as f32);
+        }
+    }
+    (cos, sin)
+}
+
 /// cos/sin tables, `(tokens, 64)`, for tokens in the order given by `positions` (frame, row, col).
+/// Each position's row is assembled from per-axis tables (a chunk has a few frames, rows and
+/// columns, but thousands of tokens), and the upload is queued behind the device's work: this
+/// runs once per chunk on the engine's thread, which must not stall the device.
 pub fn tables(
     backend: &BackendRef,
     positions: impl Iterator<Item = (usize, usize, usize)>,
 ) -> Result<(Tensor, Tensor)> {
-    let ft = frequencies(TIME_PAIRS, 2 * TIME_PAIRS);
-    let fs = frequencies(SPACE_PAIRS, 2 * SPACE_PAIRS);
-    let (mut cos, mut sin) = (Vec::new(), Vec::new());
-    let mut rows = 0;
-    for (f, i, j) in positions {
-        let angles = ft
-            .iter()
-            .map(|t| f as f64 * t)
-            .chain(fs.iter().map(|t| i as f64 * t))
-            .chain(fs.iter().map(|t| j as f64 * t));
-        for a in angles {
-            cos.push(a.cos() as f32);
-            sin.push(a.sin() as f32);
+    let positions: Vec<(usize, usize, usize)> = positions.collect();
+    let last = |axis: fn(&(usize, usize, usize)) -> usize| positions.iter().map(axis).max();
+    let (Some(f_max), Some(i_max), Some(j_max)) = (last(|p| p.0), last(|p| p.1), last(|p| p.2))
+    else {
+        return Ok((
+            Tensor::from_slice(backend, &[], &[0, PAIRS])?,
+            Tensor::from_slice(backend, &[], &[0, PAIRS])?,
+        ));
+    };
+    let time = axis_table(&frequencies(TIME_PAIRS, 2 * TIME_PAIRS), f_max);
+    let space_freqs = frequencies(SPACE_PAIRS, 2 * SPACE_PAIRS);
+    let rows = axis_table(&space_freqs, i_max);
+    let cols = axis_table(&space_freqs, j_max);
+    let mut cos = vec![0.0f32; positions.len() * PAIRS];
+    let mut sin = vec![0.0f32; positions.len() * PAIRS];
+    for (n, &(f, i, j)) in positions.iter().enumerate() {
+        let out = n * PAIRS..(n + 1) * PAIRS;
+        let (c, s) = (&mut cos[out.clone()], &mut sin[out]);
+        let parts = [
+            (0, pieces(&time, f, TIME_PAIRS)),
+            (TIME_PAIRS, pieces(&rows, i, SPACE_PAIRS)),
+            (TIME_PAIRS + SPACE_PAIRS, pieces(&cols, j, SPACE_PAIRS)),
+        ];
+        for (start, (pc, ps)) in parts {
+            c[start..start + pc.len()].copy_from_slice(pc);
+            s[start..start + ps.len()].copy_from_slice(ps);
         }
-        rows += 1;
     }
+    let shape = [positions.len(), PAIRS];
     Ok((
-        Tensor::from_slice(backend, &cos, &[rows, PAIRS])?,
-        Tensor::from_slice(backend, &sin, &[rows, PAIRS])?,
+        Tensor::from_slice_queued(backend, &cos, &shape)?,
+        Tensor::from_slice_queued(backend, &sin, &shape)?,
     ))
 }
