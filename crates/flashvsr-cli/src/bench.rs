@@ -199,7 +199,7 @@ pub fn run(args: &BenchArgs) -> Outcome<()> {
     for _ in 0..args.warmup {
         bench.run(false)?;
     }
-    let engine_thread = |c: &StageClock| [c.read.get(), c.model.get(), c.write.get()];
+    let engine_thread = |c: &StageClock| [c.read.get(), c.model.get(), c.handoff.get()];
     let before_timed = engine_thread(&stage.clock);
     let mut timed = Vec::with_capacity(args.runs);
     for _ in 0..args.runs.max(1) {

@@ -78,6 +78,8 @@ pub struct StageClock {
     pub color_fix: StageTime,
     /// Conversion to output frames (host worker CPU time) and handing frames to the writer.
     pub write: StageTime,
+    /// The engine thread's part of `write`: handing frames to the writer (waiting for room).
+    pub handoff: StageTime,
 }
 
 #[cfg(test)]

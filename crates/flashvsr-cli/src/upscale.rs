@@ -114,7 +114,9 @@ impl Stage {
     ) -> Outcome<()> {
         let job = self.finishing(frame, self.depth);
         if self.overlap_host_work {
-            Ok(timed(&self.clock.write, || sink.write_job(job, at))?)
+            Ok(timed(&self.clock.write, || {
+                timed(&self.clock.handoff, || sink.write_job(job, at))
+            })?)
         } else {
             let frame = job().map_err(Failure::failed)?;
             Ok(timed(&self.clock.write, || sink.write_owned(frame, at))?)

@@ -366,6 +366,18 @@ fn linear(s: &mut Suite) {
             &inputs,
             &|t| t[0].linear(&t[1], None),
         );
+        let with_residual = [
+            inputs[0].clone(),
+            inputs[1].clone(),
+            inputs[2].clone(),
+            s.input(&[m, n], 1.0),
+        ];
+        s.case(
+            &format!("linear_add {m}x{k} · {n}x{k}ᵀ + b + residual"),
+            GEMM,
+            &with_residual,
+            &|t| t[0].linear_add(&t[1], Some(&t[2]), &t[3]),
+        );
     }
     let inputs = [
         s.input(&[2, 3, 64], 1.0),
@@ -1274,7 +1286,8 @@ fn bf16_storage(s: &mut Suite, fast: &BackendRef) {
         let bt = on(&cpu, &b, &[n])?;
         let y = xt.linear(&wt, Some(&bt))?;
         if gelu {
-            y.gelu_tanh()?.to_vec()
+            // The fused GELU's output is stored bf16 (only the next bf16 GEMM reads it).
+            Ok(rounded(&y.gelu_tanh()?.to_vec()?))
         } else {
             y.to_vec()
         }
@@ -1300,6 +1313,29 @@ fn bf16_storage(s: &mut Suite, fast: &BackendRef) {
             Ok(want) => check(s, name, got, &want, 2e-3),
             Err(e) => s.fail(name, format!("CPU error: {e}")),
         }
+    }
+    // The residual read by the GEMM as C, with bf16 weights.
+    let r = s.input(&[m, n], 1.0).0;
+    let got = (|| {
+        let wt = on(fast, &w, &[n, k])?.compact()?;
+        let y = on(fast, &x, &[m, k])?.linear_add(
+            &wt,
+            Some(&on(fast, &b, &[n])?),
+            &on(fast, &r, &[m, n])?,
+        )?;
+        y.to_vec()
+    })();
+    let name = "bf16 storage: linear_add, bf16 weights";
+    let want = (|| {
+        let y = on(&cpu, &rounded(&x), &[m, k])?.linear(
+            &on(&cpu, &rounded(&w), &[n, k])?,
+            Some(&on(&cpu, &b, &[n])?),
+        )?;
+        y.add(&on(&cpu, &r, &[m, n])?)?.to_vec()
+    })();
+    match want {
+        Ok(want) => check(s, name, got, &want, 2e-3),
+        Err(e) => s.fail(name, format!("CPU error: {e}")),
     }
 }
 

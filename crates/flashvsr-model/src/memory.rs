@@ -13,7 +13,7 @@ const KEPT_LQ_FRAMES: f64 = 30.0;
 /// The estimate's margin over the tensors it counts (allocator slack, small temporaries).
 const MARGIN: f64 = 1.25;
 /// Tokens of one feed-forward pass (the DiT runs its FFN in passes of at most this many).
-const FFN_PASS_TOKENS: f64 = 8192.0;
+const FFN_PASS_TOKENS: f64 = crate::dit::FFN_TOKENS_PER_PASS as f64;
 
 /// Device bytes one stream of `pixels` model-canvas pixels needs beyond the loaded weights, at
 /// its largest (the first chunk). `element_bytes`: 2 where the KV cache and GEMM operands are

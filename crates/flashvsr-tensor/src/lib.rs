@@ -12,8 +12,7 @@ mod tensor;
 
 pub use backend::{
     linear_then_add, Backend, BackendRef, BinaryOp, Buffer, BufferRef, Device, HostData, PadMode,
-    PendingDownload,
-    UnaryOp,
+    PendingDownload, UnaryOp,
 };
 pub use block_mask::BlockMask;
 pub use dtype::DType;

@@ -32,8 +32,9 @@ pub struct DitBlock {
     heads: usize,
 }
 
-/// Tokens per feed-forward pass (see `DitBlock::ffn`).
-const FFN_TOKENS_PER_PASS: usize = 8192;
+/// Tokens per feed-forward pass at most (see `DitBlock::ffn`): a steady chunk of a 1408×768
+/// canvas (8,448 tokens) is one pass; larger chunks are split into equal passes.
+pub const FFN_TOKENS_PER_PASS: usize = 12288;
 
 fn linear(p: &Params, name: &str, out: usize, inp: usize) -> Result<(Tensor, Tensor)> {
     Ok((
@@ -112,8 +113,11 @@ impl LayerCache {
     /// another device), so that they do not keep those keys alive.
     fn prune_pooled(&mut self) {
         let groups = &self.groups;
-        self.pooled
-            .retain(|p| groups.iter().any(|(k, _)| Arc::ptr_eq(k.buffer(), p.keys.buffer())));
+        self.pooled.retain(|p| {
+            groups
+                .iter()
+                .any(|(k, _)| Arc::ptr_eq(k.buffer(), p.keys.buffer()))
+        });
     }
 }
 
@@ -242,10 +246,12 @@ impl DitBlock {
         if tokens <= FFN_TOKENS_PER_PASS {
             return pass(b, x);
         }
+        // Equal passes: a short last pass would be a GEMM too small to use the device well.
+        let per_pass = tokens.div_ceil(tokens.div_ceil(FFN_TOKENS_PER_PASS));
         let parts = (0..tokens)
-            .step_by(FFN_TOKENS_PER_PASS)
+            .step_by(per_pass)
             .map(|start| {
-                let len = FFN_TOKENS_PER_PASS.min(tokens - start);
+                let len = per_pass.min(tokens - start);
                 pass(&b.narrow(0, start, len)?, &x.narrow(0, start, len)?)
             })
             .collect::<Result<Vec<_>>>()?;

@@ -9,7 +9,7 @@ pub mod windows;
 use flashvsr_tensor::{BackendRef, BlockMask, Tensor};
 
 use block::DitBlock;
-pub use block::LayerCache;
+pub use block::{LayerCache, FFN_TOKENS_PER_PASS};
 use config::{DitConfig, EPS, LATENT_CHANNELS};
 use mask::SparseSettings;
 pub use windows::TokenGrid;
