@@ -610,6 +610,43 @@ impl CudaBackend {
     }
 }
 
+/// The op's name, and when profiling its shape too (`conv3d 128→128 k3 2×384×704`): the
+/// convolutions of a network differ by orders of magnitude in cost. Each distinct name is kept
+/// for the process's life (a network has a few dozen shapes).
+fn conv_name(op: &'static str, x: &Tensor, w: &Tensor, profiling: bool) -> &'static str {
+    if !profiling {
+        return op;
+    }
+    interned(format!(
+        "{op} {}→{} k{} {}×{}×{}",
+        w.dim(1),
+        w.dim(0),
+        w.shape().last().copied().unwrap_or(1),
+        x.shape().get(1).copied().unwrap_or(1),
+        x.shape().get(2).copied().unwrap_or(1),
+        x.shape().get(3).copied().unwrap_or(1),
+    ))
+}
+
+/// The op's name, with its weight's shape when profiling (`linear 4608←1536`).
+fn shaped_name(op: &'static str, w: &Tensor, profiling: bool) -> &'static str {
+    if !profiling {
+        return op;
+    }
+    interned(format!("{op} {}←{}", w.dim(0), w.dim(1)))
+}
+
+fn interned(name: String) -> &'static str {
+    static NAMES: Mutex<Vec<&'static str>> = Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(known) = names.iter().find(|n| **n == name) {
+        return known;
+    }
+    let leaked: &'static str = Box::leak(name.into_boxed_str());
+    names.push(leaked);
+    leaked
+}
+
 thread_local! {
     /// f32 copies of bf16-stored inputs made by the op running on this thread (see `ptr`).
     static OP_TEMPORARIES: std::cell::RefCell<Vec<CudaBuffer>> = const { std::cell::RefCell::new(Vec::new()) };
@@ -849,11 +886,13 @@ impl Backend for CudaBackend {
     }
 
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> TResult<BufferRef> {
-        self.finish("linear", || self.op_linear(x, w, b, false, None))
+        let name = shaped_name("linear", w, self.profiler.is_some());
+        self.finish(name, || self.op_linear(x, w, b, false, None))
     }
 
     fn linear_gelu(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> TResult<BufferRef> {
-        self.finish("linear_gelu", || self.op_linear(x, w, b, true, None))
+        let name = shaped_name("linear_gelu", w, self.profiler.is_some());
+        self.finish(name, || self.op_linear(x, w, b, true, None))
     }
 
     fn linear_add(
@@ -866,9 +905,8 @@ impl Backend for CudaBackend {
         if x.dim(1) == 0 || x.dim(0) * w.dim(0) == 0 {
             return flashvsr_tensor::linear_then_add(self, x, w, b, residual);
         }
-        self.finish("linear_add", || {
-            self.op_linear(x, w, b, false, Some(residual))
-        })
+        let name = shaped_name("linear_add", w, self.profiler.is_some());
+        self.finish(name, || self.op_linear(x, w, b, false, Some(residual)))
     }
 
     fn compact(&self, x: &Tensor) -> TResult<Option<BufferRef>> {
@@ -930,7 +968,7 @@ impl Backend for CudaBackend {
         pad: usize,
         mode: PadMode,
     ) -> TResult<BufferRef> {
-        self.finish("conv3d", || {
+        self.finish(conv_name("conv3d", x, w, self.profiler.is_some()), || {
             self.op_conv3d(x, w, b, (stride_t, pad, mode), false)
         })
     }
@@ -944,7 +982,7 @@ impl Backend for CudaBackend {
         pad: usize,
         mode: PadMode,
     ) -> TResult<BufferRef> {
-        self.finish("conv3d_relu", || {
+        self.finish(conv_name("conv3d_relu", x, w, self.profiler.is_some()), || {
             self.op_conv3d(x, w, b, (stride_t, pad, mode), true)
         })
     }
