@@ -102,10 +102,10 @@ impl<'a> Params<'a> {
         self.stacked(names, shape, |t| Ok(t.compact()?))
     }
 
-    /// Parts the source makes on the device are `store`d as they come, so that one at a time is
-    /// held before storing; parts read on the host are gathered there and uploaded together (a
-    /// file's parts: one upload, no join on the device). Storing is per element (`compact`
-    /// rounds each value), so storing the parts and joining them gives the stacked tensor stored.
+    /// Each part the source makes on the device is `store`d as it comes (one part at a time is
+    /// held unstored); parts read on the host are gathered there and uploaded together (a file's:
+    /// one upload, nothing to join on the device). `store` works per element (`compact` rounds
+    /// each value), so joining stored parts gives the stacked tensor stored.
     fn stacked(
         &self,
         names: &[impl AsRef<str>],
