@@ -466,6 +466,15 @@ impl CudaBackend {
         self.output_as(len, Storage::Bf16).map(Some)
     }
 
+    /// The storage `compact` gives a tensor stored in f32.
+    pub(crate) fn compact_storage(&self) -> Storage {
+        if self.options.compact_bf16 {
+            Storage::Bf16
+        } else {
+            Storage::F32
+        }
+    }
+
     /// `buf`'s values as an f32 row-major buffer: `buf` itself, or a converted copy kept in
     /// `converted`.
     fn row_major_f32<'a>(
@@ -590,6 +599,16 @@ impl CudaBackend {
         name: &'static str,
         op: impl FnOnce() -> CudaResult<CudaBuffer>,
     ) -> flashvsr_tensor::Result<BufferRef> {
+        let buf = self.finish_with(name, op)?;
+        Ok(Arc::new(buf))
+    }
+
+    /// [`Self::finish`] for an op of any output (several buffers).
+    fn finish_with<T>(
+        &self,
+        name: &'static str,
+        op: impl FnOnce() -> CudaResult<T>,
+    ) -> flashvsr_tensor::Result<T> {
         let result = match &self.profiler {
             None => catch(op),
             Some(p) => catch(|| {
@@ -601,8 +620,7 @@ impl CudaBackend {
         };
         // The op's kernels are enqueued: freeing its temporaries now is ordered after them.
         OP_TEMPORARIES.with(|t| t.borrow_mut().clear());
-        let buf = result.map_err(|e| e.into_tensor(self.device_of()))?;
-        Ok(Arc::new(buf))
+        result.map_err(|e| e.into_tensor(self.device_of()))
     }
 
     fn err(&self, e: CudaError) -> TensorError {
@@ -949,6 +967,22 @@ impl Backend for CudaBackend {
 
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> TResult<BufferRef> {
         self.finish("rope", || self.op_rope(x, cos, sin, heads))
+    }
+
+    fn qkv_split_norm_rope(
+        &self,
+        x: &Tensor,
+        norm_q: &Tensor,
+        norm_k: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        heads: usize,
+        eps: f32,
+    ) -> TResult<(BufferRef, BufferRef, BufferRef)> {
+        let (q, k, v) = self.finish_with("qkv_split_norm_rope", || {
+            self.op_qkv_split_norm_rope(x, (norm_q, norm_k), (cos, sin), heads, eps)
+        })?;
+        Ok((Arc::new(q), Arc::new(k), Arc::new(v)))
     }
 
     fn group_mean(&self, x: &Tensor) -> TResult<BufferRef> {

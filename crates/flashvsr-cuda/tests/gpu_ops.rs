@@ -15,6 +15,8 @@ mod channels_last;
 mod cudnn_conv;
 #[path = "gpu_ops/kv_segments.rs"]
 mod kv_segments;
+#[path = "gpu_ops/qkv_split.rs"]
+mod qkv_split;
 #[path = "gpu_ops/random_normal.rs"]
 mod random_normal;
 
@@ -1415,6 +1417,7 @@ fn main() {
         .expect("fast-mode backend");
     bf16_storage(&mut s, &fast);
     bf16_copies::run(&mut s, &fast);
+    qkv_split::run(&mut s, &fast);
     random_normal::run(&mut s);
     if let Err(e) = gpu.synchronize() {
         s.fail("synchronize", e.to_string());

@@ -241,6 +241,36 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn channel_rms_norm(&self, x: &Tensor, gamma: &Tensor) -> Result<BufferRef>;
     /// Rotates pairs `(x[2m], x[2m+1])` of every head by the angle table `(rows, head_dim/2)`.
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> Result<BufferRef>;
+    /// The self-attention's `(q, k, v)` from the fused projection `x (M, 3·D)` (shapes checked
+    /// by [`Tensor::qkv_split_norm_rope`]): `q = rope(rms_norm(x[:, 0..D], norm_q))` in f32, `k`
+    /// the same of `x[:, D..2D]` with `norm_k` and `v = x[:, 2D..3D]`, both in the storage of
+    /// [`Backend::compact`]. This default composes those ops; a backend that fuses them into one
+    /// pass over `x` must give the same values in the same storage.
+    #[allow(clippy::too_many_arguments)]
+    fn qkv_split_norm_rope(
+        &self,
+        x: &Tensor,
+        norm_q: &Tensor,
+        norm_k: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        heads: usize,
+        eps: f32,
+    ) -> Result<(BufferRef, BufferRef, BufferRef)> {
+        let dim = x.dim(1) / 3;
+        let q = x
+            .narrow(1, 0, dim)?
+            .rms_norm(norm_q, eps)?
+            .rope(cos, sin, heads)?;
+        let k = x
+            .narrow(1, dim, dim)?
+            .rms_norm(norm_k, eps)?
+            .rope(cos, sin, heads)?
+            .compact()?;
+        let v = x.narrow(1, 2 * dim, dim)?.compact()?;
+        Ok((q.buffer().clone(), k.buffer().clone(), v.buffer().clone()))
+    }
+
     /// `(N, G, D) → (N, D)`: the mean of each group of G rows.
     fn group_mean(&self, x: &Tensor) -> Result<BufferRef>;
     /// Per-head dot products of the rows of `q (Nq, heads·D)` and `k (Nk, heads·D)`:

@@ -32,6 +32,28 @@ fn check_values(op: &'static str, data: &[f32], shape: &[usize]) -> Result<()> {
     Ok(())
 }
 
+/// Checks the rope of `rows` rows of `dim` channels in `heads` heads: whole pairs per head, and
+/// angle tables `(rows, head_dim / 2)`.
+fn check_rope(
+    op: &'static str,
+    rows: usize,
+    dim: usize,
+    cos: &Tensor,
+    sin: &Tensor,
+    heads: usize,
+) -> Result<()> {
+    if heads == 0 || !dim.is_multiple_of(2 * heads) {
+        return shape_err(op, format!("{dim} channels in {heads} heads"));
+    }
+    let half = dim / heads / 2;
+    for t in [cos, sin] {
+        if t.shape() != [rows, half] {
+            return shape_err(op, format!("table {:?}, want [{rows}, {half}]", t.shape));
+        }
+    }
+    Ok(())
+}
+
 impl Tensor {
     pub fn from_buffer(backend: &BackendRef, buffer: BufferRef, shape: &[usize]) -> Result<Tensor> {
         if buffer.len() != numel(shape) {
@@ -403,20 +425,49 @@ impl Tensor {
     pub fn rope(&self, cos: &Tensor, sin: &Tensor, heads: usize) -> Result<Tensor> {
         self.expect_rank("rope", 2)?;
         let (rows, dim) = (self.shape[0], self.shape[1]);
-        if heads == 0 || !dim.is_multiple_of(2 * heads) {
-            return shape_err("rope", format!("{dim} channels in {heads} heads"));
-        }
-        let half = dim / heads / 2;
-        for t in [cos, sin] {
-            if t.shape() != [rows, half] {
-                return shape_err(
-                    "rope",
-                    format!("table {:?}, want [{rows}, {half}]", t.shape),
-                );
-            }
-        }
+        check_rope("rope", rows, dim, cos, sin, heads)?;
         let buffer = self.backend.rope(self, cos, sin, heads)?;
         self.wrap(buffer, &self.shape.clone())
+    }
+
+    /// The self-attention's `(q, k, v)`, each `(M, D)`, from the output of the fused q/k/v
+    /// projection `self (M, 3·D)`: `q` is `rope(rms_norm(self[:, 0..D], norm_q))`, `k` the same
+    /// of `self[:, D..2D]` with `norm_k`, `v` is `self[:, 2D..3D]`; `k` and `v` [`compact`]
+    /// (they go to the KV cache). One pass over `self` where the backend fuses it (see
+    /// [`crate::Backend::qkv_split_norm_rope`]).
+    ///
+    /// [`compact`]: Tensor::compact
+    pub fn qkv_split_norm_rope(
+        &self,
+        norm_q: &Tensor,
+        norm_k: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        heads: usize,
+        eps: f32,
+    ) -> Result<(Tensor, Tensor, Tensor)> {
+        const OP: &str = "qkv_split_norm_rope";
+        self.expect_rank(OP, 2)?;
+        let (rows, width) = (self.shape[0], self.shape[1]);
+        if !width.is_multiple_of(3) {
+            return shape_err(
+                OP,
+                format!("{width} channels are not q, k and v of one width"),
+            );
+        }
+        let dim = width / 3;
+        check_rope(OP, rows, dim, cos, sin, heads)?;
+        norm_q.expect_vector(OP, dim)?;
+        norm_k.expect_vector(OP, dim)?;
+        let (q, k, v) = self
+            .backend
+            .qkv_split_norm_rope(self, norm_q, norm_k, cos, sin, heads, eps)?;
+        let shape = [rows, dim];
+        Ok((
+            self.wrap(q, &shape)?,
+            self.wrap(k, &shape)?,
+            self.wrap(v, &shape)?,
+        ))
     }
 
     pub fn group_mean(&self) -> Result<Tensor> {

@@ -51,3 +51,29 @@ __device__ __forceinline__ u16 bf16_bits(float f) {
 }
 
 __device__ __forceinline__ float bf16_value(u16 b) { return __uint_as_float((unsigned int)b << 16); }
+
+// RMS norm and rope, shared by the kernels that compute them (rms_norm_f32, rope_f32 and the
+// fused qkv_split_norm_rope_f32), which must agree bit for bit. The roundings are spelled out:
+// left to the compiler, a multiply-add may be contracted in one kernel and not in another.
+// They are the ones NVRTC 13 chose for the plain expressions, so that no result changed.
+
+// acc + v², the sum of squares accumulated in double like the CPU reference.
+__device__ __forceinline__ double add_square(double acc, float v) {
+    const double d = (double)v;
+    return __fma_rn(d, d, acc);
+}
+
+// 1 / sqrt(mean square + eps) of a row of `dim` values whose squares sum to `sum`.
+__device__ __forceinline__ double rms_inverse(double sum, int dim, float eps) {
+    return 1.0 / sqrt(sum / dim + (double)eps);
+}
+
+// x / rms · weight, `inv` = 1 / rms.
+__device__ __forceinline__ float rms_scaled(float x, double inv, float weight) {
+    return __fmul_rn((float)__dmul_rn((double)x, inv), weight);
+}
+
+// The pair (a, b) rotated by the angle of cosine c and sine s: (a c − b s, a s + b c).
+__device__ __forceinline__ float2 rope_rotate(float a, float b, float c, float s) {
+    return make_float2(__fmaf_rn(a, c, -__fmul_rn(b, s)), __fmaf_rn(b, c, __fmul_rn(a, s)));
+}

@@ -60,9 +60,8 @@ extern "C" __global__ void rope_f32(const float* __restrict__ x, const float* __
     GRID_LOOP(i, pairs) {
         const u64 row = i / pairs_per_row, j = i % pairs_per_row;
         const u64 t = row * half + j % half;
-        const float a = x[2 * i], b = x[2 * i + 1];
-        const float c = cos_t[t], s = sin_t[t];
-        out[2 * i] = a * c - b * s;
-        out[2 * i + 1] = a * s + b * c;
+        const float2 r = rope_rotate(x[2 * i], x[2 * i + 1], cos_t[t], sin_t[t]);
+        out[2 * i] = r.x;
+        out[2 * i + 1] = r.y;
     }
 }

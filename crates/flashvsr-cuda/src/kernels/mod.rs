@@ -98,6 +98,11 @@ pub(crate) const SOURCES: &[Source] = &[
         ],
     },
     Source {
+        name: "qkv.cu",
+        body: include_str!("qkv.cu"),
+        functions: &["qkv_split_norm_rope_f32"],
+    },
+    Source {
         name: "attention.cu",
         body: include_str!("attention.cu"),
         functions: &[

@@ -42,14 +42,9 @@ extern "C" __global__ void rms_norm_f32(const float* __restrict__ x, float* __re
     const float* xr = x + (u64)blockIdx.x * dim;
     float* yr = y + (u64)blockIdx.x * dim;
     double q = 0.0;
-    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
-        const double v = (double)xr[c];
-        q += v * v;
-    }
-    const double inv = 1.0 / sqrt(block_sum_d(q, scratch) / dim + (double)eps);
-    for (int c = threadIdx.x; c < dim; c += blockDim.x) {
-        yr[c] = (float)((double)xr[c] * inv) * weight[c];
-    }
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) q = add_square(q, xr[c]);
+    const double inv = rms_inverse(block_sum_d(q, scratch), dim, eps);
+    for (int c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = rms_scaled(xr[c], inv, weight[c]);
 }
 
 // Norm across channels (dim 0) at every position: one thread per position, reads coalesced.

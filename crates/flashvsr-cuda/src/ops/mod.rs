@@ -12,5 +12,6 @@ mod linear;
 mod mask;
 mod norm;
 mod pointwise;
+mod qkv;
 mod scores;
 pub(crate) mod weight_cache;

@@ -7,7 +7,7 @@ use crate::error::{CudaError, CudaResult};
 use crate::launch::KernelArgs;
 
 /// One block per row: enough warps to cover the row once, at most 256 threads.
-fn row_config(rows: usize, dim: usize) -> CudaResult<LaunchConfig> {
+pub(super) fn row_config(rows: usize, dim: usize) -> CudaResult<LaunchConfig> {
     if rows > i32::MAX as usize || dim > i32::MAX as usize {
         return Err(CudaError::Unsupported(format!("{rows} rows of {dim}")));
     }

@@ -15,9 +15,8 @@ pub struct DitBlock {
     scale1: Tensor,
     shift2: Tensor,
     scale2: Tensor,
-    q: (Tensor, Tensor),
-    k: (Tensor, Tensor),
-    v: (Tensor, Tensor),
+    /// The self-attention's q, k and v projections as one, `(3·dim, dim)`: one GEMM.
+    qkv: (Tensor, Tensor),
     o: (Tensor, Tensor),
     norm_q: Tensor,
     norm_k: Tensor,
@@ -135,14 +134,16 @@ impl DitBlock {
         let cross_v = linear(p, "cross_attn.v", d, d)?;
         let cross_norm_k = p.tensor("cross_attn.norm_k.weight", &[d])?;
         let (gate1, gate2) = (row(2)?, row(5)?);
+        let self_attn = |part: &str| ["q", "k", "v"].map(|p| format!("self_attn.{p}.{part}"));
         Ok(DitBlock {
             shift1: row(0)?,
             scale1: row(1)?,
             shift2: row(3)?,
             scale2: row(4)?,
-            q: linear(p, "self_attn.q", d, d)?,
-            k: linear(p, "self_attn.k", d, d)?,
-            v: linear(p, "self_attn.v", d, d)?,
+            qkv: (
+                p.weights_stacked(&self_attn("weight"), &[d, d])?,
+                p.tensors_stacked(&self_attn("bias"), &[d])?,
+            ),
             o: gated_linear(p, "self_attn.o", d, d, &gate1)?,
             norm_q: p.tensor("self_attn.norm_q.weight", &[d])?,
             norm_k: p.tensor("self_attn.norm_k.weight", &[d])?,
@@ -180,18 +181,21 @@ impl DitBlock {
         injected_mask: Option<&BlockMask>,
     ) -> Result<(Tensor, Tensor)> {
         let a = x.modulate(&self.shift1, &self.scale1, EPS)?;
-        let q = apply(&a, &self.q)?
-            .rms_norm(&self.norm_q, EPS)?
-            .rope(&rope.0, &rope.1, self.heads)?;
-        // The KV cache is read by the next kv_len chunks: compact storage (bf16 in fast mode).
-        let k = apply(&a, &self.k)?
-            .rms_norm(&self.norm_k, EPS)?
-            .rope(&rope.0, &rope.1, self.heads)?
-            .compact()?;
-        let v = apply(&a, &self.v)?.compact()?;
+        let qkv = apply(&a, &self.qkv)?;
         // Activations are dropped once read, not at the end of the block: the first chunk's are
         // large, and in fast mode they carry a bf16 copy for the GEMMs.
         drop(a);
+        // The KV cache is read by the next kv_len chunks: k and v in compact storage (bf16 in
+        // fast mode).
+        let (q, k, v) = qkv.qkv_split_norm_rope(
+            &self.norm_q,
+            &self.norm_k,
+            &rope.0,
+            &rope.1,
+            self.heads,
+            EPS,
+        )?;
+        drop(qkv);
 
         cache.prune_pooled();
         let mask = match injected_mask {

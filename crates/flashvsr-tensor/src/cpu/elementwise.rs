@@ -75,23 +75,23 @@ pub fn channel_affine(x: &[f32], mul: &[f32], add: &[f32]) -> Vec<f32> {
 
 pub fn rope(x: &[f32], dim: usize, cos: &[f32], sin: &[f32], heads: usize) -> Vec<f32> {
     let half = dim / heads / 2;
-    let mut out = vec![0.0f32; x.len()];
-    out.par_chunks_mut(dim)
-        .zip(x.par_chunks(dim))
-        .enumerate()
-        .for_each(|(row, (d, s))| {
-            let (c, sn) = (
-                &cos[row * half..(row + 1) * half],
-                &sin[row * half..(row + 1) * half],
-            );
-            for h in 0..heads {
-                let base = h * 2 * half;
-                for m in 0..half {
-                    let (a, b) = (s[base + 2 * m], s[base + 2 * m + 1]);
-                    d[base + 2 * m] = a * c[m] - b * sn[m];
-                    d[base + 2 * m + 1] = a * sn[m] + b * c[m];
-                }
-            }
-        });
+    let mut out = x.to_vec();
+    out.par_chunks_mut(dim).enumerate().for_each(|(row, d)| {
+        let angles = row * half..(row + 1) * half;
+        rope_row(d, &cos[angles.clone()], &sin[angles], heads);
+    });
     out
+}
+
+/// One row of [`rope`], rotated in place: `cos`, `sin` are the row's `head_dim / 2` angles.
+pub fn rope_row(d: &mut [f32], cos: &[f32], sin: &[f32], heads: usize) {
+    let half = cos.len();
+    for h in 0..heads {
+        let base = h * 2 * half;
+        for m in 0..half {
+            let (a, b) = (d[base + 2 * m], d[base + 2 * m + 1]);
+            d[base + 2 * m] = a * cos[m] - b * sin[m];
+            d[base + 2 * m + 1] = a * sin[m] + b * cos[m];
+        }
+    }
 }

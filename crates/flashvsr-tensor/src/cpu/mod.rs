@@ -7,6 +7,7 @@ mod elementwise;
 mod gemm;
 mod layout;
 mod norm;
+mod qkv;
 pub mod sparse_mask;
 
 use std::any::Any;
@@ -216,6 +217,28 @@ impl Backend for CpuBackend {
             data(sin)?,
             heads,
         ))
+    }
+
+    fn qkv_split_norm_rope(
+        &self,
+        x: &Tensor,
+        norm_q: &Tensor,
+        norm_k: &Tensor,
+        cos: &Tensor,
+        sin: &Tensor,
+        heads: usize,
+        eps: f32,
+    ) -> Result<(BufferRef, BufferRef, BufferRef)> {
+        let norms = qkv::QkNormRope {
+            norm_q: data(norm_q)?,
+            norm_k: data(norm_k)?,
+            cos: data(cos)?,
+            sin: data(sin)?,
+            heads,
+            eps,
+        };
+        let (q, k, v) = qkv::qkv_split_norm_rope(data(x)?, x.dim(1) / 3, &norms);
+        Ok((self.out(q)?, self.out(k)?, self.out(v)?))
     }
 
     fn group_mean(&self, x: &Tensor) -> Result<BufferRef> {

@@ -26,14 +26,18 @@ pub fn rms_norm(x: &[f32], dim: usize, weight: &[f32], eps: f32) -> Vec<f32> {
     let mut out = vec![0.0f32; x.len()];
     out.par_chunks_mut(dim)
         .zip(x.par_chunks(dim))
-        .for_each(|(d, s)| {
-            let ms = s.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / dim as f64;
-            let inv = 1.0 / (ms + eps as f64).sqrt();
-            for c in 0..dim {
-                d[c] = ((s[c] as f64) * inv) as f32 * weight[c];
-            }
-        });
+        .for_each(|(d, s)| rms_norm_row(s, weight, eps, d));
     out
+}
+
+/// One row of [`rms_norm`], `s` into `d`; the statistic in f64.
+pub fn rms_norm_row(s: &[f32], weight: &[f32], eps: f32, d: &mut [f32]) {
+    let dim = s.len();
+    let ms = s.iter().map(|&v| (v as f64) * (v as f64)).sum::<f64>() / dim as f64;
+    let inv = 1.0 / (ms + eps as f64).sqrt();
+    for c in 0..dim {
+        d[c] = ((s[c] as f64) * inv) as f32 * weight[c];
+    }
 }
 
 /// Norm across the channel axis (dim 0) at every position.

@@ -1,0 +1,184 @@
+//! The fused q/k/v split of the DiT's self-attention (`Tensor::qkv_split_norm_rope`, one kernel)
+//! against the ops it replaces (narrow, rms_norm, rope, compact) on the same device: the same
+//! bits in the same storage, in the exact mode and in the fast mode (k and v in bf16). In the
+//! exact mode also against the CPU's composition.
+
+use flashvsr_tensor::{BackendRef, HostData, Result, Tensor};
+
+use super::{rel_l2, Suite};
+
+const EPS: f32 = 1e-6;
+/// The exact mode against the CPU, relative L2 (rope's multiply-adds are fused on the GPU).
+const EXACT_VS_CPU: f64 = 1e-6;
+
+struct Inputs {
+    rows: usize,
+    heads: usize,
+    /// The fused projection's output, `(rows, 3·dim)`.
+    x: Vec<f32>,
+    norm_q: Vec<f32>,
+    norm_k: Vec<f32>,
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+}
+
+impl Inputs {
+    fn new(s: &mut Suite, rows: usize, heads: usize) -> Inputs {
+        let dim = heads * 128;
+        let half = 64;
+        // Projection outputs with a bias (non-zero means), gains around 1, and the angle tables
+        // of positions 0..rows (theta 10000, as the DiT's).
+        let bias = s.rng.vec(3 * dim, 1.0);
+        let mut x = s.rng.normal_vec(rows * 3 * dim, 2.0);
+        for (i, v) in x.iter_mut().enumerate() {
+            *v += bias[i % (3 * dim)];
+        }
+        let gain =
+            |s: &mut Suite| -> Vec<f32> { s.rng.vec(dim, 0.5).iter().map(|g| g + 1.0).collect() };
+        let angle =
+            |i: usize| (i / half) as f64 * 10_000f64.powf(-((i % half) as f64) / half as f64);
+        Inputs {
+            rows,
+            heads,
+            x,
+            norm_q: gain(s),
+            norm_k: gain(s),
+            cos: (0..rows * half).map(|i| angle(i).cos() as f32).collect(),
+            sin: (0..rows * half).map(|i| angle(i).sin() as f32).collect(),
+        }
+    }
+
+    fn dim(&self) -> usize {
+        self.heads * 128
+    }
+
+    /// `(x, norm_q, norm_k, cos, sin)` on `backend`.
+    fn tensors(&self, backend: &BackendRef) -> Result<[Tensor; 5]> {
+        let (rows, dim) = (self.rows, self.dim());
+        Ok([
+            Tensor::from_slice(backend, &self.x, &[rows, 3 * dim])?,
+            Tensor::from_slice(backend, &self.norm_q, &[dim])?,
+            Tensor::from_slice(backend, &self.norm_k, &[dim])?,
+            Tensor::from_slice(backend, &self.cos, &[rows, 64])?,
+            Tensor::from_slice(backend, &self.sin, &[rows, 64])?,
+        ])
+    }
+
+    /// q, k, v as stored, by the fused op.
+    fn fused(&self, backend: &BackendRef) -> Result<[HostData; 3]> {
+        let [x, norm_q, norm_k, cos, sin] = self.tensors(backend)?;
+        let (q, k, v) = x.qkv_split_norm_rope(&norm_q, &norm_k, &cos, &sin, self.heads, EPS)?;
+        Ok([q.to_host_data()?, k.to_host_data()?, v.to_host_data()?])
+    }
+
+    /// q, k, v as stored, by the ops the DiT block used before the fused op.
+    fn composed(&self, backend: &BackendRef) -> Result<[HostData; 3]> {
+        let [x, norm_q, norm_k, cos, sin] = self.tensors(backend)?;
+        let dim = self.dim();
+        let q = x
+            .narrow(1, 0, dim)?
+            .rms_norm(&norm_q, EPS)?
+            .rope(&cos, &sin, self.heads)?;
+        let k = x
+            .narrow(1, dim, dim)?
+            .rms_norm(&norm_k, EPS)?
+            .rope(&cos, &sin, self.heads)?
+            .compact()?;
+        let v = x.narrow(1, 2 * dim, dim)?.compact()?;
+        Ok([q.to_host_data()?, k.to_host_data()?, v.to_host_data()?])
+    }
+}
+
+/// The storage and bit patterns of stored values: NaN (an unwritten, poisoned element) and
+/// signed zeros compare as bits.
+fn stored_bits(d: &HostData) -> (&'static str, Vec<u32>) {
+    match d {
+        HostData::F32(v) => ("f32", v.iter().map(|x| x.to_bits()).collect()),
+        HostData::Bf16(v) => ("bf16", v.iter().map(|&x| x as u32).collect()),
+    }
+}
+
+/// Where `got` differs from `want` in storage or bits; None when identical.
+fn difference(got: &HostData, want: &HostData) -> Option<String> {
+    let ((gs, g), (ws, w)) = (stored_bits(got), stored_bits(want));
+    if gs != ws {
+        return Some(format!("stored as {gs}, the composed ops store {ws}"));
+    }
+    if g.len() != w.len() {
+        return Some(format!("{} values, want {}", g.len(), w.len()));
+    }
+    let differing = g.iter().zip(&w).filter(|(a, b)| a != b).count();
+    (differing > 0).then(|| {
+        let first = g.iter().zip(&w).position(|(a, b)| a != b).unwrap_or(0);
+        format!(
+            "{differing} of {} values differ (first at {first}: {:#x} vs {:#x})",
+            g.len(),
+            g[first],
+            w[first]
+        )
+    })
+}
+
+const PARTS: [&str; 3] = ["q", "k", "v"];
+
+/// What is wrong with the fused op on `backend` (fast: k and v in bf16): its storage, its bits
+/// against the composed ops there, and, given the CPU's values, its distance to them.
+fn problems(
+    inputs: &Inputs,
+    backend: &BackendRef,
+    fast: bool,
+    cpu: Option<&[HostData; 3]>,
+) -> Result<Vec<String>> {
+    let (got, want) = (inputs.fused(backend)?, inputs.composed(backend)?);
+    let mut problems = Vec::new();
+    for (i, part) in PARTS.iter().enumerate() {
+        let storage = stored_bits(&got[i]).0;
+        let expected = if fast && i > 0 { "bf16" } else { "f32" };
+        if storage != expected {
+            problems.push(format!("{part} stored as {storage}, want {expected}"));
+        }
+        if let Some(d) = difference(&got[i], &want[i]) {
+            problems.push(format!("{part} vs the composed ops: {d}"));
+        }
+        if let Some(cpu) = cpu {
+            let (err, nan) = rel_l2(&got[i].to_f32(), &cpu[i].to_f32());
+            if nan > 0 || err > EXACT_VS_CPU {
+                problems.push(format!(
+                    "{part} vs CPU: rel L2 {err:.3e} (tol {EXACT_VS_CPU:.0e}), {nan} NaN"
+                ));
+            }
+        }
+    }
+    Ok(problems)
+}
+
+pub fn run(s: &mut Suite, fast: &BackendRef) {
+    if s.filter
+        .as_ref()
+        .is_some_and(|f| !"qkv split".contains(f.as_str()))
+    {
+        return;
+    }
+    // Row widths of 128, 256 and 1536 (the DiT's): one block-wide stride, and six of them.
+    for (rows, heads) in [(7, 1), (130, 2), (300, 12)] {
+        let inputs = Inputs::new(s, rows, heads);
+        let cpu = match inputs.composed(&s.cpu) {
+            Ok(values) => values,
+            Err(e) => {
+                s.fail("qkv split", format!("CPU error: {e}"));
+                continue;
+            }
+        };
+        for (mode, backend) in [("exact", s.gpu.clone()), ("fast", fast.clone())] {
+            let name = format!("qkv split {mode} [{rows}, 3×{}] {heads}h", inputs.dim());
+            s.cases += 1;
+            // The fast mode's bf16 storage is checked against the GPU's own composition only.
+            let against_cpu = (mode == "exact").then_some(&cpu);
+            match problems(&inputs, &backend, mode == "fast", against_cpu) {
+                Err(e) => s.fail(&name, format!("CUDA error: {e}")),
+                Ok(p) if !p.is_empty() => s.fail(&name, p.join("; ")),
+                Ok(_) => println!("ok    {name:<44} bit-identical to the composed ops"),
+            }
+        }
+    }
+}
