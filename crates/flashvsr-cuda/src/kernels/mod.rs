@@ -71,11 +71,6 @@ pub(crate) const SOURCES: &[Source] = &[
         ],
     },
     Source {
-        name: "conv_few.cu",
-        body: include_str!("conv_few.cu"),
-        functions: &["conv3x3_few_out_cl_bf16"],
-    },
-    Source {
         name: "channels_last.cu",
         body: include_str!("channels_last.cu"),
         functions: &[

@@ -48,9 +48,6 @@ impl CudaBackend {
         relu: bool,
     ) -> CudaResult<CudaBuffer> {
         let (stride_t, pad, mode) = geometry;
-        if let Some(out) = self.try_conv3d_few_outputs(x, w, b, geometry, relu)? {
-            return Ok(out);
-        }
         if !relu {
             return self.conv3d_linear(x, w, b, stride_t, pad, mode);
         }

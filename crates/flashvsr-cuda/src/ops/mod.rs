@@ -5,7 +5,6 @@ pub(crate) mod attention;
 mod channels_last;
 mod conv;
 mod conv_cudnn;
-mod conv_few;
 pub(crate) mod conv_stage;
 mod layout;
 mod linear;
