@@ -1,5 +1,5 @@
 //! Threads for the per-frame host work around the engine: preparing LQ frames and finishing output
-//! frames (colour fix, conversion). They are kept apart from rayon's global pool, which the engine
+//! frames (colour fix, conversion), each on workers of their own (see [`Workers`]). They are kept apart from rayon's global pool, which the engine
 //! uses for its own parallel ops: a frame's worth of host work queued there would hold up the
 //! engine, and with it the GPU. Each worker runs one frame at a time on its own thread (parallel
 //! loops inside a job run sequentially there): frames in parallel rather than rows, so a job's
@@ -35,10 +35,25 @@ fn worker_count() -> usize {
     (cores / 2).clamp(2, 8)
 }
 
+/// Which workers run a job. Output frames are finished by workers of their own: a finishing job
+/// first waits for its chunk's copy from the device, and workers shared with the preparation of
+/// input frames would then sit idle while the engine, and with it the device, waited for the next
+/// chunk's prepared frames.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Workers {
+    Prepare,
+    Finish,
+}
+
 /// The queue the workers take jobs from, or `None` where no worker could be started.
-fn queue() -> Option<&'static Mutex<Sender<Job>>> {
-    static QUEUE: OnceLock<Option<Mutex<Sender<Job>>>> = OnceLock::new();
-    QUEUE
+fn queue(workers: Workers) -> Option<&'static Mutex<Sender<Job>>> {
+    static PREPARE: OnceLock<Option<Mutex<Sender<Job>>>> = OnceLock::new();
+    static FINISH: OnceLock<Option<Mutex<Sender<Job>>>> = OnceLock::new();
+    let (queue, name) = match workers {
+        Workers::Prepare => (&PREPARE, "host"),
+        Workers::Finish => (&FINISH, "finish"),
+    };
+    queue
         .get_or_init(|| {
             let (tx, rx) = channel::<Job>();
             let rx = Arc::new(Mutex::new(rx));
@@ -47,7 +62,7 @@ fn queue() -> Option<&'static Mutex<Sender<Job>>> {
                 // A one-thread rayon pool per worker: rayon loops inside a job stay on it.
                 let pool = rayon::ThreadPoolBuilder::new()
                     .num_threads(1)
-                    .thread_name(move |_| format!("flashvsr-host-{i}"))
+                    .thread_name(move |_| format!("flashvsr-{name}-{i}"))
                     .start_handler(|_| {
                         ON_WORKER.set(true);
                         lower_priority();
@@ -106,9 +121,9 @@ fn lower_priority() {
 #[cfg(not(target_os = "linux"))]
 fn lower_priority() {}
 
-fn spawn(job: impl FnOnce() + Send + 'static) {
+fn spawn(workers: Workers, job: impl FnOnce() + Send + 'static) {
     let job: Job = Box::new(job);
-    let job = match queue().map(|q| q.lock()) {
+    let job = match queue(workers).map(|q| q.lock()) {
         Some(Ok(q)) => match q.send(job) {
             Ok(()) => return,
             Err(e) => e.0,
@@ -123,14 +138,21 @@ fn spawn(job: impl FnOnce() + Send + 'static) {
 pub struct InOrder<T> {
     results: VecDeque<Receiver<Result<T, String>>>,
     overlap: bool,
+    workers: Workers,
 }
 
 impl<T: Send + 'static> InOrder<T> {
     /// `overlap`: run jobs on the host workers; otherwise right away, on the submitting thread.
     pub fn new(overlap: bool) -> InOrder<T> {
+        InOrder::on(Workers::Prepare, overlap)
+    }
+
+    /// The same, on `workers`.
+    pub fn on(workers: Workers, overlap: bool) -> InOrder<T> {
         InOrder {
             results: VecDeque::new(),
             overlap,
+            workers,
         }
     }
 
@@ -150,7 +172,7 @@ impl<T: Send + 'static> InOrder<T> {
             let _ = tx.send(result);
         };
         if self.overlap {
-            spawn(run);
+            spawn(self.workers, run);
         } else {
             run();
         }

@@ -11,7 +11,7 @@ use std::thread::JoinHandle;
 
 use flashvsr_media::{Frame, FrameSink, FrameSource, MediaError, SourceInfo, Timestamp};
 
-use crate::host_pool::InOrder;
+use crate::host_pool::{InOrder, Workers};
 
 /// Frames waiting in each queue.
 pub const QUEUE: usize = 8;
@@ -203,7 +203,7 @@ enum Ready {
 /// pool while earlier frames are written. True once `Finish` came; false when the producer went
 /// away without it (the sink is then dropped, its partial output removed).
 fn write_in_order(rx: Receiver<Write>, sink: &mut dyn FrameSink) -> Result<bool, MediaError> {
-    let mut ahead: InOrder<Result<Ready, String>> = InOrder::new(true);
+    let mut ahead: InOrder<Result<Ready, String>> = InOrder::on(Workers::Finish, true);
     let mut times: VecDeque<Option<Timestamp>> = VecDeque::new();
     let mut finishing = false;
     loop {
