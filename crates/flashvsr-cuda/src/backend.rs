@@ -895,6 +895,10 @@ impl Backend for CudaBackend {
         self.finish("binary", || self.op_binary(a, b, op))
     }
 
+    fn adain(&self, x: &Tensor, reference: &Tensor) -> TResult<BufferRef> {
+        self.finish("adain", || self.op_adain(x, reference))
+    }
+
     fn add_gated(&self, x: &Tensor, y: &Tensor, gate: &Tensor) -> TResult<BufferRef> {
         self.finish("add_gated", || self.op_add_gated(x, y, gate))
     }

@@ -196,6 +196,10 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     fn unary(&self, x: &Tensor, op: UnaryOp) -> Result<BufferRef>;
     fn binary(&self, a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<BufferRef>;
+    /// AdaIN per plane (the last two dimensions): each plane of `x` with the mean and standard
+    /// deviation of the same plane of `reference` (f64 statistics, population variance + 1e-5),
+    /// clamped to [-1, 1].
+    fn adain(&self, x: &Tensor, reference: &Tensor) -> Result<BufferRef>;
     /// `x + y ⊙ gate`, gate broadcast over the last dimension.
     fn add_gated(&self, x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<BufferRef>;
     /// `x[c, ...] * mul[c] + add[c]` over the first dimension.

@@ -313,6 +313,17 @@ impl Tensor {
         self.shape.last().copied().unwrap_or(1)
     }
 
+    /// Each plane (the last two dimensions) with the mean and deviation of the same plane of
+    /// `reference`, clamped to [-1, 1]: the AdaIN colour fix.
+    pub fn adain(&self, reference: &Tensor) -> Result<Tensor> {
+        self.same_shape("adain", reference)?;
+        if self.rank() < 2 {
+            return shape_err("adain", format!("{:?} has no planes", self.shape));
+        }
+        let buffer = self.backend.adain(self, reference)?;
+        self.wrap(buffer, &self.shape.clone())
+    }
+
     pub fn add_gated(&self, y: &Tensor, gate: &Tensor) -> Result<Tensor> {
         self.same_shape("add_gated", y)?;
         gate.expect_vector("add_gated", self.last_dim())?;

@@ -71,6 +71,11 @@ pub(crate) const SOURCES: &[Source] = &[
         ],
     },
     Source {
+        name: "adain.cu",
+        body: include_str!("adain.cu"),
+        functions: &["plane_mean_std_f32", "adain_apply_f32"],
+    },
+    Source {
         name: "channels_last.cu",
         body: include_str!("channels_last.cu"),
         functions: &[

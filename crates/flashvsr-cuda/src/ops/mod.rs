@@ -1,6 +1,7 @@
 //! The ops, one file per family, as `impl CudaBackend` blocks. Shapes were validated by
 //! `flashvsr_tensor::Tensor`; inputs are contiguous row-major.
 
+mod adain;
 pub(crate) mod attention;
 mod channels_last;
 mod conv;

@@ -1,6 +1,7 @@
 //! The CPU backend: f32, matrixmultiply for GEMMs, rayon across rows, heads and channels.
 //! It is the parity reference the device backends are tested against.
 
+pub mod adain;
 mod attention;
 mod conv;
 mod elementwise;
@@ -150,6 +151,11 @@ impl Backend for CpuBackend {
 
     fn binary(&self, a: &Tensor, b: &Tensor, op: BinaryOp) -> Result<BufferRef> {
         self.out(elementwise::binary(data(a)?, data(b)?, op))
+    }
+
+    fn adain(&self, x: &Tensor, reference: &Tensor) -> Result<BufferRef> {
+        let plane = x.shape()[x.rank() - 2..].iter().product();
+        self.out(adain::adain(data(x)?, data(reference)?, plane))
     }
 
     fn add_gated(&self, x: &Tensor, y: &Tensor, gate: &Tensor) -> Result<BufferRef> {
