@@ -13,6 +13,8 @@ mod bf16_copies;
 mod channels_last;
 #[path = "gpu_ops/cudnn_conv.rs"]
 mod cudnn_conv;
+#[path = "gpu_ops/flash_instances.rs"]
+mod flash_instances;
 #[path = "gpu_ops/kv_segments.rs"]
 mod kv_segments;
 #[path = "gpu_ops/qkv_split.rs"]
@@ -1417,6 +1419,7 @@ fn main() {
         .expect("fast-mode backend");
     bf16_storage(&mut s, &fast);
     bf16_copies::run(&mut s, &fast);
+    flash_instances::run(&mut s, &fast);
     qkv_split::run(&mut s, &fast);
     random_normal::run(&mut s);
     if let Err(e) = gpu.synchronize() {

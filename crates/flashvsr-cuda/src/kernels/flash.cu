@@ -10,6 +10,16 @@
 // ldmatrix is conflict free. S = Q·Kᵀ and O += P·V run on
 // `mma.sync.m16n8k16.row.col.f32.bf16.bf16.f32`; P is rounded to bf16 for P·V (as flash-attention
 // does), the row sums use the fp32 P. Scores are scaled by scale·log2(e) and exponentiated with ex2.
+//
+// The `m2` instances give each warp 32 rows (two m16 tiles, as flash-attention 2's own head_dim
+// 128 kernel does), so that every K and V fragment loaded from shared memory feeds four MMAs
+// instead of two: per 64-key tile a warp issues 80 ldmatrix.x4 for 256 MMAs instead of 64 for 128
+// (shared-memory bandwidth is what bounds the 16-row kernel). Their 32 x 128 accumulator (128
+// registers per thread) and S (64) leave no room for both tiles' Q fragments (another 64), so Q
+// is staged once per CTA in shared memory (bf16, swizzled like K) and read by ldmatrix per k-step:
+// 16 ldmatrix.x4 of the 80. Per row the arithmetic is the same whatever the rows per warp, so
+// both give the same bits.
+//
 // A query block with no selected key block (or a dense call with no keys) writes exact zeros.
 //
 // Needs sm_80+ (bf16 mma, cp.async); on older targets the kernels compile to nothing and the host
@@ -140,11 +150,13 @@ extern "C" __global__ void to_bf16_heads_f32(const float* __restrict__ x, u16* _
 // rows [n, dim]: dim and 128, head-major [heads, n, 128], one segment only: 128 and n * 128),
 // 16-byte aligned rows.
 // Work item = head * query_blocks + 128-row query block, taken from order[blockIdx.x / SPLIT]
-// when order is given (heaviest first), else blockIdx.x / SPLIT; SPLIT = 128 / (16 * WARPS) CTAs
-// share an item, blockIdx.x % SPLIT picks the rows. Sparse (seg_off != 0): the item's key
-// blocks are seg_blocks[seg_off[item] .. seg_off[item + 1]), each of key_block rows (a multiple of
-// 64). Dense (seg_off == 0): keys 0 .. lk. Keys at or past lk are masked in both cases.
-template <int WARPS, int STAGES>
+// when order is given (heaviest first), else blockIdx.x / SPLIT; SPLIT = 128 / (16 * MTILES *
+// WARPS) CTAs share an item, blockIdx.x % SPLIT picks the rows. Sparse (seg_off != 0): the item's
+// key blocks are seg_blocks[seg_off[item] .. seg_off[item + 1]), each of key_block rows (a
+// multiple of 64). Dense (seg_off == 0): keys 0 .. lk. Keys at or past lk are masked in both
+// cases. MTILES: m16 tiles of query rows per warp; with more than one, Q lives in shared memory
+// after the STAGES K/V stages (16 * MTILES * WARPS rows of 256 bytes).
+template <int WARPS, int STAGES, int MTILES>
 __device__ __forceinline__ void flash_body(const float* __restrict__ q, const FaSegments& kv,
                                            float* __restrict__ o,
                                            u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,
@@ -154,7 +166,10 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const Fa
                                            int key_block, u64 kv_row_stride, u64 kv_head_stride) {
 #if FA_ENABLED
     constexpr int THREADS = WARPS * 32;
-    constexpr int SPLIT = FA_QBLOCK / (WARPS * 16);
+    constexpr int WARP_ROWS = 16 * MTILES;
+    constexpr int CTA_ROWS = WARPS * WARP_ROWS;
+    constexpr int SPLIT = FA_QBLOCK / CTA_ROWS;
+    constexpr bool Q_IN_SMEM = MTILES > 1;
     extern __shared__ __align__(128) unsigned char fa_smem[];
     const int cta_item = (int)(blockIdx.x / SPLIT);
     const int part = (int)(blockIdx.x - cta_item * SPLIT);
@@ -177,6 +192,10 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const Fa
     const u32 smem_base = (u32)__cvta_generic_to_shared(fa_smem);
     const u64 hoff = (u64)head * FA_HD;
     const u64 head_off = (u64)head * kv_head_stride;
+    // With MTILES > 1 the head's offset is folded into the segment pointers: two registers fewer
+    // in the tile loop, where the two m-tiles leave none to spare.
+    const u64 head_bytes_in_seg = Q_IN_SMEM ? head_off * 2 : 0;
+    const u64 head_off_in_loop = Q_IN_SMEM ? 0 : head_off;
     // The segments in shared memory, searched per tile in a few steps (the unrolled search over
     // the parameter struct cost the kernel ~15 %). seg_first ends with a sentinel past every key.
     __shared__ u64 seg_k[FA_MAX_SEGMENTS], seg_v[FA_MAX_SEGMENTS];
@@ -184,8 +203,8 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const Fa
     if (tid == 0) {
 #pragma unroll
         for (int s = 0; s < FA_MAX_SEGMENTS; ++s) {
-            seg_k[s] = kv.k[s];
-            seg_v[s] = kv.v[s];
+            seg_k[s] = kv.k[s] + head_bytes_in_seg;
+            seg_v[s] = kv.v[s] + head_bytes_in_seg;
             seg_first[s] = s < kv.count ? kv.first_key[s] : 0x7fffffff;
         }
         seg_first[FA_MAX_SEGMENTS] = 0x7fffffff;
@@ -204,8 +223,8 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const Fa
         int seg = 0;
         while (key0 >= seg_first[seg + 1]) ++seg;
         const int seg_key0 = seg_first[seg];
-        const u16* kh = (const u16*)seg_k[seg] + head_off;
-        const u16* vh = (const u16*)seg_v[seg] + head_off;
+        const u16* kh = (const u16*)seg_k[seg] + head_off_in_loop;
+        const u16* vh = (const u16*)seg_v[seg] + head_off_in_loop;
         const u32 sk = smem_base + stage * (2 * FA_TILE_BYTES);
         const u32 sv = sk + FA_TILE_BYTES;
 #pragma unroll
@@ -227,10 +246,34 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const Fa
         fa_cp_commit();
     }
 
-    // Q fragments (A operand of m16n8k16) straight from global f32, rounded to bf16.
-    const int r0 = qb * FA_QBLOCK + part * (WARPS * 16) + warp * 16 + g;
-    u32 qa[8][4];
-    {
+    const int cta_row0 = qb * FA_QBLOCK + part * CTA_ROWS;
+    // Row g of the warp's first m-tile; m-tile mi starts 16 * mi rows further.
+    const int r0 = cta_row0 + warp * WARP_ROWS + g;
+    const u32 sq = smem_base + STAGES * (2 * FA_TILE_BYTES);
+    // Q fragments (A operand of m16n8k16) rounded to bf16 from global f32: in registers for one
+    // m-tile, else in shared memory (rows past lq as zeros, as the fragments would hold them);
+    // the first __syncthreads of the tile loop publishes them.
+    u32 qa[Q_IN_SMEM ? 1 : 8][4];
+    if constexpr (Q_IN_SMEM) {
+#pragma unroll
+        for (int i = 0; i < CTA_ROWS * 16 / THREADS; ++i) {
+            const int c = tid + i * THREADS;
+            const int row = c >> 4, chunk = c & 15;
+            const int qrow = cta_row0 + row;
+            u32 packed[4] = {0u, 0u, 0u, 0u};
+            if (qrow < lq) {
+                const float* src = q + (u64)qrow * dim + hoff + chunk * 8;
+#pragma unroll
+                for (int h = 0; h < 4; ++h) {
+                    const float2 a = *(const float2*)(src + 2 * h);
+                    packed[h] = fa_pack_bf16(a.x, a.y);
+                }
+            }
+            asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(sq + fa_swz(row, chunk)),
+                         "r"(packed[0]), "r"(packed[1]), "r"(packed[2]), "r"(packed[3])
+                         : "memory");
+        }
+    } else {
         const bool ok0 = r0 < lq, ok1 = r0 + 8 < lq;
         const float* q0 = q + (u64)r0 * dim + hoff + 2 * t4;
         const float* q1 = q0 + 8 * (u64)dim;
@@ -248,12 +291,22 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const Fa
         }
     }
 
-    float acc[16][4];
+    float acc[MTILES][16][4];
 #pragma unroll
-    for (int j = 0; j < 16; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-    // Row g (index 0) and row g + 8 (index 1) of the warp's 16: running max (raw score units)
-    // and this thread's partial row sum.
-    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
+    for (int mi = 0; mi < MTILES; ++mi) {
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            acc[mi][j][0] = acc[mi][j][1] = acc[mi][j][2] = acc[mi][j][3] = 0.0f;
+        }
+    }
+    // Row g (index 0) and row g + 8 (index 1) of each m-tile: running max (raw score units) and
+    // this thread's partial row sum.
+    float m[MTILES][2], l[MTILES][2];
+#pragma unroll
+    for (int mi = 0; mi < MTILES; ++mi) {
+        m[mi][0] = m[mi][1] = NEG_INF;
+        l[mi][0] = l[mi][1] = 0.0f;
+    }
 
     // ldmatrix row addresses, relative to a stage's K (V) tile, before the k-step offset.
     // K (non-transposed): lanes 0-7 keys 0-7 chunk 0, 8-15 keys 0-7 chunk 1, 16-23 keys 8-15
@@ -264,6 +317,27 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const Fa
     // chunk 1, 24-31 keys 8-15 chunk 1 -> b0b1, b2b3 of dim n-tile 0, then of n-tile 1.
     const int v_row = (((lane >> 3) & 1) << 3) + (lane & 7);
     const int v_chunk = lane >> 4;
+    // Q (A operand, non-transposed), the same lane pattern as V: rows 0-7, 8-15 of chunk 0, then
+    // of chunk 1 -> a0, a1, a2, a3 of the m-tile. Relative to the CTA's Q rows.
+    const int q_row = warp * WARP_ROWS + v_row;
+    const int q_chunk = v_chunk;
+    // With MTILES > 1 registers are short (255 with the two m-tiles' accumulators and S), and the
+    // compiler hoists every distinct swizzled offset out of the tile loop: 8 per operand. As the
+    // XOR only touches a chunk's low 3 bits, chunk pair i + 4 lies 128 bytes past pair i, and 16
+    // rows further are 4096 bytes further; so 4 offsets per operand address every ldmatrix.
+    u32 k_off[4], v_off[4], q_off[4];
+    if constexpr (Q_IN_SMEM) {
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+            k_off[i] = fa_swz(k_row, 2 * i + k_chunk);
+            v_off[i] = fa_swz(v_row, 2 * i + v_chunk);
+            q_off[i] = fa_swz(q_row, 2 * i + q_chunk);
+        }
+    }
+    // fa_swz(16 * row16 + lane row, 2 * pair + lane chunk), from the lane's offsets above.
+    auto pair_off = [](const u32* off, int row16, int pair) {
+        return off[pair & 3] + (u32)((pair >> 2) * 128 + row16 * 4096);
+    };
 
     for (int tile = 0; tile < n_tiles; ++tile) {
         fa_cp_wait<STAGES - 2>();
@@ -278,18 +352,41 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const Fa
         const u32 sk = smem_base + stage * (2 * FA_TILE_BYTES);
         const u32 sv = sk + FA_TILE_BYTES;
 
-        // S = Q Kᵀ: 16 x 64 per warp, 8 n-tiles of 8 keys.
-        float s[8][4];
+        // S = Q Kᵀ: 16 x 64 per m-tile, 8 n-tiles of 8 keys; each K fragment serves every m-tile.
+        float s[MTILES][8][4];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.0f;
+        for (int mi = 0; mi < MTILES; ++mi) {
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                s[mi][j][0] = s[mi][j][1] = s[mi][j][2] = s[mi][j][3] = 0.0f;
+            }
+        }
 #pragma unroll
         for (int ks = 0; ks < 8; ++ks) {
+            u32 qf[MTILES][4];
+#pragma unroll
+            for (int mi = 0; mi < MTILES; ++mi) {
+                if constexpr (Q_IN_SMEM) {
+                    fa_ldsm_x4(sq + pair_off(q_off, mi, ks), qf[mi][0], qf[mi][1], qf[mi][2],
+                               qf[mi][3]);
+                } else {
+                    qf[mi][0] = qa[ks][0];
+                    qf[mi][1] = qa[ks][1];
+                    qf[mi][2] = qa[ks][2];
+                    qf[mi][3] = qa[ks][3];
+                }
+            }
 #pragma unroll
             for (int np = 0; np < 4; ++np) {
                 u32 b0, b1, b2, b3;
-                fa_ldsm_x4(sk + fa_swz(np * 16 + k_row, ks * 2 + k_chunk), b0, b1, b2, b3);
-                fa_mma(s[2 * np], qa[ks], b0, b1);
-                fa_mma(s[2 * np + 1], qa[ks], b2, b3);
+                const u32 k_addr = Q_IN_SMEM ? sk + pair_off(k_off, np, ks)
+                                             : sk + fa_swz(np * 16 + k_row, ks * 2 + k_chunk);
+                fa_ldsm_x4(k_addr, b0, b1, b2, b3);
+#pragma unroll
+                for (int mi = 0; mi < MTILES; ++mi) {
+                    fa_mma(s[mi][2 * np], qf[mi], b0, b1);
+                    fa_mma(s[mi][2 * np + 1], qf[mi], b2, b3);
+                }
             }
         }
 
@@ -305,90 +402,108 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const Fa
 #pragma unroll
             for (int j = 0; j < 8; ++j) {
                 const int key = key0 + 8 * j + 2 * t4;
-                if (key >= lk) s[j][0] = s[j][2] = NEG_INF;
-                if (key + 1 >= lk) s[j][1] = s[j][3] = NEG_INF;
+#pragma unroll
+                for (int mi = 0; mi < MTILES; ++mi) {
+                    if (key >= lk) s[mi][j][0] = s[mi][j][2] = NEG_INF;
+                    if (key + 1 >= lk) s[mi][j][1] = s[mi][j][3] = NEG_INF;
+                }
             }
         }
 
-        // Online softmax over the tile.
-        float mx[2] = {m[0], m[1]};
+        // Online softmax over the tile, per m-tile: the same arithmetic per row whatever MTILES.
+        u32 pa[MTILES][4][4];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
-            mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
-        }
-        float ms[2], alpha[2];
+        for (int mi = 0; mi < MTILES; ++mi) {
+            float mx[2] = {m[mi][0], m[mi][1]};
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 2));
-            // All keys so far masked: keep the exponent finite (every p is 0 then).
-            ms[r] = mx[r] == NEG_INF ? 0.0f : mx[r] * scale_log2;
-            alpha[r] = fa_ex2(m[r] * scale_log2 - ms[r]);
-            m[r] = mx[r];
-        }
-        float rs[2] = {0.0f, 0.0f};
-        u32 pa[4][4];
+            for (int j = 0; j < 8; ++j) {
+                mx[0] = fmaxf(mx[0], fmaxf(s[mi][j][0], s[mi][j][1]));
+                mx[1] = fmaxf(mx[1], fmaxf(s[mi][j][2], s[mi][j][3]));
+            }
+            float ms[2], alpha[2];
 #pragma unroll
-        for (int j = 0; j < 8; ++j) {
-            const float p0 = fa_ex2(fmaf(s[j][0], scale_log2, -ms[0]));
-            const float p1 = fa_ex2(fmaf(s[j][1], scale_log2, -ms[0]));
-            const float p2 = fa_ex2(fmaf(s[j][2], scale_log2, -ms[1]));
-            const float p3 = fa_ex2(fmaf(s[j][3], scale_log2, -ms[1]));
-            rs[0] += p0 + p1;
-            rs[1] += p2 + p3;
-            // A fragment of k-step j / 2: n-tile 2kk -> regs 0, 1; n-tile 2kk + 1 -> regs 2, 3.
-            pa[j >> 1][(j & 1) * 2 + 0] = fa_pack_bf16(p0, p1);
-            pa[j >> 1][(j & 1) * 2 + 1] = fa_pack_bf16(p2, p3);
-        }
-        l[0] = l[0] * alpha[0] + rs[0];
-        l[1] = l[1] * alpha[1] + rs[1];
+            for (int r = 0; r < 2; ++r) {
+                mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 1));
+                mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 2));
+                // All keys so far masked: keep the exponent finite (every p is 0 then).
+                ms[r] = mx[r] == NEG_INF ? 0.0f : mx[r] * scale_log2;
+                alpha[r] = fa_ex2(m[mi][r] * scale_log2 - ms[r]);
+                m[mi][r] = mx[r];
+            }
+            float rs[2] = {0.0f, 0.0f};
 #pragma unroll
-        for (int j = 0; j < 16; ++j) {
-            acc[j][0] *= alpha[0];
-            acc[j][1] *= alpha[0];
-            acc[j][2] *= alpha[1];
-            acc[j][3] *= alpha[1];
+            for (int j = 0; j < 8; ++j) {
+                const float p0 = fa_ex2(fmaf(s[mi][j][0], scale_log2, -ms[0]));
+                const float p1 = fa_ex2(fmaf(s[mi][j][1], scale_log2, -ms[0]));
+                const float p2 = fa_ex2(fmaf(s[mi][j][2], scale_log2, -ms[1]));
+                const float p3 = fa_ex2(fmaf(s[mi][j][3], scale_log2, -ms[1]));
+                rs[0] += p0 + p1;
+                rs[1] += p2 + p3;
+                // A fragment of k-step j / 2: n-tile 2kk -> regs 0, 1; n-tile 2kk + 1 -> regs 2, 3.
+                pa[mi][j >> 1][(j & 1) * 2 + 0] = fa_pack_bf16(p0, p1);
+                pa[mi][j >> 1][(j & 1) * 2 + 1] = fa_pack_bf16(p2, p3);
+            }
+            l[mi][0] = l[mi][0] * alpha[0] + rs[0];
+            l[mi][1] = l[mi][1] * alpha[1] + rs[1];
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+                acc[mi][j][0] *= alpha[0];
+                acc[mi][j][1] *= alpha[0];
+                acc[mi][j][2] *= alpha[1];
+                acc[mi][j][3] *= alpha[1];
+            }
         }
 
-        // O += P V: 4 k-steps of 16 keys, 16 n-tiles of 8 dims.
+        // O += P V: 4 k-steps of 16 keys, 16 n-tiles of 8 dims; each V fragment serves every
+        // m-tile.
 #pragma unroll
         for (int kk = 0; kk < 4; ++kk) {
 #pragma unroll
             for (int dp = 0; dp < 8; ++dp) {
                 u32 b0, b1, b2, b3;
-                fa_ldsm_x4_t(sv + fa_swz(kk * 16 + v_row, dp * 2 + v_chunk), b0, b1, b2, b3);
-                fa_mma(acc[2 * dp], pa[kk], b0, b1);
-                fa_mma(acc[2 * dp + 1], pa[kk], b2, b3);
+                const u32 v_addr = Q_IN_SMEM ? sv + pair_off(v_off, kk, dp)
+                                             : sv + fa_swz(kk * 16 + v_row, dp * 2 + v_chunk);
+                fa_ldsm_x4_t(v_addr, b0, b1, b2, b3);
+#pragma unroll
+                for (int mi = 0; mi < MTILES; ++mi) {
+                    fa_mma(acc[mi][2 * dp], pa[mi][kk], b0, b1);
+                    fa_mma(acc[mi][2 * dp + 1], pa[mi][kk], b2, b3);
+                }
             }
         }
     }
     fa_cp_wait<0>();
 
-    // Finish the row sums over the 4 lanes of a row; no key at all -> exact zeros.
-    float inv[2];
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        float x = l[r];
-        x += __shfl_xor_sync(FULL_MASK, x, 1);
-        x += __shfl_xor_sync(FULL_MASK, x, 2);
-        inv[r] = x > 0.0f ? 1.0f / x : 0.0f;
-    }
-    float* o0 = o + (u64)r0 * dim + hoff + 2 * t4;
-    float* o1 = o0 + 8 * (u64)dim;
-    const bool ok0 = r0 < lq, ok1 = r0 + 8 < lq;
+    for (int mi = 0; mi < MTILES; ++mi) {
+        // Finish the row sums over the 4 lanes of a row; no key at all -> exact zeros.
+        float inv[2];
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-        if (ok0) *(float2*)(o0 + 8 * j) = make_float2(acc[j][0] * inv[0], acc[j][1] * inv[0]);
-        if (ok1) *(float2*)(o1 + 8 * j) = make_float2(acc[j][2] * inv[1], acc[j][3] * inv[1]);
-    }
-    if (o_bf16) {
-        u32* b0 = (u32*)(o_bf16 + (o0 - o));
-        u32* b1 = (u32*)(o_bf16 + (o1 - o));
+        for (int r = 0; r < 2; ++r) {
+            float x = l[mi][r];
+            x += __shfl_xor_sync(FULL_MASK, x, 1);
+            x += __shfl_xor_sync(FULL_MASK, x, 2);
+            inv[r] = x > 0.0f ? 1.0f / x : 0.0f;
+        }
+        const int row = r0 + 16 * mi;
+        float* o0 = o + (u64)row * dim + hoff + 2 * t4;
+        float* o1 = o0 + 8 * (u64)dim;
+        const bool ok0 = row < lq, ok1 = row + 8 < lq;
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
-            if (ok0) b0[4 * j] = fa_bf16_pair(acc[j][0] * inv[0], acc[j][1] * inv[0]);
-            if (ok1) b1[4 * j] = fa_bf16_pair(acc[j][2] * inv[1], acc[j][3] * inv[1]);
+            const float* a = acc[mi][j];
+            if (ok0) *(float2*)(o0 + 8 * j) = make_float2(a[0] * inv[0], a[1] * inv[0]);
+            if (ok1) *(float2*)(o1 + 8 * j) = make_float2(a[2] * inv[1], a[3] * inv[1]);
+        }
+        if (o_bf16) {
+            u32* b0 = (u32*)(o_bf16 + (o0 - o));
+            u32* b1 = (u32*)(o_bf16 + (o1 - o));
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+                const float* a = acc[mi][j];
+                if (ok0) b0[4 * j] = fa_bf16_pair(a[0] * inv[0], a[1] * inv[0]);
+                if (ok1) b1[4 * j] = fa_bf16_pair(a[2] * inv[1], a[3] * inv[1]);
+            }
         }
     }
 #endif
@@ -404,14 +519,25 @@ __device__ __forceinline__ void flash_body(const float* __restrict__ q, const Fa
     q, kv, o, o_bf16, lq, lk, dim, scale_log2, seg_off, seg_blocks, order, query_blocks,        \
         key_block, kv_row_stride, kv_head_stride
 
-// attention_flash_bf16_hd128_w<WARPS>s<STAGES>; 8 warps: one CTA per SM, 4 warps: two.
-#define FLASH_INSTANCE(W, S)                                                                    \
-    extern "C" __global__ void __launch_bounds__(W * 32, 8 / W)                                 \
-        attention_flash_bf16_hd128_w##W##s##S(FLASH_ARGS) {                                     \
-        flash_body<W, S>(FLASH_PASS);                                                           \
+#define FLASH_KERNEL(NAME, W, S, M, CTAS_PER_SM)                                                \
+    extern "C" __global__ void __launch_bounds__(W * 32, CTAS_PER_SM) NAME(FLASH_ARGS) {         \
+        flash_body<W, S, M>(FLASH_PASS);                                                        \
     }
+
+// attention_flash_bf16_hd128_w<WARPS>s<STAGES>, 16 rows per warp; 8 warps: one CTA per SM,
+// 4 warps: two.
+#define FLASH_INSTANCE(W, S) FLASH_KERNEL(attention_flash_bf16_hd128_w##W##s##S, W, S, 1, 8 / W)
+// attention_flash_bf16_hd128_w<WARPS>s<STAGES>m<M>, 16 * M rows per warp. The register cap is
+// 255 per thread either way (2 CTAs of 128 threads fill the 64K registers); CTAS_PER_SM only
+// says what shared memory allows.
+#define FLASH_INSTANCE_M(W, S, M, CTAS_PER_SM)                                                  \
+    FLASH_KERNEL(attention_flash_bf16_hd128_w##W##s##S##m##M, W, S, M, CTAS_PER_SM)
 
 // 4 warps, 3 stages is the default (H100: two CTAs of 96 KB per SM); the others are for tuning.
 FLASH_INSTANCE(4, 3)
 FLASH_INSTANCE(4, 2)
 FLASH_INSTANCE(8, 3)
+// One CTA of 4 warps x 32 rows per query block: 2 stages + Q = 96 KB (two CTAs per SM), 3 stages
+// + Q = 128 KB (one).
+FLASH_INSTANCE_M(4, 2, 2, 2)
+FLASH_INSTANCE_M(4, 3, 2, 1)

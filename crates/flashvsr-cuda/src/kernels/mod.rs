@@ -143,14 +143,22 @@ pub(crate) const SOURCES: &[Source] = &[
             "attention_flash_bf16_hd128_w4s3",
             "attention_flash_bf16_hd128_w4s2",
             "attention_flash_bf16_hd128_w8s3",
+            "attention_flash_bf16_hd128_w4s2m2",
+            "attention_flash_bf16_hd128_w4s3m2",
         ],
     },
 ];
 
 /// The tensor-core attention kernels of flash.cu (head_dim 128, bf16 operands), one instance per
-/// (warps per CTA, pipeline stages): `attention_flash_bf16_hd128_w<W>s<S>`.
-pub(crate) fn flash_kernel_name(warps: usize, stages: usize) -> String {
-    format!("attention_flash_bf16_hd128_w{warps}s{stages}")
+/// (warps per CTA, pipeline stages, m16 tiles of query rows per warp):
+/// `attention_flash_bf16_hd128_w<W>s<S>`, with an `m<M>` suffix for more than one m-tile.
+pub(crate) fn flash_kernel_name(warps: usize, stages: usize, m_tiles: usize) -> String {
+    let suffix = if m_tiles > 1 {
+        format!("m{m_tiles}")
+    } else {
+        String::new()
+    };
+    format!("attention_flash_bf16_hd128_w{warps}s{stages}{suffix}")
 }
 
 /// Every function of every source, loaded into one context.
@@ -198,13 +206,16 @@ mod tests {
     fn every_listed_function_is_defined_in_its_source() {
         for src in SOURCES {
             for f in src.functions {
-                // Attention instances are stamped out by macros as `<base>_n##NPL` and
-                // `attention_flash_bf16_hd128_w##W##s##S`.
+                // Attention instances are stamped out by macros as `<base>_n##NPL`,
+                // `attention_flash_bf16_hd128_w##W##s##S` and `..._w##W##s##S##m##M`.
                 let flash = f
                     .strip_prefix("attention_flash_bf16_hd128_w")
                     .and_then(|ws| ws.split_once('s'));
                 let pattern = match (f.rsplit_once("_n"), flash) {
-                    (_, Some((w, s))) => format!("FLASH_INSTANCE({w}, {s})"),
+                    (_, Some((w, sm))) => match sm.split_once('m') {
+                        Some((s, m)) => format!("FLASH_INSTANCE_M({w}, {s}, {m},"),
+                        None => format!("FLASH_INSTANCE({w}, {sm})"),
+                    },
                     (Some((base, npl)), _) if npl.parse::<usize>().is_ok() => {
                         format!("{base}_n##")
                     }

@@ -35,18 +35,23 @@ struct FlashSegments {
 // SAFETY: plain data mirroring the kernel's parameter struct.
 unsafe impl DeviceRepr for FlashSegments {}
 
-/// One flash kernel instance and its launch: warps per CTA (16 query rows each; 4 warps = half a
-/// query block per CTA, two CTAs per SM), cp.async stages, and whether K/V are converted to a
-/// head-major bf16 layout (each 64-key tile one contiguous 16 KB run) or keep the row layout.
+/// One flash kernel instance and its launch: warps per CTA, cp.async stages, m16 tiles of query
+/// rows per warp (1: 16 rows, 4 warps = half a query block per CTA, two CTAs per SM; 2: 32 rows,
+/// each K/V fragment read from shared memory feeds twice the MMAs, Q staged in shared memory), and
+/// whether K/V are converted to a head-major bf16 layout (each 64-key tile one contiguous 16 KB
+/// run) or keep the row layout.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FlashConfig {
     warps: usize,
     stages: usize,
+    m_tiles: usize,
     head_major: bool,
 }
 
-/// The instances flash.cu defines (`FLASH_INSTANCE(W, S)`).
-const FLASH_INSTANCES: [(usize, usize); 3] = [(4, 3), (4, 2), (8, 3)];
+/// The instances flash.cu defines as (warps, stages, m-tiles): `FLASH_INSTANCE(W, S)` with one
+/// m-tile, `FLASH_INSTANCE_M(W, S, M, ..)` with more.
+const FLASH_INSTANCES: [(usize, usize, usize); 5] =
+    [(4, 3, 1), (4, 2, 1), (8, 3, 1), (4, 2, 2), (4, 3, 2)];
 
 impl FlashConfig {
     /// Measured on an H100 with ncu (kernel alone, 1408×768 shapes, 45 % block mask, 7.96e11
@@ -56,16 +61,39 @@ impl FlashConfig {
     const DEFAULT: FlashConfig = FlashConfig {
         warps: 4,
         stages: 3,
+        m_tiles: 1,
         head_major: false,
     };
 
-    /// Dynamic shared memory: a K and a V tile of bf16 per stage.
-    const fn smem(self) -> usize {
-        self.stages * 2 * FLASH_KEYS * FLASH_HD * 2
+    /// Query rows per CTA.
+    const fn rows_per_cta(self) -> usize {
+        16 * self.m_tiles * self.warps
     }
 
-    /// The default, or `FLASHVSR_CUDA_FLASH=w<W>s<S>[h]` (tuning experiments: an instance of
-    /// FLASH_INSTANCES; `h` = head-major K/V). Anything else keeps the default.
+    /// CTAs per work item (a 128-row query block): SPLIT in flash.cu.
+    const fn split(self) -> usize {
+        FLASH_ROWS / self.rows_per_cta()
+    }
+
+    /// Dynamic shared memory: a K and a V tile of bf16 per stage, and with more than one m-tile
+    /// the CTA's Q rows in bf16.
+    const fn smem(self) -> usize {
+        let q = if self.m_tiles > 1 {
+            self.rows_per_cta() * FLASH_HD * 2
+        } else {
+            0
+        };
+        self.stages * 2 * FLASH_KEYS * FLASH_HD * 2 + q
+    }
+
+    fn kernel_name(self) -> String {
+        flash_kernel_name(self.warps, self.stages, self.m_tiles)
+    }
+
+    /// The default, or `FLASHVSR_CUDA_FLASH=w<W>s<S>[m<M>][h]` (tuning experiments, read per
+    /// call: an instance of FLASH_INSTANCES; `m2` = 32 query rows per warp, `h` = head-major
+    /// K/V). Anything else keeps the default. An instance whose shared memory the GPU cannot give
+    /// (w4s3m2 needs 128 KB: not on sm_86/sm_89) fails at launch.
     fn from_env() -> FlashConfig {
         std::env::var("FLASHVSR_CUDA_FLASH")
             .ok()
@@ -78,13 +106,18 @@ impl FlashConfig {
             Some(rest) => (rest, true),
             None => (v, false),
         };
-        let (w, s) = v.strip_prefix('w')?.split_once('s')?;
+        let (w, rest) = v.strip_prefix('w')?.split_once('s')?;
+        let (s, m_tiles) = match rest.split_once('m') {
+            Some((s, m)) => (s, m.parse().ok()?),
+            None => (rest, 1),
+        };
         let (warps, stages) = (w.parse().ok()?, s.parse().ok()?);
         FLASH_INSTANCES
-            .contains(&(warps, stages))
+            .contains(&(warps, stages, m_tiles))
             .then_some(FlashConfig {
                 warps,
                 stages,
+                m_tiles,
                 head_major,
             })
     }
@@ -108,13 +141,14 @@ pub(crate) fn prepare_flash(ctx: &Arc<CudaContext>, cc: (i32, i32), kernels: &Ke
         return false;
     }
     let mut default_ok = false;
-    for (warps, stages) in FLASH_INSTANCES {
+    for (warps, stages, m_tiles) in FLASH_INSTANCES {
         let cfg = FlashConfig {
             warps,
             stages,
+            m_tiles,
             head_major: false,
         };
-        let Ok(f) = kernels.get(&flash_kernel_name(warps, stages)) else {
+        let Ok(f) = kernels.get(&cfg.kernel_name()) else {
             continue;
         };
         let ok = f
@@ -128,7 +162,7 @@ pub(crate) fn prepare_flash(ctx: &Arc<CudaContext>, cc: (i32, i32), kernels: &Ke
             sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
             100,
         );
-        if (warps, stages) == (FlashConfig::DEFAULT.warps, FlashConfig::DEFAULT.stages) {
+        if cfg == FlashConfig::DEFAULT {
             default_ok = ok;
         }
     }
@@ -273,7 +307,7 @@ impl CudaBackend {
         let cfg = FlashConfig::from_env();
         let query_blocks = lq.div_ceil(FLASH_ROWS);
         let items = heads * query_blocks;
-        let split = FLASH_ROWS / (16 * cfg.warps);
+        let split = cfg.split();
         if items * split > i32::MAX as usize {
             return Err(CudaError::Unsupported(format!(
                 "{items} attention work items"
@@ -304,7 +338,7 @@ impl CudaBackend {
             block_dim: (32 * cfg.warps as u32, 1, 1),
             shared_mem_bytes: cfg.smem() as u32,
         };
-        self.launch(&flash_kernel_name(cfg.warps, cfg.stages), launch, args)?;
+        self.launch(&cfg.kernel_name(), launch, args)?;
         Ok(out.with_bf16_copy(copy))
     }
 
@@ -436,9 +470,24 @@ mod tests {
             std::mem::size_of::<FlashSegments>(),
             16 * 8 * 2 + 16 * 4 + 8
         );
-        for (w, s) in FLASH_INSTANCES {
-            assert!(src.contains(&format!("FLASH_INSTANCE({w}, {s})")));
-            assert!(FLASH_ROWS.is_multiple_of(16 * w));
+        let listed = crate::kernels::SOURCES
+            .iter()
+            .find(|s| s.name == "flash.cu")
+            .unwrap()
+            .functions;
+        for (w, s, m) in FLASH_INSTANCES {
+            let stamp = if m == 1 {
+                format!("FLASH_INSTANCE({w}, {s})")
+            } else {
+                format!("FLASH_INSTANCE_M({w}, {s}, {m},")
+            };
+            assert!(src.contains(&stamp), "{stamp} not in flash.cu");
+            let cfg = FlashConfig::parse(&format!("w{w}s{s}m{m}")).unwrap();
+            assert!(listed.contains(&cfg.kernel_name().as_str()));
+            // A CTA covers a whole number of its query block's rows...
+            assert!(FLASH_ROWS.is_multiple_of(cfg.rows_per_cta()));
+            // ...and fits the 227 KiB that an H100 gives one CTA.
+            assert!(cfg.smem() <= 227 * 1024);
         }
         // The default fits the sm_86/sm_89 opt-in limit of 99 KiB.
         assert!(FlashConfig::DEFAULT.smem() <= 99 * 1024);
@@ -447,10 +496,47 @@ mod tests {
     #[test]
     fn flash_knob_parses_instances_only() {
         let c = FlashConfig::parse("w4s2h").unwrap();
-        assert_eq!((c.warps, c.stages, c.head_major), (4, 2, true));
+        assert_eq!(
+            (c.warps, c.stages, c.m_tiles, c.head_major),
+            (4, 2, 1, true)
+        );
         assert_eq!(FlashConfig::parse("w4s3"), Some(FlashConfig::DEFAULT));
+        assert_eq!(FlashConfig::parse("w4s3m1"), Some(FlashConfig::DEFAULT));
         assert_eq!(FlashConfig::parse("w8s3").map(|c| c.warps), Some(8));
+        let c = FlashConfig::parse("w4s3m2h").unwrap();
+        assert_eq!(
+            (c.warps, c.stages, c.m_tiles, c.head_major),
+            (4, 3, 2, true)
+        );
         assert_eq!(FlashConfig::parse("w2s3"), None);
+        // 8 warps of 32 rows would span two query blocks.
+        assert_eq!(FlashConfig::parse("w8s3m2"), None);
+        assert_eq!(FlashConfig::parse("w4s2m3"), None);
+        assert_eq!(FlashConfig::parse("w4s2m"), None);
+        assert_eq!(FlashConfig::parse("w4s2mh"), None);
         assert_eq!(FlashConfig::parse("x"), None);
+    }
+
+    #[test]
+    fn flash_launch_shape_follows_rows_per_warp() {
+        assert_eq!(FlashConfig::DEFAULT.split(), 2);
+        assert_eq!(FlashConfig::DEFAULT.smem(), 96 * 1024);
+        assert_eq!(FlashConfig::parse("w8s3").unwrap().split(), 1);
+        assert_eq!(
+            FlashConfig::DEFAULT.kernel_name(),
+            "attention_flash_bf16_hd128_w4s3"
+        );
+        // One CTA of 4 warps x 32 rows per query block, Q's 128 rows of bf16 after the stages.
+        let m2 = FlashConfig::parse("w4s2m2").unwrap();
+        assert_eq!((m2.rows_per_cta(), m2.split()), (128, 1));
+        assert_eq!(m2.smem(), 2 * 32 * 1024 + 32 * 1024);
+        assert_eq!(m2.kernel_name(), "attention_flash_bf16_hd128_w4s2m2");
+        // Two CTAs per SM in an H100's 228 KiB (1 KiB of each reserved), and within the 99 KiB
+        // that sm_86/sm_89 give one CTA.
+        assert!(2 * (m2.smem() + 1024) <= 228 * 1024);
+        assert!(m2.smem() <= 99 * 1024);
+        let m2s3 = FlashConfig::parse("w4s3m2").unwrap();
+        assert_eq!(m2s3.smem(), 128 * 1024);
+        assert_eq!(m2s3.kernel_name(), "attention_flash_bf16_hd128_w4s3m2");
     }
 }

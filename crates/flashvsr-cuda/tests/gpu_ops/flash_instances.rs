@@ -1,0 +1,275 @@
+//! The flash kernel's instances with 32 query rows per warp (`FLASHVSR_CUDA_FLASH=w4s2m2`, ...,
+//! read per call) against the default instance, bit for bit: per row the arithmetic is the same,
+//! only which warp holds the row changes. And against the CPU with the bf16 tolerances. Dense
+//! (query rows not a multiple of 128, keys not a multiple of 64), block-sparse (a query block with
+//! no key block, a mask with none at all), KV segments read in place and joined, and the bf16 copy
+//! of the output that the fast mode's GEMMs read.
+
+use flashvsr_tensor::{BackendRef, BlockMask, Result, Tensor};
+
+use super::{
+    mask_input, nonzero_in_block, random_mask, Input, Op, Suite, BF16_ATTENTION,
+    BF16_ATTENTION_LARGE_QK,
+};
+
+const KNOB: &str = "FLASHVSR_CUDA_FLASH";
+const INSTANCES: [&str; 3] = ["w4s2m2", "w4s3m2", "w4s2m2h"];
+
+type Check<'a> = &'a dyn Fn(&[f32]) -> Option<String>;
+
+/// Selects the flash instance for the calls that follow (None: the default). The suite runs on
+/// this one thread: nothing reads the environment concurrently.
+fn select(instance: Option<&str>) {
+    match instance {
+        Some(v) => std::env::set_var(KNOB, v),
+        None => std::env::remove_var(KNOB),
+    }
+}
+
+fn run_with(
+    backend: &BackendRef,
+    instance: Option<&str>,
+    inputs: &[Input],
+    op: Op,
+) -> std::result::Result<Vec<f32>, String> {
+    select(instance);
+    Suite::run_on(backend, inputs, op)
+        .map(|(_, v)| v)
+        .map_err(|e| e.to_string())
+}
+
+fn same_bits(
+    s: &mut Suite,
+    name: &str,
+    got: std::result::Result<Vec<f32>, String>,
+    want: &std::result::Result<Vec<f32>, String>,
+) {
+    s.cases += 1;
+    let verdict = match (&got, want) {
+        (Err(e), _) | (_, Err(e)) => Err(format!("CUDA error: {e}")),
+        (Ok(g), Ok(w)) if g.len() != w.len() => Err(format!("{} values vs {}", g.len(), w.len())),
+        (Ok(g), Ok(w)) => {
+            let nan = g.iter().filter(|v| v.is_nan()).count();
+            let differ = |(a, b): (&f32, &f32)| a.to_bits() != b.to_bits();
+            let count = g.iter().zip(w).filter(|&p| differ(p)).count();
+            if nan > 0 {
+                Err(format!("{nan} NaN (unwritten output?)"))
+            } else if let Some(i) = g.iter().zip(w).position(differ) {
+                Err(format!(
+                    "{count} values differ from the default instance's, first at {i}: {:e} vs {:e}",
+                    g[i], w[i]
+                ))
+            } else {
+                Ok(g.len())
+            }
+        }
+    };
+    match verdict {
+        Ok(n) => println!("ok    {name:<44} {n} values, the default instance's bits"),
+        Err(msg) => s.fail(name, msg),
+    }
+}
+
+impl Suite {
+    /// `op` with every instance of INSTANCES: the default instance's bits on `backend`, and, when
+    /// `tol` is given, the bf16 tolerances against the CPU on the bf16 backend (with `check`).
+    fn flash_instance_case(
+        &mut self,
+        name: &str,
+        backend: &BackendRef,
+        tol: Option<(f64, f64)>,
+        inputs: &[Input],
+        op: Op,
+        check: Check,
+    ) {
+        let named = |inst: &str| format!("flash {inst} {name}");
+        if INSTANCES.iter().all(|inst| self.skip(&named(inst))) {
+            return;
+        }
+        let want = run_with(backend, None, inputs, op);
+        let cpu = self.cpu.clone();
+        for inst in INSTANCES {
+            let name = named(inst);
+            if self.skip(&name) {
+                continue;
+            }
+            let got = run_with(backend, Some(inst), inputs, op);
+            same_bits(self, &format!("{name} bits"), got, &want);
+            if let Some(tol) = tol {
+                select(Some(inst));
+                self.bf16_case(&name, tol, &cpu, inputs, op, check);
+            }
+        }
+        select(None);
+    }
+}
+
+pub fn run(s: &mut Suite, fast: &BackendRef) {
+    let saved = std::env::var_os(KNOB);
+    let bf16 = s.gpu_bf16.clone();
+
+    for (lq, lk, heads) in [
+        (300, 512, 2),
+        (77, 200, 3),
+        (129, 1, 1),
+        (256, 65, 2),
+        (1024, 512, 12),
+    ] {
+        let dim = heads * 128;
+        let inputs = [
+            s.normal_input(&[lq, dim], 1.0),
+            s.normal_input(&[lk, dim], 1.0),
+            s.normal_input(&[lk, dim], 1.0),
+        ];
+        s.flash_instance_case(
+            &format!("dense q{lq} k{lk} {heads}x128"),
+            &bf16,
+            Some(BF16_ATTENTION),
+            &inputs,
+            &|t| t[0].attention(&t[1], &t[2], heads),
+            &|_| None,
+        );
+    }
+
+    for (key_block, query_blocks, key_blocks, heads, qk_scale) in [
+        (128, 2, 4, 2, 1.0),
+        (64, 3, 10, 3, 2.5),
+        (128, 8, 16, 12, 1.0),
+    ] {
+        let dim = heads * 128;
+        let mask = random_mask(&mut s.rng, heads, query_blocks, key_blocks, key_block, 0.5);
+        let (lq, lk) = (query_blocks * 128, key_blocks * key_block);
+        let inputs = [
+            s.normal_input(&[lq, dim], qk_scale),
+            s.normal_input(&[lk, dim], qk_scale),
+            s.normal_input(&[lk, dim], 1.0),
+            mask_input(&mask),
+        ];
+        let tol = if qk_scale > 1.0 {
+            BF16_ATTENTION_LARGE_QK
+        } else {
+            BF16_ATTENTION
+        };
+        let empty = |out: &[f32]| {
+            let bad = nonzero_in_block(out, dim, 128, 1);
+            (bad > 0).then(|| format!("{bad} non-zero values in a query block with no key block"))
+        };
+        s.flash_instance_case(
+            &format!("block_sparse q{lq} k{lk} kb{key_block} {heads}x128 x{qk_scale}"),
+            &bf16,
+            Some(tol),
+            &inputs,
+            &|t| t[0].block_sparse_attention(&t[1], &t[2], &t[3], key_block),
+            &empty,
+        );
+    }
+
+    {
+        // No key block anywhere: every value exactly zero.
+        let (heads, query_blocks, key_blocks) = (2, 2, 4);
+        let dim = heads * 128;
+        let mask = BlockMask {
+            heads,
+            query_blocks,
+            key_blocks,
+            query_block: 128,
+            key_block: 128,
+            selected: vec![0; heads * query_blocks * key_blocks],
+        };
+        let inputs = [
+            s.normal_input(&[query_blocks * 128, dim], 1.0),
+            s.normal_input(&[key_blocks * 128, dim], 1.0),
+            s.normal_input(&[key_blocks * 128, dim], 1.0),
+            mask_input(&mask),
+        ];
+        let zeros = |out: &[f32]| {
+            let bad = out.iter().filter(|v| v.to_bits() != 0).count();
+            (bad > 0).then(|| format!("{bad} values not +0 with an empty mask"))
+        };
+        s.flash_instance_case(
+            "block_sparse empty mask",
+            &bf16,
+            Some(BF16_ATTENTION),
+            &inputs,
+            &|t| t[0].block_sparse_attention(&t[1], &t[2], &t[3], 128),
+            &zeros,
+        );
+    }
+
+    // Segments read in place (multiples of the 64-key tile) and joined first (a 96-row one).
+    let (lq, heads) = (384, 2);
+    let dim = heads * 128;
+    for (sizes, kb) in [
+        (&[256, 128, 128][..], 128),
+        (&[128, 64, 192, 64][..], 64),
+        (&[96, 160][..], 128),
+    ] {
+        let lk: usize = sizes.iter().sum();
+        let n = sizes.len();
+        let mut inputs: Vec<Input> = vec![s.normal_input(&[lq, dim], 1.0)];
+        for _ in 0..2 {
+            for &rows in sizes {
+                inputs.push(s.normal_input(&[rows, dim], 1.0));
+            }
+        }
+        let mask = random_mask(&mut s.rng, heads, lq / 128, lk / kb, kb, 0.5);
+        inputs.push(mask_input(&mask));
+        let op = |t: &[Tensor]| -> Result<Tensor> {
+            let keys: Vec<&Tensor> = t[1..1 + n].iter().collect();
+            let values: Vec<&Tensor> = t[1 + n..1 + 2 * n].iter().collect();
+            t[0].block_sparse_attention_segments(&keys, &values, &t[1 + 2 * n], kb)
+        };
+        let empty = |out: &[f32]| {
+            let bad = nonzero_in_block(out, dim, 128, 1);
+            (bad > 0).then(|| format!("{bad} non-zero values in a query block with no key block"))
+        };
+        s.flash_instance_case(
+            &format!("kv segments {sizes:?} key block {kb}"),
+            &bf16,
+            Some(BF16_ATTENTION),
+            &inputs,
+            &op,
+            &empty,
+        );
+    }
+
+    // Fast mode: the kernel also writes the output's bf16 copy, which a bf16 GEMM then reads.
+    let (lq, lk, heads, n) = (300, 512, 2, 96);
+    let dim = heads * 128;
+    let mask = random_mask(&mut s.rng, heads, 2, 4, 128, 0.5);
+    let inputs = [
+        s.normal_input(&[lq, dim], 1.0),
+        s.normal_input(&[lk, dim], 1.0),
+        s.normal_input(&[lk, dim], 1.0),
+        s.normal_input(&[n, dim], 0.05),
+        s.normal_input(&[n], 1.0),
+        mask_input(&mask),
+        s.normal_input(&[256, dim], 1.0),
+    ];
+    let dense = |t: &[Tensor]| t[0].attention(&t[1], &t[2], heads);
+    let sparse = |t: &[Tensor]| t[6].block_sparse_attention(&t[1], &t[2], &t[5], 128);
+    let project = |y: Tensor, t: &[Tensor]| y.linear(&t[3].compact()?, Some(&t[4]));
+    s.flash_instance_case("fast dense", fast, None, &inputs, &dense, &|_| None);
+    s.flash_instance_case(
+        "fast dense into a GEMM",
+        fast,
+        None,
+        &inputs,
+        &|t| project(dense(t)?, t),
+        &|_| None,
+    );
+    s.flash_instance_case("fast block_sparse", fast, None, &inputs, &sparse, &|_| None);
+    s.flash_instance_case(
+        "fast block_sparse into a GEMM",
+        fast,
+        None,
+        &inputs,
+        &|t| project(sparse(t)?, t),
+        &|_| None,
+    );
+
+    match saved {
+        Some(v) => std::env::set_var(KNOB, v),
+        None => std::env::remove_var(KNOB),
+    }
+}
