@@ -1,6 +1,7 @@
 //! Colour correction of decoded frames against the bicubic LQ frame of the same index (spec §8).
 //! Works on host frames `(3, H, W)` in [-1, 1]; both methods clamp to [-1, 1].
 
+use flashvsr_tensor::cpu::adain as plane_adain;
 use rayon::prelude::*;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -10,7 +11,6 @@ pub enum ColorFix {
     None,
 }
 
-const ADAIN_EPS: f64 = 1e-5;
 const WAVELET_LEVELS: usize = 5;
 
 pub fn apply(method: ColorFix, frame: &mut [f32], reference: &[f32], height: usize, width: usize) {
@@ -21,25 +21,16 @@ pub fn apply(method: ColorFix, frame: &mut [f32], reference: &[f32], height: usi
     }
 }
 
-fn mean_std(x: &[f32]) -> (f64, f64) {
-    let n = x.len() as f64;
-    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n;
-    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / n;
-    (mean, (var + ADAIN_EPS).sqrt())
-}
-
-/// Per channel: `(y − μ_y)/σ_y · σ_x + μ_x`, population variance plus 1e-5.
+/// Per channel: `(y − μ_y)/σ_y · σ_x + μ_x`, population variance plus 1e-5 (the tensor op's
+/// CPU code, on a host frame).
 pub fn adain(frame: &mut [f32], reference: &[f32]) {
     let plane = frame.len() / 3;
     frame
         .par_chunks_mut(plane)
         .zip(reference.par_chunks(plane))
         .for_each(|(y, x)| {
-            let (my, sy) = mean_std(y);
-            let (mx, sx) = mean_std(x);
-            for v in y.iter_mut() {
-                *v = (((*v as f64 - my) / sy * sx + mx) as f32).clamp(-1.0, 1.0);
-            }
+            let stats = plane_adain::plane_mean_std(y);
+            plane_adain::transfer(y, stats, plane_adain::plane_mean_std(x));
         });
 }
 
