@@ -393,6 +393,16 @@ fn linear(s: &mut Suite) {
     });
 }
 
+/// The AdaIN colour fix per plane: decoded frames against their LQ references.
+fn colour_fix(s: &mut Suite) {
+    for shape in [[3, 2, 37, 53], [3, 1, 768, 1408], [1, 1, 1, 5]] {
+        let inputs = [s.input(&shape, 1.0), s.input(&shape, 0.5)];
+        s.case(&format!("adain {shape:?}"), 1e-6, &inputs, &|t| {
+            t[0].adain(&t[1])
+        });
+    }
+}
+
 fn conv(s: &mut Suite) {
     struct Conv {
         name: &'static str,
@@ -1402,6 +1412,7 @@ fn main() {
     pointwise(&mut s);
     norms(&mut s);
     linear(&mut s);
+    colour_fix(&mut s);
     conv(&mut s);
     cudnn_conv::run(&mut s, &fast, &gpu);
     channels_last::run(&mut s, &fast);

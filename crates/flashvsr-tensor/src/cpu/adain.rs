@@ -35,3 +35,23 @@ pub fn adain(x: &[f32], reference: &[f32], plane: usize) -> Vec<f32> {
         });
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_plane_takes_its_reference_planes_mean_and_deviation() {
+        // Plane 0: [-0.3, 0.1] (mean -0.1, σ ≈ 0.2) onto [0.4, 0.6] (mean 0.5, σ ≈ 0.1).
+        // Plane 1: [0, 1] onto [0.9, 2.9] gives [0.9, 2.9], the second clamped to 1.
+        let x = [-0.3, 0.1, 0.0, 1.0];
+        let reference = [0.4, 0.6, 0.9, 2.9];
+        let y = adain(&x, &reference, 2);
+        for (got, want) in y.iter().zip([0.4, 0.6, 0.9, 1.0]) {
+            assert!((got - want).abs() < 1e-3, "{y:?}");
+        }
+        assert_eq!(y[3], 1.0);
+        let (mean, std) = plane_mean_std(&[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!((mean, std), (2.5, (1.25 + EPS).sqrt()));
+    }
+}
