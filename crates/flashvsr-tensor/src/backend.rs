@@ -316,6 +316,19 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ) -> Result<BufferRef>;
 }
 
+/// [`Backend::linear_add`] as two ops: the product, then the sum.
+pub fn linear_then_add<B: Backend + ?Sized>(
+    backend: &B,
+    x: &Tensor,
+    w: &Tensor,
+    b: Option<&Tensor>,
+    residual: &Tensor,
+) -> Result<BufferRef> {
+    let y = backend.linear(x, w, b)?;
+    let y = Tensor::from_buffer(x.backend(), y, &[x.dim(0), w.dim(0)])?;
+    backend.binary(&y, residual, BinaryOp::Add)
+}
+
 #[cfg(test)]
 mod tests {
     use super::HostData;
@@ -328,17 +341,4 @@ mod tests {
         assert_eq!(&v[..3], &[1.0, -2.0, f32::INFINITY]);
         assert_eq!(v[3].to_bits(), 0x0001_0000);
     }
-}
-
-/// [`Backend::linear_add`] as two ops: the product, then the sum.
-pub fn linear_then_add<B: Backend + ?Sized>(
-    backend: &B,
-    x: &Tensor,
-    w: &Tensor,
-    b: Option<&Tensor>,
-    residual: &Tensor,
-) -> Result<BufferRef> {
-    let y = backend.linear(x, w, b)?;
-    let y = Tensor::from_buffer(x.backend(), y, &[x.dim(0), w.dim(0)])?;
-    backend.binary(&y, residual, BinaryOp::Add)
 }
