@@ -13,6 +13,8 @@ mod bf16_copies;
 mod channels_last;
 #[path = "gpu_ops/cudnn_conv.rs"]
 mod cudnn_conv;
+#[path = "gpu_ops/dilated_blur.rs"]
+mod dilated_blur;
 #[path = "gpu_ops/kv_segments.rs"]
 mod kv_segments;
 #[path = "gpu_ops/random_normal.rs"]
@@ -1415,6 +1417,7 @@ fn main() {
         .expect("fast-mode backend");
     bf16_storage(&mut s, &fast);
     bf16_copies::run(&mut s, &fast);
+    dilated_blur::run(&mut s, &fast);
     random_normal::run(&mut s);
     if let Err(e) = gpu.synchronize() {
         s.fail("synchronize", e.to_string());

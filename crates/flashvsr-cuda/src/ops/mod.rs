@@ -2,6 +2,7 @@
 //! `flashvsr_tensor::Tensor`; inputs are contiguous row-major.
 
 pub(crate) mod attention;
+mod blur;
 mod channels_last;
 mod conv;
 mod conv_cudnn;
