@@ -1,5 +1,9 @@
 //! Colour correction of decoded frames against the bicubic LQ frame of the same index (spec §8).
-//! Works on host frames `(3, H, W)` in [-1, 1]; both methods clamp to [-1, 1].
+//! Works on host frames `(3, H, W)` in [-1, 1]; both methods clamp to [-1, 1]. The wavelet fix
+//! also runs on whole chunks on their device ([`wavelet_on_device`]).
+
+mod on_device;
+pub use on_device::wavelet_on_device;
 
 use flashvsr_tensor::cpu::blur::dilated_blur;
 use rayon::prelude::*;
