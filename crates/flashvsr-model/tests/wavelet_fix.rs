@@ -140,7 +140,9 @@ enum FixedOn {
 /// `fixed_on[parking]`: where the fix runs without and with parking.
 fn check_decoder(kind: DecoderKind, fixed_on: [FixedOn; 2]) {
     let (frames, h, w) = clip();
-    let backend = CpuBackend::new_ref();
+    // The CPU, or the GPU with FLASHVSR_TEST_DEVICE=cuda (whose streams must then give the same
+    // decoded frames with and without the fix, run to run).
+    let backend = golden::backend();
     let models = load(&backend, kind);
     let stream = |color_fix: ColorFix, parking: bool| {
         let mut e = Engine::new(&models, settings(h, w, color_fix), &backend, h, w).unwrap();
