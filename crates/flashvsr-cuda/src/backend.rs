@@ -1029,6 +1029,10 @@ impl Backend for CudaBackend {
         self.finish("upsample_nearest2x", || self.op_upsample_nearest2x(x))
     }
 
+    fn dilated_blur(&self, x: &Tensor, dilation: usize) -> TResult<BufferRef> {
+        self.finish("dilated_blur", || self.op_dilated_blur(x, dilation))
+    }
+
     fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> TResult<BufferRef> {
         self.finish("attention", || self.op_attention(q, k, v, heads))
     }

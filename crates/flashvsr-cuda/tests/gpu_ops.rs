@@ -13,6 +13,8 @@ mod bf16_copies;
 mod channels_last;
 #[path = "gpu_ops/cudnn_conv.rs"]
 mod cudnn_conv;
+#[path = "gpu_ops/dilated_blur.rs"]
+mod dilated_blur;
 #[path = "gpu_ops/flash_instances.rs"]
 mod flash_instances;
 #[path = "gpu_ops/kv_segments.rs"]
@@ -1432,6 +1434,7 @@ fn main() {
     bf16_copies::run(&mut s, &fast);
     flash_instances::run(&mut s, &fast);
     qkv_split::run(&mut s, &fast);
+    dilated_blur::run(&mut s, &fast);
     random_normal::run(&mut s);
     if let Err(e) = gpu.synchronize() {
         s.fail("synchronize", e.to_string());

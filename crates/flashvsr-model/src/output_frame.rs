@@ -2,7 +2,9 @@
 //! reference of each frame (shared): the per-frame work after the decoder — splitting the chunk
 //! into frames and the colour fix — happens in [`OutputFrame::finish`], on whichever thread the
 //! caller picks, so the engine's thread (which feeds the GPU) never waits for it. Nor does it wait
-//! for the chunk's copy to host memory: the first frame that needs the pixels does.
+//! for the chunk's copy to host memory: the first frame that needs the pixels does. (A wavelet
+//! fix runs on the device instead where the chunk's LQ frames are there: `pipeline/chunk_frames.rs`;
+//! its frames come with no fix left to do.)
 
 use std::sync::{Arc, Mutex, OnceLock};
 

@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 
-use flashvsr_tensor::{BackendRef, BlockMask, PendingDownload, Tensor};
+use flashvsr_tensor::{BackendRef, BlockMask, Tensor};
 
 use crate::color_fix::ColorFix;
 use crate::dit::config::LATENT_CHANNELS;
@@ -13,7 +13,6 @@ use crate::dit::{Dit, DitState};
 use crate::geometry::{self, chunk_latents, chunk_output_frames, frames_needed};
 use crate::lq_proj::{LqProjector, ProjectorState};
 use crate::noise::NoiseSource;
-use crate::output_frame::DecodedChunk;
 pub use crate::output_frame::OutputFrame;
 use crate::state_io::{StateReader, StateWriter};
 use crate::tcdecoder::{DecoderMemory, TcDecoder, SPACE_UPSCALE};
@@ -21,7 +20,9 @@ use crate::vae::{VaeState, WanVaeDecoder};
 use crate::vae_tiling::{TiledVaeState, VaeTiling};
 use crate::{ModelError, Result};
 
+mod chunk_frames;
 mod split;
+use chunk_frames::{chunk_frames, joined_on, DecodedFrames};
 use split::{Handoff, LayerSplit};
 pub use split::{SplitMove, StageDevice};
 
@@ -572,11 +573,11 @@ impl<'m> Engine<'m> {
         let t2 = self.mark(Some(1))?;
 
         let (out0, out_n) = chunk_output_frames(chunk);
-        let (pixels, frames) = self.decode(&latents, out0, out_n)?;
-        let t3 = self.mark(Some(2))?;
-        if frames != out_n {
+        let (decoded, cond) = self.decode(&latents, out0, out_n)?;
+        if decoded.frames() != out_n {
             return Err(ModelError::Settings(format!(
-                "decoder produced {frames} frames, expected {out_n}"
+                "decoder produced {} frames, expected {out_n}",
+                decoded.frames()
             )));
         }
         let references = (out0..out0 + out_n)
@@ -587,13 +588,26 @@ impl<'m> Engine<'m> {
                     .ok_or_else(|| ModelError::Settings(format!("LQ frame {i} is not available")))
             })
             .collect::<Result<Vec<_>>>()?;
+        // The tiny decoder's condition is the chunk's LQ frames on the device already.
+        let device_references = || match cond {
+            Some(lq) => Ok(Some(lq)),
+            None => {
+                let copies: Vec<Option<Tensor>> = (out0..out0 + out_n)
+                    .map(|i| self.frames.get(&i).and_then(|f| f.device.clone()))
+                    .collect();
+                joined_on(&copies, &self.backend)
+            }
+        };
         let out = chunk_frames(
             out0,
-            pixels,
+            decoded,
             references,
+            device_references,
             (self.height, self.width),
             self.settings.color_fix,
-        );
+        )?;
+        // After the colour fix: a fix on the device is decoder-stage work.
+        let t3 = self.mark(Some(2))?;
         if self.settings.profile {
             self.stats.projector += t1 - t0;
             self.stats.dit += t2 - t1;
@@ -624,47 +638,21 @@ impl<'m> Engine<'m> {
         Ok(std::time::Instant::now())
     }
 
-    /// `(3, n, H, W)` host pixels of the chunk's decoded frames (on their way) and n.
+    /// The chunk's decoded frames `(3, n, H, W)`, and the tiny decoder's condition: the LQ frames
+    /// `out0..out0 + out_n` on the device.
     fn decode(
         &mut self,
         latents: &Tensor,
         out0: usize,
         out_n: usize,
-    ) -> Result<(PendingDownload, usize)> {
+    ) -> Result<(DecodedFrames, Option<Tensor>)> {
         let cond = match self.models.decoder {
             Decoder::Tiny(_) => Some(self.frame_range(out0, out_n)?),
             Decoder::Full { .. } => None,
         };
-        decode_chunk(self.models, &mut self.state.decoder, latents, cond)
+        let decoded = decode_chunk(self.models, &mut self.state.decoder, latents, cond.as_ref())?;
+        Ok((decoded, cond))
     }
-}
-
-/// The output frames of a decoded chunk `(3, n, H, W)` starting at frame `out0`, each with its LQ
-/// frame as the colour fix's reference. Splitting the chunk into frames and the colour fix are
-/// left to `OutputFrame::finish`, off the engine's thread, and so is the wait for the pixels.
-fn chunk_frames(
-    out0: usize,
-    pixels: PendingDownload,
-    references: Vec<Arc<Vec<f32>>>,
-    canvas: (usize, usize),
-    color_fix: ColorFix,
-) -> Vec<OutputFrame> {
-    let pixels = DecodedChunk::new(pixels);
-    let n = references.len();
-    references
-        .into_iter()
-        .enumerate()
-        .map(|(i, reference)| {
-            OutputFrame::in_chunk(
-                out0 + i,
-                pixels.clone(),
-                i,
-                n,
-                canvas,
-                (color_fix, reference),
-            )
-        })
-        .collect()
 }
 
 /// LQ frames `first..first + count` as `(3, count, H, W)` on `backend`: the device copies where
@@ -714,26 +702,25 @@ fn lq_tokens(
     Ok(Tensor::cat(&refs, 0)?)
 }
 
-/// `(3, n, H, W)` host pixels of a chunk's decoded frames and n; `cond`: the tiny decoder's LQ
-/// frames. The pixels are on their way: the engine goes on with the next chunk meanwhile.
+/// A chunk's decoded frames `(3, n, H, W)`; `cond`: the tiny decoder's LQ frames. Frames on the
+/// device are only queued: the engine goes on with the next chunk meanwhile.
 fn decode_chunk(
     models: &Models,
     state: &mut DecoderState,
     latents: &Tensor,
-    cond: Option<Tensor>,
-) -> Result<(PendingDownload, usize)> {
+    cond: Option<&Tensor>,
+) -> Result<DecodedFrames> {
     match (&models.decoder, state, cond) {
         (Decoder::Tiny(tc), DecoderState::Tiny(memory), Some(cond)) => {
-            let y = tc.decode(latents, &cond, memory)?;
-            Ok((y.to_vec_later()?, y.dim(1)))
+            Ok(DecodedFrames::Device(tc.decode(latents, cond, memory)?))
         }
         (Decoder::Full { vae, .. }, DecoderState::Vae(state), _) => {
             let y = vae.decode(latents, state)?.clamp(-1.0, 1.0)?;
-            Ok((y.to_vec_later()?, y.dim(1)))
+            Ok(DecodedFrames::Device(y))
         }
         (Decoder::Full { vae, .. }, DecoderState::TiledVae(state), _) => {
             let (pixels, frames) = state.decode(vae, latents)?;
-            Ok((PendingDownload::ready(pixels), frames))
+            Ok(DecodedFrames::Host { pixels, frames })
         }
         _ => Err(ModelError::Settings(
             "decoder state does not match the decoder".into(),

@@ -432,14 +432,14 @@ fn wan_vae_untiled_tiled_and_colour_fixes_match() {
     let lat = Tensor::from_slice(&backend, &lat, &[16, t, rows, cols]).unwrap();
     let vae = WanVaeDecoder::load(&backend, &open(&c.model_dir(), "Wan2.1_VAE.pth")).unwrap();
 
-    let y = vae
+    let y_t = vae
         .decode(&lat, &mut vae.new_state())
         .unwrap()
         .clamp(-1.0, 1.0)
         .unwrap();
-    let n = y.dim(1);
+    let n = y_t.dim(1);
     assert_eq!(n, 21);
-    let y = y.to_vec().unwrap();
+    let y = y_t.to_vec().unwrap();
     let decoded: Vec<Vec<f32>> = per_frame(&y, n, h * w);
     check_decoded_and_final(&c, &decoded, &frames, h * w);
 
@@ -455,6 +455,28 @@ fn wan_vae_untiled_tiled_and_colour_fixes_match() {
         &c.get("final_wavelet_first4").f32,
     );
     assert!(err <= tol(), "final_wavelet_first4 rel L2 {err:e}");
+
+    // The same fix on the backend, the four frames as one chunk (the engine's path when the LQ
+    // frames are on the decoder's device).
+    let mut lq4 = Vec::with_capacity(12 * h * w);
+    for ch in 0..3 {
+        for f in &frames[..4] {
+            lq4.extend_from_slice(&f[ch * h * w..(ch + 1) * h * w]);
+        }
+    }
+    let lq4 = Tensor::from_slice(&backend, &lq4, &[3, 4, h, w]).unwrap();
+    let fixed = color_fix::wavelet_on_device(&y_t.narrow(1, 0, 4).unwrap(), &lq4)
+        .unwrap()
+        .to_vec()
+        .unwrap();
+    let err = rel_l2(
+        &select_frames(&per_frame(&fixed, 4, h * w), &[0, 1, 2, 3], h * w),
+        &c.get("final_wavelet_first4").f32,
+    );
+    assert!(
+        err <= tol(),
+        "final_wavelet_first4 on the backend: rel L2 {err:e}"
+    );
 
     let tiling = VaeTiling {
         tile: (8, 8),

@@ -317,6 +317,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
     }
     /// `(C, T, H, W) → (C, T, 2H, 2W)`, nearest.
     fn upsample_nearest2x(&self, x: &Tensor) -> Result<BufferRef>;
+    /// Every plane of the last two dims (rank ≥ 2) blurred by the 3×3 binomial kernel
+    /// `[1 2 1]ᵀ[1 2 1] / 16` with taps `dilation` (≥ 1) apart and replicated borders: one level
+    /// of the wavelet colour fix (FLASHVSR.md §8). Summed as
+    /// [`cpu::blur::dilated_blur`](crate::cpu::blur::dilated_blur) does, so backends agree
+    /// bit for bit.
+    fn dilated_blur(&self, x: &Tensor, dilation: usize) -> Result<BufferRef>;
 
     /// Dense softmax attention, `q (Lq, D)`, `k, v (Lk, D)`, heads of `D / heads`.
     fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<BufferRef>;

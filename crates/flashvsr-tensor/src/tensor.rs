@@ -575,6 +575,23 @@ impl Tensor {
         self.wrap(buffer, &[s[0], s[1], 2 * s[2], 2 * s[3]])
     }
 
+    /// Every `(H, W)` plane of the last two dims blurred by the 3×3 binomial kernel
+    /// `[1 2 1]ᵀ[1 2 1] / 16` with taps `dilation` apart, borders replicated (see
+    /// [`crate::Backend::dilated_blur`]).
+    pub fn dilated_blur(&self, dilation: usize) -> Result<Tensor> {
+        if self.rank() < 2 || dilation == 0 {
+            return shape_err(
+                "dilated_blur",
+                format!(
+                    "{:?} with dilation {dilation} (want rank ≥ 2, dilation ≥ 1)",
+                    self.shape
+                ),
+            );
+        }
+        let buffer = self.backend.dilated_blur(self, dilation)?;
+        self.wrap(buffer, &self.shape.clone())
+    }
+
     fn check_attention(
         op: &'static str,
         q: &Tensor,

@@ -57,6 +57,11 @@ pub(crate) const SOURCES: &[Source] = &[
         functions: &["permute_f32", "copy_blocks_f32", "upsample2x_f32"],
     },
     Source {
+        name: "blur.cu",
+        body: include_str!("blur.cu"),
+        functions: &["dilated_blur_f32"],
+    },
+    Source {
         name: "conv.cu",
         body: include_str!("conv.cu"),
         functions: &["im2col_f32"],

@@ -3,6 +3,7 @@
 
 mod adain;
 pub(crate) mod attention;
+mod blur;
 mod channels_last;
 mod conv;
 mod conv_cudnn;

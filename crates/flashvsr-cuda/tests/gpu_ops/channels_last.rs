@@ -186,6 +186,7 @@ const CASES: [Case; 12] = [
                 x.affine(0.5, 0.25)?,
                 x.silu()?,
                 x.channel_rms_norm(&t[GAMMA])?,
+                x.dilated_blur(2)?,
                 x.add(&t[X])?,
                 x.narrow(2, 1, h - 1)?
                     .upsample_nearest2x()?

@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use flashvsr_tensor::{BackendRef, Tensor};
 
 use super::{
-    chunk_frames, decode_chunk, lq_frames, lq_tokens, Decoder, DecoderState, Engine, EngineStats,
-    Models, OutputFrame,
+    chunk_frames, decode_chunk, joined_on, lq_frames, lq_tokens, Decoder, DecoderState, Engine,
+    EngineStats, Models, OutputFrame,
 };
 use crate::dit::config::LATENT_CHANNELS;
 use crate::dit::{LayerCache, TokenGrid};
@@ -332,13 +332,27 @@ impl Shared<'_> {
             }
             Decoder::Full { .. } => None,
         };
-        let (pixels, count) = decode_chunk(stage.models, decoder, &latents, cond)?;
-        if count != out_n {
+        let decoded = decode_chunk(stage.models, decoder, &latents, cond.as_ref())?;
+        if decoded.frames() != out_n {
             return Err(ModelError::Settings(format!(
-                "decoder produced {count} frames, expected {out_n}"
+                "decoder produced {} frames, expected {out_n}",
+                decoded.frames()
             )));
         }
-        let frames = chunk_frames(out0, pixels, h.lq, self.canvas, self.settings.color_fix);
+        // The tiny decoder's condition is the chunk's LQ frames on this device already.
+        let lq_device = &h.lq_device;
+        let device_references = || match cond {
+            Some(lq) => Ok(Some(lq)),
+            None => joined_on(lq_device, &stage.backend),
+        };
+        let frames = chunk_frames(
+            out0,
+            decoded,
+            h.lq,
+            device_references,
+            self.canvas,
+            self.settings.color_fix,
+        )?;
         stats.chunks = 1;
         Ok(StageOutcome {
             next: None,

@@ -3,6 +3,7 @@
 
 pub mod adain;
 mod attention;
+pub mod blur;
 mod conv;
 mod elementwise;
 mod gemm;
@@ -84,6 +85,12 @@ fn joined<'a>(xs: &[&'a Tensor]) -> Result<Cow<'a, [f32]>> {
         all.extend_from_slice(data(x)?);
     }
     Ok(Cow::Owned(all))
+}
+
+/// `(H, W)`: the last two dims (the tensor validated rank ≥ 2).
+fn plane_of(x: &Tensor) -> (usize, usize) {
+    let s = x.shape();
+    (s[s.len() - 2], s[s.len() - 1])
 }
 
 fn data(x: &Tensor) -> Result<&[f32]> {
@@ -283,6 +290,11 @@ impl Backend for CpuBackend {
             s[2],
             s[3],
         ))
+    }
+
+    fn dilated_blur(&self, x: &Tensor, dilation: usize) -> Result<BufferRef> {
+        let (h, w) = plane_of(x);
+        self.out(blur::dilated_blur(data(x)?, h, w, dilation))
     }
 
     fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<BufferRef> {

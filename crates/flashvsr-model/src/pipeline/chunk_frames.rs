@@ -1,0 +1,91 @@
+//! From a decoded chunk to its output frames, and where the colour fix runs: on the decoder's
+//! device for the wavelet fix when the chunk's LQ frames are there too (the host fix takes ~30 ms
+//! of CPU per 1408×768 frame), else per frame on the host in `OutputFrame::finish`.
+
+use std::sync::Arc;
+
+use flashvsr_tensor::{BackendRef, PendingDownload, Tensor};
+
+use crate::color_fix::{wavelet_on_device, ColorFix};
+use crate::output_frame::{DecodedChunk, OutputFrame};
+use crate::Result;
+
+/// A chunk's decoded frames `(3, n, H, W)`: on the decoder's device, or in host memory (the tiled
+/// VAE decode assembles its tiles there).
+pub(super) enum DecodedFrames {
+    Device(Tensor),
+    Host { pixels: Vec<f32>, frames: usize },
+}
+
+impl DecodedFrames {
+    pub(super) fn frames(&self) -> usize {
+        match self {
+            DecodedFrames::Device(y) => y.dim(1),
+            DecodedFrames::Host { frames, .. } => *frames,
+        }
+    }
+}
+
+/// The output frames of a decoded chunk starting at frame `out0`. `references` are the host LQ
+/// frames of the same indices; `device_references()` the same frames `(3, n, H, W)` on the
+/// decoder's device, or None where they are not there (called only for a wavelet fix of a chunk
+/// on the device). A fix done on the device leaves the frames finished; otherwise each frame
+/// keeps its reference and `OutputFrame::finish` fixes it, off the engine's thread. The wait for
+/// the pixels is left to the first frame that needs them.
+pub(super) fn chunk_frames(
+    out0: usize,
+    decoded: DecodedFrames,
+    references: Vec<Arc<Vec<f32>>>,
+    device_references: impl FnOnce() -> Result<Option<Tensor>>,
+    canvas: (usize, usize),
+    color_fix: ColorFix,
+) -> Result<Vec<OutputFrame>> {
+    let (pixels, host_fix) = match decoded {
+        DecodedFrames::Host { pixels, .. } => (PendingDownload::ready(pixels), color_fix),
+        DecodedFrames::Device(y) => {
+            let fixed = match color_fix {
+                ColorFix::Wavelet => device_references()?
+                    .map(|x| wavelet_on_device(&y, &x))
+                    .transpose()?,
+                ColorFix::AdaIn | ColorFix::None => None,
+            };
+            match fixed {
+                Some(fixed) => (fixed.to_vec_later()?, ColorFix::None),
+                None => (y.to_vec_later()?, color_fix),
+            }
+        }
+    };
+    let pixels = DecodedChunk::new(pixels);
+    let n = references.len();
+    Ok(references
+        .into_iter()
+        .enumerate()
+        .map(|(i, reference)| {
+            OutputFrame::in_chunk(
+                out0 + i,
+                pixels.clone(),
+                i,
+                n,
+                canvas,
+                (host_fix, reference),
+            )
+        })
+        .collect())
+}
+
+/// LQ frames `(3, 1, H, W)` joined along dim 1 on `backend` (moved over from another device
+/// where needed); None when some frame has no device copy (a parking engine keeps none).
+pub(super) fn joined_on(copies: &[Option<Tensor>], backend: &BackendRef) -> Result<Option<Tensor>> {
+    let Some(copies) = copies.iter().cloned().collect::<Option<Vec<Tensor>>>() else {
+        return Ok(None);
+    };
+    if copies.is_empty() {
+        return Ok(None);
+    }
+    let here = copies
+        .iter()
+        .map(|t| t.to_backend(backend))
+        .collect::<flashvsr_tensor::Result<Vec<_>>>()?;
+    let refs: Vec<&Tensor> = here.iter().collect();
+    Ok(Some(Tensor::cat(&refs, 1)?))
+}
