@@ -1020,9 +1020,10 @@ impl Backend for CudaBackend {
         pad: usize,
         mode: PadMode,
     ) -> TResult<BufferRef> {
-        self.finish(conv_name("conv3d_relu", x, w, self.profiler.is_some()), || {
-            self.op_conv3d(x, w, b, (stride_t, pad, mode), true)
-        })
+        self.finish(
+            conv_name("conv3d_relu", x, w, self.profiler.is_some()),
+            || self.op_conv3d(x, w, b, (stride_t, pad, mode), true),
+        )
     }
 
     fn upsample_nearest2x(&self, x: &Tensor) -> TResult<BufferRef> {

@@ -1,6 +1,6 @@
 //! From a decoded chunk to its output frames, and where the colour fix runs: on the decoder's
-//! device for the wavelet fix when the chunk's LQ frames are there too (the host fix takes ~30 ms
-//! of CPU per 1408×768 frame), else per frame on the host in `OutputFrame::finish`.
+//! device when the chunk's LQ frames are there too (the host fix takes ~30 ms of CPU per
+//! 1408×768 frame), else per frame on the host in `OutputFrame::finish`.
 
 use std::sync::Arc;
 
@@ -28,8 +28,8 @@ impl DecodedFrames {
 
 /// The output frames of a decoded chunk starting at frame `out0`. `references` are the host LQ
 /// frames of the same indices; `device_references()` the same frames `(3, n, H, W)` on the
-/// decoder's device, or None where they are not there (called only for a wavelet fix of a chunk
-/// on the device). A fix done on the device leaves the frames finished; otherwise each frame
+/// decoder's device, or None where they are not there (called only for a fix of a chunk on the
+/// device). A fix done on the device leaves the frames finished; otherwise each frame
 /// keeps its reference and `OutputFrame::finish` fixes it, off the engine's thread. The wait for
 /// the pixels is left to the first frame that needs them.
 pub(super) fn chunk_frames(
@@ -47,7 +47,8 @@ pub(super) fn chunk_frames(
                 ColorFix::Wavelet => device_references()?
                     .map(|x| wavelet_on_device(&y, &x))
                     .transpose()?,
-                ColorFix::AdaIn | ColorFix::None => None,
+                ColorFix::AdaIn => device_references()?.map(|x| y.adain(&x)).transpose()?,
+                ColorFix::None => None,
             };
             match fixed {
                 Some(fixed) => (fixed.to_vec_later()?, ColorFix::None),

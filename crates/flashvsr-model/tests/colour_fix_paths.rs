@@ -1,4 +1,4 @@
-//! The wavelet colour fix through the engine: where the chunk's LQ frames are on the decoder's
+//! The colour fixes through the engine. The wavelet fix: where the chunk's LQ frames are on the decoder's
 //! device the fix runs there on the whole chunk (`clamp(y + B(x − y), −1, 1)`), elsewhere on the
 //! host per frame (`high(y) + L₅(x)`). Every path must give the host fix of the unfixed stream's
 //! frames, up to f32 rounding: the tiny decoder (its condition is the LQ frames on the device,
@@ -218,6 +218,41 @@ fn a_split_stream_fixes_on_its_last_device_as_one_device_does() {
         assert!(
             run(&mut two, &frames) == want,
             "{kind:?}: the split stream's fixed frames differ"
+        );
+    }
+}
+
+/// AdaIN runs on the device wherever the wavelet fix does, with the host's per-plane statistics
+/// (f64): the same values as the host fix of the unfixed stream, bit for bit on the CPU and up to
+/// the order of the sums on a GPU.
+#[test]
+fn adain_streams_equal_the_host_fix() {
+    let (frames, h, w) = clip();
+    let backend = golden::backend();
+    for kind in [DecoderKind::Tiny, DecoderKind::Vae, DecoderKind::TiledVae] {
+        let models = load(&backend, kind);
+        let stream = |color_fix: ColorFix| {
+            let mut e = Engine::new(&models, settings(h, w, color_fix), &backend, h, w).unwrap();
+            run(&mut e, &frames)
+        };
+        let unfixed = stream(ColorFix::None);
+        let want: Vec<Vec<f32>> = unfixed
+            .iter()
+            .zip(&frames)
+            .map(|(f, x)| {
+                let mut f = f.clone();
+                color_fix::adain(&mut f, x);
+                f
+            })
+            .collect();
+        assert!(
+            max_difference(&want, &unfixed) > 1e-3,
+            "{kind:?}: AdaIN changes nothing"
+        );
+        let diff = max_difference(&stream(ColorFix::AdaIn), &want);
+        assert!(
+            diff <= 1e-6,
+            "{kind:?}: max difference {diff:e} from the host AdaIN"
         );
     }
 }
