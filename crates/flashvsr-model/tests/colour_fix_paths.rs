@@ -1,5 +1,5 @@
-//! The colour fixes through the engine. The wavelet fix: where the chunk's LQ frames are on the decoder's
-//! device the fix runs there on the whole chunk (`clamp(y + B(x − y), −1, 1)`), elsewhere on the
+//! The colour fixes through the engine. The wavelet fix: where the chunk's LQ frames are on the
+//! decoder's device the fix runs there on the whole chunk (`clamp(y + B(x − y), −1, 1)`), elsewhere on the
 //! host per frame (`high(y) + L₅(x)`). Every path must give the host fix of the unfixed stream's
 //! frames, up to f32 rounding: the tiny decoder (its condition is the LQ frames on the device,
 //! parked or not), the Wan VAE (the engine's device copies; none while parked: host fix), the
