@@ -1,5 +1,5 @@
-//! The flash kernel's instances with 32 query rows per warp (`FLASHVSR_CUDA_FLASH=w4s2m2`, ...,
-//! read per call) against the default instance, bit for bit: per row the arithmetic is the same,
+//! The flash kernel's other instances (16 or 32 query rows per warp, `FLASHVSR_CUDA_FLASH=w4s3`,
+//! ..., read per call) against the default instance (w4s2m2), bit for bit: per row the arithmetic is the same,
 //! only which warp holds the row changes. And against the CPU with the bf16 tolerances. Dense
 //! (query rows not a multiple of 128, keys not a multiple of 64), block-sparse (a query block with
 //! no key block, a mask with none at all), KV segments read in place and joined, and the bf16 copy
@@ -13,7 +13,7 @@ use super::{
 };
 
 const KNOB: &str = "FLASHVSR_CUDA_FLASH";
-const INSTANCES: [&str; 3] = ["w4s2m2", "w4s3m2", "w4s2m2h"];
+const INSTANCES: [&str; 4] = ["w4s3", "w4s3m2", "w4s2m2h", "w4s2"];
 
 type Check<'a> = &'a dyn Fn(&[f32]) -> Option<String>;
 
