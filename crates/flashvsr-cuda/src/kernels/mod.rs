@@ -78,7 +78,11 @@ pub(crate) const SOURCES: &[Source] = &[
     Source {
         name: "adain.cu",
         body: include_str!("adain.cu"),
-        functions: &["plane_mean_std_f32", "adain_apply_f32"],
+        functions: &[
+            "plane_partial_sums_f32",
+            "plane_stats_finish",
+            "adain_apply_f32",
+        ],
     },
     Source {
         name: "channels_last.cu",
