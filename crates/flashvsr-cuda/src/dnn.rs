@@ -15,6 +15,19 @@ use crate::error::{catch, CudaError, CudaResult};
 
 /// Algorithms needing a larger workspace are skipped (the good ones for our shapes need none).
 const MAX_WORKSPACE_BYTES: usize = 256 << 20;
+
+/// The workspace cap: MAX_WORKSPACE_BYTES, or `FLASHVSR_CUDNN_WORKSPACE_MB` (experiments).
+fn workspace_cap() -> usize {
+    std::env::var("FLASHVSR_CUDNN_WORKSPACE_MB")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(MAX_WORKSPACE_BYTES, |mb| mb << 20)
+}
+
+/// `FLASHVSR_CUDNN_LOG=1`: each new shape's candidates (algorithm, workspace) and the pick.
+fn logging() -> bool {
+    std::env::var("FLASHVSR_CUDNN_LOG").is_ok_and(|v| v == "1")
+}
 /// How many heuristic candidates to look through.
 const CANDIDATES: usize = 8;
 
@@ -286,6 +299,7 @@ impl Dnn {
                 ),
             )?;
             perf.truncate(count.max(0) as usize);
+            let cap = workspace_cap();
             // The heuristic's order, first that runs within the workspace cap.
             for cand in perf
                 .iter()
@@ -295,7 +309,15 @@ impl Dnn {
                 let sized = dnn::cudnnGetConvolutionForwardWorkspaceSize(
                     handle, p.x, p.w, p.conv, p.y, cand.algo, &mut ws,
                 );
-                if sized != dnn::cudnnStatus_t::CUDNN_STATUS_SUCCESS || ws > MAX_WORKSPACE_BYTES {
+                if logging() {
+                    eprintln!(
+                        "cudnn {s:?}: candidate {:?} workspace {} MiB{}",
+                        cand.algo,
+                        ws >> 20,
+                        if ws > cap { " (over the cap)" } else { "" }
+                    );
+                }
+                if sized != dnn::cudnnStatus_t::CUDNN_STATUS_SUCCESS || ws > cap {
                     continue;
                 }
                 check(
@@ -309,7 +331,7 @@ impl Dnn {
         }
         Err(CudaError::Dnn(format!(
             "no algorithm within {} MiB of workspace",
-            MAX_WORKSPACE_BYTES >> 20
+            workspace_cap() >> 20
         )))
     }
 

@@ -23,12 +23,18 @@ impl CudaBackend {
         }
         let planes = n / plane;
         if planes > u16::MAX as usize {
-            return Err(CudaError::Unsupported(format!("AdaIN over {planes} planes")));
+            return Err(CudaError::Unsupported(format!(
+                "AdaIN over {planes} planes"
+            )));
         }
         // f64 words as pairs of f32 words: (mean, std) per plane for x and the reference, and
         // the partial sums of one pass.
         // SAFETY: every value is written by a kernel before another reads it.
-        let scratch = unsafe { self.gpu.stream.alloc::<f32>(2 * (4 * planes + PARTS * planes)) }?;
+        let scratch = unsafe {
+            self.gpu
+                .stream
+                .alloc::<f32>(2 * (4 * planes + PARTS * planes))
+        }?;
         let base = raw_ptr(&scratch);
         let (x_stats, r_stats) = (base, base + (16 * planes) as u64);
         let partial = base + (32 * planes) as u64;
