@@ -11,14 +11,11 @@ mod golden;
 
 use flashvsr_model::color_fix::{self, ColorFix};
 use flashvsr_model::dit::mask::{AttentionMode, SparseSettings};
-use flashvsr_model::dit::Dit;
-use flashvsr_model::lq_proj::{LqProjector, ProjectorVersion};
 use flashvsr_model::noise::NoiseSource;
 use flashvsr_model::pipeline::{Decoder, Engine, EngineSettings, Models, StageDevice};
 use flashvsr_model::tcdecoder::TcDecoder;
 use flashvsr_model::vae::WanVaeDecoder;
 use flashvsr_model::vae_tiling::VaeTiling;
-use flashvsr_model::weights::WeightFile;
 use flashvsr_tensor::cpu::CpuBackend;
 use flashvsr_tensor::BackendRef;
 
@@ -43,36 +40,25 @@ fn settings(h: usize, w: usize, color_fix: ColorFix) -> EngineSettings {
 }
 
 fn load(backend: &BackendRef, kind: DecoderKind) -> Models {
-    let dir = golden::golden_dir().join("models/flashvsr_v11_small");
-    let open = |n: &str| WeightFile::open(&dir.join(n)).unwrap();
-    let vae = || Box::new(WanVaeDecoder::load(backend, &open("Wan2.1_VAE.pth")).unwrap());
-    let decoder = match kind {
-        DecoderKind::Tiny => {
-            Decoder::Tiny(TcDecoder::load(backend, &open("TCDecoder.ckpt")).unwrap())
+    golden::small_v11_models(backend, |open| {
+        let vae = || Box::new(WanVaeDecoder::load(backend, &open("Wan2.1_VAE.pth")).unwrap());
+        match kind {
+            DecoderKind::Tiny => {
+                Decoder::Tiny(TcDecoder::load(backend, &open("TCDecoder.ckpt")).unwrap())
+            }
+            DecoderKind::Vae => Decoder::Full {
+                vae: vae(),
+                tiling: None,
+            },
+            DecoderKind::TiledVae => Decoder::Full {
+                vae: vae(),
+                tiling: Some(VaeTiling {
+                    tile: (8, 8),
+                    stride: (4, 4),
+                }),
+            },
         }
-        DecoderKind::Vae => Decoder::Full {
-            vae: vae(),
-            tiling: None,
-        },
-        DecoderKind::TiledVae => Decoder::Full {
-            vae: vae(),
-            tiling: Some(VaeTiling {
-                tile: (8, 8),
-                stride: (4, 4),
-            }),
-        },
-    };
-    Models {
-        dit: Dit::load(
-            backend,
-            &open("diffusion_pytorch_model_streaming_dmd.safetensors"),
-            &open("posi_prompt.pth"),
-        )
-        .unwrap(),
-        projector: LqProjector::load(backend, &open("LQ_proj_in.ckpt"), ProjectorVersion::V1_1)
-            .unwrap(),
-        decoder,
-    }
+    })
 }
 
 /// The first 26 prepared LQ frames of the golden clip (two chunks: the first chunk's 21 output

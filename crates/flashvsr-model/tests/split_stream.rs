@@ -6,14 +6,11 @@ mod golden;
 
 use flashvsr_model::color_fix::ColorFix;
 use flashvsr_model::dit::mask::{AttentionMode, SparseSettings};
-use flashvsr_model::dit::Dit;
-use flashvsr_model::lq_proj::{LqProjector, ProjectorVersion};
 use flashvsr_model::noise::NoiseSource;
 use flashvsr_model::pipeline::{
     Decoder, Engine, EngineSettings, Models, OutputFrame, SplitMove, StageDevice,
 };
 use flashvsr_model::tcdecoder::TcDecoder;
-use flashvsr_model::weights::WeightFile;
 use flashvsr_tensor::BackendRef;
 
 fn settings(h: usize, w: usize) -> EngineSettings {
@@ -27,19 +24,9 @@ fn settings(h: usize, w: usize) -> EngineSettings {
 }
 
 fn load(backend: &BackendRef) -> Models {
-    let dir = golden::golden_dir().join("models/flashvsr_v11_small");
-    let open = |n: &str| WeightFile::open(&dir.join(n)).unwrap();
-    Models {
-        dit: Dit::load(
-            backend,
-            &open("diffusion_pytorch_model_streaming_dmd.safetensors"),
-            &open("posi_prompt.pth"),
-        )
-        .unwrap(),
-        projector: LqProjector::load(backend, &open("LQ_proj_in.ckpt"), ProjectorVersion::V1_1)
-            .unwrap(),
-        decoder: Decoder::Tiny(TcDecoder::load(backend, &open("TCDecoder.ckpt")).unwrap()),
-    }
+    golden::small_v11_models(backend, |open| {
+        Decoder::Tiny(TcDecoder::load(backend, &open("TCDecoder.ckpt")).unwrap())
+    })
 }
 
 /// The golden clip played forwards then backwards: 73 frames, 9 chunks.

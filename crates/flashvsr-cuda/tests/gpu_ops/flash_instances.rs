@@ -5,8 +5,9 @@
 //! no key block, a mask with none at all), KV segments read in place and joined, and the bf16 copy
 //! of the output that the fast mode's GEMMs read.
 
-use flashvsr_tensor::{BackendRef, BlockMask, Result, Tensor};
+use flashvsr_tensor::{BackendRef, BlockMask, Tensor};
 
+use super::kv_segments::{segment_attention, segment_inputs, SEGMENT_CASES};
 use super::{
     mask_input, nonzero_in_block, random_mask, Input, Op, Suite, BF16_ATTENTION,
     BF16_ATTENTION_LARGE_QK,
@@ -199,26 +200,10 @@ pub fn run(s: &mut Suite, fast: &BackendRef) {
     // Segments read in place (multiples of the 64-key tile) and joined first (a 96-row one).
     let (lq, heads) = (384, 2);
     let dim = heads * 128;
-    for (sizes, kb) in [
-        (&[256, 128, 128][..], 128),
-        (&[128, 64, 192, 64][..], 64),
-        (&[96, 160][..], 128),
-    ] {
-        let lk: usize = sizes.iter().sum();
+    for (sizes, kb) in SEGMENT_CASES {
         let n = sizes.len();
-        let mut inputs: Vec<Input> = vec![s.normal_input(&[lq, dim], 1.0)];
-        for _ in 0..2 {
-            for &rows in sizes {
-                inputs.push(s.normal_input(&[rows, dim], 1.0));
-            }
-        }
-        let mask = random_mask(&mut s.rng, heads, lq / 128, lk / kb, kb, 0.5);
-        inputs.push(mask_input(&mask));
-        let op = |t: &[Tensor]| -> Result<Tensor> {
-            let keys: Vec<&Tensor> = t[1..1 + n].iter().collect();
-            let values: Vec<&Tensor> = t[1 + n..1 + 2 * n].iter().collect();
-            t[0].block_sparse_attention_segments(&keys, &values, &t[1 + 2 * n], kb)
-        };
+        let inputs = segment_inputs(s, lq, heads, sizes, kb);
+        let op = |t: &[Tensor]| segment_attention(t, n, kb);
         let empty = |out: &[f32]| {
             let bad = nonzero_in_block(out, dim, 128, 1);
             (bad > 0).then(|| format!("{bad} non-zero values in a query block with no key block"))

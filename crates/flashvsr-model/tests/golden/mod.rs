@@ -177,3 +177,28 @@ pub fn select_frames(all: &[Vec<f32>], indices: &[usize], plane: usize) -> Vec<f
     }
     out
 }
+
+/// The small v1.1 model set of the golden data on `backend`, with the decoder `decoder` makes
+/// from the set's files (opened by name).
+pub fn small_v11_models(
+    backend: &flashvsr_tensor::BackendRef,
+    decoder: impl FnOnce(
+        &dyn Fn(&str) -> flashvsr_model::weights::WeightFile,
+    ) -> flashvsr_model::pipeline::Decoder,
+) -> flashvsr_model::pipeline::Models {
+    use flashvsr_model::lq_proj::{LqProjector, ProjectorVersion};
+    use flashvsr_model::weights::WeightFile;
+    let dir = golden_dir().join("models/flashvsr_v11_small");
+    let open = |n: &str| WeightFile::open(&dir.join(n)).unwrap();
+    flashvsr_model::pipeline::Models {
+        dit: flashvsr_model::dit::Dit::load(
+            backend,
+            &open("diffusion_pytorch_model_streaming_dmd.safetensors"),
+            &open("posi_prompt.pth"),
+        )
+        .unwrap(),
+        projector: LqProjector::load(backend, &open("LQ_proj_in.ckpt"), ProjectorVersion::V1_1)
+            .unwrap(),
+        decoder: decoder(&open),
+    }
+}
