@@ -34,6 +34,9 @@ pub const ENV_CHANNELS_LAST: &str = "FLASHVSR_CUDA_CHANNELS_LAST";
 /// `FLASHVSR_CUDA_FOLD_TIME=0` turns [`CudaOptions::conv_fold_time`] off.
 pub const ENV_FOLD_TIME: &str = "FLASHVSR_CUDA_FOLD_TIME";
 
+/// `FLASHVSR_CUDA_FOLD_MAX_CHANNELS=N` sets [`CudaOptions::conv_fold_max_channels`].
+pub const ENV_FOLD_MAX_CHANNELS: &str = "FLASHVSR_CUDA_FOLD_MAX_CHANNELS";
+
 /// Environment override for [`CudaOptions::attention`]: `fp32` or `bf16`.
 pub const ENV_ATTENTION: &str = "FLASHVSR_CUDA_ATTENTION";
 
@@ -119,6 +122,11 @@ pub struct CudaOptions {
     /// projector's) run as 2-D convolutions over the kt source frames side by side in the
     /// channels (conv_stage.rs); off (`FLASHVSR_CUDA_FOLD_TIME=0`) keeps cuDNN's 3-D kernels.
     pub conv_fold_time: bool,
+    /// Time is folded only where that makes at most this many input channels (None: always).
+    /// cuDNN runs the LQ projector's second conv folded (8,192 channels) 11× slower at a 1920×1024
+    /// canvas than at 1408×768 or 1920×1152 (BENCHMARKS.md, session 6): 4096 is then faster
+    /// there (B 17.4 → 18.9 fps on H100) and slower elsewhere (A 42.3 → 40.5).
+    pub conv_fold_max_channels: Option<usize>,
 }
 
 impl CudaOptions {
@@ -143,6 +151,9 @@ impl CudaOptions {
             conv_cudnn: std::env::var(ENV_CUDNN).map_or(true, |v| v != "0"),
             conv_channels_last: std::env::var(ENV_CHANNELS_LAST).map_or(true, |v| v != "0"),
             conv_fold_time: std::env::var(ENV_FOLD_TIME).map_or(true, |v| v != "0"),
+            conv_fold_max_channels: std::env::var(ENV_FOLD_MAX_CHANNELS)
+                .ok()
+                .and_then(|v| v.parse().ok()),
             ..Self::default()
         }
     }
@@ -182,6 +193,7 @@ impl Default for CudaOptions {
             op_profile: false,
             conv_channels_last: true,
             conv_fold_time: true,
+            conv_fold_max_channels: None,
         }
     }
 }

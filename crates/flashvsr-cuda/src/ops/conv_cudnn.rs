@@ -116,7 +116,14 @@ impl CudaBackend {
             [w.dim(0), w.dim(1), w.dim(2), w.dim(3), w.dim(4)],
             stride_t,
             pad,
-            (mode == PadMode::Replicate, self.options().conv_fold_time),
+            (
+                mode == PadMode::Replicate,
+                self.options().conv_fold_time
+                    && self
+                        .options()
+                        .conv_fold_max_channels
+                        .is_none_or(|max| w.dim(1) * w.dim(2) <= max),
+            ),
             self.options().conv_stage_bytes,
         );
         let Some(s) = staged else {
