@@ -3,7 +3,8 @@
 
 // Layer norm over the last dim. With `scale` set it is DiT modulation (x̂ (1 + scale) + shift);
 // otherwise the optional affine `weight`, `bias`. Absent vectors are null pointers. `y_bf16`, when
-// set, gets the same values rounded to bf16 (the input of the fast mode's bf16 GEMMs).
+// set, gets the same values rounded to bf16 (the input of the fast mode's bf16 GEMMs); `y` may
+// then be null (only the bf16 values are wanted).
 extern "C" __global__ void layer_norm_f32(const float* __restrict__ x, float* __restrict__ y,
                                           int dim, float eps, const float* __restrict__ weight,
                                           const float* __restrict__ bias,
@@ -12,7 +13,7 @@ extern "C" __global__ void layer_norm_f32(const float* __restrict__ x, float* __
                                           u16* __restrict__ y_bf16) {
     __shared__ double scratch[32];
     const float* xr = x + (u64)blockIdx.x * dim;
-    float* yr = y + (u64)blockIdx.x * dim;
+    float* yr = y ? y + (u64)blockIdx.x * dim : 0;
     double s = 0.0;
     for (int c = threadIdx.x; c < dim; c += blockDim.x) s += (double)xr[c];
     const double mean = block_sum_d(s, scratch) / dim;
@@ -31,7 +32,7 @@ extern "C" __global__ void layer_norm_f32(const float* __restrict__ x, float* __
             if (weight) v = v * weight[c];
             if (bias) v = v + bias[c];
         }
-        yr[c] = v;
+        if (yr) yr[c] = v;
         if (y_bf16) y_bf16[(u64)blockIdx.x * dim + c] = bf16_bits(v);
     }
 }

@@ -24,7 +24,9 @@ fn last_dim(x: &Tensor) -> usize {
 }
 
 impl CudaBackend {
-    /// Layer norm; `modulate = Some((shift, scale))` turns it into DiT modulation.
+    /// Layer norm; `modulate = Some((shift, scale))` turns it into DiT modulation. In the fast
+    /// mode the result is stored bf16 only: in the DiT it feeds nothing but bf16 GEMMs, and the
+    /// f32 values were written for no reader.
     pub(crate) fn op_layer_norm(
         &self,
         x: &Tensor,
@@ -34,27 +36,32 @@ impl CudaBackend {
         eps: f32,
     ) -> CudaResult<CudaBuffer> {
         let n = x.elem_count();
-        let out = self.output(n)?;
         let dim = last_dim(x);
+        let (out, f32_out, bf16_out) = if self.options().compact_bf16 {
+            let out = self.output_as(n, Storage::Bf16)?;
+            let ptr = out.ptr();
+            (out, 0, ptr)
+        } else {
+            let out = self.output(n)?;
+            let ptr = out.ptr();
+            (out, ptr, 0)
+        };
         if n == 0 {
             return Ok(out);
         }
         let (shift, scale) = modulate.unzip();
-        // In the DiT the output feeds the fast mode's bf16 GEMMs: rounding it here spares each
-        // of them a pass over the f32 values.
-        let copy = self.bf16_copy_output(n)?;
         let args = KernelArgs::new()
             .push(self.ptr(x)?)
-            .push(out.ptr())
+            .push(f32_out)
             .push(dim as i32)
             .push(eps)
             .push(self.opt_ptr(weight)?)
             .push(self.opt_ptr(bias)?)
             .push(self.opt_ptr(shift)?)
             .push(self.opt_ptr(scale)?)
-            .push(copy.as_ref().map_or(0, |c| c.ptr()));
+            .push(bf16_out);
         self.launch("layer_norm_f32", row_config(n / dim, dim)?, args)?;
-        Ok(out.with_bf16_copy(copy))
+        Ok(out)
     }
 
     pub(crate) fn op_rms_norm(

@@ -1,6 +1,6 @@
-//! The fast mode's bf16 GEMM inputs: the copy that modulate, layer_norm and the flash attention
-//! kernels write beside their f32 output, and the copy a GEMM makes of an f32 input once and
-//! keeps. A bf16 GEMM must see exactly the values that rounding its input
+//! The fast mode's bf16 GEMM inputs: modulate's and layer_norm's bf16 output, the copy the flash
+//! attention kernel writes beside its f32 output, and the copy a GEMM makes of an f32 input once
+//! and keeps. A bf16 GEMM must see exactly the values that rounding its input
 //! gives (`compact`): the same products, bit for bit.
 
 use flashvsr_tensor::{BackendRef, Result, Tensor};
