@@ -34,6 +34,11 @@ pub fn tile_layout(
     // The CUDA fast mode keeps the KV cache and GEMM operands in bf16.
     let fast = matches!(backend.device(), Device::Cuda(_)) && args.precision == Precision::Auto;
     let element_bytes = if fast { 2 } else { 4 };
+    // Load-time temporaries (weights made or folded on the device) sit in the allocator's cache,
+    // not in tensors: give them back before measuring what the weights take.
+    if let Err(e) = backend.release_cached_memory() {
+        eprintln!("flashvsr: could not release cached device memory ({e})");
+    }
     let in_use = backend.memory_in_use().unwrap_or(0)
         + memory::converted_weight_bytes(models, element_bytes);
     let available = budget.saturating_sub(in_use + HEADROOM);

@@ -704,6 +704,17 @@ impl Backend for CudaBackend {
         .ok()
     }
 
+    fn release_cached_memory(&self) -> TResult<()> {
+        let Some(pool) = &self.pool else {
+            return Ok(());
+        };
+        catch(|| {
+            self.gpu.stream.synchronize()?;
+            pool.trim()
+        })
+        .map_err(|e| self.err(e))
+    }
+
     fn tensor_memory(&self) -> Option<&MemoryMeter> {
         Some(&self.meter)
     }

@@ -141,6 +141,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn memory_in_use(&self) -> Option<u64> {
         None
     }
+    /// Hands memory that no tensor holds back to the device (an allocator's cached blocks), so
+    /// that [`memory_in_use`](Backend::memory_in_use) counts what is live. Waits for queued work.
+    fn release_cached_memory(&self) -> Result<()> {
+        Ok(())
+    }
     /// Device time per op since the start, where the backend was asked to measure it.
     fn op_profile_report(&self) -> Option<String> {
         None
