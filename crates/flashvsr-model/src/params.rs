@@ -73,14 +73,21 @@ impl<'a> Params<'a> {
     }
 
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let key = self.key(name);
-        if self.file.shape(&key) == Some(shape) {
-            if let Some(made) = self.file.tensor_on(&key, self.backend) {
-                return made;
-            }
+        if let Some(made) = self.made_on_device(name, shape) {
+            return made;
         }
         let values = self.values(name, shape)?;
         Ok(Tensor::from_slice(self.backend, &values, shape)?)
+    }
+
+    /// The tensor `name` made by its source straight on the device (random weights), when the
+    /// source can and the shape is the expected one; None: read its values on the host.
+    fn made_on_device(&self, name: &str, shape: &[usize]) -> Option<Result<Tensor>> {
+        let key = self.key(name);
+        if self.file.shape(&key) != Some(shape) {
+            return None;
+        }
+        self.file.tensor_on(&key, self.backend)
     }
 
     /// A weight matrix read by every chunk, in the backend's compact storage (bf16 on CUDA in
@@ -133,13 +140,7 @@ impl<'a> Params<'a> {
             )?)
         };
         for name in names {
-            let key = self.key(name.as_ref());
-            let made = if self.file.shape(&key) == Some(shape) {
-                self.file.tensor_on(&key, self.backend)
-            } else {
-                None
-            };
-            match made {
+            match self.made_on_device(name.as_ref(), shape) {
                 Some(made) => {
                     if host_parts > 0 {
                         parts.push(upload(&mut host, &mut host_parts)?);
