@@ -219,6 +219,8 @@ pub struct CudaBackend {
     pool: Option<crate::pool::CappedPool>,
     /// Bytes of this backend's tensors (op temporaries included) and their peak.
     meter: Arc<MemoryMeter>,
+    /// Device memory in use once the context, kernels and libraries were set up.
+    used_at_start: u64,
     profiler: Option<crate::op_profile::OpProfiler>,
     /// cuDNN, in the fast mode where it loads; None keeps the im2col convolutions.
     pub(crate) dnn: Option<Mutex<Dnn>>,
@@ -327,6 +329,10 @@ impl CudaBackend {
             let profiler = options
                 .op_profile
                 .then(|| crate::op_profile::OpProfiler::new(&gpu.ctx));
+            let used_at_start = {
+                let (free, total) = cudarc::driver::result::mem_get_info()?;
+                (total - free) as u64
+            };
             let pool = match options.memory_limit {
                 Some(limit) => Some(crate::pool::CappedPool::install(&gpu, limit)?),
                 None => None,
@@ -341,6 +347,7 @@ impl CudaBackend {
                 scratch: Mutex::new(None),
                 pool,
                 meter: Arc::new(MemoryMeter::default()),
+                used_at_start,
                 profiler,
                 dnn,
                 conv_weights: Mutex::new(WeightCache::new(CONV_WEIGHT_CACHE_BYTES)),
@@ -658,6 +665,17 @@ fn conv_name(op: &'static str, x: &Tensor, w: &Tensor, profiling: bool) -> &'sta
     ))
 }
 
+impl CudaBackend {
+    /// The op's name, followed when profiling by `detail()` (its shapes): glue ops such as `cat`
+    /// are called from many places, and the shapes say which.
+    fn described(&self, op: &'static str, detail: impl FnOnce() -> String) -> &'static str {
+        if self.profiler.is_none() {
+            return op;
+        }
+        interned(format!("{op} {}", detail()))
+    }
+}
+
 /// The op's name, with its weight's shape when profiling (`linear 4608←1536`).
 fn shaped_name(op: &'static str, w: &Tensor, profiling: bool) -> &'static str {
     if !profiling {
@@ -721,7 +739,24 @@ impl Backend for CudaBackend {
 
     fn op_profile_report(&self) -> Option<String> {
         let p = self.profiler.as_ref()?;
-        Some(p.report().unwrap_or_else(|e| format!("op profile: {e}")))
+        let mut report = p.report().unwrap_or_else(|e| format!("op profile: {e}"));
+        // Where the process's device memory went: the context and libraries (taken before any
+        // tensor), the pool's high-water marks, and the tensors' own peak.
+        let pool = crate::pool::current_pool_high_water(&self.gpu);
+        if let Ok((reserved, used)) = pool {
+            report.push_str(&format!(
+                "device memory: {} MiB taken at start-up (context, kernels, libraries); pool \
+                 high water {} MiB reserved, {} MiB used; tensors' peak {} MiB, now {} MiB; converted \
+                 conv weights {} MiB\n",
+                self.used_at_start >> 20,
+                reserved >> 20,
+                used >> 20,
+                self.meter.peak() >> 20,
+                self.meter.in_use() >> 20,
+                self.conv_weights.lock().map(|c| c.bytes()).unwrap_or(0) >> 20,
+            ));
+        }
+        Some(report)
     }
 
     fn upload(&self, data: &[f32]) -> TResult<BufferRef> {
@@ -899,23 +934,33 @@ impl Backend for CudaBackend {
     }
 
     fn permute(&self, x: &Tensor, dims: &[usize]) -> TResult<BufferRef> {
-        self.finish("permute", || self.op_permute(x, dims))
+        let name = self.described("permute", || format!("{:?} by {dims:?}", x.shape()));
+        self.finish(name, || self.op_permute(x, dims))
     }
 
     fn narrow(&self, x: &Tensor, dim: usize, start: usize, len: usize) -> TResult<BufferRef> {
-        self.finish("narrow", || self.op_narrow(x, dim, start, len))
+        let name = self.described("narrow", || format!("{:?} dim {dim} to {len}", x.shape()));
+        self.finish(name, || self.op_narrow(x, dim, start, len))
     }
 
     fn cat(&self, xs: &[&Tensor], dim: usize) -> TResult<BufferRef> {
-        self.finish("cat", || self.op_cat(xs, dim))
+        let name = self.described("cat", || {
+            let first = xs.first().map(|x| x.shape().to_vec()).unwrap_or_default();
+            format!("{} × {first:?} dim {dim}", xs.len())
+        });
+        self.finish(name, || self.op_cat(xs, dim))
     }
 
     fn unary(&self, x: &Tensor, op: UnaryOp) -> TResult<BufferRef> {
-        self.finish("unary", || self.op_unary(x, op))
+        let name = self.described("unary", || format!("{op:?} {:?}", x.shape()));
+        self.finish(name, || self.op_unary(x, op))
     }
 
     fn binary(&self, a: &Tensor, b: &Tensor, op: BinaryOp) -> TResult<BufferRef> {
-        self.finish("binary", || self.op_binary(a, b, op))
+        let name = self.described("binary", || {
+            format!("{op:?} {:?} {:?}", a.shape(), b.shape())
+        });
+        self.finish(name, || self.op_binary(a, b, op))
     }
 
     fn adain(&self, x: &Tensor, reference: &Tensor) -> TResult<BufferRef> {
@@ -989,7 +1034,8 @@ impl Backend for CudaBackend {
     }
 
     fn channel_rms_norm(&self, x: &Tensor, gamma: &Tensor) -> TResult<BufferRef> {
-        self.finish("channel_rms_norm", || self.op_channel_rms_norm(x, gamma))
+        let name = self.described("channel_rms_norm", || format!("{:?}", x.shape()));
+        self.finish(name, || self.op_channel_rms_norm(x, gamma))
     }
 
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> TResult<BufferRef> {

@@ -91,3 +91,30 @@ impl Drop for CappedPool {
         }
     }
 }
+
+/// The high-water marks of the device's current memory pool (ours under a limit, else the
+/// driver's default pool): `(reserved, used)` bytes. Reserved beyond used is the pool's
+/// fragmentation and cache.
+pub(crate) fn current_pool_high_water(gpu: &Gpu) -> CudaResult<(u64, u64)> {
+    gpu.ctx.bind_to_thread()?;
+    let mut device = 0;
+    let mut pool = std::ptr::null_mut();
+    let (mut reserved, mut used) = (0u64, 0u64);
+    unsafe {
+        sys::cuCtxGetDevice(&mut device).result()?;
+        sys::cuDeviceGetMemPool(&mut pool, device).result()?;
+        sys::cuMemPoolGetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH,
+            (&mut reserved as *mut u64).cast(),
+        )
+        .result()?;
+        sys::cuMemPoolGetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+            (&mut used as *mut u64).cast(),
+        )
+        .result()?;
+    }
+    Ok((reserved, used))
+}

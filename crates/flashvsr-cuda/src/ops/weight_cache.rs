@@ -67,6 +67,11 @@ impl<V> WeightCache<V> {
         Ok(&self.entries.last().expect("pushed above").value)
     }
 
+    /// Bytes of the converted weights held.
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.entries.len()
