@@ -160,6 +160,7 @@ pub fn run(args: &BenchArgs) -> Outcome<()> {
     let (width, height) = plan.model;
     let load_start = Instant::now();
     let models = load_models(&backend, args, height / 8, width / 8)?;
+    crate::upscale::release_load_temporaries(&backend);
     let load_s = load_start.elapsed().as_secs_f64();
     let mode = match args.attention {
         Attention::Block => AttentionMode::Block,

@@ -274,6 +274,20 @@ impl Context<'_> {
 
 /// The models for `args` on `backend`: from the model files, or random (`--random-weights`).
 fn models_on(backend: &BackendRef, args: &UpscaleArgs) -> Outcome<Models> {
+    let models = models_made_on(backend, args)?;
+    release_load_temporaries(backend);
+    Ok(models)
+}
+
+/// The temporaries of loading (f32 weights before their bf16 rounding, folded copies) are free
+/// but still held by the device allocator: handing them back keeps them out of the peak.
+pub(crate) fn release_load_temporaries(backend: &BackendRef) {
+    if let Err(e) = backend.release_cached_memory() {
+        eprintln!("flashvsr: could not release cached device memory ({e})");
+    }
+}
+
+fn models_made_on(backend: &BackendRef, args: &UpscaleArgs) -> Outcome<Models> {
     if let Some(size) = args.random_weights {
         let size = match size {
             BenchModelSize::Release => ModelSize::RELEASE,

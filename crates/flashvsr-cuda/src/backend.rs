@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use cudarc::driver::{CudaSlice, LaunchConfig};
 use flashvsr_tensor::{
     Backend, BackendRef, BinaryOp, BufferRef, Device, HostData, MemoryMeter, PadMode,
-    PendingDownload, Tensor, TensorError, UnaryOp,
+    PendingDownload, QkvBuffers, Tensor, TensorError, UnaryOp,
 };
 
 use crate::buffer::{raw_ptr, CudaBuffer, Storage};
@@ -127,6 +127,12 @@ pub struct CudaOptions {
     /// canvas than at 1408×768 or 1920×1152 (BENCHMARKS.md, session 6): 4096 is then faster
     /// there (B 17.4 → 18.9 fps on H100) and slower elsewhere (A 42.3 → 40.5).
     pub conv_fold_max_channels: Option<usize>,
+    /// Long-lived tensors (weights, the KV cache, queued uploads, converted conv weights) from a
+    /// pool of their own, apart from each chunk's short-lived tensors (without a memory cap;
+    /// `FLASHVSR_CUDA_KEPT_POOL=1`). Off by default: at config A the two pools' slack together
+    /// peaked ~300 MiB above one pool's (BENCHMARKS.md, session 7) — the short-lived tensors alone
+    /// still leave the default pool reserving ~1.9 GiB over its use.
+    pub kept_pool: bool,
 }
 
 impl CudaOptions {
@@ -154,6 +160,7 @@ impl CudaOptions {
             conv_fold_max_channels: std::env::var(ENV_FOLD_MAX_CHANNELS)
                 .ok()
                 .and_then(|v| v.parse().ok()),
+            kept_pool: std::env::var("FLASHVSR_CUDA_KEPT_POOL").is_ok_and(|v| v == "1"),
             ..Self::default()
         }
     }
@@ -194,6 +201,7 @@ impl Default for CudaOptions {
             conv_channels_last: true,
             conv_fold_time: true,
             conv_fold_max_channels: None,
+            kept_pool: false,
         }
     }
 }
@@ -217,6 +225,10 @@ pub struct CudaBackend {
     scratch: Mutex<Option<CudaSlice<f32>>>,
     /// The capped allocation pool under a memory limit.
     pool: Option<crate::pool::CappedPool>,
+    /// Where long-lived outputs (the KV cache) come from; none under a memory cap, whose pool
+    /// holds everything.
+    kept: Option<crate::pool::KeptPool>,
+    pool_trace: Option<crate::pool::PoolTrace>,
     /// Bytes of this backend's tensors (op temporaries included) and their peak.
     meter: Arc<MemoryMeter>,
     /// Device memory in use once the context, kernels and libraries were set up.
@@ -337,6 +349,10 @@ impl CudaBackend {
                 Some(limit) => Some(crate::pool::CappedPool::install(&gpu, limit)?),
                 None => None,
             };
+            let kept = match (&pool, options.kept_pool) {
+                (None, true) => Some(crate::pool::KeptPool::create(&gpu)?),
+                _ => None,
+            };
             Ok(Arc::new(CudaBackend {
                 ordinal,
                 arch,
@@ -346,6 +362,8 @@ impl CudaBackend {
                 gemm: Mutex::new(gemm),
                 scratch: Mutex::new(None),
                 pool,
+                kept,
+                pool_trace: crate::pool::PoolTrace::from_env(&gpu),
                 meter: Arc::new(MemoryMeter::default()),
                 used_at_start,
                 profiler,
@@ -531,8 +549,18 @@ impl CudaBackend {
 
     /// `x` stored as bf16 (round to nearest even).
     pub(crate) fn narrow_to_bf16(&self, x: &Tensor) -> CudaResult<CudaBuffer> {
+        let out = self.output_as(x.elem_count(), Storage::Bf16)?;
+        self.write_bf16(x, out)
+    }
+
+    /// `x` rounded to bf16 in the kept pool (see [`Self::kept_output`]).
+    fn compacted(&self, x: &Tensor) -> CudaResult<CudaBuffer> {
+        let out = self.kept_output(x.elem_count(), Storage::Bf16)?;
+        self.write_bf16(x, out)
+    }
+
+    fn write_bf16(&self, x: &Tensor, out: CudaBuffer) -> CudaResult<CudaBuffer> {
         let len = x.elem_count();
-        let out = self.output_as(len, Storage::Bf16)?;
         let args = KernelArgs::new()
             .push(self.ptr(x)?)
             .push(out.ptr())
@@ -548,6 +576,32 @@ impl CudaBackend {
     /// Every op allocates its output here (poisoned when asked).
     pub(crate) fn output(&self, len: usize) -> CudaResult<CudaBuffer> {
         self.output_as(len, Storage::F32)
+    }
+
+    /// An output that lives for many chunks (a KV-cache group): from the kept pool where there is
+    /// one, so that the chunk's short-lived tensors are not laid out around it.
+    pub(crate) fn kept_output(&self, len: usize, storage: Storage) -> CudaResult<CudaBuffer> {
+        let Some(kept) = &self.kept else {
+            return self.output_as(len, storage);
+        };
+        let words = storage.words(len);
+        let slice = kept.alloc(&self.gpu.stream, words)?;
+        self.prepared_output(slice, len, storage)
+    }
+
+    /// Room for `len` values that outlive a chunk's temporaries (queued uploads, converted
+    /// weights): from the kept pool where there is one.
+    ///
+    /// # Safety
+    /// Uninitialised memory: the caller writes it before it is read.
+    pub(crate) unsafe fn alloc_kept<T: cudarc::driver::DeviceRepr>(
+        &self,
+        len: usize,
+    ) -> CudaResult<CudaSlice<T>> {
+        match &self.kept {
+            Some(kept) => kept.alloc(&self.gpu.stream, len),
+            None => Ok(unsafe { self.gpu.stream.alloc::<T>(len) }?),
+        }
     }
 
     pub(crate) fn output_as(&self, len: usize, storage: Storage) -> CudaResult<CudaBuffer> {
@@ -567,6 +621,19 @@ impl CudaBackend {
             }
             Err(e) => return Err(e.into()),
         };
+        self.prepared_output(slice, len, storage)
+    }
+
+    fn prepared_output(
+        &self,
+        slice: CudaSlice<f32>,
+        len: usize,
+        storage: Storage,
+    ) -> CudaResult<CudaBuffer> {
+        let words = storage.words(len);
+        if let Some(trace) = &self.pool_trace {
+            CURRENT_OP.with(|op| trace.after_alloc(op.get(), words * 4));
+        }
         let buf = CudaBuffer::with_storage(slice, len, storage).metered(&self.meter);
         if self.options.poison_outputs {
             // NaN in either format: f32 NaN words are also pairs of bf16 NaNs (0x7fc0_0000 → 0x7fc0, 0).
@@ -628,6 +695,7 @@ impl CudaBackend {
         name: &'static str,
         op: impl FnOnce() -> CudaResult<T>,
     ) -> flashvsr_tensor::Result<T> {
+        CURRENT_OP.with(|op| op.set(name));
         let result = match &self.profiler {
             None => catch(op),
             Some(p) => catch(|| {
@@ -696,6 +764,8 @@ fn interned(name: String) -> &'static str {
 }
 
 thread_local! {
+    /// The op running on this thread, for the pool trace.
+    static CURRENT_OP: std::cell::Cell<&'static str> = const { std::cell::Cell::new("") };
     /// f32 copies of bf16-stored inputs made by the op running on this thread (see `ptr`).
     static OP_TEMPORARIES: std::cell::RefCell<Vec<CudaBuffer>> = const { std::cell::RefCell::new(Vec::new()) };
 }
@@ -723,12 +793,12 @@ impl Backend for CudaBackend {
     }
 
     fn release_cached_memory(&self) -> TResult<()> {
-        let Some(pool) = &self.pool else {
-            return Ok(());
-        };
         catch(|| {
             self.gpu.stream.synchronize()?;
-            pool.trim()
+            match &self.pool {
+                Some(pool) => pool.trim(),
+                None => crate::pool::trim_current_pool(&self.gpu),
+            }
         })
         .map_err(|e| self.err(e))
     }
@@ -754,6 +824,13 @@ impl Backend for CudaBackend {
                 self.meter.peak() >> 20,
                 self.meter.in_use() >> 20,
                 self.conv_weights.lock().map(|c| c.bytes()).unwrap_or(0) >> 20,
+            ));
+        }
+        if let Some(Ok((reserved, used))) = self.kept.as_ref().map(|k| k.high_water()) {
+            report.push_str(&format!(
+                "kept pool (KV cache) high water: {} MiB reserved, {} MiB used\n",
+                reserved >> 20,
+                used >> 20
             ));
         }
         Some(report)
@@ -814,7 +891,7 @@ impl Backend for CudaBackend {
         self.finish("upload_queued", || {
             copy_in_parallel(staging.values(data.len())?, data);
             // SAFETY: fully written by the copy below.
-            let slice = unsafe { self.gpu.stream.alloc::<f32>(data.len()) }?;
+            let slice = unsafe { self.alloc_kept::<f32>(data.len()) }?;
             // SAFETY: `slice` has room for the values; it is freed on this stream, after the
             // copy. The staging buffer is written again only after this copy completed.
             unsafe { staging.copy_to_device(&self.gpu.stream, raw_ptr(&slice), data.len()) }?;
@@ -1008,7 +1085,8 @@ impl Backend for CudaBackend {
         if storage == Storage::Bf16 {
             return Ok(None);
         }
-        self.finish("compact", || self.narrow_to_bf16(x)).map(Some)
+        // Compact tensors are the long-lived ones (weights, cached keys): kept apart.
+        self.finish("compact", || self.compacted(x)).map(Some)
     }
 
     fn layer_norm(
@@ -1051,11 +1129,15 @@ impl Backend for CudaBackend {
         sin: &Tensor,
         heads: usize,
         eps: f32,
-    ) -> TResult<(BufferRef, BufferRef, BufferRef)> {
+        groups: usize,
+    ) -> TResult<QkvBuffers> {
         let (q, k, v) = self.finish_with("qkv_split_norm_rope", || {
-            self.op_qkv_split_norm_rope(x, (norm_q, norm_k), (cos, sin), heads, eps)
+            self.op_qkv_split_norm_rope(x, (norm_q, norm_k), (cos, sin), heads, eps, groups)
         })?;
-        Ok((Arc::new(q), Arc::new(k), Arc::new(v)))
+        let shared = |b: Vec<CudaBuffer>| -> Vec<BufferRef> {
+            b.into_iter().map(|b| Arc::new(b) as BufferRef).collect()
+        };
+        Ok((Arc::new(q), shared(k), shared(v)))
     }
 
     fn group_mean(&self, x: &Tensor) -> TResult<BufferRef> {

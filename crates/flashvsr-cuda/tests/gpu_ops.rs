@@ -293,7 +293,7 @@ fn pointwise(s: &mut Suite) {
 }
 
 fn norms(s: &mut Suite) {
-    for dim in [1536, 96, 5] {
+    for dim in [1536, 96, 5, 4096, 4100] {
         let inputs = [
             s.input(&[33, dim], 3.0),
             s.input(&[dim], 1.0),
@@ -1428,8 +1428,14 @@ fn main() {
     flash_work_orders(&mut s);
     kv_segments::run(&mut s);
     bf16_real_shapes(&mut s);
-    let fast: BackendRef = CudaBackend::create(info.ordinal, options.clone().with_fast_mode(true))
-        .expect("fast-mode backend");
+    // The fast mode's backend with long-lived tensors in their own pool (FLASHVSR_CUDA_KEPT_POOL),
+    // so that its cases also cover those allocations.
+    let fast_options = CudaOptions {
+        kept_pool: true,
+        ..options.clone().with_fast_mode(true)
+    };
+    let fast: BackendRef =
+        CudaBackend::create(info.ordinal, fast_options).expect("fast-mode backend");
     bf16_storage(&mut s, &fast);
     bf16_copies::run(&mut s, &fast);
     flash_instances::run(&mut s, &fast);

@@ -250,11 +250,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn channel_rms_norm(&self, x: &Tensor, gamma: &Tensor) -> Result<BufferRef>;
     /// Rotates pairs `(x[2m], x[2m+1])` of every head by the angle table `(rows, head_dim/2)`.
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> Result<BufferRef>;
-    /// The self-attention's `(q, k, v)` from the fused projection `x (M, 3·D)` (shapes checked
+    /// The self-attention's q, k and v from the fused projection `x (M, 3·D)` (shapes checked
     /// by [`Tensor::qkv_split_norm_rope`]): `q = rope(rms_norm(x[:, 0..D], norm_q))` in f32, `k`
     /// the same of `x[:, D..2D]` with `norm_k` and `v = x[:, 2D..3D]`, both in the storage of
-    /// [`Backend::compact`]. This default composes those ops; a backend that fuses them into one
-    /// pass over `x` must give the same values in the same storage.
+    /// [`Backend::compact`] and cut into `groups` buffers of `M / groups` rows. This default
+    /// composes those ops; a backend that fuses them into one pass over `x` must give the same
+    /// values in the same storage.
     #[allow(clippy::too_many_arguments)]
     fn qkv_split_norm_rope(
         &self,
@@ -265,7 +266,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
         sin: &Tensor,
         heads: usize,
         eps: f32,
-    ) -> Result<(BufferRef, BufferRef, BufferRef)> {
+        groups: usize,
+    ) -> Result<QkvBuffers> {
         let dim = x.dim(1) / 3;
         let q = x
             .narrow(1, 0, dim)?
@@ -277,7 +279,11 @@ pub trait Backend: Send + Sync + fmt::Debug {
             .rope(cos, sin, heads)?
             .compact()?;
         let v = x.narrow(1, 2 * dim, dim)?.compact()?;
-        Ok((q.buffer().clone(), k.buffer().clone(), v.buffer().clone()))
+        Ok((
+            q.buffer().clone(),
+            split_rows(&k, groups)?,
+            split_rows(&v, groups)?,
+        ))
     }
 
     /// `(N, G, D) → (N, D)`: the mean of each group of G rows.
@@ -372,6 +378,17 @@ pub fn linear_then_add<B: Backend + ?Sized>(
     let y = backend.linear(x, w, b)?;
     let y = Tensor::from_buffer(x.backend(), y, &[x.dim(0), w.dim(0)])?;
     backend.binary(&y, residual, BinaryOp::Add)
+}
+
+/// The buffers of [`Backend::qkv_split_norm_rope`]: q, and k and v by group.
+pub type QkvBuffers = (BufferRef, Vec<BufferRef>, Vec<BufferRef>);
+
+/// The buffers of `x`'s rows cut into `groups` equal parts.
+pub fn split_rows(x: &Tensor, groups: usize) -> Result<Vec<BufferRef>> {
+    let rows = x.dim(0) / groups;
+    (0..groups)
+        .map(|g| Ok(x.narrow(0, g * rows, rows)?.buffer().clone()))
+        .collect()
 }
 
 #[cfg(test)]

@@ -11,11 +11,11 @@ pub mod random;
 mod tensor;
 
 pub use backend::{
-    linear_then_add, Backend, BackendRef, BinaryOp, Buffer, BufferRef, Device, HostData, PadMode,
-    PendingDownload, UnaryOp,
+    linear_then_add, split_rows, Backend, BackendRef, BinaryOp, Buffer, BufferRef, Device,
+    HostData, PadMode, PendingDownload, QkvBuffers, UnaryOp,
 };
 pub use block_mask::BlockMask;
 pub use dtype::DType;
 pub use error::{Result, TensorError};
 pub use meter::MemoryMeter;
-pub use tensor::Tensor;
+pub use tensor::{SplitQkv, Tensor};

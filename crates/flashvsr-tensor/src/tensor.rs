@@ -441,13 +441,15 @@ impl Tensor {
         self.wrap(buffer, &self.shape.clone())
     }
 
-    /// The self-attention's `(q, k, v)`, each `(M, D)`, from the output of the fused q/k/v
-    /// projection `self (M, 3·D)`: `q` is `rope(rms_norm(self[:, 0..D], norm_q))`, `k` the same
-    /// of `self[:, D..2D]` with `norm_k`, `v` is `self[:, 2D..3D]`; `k` and `v` [`compact`]
-    /// (they go to the KV cache). One pass over `self` where the backend fuses it (see
-    /// [`crate::Backend::qkv_split_norm_rope`]).
+    /// The self-attention's q, k and v from the output of the fused q/k/v projection
+    /// `self (M, 3·D)`: `q (M, D)` is `rope(rms_norm(self[:, 0..D], norm_q))`, `k` the same of
+    /// `self[:, D..2D]` with `norm_k`, `v` is `self[:, 2D..3D]`. `k` and `v` come in `groups`
+    /// tensors of `M / groups` rows each, [`compact`]: they are the KV cache's groups, kept for
+    /// several chunks, so a backend may keep them apart from short-lived tensors. One pass over
+    /// `self` where the backend fuses it (see [`crate::Backend::qkv_split_norm_rope`]).
     ///
     /// [`compact`]: Tensor::compact
+    #[allow(clippy::too_many_arguments)]
     pub fn qkv_split_norm_rope(
         &self,
         norm_q: &Tensor,
@@ -456,7 +458,8 @@ impl Tensor {
         sin: &Tensor,
         heads: usize,
         eps: f32,
-    ) -> Result<(Tensor, Tensor, Tensor)> {
+        groups: usize,
+    ) -> Result<SplitQkv> {
         const OP: &str = "qkv_split_norm_rope";
         self.expect_rank(OP, 2)?;
         let (rows, width) = (self.shape[0], self.shape[1]);
@@ -466,19 +469,25 @@ impl Tensor {
                 format!("{width} channels are not q, k and v of one width"),
             );
         }
+        if groups == 0 || !rows.is_multiple_of(groups) {
+            return shape_err(OP, format!("{rows} rows in {groups} groups"));
+        }
         let dim = width / 3;
         check_rope(OP, rows, dim, cos, sin, heads)?;
         norm_q.expect_vector(OP, dim)?;
         norm_k.expect_vector(OP, dim)?;
         let (q, k, v) = self
             .backend
-            .qkv_split_norm_rope(self, norm_q, norm_k, cos, sin, heads, eps)?;
-        let shape = [rows, dim];
-        Ok((
-            self.wrap(q, &shape)?,
-            self.wrap(k, &shape)?,
-            self.wrap(v, &shape)?,
-        ))
+            .qkv_split_norm_rope(self, norm_q, norm_k, cos, sin, heads, eps, groups)?;
+        let group = [rows / groups, dim];
+        let wrap_all = |buffers: Vec<BufferRef>| -> Result<Vec<Tensor>> {
+            buffers.into_iter().map(|b| self.wrap(b, &group)).collect()
+        };
+        Ok(SplitQkv {
+            q: self.wrap(q, &[rows, dim])?,
+            k: wrap_all(k)?,
+            v: wrap_all(v)?,
+        })
     }
 
     pub fn group_mean(&self) -> Result<Tensor> {
@@ -695,4 +704,11 @@ impl Tensor {
         let buffer = self.backend.sparse_topk_mask(self, allowed, topk, scale)?;
         self.wrap(buffer, &self.shape.clone())
     }
+}
+
+/// [`Tensor::qkv_split_norm_rope`]'s result: the queries, and the keys and values by group.
+pub struct SplitQkv {
+    pub q: Tensor,
+    pub k: Vec<Tensor>,
+    pub v: Vec<Tensor>,
 }

@@ -51,12 +51,21 @@ const EPS: f32 = 1e-6;
 #[test]
 fn fused_split_equals_the_composed_ops() {
     let cpu = CpuBackend::new_ref();
-    for (rows, heads) in [(37, 2), (5, 12), (1, 1)] {
+    for (rows, heads, groups) in [(37, 2, 1), (5, 12, 1), (1, 1, 1), (36, 2, 3)] {
         let i = inputs(&cpu, rows, heads);
         let dim = heads * 128;
-        let (q, k, v) =
-            i.x.qkv_split_norm_rope(&i.norm_q, &i.norm_k, &i.cos, &i.sin, heads, EPS)
+        let split =
+            i.x.qkv_split_norm_rope(&i.norm_q, &i.norm_k, &i.cos, &i.sin, heads, EPS, groups)
                 .unwrap();
+        assert_eq!((split.k.len(), split.v.len()), (groups, groups));
+        for g in split.k.iter().chain(&split.v) {
+            assert_eq!(g.shape(), [rows / groups, dim]);
+        }
+        let joined = |parts: &[Tensor]| {
+            let refs: Vec<&Tensor> = parts.iter().collect();
+            Tensor::cat(&refs, 0).unwrap()
+        };
+        let (q, k, v) = (split.q, joined(&split.k), joined(&split.v));
         let want_q =
             i.x.narrow(1, 0, dim)
                 .unwrap()
@@ -94,10 +103,10 @@ fn no_rows_give_empty_outputs() {
     let i = inputs(&cpu, 2, 2);
     let x = Tensor::zeros(&cpu, &[0, 768]).unwrap();
     let none = Tensor::zeros(&cpu, &[0, 64]).unwrap();
-    let (q, k, v) = x
-        .qkv_split_norm_rope(&i.norm_q, &i.norm_k, &none, &none, 2, EPS)
+    let split = x
+        .qkv_split_norm_rope(&i.norm_q, &i.norm_k, &none, &none, 2, EPS, 1)
         .unwrap();
-    for t in [q, k, v] {
+    for t in [split.q, split.k[0].clone(), split.v[0].clone()] {
         assert_eq!(t.shape(), [0, 256]);
     }
 }
@@ -107,7 +116,7 @@ fn mismatched_shapes_are_errors() {
     let cpu = CpuBackend::new_ref();
     let i = inputs(&cpu, 4, 2);
     let split = |x: &Tensor, nq: &Tensor, nk: &Tensor, cos: &Tensor, heads: usize| {
-        x.qkv_split_norm_rope(nq, nk, cos, &i.sin, heads, EPS)
+        x.qkv_split_norm_rope(nq, nk, cos, &i.sin, heads, EPS, 1)
     };
     assert!(split(&i.x, &i.norm_q, &i.norm_k, &i.cos, 2).is_ok());
     // Not three equal parts.
@@ -128,6 +137,13 @@ fn mismatched_shapes_are_errors() {
     .is_err());
     assert!(split(&i.x, &i.norm_q, &i.norm_k, &i.cos, 4).is_err());
     assert!(split(&i.x, &i.norm_q, &i.norm_k, &i.cos, 0).is_err());
+    // Rows that do not make equal groups, or no groups.
+    for groups in [3, 0] {
+        assert!(i
+            .x
+            .qkv_split_norm_rope(&i.norm_q, &i.norm_k, &i.cos, &i.sin, 2, EPS, groups)
+            .is_err());
+    }
     // Not a matrix.
     let flat = i.x.reshape(&[4 * 768]).unwrap();
     assert!(split(&flat, &i.norm_q, &i.norm_k, &i.cos, 2).is_err());

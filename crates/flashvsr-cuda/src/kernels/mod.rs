@@ -100,6 +100,7 @@ pub(crate) const SOURCES: &[Source] = &[
         body: include_str!("norm.cu"),
         functions: &[
             "layer_norm_f32",
+            "layer_norm_vec4_f32",
             "rms_norm_f32",
             "channel_rms_norm_f32",
             "group_mean_f32",

@@ -6,6 +6,8 @@
 //
 // x: (rows, 3·dim); cos_t, sin_t: (rows, half), half = head_dim / 2; q: (rows, dim) f32;
 // k, v: (rows, dim), bf16 bits when `kv_bf16` (the fast mode's compact storage), else f32.
+// One launch per KV-cache group: block b handles row first_row + b of x, the tables and q, and
+// row b of the group's own k and v.
 
 // Elements i and i + 1 (i even) of `out`, rounded to bf16 (as f32_to_bf16 does) or not.
 __device__ __forceinline__ void store_pair(void* out, u64 i, float2 v, int bf16) {
@@ -22,9 +24,9 @@ extern "C" __global__ void qkv_split_norm_rope_f32(
     const float* __restrict__ x, const float* __restrict__ norm_q,
     const float* __restrict__ norm_k, const float* __restrict__ cos_t,
     const float* __restrict__ sin_t, float* __restrict__ q, void* __restrict__ k,
-    void* __restrict__ v, int dim, int half, float eps, int kv_bf16) {
+    void* __restrict__ v, int dim, int half, float eps, int kv_bf16, int first_row) {
     __shared__ double scratch[32];
-    const u64 row = blockIdx.x;
+    const u64 row = (u64)first_row + blockIdx.x;
     const float* xq = x + row * 3 * dim;
     const float* xk = xq + dim;
     const float* xv = xk + dim;
@@ -39,6 +41,7 @@ extern "C" __global__ void qkv_split_norm_rope_f32(
     const float* cr = cos_t + row * half;
     const float* sr = sin_t + row * half;
     const u64 out = row * dim;
+    const u64 kv_out = (u64)blockIdx.x * dim;
     // Pair p is channels 2p, 2p + 1, rotated by angle p % half of its head (as rope_f32). The
     // pairs are read and written as float2: `dim` is even, so every row starts 8-byte aligned.
     for (int p = threadIdx.x; p < dim / 2; p += blockDim.x) {
@@ -52,7 +55,7 @@ extern "C" __global__ void qkv_split_norm_rope_f32(
         const float2 rk = rope_rotate(rms_scaled(b.x, inv_k, wb.x), rms_scaled(b.y, inv_k, wb.y),
                                       co, si);
         reinterpret_cast<float2*>(q + out)[p] = rq;
-        store_pair(k, out + 2 * p, rk, kv_bf16);
-        store_pair(v, out + 2 * p, reinterpret_cast<const float2*>(xv)[p], kv_bf16);
+        store_pair(k, kv_out + 2 * p, rk, kv_bf16);
+        store_pair(v, kv_out + 2 * p, reinterpret_cast<const float2*>(xv)[p], kv_bf16);
     }
 }

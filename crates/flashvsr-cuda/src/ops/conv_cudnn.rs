@@ -202,7 +202,7 @@ impl CudaBackend {
 
     fn stage_weight(&self, w: &Tensor, s: &StagedConv) -> CudaResult<CudaSlice<u16>> {
         // SAFETY: every element is written by the kernel below.
-        let y = unsafe { self.gpu.stream.alloc::<u16>(s.weight_elems()) }?;
+        let y = unsafe { self.alloc_kept::<u16>(s.weight_elems()) }?;
         let g = StageWeight {
             o: s.o as u64,
             c: s.c as u64,

@@ -19,6 +19,13 @@ pub(super) fn row_config(rows: usize, dim: usize) -> CudaResult<LaunchConfig> {
     })
 }
 
+/// Whether layer norms of whole float4 rows take the one-read kernel (`FLASHVSR_CUDA_NORM_VEC4=0`:
+/// the row-loop kernel, to compare).
+fn vec4_norms() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_NORM_VEC4").map_or(true, |v| v != "0"))
+}
+
 fn last_dim(x: &Tensor) -> usize {
     x.shape().last().copied().unwrap_or(1)
 }
@@ -60,7 +67,20 @@ impl CudaBackend {
             .push(self.opt_ptr(shift)?)
             .push(self.opt_ptr(scale)?)
             .push(bf16_out);
-        self.launch("layer_norm_f32", row_config(n / dim, dim)?, args)?;
+        let rows = n / dim;
+        // Rows of whole float4s (every buffer starts 256-byte aligned) in one block each.
+        if dim.is_multiple_of(4) && dim / 4 <= 1024 && vec4_norms() {
+            let threads = (dim / 4).next_multiple_of(32) as u32;
+            let cfg = LaunchConfig {
+                grid_dim: (rows as u32, 1, 1),
+                block_dim: (threads, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            row_config(rows, dim)?; // the same limits on rows and dim
+            self.launch("layer_norm_vec4_f32", cfg, args)?;
+        } else {
+            self.launch("layer_norm_f32", row_config(rows, dim)?, args)?;
+        }
         Ok(out)
     }
 

@@ -14,6 +14,8 @@ const EXACT_VS_CPU: f64 = 1e-6;
 struct Inputs {
     rows: usize,
     heads: usize,
+    /// KV-cache groups k and v come in.
+    groups: usize,
     /// The fused projection's output, `(rows, 3·dim)`.
     x: Vec<f32>,
     norm_q: Vec<f32>,
@@ -23,7 +25,7 @@ struct Inputs {
 }
 
 impl Inputs {
-    fn new(s: &mut Suite, rows: usize, heads: usize) -> Inputs {
+    fn new(s: &mut Suite, rows: usize, heads: usize, groups: usize) -> Inputs {
         let dim = heads * 128;
         let half = 64;
         // Projection outputs with a bias (non-zero means), gains around 1, and the angle tables
@@ -40,6 +42,7 @@ impl Inputs {
         Inputs {
             rows,
             heads,
+            groups,
             x,
             norm_q: gain(s),
             norm_k: gain(s),
@@ -64,11 +67,24 @@ impl Inputs {
         ])
     }
 
-    /// q, k, v as stored, by the fused op.
+    /// q, k, v as stored, by the fused op (k and v's groups joined on the host).
     fn fused(&self, backend: &BackendRef) -> Result<[HostData; 3]> {
         let [x, norm_q, norm_k, cos, sin] = self.tensors(backend)?;
-        let (q, k, v) = x.qkv_split_norm_rope(&norm_q, &norm_k, &cos, &sin, self.heads, EPS)?;
-        Ok([q.to_host_data()?, k.to_host_data()?, v.to_host_data()?])
+        let split =
+            x.qkv_split_norm_rope(&norm_q, &norm_k, &cos, &sin, self.heads, EPS, self.groups)?;
+        if split.k.len() != self.groups || split.v.len() != self.groups {
+            return Err(test_error(format!(
+                "{} k and {} v groups, want {}",
+                split.k.len(),
+                split.v.len(),
+                self.groups
+            )));
+        }
+        Ok([
+            split.q.to_host_data()?,
+            joined(&split.k)?,
+            joined(&split.v)?,
+        ])
     }
 
     /// q, k, v as stored, by the ops the DiT block used before the fused op.
@@ -87,6 +103,27 @@ impl Inputs {
         let v = x.narrow(1, 2 * dim, dim)?.compact()?;
         Ok([q.to_host_data()?, k.to_host_data()?, v.to_host_data()?])
     }
+}
+
+fn test_error(detail: String) -> flashvsr_tensor::TensorError {
+    flashvsr_tensor::TensorError::Backend {
+        backend: "test".into(),
+        detail,
+    }
+}
+
+/// The groups' stored values one after the other (a group stored otherwise than the first shows
+/// as a storage mismatch).
+fn joined(groups: &[Tensor]) -> Result<HostData> {
+    let mut all = groups[0].to_host_data()?;
+    for g in &groups[1..] {
+        match (&mut all, g.to_host_data()?) {
+            (HostData::F32(a), HostData::F32(b)) => a.extend(b),
+            (HostData::Bf16(a), HostData::Bf16(b)) => a.extend(b),
+            _ => return Err(test_error("groups stored differently".into())),
+        }
+    }
+    Ok(all)
 }
 
 /// The storage and bit patterns of stored values: NaN (an unwritten, poisoned element) and
@@ -159,9 +196,10 @@ pub fn run(s: &mut Suite, fast: &BackendRef) {
     {
         return;
     }
-    // Row widths of 128, 256 and 1536 (the DiT's): one block-wide stride, and six of them.
-    for (rows, heads) in [(7, 1), (130, 2), (300, 12)] {
-        let inputs = Inputs::new(s, rows, heads);
+    // Row widths of 128, 256 and 1536 (the DiT's): one block-wide stride, and six of them; k and
+    // v in one group or several (the first chunk's three).
+    for (rows, heads, groups) in [(7, 1, 1), (130, 2, 2), (300, 12, 3)] {
+        let inputs = Inputs::new(s, rows, heads, groups);
         let cpu = match inputs.composed(&s.cpu) {
             Ok(values) => values,
             Err(e) => {
@@ -170,7 +208,10 @@ pub fn run(s: &mut Suite, fast: &BackendRef) {
             }
         };
         for (mode, backend) in [("exact", s.gpu.clone()), ("fast", fast.clone())] {
-            let name = format!("qkv split {mode} [{rows}, 3×{}] {heads}h", inputs.dim());
+            let name = format!(
+                "qkv split {mode} [{rows}, 3×{}] {heads}h {groups}g",
+                inputs.dim()
+            );
             s.cases += 1;
             // The fast mode's bf16 storage is checked against the GPU's own composition only.
             let against_cpu = (mode == "exact").then_some(&cpu);

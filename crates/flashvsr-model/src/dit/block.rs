@@ -186,40 +186,34 @@ impl DitBlock {
         // large, and in fast mode they carry a bf16 copy for the GEMMs.
         drop(a);
         // The KV cache is read by the next kv_len chunks: k and v in compact storage (bf16 in
-        // fast mode).
-        let (q, k, v) = qkv.qkv_split_norm_rope(
+        // fast mode), one tensor per cached group.
+        let split = qkv.qkv_split_norm_rope(
             &self.norm_q,
             &self.norm_k,
             &rope.0,
             &rope.1,
             self.heads,
             EPS,
+            query_groups,
         )?;
         drop(qkv);
+        let q = split.q;
 
         cache.prune_pooled();
         let mask = match injected_mask {
             Some(m) => m.to_tensor(x.backend())?,
-            None => self.select(&q, &k, cache, settings, allowed)?,
+            None => self.select(&q, &split.k, cache, settings, allowed)?,
         };
         // The cached groups and this chunk's keys, read where they are (no concatenation).
-        let mut keys: Vec<&Tensor> = cache.groups.iter().map(|g| &g.0).collect();
-        let mut values: Vec<&Tensor> = cache.groups.iter().map(|g| &g.1).collect();
-        keys.push(&k);
-        values.push(&v);
+        let keys: Vec<&Tensor> = cache.groups.iter().map(|g| &g.0).chain(&split.k).collect();
+        let values: Vec<&Tensor> = cache.groups.iter().map(|g| &g.1).chain(&split.v).collect();
         let o =
             q.block_sparse_attention_segments(&keys, &values, &mask, settings.mode.key_block())?;
         drop(q);
         let x = apply_add(&o, &self.o, x)?;
         drop(o);
 
-        let group_tokens = k.dim(0) / query_groups;
-        for g in 0..query_groups {
-            cache.groups.push((
-                k.narrow(0, g * group_tokens, group_tokens)?,
-                v.narrow(0, g * group_tokens, group_tokens)?,
-            ));
-        }
+        cache.groups.extend(split.k.into_iter().zip(split.v));
         // The reference evicts exactly one group per chunk, whatever the excess (spec §4.8).
         if cache.groups.len() > settings.kv_len {
             cache.groups.remove(0);
@@ -268,7 +262,7 @@ impl DitBlock {
     fn select(
         &self,
         q: &Tensor,
-        keys: &Tensor,
+        keys: &[Tensor],
         cache: &mut LayerCache,
         settings: &SparseSettings,
         allowed: &Tensor,
@@ -282,12 +276,13 @@ impl DitBlock {
     }
 }
 
-/// The mean of every `kb` key rows of the cached groups and `keys` joined, `(blocks, D)`: per
-/// segment (the cached groups' means computed once, when the group was new), then the small means
-/// joined; the keys themselves are joined only where a block would straddle two segments.
-fn pooled_keys(cache: &mut LayerCache, keys: &Tensor, kb: usize) -> Result<Tensor> {
+/// The mean of every `kb` key rows of the cached groups and this chunk's `keys` joined,
+/// `(blocks, D)`: per segment (a group's means computed once, when the group was new), then the
+/// small means joined; the keys themselves are joined only where a block would straddle two
+/// segments.
+fn pooled_keys(cache: &mut LayerCache, keys: &[Tensor], kb: usize) -> Result<Tensor> {
     let groups: Vec<Tensor> = cache.groups.iter().map(|g| g.0.clone()).collect();
-    let all: Vec<&Tensor> = groups.iter().chain([keys]).collect();
+    let all: Vec<&Tensor> = groups.iter().chain(keys).collect();
     if !all.iter().all(|k| k.dim(0).is_multiple_of(kb)) {
         let joined = Tensor::cat(&all, 0)?;
         return Ok(joined

@@ -16,7 +16,9 @@ use std::any::Any;
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use crate::backend::{Backend, BackendRef, BinaryOp, Buffer, BufferRef, Device, PadMode, UnaryOp};
+use crate::backend::{
+    Backend, BackendRef, BinaryOp, Buffer, BufferRef, Device, PadMode, QkvBuffers, UnaryOp,
+};
 use crate::{MemoryMeter, Result, Tensor, TensorError};
 
 pub struct CpuBuffer(pub Vec<f32>, Arc<MemoryMeter>);
@@ -241,7 +243,8 @@ impl Backend for CpuBackend {
         sin: &Tensor,
         heads: usize,
         eps: f32,
-    ) -> Result<(BufferRef, BufferRef, BufferRef)> {
+        groups: usize,
+    ) -> Result<QkvBuffers> {
         let norms = qkv::QkNormRope {
             norm_q: data(norm_q)?,
             norm_k: data(norm_k)?,
@@ -250,8 +253,15 @@ impl Backend for CpuBackend {
             heads,
             eps,
         };
-        let (q, k, v) = qkv::qkv_split_norm_rope(data(x)?, x.dim(1) / 3, &norms);
-        Ok((self.out(q)?, self.out(k)?, self.out(v)?))
+        let dim = x.dim(1) / 3;
+        let (q, k, v) = qkv::qkv_split_norm_rope(data(x)?, dim, &norms);
+        let group = k.len() / groups;
+        let by_group = |all: Vec<f32>| -> Result<Vec<BufferRef>> {
+            (0..groups)
+                .map(|g| self.out(all[g * group..(g + 1) * group].to_vec()))
+                .collect()
+        };
+        Ok((self.out(q)?, by_group(k)?, by_group(v)?))
     }
 
     fn group_mean(&self, x: &Tensor) -> Result<BufferRef> {
