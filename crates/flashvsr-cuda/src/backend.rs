@@ -34,6 +34,9 @@ pub const ENV_CHANNELS_LAST: &str = "FLASHVSR_CUDA_CHANNELS_LAST";
 /// `FLASHVSR_CUDA_FOLD_TIME=0` turns [`CudaOptions::conv_fold_time`] off.
 pub const ENV_FOLD_TIME: &str = "FLASHVSR_CUDA_FOLD_TIME";
 
+/// `FLASHVSR_CUDA_FOLD_CAUSAL=1` turns [`CudaOptions::conv_fold_causal`] on.
+pub const ENV_FOLD_CAUSAL: &str = "FLASHVSR_CUDA_FOLD_CAUSAL";
+
 /// `FLASHVSR_CUDA_FOLD_MAX_CHANNELS=N` sets [`CudaOptions::conv_fold_max_channels`].
 pub const ENV_FOLD_MAX_CHANNELS: &str = "FLASHVSR_CUDA_FOLD_MAX_CHANNELS";
 
@@ -127,6 +130,13 @@ pub struct CudaOptions {
     /// canvas than at 1408×768 or 1920×1152 (BENCHMARKS.md, session 6): 4096 is then faster
     /// there (B 17.4 → 18.9 fps on H100) and slower elsewhere (A 42.3 → 40.5).
     pub conv_fold_max_channels: Option<usize>,
+    /// Largest scores matrix (fp32 scores, plus bf16 probabilities in the bf16 mode) of one
+    /// chunk of query rows in the GEMM attention of wide heads (ops/attention_gemm.rs), in bytes.
+    pub attention_scores_bytes: usize,
+    /// In the fast mode, fold the Wan VAE's causal 3-tap convs into 2-D convs over 3·C channels
+    /// of stacked frames too (`FLASHVSR_CUDA_FOLD_CAUSAL=1`; off by default: the staging triples
+    /// the input and nobody has timed it yet).
+    pub conv_fold_causal: bool,
 }
 
 impl CudaOptions {
@@ -151,6 +161,7 @@ impl CudaOptions {
             conv_cudnn: std::env::var(ENV_CUDNN).map_or(true, |v| v != "0"),
             conv_channels_last: std::env::var(ENV_CHANNELS_LAST).map_or(true, |v| v != "0"),
             conv_fold_time: std::env::var(ENV_FOLD_TIME).map_or(true, |v| v != "0"),
+            conv_fold_causal: std::env::var(ENV_FOLD_CAUSAL).is_ok_and(|v| v == "1"),
             conv_fold_max_channels: std::env::var(ENV_FOLD_MAX_CHANNELS)
                 .ok()
                 .and_then(|v| v.parse().ok()),
@@ -194,6 +205,8 @@ impl Default for CudaOptions {
             conv_channels_last: true,
             conv_fold_time: true,
             conv_fold_max_channels: None,
+            attention_scores_bytes: 256 << 20,
+            conv_fold_causal: false,
         }
     }
 }
@@ -467,6 +480,10 @@ impl CudaBackend {
     /// else the copy its producer wrote or an earlier GEMM made, else a new copy kept with `x`.
     pub(crate) fn bf16_input(&self, x: &Tensor) -> CudaResult<u64> {
         let buf = self.input(x)?;
+        if buf.channels_last().is_some() {
+            // bf16 already, but not in row-major order.
+            return Ok(self.keep_for_op(self.narrow_to_bf16(x)?));
+        }
         if buf.storage() == Storage::Bf16 {
             return Ok(buf.ptr());
         }
@@ -1038,6 +1055,18 @@ impl Backend for CudaBackend {
         self.finish(name, || self.op_channel_rms_norm(x, gamma))
     }
 
+    fn channel_rms_norm_silu(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        prefix: Option<&Tensor>,
+    ) -> TResult<BufferRef> {
+        let name = self.described("channel_rms_norm_silu", || format!("{:?}", x.shape()));
+        self.finish(name, || {
+            self.op_channel_rms_norm_silu(x, gamma, prefix, true)
+        })
+    }
+
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> TResult<BufferRef> {
         self.finish("rope", || self.op_rope(x, cos, sin, heads))
     }
@@ -1092,6 +1121,22 @@ impl Backend for CudaBackend {
         self.finish(
             conv_name("conv3d_relu", x, w, self.profiler.is_some()),
             || self.op_conv3d(x, w, b, (stride_t, pad, mode), true),
+        )
+    }
+
+    fn conv3d_add(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride_t: usize,
+        pad: usize,
+        mode: PadMode,
+        residual: &Tensor,
+    ) -> TResult<BufferRef> {
+        self.finish(
+            conv_name("conv3d_add", x, w, self.profiler.is_some()),
+            || self.op_conv3d_add(x, w, b, (stride_t, pad, mode), residual),
         )
     }
 
