@@ -37,6 +37,9 @@ pub const ENV_FOLD_TIME: &str = "FLASHVSR_CUDA_FOLD_TIME";
 /// `FLASHVSR_CUDA_FOLD_CAUSAL=1` turns [`CudaOptions::conv_fold_causal`] on.
 pub const ENV_FOLD_CAUSAL: &str = "FLASHVSR_CUDA_FOLD_CAUSAL";
 
+/// `FLASHVSR_CUDA_SUBPIXEL=0` turns [`CudaOptions::conv_subpixel_upsample`] off.
+pub const ENV_SUBPIXEL: &str = "FLASHVSR_CUDA_SUBPIXEL";
+
 /// `FLASHVSR_CUDA_FOLD_MAX_CHANNELS=N` sets [`CudaOptions::conv_fold_max_channels`].
 pub const ENV_FOLD_MAX_CHANNELS: &str = "FLASHVSR_CUDA_FOLD_MAX_CHANNELS";
 
@@ -137,6 +140,10 @@ pub struct CudaOptions {
     /// of stacked frames too (`FLASHVSR_CUDA_FOLD_CAUSAL=1`; off by default: the staging triples
     /// the input and nobody has timed it yet).
     pub conv_fold_causal: bool,
+    /// In the fast mode, nearest 2× upsampling and the 3×3 conv after it (the Wan VAE's Resample)
+    /// run as one 2×2 conv over the small frames with four output phases
+    /// (ops/upsample_conv.rs); off (`FLASHVSR_CUDA_SUBPIXEL=0`) upsamples, then convolves.
+    pub conv_subpixel_upsample: bool,
 }
 
 impl CudaOptions {
@@ -162,6 +169,7 @@ impl CudaOptions {
             conv_channels_last: std::env::var(ENV_CHANNELS_LAST).map_or(true, |v| v != "0"),
             conv_fold_time: std::env::var(ENV_FOLD_TIME).map_or(true, |v| v != "0"),
             conv_fold_causal: std::env::var(ENV_FOLD_CAUSAL).is_ok_and(|v| v == "1"),
+            conv_subpixel_upsample: std::env::var(ENV_SUBPIXEL).map_or(true, |v| v != "0"),
             conv_fold_max_channels: std::env::var(ENV_FOLD_MAX_CHANNELS)
                 .ok()
                 .and_then(|v| v.parse().ok()),
@@ -207,6 +215,7 @@ impl Default for CudaOptions {
             conv_fold_max_channels: None,
             attention_scores_bytes: 256 << 20,
             conv_fold_causal: false,
+            conv_subpixel_upsample: true,
         }
     }
 }
@@ -1142,6 +1151,23 @@ impl Backend for CudaBackend {
 
     fn upsample_nearest2x(&self, x: &Tensor) -> TResult<BufferRef> {
         self.finish("upsample_nearest2x", || self.op_upsample_nearest2x(x))
+    }
+
+    fn upsample_nearest2x_conv(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+    ) -> TResult<BufferRef> {
+        let name = conv_name("upsample_nearest2x_conv", x, w, self.profiler.is_some());
+        let fused = self.finish_with(name, || self.try_upsample_conv(x, w, b))?;
+        match fused {
+            Some(out) => Ok(Arc::new(out)),
+            None => {
+                let up = x.upsample_nearest2x()?;
+                Ok(up.conv3d(w, b, 1, 1, PadMode::Zero)?.buffer().clone())
+            }
+        }
     }
 
     fn dilated_blur(&self, x: &Tensor, dilation: usize) -> TResult<BufferRef> {

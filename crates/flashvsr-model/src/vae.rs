@@ -414,7 +414,6 @@ impl Upsample {
             }
             None => x.clone(),
         };
-        Ok(x.upsample_nearest2x()?
-            .conv3d(&self.conv.0, Some(&self.conv.1), 1, 1, PadMode::Zero)?)
+        Ok(x.upsample_nearest2x_conv(&self.conv.0, Some(&self.conv.1))?)
     }
 }

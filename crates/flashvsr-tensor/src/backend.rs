@@ -355,6 +355,18 @@ pub trait Backend: Send + Sync + fmt::Debug {
     }
     /// `(C, T, H, W) → (C, T, 2H, 2W)`, nearest.
     fn upsample_nearest2x(&self, x: &Tensor) -> Result<BufferRef>;
+    /// `conv3d(upsample_nearest2x(x), w, b, 1, 1, Zero)` for a frame kernel `w (O, C, 1, 3, 3)`
+    /// (the Wan VAE's Resample); a backend may compute it on the small frames without making
+    /// the upsampled one. This default composes the ops.
+    fn upsample_nearest2x_conv(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+    ) -> Result<BufferRef> {
+        let up = x.upsample_nearest2x()?;
+        Ok(up.conv3d(w, b, 1, 1, PadMode::Zero)?.buffer().clone())
+    }
     /// Every plane of the last two dims (rank ≥ 2) blurred by the 3×3 binomial kernel
     /// `[1 2 1]ᵀ[1 2 1] / 16` with taps `dilation` (≥ 1) apart and replicated borders: one level
     /// of the wavelet colour fix (FLASHVSR.md §8). Summed as

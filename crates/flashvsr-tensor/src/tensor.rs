@@ -624,6 +624,25 @@ impl Tensor {
         self.wrap(buffer, &[s[0], s[1], 2 * s[2], 2 * s[3]])
     }
 
+    /// `upsample_nearest2x()` then a 3×3 frame conv with zero padding 1, `w (O, C, 1, 3, 3)`:
+    /// computed on the small frames where the backend can.
+    pub fn upsample_nearest2x_conv(&self, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        self.expect_rank("upsample_nearest2x_conv", 4)?;
+        w.expect_rank("upsample_nearest2x_conv", 5)?;
+        let s = &self.shape;
+        if w.shape[1] != s[0] || w.shape[2..] != [1, 3, 3] {
+            return shape_err(
+                "upsample_nearest2x_conv",
+                format!("input {:?}, weight {:?}", self.shape, w.shape),
+            );
+        }
+        if let Some(b) = b {
+            b.expect_vector("upsample_nearest2x_conv bias", w.shape[0])?;
+        }
+        let buffer = self.backend.upsample_nearest2x_conv(self, w, b)?;
+        self.wrap(buffer, &[w.shape[0], s[1], 2 * s[2], 2 * s[3]])
+    }
+
     /// Every `(H, W)` plane of the last two dims blurred by the 3×3 binomial kernel
     /// `[1 2 1]ᵀ[1 2 1] / 16` with taps `dilation` apart, borders replicated (see
     /// [`crate::Backend::dilated_blur`]).

@@ -76,6 +76,11 @@ pub(crate) const SOURCES: &[Source] = &[
         ],
     },
     Source {
+        name: "subpixel.cu",
+        body: include_str!("subpixel.cu"),
+        functions: &["subpixel_weight_bf16", "subpixel_shuffle_bf16"],
+    },
+    Source {
         name: "adain.cu",
         body: include_str!("adain.cu"),
         functions: &[

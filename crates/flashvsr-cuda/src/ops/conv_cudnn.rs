@@ -12,7 +12,7 @@ use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig};
 use flashvsr_tensor::{PadMode, Tensor};
 
 use crate::backend::CudaBackend;
-use crate::buffer::{ChannelsLast, CudaBuffer};
+use crate::buffer::{raw_u16, ChannelsLast, CudaBuffer};
 use crate::error::CudaResult;
 use crate::launch::{KernelArgs, BLOCK};
 use crate::ops::conv_stage::{FoldTime, Group, StagedConv, BF16_BYTES};
@@ -97,12 +97,6 @@ fn tile_grid(positions: usize, channels: usize, frames: usize) -> LaunchConfig {
         block_dim: (BLOCK, 1, 1),
         shared_mem_bytes: 0,
     }
-}
-
-fn raw_u16(slice: &CudaSlice<u16>) -> u64 {
-    use cudarc::driver::DevicePtr;
-    let (ptr, _guard) = slice.device_ptr(slice.stream());
-    ptr
 }
 
 impl CudaBackend {

@@ -17,4 +17,5 @@ mod norm_silu;
 mod pointwise;
 mod qkv;
 mod scores;
+mod upsample_conv;
 pub(crate) mod weight_cache;

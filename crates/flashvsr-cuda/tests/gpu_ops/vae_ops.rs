@@ -1,8 +1,9 @@
 //! The Wan VAE decoder's fused ops against the CPU: the channel RMS norm + SiLU with the causal
 //! conv's history in front (channels-last in the fast mode, f32 row-major in the parity mode),
 //! the conv with its residual added by the epilogue, the causal 3-tap conv writing channels-last,
-//! the same conv folded into 2-D (`FLASHVSR_CUDA_FOLD_CAUSAL=1`), and a ResBlock streamed over two
-//! calls (its histories carried from one call to the next). Each fast-mode case is also checked
+//! the same conv folded into 2-D (`FLASHVSR_CUDA_FOLD_CAUSAL=1`), a ResBlock streamed over two
+//! calls (its histories carried from one call to the next), and the Resample's upsampling + conv
+//! as one sub-pixel conv (and where it falls back to the two ops). Each fast-mode case is also checked
 //! for the layout its result should have.
 
 use std::sync::Arc;
@@ -29,6 +30,10 @@ const W3B: usize = 5; // (16, 16, 3, 3, 3)
 const HIST: usize = 6; // (16, 2, 12, 20): a history in f32, as a checkpoint restores it
 const GAMMA_B: usize = 7; // (16)
 const W_OUT: usize = 8; // (3, 16, 3, 3, 3): the head conv (padded output channels)
+const W_UP: usize = 9; // (16, 16, 1, 3, 3): a Resample's conv after the 2× upsampling
+const W_UP8: usize = 10; // (8, 16, 1, 3, 3)
+const W_UP3: usize = 11; // (3, 16, 1, 3, 3): output channels the sub-pixel path does not take
+const W22: usize = 12; // (16, 16, 1, 2, 2): makes an odd-sized channels-last activation
 
 fn inputs(s: &mut Suite) -> Vec<Input> {
     let scale = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
@@ -42,6 +47,10 @@ fn inputs(s: &mut Suite) -> Vec<Input> {
         s.normal_input(&[16, 2, 12, 20], 1.0),
         s.normal_input(&[16], 1.0),
         s.normal_input(&[3, 16, 3, 3, 3], scale(432)),
+        s.normal_input(&[16, 16, 1, 3, 3], scale(144)),
+        s.normal_input(&[8, 16, 1, 3, 3], scale(144)),
+        s.normal_input(&[3, 16, 1, 3, 3], scale(144)),
+        s.normal_input(&[16, 16, 1, 2, 2], scale(64)),
     ]
 }
 
@@ -89,7 +98,7 @@ struct Case {
     channels_last: bool,
 }
 
-const CASES: [Case; 9] = [
+const CASES: [Case; 14] = [
     Case {
         name: "norm silu, f32 history",
         op: |t| activation(t)?.channel_rms_norm_silu(&t[GAMMA], Some(&t[HIST])),
@@ -155,6 +164,44 @@ const CASES: [Case; 9] = [
         },
         convs: 6,
         channels_last: false,
+    },
+    Case {
+        name: "upsample conv, sub-pixel",
+        op: |t| activation(t)?.upsample_nearest2x_conv(&t[W_UP], Some(&t[B])),
+        convs: 2,
+        channels_last: true,
+    },
+    Case {
+        name: "upsample conv, 8 outputs, odd frame",
+        op: |t| {
+            let odd = t[X].conv3d(&t[W22], None, 1, 0, ZERO)?;
+            odd.upsample_nearest2x_conv(&t[W_UP8], Some(&t[B].narrow(0, 0, 8)?))
+        },
+        convs: 2,
+        channels_last: true,
+    },
+    Case {
+        name: "upsample conv, no bias, one frame",
+        op: |t| {
+            let a = activation(t)?.narrow(1, 3, 1)?;
+            a.upsample_nearest2x_conv(&t[W_UP], None)
+        },
+        convs: 2,
+        channels_last: true,
+    },
+    Case {
+        // 3 outputs: upsampled, then the plain conv (f32 output).
+        name: "upsample conv, 3 outputs",
+        op: |t| activation(t)?.upsample_nearest2x_conv(&t[W_UP3], Some(&t[B].narrow(0, 0, 3)?)),
+        convs: 2,
+        channels_last: false,
+    },
+    Case {
+        // An f32 input: upsampled, then the plain conv (channels-last output).
+        name: "upsample conv, f32 input",
+        op: |t| t[X].upsample_nearest2x_conv(&t[W_UP], Some(&t[B])),
+        convs: 1,
+        channels_last: true,
     },
     Case {
         name: "resblock in one call",
