@@ -257,8 +257,19 @@ impl WanVaeDecoder {
     /// the streaming form gives the same frames, and the activations stay bounded by the frame
     /// size, whatever the chunk's length.
     pub fn decode(&self, latents: &Tensor, state: &mut VaeState) -> Result<Tensor> {
-        let t = latents.dim(1);
         let per = piece_latents(latents.dim(2), latents.dim(3));
+        self.decode_in_pieces(latents, state, per)
+    }
+
+    /// [`decode`](Self::decode) in temporal pieces of `per` latents (≥ 1).
+    pub fn decode_in_pieces(
+        &self,
+        latents: &Tensor,
+        state: &mut VaeState,
+        per: usize,
+    ) -> Result<Tensor> {
+        let t = latents.dim(1);
+        let per = per.max(1);
         if t <= per {
             return self.decode_piece(latents, state);
         }
