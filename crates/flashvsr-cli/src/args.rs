@@ -153,7 +153,9 @@ pub struct UpscaleArgs {
     /// Reproduce the official tiny script: centre-crop the scaled frame to multiples of 128.
     #[arg(long)]
     pub crop_to_128: bool,
-    /// Tiled VAE decode in full mode (auto: tile when the frame exceeds one tile).
+    /// Tiled VAE decode in full mode. auto: untiled up to 1,081,344 output pixels (1408×768,
+    /// 1280×768 and smaller), tiled in 480×832-pixel tiles above; by frame size only, so the same
+    /// input gives the same output on every card (tiled output differs slightly: blended tiles).
     #[arg(
         long,
         value_enum,

@@ -52,9 +52,8 @@ fn load_models(
     cols: usize,
 ) -> Outcome<Models> {
     let full = args.mode == Mode::Full;
-    let tiling = VaeTiling::DEFAULT
-        .splits(rows, cols)
-        .then_some(VaeTiling::DEFAULT);
+    // As `--tiled-vae auto` decides.
+    let tiling = VaeTiling::auto(rows, cols);
     if !args.random_weights {
         let dit = model_files::load_dit(backend, &args.files)?;
         let projector = model_files::load_projector(backend, &args.files, dit.config.dim)?;

@@ -743,9 +743,7 @@ pub(crate) fn set_vae_tiling(models: &mut Models, args: &UpscaleArgs, height: us
         *tiling = match args.tiled_vae {
             TiledVae::On => Some(VaeTiling::DEFAULT),
             TiledVae::Off => None,
-            TiledVae::Auto => VaeTiling::DEFAULT
-                .splits(rows, cols)
-                .then_some(VaeTiling::DEFAULT),
+            TiledVae::Auto => VaeTiling::auto(rows, cols),
         };
     }
 }

@@ -34,6 +34,12 @@ pub const ENV_CHANNELS_LAST: &str = "FLASHVSR_CUDA_CHANNELS_LAST";
 /// `FLASHVSR_CUDA_FOLD_TIME=0` turns [`CudaOptions::conv_fold_time`] off.
 pub const ENV_FOLD_TIME: &str = "FLASHVSR_CUDA_FOLD_TIME";
 
+/// `FLASHVSR_CUDA_FOLD_CAUSAL=1` turns [`CudaOptions::conv_fold_causal`] on.
+pub const ENV_FOLD_CAUSAL: &str = "FLASHVSR_CUDA_FOLD_CAUSAL";
+
+/// `FLASHVSR_CUDA_SUBPIXEL=0` turns [`CudaOptions::conv_subpixel_upsample`] off.
+pub const ENV_SUBPIXEL: &str = "FLASHVSR_CUDA_SUBPIXEL";
+
 /// `FLASHVSR_CUDA_FOLD_MAX_CHANNELS=N` sets [`CudaOptions::conv_fold_max_channels`].
 pub const ENV_FOLD_MAX_CHANNELS: &str = "FLASHVSR_CUDA_FOLD_MAX_CHANNELS";
 
@@ -133,6 +139,17 @@ pub struct CudaOptions {
     /// peaked ~300 MiB above one pool's (BENCHMARKS.md, session 7) — the short-lived tensors alone
     /// still leave the default pool reserving ~1.9 GiB over its use.
     pub kept_pool: bool,
+    /// Largest scores matrix (fp32 scores, plus bf16 probabilities in the bf16 mode) of one
+    /// chunk of query rows in the GEMM attention of wide heads (ops/attention_gemm.rs), in bytes.
+    pub attention_scores_bytes: usize,
+    /// In the fast mode, fold the Wan VAE's causal 3-tap convs into 2-D convs over 3·C channels
+    /// of stacked frames too (`FLASHVSR_CUDA_FOLD_CAUSAL=1`; off by default: the staging triples
+    /// the input and nobody has timed it yet).
+    pub conv_fold_causal: bool,
+    /// In the fast mode, nearest 2× upsampling and the 3×3 conv after it (the Wan VAE's Resample)
+    /// run as one 2×2 conv over the small frames with four output phases
+    /// (ops/upsample_conv.rs); off (`FLASHVSR_CUDA_SUBPIXEL=0`) upsamples, then convolves.
+    pub conv_subpixel_upsample: bool,
 }
 
 impl CudaOptions {
@@ -157,6 +174,8 @@ impl CudaOptions {
             conv_cudnn: std::env::var(ENV_CUDNN).map_or(true, |v| v != "0"),
             conv_channels_last: std::env::var(ENV_CHANNELS_LAST).map_or(true, |v| v != "0"),
             conv_fold_time: std::env::var(ENV_FOLD_TIME).map_or(true, |v| v != "0"),
+            conv_fold_causal: std::env::var(ENV_FOLD_CAUSAL).is_ok_and(|v| v == "1"),
+            conv_subpixel_upsample: std::env::var(ENV_SUBPIXEL).map_or(true, |v| v != "0"),
             conv_fold_max_channels: std::env::var(ENV_FOLD_MAX_CHANNELS)
                 .ok()
                 .and_then(|v| v.parse().ok()),
@@ -202,6 +221,9 @@ impl Default for CudaOptions {
             conv_fold_time: true,
             conv_fold_max_channels: None,
             kept_pool: false,
+            attention_scores_bytes: 256 << 20,
+            conv_fold_causal: false,
+            conv_subpixel_upsample: true,
         }
     }
 }
@@ -485,6 +507,10 @@ impl CudaBackend {
     /// else the copy its producer wrote or an earlier GEMM made, else a new copy kept with `x`.
     pub(crate) fn bf16_input(&self, x: &Tensor) -> CudaResult<u64> {
         let buf = self.input(x)?;
+        if buf.channels_last().is_some() {
+            // bf16 already, but not in row-major order.
+            return Ok(self.keep_for_op(self.narrow_to_bf16(x)?));
+        }
         if buf.storage() == Storage::Bf16 {
             return Ok(buf.ptr());
         }
@@ -1116,6 +1142,18 @@ impl Backend for CudaBackend {
         self.finish(name, || self.op_channel_rms_norm(x, gamma))
     }
 
+    fn channel_rms_norm_silu(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        prefix: Option<&Tensor>,
+    ) -> TResult<BufferRef> {
+        let name = self.described("channel_rms_norm_silu", || format!("{:?}", x.shape()));
+        self.finish(name, || {
+            self.op_channel_rms_norm_silu(x, gamma, prefix, true)
+        })
+    }
+
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> TResult<BufferRef> {
         self.finish("rope", || self.op_rope(x, cos, sin, heads))
     }
@@ -1177,8 +1215,41 @@ impl Backend for CudaBackend {
         )
     }
 
+    fn conv3d_add(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride_t: usize,
+        pad: usize,
+        mode: PadMode,
+        residual: &Tensor,
+    ) -> TResult<BufferRef> {
+        self.finish(
+            conv_name("conv3d_add", x, w, self.profiler.is_some()),
+            || self.op_conv3d_add(x, w, b, (stride_t, pad, mode), residual),
+        )
+    }
+
     fn upsample_nearest2x(&self, x: &Tensor) -> TResult<BufferRef> {
         self.finish("upsample_nearest2x", || self.op_upsample_nearest2x(x))
+    }
+
+    fn upsample_nearest2x_conv(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+    ) -> TResult<BufferRef> {
+        let name = conv_name("upsample_nearest2x_conv", x, w, self.profiler.is_some());
+        let fused = self.finish_with(name, || self.try_upsample_conv(x, w, b))?;
+        match fused {
+            Some(out) => Ok(Arc::new(out)),
+            None => {
+                let up = x.upsample_nearest2x()?;
+                Ok(up.conv3d(w, b, 1, 1, PadMode::Zero)?.buffer().clone())
+            }
+        }
     }
 
     fn dilated_blur(&self, x: &Tensor, dilation: usize) -> TResult<BufferRef> {

@@ -165,6 +165,12 @@ pub(crate) fn raw_ptr(slice: &CudaSlice<f32>) -> u64 {
     ptr
 }
 
+/// [`raw_ptr`] of a bf16 staging buffer.
+pub(crate) fn raw_u16(slice: &CudaSlice<u16>) -> u64 {
+    let (ptr, _guard) = slice.device_ptr(slice.stream());
+    ptr
+}
+
 impl Drop for CudaBuffer {
     fn drop(&mut self) {
         if let Some(m) = &self.meter {

@@ -23,6 +23,10 @@ mod kv_segments;
 mod qkv_split;
 #[path = "gpu_ops/random_normal.rs"]
 mod random_normal;
+#[path = "gpu_ops/vae_ops.rs"]
+mod vae_ops;
+#[path = "gpu_ops/wide_attention.rs"]
+mod wide_attention;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -1418,8 +1422,10 @@ fn main() {
     conv(&mut s);
     cudnn_conv::run(&mut s, &fast, &gpu);
     channels_last::run(&mut s, &fast);
+    vae_ops::run(&mut s, &fast, &gpu);
     async_copies::run(&mut s, &fast);
     attention(&mut s);
+    wide_attention::run(&mut s, info.ordinal, &options);
     block_sparse(&mut s);
     head_scores(&mut s);
     sparse_masks(&mut s);

@@ -43,11 +43,34 @@ pub fn stream_bytes(models: &Models, pixels: usize, element_bytes: usize, kv_len
             let tail = px * 4.0 * (2.0 * c2 + 3.0 * c3);
             half + tail
         }
-        // The Wan VAE decodes in spatial tiles of its own; its largest maps are full resolution.
-        Decoder::Full { .. } => px * 96.0 * 4.0 * 6.0,
+        Decoder::Full { tiling, .. } => vae_bytes(px, tiling.is_some(), e),
     };
     let lq = KEPT_LQ_FRAMES * 3.0 * px * 4.0;
     ((kv_cache + kv_operands + activations + decoder + lq) * MARGIN) as u64
+}
+
+/// Elements of causal history the Wan VAE keeps per output pixel (two input frames per causal
+/// conv): 7 convs of 96 channels at full resolution, 6 of 192 at half, 6 of 192–384 and a
+/// time_conv at a quarter, the rest at an eighth.
+const VAE_HISTORY_PER_PX: f64 = 2364.0;
+/// Elements per output pixel of the largest activations of one piece of the decode: three
+/// 96-channel maps of its 4 frames per latent and the 2 history frames in front.
+const VAE_PIECE_PER_PX: f64 = 3.0 * 96.0 * 6.0;
+/// Tiles of the default VAE tiling cover at most 4× the frame (a half-tile stride on both axes).
+const VAE_TILE_COVERAGE: f64 = 4.0;
+/// Output pixels of one default VAE tile (60×104 latents).
+const VAE_TILE_PX: f64 = 480.0 * 832.0;
+
+/// The Wan VAE's device bytes for a frame of `px` output pixels at `e` bytes an activation
+/// element (bf16 channels-last in the CUDA fast mode): every tile's causal history, plus one
+/// tile's (or the frame's) activations for a piece of one latent.
+fn vae_bytes(px: f64, tiled: bool, e: f64) -> f64 {
+    let (history_px, piece_px) = if tiled {
+        (px * VAE_TILE_COVERAGE, px.min(VAE_TILE_PX))
+    } else {
+        (px, px)
+    };
+    (history_px * VAE_HISTORY_PER_PX + piece_px * VAE_PIECE_PER_PX) * e
 }
 
 /// Device bytes that come on top of the loaded weights once the first chunk ran, whatever the
@@ -86,7 +109,15 @@ pub fn tile_for_budget(
 
 #[cfg(test)]
 mod tests {
-    use super::tile_for_budget;
+    use super::{tile_for_budget, vae_bytes};
+
+    #[test]
+    fn untiled_vae_at_1408_by_768_fits_beside_the_dit_on_24_gb() {
+        let gb = vae_bytes(1408.0 * 768.0, false, 2.0) / 1e9;
+        assert!((7.0..9.0).contains(&gb), "{gb} GB");
+        // Tiling keeps every tile's history: more than the untiled decode at this size.
+        assert!(vae_bytes(1408.0 * 768.0, true, 2.0) / 1e9 > gb);
+    }
 
     #[test]
     fn tiles_shrink_until_the_stream_fits() {

@@ -253,8 +253,36 @@ impl WanVaeDecoder {
     }
 
     /// Latents `(16, t, H/8, W/8)` → frames `(3, n, H, W)`, unclamped; n = 4t − 3 for the
-    /// stream's first call, 4t after.
+    /// stream's first call, 4t after. Decoded in temporal pieces of [`piece_latents`] latents:
+    /// the streaming form gives the same frames, and the activations stay bounded by the frame
+    /// size, whatever the chunk's length.
     pub fn decode(&self, latents: &Tensor, state: &mut VaeState) -> Result<Tensor> {
+        let per = piece_latents(latents.dim(2), latents.dim(3));
+        self.decode_in_pieces(latents, state, per)
+    }
+
+    /// [`decode`](Self::decode) in temporal pieces of `per` latents (≥ 1).
+    pub fn decode_in_pieces(
+        &self,
+        latents: &Tensor,
+        state: &mut VaeState,
+        per: usize,
+    ) -> Result<Tensor> {
+        let t = latents.dim(1);
+        let per = per.max(1);
+        if t <= per {
+            return self.decode_piece(latents, state);
+        }
+        let mut frames = Vec::with_capacity(t.div_ceil(per));
+        for start in (0..t).step_by(per) {
+            let piece = latents.narrow(1, start, per.min(t - start))?;
+            frames.push(self.decode_piece(&piece, state)?);
+        }
+        let refs: Vec<&Tensor> = frames.iter().collect();
+        Ok(Tensor::cat(&refs, 1)?)
+    }
+
+    fn decode_piece(&self, latents: &Tensor, state: &mut VaeState) -> Result<Tensor> {
         let z = latents.channel_affine(&self.scale.0, &self.scale.1)?;
         let x = z.conv3d(&self.conv2.0, Some(&self.conv2.1), 1, 0, PadMode::Zero)?;
         let mut x = self.conv1.forward(&x, state)?;
@@ -265,23 +293,68 @@ impl WanVaeDecoder {
                 Stage::Up(u) => u.forward(&x, state)?,
             };
         }
-        let x = x.channel_rms_norm(&self.head_gamma)?.silu()?;
-        self.head_conv.forward(&x, state)
+        self.head_conv
+            .forward_normed(x, &self.head_gamma, state, None)
     }
 }
 
+/// Output pixels of one temporal piece of a decode call, at most (whole latents; at least one):
+/// 4 frames of 1408×768, so that an untiled decode of that size (`--tiled-vae auto`) decodes one
+/// latent at a time.
+pub const PIECE_OUTPUT_PIXELS: usize = 4 * 1408 * 768;
+
+/// Latents decoded per piece for a latent grid of `rows × cols`: each yields 4 frames of
+/// `64·rows·cols` pixels.
+pub fn piece_latents(rows: usize, cols: usize) -> usize {
+    (PIECE_OUTPUT_PIXELS / (4 * 64 * rows * cols).max(1)).max(1)
+}
+
 impl CausalConv {
-    fn forward(&self, x: &Tensor, state: &mut VaeState) -> Result<Tensor> {
+    /// The frames in front of this call's input: the last call's, or zeros (the causal padding).
+    fn history(&self, x: &Tensor, state: &mut VaeState) -> Result<Tensor> {
         let kt = self.weight.dim(2);
-        let history = match state.history[self.slot].take() {
+        Ok(match state.history[self.slot].take() {
             Some(h) => h,
             None => Tensor::zeros(x.backend(), &[x.dim(0), kt - 1, x.dim(2), x.dim(3)])?,
-        };
-        let input = Tensor::cat(&[&history, x], 1)?;
+        })
+    }
+
+    /// Convolves `input` (history, then this call's frames), plus `residual` where given, after
+    /// keeping its last frames as the next call's history.
+    fn run(
+        &self,
+        input: Tensor,
+        state: &mut VaeState,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let kt = self.weight.dim(2);
         let n = input.dim(1);
         state.history[self.slot] = Some(input.narrow(1, n - (kt - 1), kt - 1)?);
-        let pad = self.weight.dim(3) / 2;
-        Ok(input.conv3d(&self.weight, Some(&self.bias), 1, pad, PadMode::Zero)?)
+        let (w, b, pad) = (&self.weight, Some(&self.bias), self.weight.dim(3) / 2);
+        Ok(match residual {
+            Some(r) => input.conv3d_add(w, b, 1, pad, PadMode::Zero, r)?,
+            None => input.conv3d(w, b, 1, pad, PadMode::Zero)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, state: &mut VaeState) -> Result<Tensor> {
+        let history = self.history(x, state)?;
+        self.run(Tensor::cat(&[&history, x], 1)?, state, None)
+    }
+
+    /// The conv of `silu(rms_norm(x))` (+ `residual`): the norm and activation written straight
+    /// behind the history where the backend fuses them. `x` is dropped as soon as it is read.
+    fn forward_normed(
+        &self,
+        x: Tensor,
+        gamma: &Tensor,
+        state: &mut VaeState,
+        residual: Option<&Tensor>,
+    ) -> Result<Tensor> {
+        let history = self.history(&x, state)?;
+        let input = x.channel_rms_norm_silu(gamma, Some(&history))?;
+        drop((x, history));
+        self.run(input, state, residual)
     }
 }
 
@@ -289,15 +362,13 @@ impl ResBlock {
     fn forward(&self, x: &Tensor, state: &mut VaeState) -> Result<Tensor> {
         let h = self
             .conv_a
-            .forward(&x.channel_rms_norm(&self.gamma_a)?.silu()?, state)?;
-        let h = self
-            .conv_b
-            .forward(&h.channel_rms_norm(&self.gamma_b)?.silu()?, state)?;
+            .forward_normed(x.clone(), &self.gamma_a, state, None)?;
         let shortcut = match &self.shortcut {
             Some((w, b)) => x.conv3d(w, Some(b), 1, 0, PadMode::Zero)?,
             None => x.clone(),
         };
-        Ok(shortcut.add(&h)?)
+        self.conv_b
+            .forward_normed(h, &self.gamma_b, state, Some(&shortcut))
     }
 }
 
@@ -322,8 +393,7 @@ impl AttnBlock {
         let o = Tensor::cat(&refs, 0)?
             .permute(&[2, 0, 1])?
             .reshape(&[c, t, h, w])?;
-        let o = o.conv3d(&self.proj.0, Some(&self.proj.1), 1, 0, PadMode::Zero)?;
-        Ok(x.add(&o)?)
+        Ok(o.conv3d_add(&self.proj.0, Some(&self.proj.1), 1, 0, PadMode::Zero, x)?)
     }
 }
 
@@ -355,7 +425,6 @@ impl Upsample {
             }
             None => x.clone(),
         };
-        Ok(x.upsample_nearest2x()?
-            .conv3d(&self.conv.0, Some(&self.conv.1), 1, 1, PadMode::Zero)?)
+        Ok(x.upsample_nearest2x_conv(&self.conv.0, Some(&self.conv.1))?)
     }
 }

@@ -26,7 +26,27 @@ impl VaeTiling {
     pub fn splits(&self, rows: usize, cols: usize) -> bool {
         rows > self.tile.0 || cols > self.tile.1
     }
+
+    /// `--tiled-vae auto` (and the bench): untiled up to [`UNTILED_MAX_PIXELS`] output pixels,
+    /// the default tiles above, where they split the frame. By frame size alone, so that an
+    /// input decodes to the same frames on every card (tiled and untiled frames differ slightly:
+    /// the tiles are blended).
+    pub fn auto(rows: usize, cols: usize) -> Option<VaeTiling> {
+        let pixels = rows * cols * SPACE_UPSCALE * SPACE_UPSCALE;
+        (pixels > UNTILED_MAX_PIXELS && VaeTiling::DEFAULT.splits(rows, cols))
+            .then_some(VaeTiling::DEFAULT)
+    }
 }
+
+/// Output pixels (1408×768, 1280×768 and smaller) up to which `--tiled-vae auto` decodes untiled.
+/// The untiled decode goes one latent (4 frames) at a time ([`crate::vae::piece_latents`]); at
+/// 1408×768 in the CUDA fast mode (bf16 channels-last activations) it holds about 5 GB of causal
+/// history (two input frames per conv, all levels) and about 3 GB of one piece's activations:
+/// with the DiT's weights and KV cache that is about 17 GB, within a 24 GB card. Larger frames
+/// tile: 9 tiles of 480×832 cover 1920×1088 with 2.2× its area in work, against the untiled
+/// decode's memory growing with the frame. Tiling also spends 2.6× the work of an untiled decode
+/// at 1408×768, the reason to stop there and not at one tile (480×832).
+pub const UNTILED_MAX_PIXELS: usize = 1408 * 768;
 
 struct Tile {
     rows: (usize, usize),
@@ -150,5 +170,22 @@ impl TiledVaeState {
             }
         }
         Ok((acc, frames))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_tiles_above_1408_by_768_only() {
+        // 1408×768 (the bench) and 1280×720 (canvas 1280×768) decode untiled...
+        assert_eq!(VaeTiling::auto(96, 176), None);
+        assert_eq!(VaeTiling::auto(96, 160), None);
+        // ...1920×1088 and 1536×896 tile, and a frame within one tile never does.
+        assert_eq!(VaeTiling::auto(136, 240), Some(VaeTiling::DEFAULT));
+        assert_eq!(VaeTiling::auto(112, 192), Some(VaeTiling::DEFAULT));
+        assert_eq!(VaeTiling::auto(16, 16), None);
+        assert_eq!(VaeTiling::auto(60, 104), None);
     }
 }

@@ -248,6 +248,22 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn rms_norm(&self, x: &Tensor, weight: &Tensor, eps: f32) -> Result<BufferRef>;
     /// `x / max(‖x‖₂ over dim 0, 1e-12) · √C · gamma[c]` (the conv nets' channel RMS norm).
     fn channel_rms_norm(&self, x: &Tensor, gamma: &Tensor) -> Result<BufferRef>;
+    /// `cat([prefix, silu(channel_rms_norm(x, gamma))], dim 1)` (`x` of rank ≥ 2, `prefix` shaped
+    /// like `x` but for dim 1): the Wan VAE's norm and activation with the causal conv's history
+    /// in front, which a backend may write in one pass into the buffer the conv reads. This
+    /// default composes the ops.
+    fn channel_rms_norm_silu(
+        &self,
+        x: &Tensor,
+        gamma: &Tensor,
+        prefix: Option<&Tensor>,
+    ) -> Result<BufferRef> {
+        let y = x.channel_rms_norm(gamma)?.silu()?;
+        match prefix {
+            Some(p) => Ok(Tensor::cat(&[p, &y], 1)?.buffer().clone()),
+            None => Ok(y.buffer().clone()),
+        }
+    }
     /// Rotates pairs `(x[2m], x[2m+1])` of every head by the angle table `(rows, head_dim/2)`.
     fn rope(&self, x: &Tensor, cos: &Tensor, sin: &Tensor, heads: usize) -> Result<BufferRef>;
     /// The self-attention's q, k and v from the fused projection `x (M, 3·D)` (shapes checked
@@ -326,8 +342,37 @@ pub trait Backend: Send + Sync + fmt::Debug {
         let y = Tensor::from_buffer(x.backend(), y, &shape)?;
         self.unary(&y, UnaryOp::Relu)
     }
+    /// `residual + conv3d(..)` (`residual` shaped like the conv's output); backends whose conv
+    /// epilogue reads an addend override this.
+    #[allow(clippy::too_many_arguments)]
+    fn conv3d_add(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride_t: usize,
+        pad: usize,
+        mode: PadMode,
+        residual: &Tensor,
+    ) -> Result<BufferRef> {
+        let y = self.conv3d(x, w, b, stride_t, pad, mode)?;
+        let y = Tensor::from_buffer(x.backend(), y, residual.shape())?;
+        self.binary(&y, residual, BinaryOp::Add)
+    }
     /// `(C, T, H, W) → (C, T, 2H, 2W)`, nearest.
     fn upsample_nearest2x(&self, x: &Tensor) -> Result<BufferRef>;
+    /// `conv3d(upsample_nearest2x(x), w, b, 1, 1, Zero)` for a frame kernel `w (O, C, 1, 3, 3)`
+    /// (the Wan VAE's Resample); a backend may compute it on the small frames without making
+    /// the upsampled one. This default composes the ops.
+    fn upsample_nearest2x_conv(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+    ) -> Result<BufferRef> {
+        let up = x.upsample_nearest2x()?;
+        Ok(up.conv3d(w, b, 1, 1, PadMode::Zero)?.buffer().clone())
+    }
     /// Every plane of the last two dims (rank ≥ 2) blurred by the 3×3 binomial kernel
     /// `[1 2 1]ᵀ[1 2 1] / 16` with taps `dilation` (≥ 1) apart and replicated borders: one level
     /// of the wavelet colour fix (FLASHVSR.md §8). Summed as

@@ -433,6 +433,30 @@ impl Tensor {
         self.wrap(buffer, &self.shape.clone())
     }
 
+    /// `cat([prefix, silu(channel_rms_norm(self, gamma))], 1)`: the norm and activation in
+    /// front of a causal conv, with the conv's history frames (`prefix`) in front, in one pass
+    /// where the backend fuses them.
+    pub fn channel_rms_norm_silu(&self, gamma: &Tensor, prefix: Option<&Tensor>) -> Result<Tensor> {
+        if self.rank() < 2 {
+            return shape_err("channel_rms_norm_silu", format!("{:?}", self.shape));
+        }
+        gamma.expect_vector("channel_rms_norm_silu", self.shape[0])?;
+        let mut shape = self.shape.to_vec();
+        if let Some(p) = prefix {
+            let fits = p.rank() == self.rank()
+                && (0..self.rank()).all(|i| i == 1 || p.shape[i] == self.shape[i]);
+            if !fits {
+                return shape_err(
+                    "channel_rms_norm_silu",
+                    format!("prefix {:?} for {:?}", p.shape, self.shape),
+                );
+            }
+            shape[1] += p.shape[1];
+        }
+        let buffer = self.backend.channel_rms_norm_silu(self, gamma, prefix)?;
+        self.wrap(buffer, &shape)
+    }
+
     pub fn rope(&self, cos: &Tensor, sin: &Tensor, heads: usize) -> Result<Tensor> {
         self.expect_rank("rope", 2)?;
         let (rows, dim) = (self.shape[0], self.shape[1]);
@@ -540,6 +564,31 @@ impl Tensor {
         self.wrap(buffer, &shape)
     }
 
+    /// `residual + conv3d(..)`: the residual connection added by the conv's epilogue where the
+    /// backend can.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv3d_add(
+        &self,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride_t: usize,
+        pad: usize,
+        mode: PadMode,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        let shape = self.conv3d_shape(w, b, stride_t, pad)?;
+        if residual.shape() != shape {
+            return shape_err(
+                "conv3d_add",
+                format!("output {shape:?}, residual {:?}", residual.shape),
+            );
+        }
+        let buffer = self
+            .backend
+            .conv3d_add(self, w, b, stride_t, pad, mode, residual)?;
+        self.wrap(buffer, &shape)
+    }
+
     fn conv3d_shape(
         &self,
         w: &Tensor,
@@ -582,6 +631,25 @@ impl Tensor {
         let buffer = self.backend.upsample_nearest2x(self)?;
         let s = &self.shape;
         self.wrap(buffer, &[s[0], s[1], 2 * s[2], 2 * s[3]])
+    }
+
+    /// `upsample_nearest2x()` then a 3×3 frame conv with zero padding 1, `w (O, C, 1, 3, 3)`:
+    /// computed on the small frames where the backend can.
+    pub fn upsample_nearest2x_conv(&self, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        self.expect_rank("upsample_nearest2x_conv", 4)?;
+        w.expect_rank("upsample_nearest2x_conv", 5)?;
+        let s = &self.shape;
+        if w.shape[1] != s[0] || w.shape[2..] != [1, 3, 3] {
+            return shape_err(
+                "upsample_nearest2x_conv",
+                format!("input {:?}, weight {:?}", self.shape, w.shape),
+            );
+        }
+        if let Some(b) = b {
+            b.expect_vector("upsample_nearest2x_conv bias", w.shape[0])?;
+        }
+        let buffer = self.backend.upsample_nearest2x_conv(self, w, b)?;
+        self.wrap(buffer, &[w.shape[0], s[1], 2 * s[2], 2 * s[3]])
     }
 
     /// Every `(H, W)` plane of the last two dims blurred by the 3×3 binomial kernel

@@ -19,14 +19,24 @@ __device__ __forceinline__ u32 cl_pack(float lo, float hi) {
     return cl_bf16_bits(lo) | (cl_bf16_bits(hi) << 16);
 }
 
-// y = act(y + bias[channel]) in place, after cuDNN wrote y: n8 groups of 8 channels, c8 groups per
-// position. The same arithmetic as conv_unstage_output_f32, rounded to bf16 at the end.
+// y = act(y + bias[channel] + residual) in place, after cuDNN wrote y: n8 groups of 8 channels, c8
+// groups per position; residual (may be null) in y's layout. The same arithmetic as
+// conv_unstage_output_f32 followed by channels_last_binary's add, rounded to bf16 once, at the end.
 extern "C" __global__ void channels_last_bias_act(uint4* __restrict__ y,
-                                                  const float* __restrict__ bias, u64 n8, u64 c8,
-                                                  u64 has_bias, u64 relu) {
+                                                  const float* __restrict__ bias,
+                                                  const uint4* __restrict__ residual, u64 n8,
+                                                  u64 c8, u64 has_bias, u64 relu) {
     GRID_LOOP(i, n8) {
         const uint4 v = y[i];
         u32 w[4] = {v.x, v.y, v.z, v.w};
+        u32 r[4] = {0u, 0u, 0u, 0u};
+        if (residual != 0) {
+            const uint4 rv = residual[i];
+            r[0] = rv.x;
+            r[1] = rv.y;
+            r[2] = rv.z;
+            r[3] = rv.w;
+        }
         const u64 c0 = (i % c8) * 8;
 #pragma unroll
         for (int k = 0; k < 4; ++k) {
@@ -34,6 +44,10 @@ extern "C" __global__ void channels_last_bias_act(uint4* __restrict__ y,
             if (has_bias) {
                 lo += bias[c0 + 2 * k];
                 hi += bias[c0 + 2 * k + 1];
+            }
+            if (residual != 0) {
+                lo += cl_lo(r[k]);
+                hi += cl_hi(r[k]);
             }
             if (relu) {
                 lo = fmaxf(lo, 0.0f);

@@ -76,6 +76,11 @@ pub(crate) const SOURCES: &[Source] = &[
         ],
     },
     Source {
+        name: "subpixel.cu",
+        body: include_str!("subpixel.cu"),
+        functions: &["subpixel_weight_bf16", "subpixel_shuffle_bf16"],
+    },
+    Source {
         name: "adain.cu",
         body: include_str!("adain.cu"),
         functions: &[
@@ -108,6 +113,11 @@ pub(crate) const SOURCES: &[Source] = &[
         ],
     },
     Source {
+        name: "norm_silu.cu",
+        body: include_str!("norm_silu.cu"),
+        functions: &["channel_rms_norm_silu_f32", "channel_rms_norm_silu_cl"],
+    },
+    Source {
         name: "qkv.cu",
         body: include_str!("qkv.cu"),
         functions: &["qkv_split_norm_rope_f32"],
@@ -131,6 +141,11 @@ pub(crate) const SOURCES: &[Source] = &[
             "attention_sparse_f32_n16",
             "attention_sparse_f32_n32",
         ],
+    },
+    Source {
+        name: "softmax.cu",
+        body: include_str!("softmax.cu"),
+        functions: &["softmax_rows_f32"],
     },
     Source {
         name: "mask.cu",

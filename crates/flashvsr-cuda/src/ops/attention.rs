@@ -1,6 +1,7 @@
 //! Attention launchers. Two kernels: the exact fp32 one (attention.cu, one warp per query row; the
 //! parity mode and every head_dim), and the tensor-core flash kernel (flash.cu: head_dim 128, bf16
 //! operands, fp32 softmax and accumulation) used when the backend's attention precision is bf16.
+//! Dense attention over wider heads runs as GEMMs instead (attention_gemm.rs).
 
 use std::sync::Arc;
 
@@ -16,7 +17,7 @@ use crate::ops::mask::WorkOrder;
 
 /// The flash kernels' shape (FA_* in flash.cu): head_dim, query rows per work item (the mask's
 /// query block), keys per tile.
-const FLASH_HD: usize = 128;
+pub(crate) const FLASH_HD: usize = 128;
 const FLASH_ROWS: usize = 128;
 const FLASH_KEYS: usize = 64;
 /// FA_MAX_SEGMENTS in flash.cu.
@@ -358,6 +359,15 @@ impl CudaBackend {
         }
         if self.use_flash(hd) {
             return self.launch_flash(q, &[k], &[v], out, heads, None);
+        }
+        if self.attention_takes_gemm(hd, lk) {
+            match self.attention_by_gemm((q, k, v), heads, &out) {
+                Ok(()) => return Ok(out),
+                // No cuBLASLt algorithm for a shape: the scalar kernel below rewrites all of out.
+                Err(CudaError::Blas(_))
+                    if hd <= 32 * ATTENTION_WIDTHS[ATTENTION_WIDTHS.len() - 1] => {}
+                Err(e) => return Err(e),
+            }
         }
         let name = format!("attention_dense_f32_n{}", width_for(hd)?);
         let args = KernelArgs::new()

@@ -60,26 +60,67 @@ impl CudaBackend {
         Ok(out)
     }
 
-    /// `y = act(y + bias)` in place on a convolution's channels-last output.
+    /// `y = act(y + bias + residual)` in place on a convolution's channels-last output; `residual`
+    /// (0: none) is channels-last in the same geometry. Adding the residual here saves the add's
+    /// own pass: it reads y and the residual and writes the sum, 6 bytes an element in bf16, where
+    /// this pass reads and writes y anyway.
     pub(crate) fn channels_last_epilogue(
         &self,
         y: u64,
         bias: u64,
+        residual: u64,
         (has_bias, relu): (bool, bool),
         g: ChannelsLast,
     ) -> CudaResult<()> {
         let n8 = (g.elems() / GROUP) as u64;
-        if !(has_bias || relu) || n8 == 0 {
+        if !(has_bias || relu || residual != 0) || n8 == 0 {
             return Ok(());
         }
         let args = KernelArgs::new()
             .push(y)
             .push(bias)
+            .push(residual)
             .push(n8)
             .push((g.c / GROUP) as u64)
             .push(has_bias as u64)
             .push(relu as u64);
         self.launch("channels_last_bias_act", self.grid(n8), args)
+    }
+
+    /// `groups` groups of 8 bf16 channels from `src` to `dst`, as they are.
+    pub(crate) fn copy_channel_groups(&self, src: u64, dst: u64, groups: usize) -> CudaResult<()> {
+        let moves = BlockCopy {
+            outer: 1,
+            block: groups,
+            src: (0, 0),
+            dst: (0, 0),
+        };
+        self.copy_groups(src, dst, moves)
+    }
+
+    /// A causal conv's input with the time folded into the channels, from the channels-last
+    /// source `src` of geometry `g`: staged frame f (of `frames`), position p, holds source frames
+    /// `first + f .. first + f + fold` side by side in its channels (`[f][p][fold][c]`, the
+    /// staging kernel's folded layout for temporal stride 1). One copy per tap, each moving the
+    /// group's positions in 16-byte pieces.
+    pub(crate) fn stage_folded_channels_last(
+        &self,
+        src: u64,
+        dst: u64,
+        g: ChannelsLast,
+        (first, frames, fold): (usize, usize, usize),
+    ) -> CudaResult<()> {
+        let c8 = g.c / GROUP;
+        for tap in 0..fold {
+            let moves = BlockCopy {
+                outer: frames * g.plane(),
+                block: c8,
+                src: (c8, (first + tap) * g.plane() * c8),
+                dst: (fold * c8, tap * c8),
+            };
+            self.copy_groups(src, dst, moves)?;
+        }
+        Ok(())
     }
 
     /// ReLU stays channels-last (exact in bf16); other unary ops read f32.

@@ -52,7 +52,7 @@ impl CudaBackend {
             return self.conv3d_linear(x, w, b, stride_t, pad, mode);
         }
         if x.elem_count() > 0 && w.elem_count() > 0 {
-            if let Some(out) = self.try_conv3d_cudnn(x, w, b, geometry, true)? {
+            if let Some((out, _)) = self.try_conv3d_cudnn(x, w, b, geometry, (true, None))? {
                 return Ok(out);
             }
         }
@@ -63,6 +63,34 @@ impl CudaBackend {
             self.unary_raw(y.ptr(), out.ptr(), n, flashvsr_tensor::UnaryOp::Relu)?;
         }
         Ok(out)
+    }
+
+    /// `residual + conv3d(..)`: in the channels-last epilogue of a cuDNN conv where the residual
+    /// is channels-last too (the Wan VAE's ResBlocks in the fast mode), else as a second op.
+    pub(crate) fn op_conv3d_add(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        geometry: (usize, usize, PadMode),
+        residual: &Tensor,
+    ) -> CudaResult<CudaBuffer> {
+        let fused = if x.elem_count() > 0 && w.elem_count() > 0 {
+            self.try_conv3d_cudnn(x, w, b, geometry, (false, Some(residual)))?
+        } else {
+            None
+        };
+        let y = match fused {
+            Some((out, true)) => return Ok(out),
+            Some((out, false)) => out,
+            None => {
+                let (stride_t, pad, mode) = geometry;
+                self.conv3d_linear(x, w, b, stride_t, pad, mode)?
+            }
+        };
+        let y = Tensor::from_buffer(x.backend(), std::sync::Arc::new(y), residual.shape())
+            .map_err(|e| crate::error::CudaError::Input(e.to_string()))?;
+        self.op_binary(&y, residual, flashvsr_tensor::BinaryOp::Add)
     }
 
     fn conv3d_linear(
@@ -81,7 +109,8 @@ impl CudaBackend {
         let plane = ho * wo;
         let kdim = c * kt * kh * kw;
         if o * t_out * plane > 0 && kdim > 0 {
-            if let Some(out) = self.try_conv3d_cudnn(x, w, b, (stride_t, pad, mode), false)? {
+            let geometry = (stride_t, pad, mode);
+            if let Some((out, _)) = self.try_conv3d_cudnn(x, w, b, geometry, (false, None))? {
                 return Ok(out);
             }
         }

@@ -1,9 +1,10 @@
 //! conv3d on cuDNN for the fast mode: stage x as bf16 channels-last (conv_bf16.cu), convolve with
-//! fp32 accumulation, unstage to f32 (O, T, H, W) with the bias added. Frame convolutions instead
-//! write their output channels-last in bf16 (bias and ReLU applied in place), and a channels-last
-//! input is read in place where cuDNN can (ops/channels_last.rs): the TCDecoder's activations go
-//! from conv to conv without conversions. The converted weights are cached per weight buffer.
-//! Everything is enqueued on the backend's one stream, with no host synchronisation.
+//! fp32 accumulation, unstage to f32 (O, T, H, W) with the bias added. Zero-padded convolutions
+//! instead write their output channels-last in bf16 (bias, ReLU and a residual applied in place),
+//! and a channels-last input is read in place where cuDNN can (ops/channels_last.rs): the
+//! TCDecoder's and the Wan VAE's activations go from conv to conv without conversions. The
+//! converted weights are cached per weight buffer. Everything is enqueued on the backend's one
+//! stream, with no host synchronisation.
 
 use std::sync::atomic::Ordering;
 
@@ -11,10 +12,10 @@ use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig};
 use flashvsr_tensor::{PadMode, Tensor};
 
 use crate::backend::CudaBackend;
-use crate::buffer::{ChannelsLast, CudaBuffer};
+use crate::buffer::{raw_u16, ChannelsLast, CudaBuffer};
 use crate::error::CudaResult;
 use crate::launch::{KernelArgs, BLOCK};
-use crate::ops::conv_stage::{Group, StagedConv, BF16_BYTES};
+use crate::ops::conv_stage::{FoldTime, Group, StagedConv, BF16_BYTES};
 
 /// Mirrors `StageIn` in conv_bf16.cu.
 #[repr(C)]
@@ -72,6 +73,13 @@ enum ConvInput {
         source: u64,
         staging: CudaSlice<u16>,
     },
+    /// A channels-last `source` of geometry `g`, its frames copied side by side into the channels
+    /// of `staging` group by group (the time folded).
+    Folded {
+        source: u64,
+        g: ChannelsLast,
+        staging: CudaSlice<u16>,
+    },
 }
 
 /// Tile of the staging kernels: 32 positions × 64 channels.
@@ -91,40 +99,41 @@ fn tile_grid(positions: usize, channels: usize, frames: usize) -> LaunchConfig {
     }
 }
 
-fn raw_u16(slice: &CudaSlice<u16>) -> u64 {
-    use cudarc::driver::DevicePtr;
-    let (ptr, _guard) = slice.device_ptr(slice.stream());
-    ptr
-}
-
 impl CudaBackend {
-    /// conv3d on cuDNN. Ok(None) when this backend does not use cuDNN or cuDNN cannot run the
-    /// shape: nothing has been enqueued then and the caller takes the im2col path.
+    /// conv3d on cuDNN, with ReLU when `relu`. `residual` (shaped like the output) is added by
+    /// the epilogue where the output and the residual are both channels-last; the flag says
+    /// whether it was (if not, the caller adds it). Ok(None) when this backend does not use cuDNN
+    /// or cuDNN cannot run the shape: nothing has been enqueued then and the caller takes the
+    /// im2col path.
     pub(crate) fn try_conv3d_cudnn(
         &self,
         x: &Tensor,
         w: &Tensor,
         b: Option<&Tensor>,
         (stride_t, pad, mode): (usize, usize, PadMode),
-        relu: bool,
-    ) -> CudaResult<Option<CudaBuffer>> {
+        (relu, residual): (bool, Option<&Tensor>),
+    ) -> CudaResult<Option<(CudaBuffer, bool)>> {
         let Some(dnn) = &self.dnn else {
             return Ok(None);
+        };
+        let o = self.options();
+        let fold = if !o.conv_fold_time
+            || o.conv_fold_max_channels
+                .is_some_and(|max| w.dim(1) * w.dim(2) > max)
+        {
+            FoldTime::Off
+        } else if o.conv_fold_causal {
+            FoldTime::Always
+        } else {
+            FoldTime::WhereCheap
         };
         let staged = StagedConv::new(
             [x.dim(0), x.dim(1), x.dim(2), x.dim(3)],
             [w.dim(0), w.dim(1), w.dim(2), w.dim(3), w.dim(4)],
             stride_t,
             pad,
-            (
-                mode == PadMode::Replicate,
-                self.options().conv_fold_time
-                    && self
-                        .options()
-                        .conv_fold_max_channels
-                        .is_none_or(|max| w.dim(1) * w.dim(2) <= max),
-            ),
-            self.options().conv_stage_bytes,
+            (mode == PadMode::Replicate, fold),
+            o.conv_stage_bytes,
         );
         let Some(s) = staged else {
             return Ok(None);
@@ -137,6 +146,12 @@ impl CudaBackend {
         }
         let input = match self.channels_last_view(x)? {
             Some((ptr, _)) if s.reads_channels_last_directly() => ConvInput::ChannelsLast(ptr),
+            // SAFETY: fully written by the copies before cuDNN reads it.
+            Some((source, g)) if s.folds_channels_last_by_copies() => ConvInput::Folded {
+                source,
+                g,
+                staging: unsafe { self.gpu.stream.alloc::<u16>(s.input_elems(s.group)) }?,
+            },
             // SAFETY: fully written by the staging kernel before cuDNN reads it.
             _ => ConvInput::Staged {
                 source: self.ptr(x)?,
@@ -182,6 +197,16 @@ impl CudaBackend {
                     let first = s.source_frames(&g).0;
                     x + (first * s.h * s.w * s.c * BF16_BYTES) as u64
                 }
+                ConvInput::Folded {
+                    source,
+                    g: sg,
+                    staging,
+                } => {
+                    let first = s.source_frames(&g).0;
+                    let to = raw_u16(staging);
+                    self.stage_folded_channels_last(*source, to, *sg, (first, g.frames, s.fold))?;
+                    to
+                }
             };
             let y_group = match &ys {
                 Some(ys) => raw_u16(ys),
@@ -192,12 +217,21 @@ impl CudaBackend {
                 self.unstage_output(y_group, bias, epilogue, out.ptr(), &s, &g)?;
             }
         }
+        let mut residual_added = false;
         if let Some(g) = out.channels_last() {
-            self.channels_last_epilogue(out.ptr(), bias, epilogue, g)?;
+            let addend = match residual {
+                Some(r) => match self.channels_last_view(r)? {
+                    Some((ptr, rg)) if rg == g => ptr,
+                    _ => 0,
+                },
+                None => 0,
+            };
+            residual_added = addend != 0;
+            self.channels_last_epilogue(out.ptr(), bias, addend, epilogue, g)?;
         }
         drop(once);
         self.cudnn_convs.fetch_add(1, Ordering::Relaxed);
-        Ok(Some(out))
+        Ok(Some((out, residual_added)))
     }
 
     fn stage_weight(&self, w: &Tensor, s: &StagedConv) -> CudaResult<CudaSlice<u16>> {

@@ -6,6 +6,18 @@
 //! the time folded, as a batch of 2-D frames whose channels are the kt source frames of one output
 //! frame side by side: cuDNN's 2-D kernels are much faster than its 3-D ones (the LQ projector).
 
+/// Which temporal kernels are folded into the channels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum FoldTime {
+    Off,
+    /// Where the staged input at most doubles (`kt ≤ 2·stride_t`): the LQ projector's 4-tap,
+    /// stride-2 convs.
+    WhereCheap,
+    /// Every temporal kernel, the Wan VAE's causal 3-tap, stride-1 convs too, whose staged input
+    /// triples (an experiment: `FLASHVSR_CUDA_FOLD_CAUSAL=1`).
+    Always,
+}
+
 use crate::buffer::ChannelsLast;
 use crate::dnn::ConvShape;
 
@@ -81,15 +93,13 @@ fn largest(hi: usize, fits: impl Fn(usize) -> bool) -> Option<usize> {
 impl StagedConv {
     /// None when the conv is not staged (input channels not a multiple of 8, one output frame
     /// already beyond cuDNN's 32-bit sizes, or nothing to compute); the caller keeps the im2col
-    /// path then. `fold_time`: fold a temporal kernel into the channels where that at most
-    /// doubles the staged input (`kt ≤ 2·stride_t`: the projector's 4-tap, stride-2 convs, not the
-    /// Wan VAE's 3-tap, stride-1 ones, which would triple it).
+    /// path then. `fold_time`: which temporal kernels are folded into the channels.
     pub fn new(
         x: [usize; 4],
         w: [usize; 5],
         stride_t: usize,
         pad: usize,
-        (replicate, fold_time): (bool, bool),
+        (replicate, fold_time): (bool, FoldTime),
         budget_bytes: usize,
     ) -> Option<StagedConv> {
         let [c, t, h, wd] = x;
@@ -122,10 +132,10 @@ impl StagedConv {
             stride_t,
             pad,
             replicate,
-            fold: if fold_time && kt > 1 && kt <= 2 * stride_t {
-                kt
-            } else {
-                1
+            fold: match fold_time {
+                FoldTime::WhereCheap if kt > 1 && kt <= 2 * stride_t => kt,
+                FoldTime::Always if kt > 1 => kt,
+                _ => 1,
             },
             cp: round_up(c, CHANNEL_ALIGN),
             op: round_up(o, CHANNEL_ALIGN),
@@ -165,15 +175,27 @@ impl StagedConv {
             && unfolded
     }
 
-    /// The geometry of the output when cuDNN writes it channels-last, as the next convolution
-    /// reads it: frame convolutions (`kt == 1`, the TCDecoder's) with zero padding and no output
-    /// channel padding. Replicate-padded convs (the LQ projector) are followed by channel norms
-    /// and are re-staged for their border anyway, and temporal convs (the Wan VAE's causal ones)
-    /// by norms too: a channels-last output would only add a conversion there, so they keep
-    /// writing f32 row-major.
+    /// Whether a channels-last source can be staged with the time folded by plain copies of
+    /// 8-channel groups (ops/channels_last.rs): consecutive source frames, no border, no channel
+    /// padding.
+    pub fn folds_channels_last_by_copies(&self) -> bool {
+        self.fold > 1
+            && self.stride_t == 1
+            && self.hs == self.h
+            && self.ws == self.w
+            && self.cp == self.c
+    }
+
+    /// The geometry of the output when cuDNN writes it channels-last, as the next op reads it:
+    /// zero-padded convolutions without output channel padding. cuDNN's NHWC (a batch of frames)
+    /// and NDHWC (one volume of frames) outputs are both frame-major, position-major. The
+    /// TCDecoder's frame convs feed convs, the Wan VAE's causal ones its fused norm (norm_silu.rs)
+    /// and residual adds, which read channels-last. Replicate-padded convs (the LQ projector) are
+    /// followed by f32 channel norms and re-staged for their border anyway: they keep writing f32
+    /// row-major.
     pub fn channels_last_output(&self) -> Option<ChannelsLast> {
-        let frame_conv = self.kt == 1 && !self.replicate && self.op == self.o;
-        frame_conv.then_some(ChannelsLast {
+        let plain = !self.replicate && self.op == self.o;
+        plain.then_some(ChannelsLast {
             c: self.o,
             t: self.t_out,
             h: self.ho,
@@ -269,25 +291,51 @@ mod tests {
 
     #[test]
     fn outputs_are_padded_to_eight_and_replicate_border_is_staged() {
-        let s =
-            StagedConv::new([16, 3, 9, 11], [3, 16, 1, 3, 3], 1, 1, (true, false), GIB).unwrap();
+        let s = StagedConv::new(
+            [16, 3, 9, 11],
+            [3, 16, 1, 3, 3],
+            1,
+            1,
+            (true, FoldTime::Off),
+            GIB,
+        )
+        .unwrap();
         assert_eq!((s.cp, s.op), (16, 8));
         assert_eq!((s.hs, s.ws, s.ho, s.wo), (11, 13, 9, 11));
         assert_eq!(s.dnn_pad(), 0);
-        let z =
-            StagedConv::new([16, 3, 9, 11], [3, 16, 1, 3, 3], 1, 1, (false, false), GIB).unwrap();
+        let z = StagedConv::new(
+            [16, 3, 9, 11],
+            [3, 16, 1, 3, 3],
+            1,
+            1,
+            (false, FoldTime::Off),
+            GIB,
+        )
+        .unwrap();
         assert_eq!((z.hs, z.ws, z.ho, z.wo), (9, 11, 9, 11));
         assert_eq!(z.dnn_pad(), 1);
     }
 
     #[test]
     fn unaligned_input_channels_stay_on_im2col() {
-        assert!(
-            StagedConv::new([12, 3, 9, 11], [16, 12, 1, 3, 3], 1, 1, (false, false), GIB).is_none()
-        );
-        assert!(
-            StagedConv::new([6, 3, 9, 11], [3, 6, 1, 3, 3], 1, 1, (true, false), GIB).is_none()
-        );
+        assert!(StagedConv::new(
+            [12, 3, 9, 11],
+            [16, 12, 1, 3, 3],
+            1,
+            1,
+            (false, FoldTime::Off),
+            GIB
+        )
+        .is_none());
+        assert!(StagedConv::new(
+            [6, 3, 9, 11],
+            [3, 6, 1, 3, 3],
+            1,
+            1,
+            (true, FoldTime::Off),
+            GIB
+        )
+        .is_none());
     }
 
     #[test]
@@ -297,7 +345,7 @@ mod tests {
             [24, 16, 1, 1, 1],
             2,
             0,
-            (false, false),
+            (false, FoldTime::Off),
             GIB,
         )
         .unwrap();
@@ -318,7 +366,15 @@ mod tests {
 
     #[test]
     fn temporal_kernels_are_3d_volumes_with_the_temporal_stride() {
-        let s = StagedConv::new([8, 10, 7, 8], [8, 8, 4, 3, 3], 2, 1, (true, false), GIB).unwrap();
+        let s = StagedConv::new(
+            [8, 10, 7, 8],
+            [8, 8, 4, 3, 3],
+            2,
+            1,
+            (true, FoldTime::Off),
+            GIB,
+        )
+        .unwrap();
         assert_eq!(s.t_out, 4);
         assert_eq!(s.input_frames(4), 10);
         let shape = s.shape(4);
@@ -335,7 +391,7 @@ mod tests {
             [16, 16, 1, 3, 3],
             1,
             1,
-            (false, false),
+            (false, FoldTime::Off),
             4 * per_frame,
         )
         .unwrap();
@@ -350,15 +406,30 @@ mod tests {
             }
         );
         // A budget below one frame still makes progress, one frame at a time.
-        let tiny =
-            StagedConv::new([16, 9, 10, 10], [16, 16, 1, 3, 3], 1, 1, (false, false), 1).unwrap();
+        let tiny = StagedConv::new(
+            [16, 9, 10, 10],
+            [16, 16, 1, 3, 3],
+            1,
+            1,
+            (false, FoldTime::Off),
+            1,
+        )
+        .unwrap();
         assert_eq!(tiny.group, 1);
         assert_eq!(tiny.groups().count(), 9);
     }
 
     #[test]
     fn temporal_groups_overlap_in_their_source_frames() {
-        let s = StagedConv::new([8, 10, 4, 4], [8, 8, 4, 3, 3], 2, 1, (false, false), 1).unwrap();
+        let s = StagedConv::new(
+            [8, 10, 4, 4],
+            [8, 8, 4, 3, 3],
+            2,
+            1,
+            (false, FoldTime::Off),
+            1,
+        )
+        .unwrap();
         let groups: Vec<Group> = s.groups().collect();
         assert_eq!(groups.len(), 4);
         // Output frame 3 reads source frames 6..10.
@@ -369,7 +440,15 @@ mod tests {
     #[test]
     fn folded_time_makes_2d_frames_of_kt_source_frames() {
         // The projector's conv: kt 4, stride 2, replicate border.
-        let s = StagedConv::new([8, 10, 7, 8], [8, 8, 4, 3, 3], 2, 1, (true, true), GIB).unwrap();
+        let s = StagedConv::new(
+            [8, 10, 7, 8],
+            [8, 8, 4, 3, 3],
+            2,
+            1,
+            (true, FoldTime::WhereCheap),
+            GIB,
+        )
+        .unwrap();
         assert_eq!((s.fold, s.t_out), (4, 4));
         assert_eq!(s.input_frames(4), 4, "one staged frame per output frame");
         assert_eq!(s.input_elems(4), 4 * 9 * 10 * 8 * 4);
@@ -385,22 +464,113 @@ mod tests {
     #[test]
     fn time_is_folded_only_where_it_at_most_doubles_the_staging() {
         // The Wan VAE's causal 3-tap conv, stride 1: stays a 3-D volume.
-        let vae = StagedConv::new([8, 6, 4, 4], [8, 8, 3, 3, 3], 1, 1, (false, true), GIB).unwrap();
+        let vae = StagedConv::new(
+            [8, 6, 4, 4],
+            [8, 8, 3, 3, 3],
+            1,
+            1,
+            (false, FoldTime::WhereCheap),
+            GIB,
+        )
+        .unwrap();
         assert_eq!(vae.fold, 1);
         assert!(vae.reads_channels_last_directly());
-        let off =
-            StagedConv::new([8, 10, 4, 4], [8, 8, 4, 3, 3], 2, 1, (false, false), GIB).unwrap();
+        let off = StagedConv::new(
+            [8, 10, 4, 4],
+            [8, 8, 4, 3, 3],
+            2,
+            1,
+            (false, FoldTime::Off),
+            GIB,
+        )
+        .unwrap();
         assert_eq!(off.fold, 1);
-        let pair =
-            StagedConv::new([8, 10, 4, 4], [8, 8, 2, 3, 3], 1, 1, (false, true), GIB).unwrap();
+        let pair = StagedConv::new(
+            [8, 10, 4, 4],
+            [8, 8, 2, 3, 3],
+            1,
+            1,
+            (false, FoldTime::WhereCheap),
+            GIB,
+        )
+        .unwrap();
         assert_eq!(pair.fold, 2);
         assert!(
             !pair.reads_channels_last_directly(),
             "folded frames are staged"
         );
-        let frames =
-            StagedConv::new([8, 10, 4, 4], [8, 8, 1, 3, 3], 2, 1, (false, true), GIB).unwrap();
+        let frames = StagedConv::new(
+            [8, 10, 4, 4],
+            [8, 8, 1, 3, 3],
+            2,
+            1,
+            (false, FoldTime::WhereCheap),
+            GIB,
+        )
+        .unwrap();
         assert_eq!(frames.fold, 1, "a frame conv has no time to fold");
+    }
+
+    #[test]
+    fn causal_convs_fold_only_when_asked() {
+        let x = [96, 10, 6, 8];
+        let w = [96, 96, 3, 3, 3];
+        let folded = StagedConv::new(x, w, 1, 1, (false, FoldTime::Always), GIB).unwrap();
+        assert_eq!((folded.fold, folded.t_out), (3, 8));
+        assert!(folded.folds_channels_last_by_copies());
+        // Output frame k reads source frames k .. k + 3, one staged frame each.
+        let g = folded.groups().next().unwrap();
+        assert_eq!(folded.source_frames(&g), (0, 1));
+        let shape = folded.shape(8);
+        assert_eq!((shape.n, shape.c, shape.d, shape.kt), (8, 288, 1, 1));
+        // A replicate border is staged by the kernel, not by copies.
+        let border = StagedConv::new(x, w, 1, 1, (true, FoldTime::Always), GIB).unwrap();
+        assert!(!border.folds_channels_last_by_copies());
+        let unfolded = StagedConv::new(x, w, 1, 1, (false, FoldTime::Off), GIB).unwrap();
+        assert!(!unfolded.folds_channels_last_by_copies());
+    }
+
+    #[test]
+    fn zero_padded_convs_write_channels_last() {
+        let causal = StagedConv::new(
+            [96, 10, 6, 8],
+            [96, 96, 3, 3, 3],
+            1,
+            1,
+            (false, FoldTime::Off),
+            GIB,
+        )
+        .unwrap();
+        assert_eq!(
+            causal.channels_last_output(),
+            Some(ChannelsLast {
+                c: 96,
+                t: 8,
+                h: 6,
+                w: 8
+            })
+        );
+        let projector = StagedConv::new(
+            [16, 10, 6, 8],
+            [16, 16, 4, 3, 3],
+            2,
+            1,
+            (true, FoldTime::WhereCheap),
+            GIB,
+        )
+        .unwrap();
+        assert_eq!(projector.channels_last_output(), None);
+        // Padded output channels (the decoder heads' 3) are unstaged to f32.
+        let head = StagedConv::new(
+            [96, 10, 6, 8],
+            [3, 96, 3, 3, 3],
+            1,
+            1,
+            (false, FoldTime::Off),
+            GIB,
+        )
+        .unwrap();
+        assert_eq!(head.channels_last_output(), None);
     }
 
     #[test]
@@ -411,13 +581,19 @@ mod tests {
             [8, 8, 1, 1, 1],
             1,
             0,
-            (false, false),
+            (false, FoldTime::Off),
             GIB
         )
         .is_none());
-        assert!(
-            StagedConv::new([0, 1, 4, 4], [8, 0, 1, 1, 1], 1, 0, (false, false), GIB).is_none()
-        );
+        assert!(StagedConv::new(
+            [0, 1, 4, 4],
+            [8, 0, 1, 1, 1],
+            1,
+            0,
+            (false, FoldTime::Off),
+            GIB
+        )
+        .is_none());
     }
 
     #[test]

@@ -61,7 +61,7 @@ impl CudaBackend {
     /// `dst[o·dst_stride + dst_off + r] = src[o·src_stride + src_off + r]`, `r < block`, in
     /// elements of `storage`.
     #[allow(clippy::too_many_arguments)]
-    fn copy_blocks(
+    pub(crate) fn copy_blocks(
         &self,
         storage: Storage,
         src: u64,

@@ -3,6 +3,7 @@
 
 mod adain;
 pub(crate) mod attention;
+mod attention_gemm;
 mod blur;
 mod channels_last;
 mod conv;
@@ -12,7 +13,9 @@ mod layout;
 mod linear;
 mod mask;
 mod norm;
+mod norm_silu;
 mod pointwise;
 mod qkv;
 mod scores;
+mod upsample_conv;
 pub(crate) mod weight_cache;

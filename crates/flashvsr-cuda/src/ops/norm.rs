@@ -106,7 +106,12 @@ impl CudaBackend {
         Ok(out)
     }
 
+    /// A channels-last input (the Wan VAE's attention block in the fast mode) stays channels-last
+    /// (norm_silu.rs, without the SiLU): the 1×1 conv after it reads it in place.
     pub(crate) fn op_channel_rms_norm(&self, x: &Tensor, gamma: &Tensor) -> CudaResult<CudaBuffer> {
+        if x.rank() > 1 && self.channels_last_view(x)?.is_some() {
+            return self.op_channel_rms_norm_silu(x, gamma, None, false);
+        }
         let n = x.elem_count();
         let out = self.output(n)?;
         if n == 0 {

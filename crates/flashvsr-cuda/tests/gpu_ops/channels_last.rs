@@ -81,7 +81,7 @@ struct Case {
     channels_last: bool,
 }
 
-const CASES: [Case; 12] = [
+const CASES: [Case; 13] = [
     Case {
         name: "conv + relu",
         op: activation,
@@ -154,16 +154,28 @@ const CASES: [Case; 12] = [
         channels_last: true,
     },
     Case {
+        // Zero-padded temporal convs write channels-last too (the Wan VAE's causal convs).
         name: "folded temporal kernel",
         op: |t| activation(t)?.conv3d(&t[W_TIME], Some(&t[B]), 1, 1, ZERO),
         convs: 2,
-        channels_last: false,
+        channels_last: true,
     },
     Case {
         name: "3-D temporal kernel reads in place",
         op: |t| activation(t)?.conv3d(&t[W_TIME3], Some(&t[B]), 1, 1, ZERO),
         convs: 2,
-        channels_last: false,
+        channels_last: true,
+    },
+    Case {
+        // The Wan VAE's attention block: the norm's output feeds a 1×1 conv in place.
+        name: "channel norm, conv",
+        op: |t| {
+            activation(t)?
+                .channel_rms_norm(&t[GAMMA])?
+                .conv3d(&t[W], None, 1, 1, ZERO)
+        },
+        convs: 2,
+        channels_last: true,
     },
     Case {
         name: "replicate padding and stride",
@@ -185,7 +197,6 @@ const CASES: [Case; 12] = [
             let parts = [
                 x.affine(0.5, 0.25)?,
                 x.silu()?,
-                x.channel_rms_norm(&t[GAMMA])?,
                 x.dilated_blur(2)?,
                 x.add(&t[X])?,
                 x.narrow(2, 1, h - 1)?
@@ -209,7 +220,7 @@ const CASES: [Case; 12] = [
 impl Suite {
     /// Whether `op`'s result on `backend` is stored channels-last as expected, and a bf16
     /// checkpoint of it reads back to the same values.
-    fn layout_case(
+    pub(super) fn layout_case(
         &mut self,
         name: &str,
         backend: &Arc<CudaBackend>,

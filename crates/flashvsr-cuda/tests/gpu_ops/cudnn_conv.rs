@@ -22,6 +22,8 @@ pub struct FastBackends {
     /// Fast mode with cuDNN as it was staged before: f32 row-major outputs, no channels-last
     /// activations, temporal kernels on cuDNN's 3-D convolutions.
     pub plain: Arc<CudaBackend>,
+    /// Fast mode with every temporal kernel folded into 2-D convs (`FLASHVSR_CUDA_FOLD_CAUSAL=1`).
+    pub folded: Arc<CudaBackend>,
 }
 
 impl FastBackends {
@@ -44,6 +46,10 @@ impl FastBackends {
             plain: make(CudaOptions {
                 conv_channels_last: false,
                 conv_fold_time: false,
+                ..fast.clone()
+            }),
+            folded: make(CudaOptions {
+                conv_fold_causal: true,
                 ..fast
             }),
         }
@@ -307,10 +313,11 @@ pub fn run(s: &mut Suite, fast: &FastBackends, parity: &Arc<CudaBackend>) {
     bench(s, fast);
 }
 
-/// Real shapes of the tiny pipeline at 1408×768, on zeros (the timing does not depend on the
-/// values), without output poisoning: cuDNN as the model runs it (decoder convs on a channels-last
-/// input, the projector's temporal convs folded into 2-D), cuDNN with the plain staging (f32 in
-/// and out, 3-D temporal kernels), and im2col + TF32 GEMM.
+/// Real shapes of the tiny and full pipelines at 1408×768, on zeros (the timing does not depend on
+/// the values), without output poisoning: cuDNN as the model runs it (decoder convs on a
+/// channels-last input, the projector's temporal convs folded into 2-D), cuDNN with the Wan VAE's
+/// causal convs folded too (the `FLASHVSR_CUDA_FOLD_CAUSAL=1` A/B), cuDNN with the plain staging
+/// (f32 in and out, 3-D temporal kernels), and im2col + TF32 GEMM.
 fn bench(s: &mut Suite, fast: &FastBackends) {
     if s.skip("cudnn bench") || !fast.cudnn.uses_cudnn() {
         return;
@@ -361,6 +368,34 @@ fn bench(s: &mut Suite, fast: &FastBackends) {
             zero,
         ),
         case(
+            "VAE causal 3x3x3 96->96 T6->4 @1408x768",
+            [96, 6, 768, 1408],
+            [96, 96, 3, 3, 3],
+            1,
+            zero,
+        ),
+        case(
+            "VAE causal 3x3x3 192->192 T6->4 @704x384",
+            [192, 6, 384, 704],
+            [192, 192, 3, 3, 3],
+            1,
+            zero,
+        ),
+        case(
+            "VAE causal 3x3x3 384->384 T4->2 @352x192",
+            [384, 4, 192, 352],
+            [384, 384, 3, 3, 3],
+            1,
+            zero,
+        ),
+        case(
+            "VAE 3x3 192->96 x4 @1408x768",
+            [192, 4, 768, 1408],
+            [96, 192, 1, 3, 3],
+            1,
+            zero,
+        ),
+        case(
             "LQ conv1 4x3x3 768->2048 T6->2 @88x48",
             [768, 6, 48, 88],
             [2048, 768, 4, 3, 3],
@@ -390,6 +425,7 @@ fn bench(s: &mut Suite, fast: &FastBackends) {
         let mut row = format!("bench cudnn {name}:");
         let backends = [
             ("cudnn", &fast.cudnn),
+            ("fold causal", &fast.folded),
             ("plain", &fast.plain),
             ("im2col tf32", &fast.im2col),
         ];
