@@ -28,14 +28,6 @@ fn workspace_cap() -> usize {
 fn logging() -> bool {
     std::env::var("FLASHVSR_CUDNN_LOG").is_ok_and(|v| v == "1")
 }
-/// `FLASHVSR_CUDNN_FIND=1`: time every algorithm once per shape (cuDNN's own benchmark, which
-/// allocates its buffers and waits for the device) and take the fastest within the workspace cap,
-/// instead of the heuristic's first. The heuristic runs the Wan VAE's 3-D convs at ~170 TFLOP/s;
-/// an experiment knob, off by default: timings vary from run to run, and so may the algorithm
-/// (and the last bits of the result).
-fn benchmarking() -> bool {
-    std::env::var("FLASHVSR_CUDNN_FIND").is_ok_and(|v| v == "1")
-}
 /// How many heuristic candidates to look through.
 const CANDIDATES: usize = 8;
 
@@ -293,36 +285,19 @@ impl Dnn {
             let mut perf: Vec<dnn::cudnnConvolutionFwdAlgoPerf_t> =
                 vec![std::mem::zeroed(); CANDIDATES];
             let mut count = 0;
-            if benchmarking() {
-                // Sorted by time, fastest first.
-                check(
-                    "cudnnFindConvolutionForwardAlgorithm",
-                    dnn::cudnnFindConvolutionForwardAlgorithm(
-                        handle,
-                        p.x,
-                        p.w,
-                        p.conv,
-                        p.y,
-                        CANDIDATES as i32,
-                        &mut count,
-                        perf.as_mut_ptr(),
-                    ),
-                )?;
-            } else {
-                check(
-                    "cudnnGetConvolutionForwardAlgorithm_v7",
-                    dnn::cudnnGetConvolutionForwardAlgorithm_v7(
-                        handle,
-                        p.x,
-                        p.w,
-                        p.conv,
-                        p.y,
-                        CANDIDATES as i32,
-                        &mut count,
-                        perf.as_mut_ptr(),
-                    ),
-                )?;
-            }
+            check(
+                "cudnnGetConvolutionForwardAlgorithm_v7",
+                dnn::cudnnGetConvolutionForwardAlgorithm_v7(
+                    handle,
+                    p.x,
+                    p.w,
+                    p.conv,
+                    p.y,
+                    CANDIDATES as i32,
+                    &mut count,
+                    perf.as_mut_ptr(),
+                ),
+            )?;
             perf.truncate(count.max(0) as usize);
             let cap = workspace_cap();
             // The heuristic's order, first that runs within the workspace cap.

@@ -71,9 +71,11 @@ fn causal(
     let input = x.channel_rms_norm_silu(&t[gamma], Some(history))?;
     let n = input.dim(1);
     let next = input.narrow(1, n - 2, 2)?;
+    // The bias of the conv's output channels (the head has 3).
+    let bias = t[B].narrow(0, 0, t[w].dim(0))?;
     let y = match residual {
-        Some(r) => input.conv3d_add(&t[w], Some(&t[B]), 1, 1, ZERO, r)?,
-        None => input.conv3d(&t[w], Some(&t[B]), 1, 1, ZERO)?,
+        Some(r) => input.conv3d_add(&t[w], Some(&bias), 1, 1, ZERO, r)?,
+        None => input.conv3d(&t[w], Some(&bias), 1, 1, ZERO)?,
     };
     Ok((y, next))
 }
