@@ -15,6 +15,8 @@ mod channels_last;
 mod cudnn_conv;
 #[path = "gpu_ops/dilated_blur.rs"]
 mod dilated_blur;
+#[path = "gpu_ops/flash_bench.rs"]
+mod flash_bench;
 #[path = "gpu_ops/flash_instances.rs"]
 mod flash_instances;
 #[path = "gpu_ops/kv_segments.rs"]
@@ -1409,6 +1411,7 @@ fn main() {
         failures: Vec::new(),
         cases: 0,
     };
+    flash_bench::run(&mut s, info.ordinal);
     plumbing(&mut s, &gpu);
     layout(&mut s);
     pointwise(&mut s);
