@@ -4,6 +4,8 @@
 //!
 //! Own `main` (harness = false): the library resolver may re-exec this binary once, which must
 //! happen before any thread starts. Optional argument: a substring filter on case names.
+//! `gpu_ops "flash bench"` runs the flash kernels' benchmark (gpu_ops/flash_bench.rs), which runs
+//! only when asked for.
 
 #[path = "gpu_ops/async_copies.rs"]
 mod async_copies;

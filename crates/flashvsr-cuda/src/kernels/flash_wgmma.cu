@@ -44,6 +44,8 @@ typedef unsigned int u32;
 #define FW_Q_BYTES (FW_QBLOCK * FW_HD * 2)
 #define FW_Q_HALF_BYTES (FW_QBLOCK * 128)
 #define FW_THREADS 256
+// The warp-specialized instances: two consumer warpgroups and a producer warpgroup.
+#define FW_WS_THREADS 384
 #define FW_MAX_SEGMENTS 16
 
 // FaSegments of flash.cu, the same layout (the host fills one struct for either kernel).
@@ -519,6 +521,319 @@ __device__ __forceinline__ void flash_wgmma_body(
 #endif
 }
 
+#if FW_ENABLED
+__device__ __forceinline__ void fw_mbar_init(u32 bar, u32 count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+
+// Arrives on the barrier (release, CTA scope).
+__device__ __forceinline__ void fw_mbar_arrive(u32 bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+
+// Waits (acquire, CTA scope) until the barrier's phase of this parity has completed.
+__device__ __forceinline__ void fw_mbar_wait(u32 bar, u32 parity) {
+    asm volatile(
+        "{\n.reg .pred done;\nWAIT:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+        "@!done bra WAIT;\n}\n" ::"r"(bar),
+        "r"(parity)
+        : "memory");
+}
+
+// The consumers' own barrier (named barrier 1, the two consumer warpgroups only).
+__device__ __forceinline__ void fw_consumer_sync() {
+    asm volatile("bar.sync 1, %0;" ::"n"(2 * 128) : "memory");
+}
+#endif
+
+// The kernel of flash_wgmma_body, warp-specialized: warps 0-7 are the two consumer warpgroups
+// (the same S = Q·Kᵀ, softmax and P·V, Q in shared memory), warps 8-11 the producers, which alone
+// issue the K/V copies: producer warp p copies tiles p, p + 4, p + 8, ... Stages are handed over
+// by mbarriers instead of a barrier of the whole CTA per tile: full[s] completes when the 32
+// lanes of the tile's producer warp have seen their copies land (cp.async.wait_group 0, then
+// fence.proxy.async, then arrive: the writes are visible to the wgmmas of whoever waits on the
+// barrier); empty[s] when the 256 consumer threads are past their last wgmma reading the stage.
+// A producer warp has one tile in flight and waits for it alone (the proxy fence compiles to a
+// MEMBAR, which may wait for every copy of the thread): with four of them, up to four tiles are
+// in flight, as the stages allow. Consumers release tile t after waiting for tile t + 1, so
+// producers stay at most STAGES - 2 tiles ahead of the tile being computed.
+template <int STAGES>
+__device__ __forceinline__ void flash_wgmma_ws_body(
+    const float* __restrict__ q, const FaSegments& kv, float* __restrict__ o,
+    u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,
+    const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,
+    const int* __restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,
+    u64 kv_head_stride) {
+#if FW_ENABLED
+    static_assert(STAGES >= 3, "a stage for the tile in flight besides the two being read");
+    constexpr int CONSUMERS = 2 * 128;
+    constexpr int PRODUCER_WARPS = 4;
+    extern __shared__ __align__(1024) unsigned char fw_smem[];
+    const int item = order ? order[blockIdx.x] : (int)blockIdx.x;
+    const int head = item / query_blocks;
+    const int qb = item - head * query_blocks;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t4 = lane & 3;
+
+    const int* blocks = 0;
+    const int tiles_per_block = key_block / FW_KT;
+    int n_tiles;
+    if (seg_off) {
+        const int start = seg_off[item];
+        blocks = seg_blocks + start;
+        n_tiles = (seg_off[item + 1] - start) * tiles_per_block;
+    } else {
+        n_tiles = (lk + FW_KT - 1) / FW_KT;
+    }
+
+    const u32 smem_base = ((u32)__cvta_generic_to_shared(fw_smem) + 1023u) & ~1023u;
+    const u32 sq = smem_base;
+    const u32 stages_base = smem_base + FW_Q_BYTES;
+    const u64 hoff = (u64)head * FW_HD;
+    const u64 head_bytes = (u64)head * kv_head_stride * 2;
+
+    __shared__ u64 seg_k[FW_MAX_SEGMENTS], seg_v[FW_MAX_SEGMENTS];
+    __shared__ int seg_first[FW_MAX_SEGMENTS + 1];
+    __shared__ __align__(8) u64 full_bar[STAGES], empty_bar[STAGES];
+    const u32 full0 = (u32)__cvta_generic_to_shared(full_bar);
+    const u32 empty0 = (u32)__cvta_generic_to_shared(empty_bar);
+    if (tid == 0) {
+#pragma unroll
+        for (int s = 0; s < FW_MAX_SEGMENTS; ++s) {
+            seg_k[s] = kv.k[s] + head_bytes;
+            seg_v[s] = kv.v[s] + head_bytes;
+            seg_first[s] = s < kv.count ? kv.first_key[s] : 0x7fffffff;
+        }
+        seg_first[FW_MAX_SEGMENTS] = 0x7fffffff;
+#pragma unroll
+        for (int s = 0; s < STAGES; ++s) {
+            fw_mbar_init(full0 + 8 * s, 32);
+            fw_mbar_init(empty0 + 8 * s, CONSUMERS);
+        }
+    }
+    // The last barrier of the whole CTA: from here on the producer and the consumers part.
+    __syncthreads();
+
+    auto tile_key0 = [&](int tile) {
+        if (blocks) {
+            const int b = tile / tiles_per_block;
+            return blocks[b] * key_block + (tile - b * tiles_per_block) * FW_KT;
+        }
+        return tile * FW_KT;
+    };
+
+    if (warp >= 8) {
+        // A producer warp: lane copies chunk lane & 15 of rows lane / 16 + 2 i, K and V.
+        const int chunk = lane & 15;
+        for (int tile = warp - 8; tile < n_tiles; tile += PRODUCER_WARPS) {
+            const int stage = tile % STAGES;
+            if (tile >= STAGES) fw_mbar_wait(empty0 + 8 * stage, ((tile / STAGES) - 1) & 1);
+            const int key0 = tile_key0(tile);
+            int seg = 0;
+            while (key0 >= seg_first[seg + 1]) ++seg;
+            const int seg_key0 = seg_first[seg];
+            const u16* kh = (const u16*)seg_k[seg] + chunk * 8;
+            const u16* vh = (const u16*)seg_v[seg] + chunk * 8;
+            const u32 sk = stages_base + stage * (2 * FW_TILE_BYTES);
+            const u32 sv = sk + FW_TILE_BYTES;
+#pragma unroll 8
+            for (int i = 0; i < FW_KT / 2; ++i) {
+                const int row = (lane >> 4) + 2 * i;
+                const int key = key0 + row;
+                const bool ok = key < lk;
+                const u64 off = (u64)(ok ? key - seg_key0 : 0) * kv_row_stride;
+                const u32 so = fw_swz(row, chunk, FW_HALF_BYTES);
+                fw_cp_async16(sk + so, kh + off, ok ? 16 : 0);
+                fw_cp_async16(sv + so, vh + off, ok ? 16 : 0);
+            }
+            fw_cp_commit();
+            fw_cp_wait<0>();
+            fw_fence_proxy();
+            fw_mbar_arrive(full0 + 8 * stage);
+        }
+        return;
+    }
+
+    // The consumers: warpgroup wg = warp / 4, rows 64 wg .. 64 wg + 63 of the query block.
+    const int wg = warp >> 2;
+    const int cta_row0 = qb * FW_QBLOCK;
+    const int r0 = cta_row0 + warp * 16 + g;
+    float acc[16][4];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
+    // Keys at or past lk only where lk is not a whole number of tiles (dense) or of key blocks
+    // (sparse); elsewhere no tile's keys need looking up on the consumers' path.
+    const bool tails = blocks ? lk % key_block != 0 : lk % FW_KT != 0;
+
+    if (n_tiles > 0) {
+#pragma unroll 4
+        for (int i = 0; i < FW_QBLOCK * 16 / CONSUMERS; ++i) {
+            const int c = tid + i * CONSUMERS;
+            const int row = c >> 4, chunk = c & 15;
+            const int qrow = cta_row0 + row;
+            u32 packed[4] = {0u, 0u, 0u, 0u};
+            if (qrow < lq) {
+                const float2* src = (const float2*)(q + (u64)qrow * dim + hoff + chunk * 8);
+#pragma unroll
+                for (int h = 0; h < 4; ++h) {
+                    const float2 a = src[h];
+                    packed[h] = fw_pack_bf16(a.x, a.y);
+                }
+            }
+            asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(
+                             sq + fw_swz(row, chunk, FW_Q_HALF_BYTES)),
+                         "r"(packed[0]), "r"(packed[1]), "r"(packed[2]), "r"(packed[3])
+                         : "memory");
+        }
+        fw_fence_proxy();
+        fw_consumer_sync();
+
+        u64 dq[8];
+#pragma unroll
+        for (int ks = 0; ks < 8; ++ks) {
+            dq[ks] = fw_desc(sq + wg * (64 * 128) + (ks >> 2) * FW_Q_HALF_BYTES + (ks & 3) * 32,
+                             16, 1024);
+        }
+        auto k_descs = [&](int stage, u64 (&dk)[8]) {
+            const u32 base = stages_base + stage * (2 * FW_TILE_BYTES);
+#pragma unroll
+            for (int ks = 0; ks < 8; ++ks) {
+                dk[ks] = fw_desc(base + (ks >> 2) * FW_HALF_BYTES + (ks & 3) * 32, 16, 1024);
+                fw_opaque(dk[ks]);
+            }
+        };
+        auto v_descs = [&](int stage, u64 (&dv)[4]) {
+            const u32 base = stages_base + stage * (2 * FW_TILE_BYTES) + FW_TILE_BYTES;
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk) {
+                dv[kk] = fw_desc(base + kk * 16 * 128, FW_HALF_BYTES, 1024);
+                fw_opaque(dv[kk]);
+            }
+        };
+        auto issue_s = [&](float (&s)[8][4], const u64 (&dk)[8]) {
+            fw_mma_ss_n64<0>(s, dq[0], dk[0]);
+#pragma unroll
+            for (int ks = 1; ks < 8; ++ks) fw_mma_ss_n64<1>(s, dq[ks], dk[ks]);
+            fw_wgmma_commit();
+        };
+        // (Written so that ptxas sees one branch: an early return here made it serialize the
+        // wgmmas.)
+        auto mask_tail = [&](float (&s)[8][4], int tile) {
+            const int key0 = tails ? tile_key0(tile) : 0;
+            if (tails && key0 + FW_KT > lk) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    const int key = key0 + 8 * j + 2 * t4;
+                    if (key >= lk) s[j][0] = s[j][2] = NEG_INF;
+                    if (key + 1 >= lk) s[j][1] = s[j][3] = NEG_INF;
+                }
+            }
+        };
+        auto wait_full = [&](int tile) {
+            fw_mbar_wait(full0 + 8 * (tile % STAGES), (tile / STAGES) & 1);
+        };
+
+        u32 pa[4][4];
+        {
+            wait_full(0);
+            float s[8][4];
+            u64 dk[8];
+            k_descs(0, dk);
+            fw_wgmma_fence();
+            issue_s(s, dk);
+            fw_wgmma_wait<0>();
+            fw_fence_regs(s);
+            mask_tail(s, 0);
+            float alpha[2], rs[2];
+            fw_softmax(s, m, scale_log2, pa, alpha, rs);
+            l[0] = rs[0];
+            l[1] = rs[1];
+        }
+        auto issue_pv = [&](const u64 (&dv)[4]) {
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk) fw_mma_rs_n128(acc, pa[kk], dv[kk]);
+            fw_wgmma_commit();
+        };
+
+        for (int tile = 0; tile + 1 < n_tiles; ++tile) {
+            wait_full(tile + 1);
+            float s[8][4];
+            u64 dk[8], dv[4];
+            k_descs((tile + 1) % STAGES, dk);
+            v_descs(tile % STAGES, dv);
+            fw_fence_regs(acc);
+            fw_wgmma_fence();
+            issue_s(s, dk);
+            issue_pv(dv);
+            fw_wgmma_wait<1>();
+            fw_fence_regs(s);
+            mask_tail(s, tile + 1);
+            float alpha[2], rs[2];
+            u32 pn[4][4];
+            fw_softmax(s, m, scale_log2, pn, alpha, rs);
+            fw_wgmma_wait<0>();
+            fw_fence_regs(acc);
+            fw_fence_regs(pa);
+            // Both of this tile's operands (K by the last S, V by this P·V) are read.
+            fw_mbar_arrive(empty0 + 8 * (tile % STAGES));
+            l[0] = l[0] * alpha[0] + rs[0];
+            l[1] = l[1] * alpha[1] + rs[1];
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+                acc[j][0] *= alpha[0];
+                acc[j][1] *= alpha[0];
+                acc[j][2] *= alpha[1];
+                acc[j][3] *= alpha[1];
+            }
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+                for (int r = 0; r < 4; ++r) pa[kk][r] = pn[kk][r];
+            }
+        }
+        {
+            u64 dv[4];
+            v_descs((n_tiles - 1) % STAGES, dv);
+            fw_fence_regs(acc);
+            fw_wgmma_fence();
+            issue_pv(dv);
+        }
+        fw_wgmma_wait<0>();
+        fw_fence_regs(acc);
+    }
+
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float x = l[r];
+        x += __shfl_xor_sync(FULL_MASK, x, 1);
+        x += __shfl_xor_sync(FULL_MASK, x, 2);
+        inv[r] = x > 0.0f ? 1.0f / x : 0.0f;
+    }
+    float* o0 = o + (u64)r0 * dim + hoff + 2 * t4;
+    float* o1 = o0 + 8 * (u64)dim;
+    const bool ok0 = r0 < lq, ok1 = r0 + 8 < lq;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        const float* a = acc[j];
+        if (ok0) *(float2*)(o0 + 8 * j) = make_float2(a[0] * inv[0], a[1] * inv[0]);
+        if (ok1) *(float2*)(o1 + 8 * j) = make_float2(a[2] * inv[1], a[3] * inv[1]);
+    }
+    if (o_bf16) {
+        u32* b0 = (u32*)(o_bf16 + (o0 - o));
+        u32* b1 = (u32*)(o_bf16 + (o1 - o));
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            const float* a = acc[j];
+            if (ok0) b0[4 * j] = fw_bf16_pair(a[0] * inv[0], a[1] * inv[0]);
+            if (ok1) b1[4 * j] = fw_bf16_pair(a[2] * inv[1], a[3] * inv[1]);
+        }
+    }
+#endif
+}
+
 // attention_flash_bf16_hd128_wgmma_s<STAGES>: 256 threads, one CTA per SM (dynamic shared memory
 // 1 KB + 32 KB of Q + STAGES x 32 KB).
 #define FLASH_WGMMA_INSTANCE(S)                                                                 \
@@ -537,3 +852,20 @@ __device__ __forceinline__ void flash_wgmma_body(
 FLASH_WGMMA_INSTANCE(4)
 FLASH_WGMMA_INSTANCE(3)
 FLASH_WGMMA_INSTANCE(5)
+
+// attention_flash_bf16_hd128_wgmma_ws_s<STAGES>: flash_wgmma_ws_body, 384 threads (two consumer
+// warpgroups and the producer warpgroup), the same shared memory as the instances above.
+#define FLASH_WGMMA_WS_INSTANCE(S)                                                              \
+    extern "C" __global__ void __launch_bounds__(FW_WS_THREADS, 1)                              \
+        attention_flash_bf16_hd128_wgmma_ws_s##S(                                               \
+            const float* __restrict__ q, const FaSegments kv, float* __restrict__ o,            \
+            u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,                \
+            const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                \
+            const int* __restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,  \
+            u64 kv_head_stride) {                                                               \
+        flash_wgmma_ws_body<S>(q, kv, o, o_bf16, lq, lk, dim, scale_log2, seg_off, seg_blocks,  \
+                               order, query_blocks, key_block, kv_row_stride, kv_head_stride);  \
+    }
+
+FLASH_WGMMA_WS_INSTANCE(4)
+FLASH_WGMMA_WS_INSTANCE(5)

@@ -7,6 +7,10 @@
 //! effective TFLOP/s over the selected blocks (4 · 128 · key block · 128 FLOP each), and the same
 //! op with an empty mask (compaction and writing zeros) for reference. Each instance's output is
 //! also compared with the default instance's.
+//!
+//! A third case ("small") does about the same work on a quarter of the K/V: one segment of 8448
+//! keys, every sage block selected, so that every query block of a head reads the same tiles.
+//! Against the sage case it shows how much the K/V footprint (L2 misses) costs.
 
 use flashvsr_cuda::CudaBackend;
 use flashvsr_tensor::{BackendRef, Tensor};
@@ -22,14 +26,15 @@ const CALLS: usize = 20;
 const REPEATS: usize = 3;
 
 /// (FLASHVSR_CUDA_FLASH, FLASHVSR_CUDA_FLASH_ORDER); None = unset (the default).
-const RUNS: [(Option<&str>, Option<&str>); 7] = [
+const RUNS: [(Option<&str>, Option<&str>); 8] = [
     (None, None),
     (Some("wgmma"), None),
-    (Some("wgmma3"), None),
     (Some("wgmma5"), None),
+    (Some("wgmmaws"), None),
+    (Some("wgmmaws5"), None),
     (None, Some("head")),
     (Some("wgmma"), Some("head")),
-    (Some("wgmma5"), Some("head")),
+    (Some("wgmmaws5"), Some("head")),
 ];
 
 fn set(var: &str, value: Option<&str>) {
@@ -40,11 +45,11 @@ fn set(var: &str, value: Option<&str>) {
     }
 }
 
-/// A (heads, query blocks, key blocks) mask of 0/1 with about `DENSITY` selected and at least one
+/// A (heads, query blocks, key blocks) mask of 0/1 with about `density` selected and at least one
 /// key block per query row.
-fn mask(s: &mut Suite, key_blocks: usize) -> (Vec<f32>, usize) {
+fn mask(s: &mut Suite, key_blocks: usize, density: f32) -> (Vec<f32>, usize) {
     let mut m: Vec<f32> = (0..HEADS * QUERY_BLOCKS * key_blocks)
-        .map(|_| f32::from(s.rng.uniform() * 0.5 + 0.5 < DENSITY))
+        .map(|_| f32::from(s.rng.uniform() * 0.5 + 0.5 < density))
         .collect();
     for row in m.chunks_mut(key_blocks) {
         if row.iter().all(|&v| v == 0.0) {
@@ -133,9 +138,15 @@ pub fn run(s: &mut Suite, ordinal: usize) {
     let keys: Vec<&Tensor> = k.iter().collect();
     let values: Vec<&Tensor> = v.iter().collect();
 
-    for (mode, key_block) in [("sage", 64usize), ("block", 128)] {
-        let key_blocks = lk / key_block;
-        let (m, selected) = mask(s, key_blocks);
+    for (mode, key_block, segments, density) in [
+        ("sage", 64usize, SEGMENTS, DENSITY),
+        ("block", 128, SEGMENTS, DENSITY),
+        ("small", 64, 1, 1.0),
+    ] {
+        let keys = &keys[..segments];
+        let values = &values[..segments];
+        let key_blocks = segments * rows / key_block;
+        let (m, selected) = mask(s, key_blocks, density);
         let shape = [HEADS, QUERY_BLOCKS, key_blocks];
         let masks = Tensor::from_slice(&backend, &m, &shape).and_then(|full| {
             let none = Tensor::from_slice(&backend, &vec![0.0; m.len()], &shape)?;
@@ -147,14 +158,15 @@ pub fn run(s: &mut Suite, ordinal: usize) {
         };
         let flop = 4.0 * 128.0 * key_block as f64 * 128.0 * selected as f64;
         println!(
-            "flash bench {mode} kb{key_block}: {selected} of {} blocks selected ({:.1} %), \
+            "flash bench {mode} kb{key_block} k{}: {selected} of {} blocks selected ({:.1} %), \
              {:.1} GFLOP per call",
+            segments * rows,
             m.len(),
             100.0 * selected as f64 / m.len() as f64,
             flop / 1e9
         );
         let op = |mask: &Tensor| {
-            q.block_sparse_attention_segments(&keys, &values, mask, key_block)
+            q.block_sparse_attention_segments(keys, values, mask, key_block)
                 .expect("attention")
         };
         let mut reference: Option<Vec<f32>> = None;
