@@ -2,10 +2,11 @@
 // interface and semantics (head_dim 128, bf16 operands, fp32 accumulation and fp32 online
 // softmax, K/V read in place from up to FW_MAX_SEGMENTS segments, dense or block-sparse with
 // 128-row query blocks and key blocks of a multiple of 64 rows, the bf16 copy of the output,
-// exact zeros for a query block with no key block), but not its bits: the MMAs sum in another
-// order.
+// exact zeros for a query block with no key block). Not promised to give flash.cu's bits (the
+// MMAs may sum in another order), though on an H100 it did.
 //
-// One CTA of two warpgroups (256 threads) per (head, 128-row query block); warpgroup wg owns the
+// One CTA of three warpgroups (384 threads) per (head, 128-row query block), flash-attention 3's
+// layout with cp.async for copies. Warpgroups 0 and 1 are the consumers: warpgroup wg owns the
 // block's rows 64 wg .. 64 wg + 63 (wgmma's M = 64), and within it warp w (of 4) rows 16 w ..
 // 16 w + 15, laid out in registers like an m16n8 mma.sync fragment. Per 64-key tile:
 // - S = Q·Kᵀ: 8 `wgmma.m64n64k16` (k-steps of 16 over the 128 dims), Q and K both from shared
@@ -16,18 +17,27 @@
 //   shared memory as an N-major ("transposed") B operand.
 // The S of tile i + 1 is issued before the P·V of tile i, and its softmax runs while P·V is in
 // flight (flash-attention 3's intra-warpgroup overlap); the two warpgroups interleave on the
-// tensor cores too.
+// tensor cores too. Warpgroup 2 is the producer: its warps copy the K/V tiles by cp.async,
+// round robin, and hand the stages over by mbarriers (see flash_wgmma_body). The consumers never
+// wait at a barrier of the whole CTA nor issue a copy: an earlier form where all 256 consumer
+// threads copied and met at __syncthreads once per tile measured 1.36 ms where this one takes
+// 1.11 (H100, the main sage shape), whatever its stage count.
 //
 // Shared memory (1024-byte aligned, the 128-byte swizzle's period): Q as bf16, 128 rows x 128
 // dims, then STAGES stages of a K and a V tile of 64 rows. Every operand is stored the same way:
 // two column halves (dims 0-63, 64-127) of rows of 128 bytes, half h at h x (rows x 128 bytes),
 // and 16-byte chunk c of row r at chunk c ^ (r & 7): the canonical "128-byte swizzle" layout,
 // K-major for Q and K (8-row groups 1024 bytes apart) and, for V, N-major (the two 64-dim halves
-// LBO apart, 8-key groups 1024 bytes apart). K and V tiles are copied by cp.async (each thread
-// 4 + 4 chunks of 16 bytes), STAGES deep; the stage of tile i - 1 is refilled once both
-// warpgroups are past it. cp.async and ordinary stores write through the generic proxy and wgmma
-// reads through the async proxy: each writing thread issues fence.proxy.async.shared::cta after
-// its writes have landed and before the barrier that publishes them.
+// LBO apart, 8-key groups 1024 bytes apart). cp.async and ordinary stores write through the
+// generic proxy and wgmma reads through the async proxy: each writing thread issues
+// fence.proxy.async.shared::cta after its writes have landed and before the barrier (named
+// barrier or mbarrier) that publishes them.
+//
+// ptxas keeps a wgmma sequence asynchronous only when no other instruction touches its
+// registers between the issue and the wait; it says where it could not ("wgmma.mma_async
+// instructions are serialized", which the NVRTC compile test rejects). Hence the register
+// fences around the waits, the descriptors computed before each wgmma.fence, and the
+// straight-line main loop (the last tile's P·V peeled off).
 //
 // Needs sm_90a (`__CUDA_ARCH_FEAT_SM90_ALL`); on every other target the kernel compiles to
 // nothing and the host never launches it.
@@ -43,9 +53,8 @@ typedef unsigned int u32;
 // Q: 128 rows, two halves of 128 rows of 128 bytes.
 #define FW_Q_BYTES (FW_QBLOCK * FW_HD * 2)
 #define FW_Q_HALF_BYTES (FW_QBLOCK * 128)
-#define FW_THREADS 256
-// The warp-specialized instances: two consumer warpgroups and a producer warpgroup.
-#define FW_WS_THREADS 384
+// Two consumer warpgroups and a producer warpgroup.
+#define FW_THREADS 384
 #define FW_MAX_SEGMENTS 16
 
 // FaSegments of flash.cu, the same layout (the host fills one struct for either kernel).
@@ -231,296 +240,6 @@ __device__ __forceinline__ void fw_softmax(const float (&s)[8][4], float (&m)[2]
 }
 #endif
 
-// The arguments of flash.cu's kernels, with the same meaning: q f32 [lq, dim]; o f32 [lq, dim];
-// o_bf16 (when set) the same values as bf16; kv the segments (row r of a segment, head h, at
-// h * kv_head_stride + r * kv_row_stride elements, 16-byte aligned rows). Work item = head *
-// query_blocks + query block, from order[blockIdx.x] when order is given; one CTA per item.
-// Sparse (seg_off != 0): the item's key blocks are seg_blocks[seg_off[item] ..
-// seg_off[item + 1]), of key_block rows (a multiple of 64); dense: keys 0 .. lk. Keys at or past
-// lk are masked.
-template <int STAGES>
-__device__ __forceinline__ void flash_wgmma_body(
-    const float* __restrict__ q, const FaSegments& kv, float* __restrict__ o,
-    u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,
-    const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,
-    const int* __restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,
-    u64 kv_head_stride) {
-#if FW_ENABLED
-    static_assert(STAGES >= 3, "tile i + 1 is waited for while tile i's stage is still read");
-    extern __shared__ __align__(1024) unsigned char fw_smem[];
-    const int item = order ? order[blockIdx.x] : (int)blockIdx.x;
-    const int head = item / query_blocks;
-    const int qb = item - head * query_blocks;
-    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-    const int wg = warp >> 2;
-    const int g = lane >> 2, t4 = lane & 3;
-
-    const int* blocks = 0;
-    const int tiles_per_block = key_block / FW_KT;
-    int n_tiles;
-    if (seg_off) {
-        const int start = seg_off[item];
-        blocks = seg_blocks + start;
-        n_tiles = (seg_off[item + 1] - start) * tiles_per_block;
-    } else {
-        n_tiles = (lk + FW_KT - 1) / FW_KT;
-    }
-
-    // The host asks for 1 KB more than the operands need: the base is rounded up to the swizzle
-    // pattern's 1024 bytes.
-    const u32 smem_base = ((u32)__cvta_generic_to_shared(fw_smem) + 1023u) & ~1023u;
-    const u32 sq = smem_base;
-    const u32 stages_base = smem_base + FW_Q_BYTES;
-    const u64 hoff = (u64)head * FW_HD;
-    const u64 head_bytes = (u64)head * kv_head_stride * 2;
-
-    __shared__ u64 seg_k[FW_MAX_SEGMENTS], seg_v[FW_MAX_SEGMENTS];
-    __shared__ int seg_first[FW_MAX_SEGMENTS + 1];
-    if (tid == 0) {
-#pragma unroll
-        for (int s = 0; s < FW_MAX_SEGMENTS; ++s) {
-            seg_k[s] = kv.k[s] + head_bytes;
-            seg_v[s] = kv.v[s] + head_bytes;
-            seg_first[s] = s < kv.count ? kv.first_key[s] : 0x7fffffff;
-        }
-        seg_first[FW_MAX_SEGMENTS] = 0x7fffffff;
-    }
-    __syncthreads();
-
-    auto tile_key0 = [&](int tile) {
-        if (blocks) {
-            const int b = tile / tiles_per_block;
-            return blocks[b] * key_block + (tile - b * tiles_per_block) * FW_KT;
-        }
-        return tile * FW_KT;
-    };
-
-    // Issues the cp.async copies of key tile `tile` into stage `stage`.
-    auto load_tile = [&](int tile, int stage) {
-        const int key0 = tile_key0(tile);
-        int seg = 0;
-        while (key0 >= seg_first[seg + 1]) ++seg;
-        const int seg_key0 = seg_first[seg];
-        const u16* kh = (const u16*)seg_k[seg];
-        const u16* vh = (const u16*)seg_v[seg];
-        const u32 sk = stages_base + stage * (2 * FW_TILE_BYTES);
-        const u32 sv = sk + FW_TILE_BYTES;
-#pragma unroll
-        for (int i = 0; i < FW_KT * 16 / FW_THREADS; ++i) {
-            const int c = tid + i * FW_THREADS;
-            const int row = c >> 4, chunk = c & 15;
-            const int key = key0 + row;
-            const bool ok = key < lk;
-            const u64 off = (u64)(ok ? key - seg_key0 : 0) * kv_row_stride + chunk * 8;
-            const u32 so = fw_swz(row, chunk, FW_HALF_BYTES);
-            fw_cp_async16(sk + so, kh + off, ok ? 16 : 0);
-            fw_cp_async16(sv + so, vh + off, ok ? 16 : 0);
-        }
-    };
-
-    const int cta_row0 = qb * FW_QBLOCK;
-    // Row g of this warp's 16; row g + 8 is the fragments' second row.
-    const int r0 = cta_row0 + warp * 16 + g;
-    float acc[16][4];
-#pragma unroll
-    for (int j = 0; j < 16; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
-    // Running max (raw score units) and this thread's partial row sums, rows g and g + 8.
-    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
-
-    if (n_tiles > 0) {
-#pragma unroll
-        for (int s = 0; s < STAGES - 1; ++s) {
-            if (s < n_tiles) load_tile(s, s);
-            fw_cp_commit();
-        }
-        // Q rounded to bf16 (rows past lq as zeros) while the first tiles are on their way.
-#pragma unroll 4
-        for (int i = 0; i < FW_QBLOCK * 16 / FW_THREADS; ++i) {
-            const int c = tid + i * FW_THREADS;
-            const int row = c >> 4, chunk = c & 15;
-            const int qrow = cta_row0 + row;
-            u32 packed[4] = {0u, 0u, 0u, 0u};
-            if (qrow < lq) {
-                // 8-byte loads: q may be a view that is not 16-byte aligned.
-                const float2* src = (const float2*)(q + (u64)qrow * dim + hoff + chunk * 8);
-#pragma unroll
-                for (int h = 0; h < 4; ++h) {
-                    const float2 a = src[h];
-                    packed[h] = fw_pack_bf16(a.x, a.y);
-                }
-            }
-            asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(
-                             sq + fw_swz(row, chunk, FW_Q_HALF_BYTES)),
-                         "r"(packed[0]), "r"(packed[1]), "r"(packed[2]), "r"(packed[3])
-                         : "memory");
-        }
-
-        // Descriptors. Q (A of S = Q Kᵀ, this warpgroup's rows) and K (B of S), K-major:
-        // k-step ks at half ks / 4, 32 bytes per k-step inside the swizzled rows. V (B of P·V),
-        // N-major: its two 64-dim halves LBO apart, k-step kk (16 keys) 2048 bytes further.
-        // Every descriptor a wgmma sequence reads is computed before its wgmma.fence: ptxas
-        // serializes the wgmmas when other instructions define their inputs in between.
-        u64 dq[8];
-#pragma unroll
-        for (int ks = 0; ks < 8; ++ks) {
-            dq[ks] = fw_desc(sq + wg * (64 * 128) + (ks >> 2) * FW_Q_HALF_BYTES + (ks & 3) * 32,
-                             16, 1024);
-        }
-        auto k_descs = [&](int stage, u64 (&dk)[8]) {
-            const u32 base = stages_base + stage * (2 * FW_TILE_BYTES);
-#pragma unroll
-            for (int ks = 0; ks < 8; ++ks) {
-                dk[ks] = fw_desc(base + (ks >> 2) * FW_HALF_BYTES + (ks & 3) * 32, 16, 1024);
-                fw_opaque(dk[ks]);
-            }
-        };
-        auto v_descs = [&](int stage, u64 (&dv)[4]) {
-            const u32 base = stages_base + stage * (2 * FW_TILE_BYTES) + FW_TILE_BYTES;
-#pragma unroll
-            for (int kk = 0; kk < 4; ++kk) {
-                dv[kk] = fw_desc(base + kk * 16 * 128, FW_HALF_BYTES, 1024);
-                fw_opaque(dv[kk]);
-            }
-        };
-
-        // S = Q Kᵀ (issued and committed, not waited for).
-        auto issue_s = [&](float (&s)[8][4], const u64 (&dk)[8]) {
-            fw_mma_ss_n64<0>(s, dq[0], dk[0]);
-#pragma unroll
-            for (int ks = 1; ks < 8; ++ks) fw_mma_ss_n64<1>(s, dq[ks], dk[ks]);
-            fw_wgmma_commit();
-        };
-        // Keys past lk (the last tile of a dense call whose lk is not a multiple of 64).
-        auto mask_tail = [&](float (&s)[8][4], int tile) {
-            const int key0 = tile_key0(tile);
-            if (key0 + FW_KT > lk) {
-#pragma unroll
-                for (int j = 0; j < 8; ++j) {
-                    const int key = key0 + 8 * j + 2 * t4;
-                    if (key >= lk) s[j][0] = s[j][2] = NEG_INF;
-                    if (key + 1 >= lk) s[j][1] = s[j][3] = NEG_INF;
-                }
-            }
-        };
-
-        // Tile 0 (and Q) in shared memory, visible to the async proxy.
-        fw_cp_wait<STAGES - 2>();
-        fw_fence_proxy();
-        __syncthreads();
-
-        u32 pa[4][4];
-        {
-            float s[8][4];
-            u64 dk[8];
-            k_descs(0, dk);
-            fw_wgmma_fence();
-            issue_s(s, dk);
-            fw_wgmma_wait<0>();
-            fw_fence_regs(s);
-            mask_tail(s, 0);
-            float alpha[2], rs[2];
-            fw_softmax(s, m, scale_log2, pa, alpha, rs);
-            l[0] = rs[0];
-            l[1] = rs[1];
-        }
-
-        // O += P V of the tile in `stage` (issued and committed, not waited for).
-        auto issue_pv = [&](const u64 (&dv)[4]) {
-#pragma unroll
-            for (int kk = 0; kk < 4; ++kk) fw_mma_rs_n128(acc, pa[kk], dv[kk]);
-            fw_wgmma_commit();
-        };
-
-        // Every tile but the last: S of tile + 1 is issued before P·V of tile, and its softmax
-        // runs while P·V is in flight. Straight-line between the issues and the waits, so that
-        // ptxas keeps the wgmmas asynchronous.
-        for (int tile = 0; tile + 1 < n_tiles; ++tile) {
-            // Tile + 1 landed (STAGES - 3 later groups may still be in flight); also, both
-            // warpgroups are past tile - 1, whose stage can be refilled.
-            fw_cp_wait<STAGES - 3>();
-            fw_fence_proxy();
-            __syncthreads();
-            {
-                const int next = tile + STAGES - 1;
-                if (next < n_tiles) load_tile(next, next % STAGES);
-                fw_cp_commit();
-            }
-            float s[8][4];
-            u64 dk[8], dv[4];
-            k_descs((tile + 1) % STAGES, dk);
-            v_descs(tile % STAGES, dv);
-            fw_fence_regs(acc);
-            fw_wgmma_fence();
-            issue_s(s, dk);
-            issue_pv(dv);
-            fw_wgmma_wait<1>();
-            fw_fence_regs(s);
-            mask_tail(s, tile + 1);
-            float alpha[2], rs[2];
-            u32 pn[4][4];
-            fw_softmax(s, m, scale_log2, pn, alpha, rs);
-            fw_wgmma_wait<0>();
-            fw_fence_regs(acc);
-            fw_fence_regs(pa);
-            l[0] = l[0] * alpha[0] + rs[0];
-            l[1] = l[1] * alpha[1] + rs[1];
-#pragma unroll
-            for (int j = 0; j < 16; ++j) {
-                acc[j][0] *= alpha[0];
-                acc[j][1] *= alpha[0];
-                acc[j][2] *= alpha[1];
-                acc[j][3] *= alpha[1];
-            }
-#pragma unroll
-            for (int kk = 0; kk < 4; ++kk) {
-#pragma unroll
-                for (int r = 0; r < 4; ++r) pa[kk][r] = pn[kk][r];
-            }
-        }
-        // The last tile's P·V (its data landed before the loop's last wait, or before the loop).
-        {
-            u64 dv[4];
-            v_descs((n_tiles - 1) % STAGES, dv);
-            fw_fence_regs(acc);
-            fw_wgmma_fence();
-            issue_pv(dv);
-        }
-        fw_wgmma_wait<0>();
-        fw_fence_regs(acc);
-        fw_cp_wait<0>();
-    }
-
-    // Finish the row sums over the 4 lanes of a row; no key at all -> exact zeros.
-    float inv[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        float x = l[r];
-        x += __shfl_xor_sync(FULL_MASK, x, 1);
-        x += __shfl_xor_sync(FULL_MASK, x, 2);
-        inv[r] = x > 0.0f ? 1.0f / x : 0.0f;
-    }
-    float* o0 = o + (u64)r0 * dim + hoff + 2 * t4;
-    float* o1 = o0 + 8 * (u64)dim;
-    const bool ok0 = r0 < lq, ok1 = r0 + 8 < lq;
-#pragma unroll
-    for (int j = 0; j < 16; ++j) {
-        const float* a = acc[j];
-        if (ok0) *(float2*)(o0 + 8 * j) = make_float2(a[0] * inv[0], a[1] * inv[0]);
-        if (ok1) *(float2*)(o1 + 8 * j) = make_float2(a[2] * inv[1], a[3] * inv[1]);
-    }
-    if (o_bf16) {
-        u32* b0 = (u32*)(o_bf16 + (o0 - o));
-        u32* b1 = (u32*)(o_bf16 + (o1 - o));
-#pragma unroll
-        for (int j = 0; j < 16; ++j) {
-            const float* a = acc[j];
-            if (ok0) b0[4 * j] = fw_bf16_pair(a[0] * inv[0], a[1] * inv[0]);
-            if (ok1) b1[4 * j] = fw_bf16_pair(a[2] * inv[1], a[3] * inv[1]);
-        }
-    }
-#endif
-}
-
 #if FW_ENABLED
 __device__ __forceinline__ void fw_mbar_init(u32 bar, u32 count) {
     asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
@@ -547,19 +266,26 @@ __device__ __forceinline__ void fw_consumer_sync() {
 }
 #endif
 
-// The kernel of flash_wgmma_body, warp-specialized: warps 0-7 are the two consumer warpgroups
-// (the same S = Q·Kᵀ, softmax and P·V, Q in shared memory), warps 8-11 the producers, which alone
-// issue the K/V copies: producer warp p copies tiles p, p + 4, p + 8, ... Stages are handed over
-// by mbarriers instead of a barrier of the whole CTA per tile: full[s] completes when the 32
-// lanes of the tile's producer warp have seen their copies land (cp.async.wait_group 0, then
-// fence.proxy.async, then arrive: the writes are visible to the wgmmas of whoever waits on the
-// barrier); empty[s] when the 256 consumer threads are past their last wgmma reading the stage.
-// A producer warp has one tile in flight and waits for it alone (the proxy fence compiles to a
-// MEMBAR, which may wait for every copy of the thread): with four of them, up to four tiles are
-// in flight, as the stages allow. Consumers release tile t after waiting for tile t + 1, so
-// producers stay at most STAGES - 2 tiles ahead of the tile being computed.
+// The arguments of flash.cu's kernels, with the same meaning: q f32 [lq, dim]; o f32 [lq, dim];
+// o_bf16 (when set) the same values as bf16; kv the segments (row r of a segment, head h, at
+// h * kv_head_stride + r * kv_row_stride elements, 16-byte aligned rows). Work item = head *
+// query_blocks + query block, from order[blockIdx.x] when order is given; one CTA per item.
+// Sparse (seg_off != 0): the item's key blocks are seg_blocks[seg_off[item] ..
+// seg_off[item + 1]), of key_block rows (a multiple of 64); dense: keys 0 .. lk. Keys at or past
+// lk are masked.
+//
+// Warps 0-7 are the two consumer warpgroups, warps 8-11 the producers, which alone issue the K/V
+// copies: producer warp p copies tiles p, p + 4, p + 8, ... Stages are handed over by mbarriers:
+// full[s] completes when the 32 lanes of the tile's producer warp have seen their copies land
+// (cp.async.wait_group 0, then fence.proxy.async, then arrive: the writes are visible to the
+// wgmmas of whoever waits on the barrier); empty[s] when the 256 consumer threads are past their
+// last wgmma reading the stage. A producer warp has one tile in flight and waits for it alone
+// (the proxy fence compiles to a MEMBAR, which may wait for every copy of the thread): with four
+// of them, up to four tiles are in flight, as the stages allow. Consumers release tile t after
+// waiting for tile t + 1, so producers stay at most STAGES - 2 tiles ahead of the tile being
+// computed.
 template <int STAGES>
-__device__ __forceinline__ void flash_wgmma_ws_body(
+__device__ __forceinline__ void flash_wgmma_body(
     const float* __restrict__ q, const FaSegments& kv, float* __restrict__ o,
     u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,
     const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,
@@ -834,8 +560,8 @@ __device__ __forceinline__ void flash_wgmma_ws_body(
 #endif
 }
 
-// attention_flash_bf16_hd128_wgmma_s<STAGES>: 256 threads, one CTA per SM (dynamic shared memory
-// 1 KB + 32 KB of Q + STAGES x 32 KB).
+// attention_flash_bf16_hd128_wgmma_s<STAGES>: 384 threads (two consumer warpgroups and the
+// producer warpgroup), one CTA per SM (dynamic shared memory 1 KB + 32 KB of Q + STAGES x 32 KB).
 #define FLASH_WGMMA_INSTANCE(S)                                                                 \
     extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)                                 \
         attention_flash_bf16_hd128_wgmma_s##S(                                                  \
@@ -848,24 +574,7 @@ __device__ __forceinline__ void flash_wgmma_ws_body(
                             order, query_blocks, key_block, kv_row_stride, kv_head_stride);     \
     }
 
-// 4 stages (161 KB) is the instance `FLASHVSR_CUDA_FLASH=wgmma` selects; 3 and 5 for tuning.
+// 4 stages (161 KB) is the instance `FLASHVSR_CUDA_FLASH=wgmma` selects; 5 (193 KB) for tuning
+// (measured slower on an H100).
 FLASH_WGMMA_INSTANCE(4)
-FLASH_WGMMA_INSTANCE(3)
 FLASH_WGMMA_INSTANCE(5)
-
-// attention_flash_bf16_hd128_wgmma_ws_s<STAGES>: flash_wgmma_ws_body, 384 threads (two consumer
-// warpgroups and the producer warpgroup), the same shared memory as the instances above.
-#define FLASH_WGMMA_WS_INSTANCE(S)                                                              \
-    extern "C" __global__ void __launch_bounds__(FW_WS_THREADS, 1)                              \
-        attention_flash_bf16_hd128_wgmma_ws_s##S(                                               \
-            const float* __restrict__ q, const FaSegments kv, float* __restrict__ o,            \
-            u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,                \
-            const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                \
-            const int* __restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,  \
-            u64 kv_head_stride) {                                                               \
-        flash_wgmma_ws_body<S>(q, kv, o, o_bf16, lq, lk, dim, scale_log2, seg_off, seg_blocks,  \
-                               order, query_blocks, key_block, kv_row_stride, kv_head_stride);  \
-    }
-
-FLASH_WGMMA_WS_INSTANCE(4)
-FLASH_WGMMA_WS_INSTANCE(5)

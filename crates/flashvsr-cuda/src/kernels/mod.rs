@@ -161,10 +161,7 @@ pub(crate) const SOURCES: &[Source] = &[
         body: include_str!("flash_wgmma.cu"),
         functions: &[
             "attention_flash_bf16_hd128_wgmma_s4",
-            "attention_flash_bf16_hd128_wgmma_s3",
             "attention_flash_bf16_hd128_wgmma_s5",
-            "attention_flash_bf16_hd128_wgmma_ws_s4",
-            "attention_flash_bf16_hd128_wgmma_ws_s5",
         ],
     },
 ];
@@ -182,11 +179,9 @@ pub(crate) fn flash_kernel_name(warps: usize, stages: usize, m_tiles: usize) -> 
 }
 
 /// The Hopper (wgmma) instances of flash.cu's kernel, in flash_wgmma.cu, one per count of K/V
-/// stages: `attention_flash_bf16_hd128_wgmma_s<S>`, or `..._wgmma_ws_s<S>` for the
-/// warp-specialized form (a producer warpgroup issues the copies).
-pub(crate) fn flash_wgmma_kernel_name(stages: usize, producer: bool) -> String {
-    let ws = if producer { "ws_" } else { "" };
-    format!("attention_flash_bf16_hd128_wgmma_{ws}s{stages}")
+/// stages: `attention_flash_bf16_hd128_wgmma_s<S>`.
+pub(crate) fn flash_wgmma_kernel_name(stages: usize) -> String {
+    format!("attention_flash_bf16_hd128_wgmma_s{stages}")
 }
 
 /// Every function of every source, loaded into one context.
@@ -236,20 +231,14 @@ mod tests {
         for src in SOURCES {
             for f in src.functions {
                 // Attention instances are stamped out by macros as `<base>_n##NPL`,
-                // `attention_flash_bf16_hd128_w##W##s##S`, `..._w##W##s##S##m##M`,
-                // `..._wgmma_s##S` and `..._wgmma_ws_s##S`.
-                let wgmma = f
-                    .strip_prefix("attention_flash_bf16_hd128_wgmma_s")
-                    .map(|s| ("FLASH_WGMMA_INSTANCE", s))
-                    .or_else(|| {
-                        f.strip_prefix("attention_flash_bf16_hd128_wgmma_ws_s")
-                            .map(|s| ("FLASH_WGMMA_WS_INSTANCE", s))
-                    });
+                // `attention_flash_bf16_hd128_w##W##s##S`, `..._w##W##s##S##m##M` and
+                // `..._wgmma_s##S`.
+                let wgmma = f.strip_prefix("attention_flash_bf16_hd128_wgmma_s");
                 let flash = f
                     .strip_prefix("attention_flash_bf16_hd128_w")
                     .and_then(|ws| ws.split_once('s'));
                 let pattern = match (f.rsplit_once("_n"), flash, wgmma) {
-                    (_, _, Some((stamp, s))) => format!("\n{stamp}({s})\n"),
+                    (_, _, Some(s)) => format!("\nFLASH_WGMMA_INSTANCE({s})\n"),
                     (_, Some((w, sm)), None) => match sm.split_once('m') {
                         Some((s, m)) => format!("FLASH_INSTANCE_M({w}, {s}, {m},"),
                         None => format!("FLASH_INSTANCE({w}, {sm})"),

@@ -1,6 +1,8 @@
 //! Attention launchers. Two kernels: the exact fp32 one (attention.cu, one warp per query row; the
 //! parity mode and every head_dim), and the tensor-core flash kernel (flash.cu: head_dim 128, bf16
 //! operands, fp32 softmax and accumulation) used when the backend's attention precision is bf16.
+//! On sm_90 the flash kernel has a Hopper form (flash_wgmma.cu: wgmma, a producer warpgroup),
+//! selected by `FLASHVSR_CUDA_FLASH=wgmma` (not yet the default).
 
 use std::sync::Arc;
 
@@ -40,8 +42,8 @@ unsafe impl DeviceRepr for FlashSegments {}
 /// each K/V fragment read from shared memory feeds twice the MMAs, Q staged in shared memory), and
 /// whether K/V are converted to a head-major bf16 layout (each 64-key tile one contiguous 16 KB
 /// run) or keep the row layout. `wgmma`: the Hopper kernel of flash_wgmma.cu instead (sm_90a
-/// only; two warpgroups of 64 query rows per CTA, `stages` K/V stages; `m_tiles` unused), with
-/// `producer` its warp-specialized form (a third warpgroup issues the K/V copies).
+/// only; two consumer warpgroups of 64 query rows and a producer warpgroup per CTA, `stages` K/V
+/// stages; `m_tiles` unused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FlashConfig {
     warps: usize,
@@ -49,7 +51,6 @@ struct FlashConfig {
     m_tiles: usize,
     head_major: bool,
     wgmma: bool,
-    producer: bool,
 }
 
 /// The instances flash.cu defines as (warps, stages, m-tiles): `FLASH_INSTANCE(W, S)` with one
@@ -59,11 +60,7 @@ const FLASH_INSTANCES: [(usize, usize, usize); 5] =
 
 /// The K/V stages of the instances flash_wgmma.cu defines (`FLASH_WGMMA_INSTANCE(S)`), the first
 /// the one `FLASHVSR_CUDA_FLASH=wgmma` selects.
-const FLASH_WGMMA_STAGES: [usize; 3] = [4, 3, 5];
-
-/// The same for its warp-specialized instances (`FLASH_WGMMA_WS_INSTANCE(S)`,
-/// `FLASHVSR_CUDA_FLASH=wgmmaws[<S>]`).
-const FLASH_WGMMA_WS_STAGES: [usize; 2] = [4, 5];
+const FLASH_WGMMA_STAGES: [usize; 2] = [4, 5];
 
 impl FlashConfig {
     /// 4 warps of 32 query rows (each K/V fragment read from shared memory feeds both of a
@@ -77,19 +74,17 @@ impl FlashConfig {
         m_tiles: 2,
         head_major: false,
         wgmma: false,
-        producer: false,
     };
 
-    /// The Hopper kernel with `stages` K/V stages: 8 warps (two warpgroups), one CTA per query
-    /// block; with a producer warpgroup, 12.
-    const fn wgmma(stages: usize, producer: bool) -> FlashConfig {
+    /// The Hopper kernel with `stages` K/V stages: 12 warps (two consumer warpgroups and the
+    /// producer warpgroup), one CTA per query block.
+    const fn wgmma(stages: usize) -> FlashConfig {
         FlashConfig {
-            warps: if producer { 12 } else { 8 },
+            warps: 12,
             stages,
             m_tiles: 1,
             head_major: false,
             wgmma: true,
-            producer,
         }
     }
 
@@ -125,7 +120,7 @@ impl FlashConfig {
 
     fn kernel_name(self) -> String {
         if self.wgmma {
-            flash_wgmma_kernel_name(self.stages, self.producer)
+            flash_wgmma_kernel_name(self.stages)
         } else {
             flash_kernel_name(self.warps, self.stages, self.m_tiles)
         }
@@ -133,9 +128,9 @@ impl FlashConfig {
 
     /// The default, or `FLASHVSR_CUDA_FLASH=w<W>s<S>[m<M>][h]` (tuning experiments, read per
     /// call: an instance of FLASH_INSTANCES; `m2` = 32 query rows per warp, `h` = head-major
-    /// K/V), or `wgmma[ws][<S>][h]` (the Hopper kernel, `ws` its warp-specialized form, S K/V
-    /// stages, 4 if not given; where the device is no sm_90 (`hopper` false), the default
-    /// instead). Anything else keeps the default. An instance whose shared memory the GPU cannot give (w4s3m2 needs 128 KB: not on
+    /// K/V), or `wgmma[<S>][h]` (the Hopper kernel, S K/V stages, 4 if not given; where the
+    /// device is no sm_90 (`hopper` false), the default instead). Anything else keeps the
+    /// default. An instance whose shared memory the GPU cannot give (w4s3m2 needs 128 KB: not on
     /// sm_86/sm_89) fails at launch.
     fn from_env(hopper: bool) -> FlashConfig {
         FlashConfig::select(std::env::var("FLASHVSR_CUDA_FLASH").ok().as_deref(), hopper)
@@ -153,24 +148,15 @@ impl FlashConfig {
             Some(rest) => (rest, true),
             None => (v, false),
         };
-        if let Some(rest) = v.strip_prefix("wgmma") {
-            let (stages, producer) = match rest.strip_prefix("ws") {
-                Some(stages) => (stages, true),
-                None => (rest, false),
-            };
-            let listed: &[usize] = if producer {
-                &FLASH_WGMMA_WS_STAGES
-            } else {
-                &FLASH_WGMMA_STAGES
-            };
+        if let Some(stages) = v.strip_prefix("wgmma") {
             let stages = match stages {
-                "" => listed[0],
+                "" => FLASH_WGMMA_STAGES[0],
                 s if s.starts_with(|c: char| c.is_ascii_digit()) => s.parse().ok()?,
                 _ => return None,
             };
-            return listed.contains(&stages).then_some(FlashConfig {
+            return FLASH_WGMMA_STAGES.contains(&stages).then_some(FlashConfig {
                 head_major,
-                ..FlashConfig::wgmma(stages, producer)
+                ..FlashConfig::wgmma(stages)
             });
         }
         let (w, rest) = v.strip_prefix('w')?.split_once('s')?;
@@ -187,7 +173,6 @@ impl FlashConfig {
                 m_tiles,
                 head_major,
                 wgmma: false,
-                producer: false,
             })
     }
 }
@@ -232,17 +217,8 @@ pub(crate) fn prepare_flash(
         m_tiles,
         head_major: false,
         wgmma: false,
-        producer: false,
     });
-    let hopper: Vec<FlashConfig> = FLASH_WGMMA_STAGES
-        .iter()
-        .map(|&s| FlashConfig::wgmma(s, false))
-        .chain(
-            FLASH_WGMMA_WS_STAGES
-                .iter()
-                .map(|&s| FlashConfig::wgmma(s, true)),
-        )
-        .collect();
+    let hopper = FLASH_WGMMA_STAGES.map(FlashConfig::wgmma);
     let wanted: &[FlashConfig] = if wgmma_ok { &hopper } else { &[] };
     for cfg in classic.iter().chain(wanted) {
         let Ok(f) = kernels.get(&cfg.kernel_name()) else {
@@ -626,27 +602,17 @@ mod tests {
             .find(|s| s.name == "flash_wgmma.cu")
             .unwrap()
             .functions;
-        assert_eq!(
-            listed.len(),
-            FLASH_WGMMA_STAGES.len() + FLASH_WGMMA_WS_STAGES.len()
-        );
-        let plain = FLASH_WGMMA_STAGES.map(|s| (s, ""));
-        let ws = FLASH_WGMMA_WS_STAGES.map(|s| (s, "ws"));
-        for (stages, kind) in plain.iter().chain(&ws) {
-            let (macro_name, threads) = if kind.is_empty() {
-                ("FLASH_WGMMA_INSTANCE", "FW_THREADS")
-            } else {
-                ("FLASH_WGMMA_WS_INSTANCE", "FW_WS_THREADS")
-            };
-            let stamp = format!("\n{macro_name}({stages})\n");
+        assert_eq!(listed.len(), FLASH_WGMMA_STAGES.len());
+        for stages in FLASH_WGMMA_STAGES {
+            let stamp = format!("\nFLASH_WGMMA_INSTANCE({stages})\n");
             assert!(src.contains(&stamp), "{stamp} not in flash_wgmma.cu");
-            let cfg = FlashConfig::parse(&format!("wgmma{kind}{stages}")).unwrap();
+            let cfg = FlashConfig::parse(&format!("wgmma{stages}")).unwrap();
             assert!(listed.contains(&cfg.kernel_name().as_str()));
-            // One CTA of two consumer warpgroups per query block, within an H100's 227 KiB
-            // (with the kernel's 1 KiB of static shared memory).
-            assert_eq!((cfg.rows_per_cta(), cfg.split()), (128, 1));
+            // One CTA of two consumer warpgroups (and the producer) per query block, within an
+            // H100's 227 KiB (with the kernel's 1 KiB of static shared memory).
+            assert_eq!((cfg.warps, cfg.rows_per_cta(), cfg.split()), (12, 128, 1));
             assert!(cfg.smem() + 1024 <= 227 * 1024);
-            let define = format!("#define {threads} {}\n", 32 * cfg.warps);
+            let define = format!("#define FW_THREADS {}\n", 32 * cfg.warps);
             assert!(src.contains(&define), "{define} not in flash_wgmma.cu");
         }
     }
@@ -678,22 +644,14 @@ mod tests {
         assert_eq!(FlashConfig::parse("x"), None);
         let w = FlashConfig::parse("wgmma").unwrap();
         assert!(w.wgmma && !w.head_major);
-        assert_eq!((w.warps, w.stages), (8, FLASH_WGMMA_STAGES[0]));
+        assert_eq!((w.warps, w.stages), (12, FLASH_WGMMA_STAGES[0]));
         assert_eq!(FlashConfig::parse("wgmma4"), Some(w));
-        let w3 = FlashConfig::parse("wgmma3h").unwrap();
-        assert!(w3.wgmma && w3.head_major && w3.stages == 3);
-        assert_eq!(FlashConfig::parse("wgmma5").map(|c| c.stages), Some(5));
-        assert_eq!(FlashConfig::parse("wgmma2"), None);
+        let w5 = FlashConfig::parse("wgmma5h").unwrap();
+        assert!(w5.wgmma && w5.head_major && w5.stages == 5);
+        assert_eq!(w5.kernel_name(), "attention_flash_bf16_hd128_wgmma_s5");
+        assert_eq!(FlashConfig::parse("wgmma3"), None);
         assert_eq!(FlashConfig::parse("wgmma-4"), None);
         assert_eq!(FlashConfig::parse("wgmmax"), None);
-        let ws = FlashConfig::parse("wgmmaws").unwrap();
-        assert!(ws.wgmma && ws.producer && !ws.head_major);
-        assert_eq!((ws.warps, ws.stages), (12, FLASH_WGMMA_WS_STAGES[0]));
-        let ws5h = FlashConfig::parse("wgmmaws5h").unwrap();
-        assert!(ws5h.producer && ws5h.head_major && ws5h.stages == 5);
-        assert_eq!(ws5h.kernel_name(), "attention_flash_bf16_hd128_wgmma_ws_s5");
-        assert_eq!(FlashConfig::parse("wgmmaws3"), None);
-        assert_eq!(FlashConfig::parse("wgmmaw"), None);
     }
 
     #[test]

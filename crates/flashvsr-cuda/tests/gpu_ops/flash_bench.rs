@@ -26,15 +26,12 @@ const CALLS: usize = 20;
 const REPEATS: usize = 3;
 
 /// (FLASHVSR_CUDA_FLASH, FLASHVSR_CUDA_FLASH_ORDER); None = unset (the default).
-const RUNS: [(Option<&str>, Option<&str>); 8] = [
+const RUNS: [(Option<&str>, Option<&str>); 5] = [
     (None, None),
     (Some("wgmma"), None),
     (Some("wgmma5"), None),
-    (Some("wgmmaws"), None),
-    (Some("wgmmaws5"), None),
     (None, Some("head")),
     (Some("wgmma"), Some("head")),
-    (Some("wgmmaws5"), Some("head")),
 ];
 
 fn set(var: &str, value: Option<&str>) {

@@ -20,9 +20,9 @@ use super::{
 
 const KNOB: &str = "FLASHVSR_CUDA_FLASH";
 const INSTANCES: [&str; 4] = ["w4s3", "w4s3m2", "w4s2m2h", "w4s2"];
-/// The wgmma kernel's instances: 4 stages (what `wgmma` selects), 3, and 5 with head-major K/V
-/// (single-segment calls); the warp-specialized ones (4 stages, 5 with head-major K/V).
-const WGMMA_INSTANCES: [&str; 5] = ["wgmma", "wgmma3", "wgmma5h", "wgmmaws", "wgmmaws5h"];
+/// The wgmma kernel's instances: 4 stages (what `wgmma` selects), and 5 with head-major K/V
+/// (single-segment calls).
+const WGMMA_INSTANCES: [&str; 2] = ["wgmma", "wgmma5h"];
 /// Relative L2 between a wgmma instance's output and the default instance's: both round the
 /// same bf16 operands and P; they may differ in summation order, and where a P rounds to the
 /// other bf16 neighbour. (On an H100 they measured equal, bit for bit: the tensor cores sum each
