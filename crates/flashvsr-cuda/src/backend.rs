@@ -241,8 +241,9 @@ pub struct CudaBackend {
     options: CudaOptions,
     pub(crate) gpu: Gpu,
     pub(crate) kernels: Kernels,
-    /// The flash attention kernel can run here (sm_80+, shared-memory limit raised).
-    pub(crate) flash_ready: bool,
+    /// Which flash attention kernels can run here (sm_80+, shared-memory limits raised; the
+    /// wgmma ones on sm_90).
+    pub(crate) flash_ready: crate::ops::attention::FlashReady,
     gemm: Mutex<Gemm>,
     scratch: Mutex<Option<CudaSlice<f32>>>,
     /// The capped allocation pool under a memory limit.
@@ -442,6 +443,22 @@ impl CudaBackend {
         self.gpu.stream.synchronize()?;
         self.gpu.ctx.check_err()?;
         Ok(())
+    }
+
+    /// GPU milliseconds of the work that `f` enqueues on this backend's stream: CUDA events
+    /// recorded before and after it, then waited for. For benchmarks (the host's own time in
+    /// `f` counts only where the GPU waited for it).
+    #[doc(hidden)]
+    pub fn gpu_time_ms<T>(&self, f: impl FnOnce() -> T) -> Result<(T, f64), CudaError> {
+        let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
+        let start = self.gpu.ctx.new_event(flags)?;
+        let end = self.gpu.ctx.new_event(flags)?;
+        start.record(&self.gpu.stream)?;
+        let out = f();
+        end.record(&self.gpu.stream)?;
+        end.synchronize()?;
+        self.gpu.ctx.check_err()?;
+        Ok((out, f64::from(start.elapsed_ms(&end)?)))
     }
 
     /// An output buffer as every op gets it, written by no kernel: all NaN when poisoning is on.

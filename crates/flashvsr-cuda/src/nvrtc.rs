@@ -48,6 +48,16 @@ fn nvrtc_err(what: &str, e: nvr::NvrtcError) -> CudaError {
 
 /// Compiles one header-free source to a CUBIN. `name` only labels the log.
 pub(crate) fn compile_cubin(name: &str, src: &str, arch: &str) -> CudaResult<Vec<u8>> {
+    compile_cubin_logged(name, src, arch).map(|(cubin, _)| cubin)
+}
+
+/// [`compile_cubin`], with the compiler's log (its warnings and ptxas' notes, such as a wgmma
+/// pipeline it serialized).
+pub(crate) fn compile_cubin_logged(
+    name: &str,
+    src: &str,
+    arch: &str,
+) -> CudaResult<(Vec<u8>, String)> {
     nvrtc_version()?;
     catch(|| {
         let csrc = CString::new(src).map_err(|e| CudaError::Nvrtc(e.to_string()))?;
@@ -59,11 +69,21 @@ pub(crate) fn compile_cubin(name: &str, src: &str, arch: &str) -> CudaResult<Vec
     })
 }
 
-fn compile_program(prog: nvs::nvrtcProgram, name: &str, opts: &[String]) -> CudaResult<Vec<u8>> {
+fn compile_program(
+    prog: nvs::nvrtcProgram,
+    name: &str,
+    opts: &[String],
+) -> CudaResult<(Vec<u8>, String)> {
     let compiled = unsafe { nvr::compile_program(prog, opts) };
+    let log: Vec<u8> = unsafe { nvr::get_program_log(prog) }
+        .unwrap_or_default()
+        .into_iter()
+        .map(|c| c as u8)
+        .collect();
+    let log = CStr::from_bytes_until_nul(&log)
+        .map(|l| l.to_string_lossy().into_owned())
+        .unwrap_or_default();
     if let Err(e) = compiled {
-        let log = unsafe { nvr::get_program_log(prog) }.unwrap_or_default();
-        let log = unsafe { CStr::from_ptr(log.as_ptr()) }.to_string_lossy();
         return Err(CudaError::Nvrtc(format!(
             "compiling {name} with {opts:?}: {e:?}\n{log}"
         )));
@@ -76,7 +96,7 @@ fn compile_program(prog: nvs::nvrtcProgram, name: &str, opts: &[String]) -> Cuda
     unsafe { nvs::nvrtcGetCUBIN(prog, cubin.as_mut_ptr().cast()) }
         .result()
         .map_err(|e| nvrtc_err("nvrtcGetCUBIN", e))?;
-    Ok(cubin)
+    Ok((cubin, log))
 }
 
 fn cache_path(src: &str, arch: &str, version: (i32, i32)) -> PathBuf {

@@ -4,6 +4,8 @@
 //!
 //! Own `main` (harness = false): the library resolver may re-exec this binary once, which must
 //! happen before any thread starts. Optional argument: a substring filter on case names.
+//! `gpu_ops "flash bench"` runs the flash kernels' benchmark (gpu_ops/flash_bench.rs), which runs
+//! only when asked for.
 
 #[path = "gpu_ops/async_copies.rs"]
 mod async_copies;
@@ -15,6 +17,8 @@ mod channels_last;
 mod cudnn_conv;
 #[path = "gpu_ops/dilated_blur.rs"]
 mod dilated_blur;
+#[path = "gpu_ops/flash_bench.rs"]
+mod flash_bench;
 #[path = "gpu_ops/flash_instances.rs"]
 mod flash_instances;
 #[path = "gpu_ops/kv_segments.rs"]
@@ -1413,6 +1417,7 @@ fn main() {
         failures: Vec::new(),
         cases: 0,
     };
+    flash_bench::run(&mut s, info.ordinal);
     plumbing(&mut s, &gpu);
     layout(&mut s);
     pointwise(&mut s);

@@ -21,9 +21,30 @@ fn main() {
         let start = std::time::Instant::now();
         match flashvsr_cuda::compile_all_kernels_for(arch) {
             Ok(cubins) => {
-                for (name, bytes) in &cubins {
+                for (name, bytes, log) in &cubins {
                     println!("nvrtc_compile: {arch} {name}: {bytes} bytes");
                     assert!(*bytes > 0, "{name}: empty CUBIN");
+                    // ptxas notes where it had to serialize a wgmma pipeline (C7510-C7520:
+                    // "wgmma.mma_async instructions are serialized due to ..."): the Hopper
+                    // kernel would still be right, and slow.
+                    assert!(
+                        !log.contains("serialized"),
+                        "{arch} {name}: ptxas serialized wgmma:\n{log}"
+                    );
+                }
+                let wgmma = cubins.iter().find(|c| c.0 == "flash_wgmma.cu");
+                let wgmma_bytes = wgmma.map_or(0, |c| c.1);
+                // Built for sm_90a only; elsewhere its kernels are empty.
+                if arch == "sm_90a" {
+                    assert!(
+                        wgmma_bytes > 64 * 1024,
+                        "flash_wgmma.cu: {wgmma_bytes} bytes"
+                    );
+                } else {
+                    assert!(
+                        wgmma_bytes < 32 * 1024,
+                        "flash_wgmma.cu: {wgmma_bytes} bytes"
+                    );
                 }
                 println!(
                     "nvrtc_compile: {arch}: {} sources in {:.2}s: ok",

@@ -172,6 +172,14 @@ pub(crate) const SOURCES: &[Source] = &[
             "attention_flash_bf16_hd128_w4s3m2",
         ],
     },
+    Source {
+        name: "flash_wgmma.cu",
+        body: include_str!("flash_wgmma.cu"),
+        functions: &[
+            "attention_flash_bf16_hd128_wgmma_s4",
+            "attention_flash_bf16_hd128_wgmma_s5",
+        ],
+    },
 ];
 
 /// The tensor-core attention kernels of flash.cu (head_dim 128, bf16 operands), one instance per
@@ -184,6 +192,12 @@ pub(crate) fn flash_kernel_name(warps: usize, stages: usize, m_tiles: usize) -> 
         String::new()
     };
     format!("attention_flash_bf16_hd128_w{warps}s{stages}{suffix}")
+}
+
+/// The Hopper (wgmma) instances of flash.cu's kernel, in flash_wgmma.cu, one per count of K/V
+/// stages: `attention_flash_bf16_hd128_wgmma_s<S>`.
+pub(crate) fn flash_wgmma_kernel_name(stages: usize) -> String {
+    format!("attention_flash_bf16_hd128_wgmma_s{stages}")
 }
 
 /// Every function of every source, loaded into one context.
@@ -211,13 +225,14 @@ impl Kernels {
     }
 }
 
-/// NVRTC-compiles every kernel source for `arch` (no GPU needed); `(source, CUBIN bytes)`.
-pub fn compile_all_kernels_for(arch: &str) -> Result<Vec<(String, usize)>, String> {
+/// NVRTC-compiles every kernel source for `arch` (no GPU needed); `(source, CUBIN bytes, the
+/// compiler's log)`.
+pub fn compile_all_kernels_for(arch: &str) -> Result<Vec<(String, usize, String)>, String> {
     SOURCES
         .iter()
         .map(|src| {
-            nvrtc::compile_cubin(src.name, &src.text(), arch)
-                .map(|cubin| (src.name.to_string(), cubin.len()))
+            nvrtc::compile_cubin_logged(src.name, &src.text(), arch)
+                .map(|(cubin, log)| (src.name.to_string(), cubin.len(), log))
                 .map_err(|e| e.to_string())
         })
         .collect()
@@ -232,16 +247,19 @@ mod tests {
         for src in SOURCES {
             for f in src.functions {
                 // Attention instances are stamped out by macros as `<base>_n##NPL`,
-                // `attention_flash_bf16_hd128_w##W##s##S` and `..._w##W##s##S##m##M`.
+                // `attention_flash_bf16_hd128_w##W##s##S`, `..._w##W##s##S##m##M` and
+                // `..._wgmma_s##S`.
+                let wgmma = f.strip_prefix("attention_flash_bf16_hd128_wgmma_s");
                 let flash = f
                     .strip_prefix("attention_flash_bf16_hd128_w")
                     .and_then(|ws| ws.split_once('s'));
-                let pattern = match (f.rsplit_once("_n"), flash) {
-                    (_, Some((w, sm))) => match sm.split_once('m') {
+                let pattern = match (f.rsplit_once("_n"), flash, wgmma) {
+                    (_, _, Some(s)) => format!("\nFLASH_WGMMA_INSTANCE({s})\n"),
+                    (_, Some((w, sm)), None) => match sm.split_once('m') {
                         Some((s, m)) => format!("FLASH_INSTANCE_M({w}, {s}, {m},"),
                         None => format!("FLASH_INSTANCE({w}, {sm})"),
                     },
-                    (Some((base, npl)), _) if npl.parse::<usize>().is_ok() => {
+                    (Some((base, npl)), _, None) if npl.parse::<usize>().is_ok() => {
                         format!("{base}_n##")
                     }
                     _ => format!("{f}("),

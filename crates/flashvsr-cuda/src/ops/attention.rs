@@ -2,6 +2,9 @@
 //! parity mode and every head_dim), and the tensor-core flash kernel (flash.cu: head_dim 128, bf16
 //! operands, fp32 softmax and accumulation) used when the backend's attention precision is bf16.
 //! Dense attention over wider heads runs as GEMMs instead (attention_gemm.rs).
+//! On sm_90 the flash kernel has a Hopper form (flash_wgmma.cu: wgmma, a producer warpgroup),
+//! the default there (1.32 → 1.11 ms per call at config A's shape on an H100, the same bits);
+//! `FLASHVSR_CUDA_FLASH=w4s2m2` selects the mma.sync kernel instead.
 
 use std::sync::Arc;
 
@@ -11,7 +14,7 @@ use flashvsr_tensor::Tensor;
 use crate::backend::{AttentionPrecision, CudaBackend};
 use crate::buffer::{CudaBuffer, Storage};
 use crate::error::{CudaError, CudaResult};
-use crate::kernels::{flash_kernel_name, Kernels, ATTENTION_WIDTHS};
+use crate::kernels::{flash_kernel_name, flash_wgmma_kernel_name, Kernels, ATTENTION_WIDTHS};
 use crate::launch::KernelArgs;
 use crate::ops::mask::WorkOrder;
 
@@ -40,19 +43,26 @@ unsafe impl DeviceRepr for FlashSegments {}
 /// rows per warp (1: 16 rows, 4 warps = half a query block per CTA, two CTAs per SM; 2: 32 rows,
 /// each K/V fragment read from shared memory feeds twice the MMAs, Q staged in shared memory), and
 /// whether K/V are converted to a head-major bf16 layout (each 64-key tile one contiguous 16 KB
-/// run) or keep the row layout.
+/// run) or keep the row layout. `wgmma`: the Hopper kernel of flash_wgmma.cu instead (sm_90a
+/// only; two consumer warpgroups of 64 query rows and a producer warpgroup per CTA, `stages` K/V
+/// stages; `m_tiles` unused).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FlashConfig {
     warps: usize,
     stages: usize,
     m_tiles: usize,
     head_major: bool,
+    wgmma: bool,
 }
 
 /// The instances flash.cu defines as (warps, stages, m-tiles): `FLASH_INSTANCE(W, S)` with one
 /// m-tile, `FLASH_INSTANCE_M(W, S, M, ..)` with more.
 const FLASH_INSTANCES: [(usize, usize, usize); 5] =
     [(4, 3, 1), (4, 2, 1), (8, 3, 1), (4, 2, 2), (4, 3, 2)];
+
+/// The K/V stages of the instances flash_wgmma.cu defines (`FLASH_WGMMA_INSTANCE(S)`), the first
+/// the one `FLASHVSR_CUDA_FLASH=wgmma` selects.
+const FLASH_WGMMA_STAGES: [usize; 2] = [4, 5];
 
 impl FlashConfig {
     /// 4 warps of 32 query rows (each K/V fragment read from shared memory feeds both of a
@@ -65,11 +75,28 @@ impl FlashConfig {
         stages: 2,
         m_tiles: 2,
         head_major: false,
+        wgmma: false,
     };
+
+    /// The Hopper kernel with `stages` K/V stages: 12 warps (two consumer warpgroups and the
+    /// producer warpgroup), one CTA per query block.
+    const fn wgmma(stages: usize) -> FlashConfig {
+        FlashConfig {
+            warps: 12,
+            stages,
+            m_tiles: 1,
+            head_major: false,
+            wgmma: true,
+        }
+    }
 
     /// Query rows per CTA.
     const fn rows_per_cta(self) -> usize {
-        16 * self.m_tiles * self.warps
+        if self.wgmma {
+            FLASH_ROWS
+        } else {
+            16 * self.m_tiles * self.warps
+        }
     }
 
     /// CTAs per work item (a 128-row query block): SPLIT in flash.cu.
@@ -79,7 +106,12 @@ impl FlashConfig {
 
     /// Dynamic shared memory: a K and a V tile of bf16 per stage, and with more than one m-tile
     /// the CTA's Q rows in bf16.
+    /// The wgmma kernel: 1 KB to align its operands to the 128-byte swizzle's 1024-byte period,
+    /// Q's 128 rows of bf16 and the stages.
     const fn smem(self) -> usize {
+        if self.wgmma {
+            return 1024 + FLASH_ROWS * FLASH_HD * 2 + self.stages * 2 * FLASH_KEYS * FLASH_HD * 2;
+        }
         let q = if self.m_tiles > 1 {
             self.rows_per_cta() * FLASH_HD * 2
         } else {
@@ -89,18 +121,33 @@ impl FlashConfig {
     }
 
     fn kernel_name(self) -> String {
-        flash_kernel_name(self.warps, self.stages, self.m_tiles)
+        if self.wgmma {
+            flash_wgmma_kernel_name(self.stages)
+        } else {
+            flash_kernel_name(self.warps, self.stages, self.m_tiles)
+        }
     }
 
-    /// The default, or `FLASHVSR_CUDA_FLASH=w<W>s<S>[m<M>][h]` (tuning experiments, read per
-    /// call: an instance of FLASH_INSTANCES; `m2` = 32 query rows per warp, `h` = head-major
-    /// K/V). Anything else keeps the default. An instance whose shared memory the GPU cannot give
-    /// (w4s3m2 needs 128 KB: not on sm_86/sm_89) fails at launch.
-    fn from_env() -> FlashConfig {
-        std::env::var("FLASHVSR_CUDA_FLASH")
-            .ok()
-            .and_then(|v| FlashConfig::parse(&v))
-            .unwrap_or(FlashConfig::DEFAULT)
+    /// The default (the Hopper kernel where `hopper`, else w4s2m2), or
+    /// `FLASHVSR_CUDA_FLASH=w<W>s<S>[m<M>][h]` (tuning experiments, read per call: an instance of
+    /// FLASH_INSTANCES; `m2` = 32 query rows per warp, `h` = head-major K/V), or `wgmma[<S>][h]`
+    /// (the Hopper kernel, S K/V stages, 4 if not given; where the device is no sm_90 (`hopper`
+    /// false), the default instead). Anything else keeps the default. An instance whose shared memory the GPU cannot give (w4s3m2 needs 128 KB: not on
+    /// sm_86/sm_89) fails at launch.
+    fn from_env(hopper: bool) -> FlashConfig {
+        FlashConfig::select(std::env::var("FLASHVSR_CUDA_FLASH").ok().as_deref(), hopper)
+    }
+
+    /// The instance a knob value names, as `from_env` reads it.
+    fn select(knob: Option<&str>, hopper: bool) -> FlashConfig {
+        let default = if hopper {
+            FlashConfig::wgmma(FLASH_WGMMA_STAGES[0])
+        } else {
+            FlashConfig::DEFAULT
+        };
+        knob.and_then(FlashConfig::parse)
+            .filter(|c| hopper || !c.wgmma)
+            .unwrap_or(default)
     }
 
     fn parse(v: &str) -> Option<FlashConfig> {
@@ -108,6 +155,17 @@ impl FlashConfig {
             Some(rest) => (rest, true),
             None => (v, false),
         };
+        if let Some(stages) = v.strip_prefix("wgmma") {
+            let stages = match stages {
+                "" => FLASH_WGMMA_STAGES[0],
+                s if s.starts_with(|c: char| c.is_ascii_digit()) => s.parse().ok()?,
+                _ => return None,
+            };
+            return FLASH_WGMMA_STAGES.contains(&stages).then_some(FlashConfig {
+                head_major,
+                ..FlashConfig::wgmma(stages)
+            });
+        }
         let (w, rest) = v.strip_prefix('w')?.split_once('s')?;
         let (s, m_tiles) = match rest.split_once('m') {
             Some((s, m)) => (s, m.parse().ok()?),
@@ -121,6 +179,7 @@ impl FlashConfig {
                 stages,
                 m_tiles,
                 head_major,
+                wgmma: false,
             })
     }
 }
@@ -135,22 +194,42 @@ fn order_knob() -> WorkOrder {
     }
 }
 
+/// Which flash kernels can run on a device (`prepare_flash`).
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct FlashReady {
+    /// The default instance (sm_80+, shared-memory limit raised): else the fp32 kernels serve.
+    pub default: bool,
+    /// The wgmma instances of flash_wgmma.cu (an sm_90 device, so the module was built for
+    /// sm_90a; every limit raised): else `FLASHVSR_CUDA_FLASH=wgmma` keeps the default.
+    pub wgmma: bool,
+}
+
 /// Raises the flash kernels' dynamic shared-memory limits (and asks for the largest shared-memory
-/// carve-out); false where the GPU cannot run the default instance (before sm_80, or too little
-/// shared memory), so that the fp32 kernels serve instead.
-pub(crate) fn prepare_flash(ctx: &Arc<CudaContext>, cc: (i32, i32), kernels: &Kernels) -> bool {
+/// carve-out). The default instance is not ready where the GPU cannot run it (before sm_80, or
+/// too little shared memory), so that the fp32 kernels serve instead.
+pub(crate) fn prepare_flash(
+    ctx: &Arc<CudaContext>,
+    cc: (i32, i32),
+    kernels: &Kernels,
+) -> FlashReady {
     if cc < (8, 0) || ctx.bind_to_thread().is_err() {
-        return false;
+        return FlashReady::default();
     }
     let mut default_ok = false;
-    for (warps, stages, m_tiles) in FLASH_INSTANCES {
-        let cfg = FlashConfig {
-            warps,
-            stages,
-            m_tiles,
-            head_major: false,
-        };
+    // The wgmma kernels are built (non-empty) for sm_90a only, the target of (9, 0).
+    let mut wgmma_ok = cc == (9, 0);
+    let classic = FLASH_INSTANCES.map(|(warps, stages, m_tiles)| FlashConfig {
+        warps,
+        stages,
+        m_tiles,
+        head_major: false,
+        wgmma: false,
+    });
+    let hopper = FLASH_WGMMA_STAGES.map(FlashConfig::wgmma);
+    let wanted: &[FlashConfig] = if wgmma_ok { &hopper } else { &[] };
+    for cfg in classic.iter().chain(wanted) {
         let Ok(f) = kernels.get(&cfg.kernel_name()) else {
+            wgmma_ok &= !cfg.wgmma;
             continue;
         };
         let ok = f
@@ -164,11 +243,17 @@ pub(crate) fn prepare_flash(ctx: &Arc<CudaContext>, cc: (i32, i32), kernels: &Ke
             sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_PREFERRED_SHARED_MEMORY_CARVEOUT,
             100,
         );
-        if cfg == FlashConfig::DEFAULT {
+        if *cfg == FlashConfig::DEFAULT {
             default_ok = ok;
         }
+        if cfg.wgmma {
+            wgmma_ok &= ok;
+        }
     }
-    default_ok
+    FlashReady {
+        default: default_ok,
+        wgmma: wgmma_ok && default_ok,
+    }
 }
 
 /// Query rows per block (one warp each), as `ATT_WARPS` in attention.cu.
@@ -207,7 +292,7 @@ impl CudaBackend {
     /// Whether an attention of this head_dim runs on the flash kernel.
     fn use_flash(&self, head_dim: usize) -> bool {
         self.options().attention == AttentionPrecision::Bf16
-            && self.flash_ready
+            && self.flash_ready.default
             && head_dim == FLASH_HD
     }
 
@@ -306,7 +391,7 @@ impl CudaBackend {
     ) -> CudaResult<CudaBuffer> {
         let (lq, dim) = (q.dim(0), q.dim(1));
         let lk: usize = k.iter().map(|s| s.dim(0)).sum();
-        let cfg = FlashConfig::from_env();
+        let cfg = FlashConfig::from_env(self.flash_ready.wgmma);
         let query_blocks = lq.div_ceil(FLASH_ROWS);
         let items = heads * query_blocks;
         let split = cfg.split();
@@ -505,6 +590,50 @@ mod tests {
     }
 
     #[test]
+    fn flash_wgmma_source_matches_the_host() {
+        let src = include_str!("../kernels/flash_wgmma.cu");
+        for (name, value) in [
+            ("FW_HD", FLASH_HD),
+            ("FW_KT", FLASH_KEYS),
+            ("FW_QBLOCK", FLASH_ROWS),
+            ("FW_MAX_SEGMENTS", FLASH_MAX_SEGMENTS),
+        ] {
+            assert!(
+                src.contains(&format!("#define {name} {value}\n")),
+                "{name} != {value} in flash_wgmma.cu"
+            );
+        }
+        // The host fills one FaSegments for either kernel: the same fields in the same order.
+        let fields = |src: &str, n: &str| {
+            let at = src.find("struct FaSegments {").expect("FaSegments");
+            let body = &src[at..at + src[at..].find("};").expect("end of FaSegments")];
+            body.replace(n, "N")
+        };
+        assert_eq!(
+            fields(src, "FW_MAX_SEGMENTS"),
+            fields(include_str!("../kernels/flash.cu"), "FA_MAX_SEGMENTS")
+        );
+        let listed = crate::kernels::SOURCES
+            .iter()
+            .find(|s| s.name == "flash_wgmma.cu")
+            .unwrap()
+            .functions;
+        assert_eq!(listed.len(), FLASH_WGMMA_STAGES.len());
+        for stages in FLASH_WGMMA_STAGES {
+            let stamp = format!("\nFLASH_WGMMA_INSTANCE({stages})\n");
+            assert!(src.contains(&stamp), "{stamp} not in flash_wgmma.cu");
+            let cfg = FlashConfig::parse(&format!("wgmma{stages}")).unwrap();
+            assert!(listed.contains(&cfg.kernel_name().as_str()));
+            // One CTA of two consumer warpgroups (and the producer) per query block, within an
+            // H100's 227 KiB (with the kernel's 1 KiB of static shared memory).
+            assert_eq!((cfg.warps, cfg.rows_per_cta(), cfg.split()), (12, 128, 1));
+            assert!(cfg.smem() + 1024 <= 227 * 1024);
+            let define = format!("#define FW_THREADS {}\n", 32 * cfg.warps);
+            assert!(src.contains(&define), "{define} not in flash_wgmma.cu");
+        }
+    }
+
+    #[test]
     fn flash_knob_parses_instances_only() {
         let c = FlashConfig::parse("w4s2h").unwrap();
         assert_eq!(
@@ -529,6 +658,37 @@ mod tests {
         assert_eq!(FlashConfig::parse("w4s2m"), None);
         assert_eq!(FlashConfig::parse("w4s2mh"), None);
         assert_eq!(FlashConfig::parse("x"), None);
+        let w = FlashConfig::parse("wgmma").unwrap();
+        assert!(w.wgmma && !w.head_major);
+        assert_eq!((w.warps, w.stages), (12, FLASH_WGMMA_STAGES[0]));
+        assert_eq!(FlashConfig::parse("wgmma4"), Some(w));
+        let w5 = FlashConfig::parse("wgmma5h").unwrap();
+        assert!(w5.wgmma && w5.head_major && w5.stages == 5);
+        assert_eq!(w5.kernel_name(), "attention_flash_bf16_hd128_wgmma_s5");
+        assert_eq!(FlashConfig::parse("wgmma3"), None);
+        assert_eq!(FlashConfig::parse("wgmma-4"), None);
+        assert_eq!(FlashConfig::parse("wgmmax"), None);
+    }
+
+    #[test]
+    fn flash_wgmma_only_on_hopper() {
+        assert!(FlashConfig::select(Some("wgmma"), true).wgmma);
+        assert_eq!(
+            FlashConfig::select(Some("wgmma"), false),
+            FlashConfig::DEFAULT
+        );
+        let w4s3 = FlashConfig::select(Some("w4s3"), false);
+        assert_eq!((w4s3.wgmma, w4s3.stages, w4s3.m_tiles), (false, 3, 1));
+        assert_eq!(
+            FlashConfig::select(None, true),
+            FlashConfig::wgmma(FLASH_WGMMA_STAGES[0])
+        );
+        assert_eq!(FlashConfig::select(None, false), FlashConfig::DEFAULT);
+        assert_eq!(FlashConfig::select(Some("x"), false), FlashConfig::DEFAULT);
+        assert_eq!(
+            FlashConfig::select(Some("w4s2m2"), true),
+            FlashConfig::DEFAULT
+        );
     }
 
     #[test]
@@ -549,5 +709,9 @@ mod tests {
         let m2s3 = FlashConfig::parse("w4s3m2").unwrap();
         assert_eq!(m2s3.smem(), 128 * 1024);
         assert_eq!(m2s3.kernel_name(), "attention_flash_bf16_hd128_w4s3m2");
+        // wgmma: 1 KiB of alignment, Q (32 KiB), 4 stages of a K and a V tile (32 KiB each).
+        let w = FlashConfig::parse("wgmma").unwrap();
+        assert_eq!(w.smem(), 1024 + 32 * 1024 + 4 * 32 * 1024);
+        assert_eq!(w.kernel_name(), "attention_flash_bf16_hd128_wgmma_s4");
     }
 }

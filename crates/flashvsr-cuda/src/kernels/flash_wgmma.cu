@@ -1,0 +1,580 @@
+// The flash attention kernel of flash.cu on Hopper's warpgroup MMA (wgmma, sm_90a only): the same
+// interface and semantics (head_dim 128, bf16 operands, fp32 accumulation and fp32 online
+// softmax, K/V read in place from up to FW_MAX_SEGMENTS segments, dense or block-sparse with
+// 128-row query blocks and key blocks of a multiple of 64 rows, the bf16 copy of the output,
+// exact zeros for a query block with no key block). Not promised to give flash.cu's bits (the
+// MMAs may sum in another order), though on an H100 it did.
+//
+// One CTA of three warpgroups (384 threads) per (head, 128-row query block), flash-attention 3's
+// layout with cp.async for copies. Warpgroups 0 and 1 are the consumers: warpgroup wg owns the
+// block's rows 64 wg .. 64 wg + 63 (wgmma's M = 64), and within it warp w (of 4) rows 16 w ..
+// 16 w + 15, laid out in registers like an m16n8 mma.sync fragment. Per 64-key tile:
+// - S = Q·Kᵀ: 8 `wgmma.m64n64k16` (k-steps of 16 over the 128 dims), Q and K both from shared
+//   memory (K-major, 128-byte swizzle, descriptors);
+// - the fp32 online softmax on S's accumulator fragments, P rounded to bf16 in registers (the row
+//   sums use the fp32 P, as in flash.cu);
+// - O += P·V: 4 `wgmma.m64n128k16` (k-steps of 16 keys), P as the register A operand, V from
+//   shared memory as an N-major ("transposed") B operand.
+// The S of tile i + 1 is issued before the P·V of tile i, and its softmax runs while P·V is in
+// flight (flash-attention 3's intra-warpgroup overlap); the two warpgroups interleave on the
+// tensor cores too. Warpgroup 2 is the producer: its warps copy the K/V tiles by cp.async,
+// round robin, and hand the stages over by mbarriers (see flash_wgmma_body). The consumers never
+// wait at a barrier of the whole CTA nor issue a copy: an earlier form where all 256 consumer
+// threads copied and met at __syncthreads once per tile measured 1.36 ms where this one takes
+// 1.11 (H100, the main sage shape), whatever its stage count.
+//
+// Shared memory (1024-byte aligned, the 128-byte swizzle's period): Q as bf16, 128 rows x 128
+// dims, then STAGES stages of a K and a V tile of 64 rows. Every operand is stored the same way:
+// two column halves (dims 0-63, 64-127) of rows of 128 bytes, half h at h x (rows x 128 bytes),
+// and 16-byte chunk c of row r at chunk c ^ (r & 7): the canonical "128-byte swizzle" layout,
+// K-major for Q and K (8-row groups 1024 bytes apart) and, for V, N-major (the two 64-dim halves
+// LBO apart, 8-key groups 1024 bytes apart). cp.async and ordinary stores write through the
+// generic proxy and wgmma reads through the async proxy: each writing thread issues
+// fence.proxy.async.shared::cta after its writes have landed and before the barrier (named
+// barrier or mbarrier) that publishes them.
+//
+// ptxas keeps a wgmma sequence asynchronous only when no other instruction touches its
+// registers between the issue and the wait; it says where it could not ("wgmma.mma_async
+// instructions are serialized", which the NVRTC compile test rejects). Hence the register
+// fences around the waits, the descriptors computed before each wgmma.fence, and the
+// straight-line main loop (the last tile's P·V peeled off).
+//
+// Needs sm_90a (`__CUDA_ARCH_FEAT_SM90_ALL`); on every other target the kernel compiles to
+// nothing and the host never launches it.
+
+typedef unsigned int u32;
+
+#define FW_QBLOCK 128
+#define FW_HD 128
+#define FW_KT 64
+// One K (or V) tile: FW_KT rows of 256 bytes, as two halves of FW_KT rows of 128 bytes.
+#define FW_TILE_BYTES (FW_KT * FW_HD * 2)
+#define FW_HALF_BYTES (FW_KT * 128)
+// Q: 128 rows, two halves of 128 rows of 128 bytes.
+#define FW_Q_BYTES (FW_QBLOCK * FW_HD * 2)
+#define FW_Q_HALF_BYTES (FW_QBLOCK * 128)
+// Two consumer warpgroups and a producer warpgroup.
+#define FW_THREADS 384
+#define FW_MAX_SEGMENTS 16
+
+// FaSegments of flash.cu, the same layout (the host fills one struct for either kernel).
+struct FaSegments {
+    u64 k[FW_MAX_SEGMENTS];
+    u64 v[FW_MAX_SEGMENTS];
+    int first_key[FW_MAX_SEGMENTS];
+    int count;
+};
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define FW_ENABLED 1
+#else
+#define FW_ENABLED 0
+#endif
+
+#if FW_ENABLED
+__device__ __forceinline__ u32 fw_pack_bf16(float lo, float hi) {
+    u32 r;
+    // The first source goes to the upper half.
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
+    return r;
+}
+
+// Two values as bf16 the way `f32_to_bf16` rounds them (low half first).
+__device__ __forceinline__ u32 fw_bf16_pair(float lo, float hi) {
+    return (u32)bf16_bits(lo) | ((u32)bf16_bits(hi) << 16);
+}
+
+__device__ __forceinline__ float fw_ex2(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
+
+// 16 bytes global -> shared; src_bytes = 0 fills the destination with zeros.
+__device__ __forceinline__ void fw_cp_async16(u32 dst, const void* src, int src_bytes) {
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
+                 "r"(src_bytes)
+                 : "memory");
+}
+
+__device__ __forceinline__ void fw_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
+
+template <int N>
+__device__ __forceinline__ void fw_cp_wait() {
+    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
+}
+
+// This thread's generic-proxy writes to shared memory (st.shared, completed cp.async) become
+// visible to the async proxy (wgmma's operand reads) once a barrier follows.
+__device__ __forceinline__ void fw_fence_proxy() {
+    asm volatile("fence.proxy.async.shared::cta;" ::: "memory");
+}
+
+__device__ __forceinline__ void fw_wgmma_fence() {
+    asm volatile("wgmma.fence.sync.aligned;" ::: "memory");
+}
+
+__device__ __forceinline__ void fw_wgmma_commit() {
+    asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory");
+}
+
+// Waits until at most N of this warpgroup's committed wgmma groups are pending.
+template <int N>
+__device__ __forceinline__ void fw_wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;" ::"n"(N) : "memory");
+}
+
+// Keeps the compiler from moving reads or writes of these registers across the asm statements
+// around it (the wgmma issue and wait): a wgmma's accumulators must not be touched while it is in
+// flight, and are valid only after its wait.
+template <int N>
+__device__ __forceinline__ void fw_fence_regs(float (&r)[N][4]) {
+#pragma unroll
+    for (int j = 0; j < N; ++j) {
+        asm volatile("" : "+f"(r[j][0]), "+f"(r[j][1]), "+f"(r[j][2]), "+f"(r[j][3])::"memory");
+    }
+}
+
+// The same for the A fragments of an in-flight wgmma: used here, after its wait, they stay live
+// (and unshared with the values computed in between) until then.
+__device__ __forceinline__ void fw_fence_regs(u32 (&r)[4][4]) {
+#pragma unroll
+    for (int j = 0; j < 4; ++j) {
+        asm volatile("" : "+r"(r[j][0]), "+r"(r[j][1]), "+r"(r[j][2]), "+r"(r[j][3])::"memory");
+    }
+}
+
+// Byte offset of 16-byte chunk `chunk` (0..15) of row `row` in an operand of `half_bytes` per
+// 64-dim half (rows x 128), 128-byte swizzle.
+__device__ __forceinline__ u32 fw_swz(int row, int chunk, u32 half_bytes) {
+    return (u32)((chunk >> 3) * half_bytes + row * 128 + (((chunk & 7) ^ (row & 7)) << 4));
+}
+
+// Shared-memory matrix descriptor, 128-byte swizzle: start address, leading and stride byte
+// offsets (each encoded >> 4 in 14 bits), base offset 0 (every pattern starts 1024-aligned; the
+// k-step offsets of 32, 64, 96 bytes inside a swizzle row are added to the start address, the
+// hardware applies the XOR on the address bits).
+__device__ __forceinline__ u64 fw_desc(u32 addr, u32 lbo, u32 sbo) {
+    return (u64)((addr & 0x3ffffu) >> 4) | ((u64)((lbo & 0x3ffffu) >> 4) << 16) |
+           ((u64)((sbo & 0x3ffffu) >> 4) << 32) | (1ull << 62);
+}
+
+// The value becomes opaque to the compiler: computed here, it cannot be recomputed later.
+__device__ __forceinline__ void fw_opaque(u64& x) { asm volatile("" : "+l"(x)); }
+
+#define FW_ACC4(a, j) "+f"(a[j][0]), "+f"(a[j][1]), "+f"(a[j][2]), "+f"(a[j][3])
+
+// d (64 x 64, fp32) = (accumulate ? d : 0) + A·Bᵀ over 16 k: A 64 x 16 and B 64 x 16, both
+// K-major in shared memory.
+template <int ACCUMULATE>
+__device__ __forceinline__ void fw_mma_ss_n64(float (&d)[8][4], u64 desc_a, u64 desc_b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, "
+        "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "
+        "%32, %33, p, 1, 1, 0, 0;\n}\n"
+        : FW_ACC4(d, 0), FW_ACC4(d, 1), FW_ACC4(d, 2), FW_ACC4(d, 3), FW_ACC4(d, 4),
+          FW_ACC4(d, 5), FW_ACC4(d, 6), FW_ACC4(d, 7)
+        : "l"(desc_a), "l"(desc_b), "n"(ACCUMULATE)
+        : "memory");
+}
+
+// d (64 x 128, fp32) += A·B over 16 k: A 64 x 16 bf16 in registers (the m16n8k16 A fragment of
+// each warp's 16 rows), B 16 x 128 in shared memory, N-major.
+__device__ __forceinline__ void fw_mma_rs_n128(float (&d)[16][4], const u32 (&a)[4], u64 desc_b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %69, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, "
+        "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, "
+        "%36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, "
+        "%53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "{%64, %65, %66, %67}, %68, p, 1, 1, 1;\n}\n"
+        : FW_ACC4(d, 0), FW_ACC4(d, 1), FW_ACC4(d, 2), FW_ACC4(d, 3), FW_ACC4(d, 4),
+          FW_ACC4(d, 5), FW_ACC4(d, 6), FW_ACC4(d, 7), FW_ACC4(d, 8), FW_ACC4(d, 9),
+          FW_ACC4(d, 10), FW_ACC4(d, 11), FW_ACC4(d, 12), FW_ACC4(d, 13), FW_ACC4(d, 14),
+          FW_ACC4(d, 15)
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(1)
+        : "memory");
+}
+
+// The online softmax step of one 64-key tile for this thread's rows g (index 0) and g + 8
+// (index 1): s = raw scores (masked keys -inf), m = running max (raw units), updated. Returns P
+// as the bf16 A fragments of the 4 k-steps of P·V, the factor `alpha` that rescales the earlier
+// output and row sums, and this thread's partial row sums of the fp32 P. The arithmetic of
+// flash.cu.
+__device__ __forceinline__ void fw_softmax(const float (&s)[8][4], float (&m)[2],
+                                           float scale_log2, u32 (&pa)[4][4], float (&alpha)[2],
+                                           float (&rs)[2]) {
+    float mx[2] = {m[0], m[1]};
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
+        mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
+    }
+    float ms[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 2));
+        // All keys so far masked: keep the exponent finite (every p is 0 then).
+        ms[r] = mx[r] == NEG_INF ? 0.0f : mx[r] * scale_log2;
+        alpha[r] = fw_ex2(m[r] * scale_log2 - ms[r]);
+        m[r] = mx[r];
+    }
+    rs[0] = rs[1] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+        const float p0 = fw_ex2(fmaf(s[j][0], scale_log2, -ms[0]));
+        const float p1 = fw_ex2(fmaf(s[j][1], scale_log2, -ms[0]));
+        const float p2 = fw_ex2(fmaf(s[j][2], scale_log2, -ms[1]));
+        const float p3 = fw_ex2(fmaf(s[j][3], scale_log2, -ms[1]));
+        rs[0] += p0 + p1;
+        rs[1] += p2 + p3;
+        // A fragment of k-step j / 2: key n-tile 2kk -> regs 0 (row g), 1 (row g + 8); n-tile
+        // 2kk + 1 -> regs 2, 3.
+        pa[j >> 1][(j & 1) * 2 + 0] = fw_pack_bf16(p0, p1);
+        pa[j >> 1][(j & 1) * 2 + 1] = fw_pack_bf16(p2, p3);
+    }
+}
+#endif
+
+#if FW_ENABLED
+__device__ __forceinline__ void fw_mbar_init(u32 bar, u32 count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;" ::"r"(bar), "r"(count) : "memory");
+}
+
+// Arrives on the barrier (release, CTA scope).
+__device__ __forceinline__ void fw_mbar_arrive(u32 bar) {
+    asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];" ::"r"(bar) : "memory");
+}
+
+// Waits (acquire, CTA scope) until the barrier's phase of this parity has completed.
+__device__ __forceinline__ void fw_mbar_wait(u32 bar, u32 parity) {
+    asm volatile(
+        "{\n.reg .pred done;\nWAIT:\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+        "@!done bra WAIT;\n}\n" ::"r"(bar),
+        "r"(parity)
+        : "memory");
+}
+
+// The consumers' own barrier (named barrier 1, the two consumer warpgroups only).
+__device__ __forceinline__ void fw_consumer_sync() {
+    asm volatile("bar.sync 1, %0;" ::"n"(2 * 128) : "memory");
+}
+#endif
+
+// The arguments of flash.cu's kernels, with the same meaning: q f32 [lq, dim]; o f32 [lq, dim];
+// o_bf16 (when set) the same values as bf16; kv the segments (row r of a segment, head h, at
+// h * kv_head_stride + r * kv_row_stride elements, 16-byte aligned rows). Work item = head *
+// query_blocks + query block, from order[blockIdx.x] when order is given; one CTA per item.
+// Sparse (seg_off != 0): the item's key blocks are seg_blocks[seg_off[item] ..
+// seg_off[item + 1]), of key_block rows (a multiple of 64); dense: keys 0 .. lk. Keys at or past
+// lk are masked.
+//
+// Warps 0-7 are the two consumer warpgroups, warps 8-11 the producers, which alone issue the K/V
+// copies: producer warp p copies tiles p, p + 4, p + 8, ... Stages are handed over by mbarriers:
+// full[s] completes when the 32 lanes of the tile's producer warp have seen their copies land
+// (cp.async.wait_group 0, then fence.proxy.async, then arrive: the writes are visible to the
+// wgmmas of whoever waits on the barrier); empty[s] when the 256 consumer threads are past their
+// last wgmma reading the stage. A producer warp has one tile in flight and waits for it alone
+// (the proxy fence compiles to a MEMBAR, which may wait for every copy of the thread): with four
+// of them, up to four tiles are in flight, as the stages allow. Consumers release tile t after
+// waiting for tile t + 1, so producers stay at most STAGES - 2 tiles ahead of the tile being
+// computed.
+template <int STAGES>
+__device__ __forceinline__ void flash_wgmma_body(
+    const float* __restrict__ q, const FaSegments& kv, float* __restrict__ o,
+    u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,
+    const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,
+    const int* __restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,
+    u64 kv_head_stride) {
+#if FW_ENABLED
+    static_assert(STAGES >= 3, "a stage for the tile in flight besides the two being read");
+    constexpr int CONSUMERS = 2 * 128;
+    constexpr int PRODUCER_WARPS = 4;
+    extern __shared__ __align__(1024) unsigned char fw_smem[];
+    const int item = order ? order[blockIdx.x] : (int)blockIdx.x;
+    const int head = item / query_blocks;
+    const int qb = item - head * query_blocks;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t4 = lane & 3;
+
+    const int* blocks = 0;
+    const int tiles_per_block = key_block / FW_KT;
+    int n_tiles;
+    if (seg_off) {
+        const int start = seg_off[item];
+        blocks = seg_blocks + start;
+        n_tiles = (seg_off[item + 1] - start) * tiles_per_block;
+    } else {
+        n_tiles = (lk + FW_KT - 1) / FW_KT;
+    }
+
+    const u32 smem_base = ((u32)__cvta_generic_to_shared(fw_smem) + 1023u) & ~1023u;
+    const u32 sq = smem_base;
+    const u32 stages_base = smem_base + FW_Q_BYTES;
+    const u64 hoff = (u64)head * FW_HD;
+    const u64 head_bytes = (u64)head * kv_head_stride * 2;
+
+    __shared__ u64 seg_k[FW_MAX_SEGMENTS], seg_v[FW_MAX_SEGMENTS];
+    __shared__ int seg_first[FW_MAX_SEGMENTS + 1];
+    __shared__ __align__(8) u64 full_bar[STAGES], empty_bar[STAGES];
+    const u32 full0 = (u32)__cvta_generic_to_shared(full_bar);
+    const u32 empty0 = (u32)__cvta_generic_to_shared(empty_bar);
+    if (tid == 0) {
+#pragma unroll
+        for (int s = 0; s < FW_MAX_SEGMENTS; ++s) {
+            seg_k[s] = kv.k[s] + head_bytes;
+            seg_v[s] = kv.v[s] + head_bytes;
+            seg_first[s] = s < kv.count ? kv.first_key[s] : 0x7fffffff;
+        }
+        seg_first[FW_MAX_SEGMENTS] = 0x7fffffff;
+#pragma unroll
+        for (int s = 0; s < STAGES; ++s) {
+            fw_mbar_init(full0 + 8 * s, 32);
+            fw_mbar_init(empty0 + 8 * s, CONSUMERS);
+        }
+    }
+    // The last barrier of the whole CTA: from here on the producer and the consumers part.
+    __syncthreads();
+
+    auto tile_key0 = [&](int tile) {
+        if (blocks) {
+            const int b = tile / tiles_per_block;
+            return blocks[b] * key_block + (tile - b * tiles_per_block) * FW_KT;
+        }
+        return tile * FW_KT;
+    };
+
+    if (warp >= 8) {
+        // A producer warp: lane copies chunk lane & 15 of rows lane / 16 + 2 i, K and V.
+        const int chunk = lane & 15;
+        for (int tile = warp - 8; tile < n_tiles; tile += PRODUCER_WARPS) {
+            const int stage = tile % STAGES;
+            if (tile >= STAGES) fw_mbar_wait(empty0 + 8 * stage, ((tile / STAGES) - 1) & 1);
+            const int key0 = tile_key0(tile);
+            int seg = 0;
+            while (key0 >= seg_first[seg + 1]) ++seg;
+            const int seg_key0 = seg_first[seg];
+            const u16* kh = (const u16*)seg_k[seg] + chunk * 8;
+            const u16* vh = (const u16*)seg_v[seg] + chunk * 8;
+            const u32 sk = stages_base + stage * (2 * FW_TILE_BYTES);
+            const u32 sv = sk + FW_TILE_BYTES;
+#pragma unroll 8
+            for (int i = 0; i < FW_KT / 2; ++i) {
+                const int row = (lane >> 4) + 2 * i;
+                const int key = key0 + row;
+                const bool ok = key < lk;
+                const u64 off = (u64)(ok ? key - seg_key0 : 0) * kv_row_stride;
+                const u32 so = fw_swz(row, chunk, FW_HALF_BYTES);
+                fw_cp_async16(sk + so, kh + off, ok ? 16 : 0);
+                fw_cp_async16(sv + so, vh + off, ok ? 16 : 0);
+            }
+            fw_cp_commit();
+            fw_cp_wait<0>();
+            fw_fence_proxy();
+            fw_mbar_arrive(full0 + 8 * stage);
+        }
+        return;
+    }
+
+    // The consumers: warpgroup wg = warp / 4, rows 64 wg .. 64 wg + 63 of the query block.
+    const int wg = warp >> 2;
+    const int cta_row0 = qb * FW_QBLOCK;
+    const int r0 = cta_row0 + warp * 16 + g;
+    float acc[16][4];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
+    // Keys at or past lk only where lk is not a whole number of tiles (dense) or of key blocks
+    // (sparse); elsewhere no tile's keys need looking up on the consumers' path.
+    const bool tails = blocks ? lk % key_block != 0 : lk % FW_KT != 0;
+
+    if (n_tiles > 0) {
+#pragma unroll 4
+        for (int i = 0; i < FW_QBLOCK * 16 / CONSUMERS; ++i) {
+            const int c = tid + i * CONSUMERS;
+            const int row = c >> 4, chunk = c & 15;
+            const int qrow = cta_row0 + row;
+            u32 packed[4] = {0u, 0u, 0u, 0u};
+            if (qrow < lq) {
+                const float2* src = (const float2*)(q + (u64)qrow * dim + hoff + chunk * 8);
+#pragma unroll
+                for (int h = 0; h < 4; ++h) {
+                    const float2 a = src[h];
+                    packed[h] = fw_pack_bf16(a.x, a.y);
+                }
+            }
+            asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(
+                             sq + fw_swz(row, chunk, FW_Q_HALF_BYTES)),
+                         "r"(packed[0]), "r"(packed[1]), "r"(packed[2]), "r"(packed[3])
+                         : "memory");
+        }
+        fw_fence_proxy();
+        fw_consumer_sync();
+
+        u64 dq[8];
+#pragma unroll
+        for (int ks = 0; ks < 8; ++ks) {
+            dq[ks] = fw_desc(sq + wg * (64 * 128) + (ks >> 2) * FW_Q_HALF_BYTES + (ks & 3) * 32,
+                             16, 1024);
+        }
+        auto k_descs = [&](int stage, u64 (&dk)[8]) {
+            const u32 base = stages_base + stage * (2 * FW_TILE_BYTES);
+#pragma unroll
+            for (int ks = 0; ks < 8; ++ks) {
+                dk[ks] = fw_desc(base + (ks >> 2) * FW_HALF_BYTES + (ks & 3) * 32, 16, 1024);
+                fw_opaque(dk[ks]);
+            }
+        };
+        auto v_descs = [&](int stage, u64 (&dv)[4]) {
+            const u32 base = stages_base + stage * (2 * FW_TILE_BYTES) + FW_TILE_BYTES;
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk) {
+                dv[kk] = fw_desc(base + kk * 16 * 128, FW_HALF_BYTES, 1024);
+                fw_opaque(dv[kk]);
+            }
+        };
+        auto issue_s = [&](float (&s)[8][4], const u64 (&dk)[8]) {
+            fw_mma_ss_n64<0>(s, dq[0], dk[0]);
+#pragma unroll
+            for (int ks = 1; ks < 8; ++ks) fw_mma_ss_n64<1>(s, dq[ks], dk[ks]);
+            fw_wgmma_commit();
+        };
+        // (Written so that ptxas sees one branch: an early return here made it serialize the
+        // wgmmas.)
+        auto mask_tail = [&](float (&s)[8][4], int tile) {
+            const int key0 = tails ? tile_key0(tile) : 0;
+            if (tails && key0 + FW_KT > lk) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    const int key = key0 + 8 * j + 2 * t4;
+                    if (key >= lk) s[j][0] = s[j][2] = NEG_INF;
+                    if (key + 1 >= lk) s[j][1] = s[j][3] = NEG_INF;
+                }
+            }
+        };
+        auto wait_full = [&](int tile) {
+            fw_mbar_wait(full0 + 8 * (tile % STAGES), (tile / STAGES) & 1);
+        };
+
+        u32 pa[4][4];
+        {
+            wait_full(0);
+            float s[8][4];
+            u64 dk[8];
+            k_descs(0, dk);
+            fw_wgmma_fence();
+            issue_s(s, dk);
+            fw_wgmma_wait<0>();
+            fw_fence_regs(s);
+            mask_tail(s, 0);
+            float alpha[2], rs[2];
+            fw_softmax(s, m, scale_log2, pa, alpha, rs);
+            l[0] = rs[0];
+            l[1] = rs[1];
+        }
+        auto issue_pv = [&](const u64 (&dv)[4]) {
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk) fw_mma_rs_n128(acc, pa[kk], dv[kk]);
+            fw_wgmma_commit();
+        };
+
+        for (int tile = 0; tile + 1 < n_tiles; ++tile) {
+            wait_full(tile + 1);
+            float s[8][4];
+            u64 dk[8], dv[4];
+            k_descs((tile + 1) % STAGES, dk);
+            v_descs(tile % STAGES, dv);
+            fw_fence_regs(acc);
+            fw_wgmma_fence();
+            issue_s(s, dk);
+            issue_pv(dv);
+            fw_wgmma_wait<1>();
+            fw_fence_regs(s);
+            mask_tail(s, tile + 1);
+            float alpha[2], rs[2];
+            u32 pn[4][4];
+            fw_softmax(s, m, scale_log2, pn, alpha, rs);
+            fw_wgmma_wait<0>();
+            fw_fence_regs(acc);
+            fw_fence_regs(pa);
+            // Both of this tile's operands (K by the last S, V by this P·V) are read.
+            fw_mbar_arrive(empty0 + 8 * (tile % STAGES));
+            l[0] = l[0] * alpha[0] + rs[0];
+            l[1] = l[1] * alpha[1] + rs[1];
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+                acc[j][0] *= alpha[0];
+                acc[j][1] *= alpha[0];
+                acc[j][2] *= alpha[1];
+                acc[j][3] *= alpha[1];
+            }
+#pragma unroll
+            for (int kk = 0; kk < 4; ++kk) {
+#pragma unroll
+                for (int r = 0; r < 4; ++r) pa[kk][r] = pn[kk][r];
+            }
+        }
+        {
+            u64 dv[4];
+            v_descs((n_tiles - 1) % STAGES, dv);
+            fw_fence_regs(acc);
+            fw_wgmma_fence();
+            issue_pv(dv);
+        }
+        fw_wgmma_wait<0>();
+        fw_fence_regs(acc);
+    }
+
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float x = l[r];
+        x += __shfl_xor_sync(FULL_MASK, x, 1);
+        x += __shfl_xor_sync(FULL_MASK, x, 2);
+        inv[r] = x > 0.0f ? 1.0f / x : 0.0f;
+    }
+    float* o0 = o + (u64)r0 * dim + hoff + 2 * t4;
+    float* o1 = o0 + 8 * (u64)dim;
+    const bool ok0 = r0 < lq, ok1 = r0 + 8 < lq;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        const float* a = acc[j];
+        if (ok0) *(float2*)(o0 + 8 * j) = make_float2(a[0] * inv[0], a[1] * inv[0]);
+        if (ok1) *(float2*)(o1 + 8 * j) = make_float2(a[2] * inv[1], a[3] * inv[1]);
+    }
+    if (o_bf16) {
+        u32* b0 = (u32*)(o_bf16 + (o0 - o));
+        u32* b1 = (u32*)(o_bf16 + (o1 - o));
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            const float* a = acc[j];
+            if (ok0) b0[4 * j] = fw_bf16_pair(a[0] * inv[0], a[1] * inv[0]);
+            if (ok1) b1[4 * j] = fw_bf16_pair(a[2] * inv[1], a[3] * inv[1]);
+        }
+    }
+#endif
+}
+
+// attention_flash_bf16_hd128_wgmma_s<STAGES>: 384 threads (two consumer warpgroups and the
+// producer warpgroup), one CTA per SM (dynamic shared memory 1 KB + 32 KB of Q + STAGES x 32 KB).
+#define FLASH_WGMMA_INSTANCE(S)                                                                 \
+    extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)                                 \
+        attention_flash_bf16_hd128_wgmma_s##S(                                                  \
+            const float* __restrict__ q, const FaSegments kv, float* __restrict__ o,            \
+            u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,                \
+            const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                \
+            const int* __restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,  \
+            u64 kv_head_stride) {                                                               \
+        flash_wgmma_body<S>(q, kv, o, o_bf16, lq, lk, dim, scale_log2, seg_off, seg_blocks,     \
+                            order, query_blocks, key_block, kv_row_stride, kv_head_stride);     \
+    }
+
+// 4 stages (161 KB) is the instance `FLASHVSR_CUDA_FLASH=wgmma` selects; 5 (193 KB) for tuning
+// (measured slower on an H100).
+FLASH_WGMMA_INSTANCE(4)
+FLASH_WGMMA_INSTANCE(5)
