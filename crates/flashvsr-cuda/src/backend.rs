@@ -34,7 +34,7 @@ pub const ENV_CHANNELS_LAST: &str = "FLASHVSR_CUDA_CHANNELS_LAST";
 /// `FLASHVSR_CUDA_FOLD_TIME=0` turns [`CudaOptions::conv_fold_time`] off.
 pub const ENV_FOLD_TIME: &str = "FLASHVSR_CUDA_FOLD_TIME";
 
-/// `FLASHVSR_CUDA_FOLD_CAUSAL=1` turns [`CudaOptions::conv_fold_causal`] on.
+/// `FLASHVSR_CUDA_FOLD_CAUSAL=0` turns [`CudaOptions::conv_fold_causal`] off.
 pub const ENV_FOLD_CAUSAL: &str = "FLASHVSR_CUDA_FOLD_CAUSAL";
 
 /// `FLASHVSR_CUDA_SUBPIXEL=0` turns [`CudaOptions::conv_subpixel_upsample`] off.
@@ -143,8 +143,9 @@ pub struct CudaOptions {
     /// chunk of query rows in the GEMM attention of wide heads (ops/attention_gemm.rs), in bytes.
     pub attention_scores_bytes: usize,
     /// In the fast mode, fold the Wan VAE's causal 3-tap convs into 2-D convs over 3·C channels
-    /// of stacked frames too (`FLASHVSR_CUDA_FOLD_CAUSAL=1`; off by default: the staging triples
-    /// the input and nobody has timed it yet).
+    /// of stacked frames too (off: `FLASHVSR_CUDA_FOLD_CAUSAL=0`). The staging triples the input
+    /// but cuDNN's 2-D kernels more than make up for it: full mode 20.18 → 20.99 fps on an H100
+    /// (BENCHMARKS.md, session 7).
     pub conv_fold_causal: bool,
     /// In the fast mode, nearest 2× upsampling and the 3×3 conv after it (the Wan VAE's Resample)
     /// run as one 2×2 conv over the small frames with four output phases
@@ -174,7 +175,7 @@ impl CudaOptions {
             conv_cudnn: std::env::var(ENV_CUDNN).map_or(true, |v| v != "0"),
             conv_channels_last: std::env::var(ENV_CHANNELS_LAST).map_or(true, |v| v != "0"),
             conv_fold_time: std::env::var(ENV_FOLD_TIME).map_or(true, |v| v != "0"),
-            conv_fold_causal: std::env::var(ENV_FOLD_CAUSAL).is_ok_and(|v| v == "1"),
+            conv_fold_causal: std::env::var(ENV_FOLD_CAUSAL).map_or(true, |v| v != "0"),
             conv_subpixel_upsample: std::env::var(ENV_SUBPIXEL).map_or(true, |v| v != "0"),
             conv_fold_max_channels: std::env::var(ENV_FOLD_MAX_CHANNELS)
                 .ok()
@@ -222,7 +223,7 @@ impl Default for CudaOptions {
             conv_fold_max_channels: None,
             kept_pool: false,
             attention_scores_bytes: 256 << 20,
-            conv_fold_causal: false,
+            conv_fold_causal: true,
             conv_subpixel_upsample: true,
         }
     }

@@ -13,7 +13,8 @@ use super::{rel_l2, time_ms, Input, Op, Suite};
 const BF16_CONV: f64 = 1e-2;
 
 pub struct FastBackends {
-    /// Fast mode with cuDNN where it loads.
+    /// Fast mode with cuDNN where it loads, the causal temporal convs on cuDNN's 3-D kernels
+    /// (`FLASHVSR_CUDA_FOLD_CAUSAL=0`; `folded` has the default).
     pub cudnn: Arc<CudaBackend>,
     /// The same with a staging budget of a few frames: many cuDNN calls per conv.
     pub grouped: Arc<CudaBackend>,
@@ -22,7 +23,7 @@ pub struct FastBackends {
     /// Fast mode with cuDNN as it was staged before: f32 row-major outputs, no channels-last
     /// activations, temporal kernels on cuDNN's 3-D convolutions.
     pub plain: Arc<CudaBackend>,
-    /// Fast mode with every temporal kernel folded into 2-D convs (`FLASHVSR_CUDA_FOLD_CAUSAL=1`).
+    /// Fast mode with every temporal kernel folded into 2-D convs (the default).
     pub folded: Arc<CudaBackend>,
 }
 
@@ -30,6 +31,7 @@ impl FastBackends {
     pub fn create(ordinal: usize, options: &CudaOptions) -> FastBackends {
         let fast = CudaOptions {
             gemm_tf32: true,
+            conv_fold_causal: false,
             ..options.clone()
         };
         let make = |o: CudaOptions| CudaBackend::create(ordinal, o).expect("fast backend");
