@@ -14,5 +14,6 @@ mod mask;
 mod norm;
 mod pointwise;
 mod qkv;
+mod resample;
 mod scores;
 pub(crate) mod weight_cache;
