@@ -39,6 +39,17 @@ impl std::fmt::Debug for ResampleTaps {
     }
 }
 
+/// Equal taps resample alike, whichever object holds them (a stream's frames may come from
+/// several readers: segments of a job).
+impl PartialEq for ResampleTaps {
+    fn eq(&self, other: &ResampleTaps) -> bool {
+        self.source == other.source
+            && self.bits == other.bits
+            && self.x == other.x
+            && self.y == other.y
+    }
+}
+
 impl ResampleTaps {
     /// Taps `x` over the source width `source.0` and `y` over its height, in `bits` of fixed
     /// point; an error where they read past the source or `bits` is out of range.
@@ -116,24 +127,45 @@ impl LevelsGeometry {
     }
 
     fn same_as(&self, other: &LevelsGeometry) -> bool {
-        Arc::ptr_eq(&self.taps, &other.taps) && self.window == other.window
+        self.window == other.window
+            && (Arc::ptr_eq(&self.taps, &other.taps) || self.taps == other.taps)
     }
 }
 
 /// A source frame's levels: `(height, width, 3)` interleaved RGB, integers 0 … 255 as f32.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct SourceLevels {
     pub levels: Arc<Vec<f32>>,
     pub geometry: LevelsGeometry,
 }
 
+impl std::fmt::Debug for SourceLevels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "SourceLevels({} values, {:?})",
+            self.levels.len(),
+            self.geometry
+        )
+    }
+}
+
 /// An input frame as the engine takes it.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub enum LqInput {
     /// Prepared on the host: `(3, H, W)` in [-1, 1] on the canvas.
     Canvas(Vec<f32>),
     /// Resampled onto the canvas by the engine.
     Levels(SourceLevels),
+}
+
+impl std::fmt::Debug for LqInput {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LqInput::Canvas(c) => write!(f, "Canvas({} values)", c.len()),
+            LqInput::Levels(l) => l.fmt(f),
+        }
+    }
 }
 
 impl From<Vec<f32>> for LqInput {
@@ -144,10 +176,18 @@ impl From<Vec<f32>> for LqInput {
 
 /// An LQ frame in host memory, shared by the engine and the output frame whose colour fix reads
 /// it.
-#[derive(Debug)]
 pub struct LqHost {
     levels: Option<SourceLevels>,
     canvas: OnceLock<Vec<f32>>,
+}
+
+impl std::fmt::Debug for LqHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.levels, self.canvas.get()) {
+            (Some(l), _) => write!(f, "LqHost({l:?})"),
+            (None, c) => write!(f, "LqHost(canvas of {} values)", c.map_or(0, Vec::len)),
+        }
+    }
 }
 
 impl LqHost {
@@ -284,8 +324,7 @@ pub(crate) fn canvas_on(
             .iter()
             .map(|f| f.data_on(backend, canvas))
             .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&Tensor> = levels.iter().collect();
-        return resample(backend, &Tensor::cat(&refs, 0)?, &g);
+        return resample(backend, &joined(levels, 0)?, &g);
     }
     let parts = frames
         .iter()
@@ -297,8 +336,16 @@ pub(crate) fn canvas_on(
             }
         })
         .collect::<Result<Vec<_>>>()?;
+    joined(parts, 1)
+}
+
+/// `parts` concatenated along `dim`; one part is itself (no copy).
+fn joined(mut parts: Vec<Tensor>, dim: usize) -> Result<Tensor> {
+    if parts.len() == 1 {
+        return Ok(parts.remove(0));
+    }
     let refs: Vec<&Tensor> = parts.iter().collect();
-    Ok(Tensor::cat(&refs, 1)?)
+    Ok(Tensor::cat(&refs, dim)?)
 }
 
 fn resample(backend: &BackendRef, levels: &Tensor, g: &LevelsGeometry) -> Result<Tensor> {
@@ -317,4 +364,164 @@ pub(crate) fn device_canvas(
         return Ok(None);
     }
     canvas_on(backend, frames, canvas).map(Some)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashvsr_media::prepare::{
+        frame_levels, pil_levels_plan, prepare_frame, PrepareGeometry, Resampler,
+    };
+    use flashvsr_media::Frame;
+    use flashvsr_tensor::cpu::CpuBackend;
+
+    /// 13×7 sources ×4 (52×28) on a 64×32 canvas, padded right and bottom.
+    const SOURCE: (usize, usize) = (13, 7);
+    const PREPARE: PrepareGeometry = PrepareGeometry {
+        scaled: (52, 28),
+        model: (64, 32),
+        crop_offset: (0, 0),
+    };
+    const CANVAS: (usize, usize) = (32, 64);
+
+    fn frame(seed: usize) -> Frame {
+        let (w, h) = SOURCE;
+        let data = (0..w * h * 3).map(|i| ((i * 131 + seed * 71) % 256) as u8);
+        Frame::from_u8(w, h, data.collect())
+    }
+
+    fn taps() -> Arc<ResampleTaps> {
+        let plan = pil_levels_plan(SOURCE, &PREPARE, Resampler::Pil).unwrap();
+        let fixed = |t: flashvsr_media::resize::PilTaps| {
+            FixedTaps::new(t.ksize, t.start, t.count, t.coeffs)
+        };
+        let (x, y) = (fixed(plan.x).unwrap(), fixed(plan.y).unwrap());
+        Arc::new(ResampleTaps::new(SOURCE, x, y, plan.precision_bits).unwrap())
+    }
+
+    fn levels_input(f: &Frame, taps: &Arc<ResampleTaps>) -> LqInput {
+        LqInput::Levels(SourceLevels {
+            levels: Arc::new(frame_levels(f).unwrap()),
+            geometry: LevelsGeometry {
+                taps: taps.clone(),
+                window: CanvasWindow {
+                    origin: (0, 0),
+                    size: PREPARE.model,
+                },
+            },
+        })
+    }
+
+    fn kept(input: LqInput, backend: &BackendRef, on_device: bool) -> LqFrame {
+        let host = LqHost::new(input, CANVAS).unwrap();
+        LqFrame::new(host, on_device.then_some(backend), CANVAS).unwrap()
+    }
+
+    /// `(3, n, H, W)` of prepared `(3, H, W)` frames.
+    fn chunk(frames: &[Vec<f32>]) -> Vec<f32> {
+        let plane = CANVAS.0 * CANVAS.1;
+        (0..3)
+            .flat_map(|c| {
+                frames
+                    .iter()
+                    .flat_map(move |f| f[c * plane..][..plane].to_vec())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn frames_of_levels_and_prepared_frames_give_the_same_canvases() {
+        let backend = CpuBackend::new_ref();
+        let taps = taps();
+        let sources: Vec<Frame> = (0..4).map(frame).collect();
+        let prepared: Vec<Vec<f32>> = sources
+            .iter()
+            .map(|f| prepare_frame(f, &PREPARE, Resampler::Pil))
+            .collect();
+        let want = chunk(&prepared);
+        let levels: Vec<LqFrame> = sources
+            .iter()
+            .map(|f| kept(levels_input(f, &taps), &backend, true))
+            .collect();
+        // Mixed: prepared frames, and one of levels with equal taps held by another object.
+        let other_taps = self::taps();
+        let mixed: Vec<LqFrame> = (0..4)
+            .map(|i| match i {
+                2 => kept(levels_input(&sources[i], &other_taps), &backend, false),
+                _ => kept(LqInput::Canvas(prepared[i].clone()), &backend, i != 1),
+            })
+            .collect();
+        for (name, frames) in [("levels", &levels), ("mixed", &mixed)] {
+            let refs: Vec<&LqFrame> = frames.iter().collect();
+            let got = canvas_on(&backend, &refs, CANVAS).unwrap();
+            assert_eq!(got.shape(), &[3, 4, CANVAS.0, CANVAS.1]);
+            assert!(got.to_vec().unwrap() == want, "{name}");
+        }
+        for (f, p) in levels.iter().zip(&prepared) {
+            assert!(f.host.canvas() == p.as_slice(), "host copy");
+        }
+        // Equal taps in two objects still resample together.
+        let together = [&levels[0], &mixed[2]];
+        let got = canvas_on(&backend, &together, CANVAS).unwrap().to_vec();
+        assert!(got.unwrap() == chunk(&[prepared[0].clone(), prepared[2].clone()]));
+    }
+
+    #[test]
+    fn a_part_of_the_canvas_is_the_canvas_cropped() {
+        let backend = CpuBackend::new_ref();
+        let source = frame(5);
+        let full = prepare_frame(&source, &PREPARE, Resampler::Pil);
+        // A 24×16 tile from (40, 16): past the scaled frame's right and bottom edges.
+        let (x0, y0, w, h) = (40, 16, 24, 16);
+        let LqInput::Levels(mut l) = levels_input(&source, &taps()) else {
+            unreachable!()
+        };
+        l.geometry = l.geometry.part((x0, y0), (w, h));
+        let host = LqHost::new(LqInput::Levels(l), (h, w)).unwrap();
+        let frame = LqFrame::new(host, Some(&backend), (h, w)).unwrap();
+        let got = canvas_on(&backend, &[&frame], (h, w))
+            .unwrap()
+            .to_vec()
+            .unwrap();
+        let plane = CANVAS.0 * CANVAS.1;
+        let want: Vec<f32> = (0..3)
+            .flat_map(|c| (y0..y0 + h).map(move |y| (c, y)))
+            .flat_map(|(c, y)| full[c * plane + y * CANVAS.1 + x0..][..w].to_vec())
+            .collect();
+        assert!(got == want);
+        assert!(frame.host.canvas() == want.as_slice());
+    }
+
+    #[test]
+    fn tables_go_to_a_device_once_and_frames_without_a_copy_make_no_device_canvas() {
+        let backend = CpuBackend::new_ref();
+        let taps = taps();
+        let (x1, _) = taps.tables(&backend).unwrap();
+        let (x2, _) = taps.tables(&backend).unwrap();
+        assert!(Arc::ptr_eq(x1.buffer(), x2.buffer()));
+        let parked = kept(levels_input(&frame(1), &taps), &backend, false);
+        let on_device = kept(levels_input(&frame(2), &taps), &backend, true);
+        assert!(device_canvas(&backend, &[&on_device, &parked], CANVAS)
+            .unwrap()
+            .is_none());
+        assert!(device_canvas(&backend, &[&on_device], CANVAS)
+            .unwrap()
+            .is_some());
+    }
+
+    #[test]
+    fn frames_that_do_not_fit_the_canvas_are_errors() {
+        let taps = taps();
+        assert!(LqHost::new(LqInput::Canvas(vec![0.0; 5]), CANVAS).is_err());
+        assert!(LqHost::new(levels_input(&frame(0), &taps), (32, 32)).is_err());
+        let LqInput::Levels(mut l) = levels_input(&frame(0), &taps) else {
+            unreachable!()
+        };
+        l.levels = Arc::new(vec![0.0; 10]);
+        assert!(LqHost::new(LqInput::Levels(l), CANVAS).is_err());
+        // Taps that read past the source.
+        let wide = FixedTaps::new(1, vec![13], vec![1], vec![1]).unwrap();
+        let one = FixedTaps::new(1, vec![0], vec![1], vec![1]).unwrap();
+        assert!(ResampleTaps::new(SOURCE, wide, one, 22).is_err());
+    }
 }
