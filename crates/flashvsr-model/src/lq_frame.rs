@@ -3,9 +3,9 @@
 //! the canvas when a chunk reads them ([`Tensor::resample_levels`]). A 352×192 source is 1/16 of
 //! its 1408×768 canvas: that much less to prepare on the host, upload and keep on the device.
 //!
-//! Whatever needs a frame's canvas in host memory (the host colour fix, checkpoints, chunks
-//! between the devices of a split stream) computes it from the levels on first use, with the
-//! CPU backend's code, which gives the device's values bit for bit.
+//! Whatever needs a frame's canvas in host memory (the host colour fix, checkpoints, which hold
+//! canvases so that they read the same however frames came) computes it from the levels on first
+//! use, with the CPU backend's code, which gives the device's values bit for bit.
 
 use std::sync::{Arc, Mutex, OnceLock};
 
