@@ -12,6 +12,7 @@ mod heap;
 mod host_pool;
 mod interrupt;
 mod job_run;
+mod lq_levels;
 mod memory_budget;
 mod model_files;
 mod models;

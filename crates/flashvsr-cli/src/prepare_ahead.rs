@@ -1,16 +1,19 @@
 //! Input frames prepared ahead of the engine: each frame read is handed to the host workers for
 //! its bicubic upscale at once, several frames at a time, so the engine's thread finds its LQ
-//! frames ready instead of computing them between chunks.
+//! frames ready instead of computing them between chunks. Frames the engine upscales itself (see
+//! lq_levels.rs) only have their bytes widened there.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use flashvsr_media::prepare::{prepare_frame, PrepareGeometry, Resampler};
+use flashvsr_media::prepare::{PrepareGeometry, Resampler};
 use flashvsr_media::{FrameSource, MediaError, Timestamp};
+use flashvsr_model::lq_frame::LqInput;
 
 use crate::failure::{Failure, Outcome};
 use crate::host_pool::InOrder;
 use crate::interrupt;
+use crate::lq_levels::{lq_input, GeometryCache};
 use crate::stage_clock::{job_timed, timed, StageClock};
 
 /// Frames in preparation at once: a chunk's worth (8 frames), so the frames of the next chunk
@@ -22,6 +25,8 @@ pub const PREPARE_AHEAD: usize = 8;
 pub struct Preparation {
     pub geometry: PrepareGeometry,
     pub resampler: Resampler,
+    /// Hand 8-bit frames to the engine as levels where it can upscale them (lq_levels.rs).
+    pub levels: bool,
     /// Carry each frame's timestamp (off: every frame gets `None`).
     pub keep_timestamps: bool,
     /// Prepare on the host workers, overlapping the engine (else on the reading thread).
@@ -29,9 +34,9 @@ pub struct Preparation {
     pub clock: Arc<StageClock>,
 }
 
-/// An LQ frame `(3, H, W)` on the model canvas and its input frame's presentation time.
+/// An LQ frame for the engine and its input frame's presentation time.
 pub struct PreparedFrame {
-    pub lq: Vec<f32>,
+    pub lq: LqInput,
     pub at: Option<Timestamp>,
 }
 
@@ -45,8 +50,9 @@ pub struct PreparedInput<'s> {
     ended: bool,
     /// A read error, reported after the frames read before it.
     failure: Option<MediaError>,
-    ahead: InOrder<Vec<f32>>,
+    ahead: InOrder<LqInput>,
     timestamps: VecDeque<Option<Timestamp>>,
+    geometry: GeometryCache,
 }
 
 impl<'s> PreparedInput<'s> {
@@ -64,6 +70,7 @@ impl<'s> PreparedInput<'s> {
             ended: false,
             failure: None,
             timestamps: VecDeque::new(),
+            geometry: GeometryCache::default(),
         }
     }
 
@@ -87,9 +94,16 @@ impl<'s> PreparedInput<'s> {
             match self.read_one() {
                 Ok(Some((frame, at))) => {
                     let how = self.how.clone();
+                    let levels = how
+                        .levels
+                        .then(|| {
+                            self.geometry
+                                .for_frame(&frame, &how.geometry, how.resampler)
+                        })
+                        .flatten();
                     self.ahead.submit(move || {
                         job_timed(&how.clock.prepare, || {
-                            prepare_frame(&frame, &how.geometry, how.resampler)
+                            lq_input(&frame, levels, &how.geometry, how.resampler)
                         })
                     });
                     self.timestamps.push_back(at);
@@ -151,6 +165,7 @@ impl<'s> PreparedInput<'s> {
 mod tests {
     use super::*;
     use flashvsr_media::{Frame, SourceInfo};
+    use flashvsr_model::lq_frame::LqHost;
 
     /// Frames 1×1 whose red value is their index; the error `fail_at` is returned at that index.
     struct Counting {
@@ -208,14 +223,20 @@ mod tests {
                 crop_offset: (0, 0),
             },
             resampler: Resampler::Pil,
+            levels: overlap,
             keep_timestamps,
             overlap,
             clock: Arc::new(StageClock::default()),
         }
     }
 
-    fn red(lq: &[f32]) -> u8 {
-        ((lq[0] + 1.0) / 2.0 * 255.0).round() as u8
+    /// The frame's canvas `(3, 1, 1)`, however it came.
+    fn canvas(lq: LqInput) -> Vec<f32> {
+        LqHost::new(lq, (1, 1)).unwrap().canvas().to_vec()
+    }
+
+    fn red(lq: LqInput) -> u8 {
+        ((canvas(lq)[0] + 1.0) / 2.0 * 255.0).round() as u8
     }
 
     #[test]
@@ -225,9 +246,13 @@ mod tests {
         assert_eq!(input.skip().unwrap().unwrap().unwrap().pts, 0);
         for i in 1..20 {
             let f = input.next().unwrap().unwrap();
-            assert_eq!((red(&f.lq), f.at.unwrap().pts), (i as u8, i as i64));
-            assert_eq!(f.lq.len(), 3);
-            assert_eq!(f.lq[2], 1.0);
+            // With `levels` on (as here), 8-bit frames go as their levels.
+            assert!(matches!(f.lq, LqInput::Levels(_)));
+            let lq = canvas(f.lq);
+            assert_eq!(lq.len(), 3);
+            assert_eq!(lq[2], 1.0);
+            let red = ((lq[0] + 1.0) / 2.0 * 255.0).round() as u8;
+            assert_eq!((red, f.at.unwrap().pts), (i as u8, i as i64));
         }
         assert!(input.next().unwrap().is_none());
         assert!(input.next().unwrap().is_none());
@@ -238,7 +263,10 @@ mod tests {
         let mut source = Counting::new(20, None);
         let mut input = PreparedInput::new(&mut source, how(false, false), Some(3));
         let got: Vec<(u8, bool)> = std::iter::from_fn(|| input.next().unwrap())
-            .map(|f| (red(&f.lq), f.at.is_some()))
+            .map(|f| {
+                assert!(matches!(f.lq, LqInput::Canvas(_)), "levels off");
+                (red(f.lq), f.at.is_some())
+            })
             .collect();
         assert_eq!(got, vec![(0, false), (1, false), (2, false)]);
         assert_eq!(source.next, 3, "no frame read past the limit");
@@ -250,7 +278,7 @@ mod tests {
             let mut source = Counting::new(20, Some(5));
             let mut input = PreparedInput::new(&mut source, how(false, overlap), None);
             for i in 0..5 {
-                assert_eq!(red(&input.next().unwrap().unwrap().lq), i);
+                assert_eq!(red(input.next().unwrap().unwrap().lq), i);
             }
             assert!(input.next().is_err());
         }

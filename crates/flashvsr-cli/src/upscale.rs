@@ -16,6 +16,7 @@ use flashvsr_media::{
 use flashvsr_model::color_fix::ColorFix;
 use flashvsr_model::dit::mask::{AttentionMode, SparseSettings};
 use flashvsr_model::geometry::SizePlan;
+use flashvsr_model::lq_frame::LqInput;
 use flashvsr_model::noise::NoiseSource;
 use flashvsr_model::pipeline::{Decoder, Engine, EngineSettings, Models, OutputFrame, StageDevice};
 use flashvsr_model::random_weights::ModelSize;
@@ -84,6 +85,7 @@ impl Stage {
         let how = Preparation {
             geometry: self.geometry,
             resampler: self.resampler,
+            levels: crate::lq_levels::levels_allowed(),
             keep_timestamps: self.keep_timestamps,
             overlap: self.overlap_host_work,
             clock: self.clock.clone(),
@@ -91,9 +93,9 @@ impl Stage {
         PreparedInput::new(source, how, limit)
     }
 
-    /// Pushes one prepared LQ frame; returns the engine frames it completed.
-    pub fn push(&self, engine: &mut dyn FrameStream, lq: Vec<f32>) -> Outcome<Vec<OutputFrame>> {
-        Ok(timed(&self.clock.model, || engine.push(lq))?)
+    /// Pushes one LQ frame; returns the engine frames it completed.
+    pub fn push(&self, engine: &mut dyn FrameStream, lq: LqInput) -> Outcome<Vec<OutputFrame>> {
+        Ok(timed(&self.clock.model, || engine.push_lq(lq))?)
     }
 
     pub fn finish(

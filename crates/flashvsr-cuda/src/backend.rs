@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use cudarc::driver::{CudaSlice, LaunchConfig};
 use flashvsr_tensor::{
-    Backend, BackendRef, BinaryOp, BufferRef, Device, HostData, MemoryMeter, PadMode,
+    Backend, BackendRef, BinaryOp, BufferRef, CanvasWindow, Device, HostData, MemoryMeter, PadMode,
     PendingDownload, QkvBuffers, Tensor, TensorError, UnaryOp,
 };
 
@@ -1272,6 +1272,19 @@ impl Backend for CudaBackend {
 
     fn dilated_blur(&self, x: &Tensor, dilation: usize) -> TResult<BufferRef> {
         self.finish("dilated_blur", || self.op_dilated_blur(x, dilation))
+    }
+
+    fn resample_levels(
+        &self,
+        levels: &Tensor,
+        taps_x: &Tensor,
+        taps_y: &Tensor,
+        window: CanvasWindow,
+        bits: u32,
+    ) -> TResult<BufferRef> {
+        self.finish("resample_levels", || {
+            self.op_resample_levels(levels, taps_x, taps_y, window, bits)
+        })
     }
 
     fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> TResult<BufferRef> {

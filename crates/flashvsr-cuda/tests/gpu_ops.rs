@@ -27,6 +27,8 @@ mod kv_segments;
 mod qkv_split;
 #[path = "gpu_ops/random_normal.rs"]
 mod random_normal;
+#[path = "gpu_ops/resample_levels.rs"]
+mod resample_levels;
 #[path = "gpu_ops/vae_ops.rs"]
 mod vae_ops;
 #[path = "gpu_ops/wide_attention.rs"]
@@ -1452,6 +1454,7 @@ fn main() {
     flash_instances::run(&mut s, &fast);
     qkv_split::run(&mut s, &fast);
     dilated_blur::run(&mut s, &fast);
+    resample_levels::run(&mut s);
     random_normal::run(&mut s);
     if let Err(e) = gpu.synchronize() {
         s.fail("synchronize", e.to_string());

@@ -6,6 +6,7 @@ pub mod dit;
 mod error;
 pub mod geometry;
 pub mod identify;
+pub mod lq_frame;
 pub mod lq_proj;
 pub mod memory;
 pub mod noise;

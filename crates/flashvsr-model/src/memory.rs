@@ -8,7 +8,9 @@ use crate::pipeline::{Decoder, Models};
 const GROUP_TOKENS_PER_PX: f64 = 2.0 / 256.0;
 /// Temporal groups in the first chunk (6 latent frames), the largest.
 const FIRST_CHUNK_GROUPS: f64 = 3.0;
-/// LQ frames an engine keeps (conditioning of the current and next chunk).
+/// LQ canvases on the device at once: the frames an engine keeps (conditioning of the current and
+/// next chunk) where they came prepared; where they came as source levels (1/s² of a canvas
+/// each), the first chunk's decoder condition (21 canvases) made from them, with room to spare.
 const KEPT_LQ_FRAMES: f64 = 30.0;
 /// The estimate's margin over the tensors it counts (allocator slack, small temporaries).
 const MARGIN: f64 = 1.25;

@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use flashvsr_tensor::{PendingDownload, TensorError};
 
 use crate::color_fix::{self, ColorFix};
+use crate::lq_frame::LqHost;
 use crate::Result;
 
 /// The decoded pixels `(3, n, H, W)` of a chunk, shared by its frames, fetched on first access.
@@ -58,7 +59,7 @@ enum Decoded {
 /// The colour fix still due, with the LQ frame `(3, H, W)` it matches.
 struct PendingFix {
     method: ColorFix,
-    reference: Arc<Vec<f32>>,
+    reference: Arc<LqHost>,
     height: usize,
     width: usize,
 }
@@ -81,7 +82,7 @@ impl OutputFrame {
         slot: usize,
         frames: usize,
         (height, width): (usize, usize),
-        fix: (ColorFix, Arc<Vec<f32>>),
+        fix: (ColorFix, Arc<LqHost>),
     ) -> OutputFrame {
         OutputFrame {
             index,
@@ -100,7 +101,7 @@ impl OutputFrame {
         index: usize,
         pixels: Vec<f32>,
         (height, width): (usize, usize),
-        fix: (ColorFix, Arc<Vec<f32>>),
+        fix: (ColorFix, Arc<LqHost>),
     ) -> OutputFrame {
         OutputFrame {
             index,
@@ -149,7 +150,7 @@ impl OutputFrame {
             color_fix::apply(
                 fix.method,
                 &mut frame,
-                &fix.reference,
+                fix.reference.canvas(),
                 fix.height,
                 fix.width,
             );
@@ -160,7 +161,7 @@ impl OutputFrame {
 
 impl PendingFix {
     fn new(
-        (method, reference): (ColorFix, Arc<Vec<f32>>),
+        (method, reference): (ColorFix, Arc<LqHost>),
         height: usize,
         width: usize,
     ) -> Option<PendingFix> {
@@ -186,7 +187,7 @@ mod tests {
                 (0..2).flat_map(move |t| (0..2).map(move |x| (100 * c + 10 * t + x) as f32))
             })
             .collect();
-        let reference = Arc::new(vec![0.0; 6]);
+        let reference = Arc::new(LqHost::from_canvas(vec![0.0; 6]));
         let f = OutputFrame::in_chunk(
             7,
             DecodedChunk::new(PendingDownload::ready(chunk)),
@@ -207,7 +208,7 @@ mod tests {
         let chunk = DecodedChunk::new(download);
         (0..2)
             .map(|slot| {
-                let fix = (ColorFix::None, Arc::new(vec![0.0; 3]));
+                let fix = (ColorFix::None, Arc::new(LqHost::from_canvas(vec![0.0; 3])));
                 OutputFrame::in_chunk(slot, chunk.clone(), slot, 2, (1, 1), fix)
             })
             .collect()
@@ -257,9 +258,10 @@ mod tests {
     fn finishing_applies_the_colour_fix_against_the_reference() {
         // AdaIN moves each channel to the reference's mean and spread.
         let decoded = vec![-0.5, 0.5, -0.5, 0.5, -0.5, 0.5];
-        let reference = Arc::new(vec![0.2, 0.2, -0.4, 0.0, 0.1, 0.3]);
+        let reference = vec![0.2, 0.2, -0.4, 0.0, 0.1, 0.3];
         let mut expected = decoded.clone();
         color_fix::adain(&mut expected, &reference);
+        let reference = Arc::new(LqHost::from_canvas(reference));
         let f = OutputFrame::own(0, decoded, (1, 2), (ColorFix::AdaIn, reference));
         let out = f.finish().unwrap();
         assert_eq!(out, expected);

@@ -2,7 +2,6 @@
 //! Memory is bounded by one chunk's frames; video length never matters (ARCHITECTURE.md).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::Arc;
 
 use flashvsr_tensor::{BackendRef, BlockMask, Tensor};
 
@@ -11,6 +10,7 @@ use crate::dit::config::LATENT_CHANNELS;
 use crate::dit::mask::SparseSettings;
 use crate::dit::{Dit, DitState};
 use crate::geometry::{self, chunk_latents, chunk_output_frames, frames_needed};
+use crate::lq_frame::{canvas_on, device_canvas, LqFrame, LqHost, LqInput};
 use crate::lq_proj::{LqProjector, ProjectorState};
 use crate::noise::NoiseSource;
 pub use crate::output_frame::OutputFrame;
@@ -22,7 +22,7 @@ use crate::{ModelError, Result};
 
 mod chunk_frames;
 mod split;
-use chunk_frames::{chunk_frames, joined_on, DecodedFrames};
+use chunk_frames::{chunk_frames, DecodedFrames};
 use split::{Handoff, LayerSplit};
 pub use split::{SplitMove, StageDevice};
 
@@ -152,13 +152,6 @@ struct StreamState {
     decoder: DecoderState,
 }
 
-struct LqFrame {
-    /// Shared with the output frame of the same index, whose colour fix reads it.
-    host: Arc<Vec<f32>>,
-    /// The device copy; none while the engine parks its state (uploaded when a chunk reads it).
-    device: Option<Tensor>,
-}
-
 pub struct Engine<'m> {
     /// The first stage's models and device (the only ones unless the stream is split).
     models: &'m Models,
@@ -263,26 +256,18 @@ impl<'m> Engine<'m> {
 
     /// Adds the next prepared LQ frame `(3, H, W)` in [-1, 1]; returns frames finished by it.
     pub fn push(&mut self, frame: Vec<f32>) -> Result<Vec<OutputFrame>> {
-        self.push_shared(Arc::new(frame))
+        self.push_lq(LqInput::Canvas(frame))
     }
 
-    fn push_shared(&mut self, frame: Arc<Vec<f32>>) -> Result<Vec<OutputFrame>> {
-        if frame.len() != 3 * self.height * self.width {
-            return Err(ModelError::Settings(format!(
-                "frame of {} values pushed into a {}×{} engine",
-                frame.len(),
-                self.width,
-                self.height
-            )));
-        }
-        let device = self.lq_on_device(&frame)?;
-        self.frames.insert(
-            self.received,
-            LqFrame {
-                host: frame,
-                device,
-            },
-        );
+    /// Adds the next LQ frame, prepared or as source levels; returns frames finished by it.
+    pub fn push_lq(&mut self, frame: LqInput) -> Result<Vec<OutputFrame>> {
+        let host = LqHost::new(frame, (self.height, self.width))?;
+        let frame = LqFrame::new(host, self.lq_device(), (self.height, self.width))?;
+        self.push_frame(frame)
+    }
+
+    fn push_frame(&mut self, frame: LqFrame) -> Result<Vec<OutputFrame>> {
+        self.frames.insert(self.received, frame);
         self.received += 1;
         let mut out = Vec::new();
         while self.received >= frames_needed(self.next_chunk) {
@@ -298,13 +283,13 @@ impl<'m> Engine<'m> {
             return Err(ModelError::Settings("the engine received no frames".into()));
         }
         let padded = geometry::padded_frame_count(real_frames);
-        let last = self.frames.get(&(real_frames - 1)).map(|f| f.host.clone());
+        let last = self.frames.get(&(real_frames - 1)).cloned();
         let mut out = Vec::new();
         while self.received < padded {
             let frame = last
                 .clone()
                 .ok_or_else(|| ModelError::Settings("last frame already released".into()))?;
-            out.extend(self.push_shared(frame)?);
+            out.extend(self.push_frame(frame)?);
         }
         while !self.pending.is_empty() {
             out.extend(self.tick(false)?);
@@ -356,11 +341,13 @@ impl<'m> Engine<'m> {
             &format!("{p}canvas"),
             format!("{}x{}", self.width, self.height),
         );
+        // As prepared canvases (frames of levels resampled here), so checkpoints read the same
+        // whichever way frames came in.
         for (i, f) in &self.frames {
             w.host(
                 &format!("{p}lq.{i}"),
                 &[3, self.height, self.width],
-                &f.host,
+                f.host.canvas(),
             );
         }
         split::write_pending(&self.pending, w, p, (self.height, self.width))?;
@@ -451,17 +438,12 @@ impl<'m> Engine<'m> {
                 .parse()
                 .map_err(|_| ModelError::Settings(format!("bad checkpoint entry {name}")))?;
             let (_, host) = r.host(&name)?;
-            let device = self.lq_on_device(&host)?;
-            self.frames.insert(
-                index,
-                LqFrame {
-                    host: Arc::new(host),
-                    device,
-                },
-            );
+            let host = LqHost::new(LqInput::Canvas(host), (self.height, self.width))?;
+            let frame = LqFrame::new(host, self.lq_device(), (self.height, self.width))?;
+            self.frames.insert(index, frame);
         }
         self.parked = None;
-        self.pending = split::read_pending(r, p)?;
+        self.pending = split::read_pending(r, p, (self.height, self.width))?;
         // The restored chunks' streams are copied to other devices as they are: complete first.
         self.backend.synchronize()?;
         self.read_stream_tensors(r, p)?;
@@ -499,17 +481,9 @@ impl<'m> Engine<'m> {
         }
     }
 
-    /// The device copy of an LQ frame kept between chunks (none while parking).
-    fn lq_on_device(&self, frame: &[f32]) -> Result<Option<Tensor>> {
-        if self.parking {
-            return Ok(None);
-        }
-        let shape = [3, 1, self.height, self.width];
-        Ok(Some(Tensor::from_slice_queued(
-            &self.backend,
-            frame,
-            &shape,
-        )?))
+    /// Where LQ frames keep a device copy between chunks: none while parking.
+    fn lq_device(&self) -> Option<&BackendRef> {
+        (!self.parking).then_some(&self.backend)
     }
 
     fn frame_range(&self, first: usize, count: usize) -> Result<Tensor> {
@@ -580,28 +554,17 @@ impl<'m> Engine<'m> {
                 decoded.frames()
             )));
         }
-        let references = (out0..out0 + out_n)
-            .map(|i| {
-                self.frames
-                    .get(&i)
-                    .map(|f| f.host.clone())
-                    .ok_or_else(|| ModelError::Settings(format!("LQ frame {i} is not available")))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let frames = lq_range(&self.frames, out0, out_n)?;
         // The tiny decoder's condition is the chunk's LQ frames on the device already.
+        let canvas = (self.height, self.width);
         let device_references = || match cond {
             Some(lq) => Ok(Some(lq)),
-            None => {
-                let copies: Vec<Option<Tensor>> = (out0..out0 + out_n)
-                    .map(|i| self.frames.get(&i).and_then(|f| f.device.clone()))
-                    .collect();
-                joined_on(&copies, &self.backend)
-            }
+            None => device_canvas(&self.backend, &frames, canvas),
         };
         let out = chunk_frames(
             out0,
             decoded,
-            references,
+            frames.iter().map(|f| f.host.clone()).collect(),
             device_references,
             (self.height, self.width),
             self.settings.color_fix,
@@ -655,29 +618,30 @@ impl<'m> Engine<'m> {
     }
 }
 
-/// LQ frames `first..first + count` as `(3, count, H, W)` on `backend`: the device copies where
-/// there are some on it, else uploaded from the host.
+/// LQ frames `first..first + count`; an error where one was released or never came.
+fn lq_range(
+    frames: &BTreeMap<usize, LqFrame>,
+    first: usize,
+    count: usize,
+) -> Result<Vec<&LqFrame>> {
+    (first..first + count)
+        .map(|i| {
+            frames
+                .get(&i)
+                .ok_or_else(|| ModelError::Settings(format!("LQ frame {i} is not available")))
+        })
+        .collect()
+}
+
+/// LQ frames `first..first + count` on the canvas as `(3, count, H, W)` on `backend`.
 fn lq_frames(
     backend: &BackendRef,
     frames: &BTreeMap<usize, LqFrame>,
     first: usize,
     count: usize,
-    (height, width): (usize, usize),
+    canvas: (usize, usize),
 ) -> Result<Tensor> {
-    let shape = [3, 1, height, width];
-    let parts = (first..first + count)
-        .map(|i| {
-            let f = frames
-                .get(&i)
-                .ok_or_else(|| ModelError::Settings(format!("LQ frame {i} is not available")))?;
-            match &f.device {
-                Some(t) if Arc::ptr_eq(t.backend(), backend) => Ok(t.clone()),
-                _ => Ok(Tensor::from_slice_queued(backend, &f.host, &shape)?),
-            }
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let refs: Vec<&Tensor> = parts.iter().collect();
-    Ok(Tensor::cat(&refs, 1)?)
+    canvas_on(backend, &lq_range(frames, first, count)?, canvas)
 }
 
 /// The projector tokens of chunk `chunk` (the first chunk warms the projector up on frame 0);

@@ -2,13 +2,19 @@
 
 use std::path::Path;
 
+use crate::lq_frame::LqInput;
 use crate::pipeline::{Engine, EngineStats, OutputFrame};
 use crate::state_io::StateWriter;
 use crate::Result;
 
 pub trait FrameStream {
-    /// Adds the next prepared LQ frame `(3, H, W)`; returns frames finished by it, in order.
-    fn push(&mut self, frame: Vec<f32>) -> Result<Vec<OutputFrame>>;
+    /// Adds the next LQ frame, prepared or as source levels; returns frames finished by it, in
+    /// order.
+    fn push_lq(&mut self, frame: LqInput) -> Result<Vec<OutputFrame>>;
+    /// Adds the next prepared LQ frame `(3, H, W)`.
+    fn push(&mut self, frame: Vec<f32>) -> Result<Vec<OutputFrame>> {
+        self.push_lq(LqInput::Canvas(frame))
+    }
     /// Ends the stream after `real_frames` frames; returns the remaining frames.
     fn finish(&mut self, real_frames: usize) -> Result<Vec<OutputFrame>>;
     fn frames_received(&self) -> usize;
@@ -23,8 +29,8 @@ pub trait FrameStream {
 }
 
 impl FrameStream for Engine<'_> {
-    fn push(&mut self, frame: Vec<f32>) -> Result<Vec<OutputFrame>> {
-        Engine::push(self, frame)
+    fn push_lq(&mut self, frame: LqInput) -> Result<Vec<OutputFrame>> {
+        Engine::push_lq(self, frame)
     }
     fn finish(&mut self, real_frames: usize) -> Result<Vec<OutputFrame>> {
         Engine::finish(self, real_frames)

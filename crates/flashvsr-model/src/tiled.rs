@@ -12,6 +12,7 @@ use flashvsr_tensor::BackendRef;
 
 use crate::color_fix::ColorFix;
 use crate::geometry::SIZE_MULTIPLE;
+use crate::lq_frame::{LqHost, LqInput, SourceLevels};
 use crate::pipeline::{Engine, EngineSettings, EngineStats, Models, OutputFrame};
 use crate::state_io::{StateReader, StateWriter};
 use crate::stream::FrameStream;
@@ -84,7 +85,7 @@ pub struct TiledEngine<'m> {
     /// Blend accumulators of frames some tile has delivered, and how many tiles delivered each.
     pending: BTreeMap<usize, (Vec<f32>, usize)>,
     /// Full LQ frames kept for the colour fix until their output is emitted.
-    lq: BTreeMap<usize, Arc<Vec<f32>>>,
+    lq: BTreeMap<usize, Arc<LqHost>>,
 }
 
 impl<'m> TiledEngine<'m> {
@@ -158,6 +159,17 @@ impl<'m> TiledEngine<'m> {
         self.tiles.iter().map(|t| (t.x0, t.y0, t.w, t.h)).collect()
     }
 
+    /// Tile `t`'s part of a frame: its levels with the tile's window, or its canvas cropped.
+    fn part(&self, frame: &LqHost, t: &Tile) -> LqInput {
+        match frame.levels() {
+            Some(l) => LqInput::Levels(SourceLevels {
+                levels: l.levels.clone(),
+                geometry: l.geometry.part((t.x0, t.y0), (t.w, t.h)),
+            }),
+            None => LqInput::Canvas(self.crop(frame.canvas(), t)),
+        }
+    }
+
     fn crop(&self, frame: &[f32], t: &Tile) -> Vec<f32> {
         let plane = self.width * self.height;
         let mut out = Vec::with_capacity(3 * t.w * t.h);
@@ -209,7 +221,7 @@ impl<'m> TiledEngine<'m> {
             // unfixed rather than failing the stream.
             let fix = match self.lq.remove(&index) {
                 Some(reference) => (self.color_fix, reference),
-                None => (ColorFix::None, Arc::new(Vec::new())),
+                None => (ColorFix::None, Arc::new(LqHost::from_canvas(Vec::new()))),
             };
             out.push(OutputFrame::own(
                 index,
@@ -223,17 +235,13 @@ impl<'m> TiledEngine<'m> {
 }
 
 impl FrameStream for TiledEngine<'_> {
-    fn push(&mut self, frame: Vec<f32>) -> Result<Vec<OutputFrame>> {
-        if frame.len() != 3 * self.width * self.height {
-            return Err(ModelError::Settings(
-                "frame size does not match the tiled canvas".into(),
-            ));
-        }
+    fn push_lq(&mut self, frame: LqInput) -> Result<Vec<OutputFrame>> {
+        let frame = LqHost::new(frame, (self.height, self.width))?;
         let index = self.frames_received();
         let mut delivered = Vec::with_capacity(self.tiles.len());
         for ti in 0..self.tiles.len() {
-            let part = self.crop(&frame, &self.tiles[ti]);
-            delivered.push((ti, self.tiles[ti].engine.push(part)?));
+            let part = self.part(&frame, &self.tiles[ti]);
+            delivered.push((ti, self.tiles[ti].engine.push_lq(part)?));
         }
         self.lq.insert(index, Arc::new(frame));
         self.blend(delivered)
@@ -261,7 +269,11 @@ impl FrameStream for TiledEngine<'_> {
         }
         // Frames read whose blended output is still to come keep their LQ reference.
         for (i, f) in &self.lq {
-            w.host(&format!("full_lq.{i}"), &[3, self.height, self.width], f);
+            w.host(
+                &format!("full_lq.{i}"),
+                &[3, self.height, self.width],
+                f.canvas(),
+            );
         }
         for (i, (acc, count)) in &self.pending {
             w.host(&format!("pending.{i}"), &[3, self.height, self.width], acc);
@@ -297,7 +309,8 @@ impl FrameStream for TiledEngine<'_> {
             let index: usize = name["full_lq.".len()..]
                 .parse()
                 .map_err(|_| ModelError::Settings(format!("bad entry {name}")))?;
-            self.lq.insert(index, Arc::new(r.host(&name)?.1));
+            let frame = LqHost::new(LqInput::Canvas(r.host(&name)?.1), (self.height, self.width))?;
+            self.lq.insert(index, Arc::new(frame));
         }
         let pending: Vec<String> = r
             .names_with_prefix("pending.")

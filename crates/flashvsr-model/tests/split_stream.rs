@@ -1,11 +1,13 @@
 //! A stream split over several devices (here CPU backends standing in for GPUs) gives the
 //! one-device stream's frames bit for bit: wherever the blocks are cut, when the cuts move mid-
-//! stream, and when a split stream's checkpoint is resumed on one device.
+//! stream, when a split stream's checkpoint is resumed on one device, and when its frames come as
+//! source levels resampled on the devices (the last one makes the decoder's condition).
 
 mod golden;
 
 use flashvsr_model::color_fix::ColorFix;
 use flashvsr_model::dit::mask::{AttentionMode, SparseSettings};
+use flashvsr_model::lq_frame::LqInput;
 use flashvsr_model::noise::NoiseSource;
 use flashvsr_model::pipeline::{
     Decoder, Engine, EngineSettings, Models, OutputFrame, SplitMove, StageDevice,
@@ -29,13 +31,17 @@ fn load(backend: &BackendRef) -> Models {
     })
 }
 
-/// The golden clip played forwards then backwards: 73 frames, 9 chunks.
-fn clip() -> (Vec<Vec<f32>>, usize, usize) {
+/// The golden clip played forwards then backwards: 73 frames, 9 chunks; prepared, and as
+/// source levels.
+fn clip() -> (Vec<Vec<f32>>, Vec<LqInput>, usize, usize) {
     let c = golden::case("tiny_block_v11");
     let (lq, _) = golden::prepared_lq(&c, false);
     let mut frames = lq.clone();
     frames.extend(lq.iter().rev().skip(1).cloned());
-    (frames, 128, 256)
+    let levels = golden::lq_levels(&c);
+    let mut sources = levels.clone();
+    sources.extend(levels.iter().rev().skip(1).cloned());
+    (frames, sources, 128, 256)
 }
 
 fn finished(out: Vec<OutputFrame>) -> Vec<(usize, Vec<f32>)> {
@@ -45,14 +51,14 @@ fn finished(out: Vec<OutputFrame>) -> Vec<(usize, Vec<f32>)> {
 }
 
 /// Pushes every frame; `between(engine, chunk outputs so far)` runs after each push.
-fn run(
+fn run<F: Clone + Into<LqInput>>(
     engine: &mut Engine,
-    frames: &[Vec<f32>],
+    frames: &[F],
     mut between: impl FnMut(&mut Engine, usize),
 ) -> Vec<(usize, Vec<f32>)> {
     let mut out = Vec::new();
     for f in frames {
-        out.extend(finished(engine.push(f.clone()).unwrap()));
+        out.extend(finished(engine.push_lq(f.clone().into()).unwrap()));
         between(engine, out.len());
     }
     out.extend(finished(engine.finish(frames.len()).unwrap()));
@@ -69,7 +75,7 @@ fn assert_same(a: &[(usize, Vec<f32>)], b: &[(usize, Vec<f32>)], what: &str) {
 
 #[test]
 fn split_streams_equal_the_one_device_stream_bit_for_bit() {
-    let (frames, h, w) = clip();
+    let (frames, sources, h, w) = clip();
     let backends: Vec<BackendRef> = (0..3)
         .map(|_| flashvsr_tensor::cpu::CpuBackend::new_ref())
         .collect();
@@ -87,11 +93,11 @@ fn split_streams_equal_the_one_device_stream_bit_for_bit() {
     let reference = run(&mut one, &frames, |_, _| {});
     assert_eq!(reference.len(), frames.len());
 
-    // Two devices, the first cut as chosen at the start.
+    // Two devices, the first cut as chosen at the start; frames resampled on the devices.
     let mut two = Engine::split_across(stages(2), settings(h, w), h, w).unwrap();
     assert_eq!(two.split_cuts().len(), 3);
     assert_same(
-        &run(&mut two, &frames, |_, _| {}),
+        &run(&mut two, &sources, |_, _| {}),
         &reference,
         "two devices",
     );
@@ -119,22 +125,23 @@ fn split_streams_equal_the_one_device_stream_bit_for_bit() {
     assert!(moves >= 5, "only {moves} moves");
     assert_same(&moving, &reference, "moving cuts");
 
-    // A checkpoint of a split stream (chunks in flight between devices) resumed on one device.
+    // A checkpoint of a split stream (chunks in flight between devices) resumed on one device;
+    // frames as levels before and after (the checkpoint holds them prepared).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("state.safetensors");
     let mut split = Engine::split_across(stages(2), settings(h, w), h, w).unwrap();
     let cut_at = 45;
     let mut before = Vec::new();
-    for f in &frames[..cut_at] {
-        before.extend(finished(split.push(f.clone()).unwrap()));
+    for f in &sources[..cut_at] {
+        before.extend(finished(split.push_lq(f.clone()).unwrap()));
     }
     split.save_checkpoint(&path).unwrap();
     drop(split);
     let mut resumed = Engine::new(&models[1], settings(h, w), &backends[1], h, w).unwrap();
     resumed.restore_checkpoint(&path).unwrap();
     assert_eq!(resumed.frames_received(), cut_at);
-    for f in &frames[cut_at..] {
-        before.extend(finished(resumed.push(f.clone()).unwrap()));
+    for f in &sources[cut_at..] {
+        before.extend(finished(resumed.push_lq(f.clone()).unwrap()));
     }
     before.extend(finished(resumed.finish(frames.len()).unwrap()));
     assert_same(

@@ -6,7 +6,7 @@ use std::any::Any;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::{Result, Tensor};
+use crate::{CanvasWindow, Result, Tensor};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Device {
@@ -379,6 +379,20 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// [`cpu::blur::dilated_blur`](crate::cpu::blur::dilated_blur) does, so backends agree
     /// bit for bit.
     fn dilated_blur(&self, x: &Tensor, dilation: usize) -> Result<BufferRef>;
+
+    /// Source levels `(n, h, w, c)` resampled by the separable fixed-point taps of the tables
+    /// `taps_x`, `taps_y` onto `window`: `(c, n, H, W)` in [-1, 1], as
+    /// [`cpu::resample::resample_levels`](crate::cpu::resample::resample_levels) computes them
+    /// (integer arithmetic: backends agree bit for bit). Shapes checked by
+    /// [`Tensor::resample_levels`].
+    fn resample_levels(
+        &self,
+        levels: &Tensor,
+        taps_x: &Tensor,
+        taps_y: &Tensor,
+        window: CanvasWindow,
+        bits: u32,
+    ) -> Result<BufferRef>;
 
     /// Dense softmax attention, `q (Lq, D)`, `k, v (Lk, D)`, heads of `D / heads`.
     fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<BufferRef>;

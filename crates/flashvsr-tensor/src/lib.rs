@@ -8,6 +8,7 @@ mod dtype;
 mod error;
 mod meter;
 pub mod random;
+mod resample;
 mod tensor;
 
 pub use backend::{
@@ -18,4 +19,5 @@ pub use block_mask::BlockMask;
 pub use dtype::DType;
 pub use error::{Result, TensorError};
 pub use meter::MemoryMeter;
+pub use resample::{CanvasWindow, FixedTaps, MAX_FIXED_POINT_BITS};
 pub use tensor::{SplitQkv, Tensor};

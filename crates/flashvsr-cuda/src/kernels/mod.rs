@@ -62,6 +62,11 @@ pub(crate) const SOURCES: &[Source] = &[
         functions: &["dilated_blur_f32"],
     },
     Source {
+        name: "resample.cu",
+        body: include_str!("resample.cu"),
+        functions: &["resample_levels_f32"],
+    },
+    Source {
         name: "conv.cu",
         body: include_str!("conv.cu"),
         functions: &["im2col_f32"],

@@ -16,6 +16,7 @@ mod norm;
 mod norm_silu;
 mod pointwise;
 mod qkv;
+mod resample;
 mod scores;
 mod upsample_conv;
 pub(crate) mod weight_cache;

@@ -9,7 +9,10 @@
 mod pil;
 mod torch;
 
-pub use pil::{pil_bicubic_u16_to_f32, pil_bicubic_u8};
+pub use pil::{
+    pil_bicubic_taps, pil_bicubic_u16_to_f32, pil_bicubic_u8, pil_horizontal_first, PilTaps,
+    PIL_PRECISION_BITS,
+};
 pub use torch::torch_bicubic_f32;
 
 fn check_len(len: usize, width: usize, height: usize, channels: usize) {

@@ -64,6 +64,65 @@ fn precompute_coeffs(in_size: usize, out_size: usize) -> Coeffs {
     c
 }
 
+/// Pillow's 8-bit taps of one axis in fixed point: output `i` is
+/// `clip8((2^(bits−1) + Σⱼ input[start[i] + j] · coeffs[i·ksize + j]) >> bits)` over
+/// `j < count[i]`, with `bits` = [`PIL_PRECISION_BITS`]. [`pil_bicubic_u8`] runs its passes with
+/// these, and the device resamples with the same tables, so both give the same bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PilTaps {
+    pub ksize: usize,
+    pub start: Vec<usize>,
+    pub count: Vec<usize>,
+    pub coeffs: Vec<i32>,
+}
+
+impl PilTaps {
+    /// The outputs of the axis.
+    pub fn len(&self) -> usize {
+        self.start.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.start.is_empty()
+    }
+
+    /// The one-tap copy that stands for a pass Pillow skips (an axis whose size does not change):
+    /// `(2^(bits−1) + v · 2^bits) >> bits = v`.
+    fn identity(size: usize) -> PilTaps {
+        PilTaps {
+            ksize: 1,
+            start: (0..size).collect(),
+            count: vec![1; size],
+            coeffs: vec![1 << PRECISION_BITS; size],
+        }
+    }
+}
+
+/// Fixed-point bits of Pillow's 8-bit passes.
+pub const PIL_PRECISION_BITS: u32 = PRECISION_BITS;
+
+/// Pillow's bicubic taps from `in_size` to `out_size` samples, in its fixed point; an axis whose
+/// size does not change gets the one-tap copy (Pillow skips that pass).
+pub fn pil_bicubic_taps(in_size: usize, out_size: usize) -> PilTaps {
+    if in_size == out_size {
+        return PilTaps::identity(out_size);
+    }
+    let c = precompute_coeffs(in_size, out_size);
+    PilTaps {
+        ksize: c.ksize,
+        coeffs: fixed_point(&c.weights),
+        start: c.start,
+        count: c.count,
+    }
+}
+
+/// Pillow 13 runs the vertical pass first when the height shrinks and the width does not (see
+/// [`pil_bicubic_u8`]); resizing `(width, height)` to `(out_w, out_h)` otherwise goes horizontal
+/// first.
+pub fn pil_horizontal_first(width: usize, height: usize, out_w: usize, out_h: usize) -> bool {
+    !vertical_first(width, height, out_w, out_h)
+}
+
 fn fixed_point(weights: &[f64]) -> Vec<i32> {
     let one = (1u32 << PRECISION_BITS) as f64;
     weights
@@ -102,8 +161,8 @@ fn horizontal_u8(
     if out_w == width {
         return src.to_vec();
     }
-    let c = precompute_coeffs(width, out_w);
-    let k = fixed_point(&c.weights);
+    let c = pil_bicubic_taps(width, out_w);
+    let k = &c.coeffs;
     let mut out = vec![0u8; out_w * height * channels];
     out.par_chunks_mut(out_w * channels)
         .enumerate()
@@ -145,8 +204,8 @@ fn vertical_u8(src: &[u8], width: usize, height: usize, channels: usize, out_h: 
     if out_h == height {
         return src.to_vec();
     }
-    let c = precompute_coeffs(height, out_h);
-    let k = fixed_point(&c.weights);
+    let c = pil_bicubic_taps(height, out_h);
+    let k = &c.coeffs;
     let row_len = width * channels;
     let mut out = vec![0u8; out_h * row_len];
     out.par_chunks_mut(row_len)
@@ -299,6 +358,24 @@ mod tests {
         let total: f64 = expect.iter().sum();
         for (a, b) in w.iter().zip(&expect) {
             assert!((a - b / total).abs() < 1e-15);
+        }
+    }
+
+    #[test]
+    fn an_unchanged_axis_gets_the_one_tap_copy_that_bicubic_weights_give_too() {
+        let copy = pil_bicubic_taps(7, 7);
+        assert_eq!(copy.ksize, 1);
+        assert_eq!(copy.start, (0..7).collect::<Vec<_>>());
+        assert!(copy.coeffs.iter().all(|&k| k == 1 << PRECISION_BITS));
+        // Bicubic weights at scale 1 are 1 at the centre and 0 elsewhere: the same copy.
+        let c = precompute_coeffs(7, 7);
+        let k = fixed_point(&c.weights);
+        for i in 0..7 {
+            let taps = &k[i * c.ksize..][..c.count[i]];
+            let centre = i - c.start[i];
+            for (j, &w) in taps.iter().enumerate() {
+                assert_eq!(w, if j == centre { 1 << PRECISION_BITS } else { 0 });
+            }
         }
     }
 

@@ -4,9 +4,10 @@
 
 use std::sync::Arc;
 
-use flashvsr_tensor::{BackendRef, PendingDownload, Tensor};
+use flashvsr_tensor::{PendingDownload, Tensor};
 
 use crate::color_fix::{wavelet_on_device, ColorFix};
+use crate::lq_frame::LqHost;
 use crate::output_frame::{DecodedChunk, OutputFrame};
 use crate::Result;
 
@@ -35,7 +36,7 @@ impl DecodedFrames {
 pub(super) fn chunk_frames(
     out0: usize,
     decoded: DecodedFrames,
-    references: Vec<Arc<Vec<f32>>>,
+    references: Vec<Arc<LqHost>>,
     device_references: impl FnOnce() -> Result<Option<Tensor>>,
     canvas: (usize, usize),
     color_fix: ColorFix,
@@ -72,21 +73,4 @@ pub(super) fn chunk_frames(
             )
         })
         .collect())
-}
-
-/// LQ frames `(3, 1, H, W)` joined along dim 1 on `backend` (moved over from another device
-/// where needed); None when some frame has no device copy (a parking engine keeps none).
-pub(super) fn joined_on(copies: &[Option<Tensor>], backend: &BackendRef) -> Result<Option<Tensor>> {
-    let Some(copies) = copies.iter().cloned().collect::<Option<Vec<Tensor>>>() else {
-        return Ok(None);
-    };
-    if copies.is_empty() {
-        return Ok(None);
-    }
-    let here = copies
-        .iter()
-        .map(|t| t.to_backend(backend))
-        .collect::<flashvsr_tensor::Result<Vec<_>>>()?;
-    let refs: Vec<&Tensor> = here.iter().collect();
-    Ok(Some(Tensor::cat(&refs, 1)?))
 }

@@ -18,12 +18,13 @@ use std::time::{Duration, Instant};
 use flashvsr_tensor::{BackendRef, Tensor};
 
 use super::{
-    chunk_frames, decode_chunk, joined_on, lq_frames, lq_tokens, Decoder, DecoderState, Engine,
+    chunk_frames, decode_chunk, lq_frames, lq_range, lq_tokens, Decoder, DecoderState, Engine,
     EngineStats, Models, OutputFrame,
 };
 use crate::dit::config::LATENT_CHANNELS;
 use crate::dit::{LayerCache, TokenGrid};
 use crate::geometry::{chunk_latents, chunk_output_frames};
+use crate::lq_frame::{canvas_on, device_canvas, LqFrame, LqHost, LqInput};
 use crate::state_io::{StateReader, StateWriter};
 use crate::tcdecoder::SPACE_UPSCALE;
 use crate::{ModelError, Result};
@@ -46,8 +47,7 @@ pub(super) struct Handoff {
     noise: Arc<Vec<f32>>,
     /// The LQ frames of the chunk's outputs: the tiny decoder's condition and the colour fix's
     /// references; with the first device's copies where it has them.
-    lq: Vec<Arc<Vec<f32>>>,
-    lq_device: Vec<Option<Tensor>>,
+    lq: Vec<LqFrame>,
 }
 
 impl Handoff {
@@ -316,20 +316,9 @@ impl Shared<'_> {
         )?;
         let latents = noise.sub(&velocity)?;
         let (out0, out_n) = chunk_output_frames(h.chunk);
+        let lq: Vec<&LqFrame> = h.lq.iter().collect();
         let cond = match stage.models.decoder {
-            Decoder::Tiny(_) => {
-                let shape = [3, 1, self.canvas.0, self.canvas.1];
-                let frames =
-                    h.lq.iter()
-                        .zip(&h.lq_device)
-                        .map(|(host, device)| match device {
-                            Some(t) => Ok(t.to_backend(&stage.backend)?),
-                            None => Ok(Tensor::from_slice_queued(&stage.backend, host, &shape)?),
-                        })
-                        .collect::<Result<Vec<_>>>()?;
-                let refs: Vec<&Tensor> = frames.iter().collect();
-                Some(Tensor::cat(&refs, 1)?)
-            }
+            Decoder::Tiny(_) => Some(canvas_on(&stage.backend, &lq, self.canvas)?),
             Decoder::Full { .. } => None,
         };
         let decoded = decode_chunk(stage.models, decoder, &latents, cond.as_ref())?;
@@ -340,15 +329,14 @@ impl Shared<'_> {
             )));
         }
         // The tiny decoder's condition is the chunk's LQ frames on this device already.
-        let lq_device = &h.lq_device;
         let device_references = || match cond {
-            Some(lq) => Ok(Some(lq)),
-            None => joined_on(lq_device, &stage.backend),
+            Some(cond) => Ok(Some(cond)),
+            None => device_canvas(&stage.backend, &lq, self.canvas),
         };
         let frames = chunk_frames(
             out0,
             decoded,
-            h.lq,
+            lq.iter().map(|f| f.host.clone()).collect(),
             device_references,
             self.canvas,
             self.settings.color_fix,
@@ -491,20 +479,13 @@ impl Engine<'_> {
         )?;
         let (x, _) = self.models.dit.embed(&noise_t, &tokens)?;
         let (out0, out_n) = chunk_output_frames(chunk);
-        let frames = (out0..out0 + out_n)
-            .map(|i| {
-                self.frames
-                    .get(&i)
-                    .ok_or_else(|| ModelError::Settings(format!("LQ frame {i} is not available")))
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let lq = lq_range(&self.frames, out0, out_n)?;
         Ok(Handoff {
             chunk,
             next_block: 0,
             x,
             noise: Arc::new(noise),
-            lq: frames.iter().map(|f| f.host.clone()).collect(),
-            lq_device: frames.iter().map(|f| f.device.clone()).collect(),
+            lq: lq.into_iter().cloned().collect(),
         })
     }
 
@@ -568,14 +549,22 @@ pub(super) fn write_pending(
             &h.noise,
         );
         for (j, f) in h.lq.iter().enumerate() {
-            w.host(&format!("{q}lq.{j}"), &[3, canvas.0, canvas.1], f);
+            w.host(
+                &format!("{q}lq.{j}"),
+                &[3, canvas.0, canvas.1],
+                f.host.canvas(),
+            );
         }
     }
     Ok(())
 }
 
 /// Reads what [`write_pending`] wrote (none in checkpoints of one-device streams).
-pub(super) fn read_pending(r: &StateReader, p: &str) -> Result<VecDeque<Handoff>> {
+pub(super) fn read_pending(
+    r: &StateReader,
+    p: &str,
+    canvas: (usize, usize),
+) -> Result<VecDeque<Handoff>> {
     let count: usize = r.value(&format!("{p}pending")).unwrap_or(0);
     (0..count)
         .map(|i| {
@@ -583,14 +572,16 @@ pub(super) fn read_pending(r: &StateReader, p: &str) -> Result<VecDeque<Handoff>
             let chunk: usize = r.value(&format!("{q}chunk"))?;
             let (_, out_n) = chunk_output_frames(chunk);
             let lq = (0..out_n)
-                .map(|j| Ok(Arc::new(r.host(&format!("{q}lq.{j}"))?.1)))
+                .map(|j| {
+                    let frame = LqInput::Canvas(r.host(&format!("{q}lq.{j}"))?.1);
+                    LqFrame::new(LqHost::new(frame, canvas)?, None, canvas)
+                })
                 .collect::<Result<Vec<_>>>()?;
             Ok(Handoff {
                 chunk,
                 next_block: r.value(&format!("{q}next_block"))?,
                 x: r.tensor(&format!("{q}x"))?,
                 noise: Arc::new(r.host(&format!("{q}noise"))?.1),
-                lq_device: vec![None; lq.len()],
                 lq,
             })
         })

@@ -4,7 +4,9 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use flashvsr_media::prepare::{prepare_frame, PrepareGeometry, Resampler};
+use flashvsr_media::prepare::{
+    frame_levels, pil_levels_plan, prepare_frame, PrepareGeometry, Resampler,
+};
 use flashvsr_media::{Frame, FrameData};
 use flashvsr_model::geometry::SizePlan;
 use serde_json::Value;
@@ -165,6 +167,45 @@ pub fn prepared_lq(inputs: &Case, crop_to_128: bool) -> (Vec<Vec<f32>>, SizePlan
         })
         .collect();
     (frames, plan)
+}
+
+/// The frames of `prepared_lq(inputs, false)` as their source levels, for the engine to
+/// resample on its device.
+pub fn lq_levels(inputs: &Case) -> Vec<flashvsr_model::lq_frame::LqInput> {
+    use flashvsr_model::lq_frame::{LevelsGeometry, LqInput, ResampleTaps, SourceLevels};
+    use flashvsr_tensor::{CanvasWindow, FixedTaps};
+    let lr = inputs.get("lr_frames");
+    let (n, h0, w0) = (lr.shape[0], lr.shape[1], lr.shape[2]);
+    let plan = SizePlan::new((w0, h0), 4, false).unwrap();
+    let geometry = PrepareGeometry {
+        scaled: plan.scaled,
+        model: plan.model,
+        crop_offset: plan.crop_offset,
+    };
+    let taps = pil_levels_plan((w0, h0), &geometry, Resampler::Pil).unwrap();
+    let fixed = |t: flashvsr_media::resize::PilTaps| {
+        FixedTaps::new(t.ksize, t.start, t.count, t.coeffs).unwrap()
+    };
+    let taps =
+        ResampleTaps::new((w0, h0), fixed(taps.x), fixed(taps.y), taps.precision_bits).unwrap();
+    let geometry = LevelsGeometry {
+        taps: std::sync::Arc::new(taps),
+        window: CanvasWindow {
+            origin: plan.crop_offset,
+            size: plan.model,
+        },
+    };
+    let f = flashvsr_model::geometry::padded_frame_count(n);
+    (0..f)
+        .map(|i| {
+            let src = i.min(n - 1);
+            let frame = Frame::from_u8(w0, h0, lr.u8[src * h0 * w0 * 3..][..h0 * w0 * 3].to_vec());
+            LqInput::Levels(SourceLevels {
+                levels: std::sync::Arc::new(frame_levels(&frame).unwrap()),
+                geometry: geometry.clone(),
+            })
+        })
+        .collect()
 }
 
 /// Channel-major selection of frames from a `(3, T, H, W)` stored tensor, as `(3, n, H, W)`.

@@ -10,6 +10,7 @@ mod gemm;
 mod layout;
 mod norm;
 mod qkv;
+pub mod resample;
 pub mod sparse_mask;
 
 use std::any::Any;
@@ -19,7 +20,7 @@ use std::sync::Arc;
 use crate::backend::{
     Backend, BackendRef, BinaryOp, Buffer, BufferRef, Device, PadMode, QkvBuffers, UnaryOp,
 };
-use crate::{MemoryMeter, Result, Tensor, TensorError};
+use crate::{CanvasWindow, MemoryMeter, Result, Tensor, TensorError};
 
 pub struct CpuBuffer(pub Vec<f32>, Arc<MemoryMeter>);
 
@@ -93,6 +94,13 @@ fn joined<'a>(xs: &[&'a Tensor]) -> Result<Cow<'a, [f32]>> {
 fn plane_of(x: &Tensor) -> (usize, usize) {
     let s = x.shape();
     (s[s.len() - 2], s[s.len() - 1])
+}
+
+fn tap_table(t: &Tensor) -> Result<resample::TapTable<'_>> {
+    Ok(resample::TapTable {
+        values: data(t)?,
+        columns: t.dim(1),
+    })
 }
 
 fn data(x: &Tensor) -> Result<&[f32]> {
@@ -305,6 +313,25 @@ impl Backend for CpuBackend {
     fn dilated_blur(&self, x: &Tensor, dilation: usize) -> Result<BufferRef> {
         let (h, w) = plane_of(x);
         self.out(blur::dilated_blur(data(x)?, h, w, dilation))
+    }
+
+    fn resample_levels(
+        &self,
+        levels: &Tensor,
+        taps_x: &Tensor,
+        taps_y: &Tensor,
+        window: CanvasWindow,
+        bits: u32,
+    ) -> Result<BufferRef> {
+        let s = levels.shape();
+        self.out(resample::resample_levels(
+            data(levels)?,
+            (s[0], s[1], s[2], s[3]),
+            tap_table(taps_x)?,
+            tap_table(taps_y)?,
+            window,
+            bits,
+        ))
     }
 
     fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> Result<BufferRef> {
