@@ -1,6 +1,6 @@
 // The flash attention kernel of flash.cu on Hopper's warpgroup MMA (wgmma, sm_90a only): the same
 // interface and semantics (head_dim 128, bf16 operands, fp32 accumulation and fp32 online
-// softmax, K/V read in place from up to FW_MAX_SEGMENTS segments, dense or block-sparse with
+// softmax, K/V read in place from up to FA_MAX_SEGMENTS segments, dense or block-sparse with
 // 128-row query blocks and key blocks of a multiple of 64 rows, the bf16 copy of the output,
 // exact zeros for a query block with no key block). Not promised to give flash.cu's bits (the
 // MMAs may sum in another order), though on an H100 it did.
@@ -42,8 +42,6 @@
 // Needs sm_90a (`__CUDA_ARCH_FEAT_SM90_ALL`); on every other target the kernel compiles to
 // nothing and the host never launches it.
 
-typedef unsigned int u32;
-
 #define FW_QBLOCK 128
 #define FW_HD 128
 #define FW_KT 64
@@ -55,15 +53,6 @@ typedef unsigned int u32;
 #define FW_Q_HALF_BYTES (FW_QBLOCK * 128)
 // Two consumer warpgroups and a producer warpgroup.
 #define FW_THREADS 384
-#define FW_MAX_SEGMENTS 16
-
-// FaSegments of flash.cu, the same layout (the host fills one struct for either kernel).
-struct FaSegments {
-    u64 k[FW_MAX_SEGMENTS];
-    u64 v[FW_MAX_SEGMENTS];
-    int first_key[FW_MAX_SEGMENTS];
-    int count;
-};
 
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define FW_ENABLED 1
@@ -72,38 +61,6 @@ struct FaSegments {
 #endif
 
 #if FW_ENABLED
-__device__ __forceinline__ u32 fw_pack_bf16(float lo, float hi) {
-    u32 r;
-    // The first source goes to the upper half.
-    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
-    return r;
-}
-
-// Two values as bf16 the way `f32_to_bf16` rounds them (low half first).
-__device__ __forceinline__ u32 fw_bf16_pair(float lo, float hi) {
-    return (u32)bf16_bits(lo) | ((u32)bf16_bits(hi) << 16);
-}
-
-__device__ __forceinline__ float fw_ex2(float x) {
-    float y;
-    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
-    return y;
-}
-
-// 16 bytes global -> shared; src_bytes = 0 fills the destination with zeros.
-__device__ __forceinline__ void fw_cp_async16(u32 dst, const void* src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" ::"r"(dst), "l"(src),
-                 "r"(src_bytes)
-                 : "memory");
-}
-
-__device__ __forceinline__ void fw_cp_commit() { asm volatile("cp.async.commit_group;" ::: "memory"); }
-
-template <int N>
-__device__ __forceinline__ void fw_cp_wait() {
-    asm volatile("cp.async.wait_group %0;" ::"n"(N) : "memory");
-}
-
 // This thread's generic-proxy writes to shared memory (st.shared, completed cp.async) become
 // visible to the async proxy (wgmma's operand reads) once a barrier follows.
 __device__ __forceinline__ void fw_fence_proxy() {
@@ -220,22 +177,22 @@ __device__ __forceinline__ void fw_softmax(const float (&s)[8][4], float (&m)[2]
         mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 2));
         // All keys so far masked: keep the exponent finite (every p is 0 then).
         ms[r] = mx[r] == NEG_INF ? 0.0f : mx[r] * scale_log2;
-        alpha[r] = fw_ex2(m[r] * scale_log2 - ms[r]);
+        alpha[r] = fa_ex2(m[r] * scale_log2 - ms[r]);
         m[r] = mx[r];
     }
     rs[0] = rs[1] = 0.0f;
 #pragma unroll
     for (int j = 0; j < 8; ++j) {
-        const float p0 = fw_ex2(fmaf(s[j][0], scale_log2, -ms[0]));
-        const float p1 = fw_ex2(fmaf(s[j][1], scale_log2, -ms[0]));
-        const float p2 = fw_ex2(fmaf(s[j][2], scale_log2, -ms[1]));
-        const float p3 = fw_ex2(fmaf(s[j][3], scale_log2, -ms[1]));
+        const float p0 = fa_ex2(fmaf(s[j][0], scale_log2, -ms[0]));
+        const float p1 = fa_ex2(fmaf(s[j][1], scale_log2, -ms[0]));
+        const float p2 = fa_ex2(fmaf(s[j][2], scale_log2, -ms[1]));
+        const float p3 = fa_ex2(fmaf(s[j][3], scale_log2, -ms[1]));
         rs[0] += p0 + p1;
         rs[1] += p2 + p3;
         // A fragment of k-step j / 2: key n-tile 2kk -> regs 0 (row g), 1 (row g + 8); n-tile
         // 2kk + 1 -> regs 2, 3.
-        pa[j >> 1][(j & 1) * 2 + 0] = fw_pack_bf16(p0, p1);
-        pa[j >> 1][(j & 1) * 2 + 1] = fw_pack_bf16(p2, p3);
+        pa[j >> 1][(j & 1) * 2 + 0] = fa_pack_bf16(p0, p1);
+        pa[j >> 1][(j & 1) * 2 + 1] = fa_pack_bf16(p2, p3);
     }
 }
 #endif
@@ -319,19 +276,19 @@ __device__ __forceinline__ void flash_wgmma_body(
     const u64 hoff = (u64)head * FW_HD;
     const u64 head_bytes = (u64)head * kv_head_stride * 2;
 
-    __shared__ u64 seg_k[FW_MAX_SEGMENTS], seg_v[FW_MAX_SEGMENTS];
-    __shared__ int seg_first[FW_MAX_SEGMENTS + 1];
+    __shared__ u64 seg_k[FA_MAX_SEGMENTS], seg_v[FA_MAX_SEGMENTS];
+    __shared__ int seg_first[FA_MAX_SEGMENTS + 1];
     __shared__ __align__(8) u64 full_bar[STAGES], empty_bar[STAGES];
     const u32 full0 = (u32)__cvta_generic_to_shared(full_bar);
     const u32 empty0 = (u32)__cvta_generic_to_shared(empty_bar);
     if (tid == 0) {
 #pragma unroll
-        for (int s = 0; s < FW_MAX_SEGMENTS; ++s) {
+        for (int s = 0; s < FA_MAX_SEGMENTS; ++s) {
             seg_k[s] = kv.k[s] + head_bytes;
             seg_v[s] = kv.v[s] + head_bytes;
             seg_first[s] = s < kv.count ? kv.first_key[s] : 0x7fffffff;
         }
-        seg_first[FW_MAX_SEGMENTS] = 0x7fffffff;
+        seg_first[FA_MAX_SEGMENTS] = 0x7fffffff;
 #pragma unroll
         for (int s = 0; s < STAGES; ++s) {
             fw_mbar_init(full0 + 8 * s, 32);
@@ -370,11 +327,11 @@ __device__ __forceinline__ void flash_wgmma_body(
                 const bool ok = key < lk;
                 const u64 off = (u64)(ok ? key - seg_key0 : 0) * kv_row_stride;
                 const u32 so = fw_swz(row, chunk, FW_HALF_BYTES);
-                fw_cp_async16(sk + so, kh + off, ok ? 16 : 0);
-                fw_cp_async16(sv + so, vh + off, ok ? 16 : 0);
+                fa_cp_async16(sk + so, kh + off, ok ? 16 : 0);
+                fa_cp_async16(sv + so, vh + off, ok ? 16 : 0);
             }
-            fw_cp_commit();
-            fw_cp_wait<0>();
+            fa_cp_commit();
+            fa_cp_wait<0>();
             fw_fence_proxy();
             fw_mbar_arrive(full0 + 8 * stage);
         }
@@ -405,7 +362,7 @@ __device__ __forceinline__ void flash_wgmma_body(
 #pragma unroll
                 for (int h = 0; h < 4; ++h) {
                     const float2 a = src[h];
-                    packed[h] = fw_pack_bf16(a.x, a.y);
+                    packed[h] = fa_pack_bf16(a.x, a.y);
                 }
             }
             asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(
@@ -553,8 +510,8 @@ __device__ __forceinline__ void flash_wgmma_body(
 #pragma unroll
         for (int j = 0; j < 16; ++j) {
             const float* a = acc[j];
-            if (ok0) b0[4 * j] = fw_bf16_pair(a[0] * inv[0], a[1] * inv[0]);
-            if (ok1) b1[4 * j] = fw_bf16_pair(a[2] * inv[1], a[3] * inv[1]);
+            if (ok0) b0[4 * j] = fa_bf16_pair(a[0] * inv[0], a[1] * inv[0]);
+            if (ok1) b1[4 * j] = fa_bf16_pair(a[2] * inv[1], a[3] * inv[1]);
         }
     }
 #endif

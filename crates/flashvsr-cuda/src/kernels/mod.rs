@@ -1,5 +1,6 @@
 //! The kernel sources (header-free CUDA C++, compiled by NVRTC at run time) and the loaded
-//! functions. Each `.cu` file is one module; `common.cuh` is prepended to each.
+//! functions. Each `.cu` file is one module; `common.cuh` is prepended to each, and
+//! `flash_common.cuh` to the two flash-attention kernels.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -11,6 +12,8 @@ use crate::error::{CudaError, CudaResult};
 use crate::nvrtc;
 
 const PRELUDE: &str = include_str!("common.cuh");
+/// Prepended (after PRELUDE) to both flash-attention sources.
+const FLASH_COMMON: &str = include_str!("flash_common.cuh");
 
 pub(crate) struct Source {
     pub name: &'static str,
@@ -20,7 +23,12 @@ pub(crate) struct Source {
 
 impl Source {
     pub fn text(&self) -> String {
-        format!("{PRELUDE}\n// ---- {}\n{}", self.name, self.body)
+        let shared = if self.name.starts_with("flash") {
+            FLASH_COMMON
+        } else {
+            ""
+        };
+        format!("{PRELUDE}\n{shared}\n// ---- {}\n{}", self.name, self.body)
     }
 }
 
