@@ -42,86 +42,73 @@ fn select(instance: Option<&str>) {
     }
 }
 
-fn run_with(
-    backend: &BackendRef,
-    instance: Option<&str>,
-    inputs: &[Input],
-    op: Op,
-) -> std::result::Result<Vec<f32>, String> {
+fn run_with(backend: &BackendRef, instance: Option<&str>, inputs: &[Input], op: Op) -> Output {
     select(instance);
     Suite::run_on(backend, inputs, op)
         .map(|(_, v)| v)
         .map_err(|e| e.to_string())
 }
 
-fn same_bits(
+type Output = std::result::Result<Vec<f32>, String>;
+
+/// One case of `got` against the default instance's `want`: errors, lengths and unwritten (NaN)
+/// values first, then `judge` (Ok: what the line reports).
+fn against_default(
     s: &mut Suite,
     name: &str,
-    got: std::result::Result<Vec<f32>, String>,
-    want: &std::result::Result<Vec<f32>, String>,
+    got: Output,
+    want: &Output,
+    judge: impl Fn(&[f32], &[f32]) -> std::result::Result<String, String>,
 ) {
     s.cases += 1;
     let verdict = match (&got, want) {
         (Err(e), _) | (_, Err(e)) => Err(format!("CUDA error: {e}")),
         (Ok(g), Ok(w)) if g.len() != w.len() => Err(format!("{} values vs {}", g.len(), w.len())),
-        (Ok(g), Ok(w)) => {
-            let nan = g.iter().filter(|v| v.is_nan()).count();
-            let differ = |(a, b): (&f32, &f32)| a.to_bits() != b.to_bits();
-            let count = g.iter().zip(w).filter(|&p| differ(p)).count();
-            if nan > 0 {
-                Err(format!("{nan} NaN (unwritten output?)"))
-            } else if let Some(i) = g.iter().zip(w).position(differ) {
-                Err(format!(
-                    "{count} values differ from the default instance's, first at {i}: {:e} vs {:e}",
-                    g[i], w[i]
-                ))
-            } else {
-                Ok(g.len())
-            }
-        }
+        (Ok(g), Ok(w)) => match g.iter().filter(|v| v.is_nan()).count() {
+            0 => judge(g, w),
+            nan => Err(format!("{nan} NaN (unwritten output?)")),
+        },
     };
     match verdict {
-        Ok(n) => println!("ok    {name:<44} {n} values, the default instance's bits"),
+        Ok(what) => println!("ok    {name:<44} {what}"),
         Err(msg) => s.fail(name, msg),
     }
 }
 
-fn close_to_default(
-    s: &mut Suite,
-    name: &str,
-    got: std::result::Result<Vec<f32>, String>,
-    want: &std::result::Result<Vec<f32>, String>,
-) {
-    s.cases += 1;
-    let verdict = match (&got, want) {
-        (Err(e), _) | (_, Err(e)) => Err(format!("CUDA error: {e}")),
-        (Ok(g), Ok(w)) if g.len() != w.len() => Err(format!("{} values vs {}", g.len(), w.len())),
-        (Ok(g), Ok(w)) => {
-            let nan = g.iter().filter(|v| v.is_nan()).count();
-            // Where the default writes an exact zero (no key at all), so must this one.
-            let zeros = g
-                .iter()
-                .zip(w)
-                .filter(|(a, b)| b.to_bits() == 0 && a.to_bits() != 0)
-                .count();
-            let (err, _) = rel_l2(g, w);
-            if nan > 0 {
-                Err(format!("{nan} NaN (unwritten output?)"))
-            } else if zeros > 0 {
-                Err(format!("{zeros} values not +0 where the default's are"))
-            } else if err.is_nan() || err > WGMMA_VS_DEFAULT {
-                Err(format!(
-                    "relative L2 {err:.3e} to the default instance > {WGMMA_VS_DEFAULT:.0e}"
-                ))
-            } else {
-                Ok(err)
-            }
+fn same_bits(s: &mut Suite, name: &str, got: Output, want: &Output) {
+    against_default(s, name, got, want, |g, w| {
+        let differ = |(a, b): (&f32, &f32)| a.to_bits() != b.to_bits();
+        match g.iter().zip(w).position(differ) {
+            Some(i) => Err(format!(
+                "{} values differ from the default instance's, first at {i}: {:e} vs {:e}",
+                g.iter().zip(w).filter(|&p| differ(p)).count(),
+                g[i],
+                w[i]
+            )),
+            None => Ok(format!("{} values, the default instance's bits", g.len())),
         }
-    };
-    match verdict {
-        Ok(err) => println!("ok    {name:<44} rel L2 {err:.2e} to the default instance"),
-        Err(msg) => s.fail(name, msg),
-    }
+    });
+}
+
+fn close_to_default(s: &mut Suite, name: &str, got: Output, want: &Output) {
+    against_default(s, name, got, want, |g, w| {
+        // Where the default writes an exact zero (no key at all), so must this one.
+        let zeros = g
+            .iter()
+            .zip(w)
+            .filter(|(a, b)| b.to_bits() == 0 && a.to_bits() != 0)
+            .count();
+        let (err, _) = rel_l2(g, w);
+        if zeros > 0 {
+            Err(format!("{zeros} values not +0 where the default's are"))
+        } else if err.is_nan() || err > WGMMA_VS_DEFAULT {
+            Err(format!(
+                "relative L2 {err:.3e} to the default instance > {WGMMA_VS_DEFAULT:.0e}"
+            ))
+        } else {
+            Ok(format!("rel L2 {err:.2e} to the default instance"))
+        }
+    });
 }
 
 impl Suite {
