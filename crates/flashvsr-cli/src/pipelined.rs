@@ -1,6 +1,6 @@
 //! Decode, upscale and encode run concurrently: the source is read on a thread of its own and the
 //! sink is written on another, each joined to the engine by a bounded queue, so a slow decoder or
-//! encoder overlaps with the model and host memory stays bounded (QUEUE frames each way). Frames
+//! encoder overlaps with the model and host memory stays bounded (QUEUE frames in, WRITE_QUEUE out). Frames
 //! that still need host work (the engine's, before their colour fix) are finished on the host
 //! pool, up to FINISH_AHEAD at once, and written in order.
 
@@ -15,6 +15,13 @@ use crate::host_pool::{InOrder, Workers};
 
 /// Frames waiting in each queue.
 pub const QUEUE: usize = 8;
+
+/// Frames waiting for the writer. The engine hands over a chunk's frames at once, before they are
+/// copied from the device, and a full queue stops it from queueing the next chunk: with the
+/// first chunk's 21 frames against 16 places, the GPU sat idle while the host finished frames.
+/// Room for the first chunk and the next keeps the device fed; frames of a chunk share its one
+/// host copy, so the room costs little memory.
+const WRITE_QUEUE: usize = 24;
 
 /// Frames being finished on the host pool at once, behind the write queue.
 pub const FINISH_AHEAD: usize = 8;
@@ -116,7 +123,7 @@ pub struct WriteBehind {
 
 impl WriteBehind {
     pub fn new(mut sink: Box<dyn FrameSink>) -> WriteBehind {
-        let (tx, rx) = sync_channel::<Write>(QUEUE);
+        let (tx, rx) = sync_channel::<Write>(WRITE_QUEUE);
         let writer = std::thread::spawn(move || {
             if write_in_order(rx, sink.as_mut())? {
                 sink.finish()

@@ -20,14 +20,16 @@ const BATCH: usize = 4096;
 /// Gaps longer than this are the host's pauses between passes (the bench's run boundaries,
 /// a model load), not op dispatch.
 const LONG_GAP_MS: f64 = 50.0;
+const MAX_LONG_GAPS_LISTED: usize = 40;
 
 #[derive(Default)]
 struct State {
     pending: Vec<(&'static str, CudaEvent, CudaEvent)>,
     /// name → (milliseconds, calls, idle milliseconds before it)
     totals: BTreeMap<&'static str, (f64, u64, f64)>,
-    last_end: Option<CudaEvent>,
-    long_gaps_ms: f64,
+    last_end: Option<(&'static str, CudaEvent)>,
+    /// Gaps over [`LONG_GAP_MS`]: (milliseconds, the op before, the op after), in order.
+    long_gaps: Vec<(f64, &'static str, &'static str)>,
 }
 
 pub(crate) struct OpProfiler {
@@ -69,10 +71,10 @@ impl OpProfiler {
         let idle: f64 = s.totals.values().map(|v| v.2).sum();
         let mut rows: Vec<_> = s.totals.iter().collect();
         rows.sort_by(|a, b| b.1 .0.total_cmp(&a.1 .0));
+        let long: f64 = s.long_gaps.iter().map(|g| g.0).sum();
         let mut out = format!(
             "GPU time per op ({total:.1} ms in all; idle between ops {idle:.1} ms, not counting \
-             {:.1} ms of gaps over {LONG_GAP_MS} ms):\n",
-            s.long_gaps_ms
+             {long:.1} ms of gaps over {LONG_GAP_MS} ms):\n"
         );
         for (name, (ms, calls, idle_ms)) in rows {
             out.push_str(&format!(
@@ -81,6 +83,12 @@ impl OpProfiler {
                 ms / *calls as f64
             ));
         }
+        // Where the long gaps fall tells a pause between passes from a host stall inside one.
+        out.push_str(&format!("gaps over {LONG_GAP_MS} ms, in order:"));
+        for (ms, before, after) in s.long_gaps.iter().take(MAX_LONG_GAPS_LISTED) {
+            out.push_str(&format!(" {ms:.0} ({before} → {after});"));
+        }
+        out.push('\n');
         Ok(out)
     }
 }
@@ -101,22 +109,24 @@ fn resolve(s: &mut State, all: bool) -> CudaResult<()> {
             .unwrap_or(s.pending.len())
     };
     let mut last_end = s.last_end.take();
+    let mut long_gaps = Vec::new();
     for (name, start, end) in s.pending.drain(..done) {
         let ms = start.elapsed_ms(&end)? as f64;
-        let gap = match &last_end {
-            Some(prev) => (prev.elapsed_ms(&start)? as f64).max(0.0),
-            None => 0.0,
+        let (gap, before) = match &last_end {
+            Some((before, prev)) => ((prev.elapsed_ms(&start)? as f64).max(0.0), *before),
+            None => (0.0, ""),
         };
         let entry = s.totals.entry(name).or_insert((0.0, 0, 0.0));
         entry.0 += ms;
         entry.1 += 1;
         if gap > LONG_GAP_MS {
-            s.long_gaps_ms += gap;
+            long_gaps.push((gap, before, name));
         } else {
             entry.2 += gap;
         }
-        last_end = Some(end);
+        last_end = Some((name, end));
     }
     s.last_end = last_end;
+    s.long_gaps.extend(long_gaps);
     Ok(())
 }
