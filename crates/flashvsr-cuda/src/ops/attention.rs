@@ -14,7 +14,10 @@ use flashvsr_tensor::Tensor;
 use crate::backend::{AttentionPrecision, CudaBackend};
 use crate::buffer::{CudaBuffer, Storage};
 use crate::error::{CudaError, CudaResult};
-use crate::kernels::{flash_kernel_name, flash_wgmma_kernel_name, Kernels, ATTENTION_WIDTHS};
+use crate::kernels::{
+    flash_kernel_name, flash_wgmma_k128_kernel_name, flash_wgmma_kernel_name, Kernels,
+    ATTENTION_WIDTHS,
+};
 use crate::launch::KernelArgs;
 use crate::ops::mask::WorkOrder;
 
@@ -45,7 +48,9 @@ unsafe impl DeviceRepr for FlashSegments {}
 /// whether K/V are converted to a head-major bf16 layout (each 64-key tile one contiguous 16 KB
 /// run) or keep the row layout. `wgmma`: the Hopper kernel of flash_wgmma.cu instead (sm_90a
 /// only; two consumer warpgroups of 64 query rows and a producer warpgroup per CTA, `stages` K/V
-/// stages; `m_tiles` unused).
+/// stages; `m_tiles` unused), and its keys per iteration `key_tile`: 64 (FW_KT), or 128 for
+/// the k128 form (`flash_wgmma_k128_body`: two 64-key units per iteration). The mma.sync
+/// kernel's is 64.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FlashConfig {
     warps: usize,
@@ -53,6 +58,7 @@ struct FlashConfig {
     m_tiles: usize,
     head_major: bool,
     wgmma: bool,
+    key_tile: usize,
 }
 
 /// The instances flash.cu defines as (warps, stages, m-tiles): `FLASH_INSTANCE(W, S)` with one
@@ -63,6 +69,12 @@ const FLASH_INSTANCES: [(usize, usize, usize); 5] =
 /// The K/V stages of the instances flash_wgmma.cu defines (`FLASH_WGMMA_INSTANCE(S)`), the first
 /// the one `FLASHVSR_CUDA_FLASH=wgmma` selects.
 const FLASH_WGMMA_STAGES: [usize; 2] = [4, 5];
+
+/// The K/V stages of flash_wgmma.cu's k128 instances (`FLASH_WGMMA_K128_INSTANCE(S)`), the first
+/// the one `FLASHVSR_CUDA_FLASH=wgmma_k128` selects: 3 stages of 64 KB are as many as fit.
+const FLASH_WGMMA_K128_STAGES: [usize; 1] = [3];
+/// Keys per iteration of the k128 instances (FW_K128_KT).
+const FLASH_WGMMA_K128_KEYS: usize = 128;
 
 impl FlashConfig {
     /// 4 warps of 32 query rows (each K/V fragment read from shared memory feeds both of a
@@ -76,6 +88,7 @@ impl FlashConfig {
         m_tiles: 2,
         head_major: false,
         wgmma: false,
+        key_tile: FLASH_KEYS,
     };
 
     /// The Hopper kernel with `stages` K/V stages: 12 warps (two consumer warpgroups and the
@@ -87,6 +100,15 @@ impl FlashConfig {
             m_tiles: 1,
             head_major: false,
             wgmma: true,
+            key_tile: FLASH_KEYS,
+        }
+    }
+
+    /// The Hopper kernel's k128 form with `stages` K/V stages of 128 keys.
+    const fn wgmma_k128(stages: usize) -> FlashConfig {
+        FlashConfig {
+            key_tile: FLASH_WGMMA_K128_KEYS,
+            ..FlashConfig::wgmma(stages)
         }
     }
 
@@ -110,7 +132,7 @@ impl FlashConfig {
     /// Q's 128 rows of bf16 and the stages.
     const fn smem(self) -> usize {
         if self.wgmma {
-            return 1024 + FLASH_ROWS * FLASH_HD * 2 + self.stages * 2 * FLASH_KEYS * FLASH_HD * 2;
+            return 1024 + FLASH_ROWS * FLASH_HD * 2 + self.stages * 2 * self.key_tile * FLASH_HD * 2;
         }
         let q = if self.m_tiles > 1 {
             self.rows_per_cta() * FLASH_HD * 2
@@ -121,7 +143,9 @@ impl FlashConfig {
     }
 
     fn kernel_name(self) -> String {
-        if self.wgmma {
+        if self.wgmma && self.key_tile == FLASH_WGMMA_K128_KEYS {
+            flash_wgmma_k128_kernel_name(self.stages)
+        } else if self.wgmma {
             flash_wgmma_kernel_name(self.stages)
         } else {
             flash_kernel_name(self.warps, self.stages, self.m_tiles)
@@ -131,8 +155,8 @@ impl FlashConfig {
     /// The default (the Hopper kernel where `hopper`, else w4s2m2), or
     /// `FLASHVSR_CUDA_FLASH=w<W>s<S>[m<M>][h]` (tuning experiments, read per call: an instance of
     /// FLASH_INSTANCES; `m2` = 32 query rows per warp, `h` = head-major K/V), or `wgmma[<S>][h]`
-    /// (the Hopper kernel, S K/V stages, 4 if not given; where the device is no sm_90 (`hopper`
-    /// false), the default instead). Anything else keeps the default. An instance whose shared memory the GPU cannot give (w4s3m2 needs 128 KB: not on
+    /// (the Hopper kernel, S K/V stages, 4 if not given) or `wgmma_k128[<S>][h]` (its 128-key
+    /// form, 3 stages); where the device is no sm_90 (`hopper` false), the default instead. Anything else keeps the default. An instance whose shared memory the GPU cannot give (w4s3m2 needs 128 KB: not on
     /// sm_86/sm_89) fails at launch.
     fn from_env(hopper: bool) -> FlashConfig {
         FlashConfig::select(std::env::var("FLASHVSR_CUDA_FLASH").ok().as_deref(), hopper)
@@ -155,6 +179,19 @@ impl FlashConfig {
             Some(rest) => (rest, true),
             None => (v, false),
         };
+        if let Some(stages) = v.strip_prefix("wgmma_k128") {
+            let stages = match stages {
+                "" => FLASH_WGMMA_K128_STAGES[0],
+                s if s.starts_with(|c: char| c.is_ascii_digit()) => s.parse().ok()?,
+                _ => return None,
+            };
+            return FLASH_WGMMA_K128_STAGES
+                .contains(&stages)
+                .then_some(FlashConfig {
+                    head_major,
+                    ..FlashConfig::wgmma_k128(stages)
+                });
+        }
         if let Some(stages) = v.strip_prefix("wgmma") {
             let stages = match stages {
                 "" => FLASH_WGMMA_STAGES[0],
@@ -180,6 +217,7 @@ impl FlashConfig {
                 m_tiles,
                 head_major,
                 wgmma: false,
+                key_tile: FLASH_KEYS,
             })
     }
 }
@@ -224,8 +262,13 @@ pub(crate) fn prepare_flash(
         m_tiles,
         head_major: false,
         wgmma: false,
+        key_tile: FLASH_KEYS,
     });
-    let hopper = FLASH_WGMMA_STAGES.map(FlashConfig::wgmma);
+    let hopper: Vec<FlashConfig> = FLASH_WGMMA_STAGES
+        .map(FlashConfig::wgmma)
+        .into_iter()
+        .chain(FLASH_WGMMA_K128_STAGES.map(FlashConfig::wgmma_k128))
+        .collect();
     let wanted: &[FlashConfig] = if wgmma_ok { &hopper } else { &[] };
     for cfg in classic.iter().chain(wanted) {
         let Ok(f) = kernels.get(&cfg.kernel_name()) else {
@@ -597,6 +640,7 @@ mod tests {
             ("FW_HD", FLASH_HD),
             ("FW_KT", FLASH_KEYS),
             ("FW_QBLOCK", FLASH_ROWS),
+            ("FW_K128_KT", FLASH_WGMMA_K128_KEYS),
         ] {
             assert!(
                 src.contains(&format!("#define {name} {value}\n")),
@@ -617,11 +661,18 @@ mod tests {
             .find(|s| s.name == "flash_wgmma.cu")
             .unwrap()
             .functions;
-        assert_eq!(listed.len(), FLASH_WGMMA_STAGES.len());
-        for stages in FLASH_WGMMA_STAGES {
-            let stamp = format!("\nFLASH_WGMMA_INSTANCE({stages})\n");
+        assert_eq!(
+            listed.len(),
+            FLASH_WGMMA_STAGES.len() + FLASH_WGMMA_K128_STAGES.len()
+        );
+        let instances = FLASH_WGMMA_STAGES
+            .map(|s| (s, "FLASH_WGMMA_INSTANCE", "wgmma"))
+            .into_iter()
+            .chain(FLASH_WGMMA_K128_STAGES.map(|s| (s, "FLASH_WGMMA_K128_INSTANCE", "wgmma_k128")));
+        for (stages, macro_name, knob) in instances {
+            let stamp = format!("\n{macro_name}({stages})\n");
             assert!(src.contains(&stamp), "{stamp} not in flash_wgmma.cu");
-            let cfg = FlashConfig::parse(&format!("wgmma{stages}")).unwrap();
+            let cfg = FlashConfig::parse(&format!("{knob}{stages}")).unwrap();
             assert!(listed.contains(&cfg.kernel_name().as_str()));
             // One CTA of two consumer warpgroups (and the producer) per query block, within an
             // H100's 227 KiB (with the kernel's 1 KiB of static shared memory).
@@ -667,6 +718,18 @@ mod tests {
         assert_eq!(FlashConfig::parse("wgmma3"), None);
         assert_eq!(FlashConfig::parse("wgmma-4"), None);
         assert_eq!(FlashConfig::parse("wgmmax"), None);
+        let k128 = FlashConfig::parse("wgmma_k128").unwrap();
+        assert!(k128.wgmma && !k128.head_major && k128.key_tile == 128);
+        assert_eq!((k128.warps, k128.stages), (12, FLASH_WGMMA_K128_STAGES[0]));
+        assert_eq!(FlashConfig::parse("wgmma_k1283"), Some(k128));
+        assert!(FlashConfig::parse("wgmma_k128h").unwrap().head_major);
+        assert_eq!(
+            k128.kernel_name(),
+            "attention_flash_bf16_hd128_wgmma_k128_s3"
+        );
+        assert_eq!(FlashConfig::parse("wgmma_k1284"), None);
+        assert_eq!(FlashConfig::parse("wgmma_k64"), None);
+        assert_eq!(FlashConfig::parse("wgmma_k128x"), None);
     }
 
     #[test]
@@ -712,5 +775,8 @@ mod tests {
         let w = FlashConfig::parse("wgmma").unwrap();
         assert_eq!(w.smem(), 1024 + 32 * 1024 + 4 * 32 * 1024);
         assert_eq!(w.kernel_name(), "attention_flash_bf16_hd128_wgmma_s4");
+        // k128: Q and 3 stages of a K and a V tile of 128 keys (64 KiB each).
+        let k128 = FlashConfig::parse("wgmma_k128").unwrap();
+        assert_eq!(k128.smem(), 1024 + 32 * 1024 + 3 * 64 * 1024);
     }
 }

@@ -26,10 +26,11 @@ const CALLS: usize = 20;
 const REPEATS: usize = 3;
 
 /// (FLASHVSR_CUDA_FLASH, FLASHVSR_CUDA_FLASH_ORDER); None = unset (the default: wgmma on sm_90).
-const RUNS: [(Option<&str>, Option<&str>); 5] = [
+const RUNS: [(Option<&str>, Option<&str>); 6] = [
     (Some("w4s2m2"), None),
     (Some("wgmma"), None),
     (Some("wgmma5"), None),
+    (Some("wgmma_k128"), None),
     (Some("w4s2m2"), Some("head")),
     (Some("wgmma"), Some("head")),
 ];

@@ -5,7 +5,7 @@
 //! no key block, a mask with none at all), KV segments read in place and joined, and the bf16 copy
 //! of the output that the fast mode's GEMMs read.
 //!
-//! The Hopper instances (`FLASHVSR_CUDA_FLASH=wgmma[<stages>][h]`, flash_wgmma.cu) sum in another
+//! The Hopper instances (`FLASHVSR_CUDA_FLASH=wgmma[<stages>][h]`, `wgmma_k128`, flash_wgmma.cu) sum in another
 //! order: they are held to the CPU with the same tolerances, and to the default instance's output
 //! within a relative L2 of `WGMMA_VS_DEFAULT`, on the same cases. Off sm_90 the knob keeps the
 //! default instance, and these cases check it again.
@@ -22,9 +22,10 @@ const KNOB: &str = "FLASHVSR_CUDA_FLASH";
 const INSTANCES: [&str; 4] = ["w4s3", "w4s3m2", "w4s2m2h", "w4s2"];
 /// The mma.sync kernel's default instance, the reference of the others.
 const MMA_DEFAULT: &str = "w4s2m2";
-/// The wgmma kernel's instances: 4 stages (what `wgmma` selects), and 5 with head-major K/V
-/// (single-segment calls).
-const WGMMA_INSTANCES: [&str; 2] = ["wgmma", "wgmma5h"];
+/// The wgmma kernel's instances: 4 stages (what `wgmma` selects), 5 with head-major K/V
+/// (single-segment calls), and the 128-keys-per-iteration form (`wgmma_k128`: its online softmax
+/// takes 128 keys at a time, so it sums in another order than the 64-key kernels).
+const WGMMA_INSTANCES: [&str; 3] = ["wgmma", "wgmma5h", "wgmma_k128"];
 /// Relative L2 between a wgmma instance's output and the default instance's: both round the
 /// same bf16 operands and P; they may differ in summation order, and where a P rounds to the
 /// other bf16 neighbour. (On an H100 they measured equal, bit for bit: the tensor cores sum each
