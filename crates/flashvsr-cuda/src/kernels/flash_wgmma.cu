@@ -568,11 +568,17 @@ __device__ __forceinline__ void flash_wgmma_body(
 // SM's 65536). ptxas: no spills at 232 / 40 (some at 240 / 24, serialized wgmmas at 160). K/V tile: 128 rows (16 KB per 64-dim half); 3 stages of a K and a V tile (192 KB) with
 // Q's 32 KB fill the 227 KB that a CTA may have. The online softmax over 128 keys at once sums in
 // another order than the 64-key kernels: not their bits, within the same tolerances.
+//
+// PINGPONG (`wgmma_k128pp`): the two consumer warpgroups take turns to issue their wgmmas
+// (flash-attention 3's "pingpong": named barriers 2 and 3, each warpgroup waits for its turn
+// before it issues and passes the turn on after), so that the tensor cores run one warpgroup's
+// S and P·V while the other computes its softmax, instead of both issuing at once and both
+// waiting at once. Same arithmetic, same bits as without.
 #define FW_K128_KT 128
 #define FW_K128_TILE_BYTES (FW_K128_KT * FW_HD * 2)
 #define FW_K128_HALF_BYTES (FW_K128_KT * 128)
 
-template <int STAGES>
+template <int STAGES, bool PINGPONG>
 __device__ __forceinline__ void flash_wgmma_k128_body(
     const float* __restrict__ q, const FaSegments& kv, float* __restrict__ o,
     u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,
@@ -678,6 +684,14 @@ __device__ __forceinline__ void flash_wgmma_k128_body(
     asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
 
     const int wg = warp >> 2;
+    // PINGPONG: barrier 2 + wg completes when this warpgroup (128 threads waiting) has the turn
+    // (the other's 128 threads arrived).
+    auto turn_wait = [&]() {
+        if (PINGPONG) asm volatile("bar.sync %0, 256;" ::"r"(2 + wg) : "memory");
+    };
+    auto turn_pass = [&]() {
+        if (PINGPONG) asm volatile("bar.arrive %0, 256;" ::"r"(3 - wg) : "memory");
+    };
     const int cta_row0 = qb * FW_QBLOCK;
     const int r0 = cta_row0 + warp * 16 + g;
     float acc[16][4];
@@ -759,13 +773,19 @@ __device__ __forceinline__ void flash_wgmma_k128_body(
         };
 
         u32 pa[8][4];
+        // Warpgroup 0 issues first. Each warpgroup issues n_tiles + 1 times (the first S, the
+        // loop, the last P·V) and passes the turn after each but warpgroup 1's last: as many
+        // arrivals as waits on either barrier.
+        if (wg == 1) turn_pass();
         {
             wait_full(0);
             float s[16][4];
             u64 dk[8];
             k_descs(0, dk);
+            turn_wait();
             fw_wgmma_fence();
             issue_s(s, dk);
+            turn_pass();
             fw_wgmma_wait<0>();
             fw_fence_regs(s);
             mask_tail(s, 0);
@@ -787,9 +807,11 @@ __device__ __forceinline__ void flash_wgmma_k128_body(
             k_descs((tile + 1) % STAGES, dk);
             v_descs(tile % STAGES, dv);
             fw_fence_regs(acc);
+            turn_wait();
             fw_wgmma_fence();
             issue_s(s, dk);
             issue_pv(dv);
+            turn_pass();
             fw_wgmma_wait<1>();
             fw_fence_regs(s);
             mask_tail(s, tile + 1);
@@ -819,8 +841,10 @@ __device__ __forceinline__ void flash_wgmma_k128_body(
             u64 dv[8];
             v_descs((n_tiles - 1) % STAGES, dv);
             fw_fence_regs(acc);
+            turn_wait();
             fw_wgmma_fence();
             issue_pv(dv);
+            if (wg == 0) turn_pass();
         }
         fw_wgmma_wait<0>();
         fw_fence_regs(acc);
@@ -858,10 +882,25 @@ FLASH_WGMMA_INSTANCE(5)
             const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                \
             const int* __restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,  \
             u64 kv_head_stride) {                                                               \
-        flash_wgmma_k128_body<S>(q, kv, o, o_bf16, lq, lk, dim, scale_log2, seg_off,            \
-                                 seg_blocks, order, query_blocks, key_block, kv_row_stride,     \
-                                 kv_head_stride);                                               \
+        flash_wgmma_k128_body<S, false>(q, kv, o, o_bf16, lq, lk, dim, scale_log2, seg_off,     \
+                                        seg_blocks, order, query_blocks, key_block,             \
+                                        kv_row_stride, kv_head_stride);                         \
+    }
+
+// attention_flash_bf16_hd128_wgmma_k128pp_s<STAGES>: the same with PINGPONG.
+#define FLASH_WGMMA_K128PP_INSTANCE(S)                                                          \
+    extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)                                 \
+        attention_flash_bf16_hd128_wgmma_k128pp_s##S(                                           \
+            const float* __restrict__ q, const FaSegments kv, float* __restrict__ o,            \
+            u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,                \
+            const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                \
+            const int* __restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,  \
+            u64 kv_head_stride) {                                                               \
+        flash_wgmma_k128_body<S, true>(q, kv, o, o_bf16, lq, lk, dim, scale_log2, seg_off,      \
+                                       seg_blocks, order, query_blocks, key_block,              \
+                                       kv_row_stride, kv_head_stride);                          \
     }
 
 // 3 stages: 225 KB, as much as fits.
 FLASH_WGMMA_K128_INSTANCE(3)
+FLASH_WGMMA_K128PP_INSTANCE(3)

@@ -3,8 +3,10 @@
 //! operands, fp32 softmax and accumulation) used when the backend's attention precision is bf16.
 //! Dense attention over wider heads runs as GEMMs instead (attention_gemm.rs).
 //! On sm_90 the flash kernel has a Hopper form (flash_wgmma.cu: wgmma, a producer warpgroup),
-//! the default there (1.32 → 1.11 ms per call at config A's shape on an H100, the same bits);
-//! `FLASHVSR_CUDA_FLASH=w4s2m2` selects the mma.sync kernel instead.
+//! the default there in its 128-keys-per-iteration form `wgmma_k128` (at config A's shape on an
+//! H100: mma.sync 1.32 ms per call, wgmma with 64-key iterations 1.11 ms and the same bits,
+//! wgmma_k128 1.09 ms within the bf16 tolerances); `FLASHVSR_CUDA_FLASH=wgmma` selects the
+//! 64-key form, `w4s2m2` the mma.sync kernel.
 
 use std::sync::Arc;
 
@@ -50,7 +52,8 @@ unsafe impl DeviceRepr for FlashSegments {}
 /// only; two consumer warpgroups of 64 query rows and a producer warpgroup per CTA, `stages` K/V
 /// stages; `m_tiles` unused), and its keys per iteration `key_tile`: 64 (FW_KT), or 128 for
 /// the k128 form (`flash_wgmma_k128_body`: two 64-key units per iteration). The mma.sync
-/// kernel's is 64.
+/// kernel's is 64. `pingpong` (k128 only): the consumer warpgroups take turns to issue their
+/// wgmmas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FlashConfig {
     warps: usize,
@@ -59,6 +62,7 @@ struct FlashConfig {
     head_major: bool,
     wgmma: bool,
     key_tile: usize,
+    pingpong: bool,
 }
 
 /// The instances flash.cu defines as (warps, stages, m-tiles): `FLASH_INSTANCE(W, S)` with one
@@ -89,6 +93,7 @@ impl FlashConfig {
         head_major: false,
         wgmma: false,
         key_tile: FLASH_KEYS,
+        pingpong: false,
     };
 
     /// The Hopper kernel with `stages` K/V stages: 12 warps (two consumer warpgroups and the
@@ -101,6 +106,7 @@ impl FlashConfig {
             head_major: false,
             wgmma: true,
             key_tile: FLASH_KEYS,
+            pingpong: false,
         }
     }
 
@@ -132,7 +138,9 @@ impl FlashConfig {
     /// Q's 128 rows of bf16 and the stages.
     const fn smem(self) -> usize {
         if self.wgmma {
-            return 1024 + FLASH_ROWS * FLASH_HD * 2 + self.stages * 2 * self.key_tile * FLASH_HD * 2;
+            return 1024
+                + FLASH_ROWS * FLASH_HD * 2
+                + self.stages * 2 * self.key_tile * FLASH_HD * 2;
         }
         let q = if self.m_tiles > 1 {
             self.rows_per_cta() * FLASH_HD * 2
@@ -144,7 +152,7 @@ impl FlashConfig {
 
     fn kernel_name(self) -> String {
         if self.wgmma && self.key_tile == FLASH_WGMMA_K128_KEYS {
-            flash_wgmma_k128_kernel_name(self.stages)
+            flash_wgmma_k128_kernel_name(self.stages, self.pingpong)
         } else if self.wgmma {
             flash_wgmma_kernel_name(self.stages)
         } else {
@@ -152,11 +160,11 @@ impl FlashConfig {
         }
     }
 
-    /// The default (the Hopper kernel where `hopper`, else w4s2m2), or
+    /// The default (the Hopper kernel's k128 form where `hopper`, else w4s2m2), or
     /// `FLASHVSR_CUDA_FLASH=w<W>s<S>[m<M>][h]` (tuning experiments, read per call: an instance of
     /// FLASH_INSTANCES; `m2` = 32 query rows per warp, `h` = head-major K/V), or `wgmma[<S>][h]`
-    /// (the Hopper kernel, S K/V stages, 4 if not given) or `wgmma_k128[<S>][h]` (its 128-key
-    /// form, 3 stages); where the device is no sm_90 (`hopper` false), the default instead. Anything else keeps the default. An instance whose shared memory the GPU cannot give (w4s3m2 needs 128 KB: not on
+    /// (the Hopper kernel, S K/V stages, 4 if not given) or `wgmma_k128[pp][<S>][h]` (its
+    /// 128-key form, 3 stages; `pp`: the consumer warpgroups' pingpong); where the device is no sm_90 (`hopper` false), the default instead. Anything else keeps the default. An instance whose shared memory the GPU cannot give (w4s3m2 needs 128 KB: not on
     /// sm_86/sm_89) fails at launch.
     fn from_env(hopper: bool) -> FlashConfig {
         FlashConfig::select(std::env::var("FLASHVSR_CUDA_FLASH").ok().as_deref(), hopper)
@@ -165,7 +173,7 @@ impl FlashConfig {
     /// The instance a knob value names, as `from_env` reads it.
     fn select(knob: Option<&str>, hopper: bool) -> FlashConfig {
         let default = if hopper {
-            FlashConfig::wgmma(FLASH_WGMMA_STAGES[0])
+            FlashConfig::wgmma_k128(FLASH_WGMMA_K128_STAGES[0])
         } else {
             FlashConfig::DEFAULT
         };
@@ -179,7 +187,11 @@ impl FlashConfig {
             Some(rest) => (rest, true),
             None => (v, false),
         };
-        if let Some(stages) = v.strip_prefix("wgmma_k128") {
+        if let Some(rest) = v.strip_prefix("wgmma_k128") {
+            let (stages, pingpong) = match rest.strip_prefix("pp") {
+                Some(stages) => (stages, true),
+                None => (rest, false),
+            };
             let stages = match stages {
                 "" => FLASH_WGMMA_K128_STAGES[0],
                 s if s.starts_with(|c: char| c.is_ascii_digit()) => s.parse().ok()?,
@@ -189,6 +201,7 @@ impl FlashConfig {
                 .contains(&stages)
                 .then_some(FlashConfig {
                     head_major,
+                    pingpong,
                     ..FlashConfig::wgmma_k128(stages)
                 });
         }
@@ -218,6 +231,7 @@ impl FlashConfig {
                 head_major,
                 wgmma: false,
                 key_tile: FLASH_KEYS,
+                pingpong: false,
             })
     }
 }
@@ -263,11 +277,16 @@ pub(crate) fn prepare_flash(
         head_major: false,
         wgmma: false,
         key_tile: FLASH_KEYS,
+        pingpong: false,
     });
     let hopper: Vec<FlashConfig> = FLASH_WGMMA_STAGES
         .map(FlashConfig::wgmma)
         .into_iter()
         .chain(FLASH_WGMMA_K128_STAGES.map(FlashConfig::wgmma_k128))
+        .chain(FLASH_WGMMA_K128_STAGES.map(|s| FlashConfig {
+            pingpong: true,
+            ..FlashConfig::wgmma_k128(s)
+        }))
         .collect();
     let wanted: &[FlashConfig] = if wgmma_ok { &hopper } else { &[] };
     for cfg in classic.iter().chain(wanted) {
@@ -663,12 +682,15 @@ mod tests {
             .functions;
         assert_eq!(
             listed.len(),
-            FLASH_WGMMA_STAGES.len() + FLASH_WGMMA_K128_STAGES.len()
+            FLASH_WGMMA_STAGES.len() + 2 * FLASH_WGMMA_K128_STAGES.len()
         );
         let instances = FLASH_WGMMA_STAGES
             .map(|s| (s, "FLASH_WGMMA_INSTANCE", "wgmma"))
             .into_iter()
-            .chain(FLASH_WGMMA_K128_STAGES.map(|s| (s, "FLASH_WGMMA_K128_INSTANCE", "wgmma_k128")));
+            .chain(FLASH_WGMMA_K128_STAGES.map(|s| (s, "FLASH_WGMMA_K128_INSTANCE", "wgmma_k128")))
+            .chain(
+                FLASH_WGMMA_K128_STAGES.map(|s| (s, "FLASH_WGMMA_K128PP_INSTANCE", "wgmma_k128pp")),
+            );
         for (stages, macro_name, knob) in instances {
             let stamp = format!("\n{macro_name}({stages})\n");
             assert!(src.contains(&stamp), "{stamp} not in flash_wgmma.cu");
@@ -730,6 +752,24 @@ mod tests {
         assert_eq!(FlashConfig::parse("wgmma_k1284"), None);
         assert_eq!(FlashConfig::parse("wgmma_k64"), None);
         assert_eq!(FlashConfig::parse("wgmma_k128x"), None);
+        assert!(!k128.pingpong);
+        let pp = FlashConfig::parse("wgmma_k128pp").unwrap();
+        assert_eq!(
+            pp,
+            FlashConfig {
+                pingpong: true,
+                ..k128
+            }
+        );
+        assert_eq!(
+            pp.kernel_name(),
+            "attention_flash_bf16_hd128_wgmma_k128pp_s3"
+        );
+        assert_eq!(
+            FlashConfig::parse("wgmma_k128pp3h").map(|c| c.head_major),
+            Some(true)
+        );
+        assert_eq!(FlashConfig::parse("wgmma_k128ppx"), None);
     }
 
     #[test]
@@ -743,7 +783,15 @@ mod tests {
         assert_eq!((w4s3.wgmma, w4s3.stages, w4s3.m_tiles), (false, 3, 1));
         assert_eq!(
             FlashConfig::select(None, true),
+            FlashConfig::wgmma_k128(FLASH_WGMMA_K128_STAGES[0])
+        );
+        assert_eq!(
+            FlashConfig::select(Some("wgmma"), true),
             FlashConfig::wgmma(FLASH_WGMMA_STAGES[0])
+        );
+        assert_eq!(
+            FlashConfig::select(Some("wgmma_k128"), false),
+            FlashConfig::DEFAULT
         );
         assert_eq!(FlashConfig::select(None, false), FlashConfig::DEFAULT);
         assert_eq!(FlashConfig::select(Some("x"), false), FlashConfig::DEFAULT);

@@ -25,7 +25,8 @@ const MMA_DEFAULT: &str = "w4s2m2";
 /// The wgmma kernel's instances: 4 stages (what `wgmma` selects), 5 with head-major K/V
 /// (single-segment calls), and the 128-keys-per-iteration form (`wgmma_k128`: its online softmax
 /// takes 128 keys at a time, so it sums in another order than the 64-key kernels).
-const WGMMA_INSTANCES: [&str; 3] = ["wgmma", "wgmma5h", "wgmma_k128"];
+/// `wgmma_k128pp`: the same with the consumer warpgroups' pingpong.
+const WGMMA_INSTANCES: [&str; 4] = ["wgmma", "wgmma5h", "wgmma_k128", "wgmma_k128pp"];
 /// Relative L2 between a wgmma instance's output and the default instance's: both round the
 /// same bf16 operands and P; they may differ in summation order, and where a P rounds to the
 /// other bf16 neighbour. (On an H100 they measured equal, bit for bit: the tensor cores sum each
@@ -132,7 +133,7 @@ impl Suite {
         {
             return;
         }
-        // The mma.sync kernel's default instance (on sm_90 the knob's absence means wgmma).
+        // The mma.sync kernel's default instance (on sm_90 the knob's absence means wgmma_k128).
         let want = run_with(backend, Some(MMA_DEFAULT), inputs, op);
         let cpu = self.cpu.clone();
         for inst in INSTANCES {
