@@ -3,10 +3,11 @@
 //! operands, fp32 softmax and accumulation) used when the backend's attention precision is bf16.
 //! Dense attention over wider heads runs as GEMMs instead (attention_gemm.rs).
 //! On sm_90 the flash kernel has a Hopper form (flash_wgmma.cu: wgmma, a producer warpgroup),
-//! the default there in its 128-keys-per-iteration form `wgmma_k128` (at config A's shape on an
-//! H100: mma.sync 1.32 ms per call, wgmma with 64-key iterations 1.11 ms and the same bits,
-//! wgmma_k128 1.09 ms within the bf16 tolerances); `FLASHVSR_CUDA_FLASH=wgmma` selects the
-//! 64-key form, `w4s2m2` the mma.sync kernel.
+//! the default there in its 128-keys-per-iteration form with the consumer warpgroups' pingpong
+//! (`wgmma_k128pp`; `flash bench` on an H100: mma.sync 1.36 ms per call, wgmma with 64-key
+//! iterations 1.13 ms and the same bits, wgmma_k128 1.10, wgmma_k128pp 1.08, these two within the
+//! bf16 tolerances); `FLASHVSR_CUDA_FLASH=wgmma_k128` selects the k128 form without pingpong,
+//! `wgmma` the 64-key form, `w4s2m2` the mma.sync kernel.
 
 use std::sync::Arc;
 
@@ -118,6 +119,16 @@ impl FlashConfig {
         }
     }
 
+    /// The k128 form with the consumer warpgroups' pingpong: the default on sm_90. At config A
+    /// on an H100 (op profile, real masks, PERF_NOTES.md) sage 1.341 → 1.258 ms per call and
+    /// block 2.574 → 2.383 against the 64-key form; the plain k128 form 1.300 / 2.441.
+    const fn wgmma_k128_pingpong(stages: usize) -> FlashConfig {
+        FlashConfig {
+            pingpong: true,
+            ..FlashConfig::wgmma_k128(stages)
+        }
+    }
+
     /// Query rows per CTA.
     const fn rows_per_cta(self) -> usize {
         if self.wgmma {
@@ -160,7 +171,7 @@ impl FlashConfig {
         }
     }
 
-    /// The default (the Hopper kernel's k128 form where `hopper`, else w4s2m2), or
+    /// The default (the Hopper kernel's k128 pingpong form where `hopper`, else w4s2m2), or
     /// `FLASHVSR_CUDA_FLASH=w<W>s<S>[m<M>][h]` (tuning experiments, read per call: an instance of
     /// FLASH_INSTANCES; `m2` = 32 query rows per warp, `h` = head-major K/V), or `wgmma[<S>][h]`
     /// (the Hopper kernel, S K/V stages, 4 if not given) or `wgmma_k128[pp][<S>][h]` (its
@@ -173,7 +184,7 @@ impl FlashConfig {
     /// The instance a knob value names, as `from_env` reads it.
     fn select(knob: Option<&str>, hopper: bool) -> FlashConfig {
         let default = if hopper {
-            FlashConfig::wgmma_k128(FLASH_WGMMA_K128_STAGES[0])
+            FlashConfig::wgmma_k128_pingpong(FLASH_WGMMA_K128_STAGES[0])
         } else {
             FlashConfig::DEFAULT
         };
@@ -283,10 +294,7 @@ pub(crate) fn prepare_flash(
         .map(FlashConfig::wgmma)
         .into_iter()
         .chain(FLASH_WGMMA_K128_STAGES.map(FlashConfig::wgmma_k128))
-        .chain(FLASH_WGMMA_K128_STAGES.map(|s| FlashConfig {
-            pingpong: true,
-            ..FlashConfig::wgmma_k128(s)
-        }))
+        .chain(FLASH_WGMMA_K128_STAGES.map(FlashConfig::wgmma_k128_pingpong))
         .collect();
     let wanted: &[FlashConfig] = if wgmma_ok { &hopper } else { &[] };
     for cfg in classic.iter().chain(wanted) {
@@ -783,6 +791,10 @@ mod tests {
         assert_eq!((w4s3.wgmma, w4s3.stages, w4s3.m_tiles), (false, 3, 1));
         assert_eq!(
             FlashConfig::select(None, true),
+            FlashConfig::parse("wgmma_k128pp").unwrap()
+        );
+        assert_eq!(
+            FlashConfig::select(Some("wgmma_k128"), true),
             FlashConfig::wgmma_k128(FLASH_WGMMA_K128_STAGES[0])
         );
         assert_eq!(
