@@ -94,9 +94,10 @@ __device__ __forceinline__ void fw_fence_regs(float (&r)[N][4]) {
 
 // The same for the A fragments of an in-flight wgmma: used here, after its wait, they stay live
 // (and unshared with the values computed in between) until then.
-__device__ __forceinline__ void fw_fence_regs(u32 (&r)[4][4]) {
+template <int N>
+__device__ __forceinline__ void fw_fence_regs(u32 (&r)[N][4]) {
 #pragma unroll
-    for (int j = 0; j < 4; ++j) {
+    for (int j = 0; j < N; ++j) {
         asm volatile("" : "+r"(r[j][0]), "+r"(r[j][1]), "+r"(r[j][2]), "+r"(r[j][3])::"memory");
     }
 }
@@ -137,6 +138,26 @@ __device__ __forceinline__ void fw_mma_ss_n64(float (&d)[8][4], u64 desc_a, u64 
         : "memory");
 }
 
+// d (64 x 128, fp32) = (accumulate ? d : 0) + A·Bᵀ over 16 k: A 64 x 16 and B 128 x 16, both
+// K-major in shared memory (the k128 kernel's S).
+template <int ACCUMULATE>
+__device__ __forceinline__ void fw_mma_ss_n128(float (&d)[16][4], u64 desc_a, u64 desc_b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, "
+        "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, "
+        "%36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, "
+        "%53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "%64, %65, p, 1, 1, 0, 0;\n}\n"
+        : FW_ACC4(d, 0), FW_ACC4(d, 1), FW_ACC4(d, 2), FW_ACC4(d, 3), FW_ACC4(d, 4),
+          FW_ACC4(d, 5), FW_ACC4(d, 6), FW_ACC4(d, 7), FW_ACC4(d, 8), FW_ACC4(d, 9),
+          FW_ACC4(d, 10), FW_ACC4(d, 11), FW_ACC4(d, 12), FW_ACC4(d, 13), FW_ACC4(d, 14),
+          FW_ACC4(d, 15)
+        : "l"(desc_a), "l"(desc_b), "n"(ACCUMULATE)
+        : "memory");
+}
+
 // d (64 x 128, fp32) += A·B over 16 k: A 64 x 16 bf16 in registers (the m16n8k16 A fragment of
 // each warp's 16 rows), B 16 x 128 in shared memory, N-major.
 __device__ __forceinline__ void fw_mma_rs_n128(float (&d)[16][4], const u32 (&a)[4], u64 desc_b) {
@@ -161,12 +182,14 @@ __device__ __forceinline__ void fw_mma_rs_n128(float (&d)[16][4], const u32 (&a)
 // as the bf16 A fragments of the 4 k-steps of P·V, the factor `alpha` that rescales the earlier
 // output and row sums, and this thread's partial row sums of the fp32 P. The arithmetic of
 // flash.cu.
-__device__ __forceinline__ void fw_softmax(const float (&s)[8][4], float (&m)[2],
-                                           float scale_log2, u32 (&pa)[4][4], float (&alpha)[2],
-                                           float (&rs)[2]) {
+// NT = 8 n-tiles of 8 keys (a 64-key tile) or 16 (128 keys, the k128 kernel).
+template <int NT>
+__device__ __forceinline__ void fw_softmax(const float (&s)[NT][4], float (&m)[2],
+                                           float scale_log2, u32 (&pa)[NT / 2][4],
+                                           float (&alpha)[2], float (&rs)[2]) {
     float mx[2] = {m[0], m[1]};
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < NT; ++j) {
         mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
         mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
     }
@@ -182,7 +205,7 @@ __device__ __forceinline__ void fw_softmax(const float (&s)[8][4], float (&m)[2]
     }
     rs[0] = rs[1] = 0.0f;
 #pragma unroll
-    for (int j = 0; j < 8; ++j) {
+    for (int j = 0; j < NT; ++j) {
         const float p0 = fa_ex2(fmaf(s[j][0], scale_log2, -ms[0]));
         const float p1 = fa_ex2(fmaf(s[j][1], scale_log2, -ms[0]));
         const float p2 = fa_ex2(fmaf(s[j][2], scale_log2, -ms[1]));
@@ -220,6 +243,42 @@ __device__ __forceinline__ void fw_mbar_wait(u32 bar, u32 parity) {
 // The consumers' own barrier (named barrier 1, the two consumer warpgroups only).
 __device__ __forceinline__ void fw_consumer_sync() {
     asm volatile("bar.sync 1, %0;" ::"n"(2 * 128) : "memory");
+}
+#endif
+
+#if FW_ENABLED
+// The epilogue of both bodies: this thread's rows r0 and r0 + 8 of O (acc / the row sum, exact
+// zeros where the row sum is 0: no key at all), and their bf16 copy when o_bf16 is set.
+__device__ __forceinline__ void fw_store_output(const float (&acc)[16][4], const float (&l)[2],
+                                                float* __restrict__ o, u16* __restrict__ o_bf16,
+                                                int lq, int dim, int r0, u64 hoff, int t4) {
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float x = l[r];
+        x += __shfl_xor_sync(FULL_MASK, x, 1);
+        x += __shfl_xor_sync(FULL_MASK, x, 2);
+        inv[r] = x > 0.0f ? 1.0f / x : 0.0f;
+    }
+    float* o0 = o + (u64)r0 * dim + hoff + 2 * t4;
+    float* o1 = o0 + 8 * (u64)dim;
+    const bool ok0 = r0 < lq, ok1 = r0 + 8 < lq;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        const float* a = acc[j];
+        if (ok0) *(float2*)(o0 + 8 * j) = make_float2(a[0] * inv[0], a[1] * inv[0]);
+        if (ok1) *(float2*)(o1 + 8 * j) = make_float2(a[2] * inv[1], a[3] * inv[1]);
+    }
+    if (o_bf16) {
+        u32* b0 = (u32*)(o_bf16 + (o0 - o));
+        u32* b1 = (u32*)(o_bf16 + (o1 - o));
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            const float* a = acc[j];
+            if (ok0) b0[4 * j] = fa_bf16_pair(a[0] * inv[0], a[1] * inv[0]);
+            if (ok1) b1[4 * j] = fa_bf16_pair(a[2] * inv[1], a[3] * inv[1]);
+        }
+    }
 }
 #endif
 
@@ -487,33 +546,310 @@ __device__ __forceinline__ void flash_wgmma_body(
         fw_fence_regs(acc);
     }
 
-    float inv[2];
-#pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        float x = l[r];
-        x += __shfl_xor_sync(FULL_MASK, x, 1);
-        x += __shfl_xor_sync(FULL_MASK, x, 2);
-        inv[r] = x > 0.0f ? 1.0f / x : 0.0f;
+    fw_store_output(acc, l, o, o_bf16, lq, dim, r0, hoff, t4);
+#endif
+}
+
+// The k128 form (`FLASHVSR_CUDA_FLASH=wgmma_k128`): the same CTA layout, 128 keys per iteration
+// instead of 64, so that the per-iteration costs (barrier waits and arrivals, the wgmma issue
+// and wait, the row max and sum shuffles, the rescaling of the 64 accumulators) are paid half as
+// often. An iteration's 128 keys are two 64-key units: the two halves of a 128-key block, two
+// consecutive 64-key tiles (dense), or two consecutive selected 64-key blocks of the item (sage's
+// 128 x 64 blocks: keys need not be contiguous, S and P·V do not care which keys a row of K/V
+// holds; only the masking of keys at or past lk looks each unit's keys up). With an odd count of
+// units the last iteration's second unit is absent: its producer fills K and V with zeros (V must
+// be finite: P = 0 times NaN would be NaN) and the consumers mask its keys.
+// Per iteration: S = Q·Kᵀ as 8 `wgmma.m64n128k16` (Q and K from shared memory), the online softmax
+// over 128 keys, O += P·V as 8 `wgmma.m64n128k16` (P from registers). S (64), O (64), the P being
+// multiplied and the next P (32 each) are 192 registers per consumer thread, with the operand
+// descriptors more than the 168 that 384 threads get: the consumer warpgroups raise their limit
+// to 232 registers (setmaxnreg; ptxas allocates each side within its limit) and the producer
+// warpgroup, which only issues copies, drops to 40 (2 x 128 x 232 + 128 x 40 = 64512 of the
+// SM's 65536). ptxas: no spills at 232 / 40 (some at 240 / 24, serialized wgmmas at 160). K/V tile: 128 rows (16 KB per 64-dim half); 3 stages of a K and a V tile (192 KB) with
+// Q's 32 KB fill the 227 KB that a CTA may have. The online softmax over 128 keys at once sums in
+// another order than the 64-key kernels: not their bits, within the same tolerances.
+//
+// PINGPONG (`wgmma_k128pp`): the two consumer warpgroups take turns to issue their wgmmas
+// (flash-attention 3's "pingpong": named barriers 2 and 3, each warpgroup waits for its turn
+// before it issues and passes the turn on after), so that the tensor cores run one warpgroup's
+// S and P·V while the other computes its softmax, instead of both issuing at once and both
+// waiting at once. Same arithmetic, same bits as without.
+#define FW_K128_KT 128
+#define FW_K128_TILE_BYTES (FW_K128_KT * FW_HD * 2)
+#define FW_K128_HALF_BYTES (FW_K128_KT * 128)
+
+template <int STAGES, bool PINGPONG>
+__device__ __forceinline__ void flash_wgmma_k128_body(
+    const float* __restrict__ q, const FaSegments& kv, float* __restrict__ o,
+    u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,
+    const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,
+    const int* __restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,
+    u64 kv_head_stride) {
+#if FW_ENABLED
+    static_assert(STAGES >= 3, "a stage for the tile in flight besides the two being read");
+    constexpr int CONSUMERS = 2 * 128;
+    constexpr int PRODUCER_WARPS = 4;
+    extern __shared__ __align__(1024) unsigned char fw_smem[];
+    const int item = order ? order[blockIdx.x] : (int)blockIdx.x;
+    const int head = item / query_blocks;
+    const int qb = item - head * query_blocks;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t4 = lane & 3;
+
+    // Units of 64 keys, as flash_wgmma_body's tiles; iterations (tiles) of two units.
+    const int* blocks = 0;
+    const int units_per_block = key_block / FW_KT;
+    int n_units;
+    if (seg_off) {
+        const int start = seg_off[item];
+        blocks = seg_blocks + start;
+        n_units = (seg_off[item + 1] - start) * units_per_block;
+    } else {
+        n_units = (lk + FW_KT - 1) / FW_KT;
     }
-    float* o0 = o + (u64)r0 * dim + hoff + 2 * t4;
-    float* o1 = o0 + 8 * (u64)dim;
-    const bool ok0 = r0 < lq, ok1 = r0 + 8 < lq;
+    const int n_tiles = (n_units + 1) / 2;
+
+    const u32 smem_base = ((u32)__cvta_generic_to_shared(fw_smem) + 1023u) & ~1023u;
+    const u32 sq = smem_base;
+    const u32 stages_base = smem_base + FW_Q_BYTES;
+    const u64 hoff = (u64)head * FW_HD;
+    const u64 head_bytes = (u64)head * kv_head_stride * 2;
+
+    __shared__ u64 seg_k[FA_MAX_SEGMENTS], seg_v[FA_MAX_SEGMENTS];
+    __shared__ int seg_first[FA_MAX_SEGMENTS + 1];
+    __shared__ __align__(8) u64 full_bar[STAGES], empty_bar[STAGES];
+    const u32 full0 = (u32)__cvta_generic_to_shared(full_bar);
+    const u32 empty0 = (u32)__cvta_generic_to_shared(empty_bar);
+    if (tid == 0) {
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-        const float* a = acc[j];
-        if (ok0) *(float2*)(o0 + 8 * j) = make_float2(a[0] * inv[0], a[1] * inv[0]);
-        if (ok1) *(float2*)(o1 + 8 * j) = make_float2(a[2] * inv[1], a[3] * inv[1]);
-    }
-    if (o_bf16) {
-        u32* b0 = (u32*)(o_bf16 + (o0 - o));
-        u32* b1 = (u32*)(o_bf16 + (o1 - o));
+        for (int s = 0; s < FA_MAX_SEGMENTS; ++s) {
+            seg_k[s] = kv.k[s] + head_bytes;
+            seg_v[s] = kv.v[s] + head_bytes;
+            seg_first[s] = s < kv.count ? kv.first_key[s] : 0x7fffffff;
+        }
+        seg_first[FA_MAX_SEGMENTS] = 0x7fffffff;
 #pragma unroll
-        for (int j = 0; j < 16; ++j) {
-            const float* a = acc[j];
-            if (ok0) b0[4 * j] = fa_bf16_pair(a[0] * inv[0], a[1] * inv[0]);
-            if (ok1) b1[4 * j] = fa_bf16_pair(a[2] * inv[1], a[3] * inv[1]);
+        for (int s = 0; s < STAGES; ++s) {
+            // Both units' producer warps (32 lanes each) fill a stage.
+            fw_mbar_init(full0 + 8 * s, 64);
+            fw_mbar_init(empty0 + 8 * s, CONSUMERS);
         }
     }
+    __syncthreads();
+
+    // First key of unit u (< n_units).
+    auto unit_key0 = [&](int u) {
+        if (blocks) {
+            const int b = u / units_per_block;
+            return blocks[b] * key_block + (u - b * units_per_block) * FW_KT;
+        }
+        return u * FW_KT;
+    };
+
+    if (warp >= 8) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        // A producer warp copies units warp - 8, warp - 4, ...: unit u into rows 64 (u & 1) ..
+        // of tile u / 2's stage. Lane copies chunk lane & 15 of rows lane / 16 + 2 i.
+        const int chunk = lane & 15;
+        for (int u = warp - 8; u < 2 * n_tiles; u += PRODUCER_WARPS) {
+            const int tile = u >> 1;
+            const int stage = tile % STAGES;
+            if (tile >= STAGES) fw_mbar_wait(empty0 + 8 * stage, ((tile / STAGES) - 1) & 1);
+            // An absent unit (past n_units): every row zero-filled.
+            const int key0 = u < n_units ? unit_key0(u) : lk;
+            int seg = 0;
+            while (key0 >= seg_first[seg + 1]) ++seg;
+            const int seg_key0 = seg_first[seg];
+            const u16* kh = (const u16*)seg_k[seg] + chunk * 8;
+            const u16* vh = (const u16*)seg_v[seg] + chunk * 8;
+            const u32 sk = stages_base + stage * (2 * FW_K128_TILE_BYTES) + (u & 1) * (FW_KT * 128);
+            const u32 sv = sk + FW_K128_TILE_BYTES;
+#pragma unroll 8
+            for (int i = 0; i < FW_KT / 2; ++i) {
+                const int row = (lane >> 4) + 2 * i;
+                const int key = key0 + row;
+                const bool ok = key < lk;
+                const u64 off = (u64)(ok ? key - seg_key0 : 0) * kv_row_stride;
+                const u32 so = fw_swz(row, chunk, FW_K128_HALF_BYTES);
+                fa_cp_async16(sk + so, kh + off, ok ? 16 : 0);
+                fa_cp_async16(sv + so, vh + off, ok ? 16 : 0);
+            }
+            fa_cp_commit();
+            fa_cp_wait<0>();
+            fw_fence_proxy();
+            fw_mbar_arrive(full0 + 8 * stage);
+        }
+        return;
+    }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+
+    const int wg = warp >> 2;
+    // PINGPONG: barrier 2 + wg completes when this warpgroup (128 threads waiting) has the turn
+    // (the other's 128 threads arrived).
+    auto turn_wait = [&]() {
+        if (PINGPONG) asm volatile("bar.sync %0, 256;" ::"r"(2 + wg) : "memory");
+    };
+    auto turn_pass = [&]() {
+        if (PINGPONG) asm volatile("bar.arrive %0, 256;" ::"r"(3 - wg) : "memory");
+    };
+    const int cta_row0 = qb * FW_QBLOCK;
+    const int r0 = cta_row0 + warp * 16 + g;
+    float acc[16][4];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
+    const bool tails = blocks ? lk % key_block != 0 : lk % FW_KT != 0;
+
+    if (n_tiles > 0) {
+#pragma unroll 4
+        for (int i = 0; i < FW_QBLOCK * 16 / CONSUMERS; ++i) {
+            const int c = tid + i * CONSUMERS;
+            const int row = c >> 4, chunk = c & 15;
+            const int qrow = cta_row0 + row;
+            u32 packed[4] = {0u, 0u, 0u, 0u};
+            if (qrow < lq) {
+                const float2* src = (const float2*)(q + (u64)qrow * dim + hoff + chunk * 8);
+#pragma unroll
+                for (int h = 0; h < 4; ++h) {
+                    const float2 a = src[h];
+                    packed[h] = fa_pack_bf16(a.x, a.y);
+                }
+            }
+            asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(
+                             sq + fw_swz(row, chunk, FW_Q_HALF_BYTES)),
+                         "r"(packed[0]), "r"(packed[1]), "r"(packed[2]), "r"(packed[3])
+                         : "memory");
+        }
+        fw_fence_proxy();
+        fw_consumer_sync();
+
+        u64 dq[8];
+#pragma unroll
+        for (int ks = 0; ks < 8; ++ks) {
+            dq[ks] = fw_desc(sq + wg * (64 * 128) + (ks >> 2) * FW_Q_HALF_BYTES + (ks & 3) * 32,
+                             16, 1024);
+        }
+        auto k_descs = [&](int stage, u64 (&dk)[8]) {
+            const u32 base = stages_base + stage * (2 * FW_K128_TILE_BYTES);
+#pragma unroll
+            for (int ks = 0; ks < 8; ++ks) {
+                dk[ks] = fw_desc(base + (ks >> 2) * FW_K128_HALF_BYTES + (ks & 3) * 32, 16, 1024);
+                fw_opaque(dk[ks]);
+            }
+        };
+        auto v_descs = [&](int stage, u64 (&dv)[8]) {
+            const u32 base =
+                stages_base + stage * (2 * FW_K128_TILE_BYTES) + FW_K128_TILE_BYTES;
+#pragma unroll
+            for (int kk = 0; kk < 8; ++kk) {
+                dv[kk] = fw_desc(base + kk * 16 * 128, FW_K128_HALF_BYTES, 1024);
+                fw_opaque(dv[kk]);
+            }
+        };
+        auto issue_s = [&](float (&s)[16][4], const u64 (&dk)[8]) {
+            fw_mma_ss_n128<0>(s, dq[0], dk[0]);
+#pragma unroll
+            for (int ks = 1; ks < 8; ++ks) fw_mma_ss_n128<1>(s, dq[ks], dk[ks]);
+            fw_wgmma_commit();
+        };
+        // Keys at or past lk (both units' first keys looked up only where some may be: tails,
+        // or the last tile of an odd count, whose absent unit starts at lk). One branch, as in
+        // flash_wgmma_body.
+        auto mask_tail = [&](float (&s)[16][4], int tile) {
+            const int u = 2 * tile;
+            const int key0a = tails ? unit_key0(u) : 0;
+            const int key0b = u + 1 >= n_units ? lk : (tails ? unit_key0(u + 1) : 0);
+            if (key0a + FW_KT > lk || key0b + FW_KT > lk) {
+#pragma unroll
+                for (int j = 0; j < 16; ++j) {
+                    const int key = (j < 8 ? key0a : key0b) + 8 * (j & 7) + 2 * t4;
+                    if (key >= lk) s[j][0] = s[j][2] = NEG_INF;
+                    if (key + 1 >= lk) s[j][1] = s[j][3] = NEG_INF;
+                }
+            }
+        };
+        auto wait_full = [&](int tile) {
+            fw_mbar_wait(full0 + 8 * (tile % STAGES), (tile / STAGES) & 1);
+        };
+
+        u32 pa[8][4];
+        // Warpgroup 0 issues first. Each warpgroup issues n_tiles + 1 times (the first S, the
+        // loop, the last P·V) and passes the turn after each but warpgroup 1's last: as many
+        // arrivals as waits on either barrier.
+        if (wg == 1) turn_pass();
+        {
+            wait_full(0);
+            float s[16][4];
+            u64 dk[8];
+            k_descs(0, dk);
+            turn_wait();
+            fw_wgmma_fence();
+            issue_s(s, dk);
+            turn_pass();
+            fw_wgmma_wait<0>();
+            fw_fence_regs(s);
+            mask_tail(s, 0);
+            float alpha[2], rs[2];
+            fw_softmax(s, m, scale_log2, pa, alpha, rs);
+            l[0] = rs[0];
+            l[1] = rs[1];
+        }
+        auto issue_pv = [&](const u64 (&dv)[8]) {
+#pragma unroll
+            for (int kk = 0; kk < 8; ++kk) fw_mma_rs_n128(acc, pa[kk], dv[kk]);
+            fw_wgmma_commit();
+        };
+
+        for (int tile = 0; tile + 1 < n_tiles; ++tile) {
+            wait_full(tile + 1);
+            float s[16][4];
+            u64 dk[8], dv[8];
+            k_descs((tile + 1) % STAGES, dk);
+            v_descs(tile % STAGES, dv);
+            fw_fence_regs(acc);
+            turn_wait();
+            fw_wgmma_fence();
+            issue_s(s, dk);
+            issue_pv(dv);
+            turn_pass();
+            fw_wgmma_wait<1>();
+            fw_fence_regs(s);
+            mask_tail(s, tile + 1);
+            float alpha[2], rs[2];
+            u32 pn[8][4];
+            fw_softmax(s, m, scale_log2, pn, alpha, rs);
+            fw_wgmma_wait<0>();
+            fw_fence_regs(acc);
+            fw_fence_regs(pa);
+            fw_mbar_arrive(empty0 + 8 * (tile % STAGES));
+            l[0] = l[0] * alpha[0] + rs[0];
+            l[1] = l[1] * alpha[1] + rs[1];
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+                acc[j][0] *= alpha[0];
+                acc[j][1] *= alpha[0];
+                acc[j][2] *= alpha[1];
+                acc[j][3] *= alpha[1];
+            }
+#pragma unroll
+            for (int kk = 0; kk < 8; ++kk) {
+#pragma unroll
+                for (int r = 0; r < 4; ++r) pa[kk][r] = pn[kk][r];
+            }
+        }
+        {
+            u64 dv[8];
+            v_descs((n_tiles - 1) % STAGES, dv);
+            fw_fence_regs(acc);
+            turn_wait();
+            fw_wgmma_fence();
+            issue_pv(dv);
+            if (wg == 0) turn_pass();
+        }
+        fw_wgmma_wait<0>();
+        fw_fence_regs(acc);
+    }
+    fw_store_output(acc, l, o, o_bf16, lq, dim, r0, hoff, t4);
 #endif
 }
 
@@ -535,3 +871,36 @@ __device__ __forceinline__ void flash_wgmma_body(
 // (measured slower on an H100).
 FLASH_WGMMA_INSTANCE(4)
 FLASH_WGMMA_INSTANCE(5)
+
+// attention_flash_bf16_hd128_wgmma_k128_s<STAGES>: flash_wgmma_k128_body, the same launch
+// (dynamic shared memory 1 KB + 32 KB of Q + STAGES x 64 KB).
+#define FLASH_WGMMA_K128_INSTANCE(S)                                                            \
+    extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)                                 \
+        attention_flash_bf16_hd128_wgmma_k128_s##S(                                             \
+            const float* __restrict__ q, const FaSegments kv, float* __restrict__ o,            \
+            u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,                \
+            const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                \
+            const int* __restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,  \
+            u64 kv_head_stride) {                                                               \
+        flash_wgmma_k128_body<S, false>(q, kv, o, o_bf16, lq, lk, dim, scale_log2, seg_off,     \
+                                        seg_blocks, order, query_blocks, key_block,             \
+                                        kv_row_stride, kv_head_stride);                         \
+    }
+
+// attention_flash_bf16_hd128_wgmma_k128pp_s<STAGES>: the same with PINGPONG.
+#define FLASH_WGMMA_K128PP_INSTANCE(S)                                                          \
+    extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)                                 \
+        attention_flash_bf16_hd128_wgmma_k128pp_s##S(                                           \
+            const float* __restrict__ q, const FaSegments kv, float* __restrict__ o,            \
+            u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,                \
+            const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                \
+            const int* __restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,  \
+            u64 kv_head_stride) {                                                               \
+        flash_wgmma_k128_body<S, true>(q, kv, o, o_bf16, lq, lk, dim, scale_log2, seg_off,      \
+                                       seg_blocks, order, query_blocks, key_block,              \
+                                       kv_row_stride, kv_head_stride);                          \
+    }
+
+// 3 stages: 225 KB, as much as fits.
+FLASH_WGMMA_K128_INSTANCE(3)
+FLASH_WGMMA_K128PP_INSTANCE(3)

@@ -3,8 +3,11 @@
 //! operands, fp32 softmax and accumulation) used when the backend's attention precision is bf16.
 //! Dense attention over wider heads runs as GEMMs instead (attention_gemm.rs).
 //! On sm_90 the flash kernel has a Hopper form (flash_wgmma.cu: wgmma, a producer warpgroup),
-//! the default there (1.32 → 1.11 ms per call at config A's shape on an H100, the same bits);
-//! `FLASHVSR_CUDA_FLASH=w4s2m2` selects the mma.sync kernel instead.
+//! the default there in its 128-keys-per-iteration form with the consumer warpgroups' pingpong
+//! (`wgmma_k128pp`; `flash bench` on an H100: mma.sync 1.36 ms per call, wgmma with 64-key
+//! iterations 1.13 ms and the same bits, wgmma_k128 1.10, wgmma_k128pp 1.08, these two within the
+//! bf16 tolerances); `FLASHVSR_CUDA_FLASH=wgmma_k128` selects the k128 form without pingpong,
+//! `wgmma` the 64-key form, `w4s2m2` the mma.sync kernel.
 
 use std::sync::Arc;
 
@@ -14,7 +17,10 @@ use flashvsr_tensor::Tensor;
 use crate::backend::{AttentionPrecision, CudaBackend};
 use crate::buffer::{CudaBuffer, Storage};
 use crate::error::{CudaError, CudaResult};
-use crate::kernels::{flash_kernel_name, flash_wgmma_kernel_name, Kernels, ATTENTION_WIDTHS};
+use crate::kernels::{
+    flash_kernel_name, flash_wgmma_k128_kernel_name, flash_wgmma_kernel_name, Kernels,
+    ATTENTION_WIDTHS,
+};
 use crate::launch::KernelArgs;
 use crate::ops::mask::WorkOrder;
 
@@ -45,7 +51,10 @@ unsafe impl DeviceRepr for FlashSegments {}
 /// whether K/V are converted to a head-major bf16 layout (each 64-key tile one contiguous 16 KB
 /// run) or keep the row layout. `wgmma`: the Hopper kernel of flash_wgmma.cu instead (sm_90a
 /// only; two consumer warpgroups of 64 query rows and a producer warpgroup per CTA, `stages` K/V
-/// stages; `m_tiles` unused).
+/// stages; `m_tiles` unused), and its keys per iteration `key_tile`: 64 (FW_KT), or 128 for
+/// the k128 form (`flash_wgmma_k128_body`: two 64-key units per iteration). The mma.sync
+/// kernel's is 64. `pingpong` (k128 only): the consumer warpgroups take turns to issue their
+/// wgmmas.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FlashConfig {
     warps: usize,
@@ -53,6 +62,8 @@ struct FlashConfig {
     m_tiles: usize,
     head_major: bool,
     wgmma: bool,
+    key_tile: usize,
+    pingpong: bool,
 }
 
 /// The instances flash.cu defines as (warps, stages, m-tiles): `FLASH_INSTANCE(W, S)` with one
@@ -63,6 +74,12 @@ const FLASH_INSTANCES: [(usize, usize, usize); 5] =
 /// The K/V stages of the instances flash_wgmma.cu defines (`FLASH_WGMMA_INSTANCE(S)`), the first
 /// the one `FLASHVSR_CUDA_FLASH=wgmma` selects.
 const FLASH_WGMMA_STAGES: [usize; 2] = [4, 5];
+
+/// The K/V stages of flash_wgmma.cu's k128 instances (`FLASH_WGMMA_K128_INSTANCE(S)`), the first
+/// the one `FLASHVSR_CUDA_FLASH=wgmma_k128` selects: 3 stages of 64 KB are as many as fit.
+const FLASH_WGMMA_K128_STAGES: [usize; 1] = [3];
+/// Keys per iteration of the k128 instances (FW_K128_KT).
+const FLASH_WGMMA_K128_KEYS: usize = 128;
 
 impl FlashConfig {
     /// 4 warps of 32 query rows (each K/V fragment read from shared memory feeds both of a
@@ -76,6 +93,8 @@ impl FlashConfig {
         m_tiles: 2,
         head_major: false,
         wgmma: false,
+        key_tile: FLASH_KEYS,
+        pingpong: false,
     };
 
     /// The Hopper kernel with `stages` K/V stages: 12 warps (two consumer warpgroups and the
@@ -87,6 +106,26 @@ impl FlashConfig {
             m_tiles: 1,
             head_major: false,
             wgmma: true,
+            key_tile: FLASH_KEYS,
+            pingpong: false,
+        }
+    }
+
+    /// The Hopper kernel's k128 form with `stages` K/V stages of 128 keys.
+    const fn wgmma_k128(stages: usize) -> FlashConfig {
+        FlashConfig {
+            key_tile: FLASH_WGMMA_K128_KEYS,
+            ..FlashConfig::wgmma(stages)
+        }
+    }
+
+    /// The k128 form with the consumer warpgroups' pingpong: the default on sm_90. At config A
+    /// on an H100 (op profile, real masks, PERF_NOTES.md) sage 1.341 → 1.258 ms per call and
+    /// block 2.574 → 2.383 against the 64-key form; the plain k128 form 1.300 / 2.441.
+    const fn wgmma_k128_pingpong(stages: usize) -> FlashConfig {
+        FlashConfig {
+            pingpong: true,
+            ..FlashConfig::wgmma_k128(stages)
         }
     }
 
@@ -110,7 +149,9 @@ impl FlashConfig {
     /// Q's 128 rows of bf16 and the stages.
     const fn smem(self) -> usize {
         if self.wgmma {
-            return 1024 + FLASH_ROWS * FLASH_HD * 2 + self.stages * 2 * FLASH_KEYS * FLASH_HD * 2;
+            return 1024
+                + FLASH_ROWS * FLASH_HD * 2
+                + self.stages * 2 * self.key_tile * FLASH_HD * 2;
         }
         let q = if self.m_tiles > 1 {
             self.rows_per_cta() * FLASH_HD * 2
@@ -121,18 +162,20 @@ impl FlashConfig {
     }
 
     fn kernel_name(self) -> String {
-        if self.wgmma {
+        if self.wgmma && self.key_tile == FLASH_WGMMA_K128_KEYS {
+            flash_wgmma_k128_kernel_name(self.stages, self.pingpong)
+        } else if self.wgmma {
             flash_wgmma_kernel_name(self.stages)
         } else {
             flash_kernel_name(self.warps, self.stages, self.m_tiles)
         }
     }
 
-    /// The default (the Hopper kernel where `hopper`, else w4s2m2), or
+    /// The default (the Hopper kernel's k128 pingpong form where `hopper`, else w4s2m2), or
     /// `FLASHVSR_CUDA_FLASH=w<W>s<S>[m<M>][h]` (tuning experiments, read per call: an instance of
     /// FLASH_INSTANCES; `m2` = 32 query rows per warp, `h` = head-major K/V), or `wgmma[<S>][h]`
-    /// (the Hopper kernel, S K/V stages, 4 if not given; where the device is no sm_90 (`hopper`
-    /// false), the default instead). Anything else keeps the default. An instance whose shared memory the GPU cannot give (w4s3m2 needs 128 KB: not on
+    /// (the Hopper kernel, S K/V stages, 4 if not given) or `wgmma_k128[pp][<S>][h]` (its
+    /// 128-key form, 3 stages; `pp`: the consumer warpgroups' pingpong); where the device is no sm_90 (`hopper` false), the default instead. Anything else keeps the default. An instance whose shared memory the GPU cannot give (w4s3m2 needs 128 KB: not on
     /// sm_86/sm_89) fails at launch.
     fn from_env(hopper: bool) -> FlashConfig {
         FlashConfig::select(std::env::var("FLASHVSR_CUDA_FLASH").ok().as_deref(), hopper)
@@ -141,7 +184,7 @@ impl FlashConfig {
     /// The instance a knob value names, as `from_env` reads it.
     fn select(knob: Option<&str>, hopper: bool) -> FlashConfig {
         let default = if hopper {
-            FlashConfig::wgmma(FLASH_WGMMA_STAGES[0])
+            FlashConfig::wgmma_k128_pingpong(FLASH_WGMMA_K128_STAGES[0])
         } else {
             FlashConfig::DEFAULT
         };
@@ -155,6 +198,24 @@ impl FlashConfig {
             Some(rest) => (rest, true),
             None => (v, false),
         };
+        if let Some(rest) = v.strip_prefix("wgmma_k128") {
+            let (stages, pingpong) = match rest.strip_prefix("pp") {
+                Some(stages) => (stages, true),
+                None => (rest, false),
+            };
+            let stages = match stages {
+                "" => FLASH_WGMMA_K128_STAGES[0],
+                s if s.starts_with(|c: char| c.is_ascii_digit()) => s.parse().ok()?,
+                _ => return None,
+            };
+            return FLASH_WGMMA_K128_STAGES
+                .contains(&stages)
+                .then_some(FlashConfig {
+                    head_major,
+                    pingpong,
+                    ..FlashConfig::wgmma_k128(stages)
+                });
+        }
         if let Some(stages) = v.strip_prefix("wgmma") {
             let stages = match stages {
                 "" => FLASH_WGMMA_STAGES[0],
@@ -180,6 +241,8 @@ impl FlashConfig {
                 m_tiles,
                 head_major,
                 wgmma: false,
+                key_tile: FLASH_KEYS,
+                pingpong: false,
             })
     }
 }
@@ -224,8 +287,15 @@ pub(crate) fn prepare_flash(
         m_tiles,
         head_major: false,
         wgmma: false,
+        key_tile: FLASH_KEYS,
+        pingpong: false,
     });
-    let hopper = FLASH_WGMMA_STAGES.map(FlashConfig::wgmma);
+    let hopper: Vec<FlashConfig> = FLASH_WGMMA_STAGES
+        .map(FlashConfig::wgmma)
+        .into_iter()
+        .chain(FLASH_WGMMA_K128_STAGES.map(FlashConfig::wgmma_k128))
+        .chain(FLASH_WGMMA_K128_STAGES.map(FlashConfig::wgmma_k128_pingpong))
+        .collect();
     let wanted: &[FlashConfig] = if wgmma_ok { &hopper } else { &[] };
     for cfg in classic.iter().chain(wanted) {
         let Ok(f) = kernels.get(&cfg.kernel_name()) else {
@@ -597,6 +667,7 @@ mod tests {
             ("FW_HD", FLASH_HD),
             ("FW_KT", FLASH_KEYS),
             ("FW_QBLOCK", FLASH_ROWS),
+            ("FW_K128_KT", FLASH_WGMMA_K128_KEYS),
         ] {
             assert!(
                 src.contains(&format!("#define {name} {value}\n")),
@@ -617,11 +688,21 @@ mod tests {
             .find(|s| s.name == "flash_wgmma.cu")
             .unwrap()
             .functions;
-        assert_eq!(listed.len(), FLASH_WGMMA_STAGES.len());
-        for stages in FLASH_WGMMA_STAGES {
-            let stamp = format!("\nFLASH_WGMMA_INSTANCE({stages})\n");
+        assert_eq!(
+            listed.len(),
+            FLASH_WGMMA_STAGES.len() + 2 * FLASH_WGMMA_K128_STAGES.len()
+        );
+        let instances = FLASH_WGMMA_STAGES
+            .map(|s| (s, "FLASH_WGMMA_INSTANCE", "wgmma"))
+            .into_iter()
+            .chain(FLASH_WGMMA_K128_STAGES.map(|s| (s, "FLASH_WGMMA_K128_INSTANCE", "wgmma_k128")))
+            .chain(
+                FLASH_WGMMA_K128_STAGES.map(|s| (s, "FLASH_WGMMA_K128PP_INSTANCE", "wgmma_k128pp")),
+            );
+        for (stages, macro_name, knob) in instances {
+            let stamp = format!("\n{macro_name}({stages})\n");
             assert!(src.contains(&stamp), "{stamp} not in flash_wgmma.cu");
-            let cfg = FlashConfig::parse(&format!("wgmma{stages}")).unwrap();
+            let cfg = FlashConfig::parse(&format!("{knob}{stages}")).unwrap();
             assert!(listed.contains(&cfg.kernel_name().as_str()));
             // One CTA of two consumer warpgroups (and the producer) per query block, within an
             // H100's 227 KiB (with the kernel's 1 KiB of static shared memory).
@@ -667,6 +748,36 @@ mod tests {
         assert_eq!(FlashConfig::parse("wgmma3"), None);
         assert_eq!(FlashConfig::parse("wgmma-4"), None);
         assert_eq!(FlashConfig::parse("wgmmax"), None);
+        let k128 = FlashConfig::parse("wgmma_k128").unwrap();
+        assert!(k128.wgmma && !k128.head_major && k128.key_tile == 128);
+        assert_eq!((k128.warps, k128.stages), (12, FLASH_WGMMA_K128_STAGES[0]));
+        assert_eq!(FlashConfig::parse("wgmma_k1283"), Some(k128));
+        assert!(FlashConfig::parse("wgmma_k128h").unwrap().head_major);
+        assert_eq!(
+            k128.kernel_name(),
+            "attention_flash_bf16_hd128_wgmma_k128_s3"
+        );
+        assert_eq!(FlashConfig::parse("wgmma_k1284"), None);
+        assert_eq!(FlashConfig::parse("wgmma_k64"), None);
+        assert_eq!(FlashConfig::parse("wgmma_k128x"), None);
+        assert!(!k128.pingpong);
+        let pp = FlashConfig::parse("wgmma_k128pp").unwrap();
+        assert_eq!(
+            pp,
+            FlashConfig {
+                pingpong: true,
+                ..k128
+            }
+        );
+        assert_eq!(
+            pp.kernel_name(),
+            "attention_flash_bf16_hd128_wgmma_k128pp_s3"
+        );
+        assert_eq!(
+            FlashConfig::parse("wgmma_k128pp3h").map(|c| c.head_major),
+            Some(true)
+        );
+        assert_eq!(FlashConfig::parse("wgmma_k128ppx"), None);
     }
 
     #[test]
@@ -680,7 +791,19 @@ mod tests {
         assert_eq!((w4s3.wgmma, w4s3.stages, w4s3.m_tiles), (false, 3, 1));
         assert_eq!(
             FlashConfig::select(None, true),
+            FlashConfig::parse("wgmma_k128pp").unwrap()
+        );
+        assert_eq!(
+            FlashConfig::select(Some("wgmma_k128"), true),
+            FlashConfig::wgmma_k128(FLASH_WGMMA_K128_STAGES[0])
+        );
+        assert_eq!(
+            FlashConfig::select(Some("wgmma"), true),
             FlashConfig::wgmma(FLASH_WGMMA_STAGES[0])
+        );
+        assert_eq!(
+            FlashConfig::select(Some("wgmma_k128"), false),
+            FlashConfig::DEFAULT
         );
         assert_eq!(FlashConfig::select(None, false), FlashConfig::DEFAULT);
         assert_eq!(FlashConfig::select(Some("x"), false), FlashConfig::DEFAULT);
@@ -712,5 +835,8 @@ mod tests {
         let w = FlashConfig::parse("wgmma").unwrap();
         assert_eq!(w.smem(), 1024 + 32 * 1024 + 4 * 32 * 1024);
         assert_eq!(w.kernel_name(), "attention_flash_bf16_hd128_wgmma_s4");
+        // k128: Q and 3 stages of a K and a V tile of 128 keys (64 KiB each).
+        let k128 = FlashConfig::parse("wgmma_k128").unwrap();
+        assert_eq!(k128.smem(), 1024 + 32 * 1024 + 3 * 64 * 1024);
     }
 }

@@ -5,7 +5,7 @@
 //! no key block, a mask with none at all), KV segments read in place and joined, and the bf16 copy
 //! of the output that the fast mode's GEMMs read.
 //!
-//! The Hopper instances (`FLASHVSR_CUDA_FLASH=wgmma[<stages>][h]`, flash_wgmma.cu) sum in another
+//! The Hopper instances (`FLASHVSR_CUDA_FLASH=wgmma[<stages>][h]`, `wgmma_k128`, flash_wgmma.cu) sum in another
 //! order: they are held to the CPU with the same tolerances, and to the default instance's output
 //! within a relative L2 of `WGMMA_VS_DEFAULT`, on the same cases. Off sm_90 the knob keeps the
 //! default instance, and these cases check it again.
@@ -22,14 +22,19 @@ const KNOB: &str = "FLASHVSR_CUDA_FLASH";
 const INSTANCES: [&str; 4] = ["w4s3", "w4s3m2", "w4s2m2h", "w4s2"];
 /// The mma.sync kernel's default instance, the reference of the others.
 const MMA_DEFAULT: &str = "w4s2m2";
-/// The wgmma kernel's instances: 4 stages (what `wgmma` selects), and 5 with head-major K/V
-/// (single-segment calls).
-const WGMMA_INSTANCES: [&str; 2] = ["wgmma", "wgmma5h"];
+/// The wgmma kernel's instances: 4 stages (what `wgmma` selects), 5 with head-major K/V
+/// (single-segment calls), and the 128-keys-per-iteration form (`wgmma_k128`: its online softmax
+/// takes 128 keys at a time, so it sums in another order than the 64-key kernels).
+/// `wgmma_k128pp`: the same with the consumer warpgroups' pingpong.
+const WGMMA_INSTANCES: [&str; 4] = ["wgmma", "wgmma5h", "wgmma_k128", "wgmma_k128pp"];
 /// Relative L2 between a wgmma instance's output and the default instance's: both round the
 /// same bf16 operands and P; they may differ in summation order, and where a P rounds to the
 /// other bf16 neighbour. (On an H100 they measured equal, bit for bit: the tensor cores sum each
 /// k16 step the same way for mma.sync and wgmma, and the k-steps go in the same order.)
 const WGMMA_VS_DEFAULT: f64 = 5e-3;
+/// The pingpong form and the plain one of the k128 kernel: the same arithmetic in the same
+/// order (only when each warpgroup issues its wgmmas differs), so the same bits.
+const PINGPONG_PAIR: (&str, &str) = ("wgmma_k128pp", "wgmma_k128");
 
 type Check<'a> = &'a dyn Fn(&[f32]) -> Option<String>;
 
@@ -75,17 +80,18 @@ fn against_default(
     }
 }
 
-fn same_bits(s: &mut Suite, name: &str, got: Output, want: &Output) {
+/// `got` has the bits of `want`, the output of the instance `of`.
+fn same_bits(s: &mut Suite, name: &str, got: Output, want: &Output, of: &str) {
     against_default(s, name, got, want, |g, w| {
         let differ = |(a, b): (&f32, &f32)| a.to_bits() != b.to_bits();
         match g.iter().zip(w).position(differ) {
             Some(i) => Err(format!(
-                "{} values differ from the default instance's, first at {i}: {:e} vs {:e}",
+                "{} values differ from {of}'s, first at {i}: {:e} vs {:e}",
                 g.iter().zip(w).filter(|&p| differ(p)).count(),
                 g[i],
                 w[i]
             )),
-            None => Ok(format!("{} values, the default instance's bits", g.len())),
+            None => Ok(format!("{} values, {of}'s bits", g.len())),
         }
     });
 }
@@ -131,7 +137,7 @@ impl Suite {
         {
             return;
         }
-        // The mma.sync kernel's default instance (on sm_90 the knob's absence means wgmma).
+        // The mma.sync kernel's default instance (on sm_90 the knob's absence means wgmma_k128pp).
         let want = run_with(backend, Some(MMA_DEFAULT), inputs, op);
         let cpu = self.cpu.clone();
         for inst in INSTANCES {
@@ -140,18 +146,26 @@ impl Suite {
                 continue;
             }
             let got = run_with(backend, Some(inst), inputs, op);
-            same_bits(self, &format!("{name} bits"), got, &want);
+            same_bits(self, &format!("{name} bits"), got, &want, MMA_DEFAULT);
             if let Some(tol) = tol {
                 select(Some(inst));
                 self.bf16_case(&name, tol, &cpu, inputs, op, check);
             }
         }
+        let mut plain_k128: Option<Output> = None;
         for inst in WGMMA_INSTANCES {
             let name = named(inst);
             if self.skip(&name) {
                 continue;
             }
             let got = run_with(backend, Some(inst), inputs, op);
+            if inst == PINGPONG_PAIR.1 {
+                plain_k128 = Some(got.clone());
+            }
+            if let (true, Some(plain)) = (inst == PINGPONG_PAIR.0, &plain_k128) {
+                let what = format!("{name} bits vs {}", PINGPONG_PAIR.1);
+                same_bits(self, &what, got.clone(), plain, PINGPONG_PAIR.1);
+            }
             close_to_default(self, &format!("{name} vs default"), got, &want);
             if let Some(tol) = tol {
                 select(Some(inst));
