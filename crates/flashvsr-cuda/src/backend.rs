@@ -152,8 +152,9 @@ pub struct CudaOptions {
     /// (ops/upsample_conv.rs); off (`FLASHVSR_CUDA_SUBPIXEL=0`) upsamples, then convolves.
     pub conv_subpixel_upsample: bool,
     /// In the fast mode, a 3×3 conv to 3 channels from a channels-last input (the TCDecoder's
-    /// last conv) runs as a direct kernel (ops/conv_direct.rs); off
-    /// (`FLASHVSR_CUDA_DIRECT_CONV3=0`) on cuDNN.
+    /// last conv) runs as a direct kernel (ops/conv_direct.rs; `FLASHVSR_CUDA_DIRECT_CONV3=1`).
+    /// Off by default: as it stands it is slower than cuDNN (0.61 against 0.45 ms a 1408×768
+    /// frame on an H100, PERF_NOTES.md).
     pub conv_direct_three: bool,
 }
 
@@ -181,8 +182,7 @@ impl CudaOptions {
             conv_fold_time: std::env::var(ENV_FOLD_TIME).map_or(true, |v| v != "0"),
             conv_fold_causal: std::env::var(ENV_FOLD_CAUSAL).map_or(true, |v| v != "0"),
             conv_subpixel_upsample: std::env::var(ENV_SUBPIXEL).map_or(true, |v| v != "0"),
-            conv_direct_three: std::env::var("FLASHVSR_CUDA_DIRECT_CONV3")
-                .map_or(true, |v| v != "0"),
+            conv_direct_three: std::env::var("FLASHVSR_CUDA_DIRECT_CONV3").is_ok_and(|v| v == "1"),
             conv_fold_max_channels: std::env::var(ENV_FOLD_MAX_CHANNELS)
                 .ok()
                 .and_then(|v| v.parse().ok()),
@@ -231,7 +231,7 @@ impl Default for CudaOptions {
             attention_scores_bytes: 256 << 20,
             conv_fold_causal: true,
             conv_subpixel_upsample: true,
-            conv_direct_three: true,
+            conv_direct_three: false,
         }
     }
 }

@@ -1,8 +1,10 @@
 //! A 3×3 frame convolution with 3 output channels, zero padding 1, from a channels-last bf16
 //! input (fast mode) straight to f32 row-major (conv_direct.cu): the TCDecoder's last conv. On
-//! cuDNN it costs 0.42 ms a 1408×768 frame (128 → 3 channels, the outputs padded to 8, then
+//! cuDNN it costs 0.45 ms a 1408×768 frame (128 → 3 channels, the outputs padded to 8, then
 //! unstaged) for 7.5 GFLOP and 264 MiB of input: a memory-bound shape for a tensor-core kernel.
-//! `FLASHVSR_CUDA_DIRECT_CONV3=0` keeps cuDNN.
+//! An experiment, off by default (`FLASHVSR_CUDA_DIRECT_CONV3=1` turns it on): this kernel took
+//! 0.61 ms on an H100 (PERF_NOTES.md), most likely for staging the weights per 64-position
+//! block with 64-bit index divisions.
 
 use std::sync::atomic::Ordering;
 
@@ -14,11 +16,9 @@ use crate::buffer::CudaBuffer;
 use crate::error::CudaResult;
 use crate::launch::KernelArgs;
 
-/// D3_THREADS, D3_RUN and D3_RUNS of conv_direct.cu: a block computes 64 positions of each of
-/// D3_ROWS rows.
+/// D3_THREADS, D3_RUN and D3_RUNS of conv_direct.cu: a block computes 64 positions of a row.
 const THREADS: u32 = 256;
 const BLOCK_POSITIONS: usize = 64;
-const BLOCK_ROWS: usize = 8;
 /// The weights in shared memory, 27 floats an input channel.
 const MAX_WEIGHT_BYTES: usize = 48 << 10;
 // The TCDecoder's 128 channels fit, and at most 455 (the kernel's 32-bit weight indices).
@@ -55,11 +55,7 @@ impl CudaBackend {
             return Ok(Some(out));
         }
         let cfg = LaunchConfig {
-            grid_dim: (
-                g.w.div_ceil(BLOCK_POSITIONS) as u32,
-                g.h.div_ceil(BLOCK_ROWS) as u32,
-                g.t as u32,
-            ),
+            grid_dim: (g.w.div_ceil(BLOCK_POSITIONS) as u32, g.h as u32, g.t as u32),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: weight_bytes as u32,
         };
@@ -89,7 +85,6 @@ mod tests {
         assert!(src.contains(&format!("#define D3_THREADS {THREADS}\n")));
         assert!(src.contains("#define D3_RUN 4\n"));
         assert!(src.contains("#define D3_LANES 16\n"));
-        assert!(src.contains(&format!("#define D3_ROWS {BLOCK_ROWS}\n")));
         assert_eq!(THREADS as usize / 16 * 4, BLOCK_POSITIONS);
     }
 }

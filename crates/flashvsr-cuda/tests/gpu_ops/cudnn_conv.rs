@@ -29,9 +29,12 @@ pub struct FastBackends {
 
 impl FastBackends {
     pub fn create(ordinal: usize, options: &CudaOptions) -> FastBackends {
+        // The direct kernel for 3 output channels is off by default (an experiment): on here,
+        // so that the channels-last cases check it.
         let fast = CudaOptions {
             gemm_tf32: true,
             conv_fold_causal: false,
+            conv_direct_three: true,
             ..options.clone()
         };
         let make = |o: CudaOptions| CudaBackend::create(ordinal, o).expect("fast backend");
