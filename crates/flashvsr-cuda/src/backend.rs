@@ -151,6 +151,11 @@ pub struct CudaOptions {
     /// run as one 2×2 conv over the small frames with four output phases
     /// (ops/upsample_conv.rs); off (`FLASHVSR_CUDA_SUBPIXEL=0`) upsamples, then convolves.
     pub conv_subpixel_upsample: bool,
+    /// In the fast mode, a 3×3 conv to 3 channels from a channels-last input (the TCDecoder's
+    /// last conv) runs as a direct kernel (ops/conv_direct.rs; `FLASHVSR_CUDA_DIRECT_CONV3=1`).
+    /// Off by default: as it stands it is slower than cuDNN (0.61 against 0.45 ms a 1408×768
+    /// frame on an H100, PERF_NOTES.md).
+    pub conv_direct_three: bool,
 }
 
 impl CudaOptions {
@@ -177,6 +182,7 @@ impl CudaOptions {
             conv_fold_time: std::env::var(ENV_FOLD_TIME).map_or(true, |v| v != "0"),
             conv_fold_causal: std::env::var(ENV_FOLD_CAUSAL).map_or(true, |v| v != "0"),
             conv_subpixel_upsample: std::env::var(ENV_SUBPIXEL).map_or(true, |v| v != "0"),
+            conv_direct_three: std::env::var("FLASHVSR_CUDA_DIRECT_CONV3").is_ok_and(|v| v == "1"),
             conv_fold_max_channels: std::env::var(ENV_FOLD_MAX_CHANNELS)
                 .ok()
                 .and_then(|v| v.parse().ok()),
@@ -225,6 +231,7 @@ impl Default for CudaOptions {
             attention_scores_bytes: 256 << 20,
             conv_fold_causal: true,
             conv_subpixel_upsample: true,
+            conv_direct_three: false,
         }
     }
 }
@@ -264,6 +271,8 @@ pub struct CudaBackend {
     pub(crate) conv_weights: Mutex<WeightCache<CudaSlice<u16>>>,
     /// Convolutions that ran on cuDNN (for tests and diagnostics).
     pub(crate) cudnn_convs: AtomicU64,
+    /// conv3d calls that ran on a direct kernel instead (ops/conv_direct.rs).
+    pub(crate) direct_convs: AtomicU64,
     /// Host buffers of `download_later`.
     downloads: Arc<PinnedPool>,
     /// Host staging of `upload_queued`.
@@ -394,6 +403,7 @@ impl CudaBackend {
                 dnn,
                 conv_weights: Mutex::new(WeightCache::new(CONV_WEIGHT_CACHE_BYTES)),
                 cudnn_convs: AtomicU64::new(0),
+                direct_convs: AtomicU64::new(0),
                 downloads: PinnedPool::for_downloads(&gpu.ctx, DOWNLOAD_BUFFERS),
                 staging: PinnedPool::for_uploads(&gpu.ctx, STAGING_BUFFERS),
                 gpu,
@@ -432,6 +442,11 @@ impl CudaBackend {
     /// How many conv3d calls ran on cuDNN so far.
     pub fn cudnn_conv_count(&self) -> u64 {
         self.cudnn_convs.load(Ordering::Relaxed)
+    }
+
+    /// How many conv3d calls ran on a direct kernel (ops/conv_direct.rs) so far.
+    pub fn direct_conv_count(&self) -> u64 {
+        self.direct_convs.load(Ordering::Relaxed)
     }
 
     /// The attention precision this backend was created with.
@@ -1245,7 +1260,23 @@ impl Backend for CudaBackend {
     ) -> TResult<BufferRef> {
         self.finish(
             conv_name("conv3d_add", x, w, self.profiler.is_some()),
-            || self.op_conv3d_add(x, w, b, (stride_t, pad, mode), residual),
+            || self.op_conv3d_add(x, w, b, (stride_t, pad, mode), residual, false),
+        )
+    }
+
+    fn conv3d_add_relu(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride_t: usize,
+        pad: usize,
+        mode: PadMode,
+        residual: &Tensor,
+    ) -> TResult<BufferRef> {
+        self.finish(
+            conv_name("conv3d_add_relu", x, w, self.profiler.is_some()),
+            || self.op_conv3d_add(x, w, b, (stride_t, pad, mode), residual, true),
         )
     }
 
@@ -1260,12 +1291,34 @@ impl Backend for CudaBackend {
         b: Option<&Tensor>,
     ) -> TResult<BufferRef> {
         let name = conv_name("upsample_nearest2x_conv", x, w, self.profiler.is_some());
-        let fused = self.finish_with(name, || self.try_upsample_conv(x, w, b))?;
+        let fused = self.finish_with(name, || self.try_upsample_conv(x, w, b, false))?;
         match fused {
             Some(out) => Ok(Arc::new(out)),
             None => {
                 let up = x.upsample_nearest2x()?;
                 Ok(up.conv3d(w, b, 1, 1, PadMode::Zero)?.buffer().clone())
+            }
+        }
+    }
+
+    fn upsample_nearest2x_conv_relu(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+    ) -> TResult<BufferRef> {
+        let name = conv_name(
+            "upsample_nearest2x_conv_relu",
+            x,
+            w,
+            self.profiler.is_some(),
+        );
+        let fused = self.finish_with(name, || self.try_upsample_conv(x, w, b, true))?;
+        match fused {
+            Some(out) => Ok(Arc::new(out)),
+            None => {
+                let up = x.upsample_nearest2x()?;
+                Ok(up.conv3d_relu(w, b, 1, 1, PadMode::Zero)?.buffer().clone())
             }
         }
     }

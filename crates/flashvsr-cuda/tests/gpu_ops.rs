@@ -340,13 +340,26 @@ fn norms(s: &mut Suite) {
             &|t| t[0].rms_norm(&t[1], 1e-6),
         );
     }
-    for shape in [[16, 2, 9, 11], [384, 1, 4, 5], [3, 4, 30, 40]] {
+    // Positions not a multiple of the f32 kernel's 32 a block, channels not of its 16 warps;
+    // the LQ projector's 3072 channels.
+    for shape in [
+        [16, 2, 9, 11],
+        [384, 1, 4, 5],
+        [3, 4, 30, 40],
+        [3072, 1, 6, 11],
+    ] {
         let inputs = [s.input(&shape, 2.0), s.input(&[shape[0]], 1.0)];
         s.case(
             &format!("channel_rms_norm {shape:?}"),
             ELEMENTWISE,
             &inputs,
             &|t| t[0].channel_rms_norm(&t[1]),
+        );
+        s.case(
+            &format!("channel_rms_norm_silu {shape:?}"),
+            ELEMENTWISE,
+            &inputs,
+            &|t| t[0].channel_rms_norm_silu(&t[1], None),
         );
     }
     for shape in [[10, 4, 96], [3, 1, 1536], [2, 7, 5]] {

@@ -118,10 +118,10 @@ impl LqProjector {
         })
     }
 
+    /// The norm and the SiLU in one pass where the backend fuses them.
     fn conv_norm(&self, x: &Tensor, conv: &(Tensor, Tensor), gamma: &Tensor) -> Result<Tensor> {
         Ok(x.conv3d(&conv.0, Some(&conv.1), 2, 1, PadMode::Replicate)?
-            .channel_rms_norm(gamma)?
-            .silu()?)
+            .channel_rms_norm_silu(gamma, None)?)
     }
 
     /// Warm-up call on LQ frame 0, `(3, 1, H, W)`: sets the caches, produces nothing.

@@ -33,6 +33,29 @@ impl Conv {
         let pad = self.weight.dim(3) / 2;
         Ok(x.conv3d_relu(&self.weight, self.bias.as_ref(), 1, pad, PadMode::Zero)?)
     }
+
+    /// `relu(forward(x) + residual)`, the residual and the ReLU in the conv's epilogue where the
+    /// backend fuses them.
+    fn forward_add_relu(&self, x: &Tensor, residual: &Tensor) -> Result<Tensor> {
+        let pad = self.weight.dim(3) / 2;
+        let (w, b) = (&self.weight, self.bias.as_ref());
+        Ok(x.conv3d_add_relu(w, b, 1, pad, PadMode::Zero, residual)?)
+    }
+
+    /// `forward(upsample_nearest2x(x))` (a 3×3 kernel), computed on the small frames where the
+    /// backend can; with the ReLU after it when `relu`.
+    fn upsample_forward(&self, x: &Tensor, relu: bool) -> Result<Tensor> {
+        let (w, b) = (&self.weight, self.bias.as_ref());
+        Ok(if relu {
+            x.upsample_nearest2x_conv_relu(w, b)?
+        } else {
+            x.upsample_nearest2x_conv(w, b)?
+        })
+    }
+
+    fn is_frame_3x3(&self) -> bool {
+        self.weight.shape()[2..] == [1, 3, 3]
+    }
 }
 
 struct MemBlock {
@@ -46,6 +69,9 @@ enum Layer {
     Relu,
     Mem(MemBlock, usize),
     Upsample,
+    /// Nearest 2× upsampling then a 3×3 conv (with a ReLU after it when the flag is set), in
+    /// one op.
+    UpsampleConv(Conv, bool),
     /// 1×1 conv producing `stride` frames per input frame; `parts[j]` makes sub-frame j alone.
     Grow {
         conv: Conv,
@@ -199,7 +225,7 @@ impl TcDecoder {
             Layer::Conv(conv(&p, "decoder.26", 3, c3, 3, true)?),
         ];
         Ok(TcDecoder {
-            layers: fuse_relus(layers),
+            layers: upsample_into_convs(fuse_relus(layers)),
             memory_slots: slot,
             widths: [c0, c1, c2, c3],
         })
@@ -209,7 +235,9 @@ impl TcDecoder {
     pub fn conv_weight_elements(&self) -> usize {
         let convs = |l: &Layer| -> usize {
             match l {
-                Layer::Conv(c) | Layer::ConvRelu(c) => c.weight.elem_count(),
+                Layer::Conv(c) | Layer::ConvRelu(c) | Layer::UpsampleConv(c, _) => {
+                    c.weight.elem_count()
+                }
                 Layer::Grow { conv, parts, .. } => {
                     conv.weight.elem_count()
                         + parts.iter().map(|p| p.weight.elem_count()).sum::<usize>()
@@ -336,6 +364,7 @@ impl TcDecoder {
             Layer::ConvRelu(c) => c.forward_relu(x)?,
             Layer::Relu => x.relu()?,
             Layer::Upsample => x.upsample_nearest2x()?,
+            Layer::UpsampleConv(c, relu) => c.upsample_forward(x, *relu)?,
             Layer::Grow { conv, stride, .. } => grow(&conv.forward(x)?, *stride)?,
             Layer::Mem(block, slot) => mem_block(block, x, &mut memory.frames[*slot])?,
         })
@@ -353,6 +382,38 @@ fn fuse_relus(layers: Vec<Layer>) -> Vec<Layer> {
                 out.push(layer);
             }
         }
+    }
+    out
+}
+
+/// Every `Upsample, Grow, 3×3 conv` run becomes `Grow, UpsampleConv`: the growth's bias-free
+/// 1×1 convs commute with nearest upsampling (the same values at a quarter of the positions),
+/// and the upsampling then goes into the conv after it, which a backend can compute on the
+/// small frames (a 2×2 sub-pixel conv in the fast mode) without making the upsampled ones.
+fn upsample_into_convs(layers: Vec<Layer>) -> Vec<Layer> {
+    let mut out: Vec<Layer> = Vec::with_capacity(layers.len());
+    for layer in layers {
+        let n = out.len();
+        let follows_upsampled_growth = n >= 2
+            && matches!(out[n - 2], Layer::Upsample)
+            && matches!(&out[n - 1], Layer::Grow { conv, .. } if conv.bias.is_none()
+                && conv.weight.shape()[2..] == [1, 1, 1]);
+        let fused = match layer {
+            Layer::Conv(c) if follows_upsampled_growth && c.is_frame_3x3() => {
+                Layer::UpsampleConv(c, false)
+            }
+            Layer::ConvRelu(c) if follows_upsampled_growth && c.is_frame_3x3() => {
+                Layer::UpsampleConv(c, true)
+            }
+            layer => {
+                out.push(layer);
+                continue;
+            }
+        };
+        let growth = out.pop();
+        out.pop(); // the upsampling
+        out.extend(growth);
+        out.push(fused);
     }
     out
 }
@@ -383,5 +444,90 @@ fn mem_block(block: &MemBlock, x: &Tensor, last: &mut Option<Tensor>) -> Result<
     let [c0, c1, c2] = &block.convs;
     let y = c0.forward_relu(&Tensor::cat(&[x, &prev], 0)?)?;
     let y = c1.forward_relu(&y)?;
-    Ok(c2.forward(&y)?.add(x)?.relu()?)
+    c2.forward_add_relu(&y, x)
+}
+
+#[cfg(test)]
+mod tests {
+    use flashvsr_tensor::cpu::CpuBackend;
+
+    use super::*;
+
+    fn conv(shape: &[usize], bias: bool) -> Conv {
+        let cpu = CpuBackend::new_ref();
+        let n = shape.iter().product();
+        Conv {
+            weight: Tensor::from_slice(&cpu, &vec![0.5; n], shape).unwrap(),
+            bias: bias
+                .then(|| Tensor::from_slice(&cpu, &vec![0.1; shape[0]], &[shape[0]]).unwrap()),
+        }
+    }
+
+    fn growth(bias: bool) -> Layer {
+        Layer::Grow {
+            conv: conv(&[8, 4, 1, 1, 1], bias),
+            parts: vec![conv(&[4, 4, 1, 1, 1], false), conv(&[4, 4, 1, 1, 1], false)],
+            stride: 2,
+        }
+    }
+
+    fn kinds(layers: &[Layer]) -> Vec<String> {
+        layers
+            .iter()
+            .map(|l| match l {
+                Layer::Conv(_) => "conv".into(),
+                Layer::ConvRelu(_) => "conv_relu".into(),
+                Layer::Relu => "relu".into(),
+                Layer::Mem(..) => "mem".into(),
+                Layer::Upsample => "upsample".into(),
+                Layer::UpsampleConv(_, relu) => format!("upsample_conv relu={relu}"),
+                Layer::Grow { .. } => "grow".into(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn upsampling_moves_past_the_growth_into_the_next_conv() {
+        let layers = vec![
+            Layer::Upsample,
+            growth(false),
+            Layer::Conv(conv(&[4, 4, 1, 3, 3], false)),
+            Layer::Upsample,
+            growth(false),
+            Layer::Conv(conv(&[4, 4, 1, 3, 3], false)),
+            Layer::Relu,
+            Layer::Conv(conv(&[3, 4, 1, 3, 3], true)),
+        ];
+        let fused = upsample_into_convs(fuse_relus(layers));
+        assert_eq!(
+            kinds(&fused),
+            [
+                "grow",
+                "upsample_conv relu=false",
+                "grow",
+                "upsample_conv relu=true",
+                "conv"
+            ]
+        );
+    }
+
+    #[test]
+    fn upsampling_stays_where_it_does_not_commute() {
+        // A growth with a bias, a 1×1 conv after it, an upsampling without a growth.
+        let layers = vec![
+            Layer::Upsample,
+            growth(true),
+            Layer::Conv(conv(&[4, 4, 1, 3, 3], false)),
+            Layer::Upsample,
+            growth(false),
+            Layer::Conv(conv(&[4, 4, 1, 1, 1], false)),
+            Layer::Upsample,
+            Layer::Conv(conv(&[4, 4, 1, 3, 3], false)),
+        ];
+        let fused = upsample_into_convs(layers);
+        assert_eq!(
+            kinds(&fused),
+            ["upsample", "grow", "conv", "upsample", "grow", "conv", "upsample", "conv"]
+        );
+    }
 }

@@ -359,6 +359,23 @@ pub trait Backend: Send + Sync + fmt::Debug {
         let y = Tensor::from_buffer(x.backend(), y, residual.shape())?;
         self.binary(&y, residual, BinaryOp::Add)
     }
+    /// `relu(residual + conv3d(..))`; backends whose conv epilogue reads an addend and applies
+    /// the ReLU after it override this.
+    #[allow(clippy::too_many_arguments)]
+    fn conv3d_add_relu(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride_t: usize,
+        pad: usize,
+        mode: PadMode,
+        residual: &Tensor,
+    ) -> Result<BufferRef> {
+        let y = self.conv3d_add(x, w, b, stride_t, pad, mode, residual)?;
+        let y = Tensor::from_buffer(x.backend(), y, residual.shape())?;
+        self.unary(&y, UnaryOp::Relu)
+    }
     /// `(C, T, H, W) → (C, T, 2H, 2W)`, nearest.
     fn upsample_nearest2x(&self, x: &Tensor) -> Result<BufferRef>;
     /// `conv3d(upsample_nearest2x(x), w, b, 1, 1, Zero)` for a frame kernel `w (O, C, 1, 3, 3)`
@@ -372,6 +389,19 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ) -> Result<BufferRef> {
         let up = x.upsample_nearest2x()?;
         Ok(up.conv3d(w, b, 1, 1, PadMode::Zero)?.buffer().clone())
+    }
+    /// `relu(upsample_nearest2x_conv(..))` (the TCDecoder's first conv of a stage); this default
+    /// composes the ops.
+    fn upsample_nearest2x_conv_relu(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+    ) -> Result<BufferRef> {
+        let y = self.upsample_nearest2x_conv(x, w, b)?;
+        let shape = [w.dim(0), x.dim(1), 2 * x.dim(2), 2 * x.dim(3)];
+        let y = Tensor::from_buffer(x.backend(), y, &shape)?;
+        self.unary(&y, UnaryOp::Relu)
     }
     /// Every plane of the last two dims (rank ≥ 2) blurred by the 3×3 binomial kernel
     /// `[1 2 1]ᵀ[1 2 1] / 16` with taps `dilation` (≥ 1) apart and replicated borders: one level

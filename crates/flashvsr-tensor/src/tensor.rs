@@ -589,6 +589,31 @@ impl Tensor {
         self.wrap(buffer, &shape)
     }
 
+    /// `relu(residual + conv3d(..))`: the TCDecoder MemBlock's output, the residual and the ReLU
+    /// applied by the conv's epilogue where the backend can.
+    #[allow(clippy::too_many_arguments)]
+    pub fn conv3d_add_relu(
+        &self,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        stride_t: usize,
+        pad: usize,
+        mode: PadMode,
+        residual: &Tensor,
+    ) -> Result<Tensor> {
+        let shape = self.conv3d_shape(w, b, stride_t, pad)?;
+        if residual.shape() != shape {
+            return shape_err(
+                "conv3d_add_relu",
+                format!("output {shape:?}, residual {:?}", residual.shape),
+            );
+        }
+        let buffer = self
+            .backend
+            .conv3d_add_relu(self, w, b, stride_t, pad, mode, residual)?;
+        self.wrap(buffer, &shape)
+    }
+
     fn conv3d_shape(
         &self,
         w: &Tensor,
@@ -636,20 +661,34 @@ impl Tensor {
     /// `upsample_nearest2x()` then a 3×3 frame conv with zero padding 1, `w (O, C, 1, 3, 3)`:
     /// computed on the small frames where the backend can.
     pub fn upsample_nearest2x_conv(&self, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-        self.expect_rank("upsample_nearest2x_conv", 4)?;
-        w.expect_rank("upsample_nearest2x_conv", 5)?;
+        let shape = self.upsample_conv_shape("upsample_nearest2x_conv", w, b)?;
+        let buffer = self.backend.upsample_nearest2x_conv(self, w, b)?;
+        self.wrap(buffer, &shape)
+    }
+
+    /// `relu(upsample_nearest2x_conv(..))`, the ReLU in the same pass where the backend can.
+    pub fn upsample_nearest2x_conv_relu(&self, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        let shape = self.upsample_conv_shape("upsample_nearest2x_conv_relu", w, b)?;
+        let buffer = self.backend.upsample_nearest2x_conv_relu(self, w, b)?;
+        self.wrap(buffer, &shape)
+    }
+
+    fn upsample_conv_shape(
+        &self,
+        op: &'static str,
+        w: &Tensor,
+        b: Option<&Tensor>,
+    ) -> Result<[usize; 4]> {
+        self.expect_rank(op, 4)?;
+        w.expect_rank(op, 5)?;
         let s = &self.shape;
         if w.shape[1] != s[0] || w.shape[2..] != [1, 3, 3] {
-            return shape_err(
-                "upsample_nearest2x_conv",
-                format!("input {:?}, weight {:?}", self.shape, w.shape),
-            );
+            return shape_err(op, format!("input {:?}, weight {:?}", self.shape, w.shape));
         }
         if let Some(b) = b {
-            b.expect_vector("upsample_nearest2x_conv bias", w.shape[0])?;
+            b.expect_vector(op, w.shape[0])?;
         }
-        let buffer = self.backend.upsample_nearest2x_conv(self, w, b)?;
-        self.wrap(buffer, &[w.shape[0], s[1], 2 * s[2], 2 * s[3]])
+        Ok([w.shape[0], s[1], 2 * s[2], 2 * s[3]])
     }
 
     /// Every `(H, W)` plane of the last two dims blurred by the 3×3 binomial kernel

@@ -89,6 +89,11 @@ pub(crate) const SOURCES: &[Source] = &[
         ],
     },
     Source {
+        name: "conv_direct.cu",
+        body: include_str!("conv_direct.cu"),
+        functions: &["conv3x3_cl_to_three_f32"],
+    },
+    Source {
         name: "subpixel.cu",
         body: include_str!("subpixel.cu"),
         functions: &["subpixel_weight_bf16", "subpixel_shuffle_bf16"],
@@ -120,7 +125,6 @@ pub(crate) const SOURCES: &[Source] = &[
             "layer_norm_f32",
             "layer_norm_vec4_f32",
             "rms_norm_f32",
-            "channel_rms_norm_f32",
             "group_mean_f32",
             "group_mean_bf16",
         ],

@@ -109,21 +109,6 @@ extern "C" __global__ void rms_norm_f32(const float* __restrict__ x, float* __re
     for (int c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = rms_scaled(xr[c], inv, weight[c]);
 }
 
-// Norm across channels (dim 0) at every position: one thread per position, reads coalesced.
-extern "C" __global__ void channel_rms_norm_f32(const float* __restrict__ x,
-                                                const float* __restrict__ gamma,
-                                                float* __restrict__ y, u64 channels, u64 plane) {
-    GRID_LOOP(p, plane) {
-        double acc = 0.0;
-        for (u64 c = 0; c < channels; ++c) {
-            const double v = (double)x[c * plane + p];
-            acc += v * v;
-        }
-        const float k = (float)(sqrt((double)channels) / fmax(sqrt(acc), 1e-12));
-        for (u64 c = 0; c < channels; ++c) y[c * plane + p] = x[c * plane + p] * k * gamma[c];
-    }
-}
-
 // (N, G, D) -> (N, D)
 // The same over bf16 storage (the KV cache in fast mode): no widened copy of the keys.
 extern "C" __global__ void group_mean_bf16(const unsigned short* __restrict__ x,

@@ -7,24 +7,52 @@ typedef unsigned int u32;
 
 __device__ __forceinline__ float ns_silu(float x) { return x / (1.0f + expf(-x)); }
 
-// f32 row-major: x (C, n) → y[c * y_stride + y_offset + q] for q < n (n = frames · plane). The
-// sum of squares in double and the scale as channel_rms_norm_f32 computes them, SiLU as
-// unary_f32: the same values as the two ops, without the intermediate tensor.
-extern "C" __global__ void channel_rms_norm_silu_f32(const float* __restrict__ x,
-                                                     const float* __restrict__ gamma,
-                                                     float* __restrict__ y, u64 channels, u64 n,
-                                                     u64 y_stride, u64 y_offset, int silu) {
-    GRID_LOOP(q, n) {
+#define CRN_POSITIONS 32
+// Warps of a block of the f32 kernel, each summing every CRN_LANES-th channel.
+#define CRN_LANES 16
+
+// f32 row-major: x (C, n) → y[c * y_stride + y_offset + q] for q < n (n = frames · plane). A block
+// takes 32 consecutive positions, one per lane of a warp (each channel's row read coalesced, 128
+// bytes), and its CRN_LANES warps split the channels: with 3072 channels at 4224 positions (the
+// LQ projector) one thread per position would leave most of the GPU idle and read 4 bytes a
+// position per pass. The sum of squares in double (per warp, then the warps' partial sums in a
+// fixed order: the result does not depend on the launch), the scale and SiLU as
+// channel_rms_norm_f32 and unary_f32 computed them.
+extern "C" __global__ void __launch_bounds__(CRN_POSITIONS * CRN_LANES)
+    channel_rms_norm_silu_f32(const float* __restrict__ x, const float* __restrict__ gamma,
+                              float* __restrict__ y, u64 channels, u64 n, u64 y_stride,
+                              u64 y_offset, int silu) {
+    __shared__ double crn_partial[CRN_LANES][CRN_POSITIONS];
+    __shared__ float crn_scale[CRN_POSITIONS];
+    const u64 px = threadIdx.x % CRN_POSITIONS, lane = threadIdx.x / CRN_POSITIONS;
+    for (u64 q0 = (u64)blockIdx.x * CRN_POSITIONS; q0 < n; q0 += (u64)gridDim.x * CRN_POSITIONS) {
+        const u64 q = q0 + px;
+        const bool active = q < n;
         double acc = 0.0;
-        for (u64 c = 0; c < channels; ++c) {
-            const double v = (double)x[c * n + q];
-            acc += v * v;
+        if (active) {
+#pragma unroll 4
+            for (u64 c = lane; c < channels; c += CRN_LANES) {
+                const double v = (double)x[c * n + q];
+                acc += v * v;
+            }
         }
-        const float k = (float)(sqrt((double)channels) / fmax(sqrt(acc), 1e-12));
-        for (u64 c = 0; c < channels; ++c) {
-            const float v = x[c * n + q] * k * gamma[c];
-            y[c * y_stride + y_offset + q] = silu ? ns_silu(v) : v;
+        crn_partial[lane][px] = acc;
+        __syncthreads();
+        if (lane == 0) {
+            double sum = 0.0;
+            for (int l = 0; l < CRN_LANES; ++l) sum += crn_partial[l][px];
+            crn_scale[px] = (float)(sqrt((double)channels) / fmax(sqrt(sum), 1e-12));
         }
+        __syncthreads();
+        if (active) {
+            const float k = crn_scale[px];
+            for (u64 c = lane; c < channels; c += CRN_LANES) {
+                const float v = x[c * n + q] * k * gamma[c];
+                y[c * y_stride + y_offset + q] = silu ? ns_silu(v) : v;
+            }
+        }
+        // The partial sums and scales are rewritten by the next round.
+        __syncthreads();
     }
 }
 

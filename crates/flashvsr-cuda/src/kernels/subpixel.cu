@@ -36,11 +36,12 @@ extern "C" __global__ void subpixel_weight_bf16(const float* __restrict__ w, u16
 }
 
 // p: the phases' conv output, bf16 [frames][h + 1][w + 1][4·o8 groups of 8]; out: channels-last
-// bf16 [frames][2h][2w][o8 groups], bias (may be null) added in f32.
+// bf16 [frames][2h][2w][o8 groups], bias (may be null) added in f32, then ReLU when `relu` (on the
+// rounded value, which equals rounding after the ReLU).
 extern "C" __global__ void subpixel_shuffle_bf16(const uint4* __restrict__ p,
                                                  const float* __restrict__ bias,
                                                  uint4* __restrict__ out, u64 frames, u64 h, u64 w,
-                                                 u64 o8) {
+                                                 u64 o8, u64 relu) {
     const u64 oh = 2 * h, ow = 2 * w;
     GRID_LOOP(i, frames * oh * ow * o8) {
         const u64 k = i % o8, pos = i / o8;
@@ -55,6 +56,15 @@ extern "C" __global__ void subpixel_shuffle_bf16(const uint4* __restrict__ p,
             for (int m = 0; m < 4; ++m) {
                 const float lo = __uint_as_float(words[m] << 16) + bias[k * 8 + 2 * m];
                 const float hi = __uint_as_float(words[m] & 0xffff0000u) + bias[k * 8 + 2 * m + 1];
+                words[m] = sp_bf16_bits(lo) | (sp_bf16_bits(hi) << 16);
+            }
+        }
+        if (relu) {
+#pragma unroll
+            for (int m = 0; m < 4; ++m) {
+                // As channels_last_relu: NaN -> 0, exact on bf16 values.
+                const float lo = fmaxf(__uint_as_float(words[m] << 16), 0.0f);
+                const float hi = fmaxf(__uint_as_float(words[m] & 0xffff0000u), 0.0f);
                 words[m] = sp_bf16_bits(lo) | (sp_bf16_bits(hi) << 16);
             }
         }

@@ -51,6 +51,9 @@ impl CudaBackend {
         if !relu {
             return self.conv3d_linear(x, w, b, stride_t, pad, mode);
         }
+        if let Some(out) = self.try_conv3x3_to_three(x, w, b, geometry, true)? {
+            return Ok(out);
+        }
         if x.elem_count() > 0 && w.elem_count() > 0 {
             if let Some((out, _)) = self.try_conv3d_cudnn(x, w, b, geometry, (true, None))? {
                 return Ok(out);
@@ -65,8 +68,9 @@ impl CudaBackend {
         Ok(out)
     }
 
-    /// `residual + conv3d(..)`: in the channels-last epilogue of a cuDNN conv where the residual
-    /// is channels-last too (the Wan VAE's ResBlocks in the fast mode), else as a second op.
+    /// `residual + conv3d(..)`, then ReLU when `relu`: in the channels-last epilogue of a cuDNN
+    /// conv where the residual is channels-last too (the Wan VAE's ResBlocks and the TCDecoder's
+    /// MemBlocks in the fast mode), else as further ops.
     pub(crate) fn op_conv3d_add(
         &self,
         x: &Tensor,
@@ -74,9 +78,10 @@ impl CudaBackend {
         b: Option<&Tensor>,
         geometry: (usize, usize, PadMode),
         residual: &Tensor,
+        relu: bool,
     ) -> CudaResult<CudaBuffer> {
         let fused = if x.elem_count() > 0 && w.elem_count() > 0 {
-            self.try_conv3d_cudnn(x, w, b, geometry, (false, Some(residual)))?
+            self.try_conv3d_cudnn(x, w, b, geometry, (relu, Some(residual)))?
         } else {
             None
         };
@@ -88,9 +93,15 @@ impl CudaBackend {
                 self.conv3d_linear(x, w, b, stride_t, pad, mode)?
             }
         };
-        let y = Tensor::from_buffer(x.backend(), std::sync::Arc::new(y), residual.shape())
-            .map_err(|e| crate::error::CudaError::Input(e.to_string()))?;
-        self.op_binary(&y, residual, flashvsr_tensor::BinaryOp::Add)
+        let as_tensor = |buf: CudaBuffer| {
+            Tensor::from_buffer(x.backend(), std::sync::Arc::new(buf), residual.shape())
+                .map_err(|e| crate::error::CudaError::Input(e.to_string()))
+        };
+        let sum = self.op_binary(&as_tensor(y)?, residual, flashvsr_tensor::BinaryOp::Add)?;
+        if !relu {
+            return Ok(sum);
+        }
+        self.op_unary(&as_tensor(sum)?, flashvsr_tensor::UnaryOp::Relu)
     }
 
     fn conv3d_linear(
@@ -110,6 +121,9 @@ impl CudaBackend {
         let kdim = c * kt * kh * kw;
         if o * t_out * plane > 0 && kdim > 0 {
             let geometry = (stride_t, pad, mode);
+            if let Some(out) = self.try_conv3x3_to_three(x, w, b, geometry, false)? {
+                return Ok(out);
+            }
             if let Some((out, _)) = self.try_conv3d_cudnn(x, w, b, geometry, (false, None))? {
                 return Ok(out);
             }

@@ -101,10 +101,10 @@ fn tile_grid(positions: usize, channels: usize, frames: usize) -> LaunchConfig {
 
 impl CudaBackend {
     /// conv3d on cuDNN, with ReLU when `relu`. `residual` (shaped like the output) is added by
-    /// the epilogue where the output and the residual are both channels-last; the flag says
-    /// whether it was (if not, the caller adds it). Ok(None) when this backend does not use cuDNN
-    /// or cuDNN cannot run the shape: nothing has been enqueued then and the caller takes the
-    /// im2col path.
+    /// the epilogue where the output and the residual are both channels-last, before the ReLU;
+    /// the flag says whether it was (if not, the caller adds it, and applies the ReLU after it:
+    /// then none was applied here). Ok(None) when this backend does not use cuDNN or cuDNN
+    /// cannot run the shape: nothing has been enqueued then and the caller takes the im2col path.
     pub(crate) fn try_conv3d_cudnn(
         &self,
         x: &Tensor,
@@ -186,7 +186,17 @@ impl CudaBackend {
             None => Some(unsafe { self.gpu.stream.alloc::<u16>(s.output_elems(s.group)) }?),
             Some(_) => None,
         };
-        let epilogue = (b.is_some(), relu);
+        // The residual goes into the channels-last epilogue where its layout matches the output.
+        let addend = match (out.channels_last(), residual) {
+            (Some(g), Some(r)) => match self.channels_last_view(r)? {
+                Some((ptr, rg)) if rg == g => ptr,
+                _ => 0,
+            },
+            _ => 0,
+        };
+        let residual_added = addend != 0;
+        // A residual the caller adds must come before the ReLU: the caller applies both.
+        let epilogue = (b.is_some(), relu && (residual.is_none() || residual_added));
         for g in s.groups() {
             let x_group = match &input {
                 ConvInput::Staged { source, staging } => {
@@ -217,16 +227,7 @@ impl CudaBackend {
                 self.unstage_output(y_group, bias, epilogue, out.ptr(), &s, &g)?;
             }
         }
-        let mut residual_added = false;
         if let Some(g) = out.channels_last() {
-            let addend = match residual {
-                Some(r) => match self.channels_last_view(r)? {
-                    Some((ptr, rg)) if rg == g => ptr,
-                    _ => 0,
-                },
-                None => 0,
-            };
-            residual_added = addend != 0;
             self.channels_last_epilogue(out.ptr(), bias, addend, epilogue, g)?;
         }
         drop(once);

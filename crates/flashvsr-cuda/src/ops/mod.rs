@@ -8,6 +8,7 @@ mod blur;
 mod channels_last;
 mod conv;
 mod conv_cudnn;
+mod conv_direct;
 pub(crate) mod conv_stage;
 mod layout;
 mod linear;

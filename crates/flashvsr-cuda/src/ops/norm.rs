@@ -107,26 +107,10 @@ impl CudaBackend {
     }
 
     /// A channels-last input (the Wan VAE's attention block in the fast mode) stays channels-last
-    /// (norm_silu.rs, without the SiLU): the 1×1 conv after it reads it in place.
+    /// (norm_silu.rs, without the SiLU): the 1×1 conv after it reads it in place. An f32 one
+    /// takes the same kernel as the fused norm + SiLU, without the SiLU.
     pub(crate) fn op_channel_rms_norm(&self, x: &Tensor, gamma: &Tensor) -> CudaResult<CudaBuffer> {
-        if x.rank() > 1 && self.channels_last_view(x)?.is_some() {
-            return self.op_channel_rms_norm_silu(x, gamma, None, false);
-        }
-        let n = x.elem_count();
-        let out = self.output(n)?;
-        if n == 0 {
-            return Ok(out);
-        }
-        let channels = x.dim(0);
-        let plane = n / channels;
-        let args = KernelArgs::new()
-            .push(self.ptr(x)?)
-            .push(self.ptr(gamma)?)
-            .push(out.ptr())
-            .push(channels as u64)
-            .push(plane as u64);
-        self.launch("channel_rms_norm_f32", self.grid(plane as u64), args)?;
-        Ok(out)
+        self.op_channel_rms_norm_silu(x, gamma, None, false)
     }
 
     pub(crate) fn op_group_mean(&self, x: &Tensor) -> CudaResult<CudaBuffer> {

@@ -17,6 +17,12 @@ use crate::launch::KernelArgs;
 /// NS_THREADS and NS_LANES of norm_silu.cu: 32 positions a block at most.
 const THREADS: u32 = 256;
 const MAX_POSITIONS: usize = 32;
+/// CRN_POSITIONS and CRN_LANES of norm_silu.cu: the f32 kernel's block is 32 positions × 16
+/// warps, each warp summing every 16th channel.
+const F32_POSITIONS: usize = 32;
+const F32_LANES: usize = 16;
+/// The f32 kernel loops over the positions beyond this many blocks.
+const MAX_F32_BLOCKS: usize = 1 << 20;
 /// A block's staged positions take at most this much shared memory.
 const TILE_BYTES: usize = 48 << 10;
 
@@ -74,7 +80,12 @@ impl CudaBackend {
             .push(stride as u64)
             .push((tp * frame) as u64)
             .push(silu as i32);
-        self.launch("channel_rms_norm_silu_f32", self.grid(n as u64), args)?;
+        let cfg = cudarc::driver::LaunchConfig {
+            grid_dim: (n.div_ceil(F32_POSITIONS).min(MAX_F32_BLOCKS) as u32, 1, 1),
+            block_dim: ((F32_POSITIONS * F32_LANES) as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        self.launch("channel_rms_norm_silu_f32", cfg, args)?;
         Ok(out)
     }
 
@@ -148,5 +159,7 @@ mod tests {
         assert!(src.contains(&format!("#define NS_THREADS {THREADS}\n")));
         assert!(src.contains("#define NS_LANES 8\n"));
         assert_eq!(THREADS as usize / 8, MAX_POSITIONS);
+        assert!(src.contains(&format!("#define CRN_POSITIONS {F32_POSITIONS}\n")));
+        assert!(src.contains(&format!("#define CRN_LANES {F32_LANES}\n")));
     }
 }

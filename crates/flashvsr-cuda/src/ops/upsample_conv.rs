@@ -19,13 +19,15 @@ use crate::ops::conv_stage::BF16_BYTES;
 const MAX_ELEMS: usize = i32::MAX as usize;
 
 impl CudaBackend {
-    /// `conv3d(upsample_nearest2x(x), w, b, 1, 1, zero)` for `w (O, C, 1, 3, 3)`; None (nothing
-    /// enqueued) where this path does not apply: the caller composes the two ops.
+    /// `conv3d(upsample_nearest2x(x), w, b, 1, 1, zero)` for `w (O, C, 1, 3, 3)`, then ReLU when
+    /// `relu` (in the shuffle); None (nothing enqueued) where this path does not apply: the
+    /// caller composes the ops.
     pub(crate) fn try_upsample_conv(
         &self,
         x: &Tensor,
         w: &Tensor,
         b: Option<&Tensor>,
+        relu: bool,
     ) -> CudaResult<Option<CudaBuffer>> {
         let Some(dnn) = &self.dnn else {
             return Ok(None);
@@ -98,7 +100,8 @@ impl CudaBackend {
                 .push(frames as u64)
                 .push(g.h as u64)
                 .push(g.w as u64)
-                .push((o / ChannelsLast::CHANNEL_GROUP) as u64);
+                .push((o / ChannelsLast::CHANNEL_GROUP) as u64)
+                .push(relu as u64);
             self.launch("subpixel_shuffle_bf16", self.grid(n8), args)?;
         }
         drop(filter);

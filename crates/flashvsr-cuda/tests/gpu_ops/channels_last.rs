@@ -29,6 +29,7 @@ const W_TIME: usize = 6; // (16, 16, 2, 3, 3): a temporal kernel, folded into 2-
 const W_HALF: usize = 7; // (8, 8, 1, 3, 3): after a channel slice
 const GAMMA: usize = 8; // (16)
 const W_TIME3: usize = 9; // (16, 16, 3, 3, 3): a temporal kernel cuDNN reads in place (3-D)
+const W_OUT144: usize = 10; // (3, 144, 1, 3, 3): the last conv over more than 16 channel groups
 
 fn inputs(s: &mut Suite) -> Vec<Input> {
     let scale = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
@@ -43,6 +44,7 @@ fn inputs(s: &mut Suite) -> Vec<Input> {
         s.normal_input(&[8, 8, 1, 3, 3], scale(72)),
         s.normal_input(&[16], 1.0),
         s.normal_input(&[16, 16, 3, 3, 3], scale(432)),
+        s.normal_input(&[3, 144, 1, 3, 3], scale(1296)),
     ]
 }
 
@@ -64,6 +66,25 @@ fn mem_block(t: &[Tensor], x: &Tensor, last: Option<&Tensor>) -> Result<Tensor> 
     y.conv3d(&t[W], Some(&t[B]), 1, 1, ZERO)?.add(x)?.relu()
 }
 
+/// The same with the residual and the last ReLU in the conv's epilogue, as the model runs it.
+fn mem_block_fused(t: &[Tensor], x: &Tensor, last: Option<&Tensor>) -> Result<Tensor> {
+    let (c, n, h, w) = (x.dim(0), x.dim(1), x.dim(2), x.dim(3));
+    let first = match last {
+        Some(f) => f.clone(),
+        None => Tensor::zeros(x.backend(), &[c, 1, h, w])?,
+    };
+    let prev = Tensor::cat(&[&first, &x.narrow(1, 0, n - 1)?], 1)?;
+    let y = Tensor::cat(&[x, &prev], 0)?.conv3d_relu(&t[W_MEM], Some(&t[B]), 1, 1, ZERO)?;
+    let y = y.conv3d_relu(&t[W], Some(&t[B]), 1, 1, ZERO)?;
+    y.conv3d_add_relu(&t[W], Some(&t[B]), 1, 1, ZERO, x)
+}
+
+/// 144 channels-last channels (18 groups of 8): the activation 9 times over.
+fn wide_activation(t: &[Tensor]) -> Result<Tensor> {
+    let a = activation(t)?;
+    Tensor::cat(&[&a, &a, &a, &a, &a, &a, &a, &a, &a], 0)
+}
+
 /// `(2C, T, H, W)` → `(C, 2T, H, W)`, as the TCDecoder's TGrow.
 fn grow(y: &Tensor) -> Result<Tensor> {
     let (c, n, h, w) = (y.dim(0) / 2, y.dim(1), y.dim(2), y.dim(3));
@@ -81,7 +102,7 @@ struct Case {
     channels_last: bool,
 }
 
-const CASES: [Case; 13] = [
+const CASES: [Case; 19] = [
     Case {
         name: "conv + relu",
         op: activation,
@@ -124,6 +145,60 @@ const CASES: [Case; 13] = [
             )
         },
         convs: 4,
+        channels_last: false,
+    },
+    Case {
+        name: "memblock fused, zero memory",
+        op: |t| mem_block_fused(t, &activation(t)?, None),
+        convs: 4,
+        channels_last: true,
+    },
+    Case {
+        name: "memblock fused, channels-last memory",
+        op: |t| {
+            let x = activation(t)?;
+            let last = x.narrow(1, 2, 1)?.conv3d(&t[W], None, 1, 1, ZERO)?;
+            mem_block_fused(t, &x, Some(&last))
+        },
+        convs: 5,
+        channels_last: true,
+    },
+    Case {
+        // An f32 residual: the epilogue cannot read it, the add and the ReLU run after the conv.
+        name: "conv add relu, f32 residual",
+        op: |t| activation(t)?.conv3d_add_relu(&t[W], Some(&t[B]), 1, 1, ZERO, &t[X]),
+        convs: 2,
+        channels_last: false,
+    },
+    Case {
+        // The model's order: the growth at the small size, the upsampling in the next conv.
+        name: "grow, upsample conv relu, last conv",
+        op: |t| {
+            let y = grow(&activation(t)?.conv3d(&t[W_GROW], None, 1, 0, ZERO)?)?;
+            y.upsample_nearest2x_conv_relu(&t[W], None)?.conv3d(
+                &t[W_OUT],
+                Some(&t[B].narrow(0, 0, 3)?),
+                1,
+                1,
+                ZERO,
+            )
+        },
+        convs: 4,
+        channels_last: false,
+    },
+    Case {
+        name: "last conv with relu, no bias",
+        op: |t| activation(t)?.conv3d_relu(&t[W_OUT], None, 1, 1, ZERO),
+        convs: 2,
+        channels_last: false,
+    },
+    Case {
+        name: "last conv over 18 channel groups",
+        op: |t| {
+            let b = t[B].narrow(0, 0, 3)?;
+            wide_activation(t)?.conv3d(&t[W_OUT144], Some(&b), 1, 1, ZERO)
+        },
+        convs: 2,
         channels_last: false,
     },
     Case {
@@ -271,6 +346,23 @@ pub fn run(s: &mut Suite, fast: &FastBackends) {
         s.conv_case(&grouped, &fast.grouped, BF16_CHAIN, c.convs, &inputs, &op);
         let layout = format!("{name} (layout)");
         s.layout_case(&layout, &fast.cudnn, c.channels_last, &inputs, &op);
+    }
+    // The decoder's last conv (3 outputs from channels-last) takes the direct kernel.
+    for c in CASES.iter().filter(|c| c.name.contains("last conv")) {
+        let name = format!("channels-last {} (direct kernel)", c.name);
+        if s.skip(&name) {
+            continue;
+        }
+        s.cases += 1;
+        let gpu: BackendRef = fast.cudnn.clone();
+        let before = fast.cudnn.direct_conv_count();
+        let ran = Suite::tensors(&gpu, &inputs).and_then(|xs| (c.op)(&xs));
+        let direct = fast.cudnn.direct_conv_count() - before;
+        match ran {
+            Ok(_) if direct == 1 => println!("ok    {name:<44} 1 direct conv"),
+            Ok(_) => s.fail(&name, format!("{direct} direct convs, expected 1")),
+            Err(e) => s.fail(&name, e.to_string()),
+        }
     }
     // Switched off, the same chains give f32 row-major results.
     let off = &fast.plain;

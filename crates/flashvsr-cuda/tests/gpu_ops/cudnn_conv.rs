@@ -29,9 +29,12 @@ pub struct FastBackends {
 
 impl FastBackends {
     pub fn create(ordinal: usize, options: &CudaOptions) -> FastBackends {
+        // The direct kernel for 3 output channels is off by default (an experiment): on here,
+        // so that the channels-last cases check it.
         let fast = CudaOptions {
             gemm_tf32: true,
             conv_fold_causal: false,
+            conv_direct_three: true,
             ..options.clone()
         };
         let make = |o: CudaOptions| CudaBackend::create(ordinal, o).expect("fast backend");
@@ -157,7 +160,8 @@ const CASES: [Case; 8] = [
 
 impl Suite {
     /// `op` on `backend` against the CPU: relative L2 ≤ `tol`, no NaN (outputs are poisoned), and
-    /// exactly `cudnn_calls` more cuDNN convs counted by the backend.
+    /// exactly `cudnn_calls` more convs of the fast path counted by the backend: on cuDNN, or on
+    /// the direct kernel that replaces it for 3 output channels (ops/conv_direct.rs).
     #[allow(clippy::too_many_arguments)]
     pub(super) fn conv_case(
         &mut self,
@@ -173,10 +177,11 @@ impl Suite {
         }
         self.cases += 1;
         let want = Suite::run_on(&self.cpu, inputs, op);
-        let before = backend.cudnn_conv_count();
+        let fast_convs = || backend.cudnn_conv_count() + backend.direct_conv_count();
+        let before = fast_convs();
         let gpu: BackendRef = backend.clone();
         let got = Suite::run_on(&gpu, inputs, op);
-        let calls = backend.cudnn_conv_count() - before;
+        let calls = fast_convs() - before;
         let verdict = match (got, want) {
             (Err(e), _) => Err(format!("CUDA error: {e}")),
             (_, Err(e)) => Err(format!("CPU error: {e}")),

@@ -100,7 +100,7 @@ struct Case {
     channels_last: bool,
 }
 
-const CASES: [Case; 14] = [
+const CASES: [Case; 16] = [
     Case {
         name: "norm silu, f32 history",
         op: |t| activation(t)?.channel_rms_norm_silu(&t[GAMMA], Some(&t[HIST])),
@@ -170,6 +170,22 @@ const CASES: [Case; 14] = [
     Case {
         name: "upsample conv, sub-pixel",
         op: |t| activation(t)?.upsample_nearest2x_conv(&t[W_UP], Some(&t[B])),
+        convs: 2,
+        channels_last: true,
+    },
+    Case {
+        // The TCDecoder's first conv of a stage: the ReLU in the shuffle.
+        name: "upsample conv relu, sub-pixel",
+        op: |t| activation(t)?.upsample_nearest2x_conv_relu(&t[W_UP], Some(&t[B])),
+        convs: 2,
+        channels_last: true,
+    },
+    Case {
+        name: "upsample conv relu, no bias, one frame",
+        op: |t| {
+            let a = activation(t)?.narrow(1, 2, 1)?;
+            a.upsample_nearest2x_conv_relu(&t[W_UP], None)
+        },
         convs: 2,
         channels_last: true,
     },
