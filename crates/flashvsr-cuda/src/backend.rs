@@ -46,6 +46,9 @@ pub const ENV_FOLD_MAX_CHANNELS: &str = "FLASHVSR_CUDA_FOLD_MAX_CHANNELS";
 /// Environment override for [`CudaOptions::attention`]: `fp32` or `bf16`.
 pub const ENV_ATTENTION: &str = "FLASHVSR_CUDA_ATTENTION";
 
+/// `1` turns on the GEMM tuning of the fast mode (see `CudaOptions::gemm_tune`).
+pub const ENV_GEMM_TUNE: &str = "FLASHVSR_CUDA_GEMM_TUNE";
+
 /// How the attention ops compute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AttentionPrecision {
@@ -151,6 +154,10 @@ pub struct CudaOptions {
     /// run as one 2×2 conv over the small frames with four output phases
     /// (ops/upsample_conv.rs); off (`FLASHVSR_CUDA_SUBPIXEL=0`) upsamples, then convolves.
     pub conv_subpixel_upsample: bool,
+    /// In the fast mode, the first call of each large bf16 GEMM shape times cuBLASLt's candidate
+    /// algorithms and keeps the fastest that gives the heuristic's own bits (gemm.rs;
+    /// `FLASHVSR_CUDA_GEMM_TUNE=1`).
+    pub gemm_tune: bool,
 }
 
 impl CudaOptions {
@@ -181,6 +188,7 @@ impl CudaOptions {
                 .ok()
                 .and_then(|v| v.parse().ok()),
             kept_pool: std::env::var("FLASHVSR_CUDA_KEPT_POOL").is_ok_and(|v| v == "1"),
+            gemm_tune: std::env::var(ENV_GEMM_TUNE).is_ok_and(|v| v == "1"),
             ..Self::default()
         }
     }
@@ -225,6 +233,7 @@ impl Default for CudaOptions {
             attention_scores_bytes: 256 << 20,
             conv_fold_causal: true,
             conv_subpixel_upsample: true,
+            gemm_tune: false,
         }
     }
 }
@@ -360,7 +369,11 @@ impl CudaBackend {
             let arch = arch_for(gpu.cc);
             let kernels = Kernels::load(&gpu.ctx, &arch)?;
             let flash_ready = crate::ops::attention::prepare_flash(&gpu.ctx, gpu.cc, &kernels);
-            let gemm = Gemm::new(&gpu.stream, options.gemm_tf32)?;
+            let gemm = Gemm::new(
+                &gpu.stream,
+                options.gemm_tf32,
+                options.gemm_tf32 && options.gemm_tune,
+            )?;
             let dnn = open_dnn(&gpu, &options);
             let profiler = options
                 .op_profile
@@ -373,6 +386,13 @@ impl CudaBackend {
                 Some(limit) => Some(crate::pool::CappedPool::install(&gpu, limit)?),
                 None => None,
             };
+            // Experiment knob (not an interface): the default pool's release threshold in MiB.
+            if pool.is_none() {
+                let keep_mib = std::env::var("FLASHVSR_CUDA_POOL_KEEP_MIB").ok();
+                if let Some(mib) = keep_mib.and_then(|v| v.parse::<u64>().ok()) {
+                    crate::pool::set_current_pool_release_threshold(&gpu, mib << 20)?;
+                }
+            }
             let kept = match (&pool, options.kept_pool) {
                 (None, true) => Some(crate::pool::KeptPool::create(&gpu)?),
                 _ => None,

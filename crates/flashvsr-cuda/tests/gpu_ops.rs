@@ -21,6 +21,8 @@ mod dilated_blur;
 mod flash_bench;
 #[path = "gpu_ops/flash_instances.rs"]
 mod flash_instances;
+#[path = "gpu_ops/gemm_tune.rs"]
+mod gemm_tune;
 #[path = "gpu_ops/kv_segments.rs"]
 mod kv_segments;
 #[path = "gpu_ops/qkv_split.rs"]
@@ -1450,6 +1452,7 @@ fn main() {
     let fast: BackendRef =
         CudaBackend::create(info.ordinal, fast_options).expect("fast-mode backend");
     bf16_storage(&mut s, &fast);
+    gemm_tune::run(&mut s, info.ordinal, &options);
     bf16_copies::run(&mut s, &fast);
     flash_instances::run(&mut s, &fast);
     qkv_split::run(&mut s, &fast);
