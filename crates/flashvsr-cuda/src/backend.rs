@@ -46,7 +46,7 @@ pub const ENV_FOLD_MAX_CHANNELS: &str = "FLASHVSR_CUDA_FOLD_MAX_CHANNELS";
 /// Environment override for [`CudaOptions::attention`]: `fp32` or `bf16`.
 pub const ENV_ATTENTION: &str = "FLASHVSR_CUDA_ATTENTION";
 
-/// `1` turns on the GEMM tuning of the fast mode (see `CudaOptions::gemm_tune`).
+/// `0` turns the GEMM tuning of the fast mode off (see `CudaOptions::gemm_tune`).
 pub const ENV_GEMM_TUNE: &str = "FLASHVSR_CUDA_GEMM_TUNE";
 
 /// How the attention ops compute.
@@ -155,8 +155,8 @@ pub struct CudaOptions {
     /// (ops/upsample_conv.rs); off (`FLASHVSR_CUDA_SUBPIXEL=0`) upsamples, then convolves.
     pub conv_subpixel_upsample: bool,
     /// In the fast mode, the first call of each large bf16 GEMM shape times cuBLASLt's candidate
-    /// algorithms and keeps the fastest that gives the heuristic's own bits (gemm.rs;
-    /// `FLASHVSR_CUDA_GEMM_TUNE=1`).
+    /// algorithms and keeps the fastest that gives the heuristic's own bits (gemm.rs); off with
+    /// `FLASHVSR_CUDA_GEMM_TUNE=0`.
     pub gemm_tune: bool,
 }
 
@@ -188,7 +188,7 @@ impl CudaOptions {
                 .ok()
                 .and_then(|v| v.parse().ok()),
             kept_pool: std::env::var("FLASHVSR_CUDA_KEPT_POOL").is_ok_and(|v| v == "1"),
-            gemm_tune: std::env::var(ENV_GEMM_TUNE).is_ok_and(|v| v == "1"),
+            gemm_tune: std::env::var(ENV_GEMM_TUNE).map_or(true, |v| v != "0"),
             ..Self::default()
         }
     }
@@ -233,7 +233,7 @@ impl Default for CudaOptions {
             attention_scores_bytes: 256 << 20,
             conv_fold_causal: true,
             conv_subpixel_upsample: true,
-            gemm_tune: false,
+            gemm_tune: true,
         }
     }
 }
@@ -369,11 +369,10 @@ impl CudaBackend {
             let arch = arch_for(gpu.cc);
             let kernels = Kernels::load(&gpu.ctx, &arch)?;
             let flash_ready = crate::ops::attention::prepare_flash(&gpu.ctx, gpu.cc, &kernels);
-            let gemm = Gemm::new(
-                &gpu.stream,
-                options.gemm_tf32,
-                options.gemm_tf32 && options.gemm_tune,
-            )?;
+            let tune_with = (options.gemm_tf32 && options.gemm_tune)
+                .then(|| kernels.get("digest_u32").ok().cloned())
+                .flatten();
+            let gemm = Gemm::new(&gpu.stream, options.gemm_tf32, tune_with)?;
             let dnn = open_dnn(&gpu, &options);
             let profiler = options
                 .op_profile

@@ -6,10 +6,11 @@
 //! Descriptors and the heuristic's algorithm are cached per shape, not rebuilt per call as
 //! cudarc's safe `Matmul` would.
 //!
-//! With tuning on (fast mode, `FLASHVSR_CUDA_GEMM_TUNE`), the first call of a large bf16 shape
-//! also times the heuristic's other candidates (none that splits K) on the call's own operands and
-//! keeps the fastest whose output has the same bits as the heuristic's first choice: the choice
-//! changes the speed, never the result, so outputs stay the same run to run whatever the timing.
+//! With tuning on (fast mode), the first call of a large bf16 shape also times the heuristic's
+//! other candidates (none that splits K) on the call's own operands, writing the call's own
+//! output, and keeps the fastest whose output has the same digest as the heuristic's first
+//! choice's (a 64-bit digest of every output word, `digest_u32` in storage.cu): the choice changes
+//! the speed, not the result, so outputs stay the same run to run whatever the timing.
 //!
 //! Row-major `C = A·op(B)` is column-major `Cᵀ = op(B)ᵀ·Aᵀ`, so cuBLASLt's "A" is our B and its
 //! "B" is our A; cuBLASLt's BIAS epilogue adds per row of its column-major D, i.e. per column N.
@@ -20,9 +21,10 @@ use std::ffi::c_void;
 use std::sync::Arc;
 
 use cudarc::cublaslt::sys as lt;
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr};
 
 use crate::error::{CudaError, CudaResult};
+use crate::launch::{grid_1d, launch, KernelArgs};
 
 const WORKSPACE_BYTES: usize = 32 << 20;
 
@@ -32,6 +34,8 @@ const TUNE_CANDIDATES: usize = 16;
 /// GEMMs (M = 8,448 tokens at 1408×768, K and N ≥ 1,536: 2·10¹⁰) are tuned, one-off small ones
 /// are not worth a tuning pass.
 const TUNE_MIN_MACS: usize = 4 << 30;
+/// Blocks of the digest kernel (a grid-stride loop).
+const DIGEST_BLOCKS: u32 = 1024;
 /// Timed launches per candidate, after one launch whose output is compared.
 const TUNE_REPEATS: usize = 5;
 /// Another algorithm replaces the heuristic's first only when it takes less than this share of
@@ -123,8 +127,9 @@ impl Drop for Plan {
 pub(crate) struct Gemm {
     /// TF32 tensor cores (about 10 bits of mantissa in the products) instead of exact fp32.
     tf32: bool,
-    /// Time the heuristic's candidates for large bf16 shapes (see the module notes).
-    tune: bool,
+    /// The output digest kernel when tuning (see the module notes): candidates are timed for
+    /// large bf16 shapes only with it.
+    digest: Option<CudaFunction>,
     /// Print each tuning's timings on stderr (`FLASHVSR_CUDA_GEMM_TUNE_LOG=1`).
     tune_log: bool,
     handle: lt::cublasLtHandle_t,
@@ -215,7 +220,12 @@ fn layout(
 }
 
 impl Gemm {
-    pub fn new(stream: &Arc<CudaStream>, tf32: bool, tune: bool) -> CudaResult<Gemm> {
+    /// `digest`: the `digest_u32` kernel to tune with, or None for the heuristic's choice.
+    pub fn new(
+        stream: &Arc<CudaStream>,
+        tf32: bool,
+        digest: Option<CudaFunction>,
+    ) -> CudaResult<Gemm> {
         if !cublaslt_present() {
             return Err(CudaError::Library(
                 "libcublasLt.so.13 not found (pip install nvidia-cublas, or set FLASHVSR_CUDA_LIBS)"
@@ -228,7 +238,7 @@ impl Gemm {
         check("cublasLtCreate", unsafe { lt::cublasLtCreate(&mut handle) })?;
         Ok(Gemm {
             tf32,
-            tune,
+            digest,
             tune_log: std::env::var("FLASHVSR_CUDA_GEMM_TUNE_LOG").is_ok_and(|v| v == "1"),
             handle,
             workspace,
@@ -238,7 +248,7 @@ impl Gemm {
 
     /// Whether a shape's first call times the heuristic's candidates.
     fn tunes(&self, s: &GemmShape) -> bool {
-        self.tune && s.bf16_inputs && s.m * s.n * s.k >= TUNE_MIN_MACS
+        self.digest.is_some() && s.bf16_inputs && s.m * s.n * s.k >= TUNE_MIN_MACS
     }
 
     fn plan(
@@ -410,9 +420,11 @@ impl Gemm {
             p,
             c_in,
         };
-        if !plan.untried.is_empty() {
+        // Candidates write the call's own output (rewritten below): not where D is also C.
+        let in_place = p.accumulate && p.residual == 0;
+        if let (false, false, Some(digest)) = (plan.untried.is_empty(), in_place, &self.digest) {
             let untried = std::mem::take(&mut plan.untried);
-            tune(plan, &untried, &call, &shape, log)?;
+            tune(plan, &untried, &call, &shape, digest, log)?;
         }
         call.matmul(plan, &plan.algo, p.c)
     }
@@ -504,26 +516,43 @@ fn describe(algo: &lt::cublasLtMatmulAlgo_t) -> String {
     )
 }
 
-/// Times `plan.algo` and `candidates` on the call's operands, writing into a scratch D (the
-/// call's own output is written afterwards, by the caller), and makes the fastest candidate whose
-/// output has the same bits as `plan.algo`'s the plan's algorithm. Synchronises the stream.
+/// The digest of `words` 32-bit words at `ptr` (waits for it).
+fn digest_of(
+    stream: &Arc<CudaStream>,
+    kernel: &CudaFunction,
+    out: &mut CudaSlice<u64>,
+    ptr: u64,
+    words: usize,
+) -> CudaResult<u64> {
+    stream.memset_zeros(out)?;
+    let out_ptr = {
+        let (p, _guard) = out.device_ptr(stream);
+        p
+    };
+    let args = KernelArgs::new().push(ptr).push(words as u64).push(out_ptr);
+    launch(stream, kernel, grid_1d(words as u64, DIGEST_BLOCKS), args)?;
+    let host = stream.clone_dtoh(out)?;
+    stream.synchronize()?;
+    Ok(host[0])
+}
+
+/// Times `plan.algo` and `candidates` on the call's operands, writing the call's output (the
+/// caller writes it again with the chosen algorithm), and makes the fastest candidate whose output
+/// has `plan.algo`'s digest the plan's algorithm. Synchronises the stream.
 fn tune(
     plan: &mut Plan,
     candidates: &[lt::cublasLtMatmulAlgo_t],
     call: &Call<'_>,
     shape: &GemmShape,
+    kernel: &CudaFunction,
     log: bool,
 ) -> CudaResult<()> {
     let stream = call.stream;
+    let d = call.p.c;
     let element = if shape.bf16_output { 2 } else { 4 };
-    let bytes = shape.m * shape.ldc * element;
-    // SAFETY: written by every GEMM below before it is read back (gaps between rows, when
-    // ldc > n, are never written, and so read back the same after every candidate).
-    let scratch = unsafe { stream.alloc::<u8>(bytes) }?;
-    let d = {
-        let (ptr, _guard) = scratch.device_ptr(stream);
-        ptr
-    };
+    // Rows' gaps (ldc > n) are written by no candidate: they digest the same every time.
+    let words = (shape.m * shape.ldc * element).div_ceil(4);
+    let mut out = stream.alloc_zeros::<u64>(1)?;
     let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
     let ctx = stream.context();
     let time = |algo: &lt::cublasLtMatmulAlgo_t| -> CudaResult<f32> {
@@ -537,8 +566,7 @@ fn tune(
         Ok(start.elapsed_ms(&end)? / TUNE_REPEATS as f32)
     };
     call.matmul(plan, &plan.algo, d)?;
-    let reference = stream.clone_dtoh(&scratch)?;
-    stream.synchronize()?;
+    let reference = digest_of(stream, kernel, &mut out, d, words)?;
     let base_ms = time(&plan.algo)?;
     let mut best: Option<(f32, lt::cublasLtMatmulAlgo_t)> = None;
     let mut lines = Vec::new();
@@ -548,9 +576,7 @@ fn tune(
             lines.push(format!("  {}: refused", describe(algo)));
             continue;
         }
-        let output = stream.clone_dtoh(&scratch)?;
-        stream.synchronize()?;
-        let same = output == reference;
+        let same = digest_of(stream, kernel, &mut out, d, words)? == reference;
         let ms = time(algo)?;
         lines.push(format!(
             "  {}: {ms:.4} ms{}",
@@ -586,7 +612,6 @@ fn tune(
     if let Some((_, algo)) = chosen {
         plan.algo = algo;
     }
-    drop(scratch);
     Ok(())
 }
 

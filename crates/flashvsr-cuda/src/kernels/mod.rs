@@ -57,7 +57,12 @@ pub(crate) const SOURCES: &[Source] = &[
     Source {
         name: "storage.cu",
         body: include_str!("storage.cu"),
-        functions: &["f32_to_bf16", "bf16_to_f32", "copy_blocks_u16"],
+        functions: &[
+            "f32_to_bf16",
+            "bf16_to_f32",
+            "copy_blocks_u16",
+            "digest_u32",
+        ],
     },
     Source {
         name: "layout.cu",
