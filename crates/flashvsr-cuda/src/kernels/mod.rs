@@ -124,6 +124,7 @@ pub(crate) const SOURCES: &[Source] = &[
         functions: &[
             "layer_norm_f32",
             "layer_norm_vec4_f32",
+            "layer_norm_warp_f32",
             "rms_norm_f32",
             "channel_rms_norm_f32",
             "group_mean_f32",
