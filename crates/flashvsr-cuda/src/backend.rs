@@ -46,7 +46,7 @@ pub const ENV_FOLD_MAX_CHANNELS: &str = "FLASHVSR_CUDA_FOLD_MAX_CHANNELS";
 /// Environment override for [`CudaOptions::attention`]: `fp32` or `bf16`.
 pub const ENV_ATTENTION: &str = "FLASHVSR_CUDA_ATTENTION";
 
-/// `0` turns the GEMM tuning of the fast mode off (see `CudaOptions::gemm_tune`).
+/// `1` turns the GEMM tuning of the fast mode on (see `CudaOptions::gemm_tune`).
 pub const ENV_GEMM_TUNE: &str = "FLASHVSR_CUDA_GEMM_TUNE";
 
 /// How the attention ops compute.
@@ -155,8 +155,9 @@ pub struct CudaOptions {
     /// (ops/upsample_conv.rs); off (`FLASHVSR_CUDA_SUBPIXEL=0`) upsamples, then convolves.
     pub conv_subpixel_upsample: bool,
     /// In the fast mode, the first call of each large bf16 GEMM shape times cuBLASLt's candidate
-    /// algorithms and keeps the fastest that gives the heuristic's own bits (gemm.rs); off with
-    /// `FLASHVSR_CUDA_GEMM_TUNE=0`.
+    /// algorithms and keeps the fastest that gives the heuristic's own bits (gemm.rs); on with
+    /// `FLASHVSR_CUDA_GEMM_TUNE=1`. Off by default: at config A it changed no fps measurably
+    /// (PERF_NOTES.md, GEMM tuning).
     pub gemm_tune: bool,
 }
 
@@ -188,7 +189,7 @@ impl CudaOptions {
                 .ok()
                 .and_then(|v| v.parse().ok()),
             kept_pool: std::env::var("FLASHVSR_CUDA_KEPT_POOL").is_ok_and(|v| v == "1"),
-            gemm_tune: std::env::var(ENV_GEMM_TUNE).map_or(true, |v| v != "0"),
+            gemm_tune: std::env::var(ENV_GEMM_TUNE).is_ok_and(|v| v == "1"),
             ..Self::default()
         }
     }
@@ -233,7 +234,7 @@ impl Default for CudaOptions {
             attention_scores_bytes: 256 << 20,
             conv_fold_causal: true,
             conv_subpixel_upsample: true,
-            gemm_tune: true,
+            gemm_tune: false,
         }
     }
 }

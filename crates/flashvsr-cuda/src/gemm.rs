@@ -6,7 +6,7 @@
 //! Descriptors and the heuristic's algorithm are cached per shape, not rebuilt per call as
 //! cudarc's safe `Matmul` would.
 //!
-//! With tuning on (fast mode), the first call of a large bf16 shape also times the heuristic's
+//! With tuning on (fast mode, `FLASHVSR_CUDA_GEMM_TUNE=1`), the first call of a large bf16 shape also times the heuristic's
 //! other candidates (none that splits K) on the call's own operands, writing the call's own
 //! output, and keeps the fastest whose output has the same digest as the heuristic's first
 //! choice's (a 64-bit digest of every output word, `digest_u32` in storage.cu): the choice changes

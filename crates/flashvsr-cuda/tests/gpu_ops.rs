@@ -305,8 +305,9 @@ fn pointwise(s: &mut Suite) {
 }
 
 fn norms(s: &mut Suite) {
-    // 128, 1536 and 2048: the warp-per-row layer norm (1, 12 and 16 float4s per lane); 96 and
-    // 4096: one block per row of float4s; 5 and 4100: the row loop.
+    // Run with FLASHVSR_CUDA_NORM_WARP=1, 128, 1536 and 2048 take the warp-per-row layer norm
+    // (1, 12 and 16 float4s per lane); else they and 96 and 4096 take one block per row of
+    // float4s; 5 and 4100 the row loop.
     for dim in [1536, 96, 5, 4096, 4100, 128, 2048] {
         let inputs = [
             s.input(&[33, dim], 3.0),

@@ -27,10 +27,11 @@ fn vec4_norms() -> bool {
 }
 
 /// Whether layer norms of rows of 128·k values (k ≤ 16) take the warp-per-row kernel
-/// (`FLASHVSR_CUDA_NORM_WARP=0`: the block-per-row kernels, to compare).
+/// (`FLASHVSR_CUDA_NORM_WARP=1`). Off by default until it is measured and run through gpu_ops
+/// and the golden parity on a GPU (PERF_NOTES.md, layer norm one warp per row).
 fn warp_norms() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_NORM_WARP").map_or(true, |v| v != "0"))
+    *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_NORM_WARP").is_ok_and(|v| v == "1"))
 }
 
 /// `LN_WARP_MAX` and `LN_WARP_ROWS` of norm.cu: float4s per lane at most, rows (warps) per block.

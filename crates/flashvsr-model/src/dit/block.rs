@@ -228,30 +228,30 @@ impl DitBlock {
         let x = apply_add(&co, &self.cross_o, &x)?;
         drop(co);
 
-        Ok((self.ffn(&x)?, mask))
+        let b = x.modulate(&self.shift2, &self.scale2, EPS)?;
+        Ok((self.ffn(&b, &x)?, mask))
     }
 
-    /// `x` plus the gated feed-forward net of its modulation, over at most
-    /// `FFN_TOKENS_PER_PASS` tokens at a time: its hidden layer is ~6× the width of the stream,
-    /// and large chunks (the first, or big canvases) would otherwise need it for every token at
-    /// once. Each pass modulates its own rows (a per-row norm: the same values as modulating the
-    /// whole stream first), so only the stream is cut into passes, not a modulated copy too.
-    fn ffn(&self, x: &Tensor) -> Result<Tensor> {
-        let tokens = x.dim(0);
-        let pass = |residual: &Tensor| -> Result<Tensor> {
-            let b = residual.modulate(&self.shift2, &self.scale2, EPS)?;
-            let up = b.linear_gelu(&self.ffn_up.0, Some(&self.ffn_up.1))?;
-            drop(b);
+    /// `x` plus the gated feed-forward net of `b`, over at most `FFN_TOKENS_PER_PASS` tokens at a
+    /// time: its hidden layer is ~6× the width of the stream, and large chunks (the first, or big
+    /// canvases) would otherwise need it for every token at once.
+    fn ffn(&self, b: &Tensor, x: &Tensor) -> Result<Tensor> {
+        let tokens = b.dim(0);
+        let pass = |part: &Tensor, residual: &Tensor| -> Result<Tensor> {
+            let up = part.linear_gelu(&self.ffn_up.0, Some(&self.ffn_up.1))?;
             apply_add(&up, &self.ffn_down, residual)
         };
         if tokens <= FFN_TOKENS_PER_PASS {
-            return pass(x);
+            return pass(b, x);
         }
         // Equal passes: a short last pass would be a GEMM too small to use the device well.
         let per_pass = tokens.div_ceil(tokens.div_ceil(FFN_TOKENS_PER_PASS));
         let parts = (0..tokens)
             .step_by(per_pass)
-            .map(|start| pass(&x.narrow(0, start, per_pass.min(tokens - start))?))
+            .map(|start| {
+                let len = per_pass.min(tokens - start);
+                pass(&b.narrow(0, start, len)?, &x.narrow(0, start, len)?)
+            })
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&Tensor> = parts.iter().collect();
         Ok(Tensor::cat(&refs, 0)?)
