@@ -46,6 +46,9 @@ pub const ENV_FOLD_MAX_CHANNELS: &str = "FLASHVSR_CUDA_FOLD_MAX_CHANNELS";
 /// Environment override for [`CudaOptions::attention`]: `fp32` or `bf16`.
 pub const ENV_ATTENTION: &str = "FLASHVSR_CUDA_ATTENTION";
 
+/// `1` turns the GEMM tuning of the fast mode on (see `CudaOptions::gemm_tune`).
+pub const ENV_GEMM_TUNE: &str = "FLASHVSR_CUDA_GEMM_TUNE";
+
 /// How the attention ops compute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AttentionPrecision {
@@ -156,6 +159,11 @@ pub struct CudaOptions {
     /// Off by default: as it stands it is slower than cuDNN (0.61 against 0.45 ms a 1408×768
     /// frame on an H100, PERF_NOTES.md).
     pub conv_direct_three: bool,
+    /// In the fast mode, the first call of each large bf16 GEMM shape times cuBLASLt's candidate
+    /// algorithms and keeps the fastest that gives the heuristic's own bits (gemm.rs); on with
+    /// `FLASHVSR_CUDA_GEMM_TUNE=1`. Off by default: at config A it changed no fps measurably
+    /// (PERF_NOTES.md, GEMM tuning).
+    pub gemm_tune: bool,
 }
 
 impl CudaOptions {
@@ -187,6 +195,7 @@ impl CudaOptions {
                 .ok()
                 .and_then(|v| v.parse().ok()),
             kept_pool: std::env::var("FLASHVSR_CUDA_KEPT_POOL").is_ok_and(|v| v == "1"),
+            gemm_tune: std::env::var(ENV_GEMM_TUNE).is_ok_and(|v| v == "1"),
             ..Self::default()
         }
     }
@@ -232,6 +241,7 @@ impl Default for CudaOptions {
             conv_fold_causal: true,
             conv_subpixel_upsample: true,
             conv_direct_three: false,
+            gemm_tune: false,
         }
     }
 }
@@ -369,7 +379,10 @@ impl CudaBackend {
             let arch = arch_for(gpu.cc);
             let kernels = Kernels::load(&gpu.ctx, &arch)?;
             let flash_ready = crate::ops::attention::prepare_flash(&gpu.ctx, gpu.cc, &kernels);
-            let gemm = Gemm::new(&gpu.stream, options.gemm_tf32)?;
+            let tune_with = (options.gemm_tf32 && options.gemm_tune)
+                .then(|| kernels.get("digest_u32").ok().cloned())
+                .flatten();
+            let gemm = Gemm::new(&gpu.stream, options.gemm_tf32, tune_with)?;
             let dnn = open_dnn(&gpu, &options);
             let profiler = options
                 .op_profile
@@ -382,6 +395,13 @@ impl CudaBackend {
                 Some(limit) => Some(crate::pool::CappedPool::install(&gpu, limit)?),
                 None => None,
             };
+            // Experiment knob (not an interface): the default pool's release threshold in MiB.
+            if pool.is_none() {
+                let keep_mib = std::env::var("FLASHVSR_CUDA_POOL_KEEP_MIB").ok();
+                if let Some(mib) = keep_mib.and_then(|v| v.parse::<u64>().ok()) {
+                    crate::pool::set_current_pool_release_threshold(&gpu, mib << 20)?;
+                }
+            }
             let kept = match (&pool, options.kept_pool) {
                 (None, true) => Some(crate::pool::KeptPool::create(&gpu)?),
                 _ => None,

@@ -119,6 +119,27 @@ pub(crate) fn trim_current_pool(gpu: &Gpu) -> CudaResult<()> {
     Ok(())
 }
 
+/// Lets the device's current pool keep up to `bytes` of freed memory across synchronisations
+/// (the driver's default, 0, hands every free byte back at each stream, event or context
+/// synchronisation, and the next allocations map it again).
+pub(crate) fn set_current_pool_release_threshold(gpu: &Gpu, bytes: u64) -> CudaResult<()> {
+    gpu.ctx.bind_to_thread()?;
+    let mut device = 0;
+    let mut pool = std::ptr::null_mut();
+    let mut keep = bytes;
+    unsafe {
+        sys::cuCtxGetDevice(&mut device).result()?;
+        sys::cuDeviceGetMemPool(&mut pool, device).result()?;
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+            (&mut keep as *mut u64).cast(),
+        )
+        .result()?;
+    }
+    Ok(())
+}
+
 fn pool_high_water(pool: sys::CUmemoryPool) -> CudaResult<(u64, u64)> {
     let (mut reserved, mut used) = (0u64, 0u64);
     unsafe {

@@ -21,6 +21,8 @@ mod dilated_blur;
 mod flash_bench;
 #[path = "gpu_ops/flash_instances.rs"]
 mod flash_instances;
+#[path = "gpu_ops/gemm_tune.rs"]
+mod gemm_tune;
 #[path = "gpu_ops/kv_segments.rs"]
 mod kv_segments;
 #[path = "gpu_ops/qkv_split.rs"]
@@ -303,7 +305,10 @@ fn pointwise(s: &mut Suite) {
 }
 
 fn norms(s: &mut Suite) {
-    for dim in [1536, 96, 5, 4096, 4100] {
+    // Run with FLASHVSR_CUDA_NORM_WARP=1, 128, 1536 and 2048 take the warp-per-row layer norm
+    // (1, 12 and 16 float4s per lane); else they and 96 and 4096 take one block per row of
+    // float4s; 5 and 4100 the row loop.
+    for dim in [1536, 96, 5, 4096, 4100, 128, 2048] {
         let inputs = [
             s.input(&[33, dim], 3.0),
             s.input(&[dim], 1.0),
@@ -1463,6 +1468,7 @@ fn main() {
     let fast: BackendRef =
         CudaBackend::create(info.ordinal, fast_options).expect("fast-mode backend");
     bf16_storage(&mut s, &fast);
+    gemm_tune::run(&mut s, info.ordinal, &options);
     bf16_copies::run(&mut s, &fast);
     flash_instances::run(&mut s, &fast);
     qkv_split::run(&mut s, &fast);

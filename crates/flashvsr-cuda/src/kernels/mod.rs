@@ -57,7 +57,12 @@ pub(crate) const SOURCES: &[Source] = &[
     Source {
         name: "storage.cu",
         body: include_str!("storage.cu"),
-        functions: &["f32_to_bf16", "bf16_to_f32", "copy_blocks_u16"],
+        functions: &[
+            "f32_to_bf16",
+            "bf16_to_f32",
+            "copy_blocks_u16",
+            "digest_u32",
+        ],
     },
     Source {
         name: "layout.cu",
@@ -124,6 +129,7 @@ pub(crate) const SOURCES: &[Source] = &[
         functions: &[
             "layer_norm_f32",
             "layer_norm_vec4_f32",
+            "layer_norm_warp_f32",
             "rms_norm_f32",
             "group_mean_f32",
             "group_mean_bf16",

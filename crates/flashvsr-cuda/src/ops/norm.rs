@@ -26,6 +26,18 @@ fn vec4_norms() -> bool {
     *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_NORM_VEC4").map_or(true, |v| v != "0"))
 }
 
+/// Whether layer norms of rows of 128·k values (k ≤ 16) take the warp-per-row kernel
+/// (`FLASHVSR_CUDA_NORM_WARP=1`). Off by default until it is measured and run through gpu_ops
+/// and the golden parity on a GPU (PERF_NOTES.md, layer norm one warp per row).
+fn warp_norms() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_NORM_WARP").is_ok_and(|v| v == "1"))
+}
+
+/// `LN_WARP_MAX` and `LN_WARP_ROWS` of norm.cu: float4s per lane at most, rows (warps) per block.
+const WARP_NORM_MAX_PER_LANE: usize = 16;
+const WARP_NORM_ROWS: usize = 4;
+
 fn last_dim(x: &Tensor) -> usize {
     x.shape().last().copied().unwrap_or(1)
 }
@@ -57,6 +69,28 @@ impl CudaBackend {
             return Ok(out);
         }
         let (shift, scale) = modulate.unzip();
+        let rows = n / dim;
+        row_config(rows, dim)?; // the same limits on rows and dim for every kernel
+        if dim.is_multiple_of(128) && dim / 128 <= WARP_NORM_MAX_PER_LANE && warp_norms() {
+            let args = KernelArgs::new()
+                .push(self.ptr(x)?)
+                .push(f32_out)
+                .push(rows as i32)
+                .push(dim as i32)
+                .push(eps)
+                .push(self.opt_ptr(weight)?)
+                .push(self.opt_ptr(bias)?)
+                .push(self.opt_ptr(shift)?)
+                .push(self.opt_ptr(scale)?)
+                .push(bf16_out);
+            let cfg = LaunchConfig {
+                grid_dim: (rows.div_ceil(WARP_NORM_ROWS) as u32, 1, 1),
+                block_dim: (32 * WARP_NORM_ROWS as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            self.launch("layer_norm_warp_f32", cfg, args)?;
+            return Ok(out);
+        }
         let args = KernelArgs::new()
             .push(self.ptr(x)?)
             .push(f32_out)
@@ -67,7 +101,6 @@ impl CudaBackend {
             .push(self.opt_ptr(shift)?)
             .push(self.opt_ptr(scale)?)
             .push(bf16_out);
-        let rows = n / dim;
         // Rows of whole float4s (every buffer starts 256-byte aligned) in one block each.
         if dim.is_multiple_of(4) && dim / 4 <= 1024 && vec4_norms() {
             let threads = (dim / 4).next_multiple_of(32) as u32;
@@ -76,7 +109,6 @@ impl CudaBackend {
                 block_dim: (threads, 1, 1),
                 shared_mem_bytes: 0,
             };
-            row_config(rows, dim)?; // the same limits on rows and dim
             self.launch("layer_norm_vec4_f32", cfg, args)?;
         } else {
             self.launch("layer_norm_f32", row_config(rows, dim)?, args)?;
@@ -137,5 +169,24 @@ impl CudaBackend {
             .push(dim as u64);
         self.launch(kernel, self.grid(n), args)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{WARP_NORM_MAX_PER_LANE, WARP_NORM_ROWS};
+
+    #[test]
+    fn warp_norm_constants_match_the_kernel_source() {
+        let src = include_str!("../kernels/norm.cu");
+        for (name, value) in [
+            ("LN_WARP_MAX", WARP_NORM_MAX_PER_LANE),
+            ("LN_WARP_ROWS", WARP_NORM_ROWS),
+        ] {
+            assert!(
+                src.contains(&format!("#define {name} {value}\n")),
+                "{name} != {value} in norm.cu"
+            );
+        }
     }
 }
