@@ -11,7 +11,7 @@ use flashvsr_tensor::{
     PendingDownload, QkvBuffers, Tensor, TensorError, UnaryOp,
 };
 
-use crate::buffer::{raw_ptr, CudaBuffer, Storage};
+use crate::buffer::{raw_ptr, CudaBuffer, DeviceBlock, Storage};
 use crate::context::{driver_version, Gpu};
 use crate::dnn::Dnn;
 use crate::error::{catch, CudaError, CudaResult};
@@ -151,6 +151,12 @@ pub struct CudaOptions {
     /// run as one 2×2 conv over the small frames with four output phases
     /// (ops/upsample_conv.rs); off (`FLASHVSR_CUDA_SUBPIXEL=0`) upsamples, then convolves.
     pub conv_subpixel_upsample: bool,
+    /// Short-lived allocations of at least this many bytes come from the paged allocator
+    /// (paged.rs: physical pages remapped between blocks, so that freed memory never sits in
+    /// holes); None: everything from the driver's stream-ordered pool. Not under a memory cap,
+    /// whose pool holds everything. `FLASHVSR_CUDA_PAGED=0` turns it off,
+    /// `FLASHVSR_CUDA_PAGED_MIN_MIB=N` sets the size.
+    pub paged_min_bytes: Option<usize>,
 }
 
 impl CudaOptions {
@@ -181,6 +187,13 @@ impl CudaOptions {
                 .ok()
                 .and_then(|v| v.parse().ok()),
             kept_pool: std::env::var("FLASHVSR_CUDA_KEPT_POOL").is_ok_and(|v| v == "1"),
+            paged_min_bytes: match std::env::var("FLASHVSR_CUDA_PAGED").as_deref() {
+                Ok("0") => None,
+                _ => std::env::var("FLASHVSR_CUDA_PAGED_MIN_MIB")
+                    .ok()
+                    .and_then(|v| v.parse::<usize>().ok())
+                    .map_or(Self::default().paged_min_bytes, |mib| Some(mib << 20)),
+            },
             ..Self::default()
         }
     }
@@ -225,9 +238,14 @@ impl Default for CudaOptions {
             attention_scores_bytes: 256 << 20,
             conv_fold_causal: true,
             conv_subpixel_upsample: true,
+            paged_min_bytes: Some(PAGED_MIN_BYTES),
         }
     }
 }
+
+/// Short-lived allocations from this size on come from the paged allocator: a block is rounded up
+/// to whole 2 MiB pages, which costs little from here on.
+const PAGED_MIN_BYTES: usize = 4 << 20;
 
 /// For `--device auto`: the CUDA backend on device 0 when a driver, a device, NVRTC and cuBLASLt
 /// are all usable; otherwise the reason, for a one-line fallback message.
@@ -246,13 +264,15 @@ pub struct CudaBackend {
     /// wgmma ones on sm_90).
     pub(crate) flash_ready: crate::ops::attention::FlashReady,
     gemm: Mutex<Gemm>,
-    scratch: Mutex<Option<CudaSlice<f32>>>,
+    scratch: Mutex<Option<DeviceBlock<f32>>>,
     /// The capped allocation pool under a memory limit.
     pool: Option<crate::pool::CappedPool>,
     /// Where long-lived outputs (the KV cache) come from; none under a memory cap, whose pool
     /// holds everything.
     kept: Option<crate::pool::KeptPool>,
     pool_trace: Option<crate::pool::PoolTrace>,
+    /// Large short-lived blocks (see [`CudaOptions::paged_min_bytes`]).
+    paged: Option<Arc<crate::paged::PagedAllocator>>,
     /// Bytes of this backend's tensors (op temporaries included) and their peak.
     meter: Arc<MemoryMeter>,
     /// Device memory in use once the context, kernels and libraries were set up.
@@ -377,7 +397,19 @@ impl CudaBackend {
                 (None, true) => Some(crate::pool::KeptPool::create(&gpu)?),
                 _ => None,
             };
+            let paged = match (&pool, options.paged_min_bytes) {
+                (None, Some(min_bytes)) => {
+                    let (_, total) = cudarc::driver::result::mem_get_info()?;
+                    Some(Arc::new(crate::paged::PagedAllocator::new(
+                        &gpu.stream,
+                        min_bytes,
+                        total as u64,
+                    )?))
+                }
+                _ => None,
+            };
             Ok(Arc::new(CudaBackend {
+                paged,
                 ordinal,
                 arch,
                 options,
@@ -626,11 +658,14 @@ impl CudaBackend {
     /// one, so that the chunk's short-lived tensors are not laid out around it.
     pub(crate) fn kept_output(&self, len: usize, storage: Storage) -> CudaResult<CudaBuffer> {
         let Some(kept) = &self.kept else {
-            return self.output_as(len, storage);
+            // Long-lived: from the driver's pool, where weights and the KV cache's groups are not
+            // rounded up to whole pages.
+            let slice = self.alloc_pooled::<f32>(storage.words(len))?;
+            return self.prepared_output(slice.into(), len, storage);
         };
         let words = storage.words(len);
         let slice = kept.alloc(&self.gpu.stream, words)?;
-        self.prepared_output(slice, len, storage)
+        self.prepared_output(slice.into(), len, storage)
     }
 
     /// Room for `len` values that outlive a chunk's temporaries (queued uploads, converted
@@ -644,16 +679,43 @@ impl CudaBackend {
     ) -> CudaResult<CudaSlice<T>> {
         match &self.kept {
             Some(kept) => kept.alloc(&self.gpu.stream, len),
-            None => Ok(unsafe { self.gpu.stream.alloc::<T>(len) }?),
+            None => self.alloc_pooled::<T>(len),
         }
     }
 
     pub(crate) fn output_as(&self, len: usize, storage: Storage) -> CudaResult<CudaBuffer> {
-        let words = storage.words(len);
         // SAFETY: uninitialised device memory; every op writes all `len` elements (the poison
         // mode and the GPU test check exactly that).
-        let slice = match unsafe { self.gpu.stream.alloc::<f32>(words) } {
-            Ok(s) => s,
+        let slice = unsafe { self.alloc_block::<f32>(storage.words(len)) }?;
+        self.prepared_output(slice, len, storage)
+    }
+
+    /// Room for `len` values of `T` that live for a short while (op outputs, staging, uploads):
+    /// from the paged allocator when that large, else from the driver's pool.
+    ///
+    /// # Safety
+    /// Uninitialised memory: the caller writes it before it is read.
+    pub(crate) unsafe fn alloc_block<T: cudarc::driver::DeviceRepr>(
+        &self,
+        len: usize,
+    ) -> CudaResult<DeviceBlock<T>> {
+        let len = len.max(1);
+        let bytes = len * std::mem::size_of::<T>();
+        if let Some(paged) = self.paged.as_ref().filter(|p| bytes >= p.min_bytes) {
+            let ptr = paged.alloc(bytes as u64)?;
+            // SAFETY: a live block of at least `bytes`; its drop hands it back to `paged`.
+            let slice = unsafe { self.gpu.stream.upgrade_device_ptr::<T>(ptr, len) };
+            return Ok(DeviceBlock::paged(slice, paged.clone()));
+        }
+        Ok(self.alloc_pooled::<T>(len)?.into())
+    }
+
+    /// Room for `len` values of `T` from the driver's pool (uninitialised).
+    fn alloc_pooled<T: cudarc::driver::DeviceRepr>(&self, len: usize) -> CudaResult<CudaSlice<T>> {
+        let len = len.max(1);
+        // SAFETY: the callers write the memory before it is read.
+        match unsafe { self.gpu.stream.alloc::<T>(len) } {
+            Ok(s) => Ok(s),
             // Under a cap, free blocks of the pool may be too fragmented for this request:
             // hand them back to the driver and try once more.
             Err(e) if self.pool.is_some() && CudaError::from(e).is_out_of_memory() => {
@@ -661,16 +723,15 @@ impl CudaBackend {
                 if let Some(pool) = &self.pool {
                     pool.trim()?;
                 }
-                unsafe { self.gpu.stream.alloc::<f32>(words) }?
+                Ok(unsafe { self.gpu.stream.alloc::<T>(len) }?)
             }
-            Err(e) => return Err(e.into()),
-        };
-        self.prepared_output(slice, len, storage)
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn prepared_output(
         &self,
-        slice: CudaSlice<f32>,
+        slice: DeviceBlock<f32>,
         len: usize,
         storage: Storage,
     ) -> CudaResult<CudaBuffer> {
@@ -708,12 +769,12 @@ impl CudaBackend {
     pub(crate) fn scratch(
         &self,
         len: usize,
-    ) -> CudaResult<(MutexGuard<'_, Option<CudaSlice<f32>>>, u64)> {
+    ) -> CudaResult<(MutexGuard<'_, Option<DeviceBlock<f32>>>, u64)> {
         let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         if guard.as_ref().is_none_or(|s| s.len() < len) {
             *guard = None;
             // SAFETY: scratch is fully written by im2col before each GEMM reads it.
-            *guard = Some(unsafe { self.gpu.stream.alloc::<f32>(len.max(1)) }?);
+            *guard = Some(unsafe { self.alloc_block::<f32>(len.max(1)) }?);
         }
         let buf = guard.as_ref().expect("allocated above");
         let ptr = raw_ptr(buf);
@@ -839,6 +900,9 @@ impl Backend for CudaBackend {
     fn release_cached_memory(&self) -> TResult<()> {
         catch(|| {
             self.gpu.stream.synchronize()?;
+            if let Some(paged) = &self.paged {
+                paged.trim()?;
+            }
             match &self.pool {
                 Some(pool) => pool.trim(),
                 None => crate::pool::trim_current_pool(&self.gpu),
@@ -870,6 +934,21 @@ impl Backend for CudaBackend {
                 self.conv_weights.lock().map(|c| c.bytes()).unwrap_or(0) >> 20,
             ));
         }
+        if let Some(paged) = &self.paged {
+            let st = paged.stats();
+            let mib = |pages: usize| (pages as u64 * paged.page_bytes()) >> 20;
+            report.push_str(&format!(
+                "paged blocks (>= {} MiB): high water {} MiB held, {} MiB live; now {} MiB held; \
+                 {} requests from the cache, {} mapped, {} cached blocks remapped\n",
+                paged.min_bytes >> 20,
+                mib(st.pages_high),
+                mib(st.live_pages_high),
+                mib(st.pages),
+                st.cache_hits,
+                st.mapped,
+                st.taken,
+            ));
+        }
         if let Some(Ok((reserved, used))) = self.kept.as_ref().map(|k| k.high_water()) {
             report.push_str(&format!(
                 "kept pool (KV cache) high water: {} MiB reserved, {} MiB used\n",
@@ -883,9 +962,9 @@ impl Backend for CudaBackend {
     fn upload(&self, data: &[f32]) -> TResult<BufferRef> {
         self.finish("upload", || {
             // SAFETY: fully written by the copy below (a zero-length buffer is never read).
-            let mut slice = unsafe { self.gpu.stream.alloc::<f32>(data.len().max(1)) }?;
+            let mut slice = unsafe { self.alloc_block::<f32>(data.len().max(1)) }?;
             if !data.is_empty() {
-                self.gpu.stream.memcpy_htod(data, &mut slice)?;
+                self.gpu.stream.memcpy_htod(data, &mut *slice)?;
             }
             Ok(CudaBuffer::new(slice, data.len()).metered(&self.meter))
         })

@@ -35,6 +35,7 @@ mod nvrtc;
 mod op_profile;
 mod ops;
 mod pinned;
+mod paged;
 mod pool;
 mod probe;
 
