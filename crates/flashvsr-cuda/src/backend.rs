@@ -247,6 +247,11 @@ impl Default for CudaOptions {
 /// to whole 2 MiB pages, which costs little from here on.
 const PAGED_MIN_BYTES: usize = 4 << 20;
 
+/// The paged allocator creates pages, rather than remapping cached ones (about a millisecond per
+/// block), while it holds at most this much over its live high water
+/// (`FLASHVSR_CUDA_PAGED_SLACK_MIB`).
+const PAGED_SLACK_MIB: u64 = 512;
+
 /// For `--device auto`: the CUDA backend on device 0 when a driver, a device, NVRTC and cuBLASLt
 /// are all usable; otherwise the reason, for a one-line fallback message.
 pub fn auto_backend() -> Result<BackendRef, String> {
@@ -400,10 +405,15 @@ impl CudaBackend {
             let paged = match (&pool, options.paged_min_bytes) {
                 (None, Some(min_bytes)) => {
                     let (_, total) = cudarc::driver::result::mem_get_info()?;
+                    let slack_mib = std::env::var("FLASHVSR_CUDA_PAGED_SLACK_MIB")
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(PAGED_SLACK_MIB);
                     Some(Arc::new(crate::paged::PagedAllocator::new(
                         &gpu.stream,
                         min_bytes,
                         total as u64,
+                        slack_mib << 20,
                     )?))
                 }
                 _ => None,
@@ -939,13 +949,15 @@ impl Backend for CudaBackend {
             let mib = |pages: usize| (pages as u64 * paged.page_bytes()) >> 20;
             report.push_str(&format!(
                 "paged blocks (>= {} MiB): high water {} MiB held, {} MiB live; now {} MiB held; \
-                 {} requests from the cache, {} mapped, {} cached blocks remapped\n",
+                 {} requests from the cache, {} mapped ({} ms creating and mapping), {} cached \
+                 spans remapped\n",
                 paged.min_bytes >> 20,
                 mib(st.pages_high),
                 mib(st.live_pages_high),
                 mib(st.pages),
                 st.cache_hits,
                 st.mapped,
+                st.driver_us / 1000,
                 st.taken,
             ));
         }

@@ -1,21 +1,24 @@
 //! Large device blocks over the CUDA virtual memory API, made of fixed-size physical pages that
-//! move freely between blocks, so that the memory held is the blocks alive plus what is cached,
-//! never holes between them (the driver's stream-ordered pool kept ~2 GiB more than it handed out
-//! at config A: a freed 264 MiB map between live tensors fits only requests that size or smaller).
+//! move between blocks, so that the memory held stays close to the blocks alive (the driver's
+//! stream-ordered pool kept ~2 GiB more than it handed out at config A: a freed 264 MiB map
+//! between live tensors serves only requests that fit in it).
 //!
-//! A block is a reserved virtual range with one physical page mapped at each of its pages. A freed
-//! block keeps its mapping in a cache, and the next request of the same page count takes it back
-//! without any driver call (the pipeline repeats its sizes chunk after chunk). A request the cache
-//! cannot serve takes free pages, then the pages of the least recently freed cached blocks, and
-//! only then creates pages. Everything runs on one stream, so a page may back a new block as soon
-//! as its old block is freed: the new block's kernels are enqueued after the old one's. The old
-//! virtual range keeps mapping the page until a fence recorded when its pages were taken has
-//! passed; it is unmapped then, at a later slow-path request, and its range reused.
+//! A block is a span of pages of a segment: a reserved virtual range with a physical page mapped at
+//! each page. A freed block stays mapped, cached, and merges with cached neighbours of its segment;
+//! a request takes the smallest cached span that holds it (the rest stays cached), without any
+//! driver call — the pipeline repeats its sizes chunk after chunk. A request no cached span holds
+//! maps pages into a new segment: free pages, new pages while the pages held stay within the live
+//! high water plus a slack, else the pages of the least recently freed cached spans. Everything
+//! runs on one stream, so a page may back a new block as soon as its old block is freed: the new
+//! block's kernels are enqueued after the old one's. The old span keeps mapping the page until a
+//! fence recorded when its pages were taken has passed; it is unmapped then, at a later request
+//! that maps, and a segment with nothing mapped gives its range back.
 //!
 //! The bookkeeping ([`PagedBook`]) is generic over the driver calls ([`PageDriver`]) so that it is
 //! tested without a GPU; [`VmmDriver`] makes the calls.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::rc::Rc;
 
 use cudarc::driver::sys;
 
@@ -44,16 +47,27 @@ pub(crate) trait PageDriver {
     fn passed(&mut self, fence: &Self::Fence, wait: bool) -> CudaResult<bool>;
 }
 
-struct Block<P> {
+/// A reserved virtual range; `pages[i]` is the physical page mapped at its page `i`, None once
+/// that page went to another block (its mapping here is then stale until unmapped).
+struct Segment<P> {
     va: u64,
-    pages: Vec<P>,
+    pages: Vec<Option<P>>,
+    /// Pages mapped here, stale ones included; the range is freed when none is left.
+    mapped: usize,
 }
 
-/// A virtual range whose pages went to other blocks, still mapped until its fence passes.
-struct Stale<F> {
-    va: u64,
+/// Pages `start..start + pages` of a segment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Span {
+    seg: u64,
+    start: usize,
     pages: usize,
-    fence: std::rc::Rc<F>,
+}
+
+/// Pages of a segment that went to other blocks, still mapped there until `fence` passes.
+struct Stale<F> {
+    span: Span,
+    fence: Rc<F>,
 }
 
 /// Counters for the op profile's memory line.
@@ -65,42 +79,52 @@ pub(crate) struct PagedStats {
     /// Pages of live blocks now and at most.
     pub live_pages: usize,
     pub live_pages_high: usize,
-    /// Requests served from the cache, and those that mapped pages.
+    /// Requests served by cached blocks (whole or split), and those that mapped pages.
     pub cache_hits: u64,
     pub mapped: u64,
-    /// Cached blocks whose pages were taken by another size.
+    /// Cached blocks whose pages were taken for a mapping.
     pub taken: u64,
+    /// Time spent creating and mapping pages, in microseconds.
+    pub driver_us: u64,
 }
 
 pub(crate) struct PagedBook<D: PageDriver> {
     driver: D,
+    segments: HashMap<u64, Segment<D::Page>>,
+    next_segment: u64,
     free_pages: Vec<D::Page>,
-    live: HashMap<u64, Block<D::Page>>,
-    /// Freed blocks, still mapped, by the order they were freed (oldest first).
-    cached: BTreeMap<u64, Block<D::Page>>,
-    /// Keys of `cached` by page count.
-    cached_by_pages: HashMap<usize, Vec<u64>>,
+    live: HashMap<u64, Span>,
+    /// Cached (freed, still mapped) spans by `(pages, segment, start)`: the best fit first.
+    cached_by_size: BTreeSet<(usize, u64, usize)>,
+    /// The same spans by `(segment, start)`, for merging neighbours: `(pages, age)`.
+    cached_at: BTreeMap<(u64, usize), (usize, u64)>,
+    /// The same spans by age (when freed, oldest first), for taking pages.
+    cached_by_age: BTreeMap<u64, (u64, usize)>,
     stale: Vec<Stale<D::Fence>>,
-    /// Unmapped reserved ranges, by page count.
-    spare_ranges: HashMap<usize, Vec<u64>>,
     /// Pages may not be created beyond this many.
     max_pages: usize,
-    next_key: u64,
+    /// Pages are created, rather than taken from cached blocks, while the pages held stay within
+    /// the live high water plus this many.
+    slack_pages: usize,
+    next_age: u64,
     stats: PagedStats,
 }
 
 impl<D: PageDriver> PagedBook<D> {
-    pub fn new(driver: D, max_pages: usize) -> Self {
+    pub fn new(driver: D, max_pages: usize, slack_pages: usize) -> Self {
         PagedBook {
             driver,
+            segments: HashMap::new(),
+            next_segment: 0,
             free_pages: Vec::new(),
             live: HashMap::new(),
-            cached: BTreeMap::new(),
-            cached_by_pages: HashMap::new(),
+            cached_by_size: BTreeSet::new(),
+            cached_at: BTreeMap::new(),
+            cached_by_age: BTreeMap::new(),
             stale: Vec::new(),
-            spare_ranges: HashMap::new(),
             max_pages,
-            next_key: 0,
+            slack_pages,
+            next_age: 0,
             stats: PagedStats::default(),
         }
     }
@@ -117,30 +141,59 @@ impl<D: PageDriver> PagedBook<D> {
         self.stats
     }
 
+    fn va_of(&self, span: Span) -> u64 {
+        self.segments[&span.seg].va + span.start as u64 * self.page_bytes()
+    }
+
     /// A block of at least `bytes`, its device address.
     pub fn alloc(&mut self, bytes: u64) -> CudaResult<u64> {
         let n = self.pages_for(bytes);
-        if let Some(key) = self.cached_by_pages.get_mut(&n).and_then(|keys| keys.pop()) {
-            let block = self.cached.remove(&key).expect("indexed cached block");
-            let va = block.va;
-            self.live.insert(va, block);
+        // The smallest cached span that holds `n` pages; the rest of it stays cached.
+        if let Some(&(m, seg, start)) = self.cached_by_size.range((n, 0, 0)..).next() {
+            let age = self.remove_cached(seg, start);
+            if m > n {
+                self.insert_cached(seg, start + n, m - n, age);
+            }
+            let span = Span {
+                seg,
+                start,
+                pages: n,
+            };
+            let va = self.va_of(span);
+            self.live.insert(va, span);
             self.stats.cache_hits += 1;
             self.note_live(n);
             return Ok(va);
         }
         self.unmap_passed_stale(false)?;
+        let started = std::time::Instant::now();
         self.gather_pages(n)?;
-        let va = match self.spare_ranges.get_mut(&n).and_then(|r| r.pop()) {
-            Some(va) => va,
-            None => self.driver.reserve(n as u64 * self.page_bytes())?,
-        };
+        let va = self.driver.reserve(n as u64 * self.page_bytes())?;
         let pages = self.free_pages.split_off(self.free_pages.len() - n);
         if let Err(e) = self.driver.map(va, &pages) {
             self.free_pages.extend(pages);
-            self.spare_ranges.entry(n).or_default().push(va);
+            let _ = self.driver.free_range(va, n as u64 * self.page_bytes());
             return Err(e);
         }
-        self.live.insert(va, Block { va, pages });
+        self.stats.driver_us += started.elapsed().as_micros() as u64;
+        let seg = self.next_segment;
+        self.next_segment += 1;
+        self.segments.insert(
+            seg,
+            Segment {
+                va,
+                pages: pages.into_iter().map(Some).collect(),
+                mapped: n,
+            },
+        );
+        self.live.insert(
+            va,
+            Span {
+                seg,
+                start: 0,
+                pages: n,
+            },
+        );
         self.stats.mapped += 1;
         self.note_live(n);
         Ok(va)
@@ -148,25 +201,41 @@ impl<D: PageDriver> PagedBook<D> {
 
     /// Gives back the block at `va`; its memory is reused by requests enqueued after this call.
     pub fn free(&mut self, va: u64) {
-        let Some(block) = self.live.remove(&va) else {
+        let Some(span) = self.live.remove(&va) else {
             debug_assert!(false, "freeing an unknown block {va:#x}");
             return;
         };
-        let n = block.pages.len();
-        self.stats.live_pages -= n;
-        let key = self.next_key;
-        self.next_key += 1;
-        self.cached.insert(key, block);
-        self.cached_by_pages.entry(n).or_default().push(key);
+        self.stats.live_pages -= span.pages;
+        let (mut start, mut pages) = (span.start, span.pages);
+        // Merge with cached neighbours in the same segment (all of them mapped).
+        let before = self
+            .cached_at
+            .range(..(span.seg, span.start))
+            .next_back()
+            .map(|(&k, &(p, _))| (k, p));
+        if let Some(((seg, s), p)) = before {
+            if seg == span.seg && s + p == start {
+                self.remove_cached(seg, s);
+                start = s;
+                pages += p;
+            }
+        }
+        let after_key = (span.seg, span.start + span.pages);
+        if let Some(&(p, _)) = self.cached_at.get(&after_key) {
+            self.remove_cached(after_key.0, after_key.1);
+            pages += p;
+        }
+        let age = self.next_age;
+        self.next_age += 1;
+        self.insert_cached(span.seg, start, pages, age);
     }
 
     /// Hands every cached and free page back to the driver (waits for the device).
     pub fn trim(&mut self) -> CudaResult<()> {
-        let keys: Vec<u64> = self.cached.keys().copied().collect();
-        if !keys.is_empty() {
-            let fence = std::rc::Rc::new(self.driver.fence()?);
-            for key in keys {
-                self.take_cached(key, &fence);
+        if !self.cached_by_age.is_empty() {
+            let fence = Rc::new(self.driver.fence()?);
+            while let Some((_, &(seg, start))) = self.cached_by_age.iter().next() {
+                self.take_cached(seg, start, &fence);
             }
         }
         self.unmap_passed_stale(true)?;
@@ -174,12 +243,21 @@ impl<D: PageDriver> PagedBook<D> {
             self.driver.release_page(page)?;
             self.stats.pages -= 1;
         }
-        for (n, ranges) in std::mem::take(&mut self.spare_ranges) {
-            for va in ranges {
-                self.driver.free_range(va, n as u64 * self.page_bytes())?;
-            }
-        }
         Ok(())
+    }
+
+    fn insert_cached(&mut self, seg: u64, start: usize, pages: usize, age: u64) {
+        self.cached_by_size.insert((pages, seg, start));
+        self.cached_at.insert((seg, start), (pages, age));
+        self.cached_by_age.insert(age, (seg, start));
+    }
+
+    /// Removes a cached span from the indexes; its age.
+    fn remove_cached(&mut self, seg: u64, start: usize) -> u64 {
+        let (pages, age) = self.cached_at.remove(&(seg, start)).expect("cached span");
+        self.cached_by_size.remove(&(pages, seg, start));
+        self.cached_by_age.remove(&age);
+        age
     }
 
     fn note_live(&mut self, n: usize) {
@@ -187,89 +265,99 @@ impl<D: PageDriver> PagedBook<D> {
         self.stats.live_pages_high = self.stats.live_pages_high.max(self.stats.live_pages);
     }
 
-    /// At least `n` pages in `free_pages`: the free ones, then those of the least recently freed
-    /// cached blocks, then new ones.
+    /// At least `n` pages in `free_pages`: the free ones, then new ones while the pages held stay
+    /// within the live high water (this request's included) plus the slack, then those of the
+    /// least recently freed cached spans, then new ones up to the limit.
     fn gather_pages(&mut self, n: usize) -> CudaResult<()> {
+        let live_high = self
+            .stats
+            .live_pages_high
+            .max(self.stats.live_pages + n);
+        let target = (live_high + self.slack_pages).min(self.max_pages);
         let mut fence = None;
         while self.free_pages.len() < n {
-            let Some(&key) = self.cached.keys().next() else {
-                break;
-            };
-            let fence = match &fence {
-                Some(f) => std::rc::Rc::clone(f),
-                None => fence.insert(std::rc::Rc::new(self.driver.fence()?)).clone(),
-            };
-            self.take_cached(key, &fence);
-        }
-        while self.free_pages.len() < n {
-            if self.stats.pages >= self.max_pages {
-                // The driver's own out-of-memory error, so that callers treat both alike.
-                return Err(CudaError::Driver(cudarc::driver::DriverError(
-                    sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY,
-                )));
+            let missing = n - self.free_pages.len();
+            let oldest = self.cached_by_age.values().next().copied();
+            if self.stats.pages + missing <= target || oldest.is_none() {
+                self.create_page()?;
+            } else if let Some((seg, start)) = oldest {
+                let fence = match &fence {
+                    Some(f) => Rc::clone(f),
+                    None => fence.insert(Rc::new(self.driver.fence()?)).clone(),
+                };
+                self.take_cached(seg, start, &fence);
             }
-            let page = self.driver.create_page()?;
-            self.free_pages.push(page);
-            self.stats.pages += 1;
-            self.stats.pages_high = self.stats.pages_high.max(self.stats.pages);
         }
         Ok(())
     }
 
-    /// Moves a cached block's pages to the free list; its range stays mapped until `fence`.
-    fn take_cached(&mut self, key: u64, fence: &std::rc::Rc<D::Fence>) {
-        let block = self.cached.remove(&key).expect("cached block");
-        let n = block.pages.len();
-        if let Some(keys) = self.cached_by_pages.get_mut(&n) {
-            // Keys are pushed in freeing order and the oldest is taken first: it is at the front.
-            if let Some(i) = keys.iter().position(|&k| k == key) {
-                keys.remove(i);
-            }
+    fn create_page(&mut self) -> CudaResult<()> {
+        if self.stats.pages >= self.max_pages {
+            // The driver's own out-of-memory error, so that callers treat both alike.
+            return Err(CudaError::Driver(cudarc::driver::DriverError(
+                sys::cudaError_enum::CUDA_ERROR_OUT_OF_MEMORY,
+            )));
+        }
+        let page = self.driver.create_page()?;
+        self.free_pages.push(page);
+        self.stats.pages += 1;
+        self.stats.pages_high = self.stats.pages_high.max(self.stats.pages);
+        Ok(())
+    }
+
+    /// Moves a cached span's pages to the free list; they stay mapped there until `fence`.
+    fn take_cached(&mut self, seg: u64, start: usize, fence: &Rc<D::Fence>) {
+        let (pages, _) = self.cached_at[&(seg, start)];
+        self.remove_cached(seg, start);
+        let segment = self.segments.get_mut(&seg).expect("segment of a cached span");
+        for page in &mut segment.pages[start..start + pages] {
+            self.free_pages.push(page.take().expect("cached pages are mapped"));
         }
         self.stale.push(Stale {
-            va: block.va,
-            pages: n,
-            fence: std::rc::Rc::clone(fence),
+            span: Span { seg, start, pages },
+            fence: Rc::clone(fence),
         });
-        self.free_pages.extend(block.pages);
         self.stats.taken += 1;
     }
 
-    /// Unmaps the stale ranges whose fence passed (`wait`: all of them) and keeps the ranges.
+    /// Unmaps the stale spans whose fence passed (`wait`: all of them); frees the ranges left
+    /// with nothing mapped.
     fn unmap_passed_stale(&mut self, wait: bool) -> CudaResult<()> {
         let mut i = 0;
         while i < self.stale.len() {
-            if self.driver.passed(&self.stale[i].fence, wait)? {
-                let s = self.stale.swap_remove(i);
-                self.driver.unmap(s.va, s.pages)?;
-                self.spare_ranges.entry(s.pages).or_default().push(s.va);
-            } else {
+            if !self.driver.passed(&self.stale[i].fence, wait)? {
                 i += 1;
+                continue;
+            }
+            let Stale { span, .. } = self.stale.swap_remove(i);
+            let pb = self.page_bytes();
+            let segment = self.segments.get_mut(&span.seg).expect("segment of a stale span");
+            let va = segment.va;
+            self.driver.unmap(va + span.start as u64 * pb, span.pages)?;
+            segment.mapped -= span.pages;
+            if segment.mapped == 0 {
+                let len = segment.pages.len() as u64 * pb;
+                self.segments.remove(&span.seg);
+                self.driver.free_range(va, len)?;
             }
         }
         Ok(())
-    }
-
-    /// Unmaps and releases everything (waits for the device). Live blocks must be gone.
-    fn release_all(&mut self) -> CudaResult<()> {
-        for (_, block) in std::mem::take(&mut self.live) {
-            // Still referenced somewhere: leave it mapped rather than fault.
-            std::mem::forget(block);
-        }
-        self.trim()
     }
 }
 
 impl<D: PageDriver> Drop for PagedBook<D> {
     fn drop(&mut self) {
-        let _ = self.release_all();
+        // Blocks still live (referenced past the backend) stay mapped; the rest is released.
+        let _ = self.trim();
     }
 }
 
 /// The CUDA driver's virtual memory calls on one device, ordered by one stream.
 pub(crate) struct VmmDriver {
     ctx: std::sync::Arc<cudarc::driver::CudaContext>,
-    stream: sys::CUstream,
+    /// Held so that the stream outlives the fences recorded on it (the book may be dropped
+    /// after the backend).
+    stream: std::sync::Arc<cudarc::driver::CudaStream>,
     prop: sys::CUmemAllocationProp,
     access: sys::CUmemAccessDesc,
     page_bytes: u64,
@@ -299,7 +387,7 @@ impl VmmDriver {
             access.flags = sys::CUmemAccess_flags::CU_MEM_ACCESS_FLAGS_PROT_READWRITE;
             Ok(VmmDriver {
                 ctx,
-                stream: stream.cu_stream(),
+                stream: stream.clone(),
                 prop,
                 access,
                 page_bytes: (granularity as u64).max(PAGE_BYTES).next_multiple_of(PAGE_BYTES),
@@ -393,7 +481,7 @@ impl PageDriver for VmmDriver {
             )
             .result()?;
             let event = Event(event);
-            sys::cuEventRecord(event.0, self.stream).result()?;
+            sys::cuEventRecord(event.0, self.stream.cu_stream()).result()?;
             Ok(event)
         }
     }
@@ -432,11 +520,13 @@ impl PagedAllocator {
         stream: &std::sync::Arc<cudarc::driver::CudaStream>,
         min_bytes: usize,
         max_bytes: u64,
+        slack_bytes: u64,
     ) -> CudaResult<PagedAllocator> {
         let driver = VmmDriver::new(stream)?;
         let max_pages = (max_bytes / driver.page_bytes()) as usize;
+        let slack_pages = slack_bytes.div_ceil(driver.page_bytes()) as usize;
         Ok(PagedAllocator {
-            book: std::sync::Mutex::new(PagedBook::new(driver, max_pages)),
+            book: std::sync::Mutex::new(PagedBook::new(driver, max_pages, slack_pages)),
             min_bytes,
         })
     }
@@ -471,20 +561,19 @@ mod tests {
     use super::*;
     use std::cell::Cell;
     use std::collections::HashSet;
-    use std::rc::Rc;
 
     const PB: u64 = 1 << 20;
 
-    /// Records mappings: which page each mapped virtual page shows, and fences that pass when
-    /// told to.
+    /// Records which page each mapped virtual page shows; fences pass when told to.
     #[derive(Default)]
     struct FakeDriver {
         next_page: u32,
         next_va: u64,
         released: Vec<u32>,
+        ranges: HashMap<u64, u64>,
         mapped: HashMap<u64, u32>,
         map_calls: usize,
-        fences_passed: Rc<Cell<u64>>,
+        fences_passed: Cell<u64>,
         fences_made: u64,
     }
 
@@ -499,16 +588,21 @@ mod tests {
             Ok(self.next_page)
         }
         fn release_page(&mut self, page: u32) -> CudaResult<()> {
+            assert!(
+                !self.mapped.values().any(|&p| p == page),
+                "released while mapped"
+            );
             self.released.push(page);
             Ok(())
         }
         fn reserve(&mut self, bytes: u64) -> CudaResult<u64> {
             self.next_va += 1 << 40;
-            let va = self.next_va;
-            self.next_va += bytes;
-            Ok(va)
+            self.ranges.insert(self.next_va, bytes);
+            Ok(self.next_va)
         }
-        fn free_range(&mut self, _va: u64, _bytes: u64) -> CudaResult<()> {
+        fn free_range(&mut self, va: u64, bytes: u64) -> CudaResult<()> {
+            assert_eq!(self.ranges.remove(&va), Some(bytes));
+            assert!(!self.mapped.keys().any(|&a| a >= va && a < va + bytes));
             Ok(())
         }
         fn map(&mut self, va: u64, pages: &[u32]) -> CudaResult<()> {
@@ -537,28 +631,28 @@ mod tests {
         }
     }
 
-    fn book(max_pages: usize) -> PagedBook<FakeDriver> {
-        PagedBook::new(FakeDriver::default(), max_pages)
+    fn book(max_pages: usize, slack_pages: usize) -> PagedBook<FakeDriver> {
+        PagedBook::new(FakeDriver::default(), max_pages, slack_pages)
     }
 
-    /// The physical pages behind the live block at `va`.
-    fn pages_of(b: &PagedBook<FakeDriver>, va: u64) -> Vec<u32> {
-        b.live[&va].pages.clone()
+    /// The physical pages the device sees behind the live block at `va`.
+    fn pages_seen(b: &PagedBook<FakeDriver>, va: u64) -> Vec<u32> {
+        let n = b.live[&va].pages as u64;
+        (0..n).map(|i| b.driver.mapped[&(va + i * PB)]).collect()
     }
 
     #[test]
     fn sizes_round_up_to_whole_pages() {
-        let mut b = book(100);
+        let mut b = book(100, 0);
         let va = b.alloc(PB + 1).unwrap();
-        assert_eq!(pages_of(&b, va).len(), 2);
+        assert_eq!(pages_seen(&b, va).len(), 2);
         assert_eq!(b.stats().live_pages, 2);
-        assert_eq!(b.driver.mapped.len(), 2);
         assert_eq!(b.pages_for(0), 1);
     }
 
     #[test]
     fn a_freed_block_serves_the_next_request_of_its_size_without_driver_calls() {
-        let mut b = book(100);
+        let mut b = book(100, 0);
         let va = b.alloc(3 * PB).unwrap();
         b.free(va);
         assert_eq!(b.alloc(3 * PB).unwrap(), va);
@@ -568,98 +662,157 @@ mod tests {
     }
 
     #[test]
-    fn another_size_takes_the_cached_pages_instead_of_creating_pages() {
-        let mut b = book(100);
+    fn a_larger_cached_block_is_split_and_neighbours_merge_again() {
+        let mut b = book(100, 0);
+        let whole = b.alloc(5 * PB).unwrap();
+        b.free(whole);
+        let first = b.alloc(2 * PB).unwrap();
+        let second = b.alloc(3 * PB).unwrap();
+        assert_eq!((first, second), (whole, whole + 2 * PB));
+        assert_eq!(b.driver.map_calls, 1, "split without driver calls");
+        b.free(second);
+        b.free(first);
+        assert_eq!(b.cached_at.len(), 1, "merged back into one span");
+        assert_eq!(b.alloc(5 * PB).unwrap(), whole);
+        assert_eq!(b.driver.map_calls, 1);
+    }
+
+    #[test]
+    fn the_smallest_cached_block_that_fits_is_used() {
+        let mut b = book(100, 100);
+        let big = b.alloc(6 * PB).unwrap();
+        let _gap = b.alloc(PB).unwrap();
+        let small = b.alloc(3 * PB).unwrap();
+        b.free(big);
+        b.free(small);
+        assert_eq!(b.alloc(2 * PB).unwrap(), small);
+    }
+
+    #[test]
+    fn over_the_slack_pages_of_cached_blocks_are_taken_instead_of_created() {
+        let mut b = book(100, 0);
         let small = b.alloc(2 * PB).unwrap();
         let medium = b.alloc(3 * PB).unwrap();
         b.free(small);
         b.free(medium);
-        // Five pages are cached in blocks of 2 and 3; a block of 4 takes both blocks' pages.
+        // Five pages cached in two segments, none of four pages: a block of 4 takes both.
         let big = b.alloc(4 * PB).unwrap();
         assert_eq!(b.stats().pages, 5, "no page created");
         assert_eq!(b.stats().taken, 2);
         assert_eq!(b.free_pages.len(), 1);
-        let pages: HashSet<u32> = pages_of(&b, big).into_iter().collect();
-        assert_eq!(pages.len(), 4);
+        let distinct: HashSet<u32> = pages_seen(&b, big).into_iter().collect();
+        assert_eq!(distinct.len(), 4);
         // The old ranges still map their pages until the fence passes.
         assert_eq!(b.stale.len(), 2);
         assert_eq!(b.driver.mapped.len(), 5 + 4);
-        assert!(b.cached.is_empty() && b.cached_by_pages.values().all(|k| k.is_empty()));
+        assert!(b.cached_at.is_empty() && b.cached_by_size.is_empty());
+        assert!(b.cached_by_age.is_empty());
+    }
+
+    #[test]
+    fn within_the_slack_pages_are_created_and_cached_blocks_kept() {
+        let mut b = book(100, 4);
+        let small = b.alloc(2 * PB).unwrap();
+        b.free(small);
+        b.alloc(4 * PB).unwrap();
+        assert_eq!(b.stats().taken, 0);
+        assert_eq!(b.stats().pages, 6);
+        assert_eq!(b.alloc(2 * PB).unwrap(), small);
     }
 
     #[test]
     fn the_least_recently_freed_block_is_taken_first() {
-        let mut b = book(100);
+        let mut b = book(100, 0);
         let first = b.alloc(2 * PB).unwrap();
+        let _live = b.alloc(PB).unwrap();
         let second = b.alloc(2 * PB).unwrap();
         b.free(first);
         b.free(second);
-        let other = b.alloc(PB).unwrap();
-        assert_eq!(b.stats().taken, 1);
-        // `second` is still cached and comes back for a 2-page request.
+        // No page free, none may be created (live high water 5, no slack): `first`'s two pages
+        // are taken, then `second`'s.
+        let three = b.alloc(3 * PB).unwrap();
+        assert_eq!(b.stats().taken, 2);
+        b.free(three);
+        let mut b = book(100, 2);
+        let first = b.alloc(2 * PB).unwrap();
+        let second = b.alloc(2 * PB).unwrap();
+        let _live = b.alloc(PB).unwrap();
+        b.free(first);
+        b.free(second);
+        // No cached span fits 3 pages; one page may be created (5 held, 7 allowed), two are
+        // taken: all of `first`, freed before `second`.
+        let _three = b.alloc(3 * PB).unwrap();
+        assert_eq!(b.stats().taken, 1, "only `first` taken");
+        assert_eq!(b.stats().pages, 6);
         assert_eq!(b.alloc(2 * PB).unwrap(), second);
-        assert_ne!(other, first);
     }
 
     #[test]
-    fn stale_ranges_are_unmapped_once_their_fence_passed_and_reused() {
-        let mut b = book(100);
+    fn stale_spans_are_unmapped_once_their_fence_passed_and_empty_ranges_freed() {
+        let mut b = book(100, 0);
         let a = b.alloc(2 * PB).unwrap();
         b.free(a);
-        let c = b.alloc(PB).unwrap();
+        let _c = b.alloc(3 * PB).unwrap();
         assert_eq!(b.stale.len(), 1);
-        // The fence has not passed: a slow-path request leaves the stale range mapped.
-        b.free(c);
-        let _d = b.alloc(3 * PB).unwrap();
-        assert_eq!(b.stale.len(), 2);
+        assert!(b.driver.ranges.contains_key(&a), "still mapped, still reserved");
         b.driver.fences_passed.set(u64::MAX);
-        let e = b.alloc(5 * PB).unwrap();
-        assert!(b.stale.len() <= 1);
-        assert!(b.driver.mapped.contains_key(&e));
-        // A 2-page request reuses the unmapped range of `a`.
-        let f = b.alloc(2 * PB).unwrap();
-        assert_eq!(f, a);
+        let _d = b.alloc(5 * PB).unwrap();
+        assert!(b.stale.is_empty());
+        assert!(!b.driver.ranges.contains_key(&a));
+        assert_eq!(b.segments.len(), 2);
     }
 
     #[test]
-    fn live_blocks_never_share_a_page() {
-        let mut b = book(1000);
-        let mut live: Vec<u64> = Vec::new();
-        // A deterministic mix of sizes, frees and allocations.
-        let mut state = 12345u64;
-        for step in 0..2000 {
-            state = state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            let pages = 1 + (state >> 33) % 9;
-            if live.len() > 12 || (step % 3 == 2 && !live.is_empty()) {
-                let i = (state >> 20) as usize % live.len();
-                b.free(live.swap_remove(i));
-            } else {
-                live.push(b.alloc(pages * PB).unwrap());
-            }
-            if step % 97 == 0 {
-                b.driver.fences_passed.set(b.driver.fences_made);
-            }
-            let mut seen = HashSet::new();
-            let mut live_pages = 0;
-            for va in &live {
-                for p in pages_of(&b, *va) {
-                    assert!(seen.insert(p), "page {p} in two live blocks");
-                    live_pages += 1;
+    fn live_blocks_never_share_a_page_and_every_page_is_accounted_for() {
+        for slack in [0, 3, 20] {
+            let mut b = book(1000, slack);
+            let mut live: Vec<u64> = Vec::new();
+            let mut state = 12345u64;
+            for step in 0..3000 {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let pages = 1 + (state >> 33) % 9;
+                if live.len() > 12 || (step % 3 == 2 && !live.is_empty()) {
+                    let i = (state >> 20) as usize % live.len();
+                    b.free(live.swap_remove(i));
+                } else {
+                    live.push(b.alloc(pages * PB - 7).unwrap());
                 }
+                if step % 97 == 0 {
+                    b.driver.fences_passed.set(b.driver.fences_made);
+                }
+                let mut seen = HashSet::new();
+                let mut live_pages = 0;
+                for va in &live {
+                    for p in pages_seen(&b, *va) {
+                        assert!(seen.insert(p), "page {p} in two live blocks");
+                        live_pages += 1;
+                    }
+                }
+                assert_eq!(b.stats().live_pages, live_pages);
+                // Every page held is in exactly one of: a live block, a cached span, the free
+                // list.
+                let cached: usize = b.cached_at.values().map(|&(p, _)| p).sum();
+                assert_eq!(live_pages + cached + b.free_pages.len(), b.stats().pages);
+                assert_eq!(b.cached_by_size.len(), b.cached_at.len());
+                assert_eq!(b.cached_by_age.len(), b.cached_at.len());
             }
-            assert_eq!(b.stats().live_pages, live_pages);
-            // Every page held is in exactly one of: a live block, a cached block, the free list.
-            let cached: usize = b.cached.values().map(|c| c.pages.len()).sum();
-            assert_eq!(live_pages + cached + b.free_pages.len(), b.stats().pages);
+            // Pages beyond the live high water plus the slack are never created.
+            assert!(b.stats().pages_high <= b.stats().live_pages_high + slack);
+            b.driver.fences_passed.set(u64::MAX);
+            for va in live.drain(..) {
+                b.free(va);
+            }
+            b.trim().unwrap();
+            assert_eq!(b.stats().pages, 0);
+            assert!(b.driver.mapped.is_empty() && b.driver.ranges.is_empty());
         }
-        // Pages are created only when the cache and free list cannot serve: never above the
-        // live high water plus one request.
-        assert!(b.stats().pages_high <= b.stats().live_pages_high + 9);
     }
 
     #[test]
     fn the_page_limit_is_an_out_of_memory_error() {
-        let mut b = book(4);
+        let mut b = book(4, 10);
         let a = b.alloc(3 * PB).unwrap();
         assert!(b.alloc(2 * PB).unwrap_err().is_out_of_memory());
         // The failed request created one page and keeps it free for later.
@@ -670,7 +823,7 @@ mod tests {
 
     #[test]
     fn trim_releases_cached_and_free_pages_and_keeps_live_ones() {
-        let mut b = book(100);
+        let mut b = book(100, 0);
         let keep = b.alloc(2 * PB).unwrap();
         let gone = b.alloc(3 * PB).unwrap();
         b.free(gone);
@@ -679,5 +832,6 @@ mod tests {
         assert_eq!(b.driver.released.len(), 3);
         assert_eq!(b.driver.mapped.len(), 2, "only the live block stays mapped");
         assert!(b.driver.mapped.contains_key(&keep));
+        assert!(!b.driver.ranges.contains_key(&gone));
     }
 }
