@@ -523,6 +523,13 @@ impl CudaBackend {
                     self.ordinal
                 ))
             })?;
+        if buf.is_stand_in() {
+            return Err(CudaError::Input(
+                "a conv weight given up for its converted copy (a stand-in) read by an op other \
+                 than a cuDNN convolution"
+                    .into(),
+            ));
+        }
         // One stream per backend orders every use and free; a buffer of another stream would not be.
         if !Arc::ptr_eq(buf.slice().stream(), &self.gpu.stream) {
             return Err(CudaError::Input(
@@ -1209,6 +1216,28 @@ impl Backend for CudaBackend {
         }
         let name = shaped_name("linear_add", w, self.profiler.is_some());
         self.finish(name, || self.op_linear(x, w, b, false, Some(residual)))
+    }
+
+    fn conv_weight_stand_in(&self, w: &Tensor) -> TResult<Option<BufferRef>> {
+        // `FLASHVSR_CUDA_CONV_STAND_IN=0`: keep the weights (a conv that cuDNN cannot run for
+        // a later shape then falls back to im2col, which reads them).
+        if std::env::var("FLASHVSR_CUDA_CONV_STAND_IN").is_ok_and(|v| v == "0") {
+            return Ok(None);
+        }
+        let owner = w.buffer().clone();
+        let mut cache = self.conv_weights.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.get(&owner, w.shape()).is_none() {
+            return Ok(None);
+        }
+        let stand_in = catch(|| {
+            // One word: every buffer has a valid device pointer.
+            let slice = self.alloc_pooled::<f32>(1)?;
+            Ok(CudaBuffer::stand_in(slice, w.elem_count()))
+        })
+        .map_err(|e| self.err(e))?;
+        let stand_in: BufferRef = Arc::new(stand_in);
+        cache.rekey(&owner, w.shape(), &stand_in);
+        Ok(Some(stand_in))
     }
 
     fn compact(&self, x: &Tensor) -> TResult<Option<BufferRef>> {

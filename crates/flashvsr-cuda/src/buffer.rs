@@ -136,6 +136,9 @@ pub struct CudaBuffer {
     bf16_copy: OnceLock<Box<CudaBuffer>>,
     /// The backend's tensor-memory account, released on drop.
     meter: Option<Arc<MemoryMeter>>,
+    /// A conv weight's stand-in: none of the values, only the key of the converted copy that
+    /// the cuDNN convs read (`Tensor::conv_weight_stand_in`).
+    stand_in: bool,
 }
 
 impl CudaBuffer {
@@ -157,7 +160,25 @@ impl CudaBuffer {
             channels_last: None,
             bf16_copy: OnceLock::new(),
             meter: None,
+            stand_in: false,
         }
+    }
+
+    /// A stand-in for a conv weight of `len` elements, holding `slice` (one word) only.
+    pub(crate) fn stand_in(slice: impl Into<DeviceBlock<f32>>, len: usize) -> Self {
+        CudaBuffer {
+            slice: slice.into(),
+            len,
+            storage: Storage::Bf16,
+            channels_last: None,
+            bf16_copy: OnceLock::new(),
+            meter: None,
+            stand_in: true,
+        }
+    }
+
+    pub(crate) fn is_stand_in(&self) -> bool {
+        self.stand_in
     }
 
     /// The same bf16 buffer, its elements declared to be in channels-last order.

@@ -34,8 +34,8 @@ mod libs;
 mod nvrtc;
 mod op_profile;
 mod ops;
-mod pinned;
 mod paged;
+mod pinned;
 mod pool;
 mod probe;
 

@@ -269,10 +269,7 @@ impl<D: PageDriver> PagedBook<D> {
     /// within the live high water (this request's included) plus the slack, then those of the
     /// least recently freed cached spans, then new ones up to the limit.
     fn gather_pages(&mut self, n: usize) -> CudaResult<()> {
-        let live_high = self
-            .stats
-            .live_pages_high
-            .max(self.stats.live_pages + n);
+        let live_high = self.stats.live_pages_high.max(self.stats.live_pages + n);
         let target = (live_high + self.slack_pages).min(self.max_pages);
         let mut fence = None;
         while self.free_pages.len() < n {
@@ -309,9 +306,13 @@ impl<D: PageDriver> PagedBook<D> {
     fn take_cached(&mut self, seg: u64, start: usize, fence: &Rc<D::Fence>) {
         let (pages, _) = self.cached_at[&(seg, start)];
         self.remove_cached(seg, start);
-        let segment = self.segments.get_mut(&seg).expect("segment of a cached span");
+        let segment = self
+            .segments
+            .get_mut(&seg)
+            .expect("segment of a cached span");
         for page in &mut segment.pages[start..start + pages] {
-            self.free_pages.push(page.take().expect("cached pages are mapped"));
+            self.free_pages
+                .push(page.take().expect("cached pages are mapped"));
         }
         self.stale.push(Stale {
             span: Span { seg, start, pages },
@@ -331,7 +332,10 @@ impl<D: PageDriver> PagedBook<D> {
             }
             let Stale { span, .. } = self.stale.swap_remove(i);
             let pb = self.page_bytes();
-            let segment = self.segments.get_mut(&span.seg).expect("segment of a stale span");
+            let segment = self
+                .segments
+                .get_mut(&span.seg)
+                .expect("segment of a stale span");
             let va = segment.va;
             self.driver.unmap(va + span.start as u64 * pb, span.pages)?;
             segment.mapped -= span.pages;
@@ -390,7 +394,9 @@ impl VmmDriver {
                 stream: stream.clone(),
                 prop,
                 access,
-                page_bytes: (granularity as u64).max(PAGE_BYTES).next_multiple_of(PAGE_BYTES),
+                page_bytes: (granularity as u64)
+                    .max(PAGE_BYTES)
+                    .next_multiple_of(PAGE_BYTES),
             })
         }
     }
@@ -754,7 +760,10 @@ mod tests {
         b.free(a);
         let _c = b.alloc(3 * PB).unwrap();
         assert_eq!(b.stale.len(), 1);
-        assert!(b.driver.ranges.contains_key(&a), "still mapped, still reserved");
+        assert!(
+            b.driver.ranges.contains_key(&a),
+            "still mapped, still reserved"
+        );
         b.driver.fences_passed.set(u64::MAX);
         let _d = b.alloc(5 * PB).unwrap();
         assert!(b.stale.is_empty());

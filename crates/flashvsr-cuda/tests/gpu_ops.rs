@@ -1159,7 +1159,10 @@ fn bench_op(
 /// on the old addresses. Every value is checked exactly against the host's arithmetic.
 fn paged_blocks(s: &mut Suite, ordinal: usize, options: &CudaOptions) {
     let name = "paged blocks: churn of sizes, exact values";
-    if s.filter.as_ref().is_some_and(|f| !name.contains(f.as_str())) {
+    if s.filter
+        .as_ref()
+        .is_some_and(|f| !name.contains(f.as_str()))
+    {
         return;
     }
     s.cases += 1;
@@ -1186,7 +1189,9 @@ fn paged_blocks(s: &mut Suite, ordinal: usize, options: &CudaOptions) {
             // 1 KiB to ~9 MiB: one to five 2 MiB pages and tiny blocks.
             let len = 256 + ((state >> 33) as usize % (9 << 18));
             let a: Vec<f32> = (0..len).map(|i| ((i * 7 + step) % 1000) as f32).collect();
-            let b: Vec<f32> = (0..len).map(|i| ((i * 3 + step * 5) % 100) as f32).collect();
+            let b: Vec<f32> = (0..len)
+                .map(|i| ((i * 3 + step * 5) % 100) as f32)
+                .collect();
             let ta = Tensor::from_slice(&backend, &a, &[len])?;
             let tb = Tensor::from_slice(&backend, &b, &[len])?;
             // (a + b) * b: exact in f32 for these small integers.
