@@ -154,9 +154,14 @@ pub struct CudaOptions {
     /// Short-lived allocations of at least this many bytes come from the paged allocator
     /// (paged.rs: physical pages remapped between blocks, so that freed memory never sits in
     /// holes); None: everything from the driver's stream-ordered pool. Not under a memory cap,
-    /// whose pool holds everything. `FLASHVSR_CUDA_PAGED=0` turns it off,
-    /// `FLASHVSR_CUDA_PAGED_MIN_MIB=N` sets the size.
+    /// whose pool holds everything. Off by default until measured beyond config A sage
+    /// (PERF_NOTES.md): `FLASHVSR_CUDA_PAGED=1` turns it on for blocks of 4 MiB and more,
+    /// `FLASHVSR_CUDA_PAGED_MIN_MIB=N` for blocks of N MiB and more.
     pub paged_min_bytes: Option<usize>,
+    /// In the fast mode, `Tensor::conv_weight_stand_in` gives a stand-in for a conv weight whose
+    /// cuDNN copy is cached, so that the LQ projector frees its 0.57 GiB of source weights. Off
+    /// by default until measured on the GPU (`FLASHVSR_CUDA_CONV_STAND_IN=1` turns it on).
+    pub conv_weight_stand_in: bool,
 }
 
 impl CudaOptions {
@@ -187,13 +192,17 @@ impl CudaOptions {
                 .ok()
                 .and_then(|v| v.parse().ok()),
             kept_pool: std::env::var("FLASHVSR_CUDA_KEPT_POOL").is_ok_and(|v| v == "1"),
-            paged_min_bytes: match std::env::var("FLASHVSR_CUDA_PAGED").as_deref() {
-                Ok("0") => None,
-                _ => std::env::var("FLASHVSR_CUDA_PAGED_MIN_MIB")
-                    .ok()
-                    .and_then(|v| v.parse::<usize>().ok())
-                    .map_or(Self::default().paged_min_bytes, |mib| Some(mib << 20)),
+            paged_min_bytes: match std::env::var("FLASHVSR_CUDA_PAGED_MIN_MIB")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+            {
+                Some(mib) => Some(mib << 20),
+                None => std::env::var("FLASHVSR_CUDA_PAGED")
+                    .is_ok_and(|v| v == "1")
+                    .then_some(PAGED_MIN_BYTES),
             },
+            conv_weight_stand_in: std::env::var("FLASHVSR_CUDA_CONV_STAND_IN")
+                .is_ok_and(|v| v == "1"),
             ..Self::default()
         }
     }
@@ -238,7 +247,8 @@ impl Default for CudaOptions {
             attention_scores_bytes: 256 << 20,
             conv_fold_causal: true,
             conv_subpixel_upsample: true,
-            paged_min_bytes: Some(PAGED_MIN_BYTES),
+            paged_min_bytes: None,
+            conv_weight_stand_in: false,
         }
     }
 }
@@ -1219,9 +1229,9 @@ impl Backend for CudaBackend {
     }
 
     fn conv_weight_stand_in(&self, w: &Tensor) -> TResult<Option<BufferRef>> {
-        // `FLASHVSR_CUDA_CONV_STAND_IN=0`: keep the weights (a conv that cuDNN cannot run for
-        // a later shape then falls back to im2col, which reads them).
-        if std::env::var("FLASHVSR_CUDA_CONV_STAND_IN").is_ok_and(|v| v == "0") {
+        // Off: keep the weights. (With a stand-in, a conv that cuDNN cannot run for a later
+        // shape fails where it would fall back to im2col, which reads the weight.)
+        if !self.options.conv_weight_stand_in {
             return Ok(None);
         }
         let owner = w.buffer().clone();

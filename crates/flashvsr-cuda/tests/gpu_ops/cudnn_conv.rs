@@ -460,7 +460,15 @@ fn bench(s: &mut Suite, fast: &FastBackends) {
 /// convolves to the same bits once the source is dropped, and every other op refuses it.
 fn conv_weight_stand_in(s: &mut Suite, fast: &FastBackends) {
     let name = "cudnn conv3d weight stand-in: same bits, other ops refused";
-    let backend: BackendRef = fast.folded.clone();
+    let options = CudaOptions {
+        conv_weight_stand_in: true,
+        ..fast.folded.options().clone()
+    };
+    let with_stand_in = match CudaBackend::create(fast.folded.ordinal(), options) {
+        Ok(b) => b,
+        Err(e) => return s.fail(name, format!("backend: {e}")),
+    };
+    let backend: BackendRef = with_stand_in.clone();
     let (x, w) = (
         s.normal_input(&[32, 6, 12, 10], 1.0),
         s.normal_input(&[16, 32, 4, 3, 3], 0.05),
@@ -471,7 +479,7 @@ fn conv_weight_stand_in(s: &mut Suite, fast: &FastBackends) {
         let conv = |w: &Tensor| x.conv3d(w, None, 2, 1, PadMode::Replicate);
         let first = conv(&w)?.to_vec()?;
         let Some(stand_in) = w.conv_weight_stand_in()? else {
-            return Ok(if fast.folded.uses_cudnn() {
+            return Ok(if with_stand_in.uses_cudnn() {
                 Err("no stand-in although cuDNN converted the weight".into())
             } else {
                 Ok(())
