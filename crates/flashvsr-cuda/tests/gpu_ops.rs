@@ -1199,7 +1199,7 @@ fn paged_blocks(s: &mut Suite, ordinal: usize, options: &CudaOptions) {
             drop((ta, tb));
             let want: Vec<f32> = a.iter().zip(&b).map(|(a, b)| (a + b) * b).collect();
             kept.push((y, want));
-            if kept.len() > 6 || (state >> 40) % 3 == 0 {
+            if kept.len() > 6 || (state >> 40).is_multiple_of(3) {
                 let (y, want) = kept.remove((state >> 20) as usize % kept.len());
                 if y.to_vec()? != want {
                     return Ok(Some(format!("step {step}: values differ")));
