@@ -11,7 +11,7 @@ use flashvsr_tensor::{
     PendingDownload, QkvBuffers, Tensor, TensorError, UnaryOp,
 };
 
-use crate::buffer::{raw_ptr, CudaBuffer, Storage};
+use crate::buffer::{raw_ptr, CudaBuffer, DeviceBlock, Storage};
 use crate::context::{driver_version, Gpu};
 use crate::dnn::Dnn;
 use crate::error::{catch, CudaError, CudaResult};
@@ -164,6 +164,17 @@ pub struct CudaOptions {
     /// `FLASHVSR_CUDA_GEMM_TUNE=1`. Off by default: at config A it changed no fps measurably
     /// (PERF_NOTES.md, GEMM tuning).
     pub gemm_tune: bool,
+    /// Short-lived allocations of at least this many bytes come from the paged allocator
+    /// (paged.rs: physical pages remapped between blocks, so that freed memory never sits in
+    /// holes); None: everything from the driver's stream-ordered pool. Not under a memory cap,
+    /// whose pool holds everything. Off by default until measured beyond config A sage
+    /// (PERF_NOTES.md): `FLASHVSR_CUDA_PAGED=1` turns it on for blocks of 4 MiB and more,
+    /// `FLASHVSR_CUDA_PAGED_MIN_MIB=N` for blocks of N MiB and more.
+    pub paged_min_bytes: Option<usize>,
+    /// In the fast mode, `Tensor::conv_weight_stand_in` gives a stand-in for a conv weight whose
+    /// cuDNN copy is cached, so that the LQ projector frees its 0.57 GiB of source weights. Off
+    /// by default until measured on the GPU (`FLASHVSR_CUDA_CONV_STAND_IN=1` turns it on).
+    pub conv_weight_stand_in: bool,
 }
 
 impl CudaOptions {
@@ -196,6 +207,17 @@ impl CudaOptions {
                 .and_then(|v| v.parse().ok()),
             kept_pool: std::env::var("FLASHVSR_CUDA_KEPT_POOL").is_ok_and(|v| v == "1"),
             gemm_tune: std::env::var(ENV_GEMM_TUNE).is_ok_and(|v| v == "1"),
+            paged_min_bytes: match std::env::var("FLASHVSR_CUDA_PAGED_MIN_MIB")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+            {
+                Some(mib) => Some(mib << 20),
+                None => std::env::var("FLASHVSR_CUDA_PAGED")
+                    .is_ok_and(|v| v == "1")
+                    .then_some(PAGED_MIN_BYTES),
+            },
+            conv_weight_stand_in: std::env::var("FLASHVSR_CUDA_CONV_STAND_IN")
+                .is_ok_and(|v| v == "1"),
             ..Self::default()
         }
     }
@@ -242,9 +264,20 @@ impl Default for CudaOptions {
             conv_subpixel_upsample: true,
             conv_direct_three: false,
             gemm_tune: false,
+            paged_min_bytes: None,
+            conv_weight_stand_in: false,
         }
     }
 }
+
+/// Short-lived allocations from this size on come from the paged allocator: a block is rounded up
+/// to whole 2 MiB pages, which costs little from here on.
+const PAGED_MIN_BYTES: usize = 4 << 20;
+
+/// The paged allocator creates pages, rather than remapping cached ones (about a millisecond per
+/// block), while it holds at most this much over its live high water
+/// (`FLASHVSR_CUDA_PAGED_SLACK_MIB`).
+const PAGED_SLACK_MIB: u64 = 512;
 
 /// For `--device auto`: the CUDA backend on device 0 when a driver, a device, NVRTC and cuBLASLt
 /// are all usable; otherwise the reason, for a one-line fallback message.
@@ -263,13 +296,15 @@ pub struct CudaBackend {
     /// wgmma ones on sm_90).
     pub(crate) flash_ready: crate::ops::attention::FlashReady,
     gemm: Mutex<Gemm>,
-    scratch: Mutex<Option<CudaSlice<f32>>>,
+    scratch: Mutex<Option<DeviceBlock<f32>>>,
     /// The capped allocation pool under a memory limit.
     pool: Option<crate::pool::CappedPool>,
     /// Where long-lived outputs (the KV cache) come from; none under a memory cap, whose pool
     /// holds everything.
     kept: Option<crate::pool::KeptPool>,
     pool_trace: Option<crate::pool::PoolTrace>,
+    /// Large short-lived blocks (see [`CudaOptions::paged_min_bytes`]).
+    paged: Option<Arc<crate::paged::PagedAllocator>>,
     /// Bytes of this backend's tensors (op temporaries included) and their peak.
     meter: Arc<MemoryMeter>,
     /// Device memory in use once the context, kernels and libraries were set up.
@@ -406,7 +441,24 @@ impl CudaBackend {
                 (None, true) => Some(crate::pool::KeptPool::create(&gpu)?),
                 _ => None,
             };
+            let paged = match (&pool, options.paged_min_bytes) {
+                (None, Some(min_bytes)) => {
+                    let (_, total) = cudarc::driver::result::mem_get_info()?;
+                    let slack_mib = std::env::var("FLASHVSR_CUDA_PAGED_SLACK_MIB")
+                        .ok()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .unwrap_or(PAGED_SLACK_MIB);
+                    Some(Arc::new(crate::paged::PagedAllocator::new(
+                        &gpu.stream,
+                        min_bytes,
+                        total as u64,
+                        slack_mib << 20,
+                    )?))
+                }
+                _ => None,
+            };
             Ok(Arc::new(CudaBackend {
+                paged,
                 ordinal,
                 arch,
                 options,
@@ -516,6 +568,13 @@ impl CudaBackend {
                     self.ordinal
                 ))
             })?;
+        if buf.is_stand_in() {
+            return Err(CudaError::Input(
+                "a conv weight given up for its converted copy (a stand-in) read by an op other \
+                 than a cuDNN convolution"
+                    .into(),
+            ));
+        }
         // One stream per backend orders every use and free; a buffer of another stream would not be.
         if !Arc::ptr_eq(buf.slice().stream(), &self.gpu.stream) {
             return Err(CudaError::Input(
@@ -661,11 +720,14 @@ impl CudaBackend {
     /// one, so that the chunk's short-lived tensors are not laid out around it.
     pub(crate) fn kept_output(&self, len: usize, storage: Storage) -> CudaResult<CudaBuffer> {
         let Some(kept) = &self.kept else {
-            return self.output_as(len, storage);
+            // Long-lived: from the driver's pool, where weights and the KV cache's groups are not
+            // rounded up to whole pages.
+            let slice = self.alloc_pooled::<f32>(storage.words(len))?;
+            return self.prepared_output(slice.into(), len, storage);
         };
         let words = storage.words(len);
         let slice = kept.alloc(&self.gpu.stream, words)?;
-        self.prepared_output(slice, len, storage)
+        self.prepared_output(slice.into(), len, storage)
     }
 
     /// Room for `len` values that outlive a chunk's temporaries (queued uploads, converted
@@ -679,16 +741,43 @@ impl CudaBackend {
     ) -> CudaResult<CudaSlice<T>> {
         match &self.kept {
             Some(kept) => kept.alloc(&self.gpu.stream, len),
-            None => Ok(unsafe { self.gpu.stream.alloc::<T>(len) }?),
+            None => self.alloc_pooled::<T>(len),
         }
     }
 
     pub(crate) fn output_as(&self, len: usize, storage: Storage) -> CudaResult<CudaBuffer> {
-        let words = storage.words(len);
         // SAFETY: uninitialised device memory; every op writes all `len` elements (the poison
         // mode and the GPU test check exactly that).
-        let slice = match unsafe { self.gpu.stream.alloc::<f32>(words) } {
-            Ok(s) => s,
+        let slice = unsafe { self.alloc_block::<f32>(storage.words(len)) }?;
+        self.prepared_output(slice, len, storage)
+    }
+
+    /// Room for `len` values of `T` that live for a short while (op outputs, staging, uploads):
+    /// from the paged allocator when that large, else from the driver's pool.
+    ///
+    /// # Safety
+    /// Uninitialised memory: the caller writes it before it is read.
+    pub(crate) unsafe fn alloc_block<T: cudarc::driver::DeviceRepr>(
+        &self,
+        len: usize,
+    ) -> CudaResult<DeviceBlock<T>> {
+        let len = len.max(1);
+        let bytes = len * std::mem::size_of::<T>();
+        if let Some(paged) = self.paged.as_ref().filter(|p| bytes >= p.min_bytes) {
+            let ptr = paged.alloc(bytes as u64)?;
+            // SAFETY: a live block of at least `bytes`; its drop hands it back to `paged`.
+            let slice = unsafe { self.gpu.stream.upgrade_device_ptr::<T>(ptr, len) };
+            return Ok(DeviceBlock::paged(slice, paged.clone()));
+        }
+        Ok(self.alloc_pooled::<T>(len)?.into())
+    }
+
+    /// Room for `len` values of `T` from the driver's pool (uninitialised).
+    fn alloc_pooled<T: cudarc::driver::DeviceRepr>(&self, len: usize) -> CudaResult<CudaSlice<T>> {
+        let len = len.max(1);
+        // SAFETY: the callers write the memory before it is read.
+        match unsafe { self.gpu.stream.alloc::<T>(len) } {
+            Ok(s) => Ok(s),
             // Under a cap, free blocks of the pool may be too fragmented for this request:
             // hand them back to the driver and try once more.
             Err(e) if self.pool.is_some() && CudaError::from(e).is_out_of_memory() => {
@@ -696,16 +785,15 @@ impl CudaBackend {
                 if let Some(pool) = &self.pool {
                     pool.trim()?;
                 }
-                unsafe { self.gpu.stream.alloc::<f32>(words) }?
+                Ok(unsafe { self.gpu.stream.alloc::<T>(len) }?)
             }
-            Err(e) => return Err(e.into()),
-        };
-        self.prepared_output(slice, len, storage)
+            Err(e) => Err(e.into()),
+        }
     }
 
     fn prepared_output(
         &self,
-        slice: CudaSlice<f32>,
+        slice: DeviceBlock<f32>,
         len: usize,
         storage: Storage,
     ) -> CudaResult<CudaBuffer> {
@@ -743,12 +831,12 @@ impl CudaBackend {
     pub(crate) fn scratch(
         &self,
         len: usize,
-    ) -> CudaResult<(MutexGuard<'_, Option<CudaSlice<f32>>>, u64)> {
+    ) -> CudaResult<(MutexGuard<'_, Option<DeviceBlock<f32>>>, u64)> {
         let mut guard = self.scratch.lock().unwrap_or_else(|e| e.into_inner());
         if guard.as_ref().is_none_or(|s| s.len() < len) {
             *guard = None;
             // SAFETY: scratch is fully written by im2col before each GEMM reads it.
-            *guard = Some(unsafe { self.gpu.stream.alloc::<f32>(len.max(1)) }?);
+            *guard = Some(unsafe { self.alloc_block::<f32>(len.max(1)) }?);
         }
         let buf = guard.as_ref().expect("allocated above");
         let ptr = raw_ptr(buf);
@@ -874,6 +962,9 @@ impl Backend for CudaBackend {
     fn release_cached_memory(&self) -> TResult<()> {
         catch(|| {
             self.gpu.stream.synchronize()?;
+            if let Some(paged) = &self.paged {
+                paged.trim()?;
+            }
             match &self.pool {
                 Some(pool) => pool.trim(),
                 None => crate::pool::trim_current_pool(&self.gpu),
@@ -905,6 +996,23 @@ impl Backend for CudaBackend {
                 self.conv_weights.lock().map(|c| c.bytes()).unwrap_or(0) >> 20,
             ));
         }
+        if let Some(paged) = &self.paged {
+            let st = paged.stats();
+            let mib = |pages: usize| (pages as u64 * paged.page_bytes()) >> 20;
+            report.push_str(&format!(
+                "paged blocks (>= {} MiB): high water {} MiB held, {} MiB live; now {} MiB held; \
+                 {} requests from the cache, {} mapped ({} ms creating and mapping), {} cached \
+                 spans remapped\n",
+                paged.min_bytes >> 20,
+                mib(st.pages_high),
+                mib(st.live_pages_high),
+                mib(st.pages),
+                st.cache_hits,
+                st.mapped,
+                st.driver_us / 1000,
+                st.taken,
+            ));
+        }
         if let Some(Ok((reserved, used))) = self.kept.as_ref().map(|k| k.high_water()) {
             report.push_str(&format!(
                 "kept pool (KV cache) high water: {} MiB reserved, {} MiB used\n",
@@ -918,9 +1026,9 @@ impl Backend for CudaBackend {
     fn upload(&self, data: &[f32]) -> TResult<BufferRef> {
         self.finish("upload", || {
             // SAFETY: fully written by the copy below (a zero-length buffer is never read).
-            let mut slice = unsafe { self.gpu.stream.alloc::<f32>(data.len().max(1)) }?;
+            let mut slice = unsafe { self.alloc_block::<f32>(data.len().max(1)) }?;
             if !data.is_empty() {
-                self.gpu.stream.memcpy_htod(data, &mut slice)?;
+                self.gpu.stream.memcpy_htod(data, &mut *slice)?;
             }
             Ok(CudaBuffer::new(slice, data.len()).metered(&self.meter))
         })
@@ -1153,6 +1261,28 @@ impl Backend for CudaBackend {
         }
         let name = shaped_name("linear_add", w, self.profiler.is_some());
         self.finish(name, || self.op_linear(x, w, b, false, Some(residual)))
+    }
+
+    fn conv_weight_stand_in(&self, w: &Tensor) -> TResult<Option<BufferRef>> {
+        // Off: keep the weights. (With a stand-in, a conv that cuDNN cannot run for a later
+        // shape fails where it would fall back to im2col, which reads the weight.)
+        if !self.options.conv_weight_stand_in {
+            return Ok(None);
+        }
+        let owner = w.buffer().clone();
+        let mut cache = self.conv_weights.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.get(&owner, w.shape()).is_none() {
+            return Ok(None);
+        }
+        let stand_in = catch(|| {
+            // One word: every buffer has a valid device pointer.
+            let slice = self.alloc_pooled::<f32>(1)?;
+            Ok(CudaBuffer::stand_in(slice, w.elem_count()))
+        })
+        .map_err(|e| self.err(e))?;
+        let stand_in: BufferRef = Arc::new(stand_in);
+        cache.rekey(&owner, w.shape(), &stand_in);
+        Ok(Some(stand_in))
     }
 
     fn compact(&self, x: &Tensor) -> TResult<Option<BufferRef>> {

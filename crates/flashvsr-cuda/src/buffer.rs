@@ -1,8 +1,11 @@
 use std::any::Any;
+use std::mem::ManuallyDrop;
 use std::sync::{Arc, OnceLock};
 
 use cudarc::driver::{CudaSlice, DevicePtr};
 use flashvsr_tensor::{Buffer, MemoryMeter};
+
+use crate::paged::PagedAllocator;
 
 /// How a buffer holds its f32-valued elements on the device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -68,9 +71,60 @@ impl ChannelsLast {
     }
 }
 
+/// A device allocation: from the driver's stream-ordered pool (freed by the slice's drop), or a
+/// block of the paged allocator (handed back to it on drop; the slice is leaked, never freed).
+pub struct DeviceBlock<T> {
+    slice: ManuallyDrop<CudaSlice<T>>,
+    home: Option<Arc<PagedAllocator>>,
+}
+
+impl<T> DeviceBlock<T> {
+    /// A block of `home` at `slice`'s address.
+    pub(crate) fn paged(slice: CudaSlice<T>, home: Arc<PagedAllocator>) -> Self {
+        DeviceBlock {
+            slice: ManuallyDrop::new(slice),
+            home: Some(home),
+        }
+    }
+}
+
+impl<T> From<CudaSlice<T>> for DeviceBlock<T> {
+    fn from(slice: CudaSlice<T>) -> Self {
+        DeviceBlock {
+            slice: ManuallyDrop::new(slice),
+            home: None,
+        }
+    }
+}
+
+impl<T> std::ops::Deref for DeviceBlock<T> {
+    type Target = CudaSlice<T>;
+    fn deref(&self) -> &CudaSlice<T> {
+        &self.slice
+    }
+}
+
+impl<T> std::ops::DerefMut for DeviceBlock<T> {
+    fn deref_mut(&mut self) -> &mut CudaSlice<T> {
+        &mut self.slice
+    }
+}
+
+impl<T> Drop for DeviceBlock<T> {
+    fn drop(&mut self) {
+        // SAFETY: the slice is taken once, here.
+        let slice = unsafe { ManuallyDrop::take(&mut self.slice) };
+        match &self.home {
+            // Work already enqueued on the stream finishes before any later use of the block.
+            Some(home) => home.free(slice.leak()),
+            None => drop(slice),
+        }
+    }
+}
+
 /// Device memory of one tensor. Zero-length tensors still own a one-word allocation.
 pub struct CudaBuffer {
-    slice: CudaSlice<f32>,
+    slice: DeviceBlock<f32>,
     len: usize,
     storage: Storage,
     /// Some: bf16 elements in channels-last order; None: row-major in the tensor's shape (any
@@ -82,14 +136,22 @@ pub struct CudaBuffer {
     bf16_copy: OnceLock<Box<CudaBuffer>>,
     /// The backend's tensor-memory account, released on drop.
     meter: Option<Arc<MemoryMeter>>,
+    /// A conv weight's stand-in: none of the values, only the key of the converted copy that
+    /// the cuDNN convs read (`Tensor::conv_weight_stand_in`).
+    stand_in: bool,
 }
 
 impl CudaBuffer {
-    pub(crate) fn new(slice: CudaSlice<f32>, len: usize) -> Self {
+    pub(crate) fn new(slice: impl Into<DeviceBlock<f32>>, len: usize) -> Self {
         Self::with_storage(slice, len, Storage::F32)
     }
 
-    pub(crate) fn with_storage(slice: CudaSlice<f32>, len: usize, storage: Storage) -> Self {
+    pub(crate) fn with_storage(
+        slice: impl Into<DeviceBlock<f32>>,
+        len: usize,
+        storage: Storage,
+    ) -> Self {
+        let slice = slice.into();
         debug_assert!(slice.len() >= storage.words(len));
         CudaBuffer {
             slice,
@@ -98,7 +160,25 @@ impl CudaBuffer {
             channels_last: None,
             bf16_copy: OnceLock::new(),
             meter: None,
+            stand_in: false,
         }
+    }
+
+    /// A stand-in for a conv weight of `len` elements, holding `slice` (one word) only.
+    pub(crate) fn stand_in(slice: impl Into<DeviceBlock<f32>>, len: usize) -> Self {
+        CudaBuffer {
+            slice: slice.into(),
+            len,
+            storage: Storage::Bf16,
+            channels_last: None,
+            bf16_copy: OnceLock::new(),
+            meter: None,
+            stand_in: true,
+        }
+    }
+
+    pub(crate) fn is_stand_in(&self) -> bool {
+        self.stand_in
     }
 
     /// The same bf16 buffer, its elements declared to be in channels-last order.

@@ -34,6 +34,7 @@ mod libs;
 mod nvrtc;
 mod op_profile;
 mod ops;
+mod paged;
 mod pinned;
 mod pool;
 mod probe;

@@ -1171,6 +1171,76 @@ fn bench_op(
     )
 }
 
+/// The paged allocator (every allocation paged, so that small cases churn pages too): tensors of
+/// many sizes made, combined and dropped in a mixed order, so that freed blocks come back from the
+/// cache and their pages move to blocks of other sizes while earlier kernels were still queued
+/// on the old addresses. Every value is checked exactly against the host's arithmetic.
+fn paged_blocks(s: &mut Suite, ordinal: usize, options: &CudaOptions) {
+    let name = "paged blocks: churn of sizes, exact values";
+    if s.filter
+        .as_ref()
+        .is_some_and(|f| !name.contains(f.as_str()))
+    {
+        return;
+    }
+    s.cases += 1;
+    let paged = match CudaBackend::create(
+        ordinal,
+        CudaOptions {
+            paged_min_bytes: Some(1),
+            // For the allocator's counters in the report line.
+            op_profile: true,
+            ..options.clone()
+        },
+    ) {
+        Ok(b) => b,
+        Err(e) => return s.fail(name, format!("backend: {e}")),
+    };
+    let backend: BackendRef = paged.clone();
+    let run = || -> Result<Option<String>> {
+        let mut kept: Vec<(Tensor, Vec<f32>)> = Vec::new();
+        let mut state = 7u64;
+        for step in 0..400usize {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            // 1 KiB to ~9 MiB: one to five 2 MiB pages and tiny blocks.
+            let len = 256 + ((state >> 33) as usize % (9 << 18));
+            let a: Vec<f32> = (0..len).map(|i| ((i * 7 + step) % 1000) as f32).collect();
+            let b: Vec<f32> = (0..len)
+                .map(|i| ((i * 3 + step * 5) % 100) as f32)
+                .collect();
+            let ta = Tensor::from_slice(&backend, &a, &[len])?;
+            let tb = Tensor::from_slice(&backend, &b, &[len])?;
+            // (a + b) * b: exact in f32 for these small integers.
+            let y = ta.add(&tb)?.mul(&tb)?;
+            drop((ta, tb));
+            let want: Vec<f32> = a.iter().zip(&b).map(|(a, b)| (a + b) * b).collect();
+            kept.push((y, want));
+            if kept.len() > 6 || (state >> 40).is_multiple_of(3) {
+                let (y, want) = kept.remove((state >> 20) as usize % kept.len());
+                if y.to_vec()? != want {
+                    return Ok(Some(format!("step {step}: values differ")));
+                }
+            }
+        }
+        for (i, (y, want)) in kept.into_iter().enumerate() {
+            if y.to_vec()? != want {
+                return Ok(Some(format!("kept tensor {i}: values differ")));
+            }
+        }
+        Ok(None)
+    };
+    match run() {
+        Ok(None) => {
+            let stats = backend.op_profile_report().unwrap_or_default();
+            println!("ok    {name} {}", stats.lines().last().unwrap_or(""));
+        }
+        Ok(Some(msg)) => s.fail(name, msg),
+        Err(e) => s.fail(name, e.to_string()),
+    }
+}
+
 fn plumbing(s: &mut Suite, gpu: &Arc<CudaBackend>) {
     match gpu
         .unwritten_output(1000)
@@ -1439,6 +1509,7 @@ fn main() {
     };
     flash_bench::run(&mut s, info.ordinal);
     plumbing(&mut s, &gpu);
+    paged_blocks(&mut s, info.ordinal, &options);
     layout(&mut s);
     pointwise(&mut s);
     norms(&mut s);

@@ -2,6 +2,9 @@
 //! stride 2, replicate spatial padding) with channel RMS norm and SiLU, then a linear layer.
 //! One call per 4-frame group, one latent frame of tokens out.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::RwLock;
+
 use flashvsr_tensor::{BackendRef, PadMode, Tensor};
 
 use crate::params::Params;
@@ -21,11 +24,47 @@ pub enum ProjectorVersion {
     V1_1,
 }
 
+/// A convolution weight given up, after its first convolution, for the backend's stand-in where
+/// the backend keeps a converted copy (cuDNN's bf16 filter in fast mode): the weight's own memory
+/// (0.57 GiB for the two convs) is then freed instead of held beside the copy.
+struct ConvWeight {
+    weight: RwLock<Tensor>,
+    swapped: AtomicBool,
+}
+
+impl ConvWeight {
+    fn new(weight: Tensor) -> Self {
+        ConvWeight {
+            weight: RwLock::new(weight),
+            swapped: AtomicBool::new(false),
+        }
+    }
+
+    fn get(&self) -> Tensor {
+        self.weight
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// After a convolution with the weight: swaps it for the backend's stand-in, once.
+    fn give_up_source(&self) -> Result<()> {
+        if self.swapped.swap(true, Ordering::Relaxed) {
+            return Ok(());
+        }
+        let mut weight = self.weight.write().unwrap_or_else(|e| e.into_inner());
+        if let Some(stand_in) = weight.conv_weight_stand_in()? {
+            *weight = stand_in;
+        }
+        Ok(())
+    }
+}
+
 pub struct LqProjector {
     version: ProjectorVersion,
-    conv1: (Tensor, Tensor),
+    conv1: (ConvWeight, Tensor),
     gamma1: Tensor,
-    conv2: (Tensor, Tensor),
+    conv2: (ConvWeight, Tensor),
     gamma2: Tensor,
     linear: (Tensor, Tensor),
     pub out_dim: usize,
@@ -34,7 +73,7 @@ pub struct LqProjector {
 impl LqProjector {
     /// Elements of the convolution weights (a device backend may keep a converted copy).
     pub fn conv_weight_elements(&self) -> usize {
-        self.conv1.0.elem_count() + self.conv2.0.elem_count()
+        self.conv1.0.get().elem_count() + self.conv2.0.get().elem_count()
     }
 }
 
@@ -101,12 +140,12 @@ impl LqProjector {
         Ok(LqProjector {
             version,
             conv1: (
-                p.weight("conv1.weight", &w1)?,
+                ConvWeight::new(p.weight("conv1.weight", &w1)?),
                 p.tensor("conv1.bias", &[c1])?,
             ),
             gamma1: p.tensor_as("norm1.gamma", &[c1, 1, 1, 1], &[c1])?,
             conv2: (
-                p.weight("conv2.weight", &w2)?,
+                ConvWeight::new(p.weight("conv2.weight", &w2)?),
                 p.tensor("conv2.bias", &[c2])?,
             ),
             gamma2: p.tensor_as("norm2.gamma", &[c2, 1, 1, 1], &[c2])?,
@@ -118,10 +157,12 @@ impl LqProjector {
         })
     }
 
-    /// The norm and the SiLU in one pass where the backend fuses them.
-    fn conv_norm(&self, x: &Tensor, conv: &(Tensor, Tensor), gamma: &Tensor) -> Result<Tensor> {
-        Ok(x.conv3d(&conv.0, Some(&conv.1), 2, 1, PadMode::Replicate)?
-            .channel_rms_norm_silu(gamma, None)?)
+    /// The norm and the SiLU in one pass where the backend fuses them; the conv's source weight
+    /// is given up once the backend holds its own copy.
+    fn conv_norm(&self, x: &Tensor, conv: &(ConvWeight, Tensor), gamma: &Tensor) -> Result<Tensor> {
+        let y = x.conv3d(&conv.0.get(), Some(&conv.1), 2, 1, PadMode::Replicate)?;
+        conv.0.give_up_source()?;
+        Ok(y.channel_rms_norm_silu(gamma, None)?)
     }
 
     /// Warm-up call on LQ frame 0, `(3, 1, H, W)`: sets the caches, produces nothing.

@@ -436,15 +436,23 @@ fn mem_block(block: &MemBlock, x: &Tensor, last: &mut Option<Tensor>) -> Result<
         None => Tensor::zeros(x.backend(), &[c, 1, h, w])?,
     };
     let prev = if t > 1 {
-        Tensor::cat(&[&first_prev, &x.narrow(1, 0, t - 1)?], 1)?
+        let joined = Tensor::cat(&[&first_prev, &x.narrow(1, 0, t - 1)?], 1)?;
+        drop(first_prev);
+        joined
     } else {
         first_prev
     };
     *last = Some(x.narrow(1, t - 1, 1)?);
     let [c0, c1, c2] = &block.convs;
-    let y = c0.forward_relu(&Tensor::cat(&[x, &prev], 0)?)?;
-    let y = c1.forward_relu(&y)?;
-    c2.forward_add_relu(&y, x)
+    // Each map is dropped once read, not at the end of the block: at 1408×768 a map of the
+    // 2-frame half-resolution blocks is 264 MiB (f32), and these blocks hold the decode peak.
+    let joined = Tensor::cat(&[x, &prev], 0)?;
+    drop(prev);
+    let y0 = c0.forward_relu(&joined)?;
+    drop(joined);
+    let y1 = c1.forward_relu(&y0)?;
+    drop(y0);
+    c2.forward_add_relu(&y1, x)
 }
 
 #[cfg(test)]

@@ -234,6 +234,13 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn compact(&self, _x: &Tensor) -> Result<Option<BufferRef>> {
         Ok(None)
     }
+    /// A stand-in for the conv weight `w` once this backend keeps its own converted copy of it
+    /// (the copy its `conv3d` reads): a buffer holding none of `w`'s values that this backend's
+    /// `conv3d` accepts in place of `w` and every other op refuses, so that the caller may drop
+    /// `w` and free its memory. `None` where the backend keeps no copy of `w`.
+    fn conv_weight_stand_in(&self, _w: &Tensor) -> Result<Option<BufferRef>> {
+        Ok(None)
+    }
     /// Layer norm over the last dimension, optional affine.
     fn layer_norm(
         &self,

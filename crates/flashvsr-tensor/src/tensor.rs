@@ -401,6 +401,17 @@ impl Tensor {
         }
     }
 
+    /// For a conv weight already used by a conv of this backend: a tensor of the same shape that
+    /// the backend's `conv3d` reads like this one (from its own converted copy) and that holds
+    /// none of the values, so that dropping this one frees its memory; every other op refuses the
+    /// stand-in. `None` where the backend keeps no copy (the CPU backend, the exact mode).
+    pub fn conv_weight_stand_in(&self) -> Result<Option<Tensor>> {
+        match self.backend.conv_weight_stand_in(self)? {
+            Some(buffer) => Ok(Some(self.wrap(buffer, &self.shape.clone())?)),
+            None => Ok(None),
+        }
+    }
+
     pub fn layer_norm(
         &self,
         weight: Option<&Tensor>,

@@ -30,11 +30,7 @@ impl CudaBackend {
         // f64 words as pairs of f32 words: (mean, std) per plane for x and the reference, and
         // the partial sums of one pass.
         // SAFETY: every value is written by a kernel before another reads it.
-        let scratch = unsafe {
-            self.gpu
-                .stream
-                .alloc::<f32>(2 * (4 * planes + PARTS * planes))
-        }?;
+        let scratch = unsafe { self.alloc_block::<f32>(2 * (4 * planes + PARTS * planes)) }?;
         let base = raw_ptr(&scratch);
         let (x_stats, r_stats) = (base, base + (16 * planes) as u64);
         let partial = base + (32 * planes) as u64;

@@ -12,7 +12,7 @@ use cudarc::driver::{CudaSlice, DeviceRepr, LaunchConfig};
 use flashvsr_tensor::{PadMode, Tensor};
 
 use crate::backend::CudaBackend;
-use crate::buffer::{raw_u16, ChannelsLast, CudaBuffer};
+use crate::buffer::{raw_u16, ChannelsLast, CudaBuffer, DeviceBlock};
 use crate::error::CudaResult;
 use crate::launch::{KernelArgs, BLOCK};
 use crate::ops::conv_stage::{FoldTime, Group, StagedConv, BF16_BYTES};
@@ -71,14 +71,14 @@ enum ConvInput {
     /// f32 row-major `source`, staged group by group into `staging`.
     Staged {
         source: u64,
-        staging: CudaSlice<u16>,
+        staging: DeviceBlock<u16>,
     },
     /// A channels-last `source` of geometry `g`, its frames copied side by side into the channels
     /// of `staging` group by group (the time folded).
     Folded {
         source: u64,
         g: ChannelsLast,
-        staging: CudaSlice<u16>,
+        staging: DeviceBlock<u16>,
     },
 }
 
@@ -150,12 +150,12 @@ impl CudaBackend {
             Some((source, g)) if s.folds_channels_last_by_copies() => ConvInput::Folded {
                 source,
                 g,
-                staging: unsafe { self.gpu.stream.alloc::<u16>(s.input_elems(s.group)) }?,
+                staging: unsafe { self.alloc_block::<u16>(s.input_elems(s.group)) }?,
             },
             // SAFETY: fully written by the staging kernel before cuDNN reads it.
             _ => ConvInput::Staged {
                 source: self.ptr(x)?,
-                staging: unsafe { self.gpu.stream.alloc::<u16>(s.input_elems(s.group)) }?,
+                staging: unsafe { self.alloc_block::<u16>(s.input_elems(s.group)) }?,
             },
         };
         let bias = self.opt_ptr(b)?;
@@ -183,7 +183,7 @@ impl CudaBackend {
         };
         // SAFETY: fully written by cuDNN before the unstaging kernel reads it.
         let ys = match out.channels_last() {
-            None => Some(unsafe { self.gpu.stream.alloc::<u16>(s.output_elems(s.group)) }?),
+            None => Some(unsafe { self.alloc_block::<u16>(s.output_elems(s.group)) }?),
             Some(_) => None,
         };
         // The residual goes into the channels-last epilogue where its layout matches the output.

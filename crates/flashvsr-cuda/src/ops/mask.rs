@@ -46,7 +46,7 @@ pub(crate) enum WorkOrder {
 /// the offsets (rows + 1) into the selected key-block list, the list (room for every block), and
 /// the work order (rows) when one was asked for. Freed in stream order when dropped.
 pub(crate) struct DeviceMaskLists {
-    _list: CudaSlice<i32>,
+    _list: crate::buffer::DeviceBlock<i32>,
     pub offsets: u64,
     pub blocks: u64,
     /// 0 = grid order.
@@ -95,7 +95,7 @@ impl CudaBackend {
         }
         let rows = heads * nq;
         // SAFETY: every element is written by mask_softmax_f64 before anything reads it.
-        let probs = unsafe { self.gpu.stream.alloc::<f64>(len) }?;
+        let probs = unsafe { self.alloc_block::<f64>(len) }?;
         let probs_ptr = scratch_ptr(&probs);
         let args = KernelArgs::new()
             .push(self.ptr(scores)?)
@@ -149,7 +149,7 @@ impl CudaBackend {
         int("mask list entries", total)?;
         // SAFETY: counts, offsets and the order are written in full below; the kernels read only
         // the block entries that mask_row_blocks wrote (offsets bound them).
-        let list = unsafe { self.gpu.stream.alloc::<i32>(total) }?;
+        let list = unsafe { self.alloc_block::<i32>(total) }?;
         let base = scratch_ptr(&list);
         let counts = base;
         let offsets = counts + 4 * rows as u64;

@@ -84,7 +84,7 @@ impl CudaBackend {
         })?;
         let filter = self.subpixel_filter(w, o, c)?;
         // SAFETY: fully written by cuDNN before the shuffle reads it.
-        let phases = unsafe { self.gpu.stream.alloc::<u16>(group * phases_per_frame) }?;
+        let phases = unsafe { self.alloc_block::<u16>(group * phases_per_frame) }?;
         let phases_ptr = raw_u16(&phases);
         let bias = self.opt_ptr(b)?;
         let out_frame = 4 * g.plane() * o;
@@ -124,7 +124,7 @@ impl CudaBackend {
         }
         let elems = 16 * o * c;
         // SAFETY: every element is written by the kernel below.
-        let f = unsafe { self.gpu.stream.alloc::<u16>(elems) }?;
+        let f = unsafe { self.alloc_kept::<u16>(elems) }?;
         let args = KernelArgs::new()
             .push(self.ptr(w)?)
             .push(raw_u16(&f))

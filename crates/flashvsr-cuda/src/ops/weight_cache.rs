@@ -67,6 +67,18 @@ impl<V> WeightCache<V> {
         Ok(&self.entries.last().expect("pushed above").value)
     }
 
+    /// Moves the entry of `owner` viewed as `dims` to `new_owner` (a stand-in that outlives
+    /// `owner`); whether there was one.
+    pub fn rekey(&mut self, owner: &BufferRef, dims: &[usize], new_owner: &BufferRef) -> bool {
+        match self.position(owner, dims) {
+            Some(i) => {
+                self.entries[i].owner = Arc::downgrade(new_owner);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// Bytes of the converted weights held.
     pub fn bytes(&self) -> usize {
         self.bytes
@@ -120,6 +132,28 @@ mod tests {
         // Only fits once the dead entry's 60 bytes are given back.
         assert_eq!(cache.insert(&b, &[4], 60, 2).ok(), Some(&2));
         assert_eq!(cache.len(), 1);
+    }
+
+    #[test]
+    fn a_rekeyed_entry_follows_the_new_owner_and_outlives_the_old_one() {
+        let mut cache = WeightCache::new(100);
+        let (source, stand_in) = (buffer(), buffer());
+        cache
+            .insert(&source, &[2, 2], 10, "converted")
+            .ok()
+            .unwrap();
+        assert!(
+            !cache.rekey(&source, &[4], &stand_in),
+            "no entry for that view"
+        );
+        assert!(cache.rekey(&source, &[2, 2], &stand_in));
+        assert_eq!(cache.get(&source, &[2, 2]), None);
+        drop(source);
+        assert_eq!(cache.get(&stand_in, &[2, 2]), Some(&"converted"));
+        // Still counted, and kept across an insert (its owner lives).
+        cache.insert(&buffer(), &[1], 90, "other").ok().unwrap();
+        assert_eq!(cache.get(&stand_in, &[2, 2]), Some(&"converted"));
+        assert_eq!(cache.bytes(), 100);
     }
 
     #[test]

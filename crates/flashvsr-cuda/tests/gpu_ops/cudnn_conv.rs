@@ -238,6 +238,7 @@ pub fn run(s: &mut Suite, fast: &FastBackends, parity: &Arc<CudaBackend>) {
     if s.skip("cudnn") {
         return;
     }
+    conv_weight_stand_in(s, fast);
     let on = cudnn_expected(s, fast) as u64;
     for c in &CASES {
         let scale = 1.0 / ((c.w[1] * c.w[2] * c.w[3] * c.w[4]) as f32).sqrt();
@@ -457,5 +458,55 @@ fn bench(s: &mut Suite, fast: &FastBackends) {
             row += &format!("  {label} {ms:.3} ms ({:.0} TFLOP/s)", flop / ms / 1e9);
         }
         println!("{row}");
+    }
+}
+
+/// A conv weight given up for its converted copy (the LQ projector's, shaped alike): the stand-in
+/// convolves to the same bits once the source is dropped, and every other op refuses it.
+fn conv_weight_stand_in(s: &mut Suite, fast: &FastBackends) {
+    let name = "cudnn conv3d weight stand-in: same bits, other ops refused";
+    let options = CudaOptions {
+        conv_weight_stand_in: true,
+        ..fast.folded.options().clone()
+    };
+    let with_stand_in = match CudaBackend::create(fast.folded.ordinal(), options) {
+        Ok(b) => b,
+        Err(e) => return s.fail(name, format!("backend: {e}")),
+    };
+    let backend: BackendRef = with_stand_in.clone();
+    let (x, w) = (
+        s.normal_input(&[32, 6, 12, 10], 1.0),
+        s.normal_input(&[16, 32, 4, 3, 3], 0.05),
+    );
+    let run = || -> flashvsr_tensor::Result<Result<(), String>> {
+        let x = Tensor::from_slice(&backend, &x.0, &x.1)?;
+        let w = Tensor::from_slice(&backend, &w.0, &w.1)?.compact()?;
+        let conv = |w: &Tensor| x.conv3d(w, None, 2, 1, PadMode::Replicate);
+        let first = conv(&w)?.to_vec()?;
+        let Some(stand_in) = w.conv_weight_stand_in()? else {
+            return Ok(if with_stand_in.uses_cudnn() {
+                Err("no stand-in although cuDNN converted the weight".into())
+            } else {
+                Ok(())
+            });
+        };
+        drop(w);
+        let again = conv(&stand_in)?.to_vec()?;
+        if first
+            .iter()
+            .map(|v| v.to_bits())
+            .ne(again.iter().map(|v| v.to_bits()))
+        {
+            return Ok(Err("the stand-in convolves to other values".into()));
+        }
+        if stand_in.to_vec().is_ok() || stand_in.relu().is_ok() {
+            return Ok(Err("an op other than the conv read the stand-in".into()));
+        }
+        Ok(Ok(()))
+    };
+    match run() {
+        Ok(Ok(())) => println!("ok    {name}"),
+        Ok(Err(msg)) => s.fail(name, msg),
+        Err(e) => s.fail(name, e.to_string()),
     }
 }
