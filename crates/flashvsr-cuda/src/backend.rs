@@ -167,13 +167,14 @@ pub struct CudaOptions {
     /// Short-lived allocations of at least this many bytes come from the paged allocator
     /// (paged.rs: physical pages remapped between blocks, so that freed memory never sits in
     /// holes); None: everything from the driver's stream-ordered pool. Not under a memory cap,
-    /// whose pool holds everything. Off by default until measured beyond config A sage
-    /// (PERF_NOTES.md): `FLASHVSR_CUDA_PAGED=1` turns it on for blocks of 4 MiB and more,
-    /// `FLASHVSR_CUDA_PAGED_MIN_MIB=N` for blocks of N MiB and more.
+    /// whose pool holds everything. On by default for blocks of 4 MiB and more: config A's peak
+    /// 13.1 → 11.4 GiB (NVML) with the stand-ins below, same fps (BENCHMARKS.md, session 8);
+    /// `FLASHVSR_CUDA_PAGED=0` turns it off, `FLASHVSR_CUDA_PAGED_MIN_MIB=N` pages blocks of N MiB
+    /// and more.
     pub paged_min_bytes: Option<usize>,
     /// In the fast mode, `Tensor::conv_weight_stand_in` gives a stand-in for a conv weight whose
-    /// cuDNN copy is cached, so that the LQ projector frees its 0.57 GiB of source weights. Off
-    /// by default until measured on the GPU (`FLASHVSR_CUDA_CONV_STAND_IN=1` turns it on).
+    /// cuDNN copy is cached, so that the LQ projector frees its 0.57 GiB of source weights. On
+    /// by default; `FLASHVSR_CUDA_CONV_STAND_IN=0` keeps the source weights.
     pub conv_weight_stand_in: bool,
 }
 
@@ -212,12 +213,11 @@ impl CudaOptions {
                 .and_then(|v| v.parse::<usize>().ok())
             {
                 Some(mib) => Some(mib << 20),
-                None => std::env::var("FLASHVSR_CUDA_PAGED")
-                    .is_ok_and(|v| v == "1")
+                None => (!std::env::var("FLASHVSR_CUDA_PAGED").is_ok_and(|v| v == "0"))
                     .then_some(PAGED_MIN_BYTES),
             },
-            conv_weight_stand_in: std::env::var("FLASHVSR_CUDA_CONV_STAND_IN")
-                .is_ok_and(|v| v == "1"),
+            conv_weight_stand_in: !std::env::var("FLASHVSR_CUDA_CONV_STAND_IN")
+                .is_ok_and(|v| v == "0"),
             ..Self::default()
         }
     }
@@ -264,8 +264,8 @@ impl Default for CudaOptions {
             conv_subpixel_upsample: true,
             conv_direct_three: false,
             gemm_tune: false,
-            paged_min_bytes: None,
-            conv_weight_stand_in: false,
+            paged_min_bytes: Some(PAGED_MIN_BYTES),
+            conv_weight_stand_in: true,
         }
     }
 }
@@ -448,12 +448,22 @@ impl CudaBackend {
                         .ok()
                         .and_then(|v| v.parse::<u64>().ok())
                         .unwrap_or(PAGED_SLACK_MIB);
-                    Some(Arc::new(crate::paged::PagedAllocator::new(
+                    // A device or driver without the virtual memory API keeps the pool.
+                    match crate::paged::PagedAllocator::new(
                         &gpu.stream,
                         min_bytes,
                         total as u64,
                         slack_mib << 20,
-                    )?))
+                    ) {
+                        Ok(paged) => Some(Arc::new(paged)),
+                        Err(e) => {
+                            eprintln!(
+                                "flashvsr: cuda:{ordinal}: no paged allocator ({e}); large \
+                                 blocks come from the driver's pool"
+                            );
+                            None
+                        }
+                    }
                 }
                 _ => None,
             };
@@ -764,7 +774,16 @@ impl CudaBackend {
         let len = len.max(1);
         let bytes = len * std::mem::size_of::<T>();
         if let Some(paged) = self.paged.as_ref().filter(|p| bytes >= p.min_bytes) {
-            let ptr = paged.alloc(bytes as u64)?;
+            let ptr = match paged.alloc(bytes as u64) {
+                Ok(ptr) => ptr,
+                // The driver's pool may hold the memory this block needs: hand its free
+                // memory back, then try once more.
+                Err(e) if e.is_out_of_memory() => {
+                    self.release_free_memory()?;
+                    paged.alloc(bytes as u64)?
+                }
+                Err(e) => return Err(e),
+            };
             // SAFETY: a live block of at least `bytes`; its drop hands it back to `paged`.
             let slice = unsafe { self.gpu.stream.upgrade_device_ptr::<T>(ptr, len) };
             return Ok(DeviceBlock::paged(slice, paged.clone()));
@@ -780,14 +799,30 @@ impl CudaBackend {
             Ok(s) => Ok(s),
             // Under a cap, free blocks of the pool may be too fragmented for this request:
             // hand them back to the driver and try once more.
-            Err(e) if self.pool.is_some() && CudaError::from(e).is_out_of_memory() => {
-                self.gpu.stream.synchronize()?;
-                if let Some(pool) = &self.pool {
-                    pool.trim()?;
-                }
+            // Under a cap, free blocks of the pool may be too fragmented for this request; the
+            // paged allocator's cached pages may hold the memory: hand both back to the driver
+            // and try once more.
+            Err(e)
+                if (self.pool.is_some() || self.paged.is_some())
+                    && CudaError::from(e).is_out_of_memory() =>
+            {
+                self.release_free_memory()?;
                 Ok(unsafe { self.gpu.stream.alloc::<T>(len) }?)
             }
             Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits for the stream, then returns the paged allocator's cached pages and the pool's free
+    /// memory to the driver.
+    fn release_free_memory(&self) -> CudaResult<()> {
+        self.gpu.stream.synchronize()?;
+        if let Some(paged) = &self.paged {
+            paged.trim()?;
+        }
+        match &self.pool {
+            Some(pool) => pool.trim(),
+            None => crate::pool::trim_current_pool(&self.gpu),
         }
     }
 
@@ -960,17 +995,7 @@ impl Backend for CudaBackend {
     }
 
     fn release_cached_memory(&self) -> TResult<()> {
-        catch(|| {
-            self.gpu.stream.synchronize()?;
-            if let Some(paged) = &self.paged {
-                paged.trim()?;
-            }
-            match &self.pool {
-                Some(pool) => pool.trim(),
-                None => crate::pool::trim_current_pool(&self.gpu),
-            }
-        })
-        .map_err(|e| self.err(e))
+        catch(|| self.release_free_memory()).map_err(|e| self.err(e))
     }
 
     fn tensor_memory(&self) -> Option<&MemoryMeter> {
@@ -1151,6 +1176,24 @@ impl Backend for CudaBackend {
         Some(self.finish("copy_from_other", || {
             let src_stream = src.slice().stream();
             let words = src.slice().len();
+            // A block of the paged allocator is mapped for its own device only (no peer access
+            // set on it): copied first, on its device, into the driver's pool that peer copies
+            // read from.
+            let pooled_source = if src.is_paged() {
+                src_stream.context().bind_to_thread()?;
+                // SAFETY: fully written by the copy below, which is waited for before the peer
+                // copy reads it; freed on its stream after this function's synchronize.
+                let mut copy = unsafe { src_stream.alloc::<f32>(words) }?;
+                src_stream.memcpy_dtod(src.slice(), &mut copy)?;
+                src_stream.synchronize()?;
+                Some(copy)
+            } else {
+                None
+            };
+            let source_ptr = match &pooled_source {
+                Some(copy) => crate::buffer::raw_ptr(copy),
+                None => crate::buffer::raw_ptr(src.slice()),
+            };
             // SAFETY: fully written by the copy below.
             let dst = unsafe { self.gpu.stream.alloc::<f32>(words) }?;
             self.gpu.ctx.bind_to_thread()?;
@@ -1161,12 +1204,13 @@ impl Backend for CudaBackend {
                     self.gpu.ctx.cu_ctx(),
                     crate::buffer::raw_ptr(&dst),
                     src_stream.context().cu_ctx(),
-                    crate::buffer::raw_ptr(src.slice()),
+                    source_ptr,
                     words * 4,
                     self.gpu.stream.cu_stream(),
                 )?;
             }
             self.gpu.stream.synchronize()?;
+            drop(pooled_source);
             let copy = CudaBuffer::with_storage(dst, buf_len(src), src.storage());
             let copy = match src.channels_last() {
                 Some(geometry) => copy.into_channels_last(geometry),

@@ -88,6 +88,14 @@ impl<T> DeviceBlock<T> {
     }
 }
 
+impl<T> DeviceBlock<T> {
+    /// Whether the block is mapped by the paged allocator (the virtual memory API) rather than
+    /// taken from the driver's pool.
+    pub(crate) fn is_paged(&self) -> bool {
+        self.home.is_some()
+    }
+}
+
 impl<T> From<CudaSlice<T>> for DeviceBlock<T> {
     fn from(slice: CudaSlice<T>) -> Self {
         DeviceBlock {
@@ -223,6 +231,11 @@ impl CudaBuffer {
 
     pub fn slice(&self) -> &CudaSlice<f32> {
         &self.slice
+    }
+
+    /// Whether the memory is a block of the paged allocator.
+    pub(crate) fn is_paged(&self) -> bool {
+        self.slice.is_paged()
     }
 
     pub fn storage(&self) -> Storage {
