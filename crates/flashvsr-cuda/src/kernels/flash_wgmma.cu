@@ -247,6 +247,32 @@ __device__ __forceinline__ void fw_consumer_sync() {
 #endif
 
 #if FW_ENABLED
+// The query block's rows as bf16 in shared memory (swizzled halves of 64 columns), by the
+// consumer threads; rows at or past lq are zeros.
+template <int CONSUMERS>
+__device__ __forceinline__ void fw_stage_q(const float* __restrict__ q, u32 sq, int tid,
+                                           int cta_row0, int lq, int dim, u64 hoff) {
+#pragma unroll 4
+    for (int i = 0; i < FW_QBLOCK * 16 / CONSUMERS; ++i) {
+        const int c = tid + i * CONSUMERS;
+        const int row = c >> 4, chunk = c & 15;
+        const int qrow = cta_row0 + row;
+        u32 packed[4] = {0u, 0u, 0u, 0u};
+        if (qrow < lq) {
+            const float2* src = (const float2*)(q + (u64)qrow * dim + hoff + chunk * 8);
+#pragma unroll
+            for (int h = 0; h < 4; ++h) {
+                const float2 a = src[h];
+                packed[h] = fa_pack_bf16(a.x, a.y);
+            }
+        }
+        asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(
+                         sq + fw_swz(row, chunk, FW_Q_HALF_BYTES)),
+                     "r"(packed[0]), "r"(packed[1]), "r"(packed[2]), "r"(packed[3])
+                     : "memory");
+    }
+}
+
 // The epilogue of both bodies: this thread's rows r0 and r0 + 8 of O (acc / the row sum, exact
 // zeros where the row sum is 0: no key at all), and their bf16 copy when o_bf16 is set.
 __device__ __forceinline__ void fw_store_output(const float (&acc)[16][4], const float (&l)[2],
@@ -410,25 +436,7 @@ __device__ __forceinline__ void flash_wgmma_body(
     const bool tails = blocks ? lk % key_block != 0 : lk % FW_KT != 0;
 
     if (n_tiles > 0) {
-#pragma unroll 4
-        for (int i = 0; i < FW_QBLOCK * 16 / CONSUMERS; ++i) {
-            const int c = tid + i * CONSUMERS;
-            const int row = c >> 4, chunk = c & 15;
-            const int qrow = cta_row0 + row;
-            u32 packed[4] = {0u, 0u, 0u, 0u};
-            if (qrow < lq) {
-                const float2* src = (const float2*)(q + (u64)qrow * dim + hoff + chunk * 8);
-#pragma unroll
-                for (int h = 0; h < 4; ++h) {
-                    const float2 a = src[h];
-                    packed[h] = fa_pack_bf16(a.x, a.y);
-                }
-            }
-            asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(
-                             sq + fw_swz(row, chunk, FW_Q_HALF_BYTES)),
-                         "r"(packed[0]), "r"(packed[1]), "r"(packed[2]), "r"(packed[3])
-                         : "memory");
-        }
+        fw_stage_q<CONSUMERS>(q, sq, tid, cta_row0, lq, dim, hoff);
         fw_fence_proxy();
         fw_consumer_sync();
 
@@ -701,25 +709,7 @@ __device__ __forceinline__ void flash_wgmma_k128_body(
     const bool tails = blocks ? lk % key_block != 0 : lk % FW_KT != 0;
 
     if (n_tiles > 0) {
-#pragma unroll 4
-        for (int i = 0; i < FW_QBLOCK * 16 / CONSUMERS; ++i) {
-            const int c = tid + i * CONSUMERS;
-            const int row = c >> 4, chunk = c & 15;
-            const int qrow = cta_row0 + row;
-            u32 packed[4] = {0u, 0u, 0u, 0u};
-            if (qrow < lq) {
-                const float2* src = (const float2*)(q + (u64)qrow * dim + hoff + chunk * 8);
-#pragma unroll
-                for (int h = 0; h < 4; ++h) {
-                    const float2 a = src[h];
-                    packed[h] = fa_pack_bf16(a.x, a.y);
-                }
-            }
-            asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(
-                             sq + fw_swz(row, chunk, FW_Q_HALF_BYTES)),
-                         "r"(packed[0]), "r"(packed[1]), "r"(packed[2]), "r"(packed[3])
-                         : "memory");
-        }
+        fw_stage_q<CONSUMERS>(q, sq, tid, cta_row0, lq, dim, hoff);
         fw_fence_proxy();
         fw_consumer_sync();
 

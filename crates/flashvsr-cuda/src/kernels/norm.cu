@@ -37,35 +37,14 @@ extern "C" __global__ void layer_norm_f32(const float* __restrict__ x, float* __
     }
 }
 
-// layer_norm_f32 for rows of 4·k values (k ≤ 1024), one float4 per thread: the row is read from
-// global memory once and kept in registers, and the stores are 16 (f32) or 8 (bf16) bytes wide.
-// The same per-element arithmetic; only the order the double sums add up in differs.
-extern "C" __global__ void layer_norm_vec4_f32(const float* __restrict__ x, float* __restrict__ y,
-                                               int dim, float eps,
-                                               const float* __restrict__ weight,
-                                               const float* __restrict__ bias,
-                                               const float* __restrict__ shift,
-                                               const float* __restrict__ scale,
-                                               u16* __restrict__ y_bf16) {
-    __shared__ double scratch[32];
-    const int t = threadIdx.x;
-    const bool active = t < (dim >> 2);
-    const u64 first = (u64)blockIdx.x * dim;
-    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
-    if (active) v = reinterpret_cast<const float4*>(x + first)[t];
-    const double s = active ? ((double)v.x + (double)v.y) + ((double)v.z + (double)v.w) : 0.0;
-    const double mean = block_sum_d(s, scratch) / dim;
-    double q = 0.0;
-    if (active) {
-        const double a = (double)v.x - mean, b = (double)v.y - mean;
-        const double c = (double)v.z - mean, d = (double)v.w - mean;
-        q = (a * a + b * b) + (c * c + d * d);
-    }
-    const double var = block_sum_d(q, scratch) / dim;
-    const double inv = 1.0 / sqrt(var + (double)eps);
-    if (!active) return;
-    float o[4] = {(float)(((double)v.x - mean) * inv), (float)(((double)v.y - mean) * inv),
-                  (float)(((double)v.z - mean) * inv), (float)(((double)v.w - mean) * inv)};
+// The affine step of the layer norms and their stores: four normalised values `o` of element
+// group t of the row at `first` (modulated by scale/shift, else times weight plus bias).
+__device__ __forceinline__ void ln_finish4(float (&o)[4], int t, u64 first,
+                                           const float* __restrict__ weight,
+                                           const float* __restrict__ bias,
+                                           const float* __restrict__ shift,
+                                           const float* __restrict__ scale, float* __restrict__ y,
+                                           u16* __restrict__ y_bf16) {
     if (scale) {
         const float4 sc = reinterpret_cast<const float4*>(scale)[t];
         const float4 sh = reinterpret_cast<const float4*>(shift)[t];
@@ -96,6 +75,38 @@ extern "C" __global__ void layer_norm_vec4_f32(const float* __restrict__ x, floa
         const unsigned int hi = bf16_bits(o[2]) | ((unsigned int)bf16_bits(o[3]) << 16);
         reinterpret_cast<uint2*>(y_bf16 + first)[t] = make_uint2(lo, hi);
     }
+}
+
+// layer_norm_f32 for rows of 4·k values (k ≤ 1024), one float4 per thread: the row is read from
+// global memory once and kept in registers, and the stores are 16 (f32) or 8 (bf16) bytes wide.
+// The same per-element arithmetic; only the order the double sums add up in differs.
+extern "C" __global__ void layer_norm_vec4_f32(const float* __restrict__ x, float* __restrict__ y,
+                                               int dim, float eps,
+                                               const float* __restrict__ weight,
+                                               const float* __restrict__ bias,
+                                               const float* __restrict__ shift,
+                                               const float* __restrict__ scale,
+                                               u16* __restrict__ y_bf16) {
+    __shared__ double scratch[32];
+    const int t = threadIdx.x;
+    const bool active = t < (dim >> 2);
+    const u64 first = (u64)blockIdx.x * dim;
+    float4 v = make_float4(0.0f, 0.0f, 0.0f, 0.0f);
+    if (active) v = reinterpret_cast<const float4*>(x + first)[t];
+    const double s = active ? ((double)v.x + (double)v.y) + ((double)v.z + (double)v.w) : 0.0;
+    const double mean = block_sum_d(s, scratch) / dim;
+    double q = 0.0;
+    if (active) {
+        const double a = (double)v.x - mean, b = (double)v.y - mean;
+        const double c = (double)v.z - mean, d = (double)v.w - mean;
+        q = (a * a + b * b) + (c * c + d * d);
+    }
+    const double var = block_sum_d(q, scratch) / dim;
+    const double inv = 1.0 / sqrt(var + (double)eps);
+    if (!active) return;
+    float o[4] = {(float)(((double)v.x - mean) * inv), (float)(((double)v.y - mean) * inv),
+                  (float)(((double)v.z - mean) * inv), (float)(((double)v.w - mean) * inv)};
+    ln_finish4(o, t, first, weight, bias, shift, scale, y, y_bf16);
 }
 
 // layer_norm_f32 for rows of 128·k values (k ≤ LN_WARP_MAX), one warp per row: each lane keeps k
@@ -145,36 +156,7 @@ extern "C" __global__ void layer_norm_warp_f32(const float* __restrict__ x, floa
         const int t = j * 32 + lane;
         float o[4] = {(float)(((double)v[j].x - mean) * inv), (float)(((double)v[j].y - mean) * inv),
                       (float)(((double)v[j].z - mean) * inv), (float)(((double)v[j].w - mean) * inv)};
-        if (scale) {
-            const float4 sc = reinterpret_cast<const float4*>(scale)[t];
-            const float4 sh = reinterpret_cast<const float4*>(shift)[t];
-            o[0] = o[0] * (1.0f + sc.x) + sh.x;
-            o[1] = o[1] * (1.0f + sc.y) + sh.y;
-            o[2] = o[2] * (1.0f + sc.z) + sh.z;
-            o[3] = o[3] * (1.0f + sc.w) + sh.w;
-        } else {
-            if (weight) {
-                const float4 w = reinterpret_cast<const float4*>(weight)[t];
-                o[0] = o[0] * w.x;
-                o[1] = o[1] * w.y;
-                o[2] = o[2] * w.z;
-                o[3] = o[3] * w.w;
-            }
-            if (bias) {
-                const float4 b = reinterpret_cast<const float4*>(bias)[t];
-                o[0] = o[0] + b.x;
-                o[1] = o[1] + b.y;
-                o[2] = o[2] + b.z;
-                o[3] = o[3] + b.w;
-            }
-        }
-        if (y) reinterpret_cast<float4*>(y + first)[t] = make_float4(o[0], o[1], o[2], o[3]);
-        if (y_bf16) {
-            // Little-endian: element 4t in the lowest half of the first word.
-            const unsigned int lo = bf16_bits(o[0]) | ((unsigned int)bf16_bits(o[1]) << 16);
-            const unsigned int hi = bf16_bits(o[2]) | ((unsigned int)bf16_bits(o[3]) << 16);
-            reinterpret_cast<uint2*>(y_bf16 + first)[t] = make_uint2(lo, hi);
-        }
+        ln_finish4(o, t, first, weight, bias, shift, scale, y, y_bf16);
     }
 }
 
