@@ -247,6 +247,26 @@ __device__ __forceinline__ void fw_consumer_sync() {
 #endif
 
 #if FW_ENABLED
+// The CTA's shared tables, by one thread: each K/V segment's address for this head and its first
+// key (past the last segment: none), and the stages' barriers (a full one takes `full_arrivals`).
+template <int STAGES, int CONSUMERS>
+__device__ __forceinline__ void fw_init_cta(const FaSegments& kv, u64 head_bytes, u64* seg_k,
+                                            u64* seg_v, int* seg_first, u32 full0, u32 empty0,
+                                            u32 full_arrivals) {
+#pragma unroll
+    for (int s = 0; s < FA_MAX_SEGMENTS; ++s) {
+        seg_k[s] = kv.k[s] + head_bytes;
+        seg_v[s] = kv.v[s] + head_bytes;
+        seg_first[s] = s < kv.count ? kv.first_key[s] : 0x7fffffff;
+    }
+    seg_first[FA_MAX_SEGMENTS] = 0x7fffffff;
+#pragma unroll
+    for (int s = 0; s < STAGES; ++s) {
+        fw_mbar_init(full0 + 8 * s, full_arrivals);
+        fw_mbar_init(empty0 + 8 * s, CONSUMERS);
+    }
+}
+
 // The query block's rows as bf16 in shared memory (swizzled halves of 64 columns), by the
 // consumer threads; rows at or past lq are zeros.
 template <int CONSUMERS>
@@ -366,19 +386,10 @@ __device__ __forceinline__ void flash_wgmma_body(
     __shared__ __align__(8) u64 full_bar[STAGES], empty_bar[STAGES];
     const u32 full0 = (u32)__cvta_generic_to_shared(full_bar);
     const u32 empty0 = (u32)__cvta_generic_to_shared(empty_bar);
+    // A full barrier counts the arrivals of one producer warp's 32 lanes.
     if (tid == 0) {
-#pragma unroll
-        for (int s = 0; s < FA_MAX_SEGMENTS; ++s) {
-            seg_k[s] = kv.k[s] + head_bytes;
-            seg_v[s] = kv.v[s] + head_bytes;
-            seg_first[s] = s < kv.count ? kv.first_key[s] : 0x7fffffff;
-        }
-        seg_first[FA_MAX_SEGMENTS] = 0x7fffffff;
-#pragma unroll
-        for (int s = 0; s < STAGES; ++s) {
-            fw_mbar_init(full0 + 8 * s, 32);
-            fw_mbar_init(empty0 + 8 * s, CONSUMERS);
-        }
+        fw_init_cta<STAGES, CONSUMERS>(kv, head_bytes, seg_k, seg_v, seg_first, full0, empty0,
+                                       32);
     }
     // The last barrier of the whole CTA: from here on the producer and the consumers part.
     __syncthreads();
@@ -628,20 +639,10 @@ __device__ __forceinline__ void flash_wgmma_k128_body(
     __shared__ __align__(8) u64 full_bar[STAGES], empty_bar[STAGES];
     const u32 full0 = (u32)__cvta_generic_to_shared(full_bar);
     const u32 empty0 = (u32)__cvta_generic_to_shared(empty_bar);
+    // Both units' producer warps (32 lanes each) fill a stage.
     if (tid == 0) {
-#pragma unroll
-        for (int s = 0; s < FA_MAX_SEGMENTS; ++s) {
-            seg_k[s] = kv.k[s] + head_bytes;
-            seg_v[s] = kv.v[s] + head_bytes;
-            seg_first[s] = s < kv.count ? kv.first_key[s] : 0x7fffffff;
-        }
-        seg_first[FA_MAX_SEGMENTS] = 0x7fffffff;
-#pragma unroll
-        for (int s = 0; s < STAGES; ++s) {
-            // Both units' producer warps (32 lanes each) fill a stage.
-            fw_mbar_init(full0 + 8 * s, 64);
-            fw_mbar_init(empty0 + 8 * s, CONSUMERS);
-        }
+        fw_init_cta<STAGES, CONSUMERS>(kv, head_bytes, seg_k, seg_v, seg_first, full0, empty0,
+                                       64);
     }
     __syncthreads();
 
