@@ -587,13 +587,7 @@ impl Tensor {
         mode: PadMode,
         residual: &Tensor,
     ) -> Result<Tensor> {
-        let shape = self.conv3d_shape(w, b, stride_t, pad)?;
-        if residual.shape() != shape {
-            return shape_err(
-                "conv3d_add",
-                format!("output {shape:?}, residual {:?}", residual.shape),
-            );
-        }
+        let shape = self.conv3d_residual_shape("conv3d_add", w, b, (stride_t, pad), residual)?;
         let buffer = self
             .backend
             .conv3d_add(self, w, b, stride_t, pad, mode, residual)?;
@@ -612,17 +606,31 @@ impl Tensor {
         mode: PadMode,
         residual: &Tensor,
     ) -> Result<Tensor> {
-        let shape = self.conv3d_shape(w, b, stride_t, pad)?;
-        if residual.shape() != shape {
-            return shape_err(
-                "conv3d_add_relu",
-                format!("output {shape:?}, residual {:?}", residual.shape),
-            );
-        }
+        let shape =
+            self.conv3d_residual_shape("conv3d_add_relu", w, b, (stride_t, pad), residual)?;
         let buffer = self
             .backend
             .conv3d_add_relu(self, w, b, stride_t, pad, mode, residual)?;
         self.wrap(buffer, &shape)
+    }
+
+    /// The output shape of a conv whose epilogue adds `residual`, which must have that shape.
+    fn conv3d_residual_shape(
+        &self,
+        op: &'static str,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        (stride_t, pad): (usize, usize),
+        residual: &Tensor,
+    ) -> Result<[usize; 4]> {
+        let shape = self.conv3d_shape(w, b, stride_t, pad)?;
+        if residual.shape() != shape {
+            return shape_err(
+                op,
+                format!("output {shape:?}, residual {:?}", residual.shape),
+            );
+        }
+        Ok(shape)
     }
 
     fn conv3d_shape(
