@@ -72,11 +72,10 @@ enum Layer {
     /// Nearest 2× upsampling then a 3×3 conv (with a ReLU after it when the flag is set), in
     /// one op.
     UpsampleConv(Conv, bool),
-    /// 1×1 conv producing `stride` frames per input frame; `parts[j]` makes sub-frame j alone.
+    /// Temporal growth: a 1×1 conv making `parts.len()` frames of each input frame, split by
+    /// output frame (`parts[j]` makes sub-frame j), as frames are decoded one at a time.
     Grow {
-        conv: Conv,
         parts: Vec<Conv>,
-        stride: usize,
     },
 }
 
@@ -183,11 +182,7 @@ impl TcDecoder {
                     })
                 })
                 .collect::<Result<Vec<_>>>()?;
-            Ok(Layer::Grow {
-                conv,
-                parts,
-                stride,
-            })
+            Ok(Layer::Grow { parts })
         };
         let layers = vec![
             Layer::Conv(conv(
@@ -238,10 +233,7 @@ impl TcDecoder {
                 Layer::Conv(c) | Layer::ConvRelu(c) | Layer::UpsampleConv(c, _) => {
                     c.weight.elem_count()
                 }
-                Layer::Grow { conv, parts, .. } => {
-                    conv.weight.elem_count()
-                        + parts.iter().map(|p| p.weight.elem_count()).sum::<usize>()
-                }
+                Layer::Grow { parts } => parts.iter().map(|p| p.weight.elem_count()).sum(),
                 Layer::Mem(b, _) => b.convs.iter().map(|c| c.weight.elem_count()).sum(),
                 Layer::Relu | Layer::Upsample => 0,
             }
@@ -260,10 +252,10 @@ impl TcDecoder {
     /// (k ≤ 4t; the clip is front-padded with copies of its first frame to 4t). Returns frames in
     /// `[-1, 1]` nominal range, `(3, n, H, W)`, n = 4t, or 4t − 3 on the first call.
     ///
-    /// One latent frame at a time, and the layers after the last MemBlock (upsampling, temporal
-    /// growth, the full-resolution convolutions) one frame at a time: the same values as one pass
-    /// over the chunk (every layer is per frame or looks only at the previous frame), with device
-    /// memory for a frame's full-resolution maps instead of the chunk's.
+    /// One latent frame at a time, and within it one frame at a time through every layer (depth
+    /// first through each temporal growth): the same values as one pass over the chunk (every
+    /// layer is per frame or looks only at the previous frame of its own input), with device
+    /// memory for one frame's maps at each resolution instead of the chunk's.
     pub fn decode(
         &self,
         latents: &Tensor,
@@ -301,22 +293,19 @@ impl TcDecoder {
             .reshape(&[3, 1, TIME_UPSCALE, hl, SPACE_UPSCALE, wl, SPACE_UPSCALE])?
             .permute(&[0, 2, 4, 6, 1, 3, 5])?
             .reshape(&[COND_CHANNELS, 1, hl, wl])?;
-        let mut x = Tensor::cat(&[&packed, latent], 0)?
+        let x = Tensor::cat(&[&packed, latent], 0)?
             .affine(1.0 / 3.0, 0.0)?
             .tanh()?
             .affine(3.0, 0.0)?;
-        let tail = self.tail_start();
-        for layer in &self.layers[..tail] {
-            x = self.apply(layer, &x, memory)?;
-        }
-        let mut frames = Vec::with_capacity(TIME_UPSCALE);
-        for f in 0..x.dim(1) {
-            let frame = x.narrow(1, f, 1)?;
-            self.run_frame(&self.layers[tail..], frame, memory, &mut frames)?;
-        }
-        let first = if memory.started { 0 } else { FIRST_CALL_TRIM };
+        let mut sink = FrameSink {
+            frames: Vec::with_capacity(TIME_UPSCALE),
+            made: 0,
+            dropped: if memory.started { 0 } else { FIRST_CALL_TRIM },
+        };
+        self.run_frame(0, x, memory, &mut sink)?;
         memory.started = true;
-        let kept: Vec<Tensor> = frames[first.min(frames.len())..]
+        let kept: Vec<Tensor> = sink
+            .frames
             .iter()
             .map(|f| f.affine(2.0, -1.0))
             .collect::<std::result::Result<_, _>>()?;
@@ -324,29 +313,41 @@ impl TcDecoder {
         Ok(Tensor::cat(&refs, 1)?)
     }
 
-    /// Runs one frame through `layers` (none of them a MemBlock), a temporal growth one
-    /// sub-frame at a time, so that a single frame's maps are alive at once; pushes the outputs.
+    /// Runs one frame `x` through `self.layers[from..]`, a temporal growth one sub-frame at a
+    /// time, so that one frame's maps are alive at once at each resolution; MemBlocks see their
+    /// frames in order. Frames the sink drops skip the layers after the last MemBlock, which
+    /// keep no memory.
     fn run_frame(
         &self,
-        layers: &[Layer],
+        from: usize,
         x: Tensor,
         memory: &mut DecoderMemory,
-        out: &mut Vec<Tensor>,
+        sink: &mut FrameSink,
     ) -> Result<()> {
-        let Some((layer, rest)) = layers.split_first() else {
-            out.push(x);
+        if from >= self.tail_start() {
+            let outputs = self.outputs_per_frame(from);
+            if sink.made + outputs <= sink.dropped {
+                sink.made += outputs;
+                return Ok(());
+            }
+        }
+        let Some(layer) = self.layers.get(from) else {
+            sink.made += 1;
+            if sink.made > sink.dropped {
+                sink.frames.push(x);
+            }
             return Ok(());
         };
-        if let Layer::Grow { parts, .. } = layer {
+        if let Layer::Grow { parts } = layer {
             for part in parts {
                 let y = part.forward(&x)?;
-                self.run_frame(rest, y, memory, out)?;
+                self.run_frame(from + 1, y, memory, sink)?;
             }
             return Ok(());
         }
         let y = self.apply(layer, &x, memory)?;
         drop(x);
-        self.run_frame(rest, y, memory, out)
+        self.run_frame(from + 1, y, memory, sink)
     }
 
     /// The first layer after the last MemBlock: from there on every layer maps each frame on its
@@ -358,6 +359,18 @@ impl TcDecoder {
             .map_or(0, |i| i + 1)
     }
 
+    /// Output frames that one frame entering `self.layers[from]` becomes.
+    fn outputs_per_frame(&self, from: usize) -> usize {
+        self.layers[from..]
+            .iter()
+            .map(|l| match l {
+                Layer::Grow { parts } => parts.len(),
+                _ => 1,
+            })
+            .product()
+    }
+
+    /// One layer over a frame sequence ([`Self::run_frame`] splits a growth by sub-frame itself).
     fn apply(&self, layer: &Layer, x: &Tensor, memory: &mut DecoderMemory) -> Result<Tensor> {
         Ok(match layer {
             Layer::Conv(c) => c.forward(x)?,
@@ -365,10 +378,29 @@ impl TcDecoder {
             Layer::Relu => x.relu()?,
             Layer::Upsample => x.upsample_nearest2x()?,
             Layer::UpsampleConv(c, relu) => c.upsample_forward(x, *relu)?,
-            Layer::Grow { conv, stride, .. } => grow(&conv.forward(x)?, *stride)?,
+            Layer::Grow { parts } => {
+                let mut frames = Vec::with_capacity(x.dim(1) * parts.len());
+                for t in 0..x.dim(1) {
+                    let frame = x.narrow(1, t, 1)?;
+                    for part in parts {
+                        frames.push(part.forward(&frame)?);
+                    }
+                }
+                let refs: Vec<&Tensor> = frames.iter().collect();
+                Tensor::cat(&refs, 1)?
+            }
             Layer::Mem(block, slot) => mem_block(block, x, &mut memory.frames[*slot])?,
         })
     }
+}
+
+/// The decoded frames of one latent frame, less those dropped at the start of the stream.
+struct FrameSink {
+    frames: Vec<Tensor>,
+    /// Frames made so far (dropped or kept).
+    made: usize,
+    /// Frames to drop before keeping any.
+    dropped: usize,
 }
 
 /// Every convolution directly followed by a ReLU becomes one fused layer.
@@ -396,8 +428,8 @@ fn upsample_into_convs(layers: Vec<Layer>) -> Vec<Layer> {
         let n = out.len();
         let follows_upsampled_growth = n >= 2
             && matches!(out[n - 2], Layer::Upsample)
-            && matches!(&out[n - 1], Layer::Grow { conv, .. } if conv.bias.is_none()
-                && conv.weight.shape()[2..] == [1, 1, 1]);
+            && matches!(&out[n - 1], Layer::Grow { parts } if parts.iter().all(|c|
+                c.bias.is_none() && c.weight.shape()[2..] == [1, 1, 1]));
         let fused = match layer {
             Layer::Conv(c) if follows_upsampled_growth && c.is_frame_3x3() => {
                 Layer::UpsampleConv(c, false)
@@ -416,17 +448,6 @@ fn upsample_into_convs(layers: Vec<Layer>) -> Vec<Layer> {
         out.push(fused);
     }
     out
-}
-
-/// `(s·C, T, H, W)` → `(C, s·T, H, W)`: channel block j becomes sub-frame j.
-fn grow(y: &Tensor, stride: usize) -> Result<Tensor> {
-    if stride == 1 {
-        return Ok(y.clone());
-    }
-    let (c, t, h, w) = (y.dim(0) / stride, y.dim(1), y.dim(2), y.dim(3));
-    Ok(y.reshape(&[stride, c, t, h, w])?
-        .permute(&[1, 2, 0, 3, 4])?
-        .reshape(&[c, stride * t, h, w])?)
 }
 
 fn mem_block(block: &MemBlock, x: &Tensor, last: &mut Option<Tensor>) -> Result<Tensor> {
@@ -473,9 +494,7 @@ mod tests {
 
     fn growth(bias: bool) -> Layer {
         Layer::Grow {
-            conv: conv(&[8, 4, 1, 1, 1], bias),
-            parts: vec![conv(&[4, 4, 1, 1, 1], false), conv(&[4, 4, 1, 1, 1], false)],
-            stride: 2,
+            parts: vec![conv(&[4, 4, 1, 1, 1], bias), conv(&[4, 4, 1, 1, 1], bias)],
         }
     }
 
