@@ -155,9 +155,10 @@ pub struct CudaOptions {
     /// (ops/upsample_conv.rs); off (`FLASHVSR_CUDA_SUBPIXEL=0`) upsamples, then convolves.
     pub conv_subpixel_upsample: bool,
     /// In the fast mode, a 3×3 conv to 3 channels from a channels-last input (the TCDecoder's
-    /// last conv) runs as a direct kernel (ops/conv_direct.rs; `FLASHVSR_CUDA_DIRECT_CONV3=1`).
-    /// Off by default: as it stands it is slower than cuDNN (0.61 against 0.45 ms a 1408×768
-    /// frame on an H100, PERF_NOTES.md).
+    /// last conv) runs as a direct kernel with f32 weights (ops/conv_direct.rs) instead of
+    /// cuDNN (outputs padded to 8, then unstaged): 0.371 against 0.425 ms a 1408×768 frame on an
+    /// H100 before its shared-memory weights were padded against bank conflicts (PERF_NOTES.md,
+    /// helper h20). On by default; `FLASHVSR_CUDA_DIRECT_CONV3=0` turns it off.
     pub conv_direct_three: bool,
     /// In the fast mode, the first call of each large bf16 GEMM shape times cuBLASLt's candidate
     /// algorithms and keeps the fastest that gives the heuristic's own bits (gemm.rs); on with
@@ -202,7 +203,8 @@ impl CudaOptions {
             conv_fold_time: std::env::var(ENV_FOLD_TIME).map_or(true, |v| v != "0"),
             conv_fold_causal: std::env::var(ENV_FOLD_CAUSAL).map_or(true, |v| v != "0"),
             conv_subpixel_upsample: std::env::var(ENV_SUBPIXEL).map_or(true, |v| v != "0"),
-            conv_direct_three: std::env::var("FLASHVSR_CUDA_DIRECT_CONV3").is_ok_and(|v| v == "1"),
+            conv_direct_three: std::env::var("FLASHVSR_CUDA_DIRECT_CONV3")
+                .map_or(true, |v| v != "0"),
             conv_fold_max_channels: std::env::var(ENV_FOLD_MAX_CHANNELS)
                 .ok()
                 .and_then(|v| v.parse().ok()),
@@ -262,7 +264,7 @@ impl Default for CudaOptions {
             attention_scores_bytes: 256 << 20,
             conv_fold_causal: true,
             conv_subpixel_upsample: true,
-            conv_direct_three: false,
+            conv_direct_three: true,
             gemm_tune: false,
             paged_min_bytes: Some(PAGED_MIN_BYTES),
             conv_weight_stand_in: true,

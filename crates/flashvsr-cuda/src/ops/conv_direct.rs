@@ -1,10 +1,11 @@
 //! A 3×3 frame convolution with 3 output channels, zero padding 1, from a channels-last bf16
 //! input (fast mode) straight to f32 row-major (conv_direct.cu): the TCDecoder's last conv. On
-//! cuDNN it costs 0.45 ms a 1408×768 frame (128 → 3 channels, the outputs padded to 8, then
-//! unstaged) for 7.5 GFLOP and 264 MiB of input: a memory-bound shape for a tensor-core kernel.
-//! An experiment, off by default (`FLASHVSR_CUDA_DIRECT_CONV3=1` turns it on): this kernel took
-//! 0.61 ms on an H100 (PERF_NOTES.md), most likely for staging the weights per 64-position
-//! block with 64-bit index divisions.
+//! cuDNN it costs 0.43 ms a 1408×768 frame on an H100 (128 → 3 channels, the outputs padded to
+//! 8, then unstaged) for 7.5 GFLOP and 264 MiB of input. A first version of this kernel staged
+//! the weights per 64-position block with 64-bit index divisions and took 0.61 ms; staging them
+//! once per 16 rows with 32-bit indices and reading each input row once for the three vertical
+//! taps made it 0.37 ms, bounded by shared-memory bank conflicts on the weights, now padded
+//! (PERF_NOTES.md, helper h20). On by default (`FLASHVSR_CUDA_DIRECT_CONV3=0` turns it off).
 
 use std::sync::atomic::Ordering;
 
@@ -16,15 +17,25 @@ use crate::buffer::CudaBuffer;
 use crate::error::CudaResult;
 use crate::launch::KernelArgs;
 
-/// D3_THREADS, D3_RUN and D3_RUNS of conv_direct.cu: a block computes 64 positions of a row.
+/// D3_THREADS, D3_RUN, D3_RUNS and D3_ROWS of conv_direct.cu: a block computes 64 positions of
+/// 16 rows.
 const THREADS: u32 = 256;
 const BLOCK_POSITIONS: usize = 64;
-/// The weights in shared memory, 27 floats an input channel.
+const BLOCK_ROWS: usize = 16;
+/// D3_GROUP_STRIDE of conv_direct.cu: floats of shared memory per tap and group of 8 input
+/// channels (24 weights, padded against bank conflicts).
+const GROUP_STRIDE: usize = 28;
+/// The weights in shared memory, 9 · GROUP_STRIDE floats a group of 8 input channels.
 const MAX_WEIGHT_BYTES: usize = 48 << 10;
-// The TCDecoder's 128 channels fit, and at most 455 (the kernel's 32-bit weight indices).
-const _: () = assert!(27 * 128 * 4 <= MAX_WEIGHT_BYTES && 27 * 456 * 4 > MAX_WEIGHT_BYTES);
-/// Grid y (rows) and z (frames).
-const MAX_GRID_YZ: usize = 65_535;
+/// Shared memory for the weights of `c` input channels (a multiple of 8).
+const fn weight_bytes(c: usize) -> usize {
+    9 * (c / 8) * GROUP_STRIDE * 4
+}
+// The TCDecoder's 128 channels fit (and at most 384).
+const _: () =
+    assert!(weight_bytes(128) <= MAX_WEIGHT_BYTES && weight_bytes(392) > MAX_WEIGHT_BYTES);
+/// Grid z (frames).
+const MAX_GRID_Z: usize = 65_535;
 
 impl CudaBackend {
     /// `conv3d(x, w, b, 1, 1, Zero)` (then ReLU when `relu`) for `w (3, C, 1, 3, 3)` and a
@@ -46,8 +57,14 @@ impl CudaBackend {
         let Some((src, g)) = self.channels_last_view(x)? else {
             return Ok(None);
         };
-        let weight_bytes = 27 * g.c * 4;
-        if weight_bytes > MAX_WEIGHT_BYTES || g.h > MAX_GRID_YZ || g.t > MAX_GRID_YZ {
+        let weight_bytes = weight_bytes(g.c);
+        // The kernel's row and position indices are 32-bit (its channel-group offsets 64-bit).
+        let fits_u32 = |n: usize| u32::try_from(n).is_ok();
+        if weight_bytes > MAX_WEIGHT_BYTES
+            || g.t > MAX_GRID_Z
+            || !fits_u32(g.t * g.h)
+            || !fits_u32(g.w + BLOCK_POSITIONS)
+        {
             return Ok(None);
         }
         let out = self.output(3 * g.elems() / g.c)?;
@@ -55,7 +72,11 @@ impl CudaBackend {
             return Ok(Some(out));
         }
         let cfg = LaunchConfig {
-            grid_dim: (g.w.div_ceil(BLOCK_POSITIONS) as u32, g.h as u32, g.t as u32),
+            grid_dim: (
+                g.w.div_ceil(BLOCK_POSITIONS) as u32,
+                g.h.div_ceil(BLOCK_ROWS) as u32,
+                g.t as u32,
+            ),
             block_dim: (THREADS, 1, 1),
             shared_mem_bytes: weight_bytes as u32,
         };
@@ -64,10 +85,10 @@ impl CudaBackend {
             .push(self.ptr(w)?)
             .push(self.opt_ptr(b)?)
             .push(out.ptr())
-            .push(g.t as u64)
-            .push(g.h as u64)
-            .push(g.w as u64)
-            .push((g.c / 8) as u64)
+            .push(g.t as u32)
+            .push(g.h as u32)
+            .push(g.w as u32)
+            .push((g.c / 8) as u32)
             .push(relu as i32);
         self.launch("conv3x3_cl_to_three_f32", cfg, args)?;
         self.direct_convs.fetch_add(1, Ordering::Relaxed);
@@ -85,6 +106,8 @@ mod tests {
         assert!(src.contains(&format!("#define D3_THREADS {THREADS}\n")));
         assert!(src.contains("#define D3_RUN 4\n"));
         assert!(src.contains("#define D3_LANES 16\n"));
+        assert!(src.contains(&format!("#define D3_ROWS {BLOCK_ROWS}\n")));
+        assert!(src.contains(&format!("#define D3_GROUP_STRIDE {GROUP_STRIDE}\n")));
         assert_eq!(THREADS as usize / 16 * 4, BLOCK_POSITIONS);
     }
 }

@@ -29,8 +29,8 @@ pub struct FastBackends {
 
 impl FastBackends {
     pub fn create(ordinal: usize, options: &CudaOptions) -> FastBackends {
-        // The direct kernel for 3 output channels is off by default (an experiment): on here,
-        // so that the channels-last cases check it.
+        // The direct kernel for 3 output channels (on by default): on here whatever the
+        // environment says, so that the channels-last cases check it.
         let fast = CudaOptions {
             gemm_tf32: true,
             conv_fold_causal: false,
