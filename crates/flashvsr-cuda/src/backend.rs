@@ -160,6 +160,9 @@ pub struct CudaOptions {
     /// H100 before its shared-memory weights were padded against bank conflicts (PERF_NOTES.md,
     /// helper h20). On by default; `FLASHVSR_CUDA_DIRECT_CONV3=0` turns it off.
     pub conv_direct_three: bool,
+    /// The direct 128 → 3 conv on tensor cores (mma.m16n8k16, bf16 weights as cuDNN's) instead
+    /// of f32 FMAs: `FLASHVSR_CUDA_DIRECT_CONV3=mma`. Off by default (an experiment).
+    pub conv_direct_three_mma: bool,
     /// In the fast mode, the first call of each large bf16 GEMM shape times cuBLASLt's candidate
     /// algorithms and keeps the fastest that gives the heuristic's own bits (gemm.rs); on with
     /// `FLASHVSR_CUDA_GEMM_TUNE=1`. Off by default: at config A it changed no fps measurably
@@ -205,6 +208,8 @@ impl CudaOptions {
             conv_subpixel_upsample: std::env::var(ENV_SUBPIXEL).map_or(true, |v| v != "0"),
             conv_direct_three: std::env::var("FLASHVSR_CUDA_DIRECT_CONV3")
                 .map_or(true, |v| v != "0"),
+            conv_direct_three_mma: std::env::var("FLASHVSR_CUDA_DIRECT_CONV3")
+                .is_ok_and(|v| v == "mma"),
             conv_fold_max_channels: std::env::var(ENV_FOLD_MAX_CHANNELS)
                 .ok()
                 .and_then(|v| v.parse().ok()),
@@ -265,6 +270,7 @@ impl Default for CudaOptions {
             conv_fold_causal: true,
             conv_subpixel_upsample: true,
             conv_direct_three: true,
+            conv_direct_three_mma: false,
             gemm_tune: false,
             paged_min_bytes: Some(PAGED_MIN_BYTES),
             conv_weight_stand_in: true,

@@ -153,3 +153,113 @@ extern "C" __global__ void __launch_bounds__(D3_THREADS)
             }
     }
 }
+
+// The same convolution on tensor cores (`FLASHVSR_CUDA_DIRECT_CONV3=mma`): mma.m16n8k16 with bf16
+// operands (the weights rounded to bf16, as cuDNN's are) and fp32 accumulation, the 3 outputs
+// padded to the MMA's 8 columns. A warp computes 16 consecutive positions (the MMA's rows) of
+// D3M_ROWS output rows, walking its input rows once as the FMA kernel does (three rolling sets of
+// accumulators). The K order within a 32-channel chunk is permuted so that a lane's A registers
+// come from one 16-byte load of a position's channels: lane (g, t) loads channels 8t .. 8t + 7
+// of the chunk, the first k-step takes channels 8t .. 8t + 3 of every t, the second 8t + 4 ..
+// 8t + 7 (the B fragments staged in the same order). Per input row and chunk a lane loads the
+// 6 positions its 3 horizontal taps need (g − 1 .. g + 1 and g + 7 .. g + 9 of the tile).
+// Needs sm_80+; never launched elsewhere (channels-last tensors come from cuDNN in fast mode).
+
+#define D3M_WARPS 8
+#define D3M_ROWS 16
+
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+__device__ __forceinline__ void d3m_mma(float (&c)[4], u32 a0, u32 a1, u32 a2, u32 a3, u32 b0,
+                                        u32 b1) {
+    asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0, %1, %2, %3}, "
+        "{%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a0), "r"(a1), "r"(a2), "r"(a3), "r"(b0), "r"(b1));
+}
+
+// acc += the row's 3 horizontal taps of one 32-channel chunk: `in` holds the lane's positions
+// g − 1, g, g + 1, g + 7, g + 8, g + 9; `b` the lane's B fragment of the chunk for tap (dy, 0),
+// the next taps `tap_stride` apart.
+__device__ __forceinline__ void d3m_row(float (&acc)[4], const uint4 (&in)[6], const uint4* b,
+                                        u32 tap_stride) {
+#pragma unroll
+    for (int dx = 0; dx < 3; ++dx) {
+        const uint4 w = b[dx * tap_stride];
+        const uint4 lo = in[dx], hi = in[3 + dx];
+        d3m_mma(acc, lo.x, hi.x, lo.y, hi.y, w.x, w.y);
+        d3m_mma(acc, lo.z, hi.z, lo.w, hi.w, w.z, w.w);
+    }
+}
+#endif
+
+extern "C" __global__ void __launch_bounds__(D3M_WARPS * 32)
+    conv3x3_cl_to_three_mma(const uint4* __restrict__ x, const float* __restrict__ w,
+                            const float* __restrict__ bias, float* __restrict__ y, u32 frames,
+                            u32 h, u32 wd, u32 c8, int relu) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    // B fragments: [tap][chunk][lane] × 8 bf16 (16 bytes): lane (n, t) = (lane / 4, lane % 4)
+    // holds output n's channels 32·chunk + 8t .. + 7 (zeros for n ≥ 3).
+    extern __shared__ uint4 d3m_b[];
+    const u32 c = c8 * 8, chunks = c8 / 4;
+    u16* bs = reinterpret_cast<u16*>(d3m_b);
+    for (u32 i = threadIdx.x; i < 9 * chunks * 256; i += D3M_WARPS * 32) {
+        const u32 e = i % 8, lane = (i / 8) % 32, rest = i / 256;
+        const u32 chunk = rest % chunks, tap = rest / chunks;
+        const u32 n = lane / 4, ch = chunk * 32 + (lane % 4) * 8 + e;
+        bs[i] = n < 3 ? bf16_bits(w[(n * c + ch) * 9 + tap]) : (u16)0;
+    }
+    __syncthreads();
+    const u32 lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const u32 g = lane / 4, t = lane % 4;
+    const u32 f = blockIdx.z, row0 = blockIdx.y * D3M_ROWS;
+    const int p0 = (int)((blockIdx.x * D3M_WARPS + warp) * 16);
+    const u32 rows = min((u32)D3M_ROWS, h - row0);
+    float above[4] = {0.0f, 0.0f, 0.0f, 0.0f}, at[4] = {0.0f, 0.0f, 0.0f, 0.0f},
+          below[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int s = (int)row0 - 1; s <= (int)(row0 + rows); ++s) {
+        if (s >= 0 && s < (int)h) {
+            const uint4* src = x + ((u64)f * h + (u64)s) * wd * c8;
+            for (u32 chunk = 0; chunk < chunks; ++chunk) {
+                uint4 in[6];
+#pragma unroll
+                for (int j = 0; j < 6; ++j) {
+                    const int sx = p0 + (int)g + (j < 3 ? j - 1 : j + 4);
+                    in[j] = make_uint4(0u, 0u, 0u, 0u);
+                    if (sx >= 0 && sx < (int)wd) in[j] = src[(u64)sx * c8 + chunk * 4 + t];
+                }
+                // Output row s − 1 sees this row through its bottom taps (dy = 2), row s
+                // through its middle ones, row s + 1 through its top ones.
+                const uint4* b = d3m_b + chunk * 32 + lane;
+                const u32 tap_stride = chunks * 32;
+                d3m_row(above, in, b + 6 * tap_stride, tap_stride);
+                d3m_row(at, in, b + 3 * tap_stride, tap_stride);
+                d3m_row(below, in, b, tap_stride);
+            }
+        }
+        const int out_row = s - 1;
+        // Lanes t = 0, 1 hold outputs 2t, 2t + 1 of positions g (c0, c1) and g + 8 (c2, c3).
+        if (out_row >= (int)row0 && t < 2) {
+#pragma unroll
+            for (int half = 0; half < 2; ++half) {
+                const int xo = p0 + (int)g + 8 * half;
+                if (xo >= (int)wd) continue;
+#pragma unroll
+                for (int k = 0; k < 2; ++k) {
+                    const u32 o = 2 * t + k;
+                    if (o >= 3) continue;
+                    float v = above[2 * half + k];
+                    if (bias != 0) v += bias[o];
+                    if (relu) v = fmaxf(v, 0.0f);
+                    y[(((u64)o * frames + f) * h + (u64)out_row) * wd + (u64)xo] = v;
+                }
+            }
+        }
+#pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            above[k] = at[k];
+            at[k] = below[k];
+            below[k] = 0.0f;
+        }
+    }
+#endif
+}

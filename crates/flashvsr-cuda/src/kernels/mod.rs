@@ -96,7 +96,7 @@ pub(crate) const SOURCES: &[Source] = &[
     Source {
         name: "conv_direct.cu",
         body: include_str!("conv_direct.cu"),
-        functions: &["conv3x3_cl_to_three_f32"],
+        functions: &["conv3x3_cl_to_three_f32", "conv3x3_cl_to_three_mma"],
     },
     Source {
         name: "subpixel.cu",

@@ -31,6 +31,13 @@ const MAX_WEIGHT_BYTES: usize = 48 << 10;
 const fn weight_bytes(c: usize) -> usize {
     9 * (c / 8) * GROUP_STRIDE * 4
 }
+/// The tensor-core kernel (D3M_WARPS · 16 positions of D3M_ROWS rows a block): its B fragments
+/// take 16 bytes a lane, 32 lanes, 9 taps and C / 32 chunks of channels.
+const MMA_BLOCK_POSITIONS: usize = 8 * 16;
+const MMA_BLOCK_ROWS: usize = 16;
+const fn mma_weight_bytes(c: usize) -> usize {
+    9 * (c / 32) * 32 * 16
+}
 // The TCDecoder's 128 channels fit (and at most 384).
 const _: () =
     assert!(weight_bytes(128) <= MAX_WEIGHT_BYTES && weight_bytes(392) > MAX_WEIGHT_BYTES);
@@ -57,14 +64,24 @@ impl CudaBackend {
         let Some((src, g)) = self.channels_last_view(x)? else {
             return Ok(None);
         };
-        let weight_bytes = weight_bytes(g.c);
-        // The kernel's row and position indices are 32-bit (its channel-group offsets 64-bit).
+        // The kernels' row and position indices are 32-bit (their channel-group offsets 64-bit).
         let fits_u32 = |n: usize| u32::try_from(n).is_ok();
-        if weight_bytes > MAX_WEIGHT_BYTES
-            || g.t > MAX_GRID_Z
-            || !fits_u32(g.t * g.h)
-            || !fits_u32(g.w + BLOCK_POSITIONS)
-        {
+        if g.t > MAX_GRID_Z || !fits_u32(g.t * g.h) || !fits_u32(g.w + MMA_BLOCK_POSITIONS) {
+            return Ok(None);
+        }
+        // Tensor cores where asked for and the channels come in whole 32-channel chunks.
+        let mma = self.options().conv_direct_three_mma
+            && g.c.is_multiple_of(32)
+            && mma_weight_bytes(g.c) <= MAX_WEIGHT_BYTES;
+        let (kernel, positions, rows, weight_bytes) = if mma {
+            let bytes = mma_weight_bytes(g.c);
+            let name = "conv3x3_cl_to_three_mma";
+            (name, MMA_BLOCK_POSITIONS, MMA_BLOCK_ROWS, bytes)
+        } else {
+            let name = "conv3x3_cl_to_three_f32";
+            (name, BLOCK_POSITIONS, BLOCK_ROWS, weight_bytes(g.c))
+        };
+        if weight_bytes > MAX_WEIGHT_BYTES {
             return Ok(None);
         }
         let out = self.output(3 * g.elems() / g.c)?;
@@ -73,8 +90,8 @@ impl CudaBackend {
         }
         let cfg = LaunchConfig {
             grid_dim: (
-                g.w.div_ceil(BLOCK_POSITIONS) as u32,
-                g.h.div_ceil(BLOCK_ROWS) as u32,
+                g.w.div_ceil(positions) as u32,
+                g.h.div_ceil(rows) as u32,
                 g.t as u32,
             ),
             block_dim: (THREADS, 1, 1),
@@ -90,7 +107,7 @@ impl CudaBackend {
             .push(g.w as u32)
             .push((g.c / 8) as u32)
             .push(relu as i32);
-        self.launch("conv3x3_cl_to_three_f32", cfg, args)?;
+        self.launch(kernel, cfg, args)?;
         self.direct_convs.fetch_add(1, Ordering::Relaxed);
         Ok(Some(out))
     }
@@ -108,6 +125,10 @@ mod tests {
         assert!(src.contains("#define D3_LANES 16\n"));
         assert!(src.contains(&format!("#define D3_ROWS {BLOCK_ROWS}\n")));
         assert!(src.contains(&format!("#define D3_GROUP_STRIDE {GROUP_STRIDE}\n")));
+        assert!(src.contains("#define D3M_WARPS 8\n"));
+        assert!(src.contains(&format!("#define D3M_ROWS {MMA_BLOCK_ROWS}\n")));
+        assert_eq!(MMA_BLOCK_POSITIONS, 8 * 16);
+        assert_eq!(THREADS, 8 * 32, "both kernels run 8 warps a block");
         assert_eq!(THREADS as usize / 16 * 4, BLOCK_POSITIONS);
     }
 }

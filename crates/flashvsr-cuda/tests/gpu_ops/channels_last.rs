@@ -30,6 +30,7 @@ const W_HALF: usize = 7; // (8, 8, 1, 3, 3): after a channel slice
 const GAMMA: usize = 8; // (16)
 const W_TIME3: usize = 9; // (16, 16, 3, 3, 3): a temporal kernel cuDNN reads in place (3-D)
 const W_OUT144: usize = 10; // (3, 144, 1, 3, 3): the last conv over more than 16 channel groups
+const W_OUT128: usize = 11; // (3, 128, 1, 3, 3): the model's last conv (4 chunks of 32 channels)
 
 fn inputs(s: &mut Suite) -> Vec<Input> {
     let scale = |fan_in: usize| 1.0 / (fan_in as f32).sqrt();
@@ -45,6 +46,7 @@ fn inputs(s: &mut Suite) -> Vec<Input> {
         s.normal_input(&[16], 1.0),
         s.normal_input(&[16, 16, 3, 3, 3], scale(432)),
         s.normal_input(&[3, 144, 1, 3, 3], scale(1296)),
+        s.normal_input(&[3, 128, 1, 3, 3], scale(1152)),
     ]
 }
 
@@ -80,6 +82,25 @@ fn mem_block_fused(t: &[Tensor], x: &Tensor, last: Option<&Tensor>) -> Result<Te
 }
 
 /// 144 channels-last channels (18 groups of 8): the activation 9 times over.
+/// 128 channels-last channels, 8 different maps of 16 (so that the 32-channel chunks differ):
+/// the activation a, b = relu(conv(a)), and channels-last sums, differences and products of them.
+fn activation128(t: &[Tensor]) -> Result<Tensor> {
+    let a = activation(t)?;
+    let b = a.conv3d_relu(&t[W], Some(&t[B]), 1, 1, ZERO)?;
+    let pieces = [
+        a.add(&b)?,
+        a.clone(),
+        b.mul(&a)?,
+        b.clone(),
+        b.sub(&a)?,
+        a.mul(&a)?,
+        b.mul(&b)?,
+        a.sub(&b)?,
+    ];
+    let refs: Vec<&Tensor> = pieces.iter().collect();
+    Tensor::cat(&refs, 0)
+}
+
 fn wide_activation(t: &[Tensor]) -> Result<Tensor> {
     let a = activation(t)?;
     Tensor::cat(&[&a, &a, &a, &a, &a, &a, &a, &a, &a], 0)
@@ -102,7 +123,7 @@ struct Case {
     channels_last: bool,
 }
 
-const CASES: [Case; 19] = [
+const CASES: [Case; 20] = [
     Case {
         name: "conv + relu",
         op: activation,
@@ -199,6 +220,16 @@ const CASES: [Case; 19] = [
             wide_activation(t)?.conv3d(&t[W_OUT144], Some(&b), 1, 1, ZERO)
         },
         convs: 2,
+        channels_last: false,
+    },
+    Case {
+        // Whole 32-channel chunks: the tensor-core kernel where it is on (the grouped backend).
+        name: "last conv over 128 channels",
+        op: |t| {
+            let b = t[B].narrow(0, 0, 3)?;
+            activation128(t)?.conv3d(&t[W_OUT128], Some(&b), 1, 1, ZERO)
+        },
+        convs: 3,
         channels_last: false,
     },
     Case {

@@ -16,7 +16,8 @@ pub struct FastBackends {
     /// Fast mode with cuDNN where it loads, the causal temporal convs on cuDNN's 3-D kernels
     /// (`FLASHVSR_CUDA_FOLD_CAUSAL=0`; `folded` has the default).
     pub cudnn: Arc<CudaBackend>,
-    /// The same with a staging budget of a few frames: many cuDNN calls per conv.
+    /// The same with a staging budget of a few frames: many cuDNN calls per conv; and the direct
+    /// 3-output conv on tensor cores (`FLASHVSR_CUDA_DIRECT_CONV3=mma`).
     pub grouped: Arc<CudaBackend>,
     /// Fast mode with cuDNN turned off: im2col + TF32 GEMM.
     pub im2col: Arc<CudaBackend>,
@@ -42,6 +43,7 @@ impl FastBackends {
             cudnn: make(fast.clone()),
             grouped: make(CudaOptions {
                 conv_stage_bytes: 64 << 10,
+                conv_direct_three_mma: true,
                 ..fast.clone()
             }),
             im2col: make(CudaOptions {
