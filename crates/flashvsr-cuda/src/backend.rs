@@ -49,6 +49,19 @@ pub const ENV_ATTENTION: &str = "FLASHVSR_CUDA_ATTENTION";
 /// `1` turns the GEMM tuning of the fast mode on (see `CudaOptions::gemm_tune`).
 pub const ENV_GEMM_TUNE: &str = "FLASHVSR_CUDA_GEMM_TUNE";
 
+/// The TCDecoder's last conv in the fast mode (see [`CudaOptions::conv_direct_three`]): `0` keeps
+/// cuDNN, `fma` takes the f32 FMA kernel, anything else (unset) the tensor-core kernel.
+pub const ENV_DIRECT_CONV3: &str = "FLASHVSR_CUDA_DIRECT_CONV3";
+
+/// (`conv_direct_three`, `conv_direct_three_mma`) for a value of [`ENV_DIRECT_CONV3`].
+fn direct_conv3_choice(value: Option<&str>) -> (bool, bool) {
+    match value {
+        Some("0") => (false, false),
+        Some("fma") => (true, false),
+        _ => (true, true),
+    }
+}
+
 /// How the attention ops compute.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub enum AttentionPrecision {
@@ -155,13 +168,14 @@ pub struct CudaOptions {
     /// (ops/upsample_conv.rs); off (`FLASHVSR_CUDA_SUBPIXEL=0`) upsamples, then convolves.
     pub conv_subpixel_upsample: bool,
     /// In the fast mode, a 3×3 conv to 3 channels from a channels-last input (the TCDecoder's
-    /// last conv) runs as a direct kernel with f32 weights (ops/conv_direct.rs) instead of
-    /// cuDNN (outputs padded to 8, then unstaged): 0.371 against 0.425 ms a 1408×768 frame on an
-    /// H100 before its shared-memory weights were padded against bank conflicts (PERF_NOTES.md,
-    /// helper h20). On by default; `FLASHVSR_CUDA_DIRECT_CONV3=0` turns it off.
+    /// last conv) runs as a direct kernel (ops/conv_direct.rs) instead of cuDNN (outputs padded
+    /// to 8, then unstaged): on an H100 at 1408×768, 0.195 ms a frame on tensor cores, 0.308 with
+    /// f32 FMAs, 0.424 on cuDNN (PERF_NOTES.md, helper h20). On by default;
+    /// `FLASHVSR_CUDA_DIRECT_CONV3=0` turns it off.
     pub conv_direct_three: bool,
-    /// The direct 128 → 3 conv on tensor cores (mma.m16n8k16, bf16 weights as cuDNN's) instead
-    /// of f32 FMAs: `FLASHVSR_CUDA_DIRECT_CONV3=mma`. Off by default (an experiment).
+    /// The direct conv on tensor cores (mma.m16n8k16, the weights rounded to bf16 as cuDNN's
+    /// are; where the input channels come in chunks of 32) instead of f32 FMAs. On by default;
+    /// `FLASHVSR_CUDA_DIRECT_CONV3=fma` takes the FMA kernel.
     pub conv_direct_three_mma: bool,
     /// In the fast mode, the first call of each large bf16 GEMM shape times cuBLASLt's candidate
     /// algorithms and keeps the fastest that gives the heuristic's own bits (gemm.rs); on with
@@ -195,6 +209,7 @@ impl CudaOptions {
             }
             None => AttentionPrecision::default(),
         };
+        let direct_conv3 = direct_conv3_choice(std::env::var(ENV_DIRECT_CONV3).ok().as_deref());
         CudaOptions {
             attention,
             poison_outputs: std::env::var(ENV_POISON).is_ok_and(|v| v == "1"),
@@ -206,10 +221,8 @@ impl CudaOptions {
             conv_fold_time: std::env::var(ENV_FOLD_TIME).map_or(true, |v| v != "0"),
             conv_fold_causal: std::env::var(ENV_FOLD_CAUSAL).map_or(true, |v| v != "0"),
             conv_subpixel_upsample: std::env::var(ENV_SUBPIXEL).map_or(true, |v| v != "0"),
-            conv_direct_three: std::env::var("FLASHVSR_CUDA_DIRECT_CONV3")
-                .map_or(true, |v| v != "0"),
-            conv_direct_three_mma: std::env::var("FLASHVSR_CUDA_DIRECT_CONV3")
-                .is_ok_and(|v| v == "mma"),
+            conv_direct_three: direct_conv3.0,
+            conv_direct_three_mma: direct_conv3.1,
             conv_fold_max_channels: std::env::var(ENV_FOLD_MAX_CHANNELS)
                 .ok()
                 .and_then(|v| v.parse().ok()),
@@ -270,7 +283,7 @@ impl Default for CudaOptions {
             conv_fold_causal: true,
             conv_subpixel_upsample: true,
             conv_direct_three: true,
-            conv_direct_three_mma: false,
+            conv_direct_three_mma: true,
             gemm_tune: false,
             paged_min_bytes: Some(PAGED_MIN_BYTES),
             conv_weight_stand_in: true,
@@ -1575,4 +1588,20 @@ impl Backend for CudaBackend {
 
 fn buf_len(b: &CudaBuffer) -> usize {
     flashvsr_tensor::Buffer::len(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn direct_conv3_is_on_tensor_cores_unless_told_otherwise() {
+        assert_eq!(direct_conv3_choice(None), (true, true));
+        assert_eq!(direct_conv3_choice(Some("1")), (true, true));
+        assert_eq!(direct_conv3_choice(Some("mma")), (true, true));
+        assert_eq!(direct_conv3_choice(Some("fma")), (true, false));
+        assert_eq!(direct_conv3_choice(Some("0")), (false, false));
+        let d = CudaOptions::default();
+        assert!(d.conv_direct_three && d.conv_direct_three_mma);
+    }
 }

@@ -1,23 +1,23 @@
 // A 3×3 frame convolution (zero pad 1) with 3 output channels from a channels-last bf16 input to
 // f32 row-major (ops/conv_direct.rs): the TCDecoder's last conv, 128 → 3 channels at full
-// resolution. It is bound by reading its input (2 bytes a channel and position); cuDNN pads the
-// 3 outputs to 8 and runs a tensor-core kernel at a fraction of that bandwidth, then a second
-// pass unstages the padded output.
+// resolution. cuDNN pads the 3 outputs to 8 and runs a tensor-core kernel at a fraction of the
+// input's bandwidth, then a second pass unstages the padded output. Two kernels: f32 FMAs
+// (`FLASHVSR_CUDA_DIRECT_CONV3=fma`) and, below it, tensor cores (the default).
 //
-// A block computes D3_ROWS rows of D3_RUNS · D3_RUN consecutive output positions of one frame.
-// A run of D3_RUN positions is a half-warp: its 16 lanes split the input channels in groups of 8
-// (16 bytes, one load; the half-warp reads 256 contiguous bytes of a position's channels). The
-// block walks its input rows once, top to bottom: each input row feeds the output rows below, at
-// and above it (three rolling sets of 3 × D3_RUN sums), so that every input load serves the 3
-// vertical taps and up to 3 positions of the run. Once an output row has had its three input
-// rows, the half-warp adds its lanes' sums (fixed order: the result does not depend on the
-// launch) and writes the row. Weights stay f32 (cuDNN's are bf16): [tap][channel group][8 channels][output]
-// in shared memory, the 24 floats of a lane's 8 channels of one tap at a stride of D3_GROUP_STRIDE
-// floats: with 24, lanes 0 and 4 of a quarter-warp's 16-byte loads hit the same banks (two
-// wavefronts a phase, and the shared-memory pipe, not the FMAs, bounded the kernel at 0.37 ms a
-// 1408×768 frame); 28 puts the 8 lanes of a phase on distinct banks. Staged once per block of
-// D3_ROWS rows with 32-bit indices (staged per row with 64-bit divisions, they cost more
-// instructions than the convolution).
+// FMA kernel: a block computes D3_ROWS rows of D3_RUNS · D3_RUN consecutive output positions of
+// one frame. A run of D3_RUN positions is a half-warp: its 16 lanes split the input channels in
+// groups of 8 (16 bytes, one load; the half-warp reads 256 contiguous bytes of a position's
+// channels). The block walks its input rows once, top to bottom: each input row feeds the output
+// rows below, at and above it (three rolling sets of 3 × D3_RUN sums), so that every input load
+// serves the 3 vertical taps and up to 3 positions of the run. Once an output row has had its
+// three input rows, the half-warp adds its lanes' sums (fixed order: the result does not depend
+// on the launch) and writes the row. Weights stay f32 (cuDNN's are bf16): [tap][channel group]
+// [8 channels][output] in shared memory, the 24 floats of a lane's 8 channels of one tap at a
+// stride of D3_GROUP_STRIDE floats: with 24, lanes 0 and 4 of a quarter-warp's 16-byte loads hit
+// the same banks (two wavefronts a phase; the shared-memory pipe, not the FMAs, then bounded the
+// kernel at 0.37 ms a 1408×768 frame on an H100, 0.31 with 28, which puts the 8 lanes of a phase
+// on distinct banks). Staged once per block of D3_ROWS rows with 32-bit indices (staged per row
+// with 64-bit divisions, they cost more instructions than the convolution).
 
 typedef unsigned int u32;
 
@@ -154,7 +154,7 @@ extern "C" __global__ void __launch_bounds__(D3_THREADS)
     }
 }
 
-// The same convolution on tensor cores (`FLASHVSR_CUDA_DIRECT_CONV3=mma`): mma.m16n8k16 with bf16
+// The same convolution on tensor cores (the default; ops/conv_direct.rs): mma.m16n8k16 with bf16
 // operands (the weights rounded to bf16, as cuDNN's are) and fp32 accumulation, the 3 outputs
 // padded to the MMA's 8 columns. A warp computes 16 consecutive positions (the MMA's rows) of
 // D3M_ROWS output rows, walking its input rows once as the FMA kernel does (three rolling sets of

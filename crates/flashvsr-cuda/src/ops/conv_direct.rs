@@ -1,11 +1,11 @@
 //! A 3×3 frame convolution with 3 output channels, zero padding 1, from a channels-last bf16
 //! input (fast mode) straight to f32 row-major (conv_direct.cu): the TCDecoder's last conv. On
-//! cuDNN it costs 0.43 ms a 1408×768 frame on an H100 (128 → 3 channels, the outputs padded to
-//! 8, then unstaged) for 7.5 GFLOP and 264 MiB of input. A first version of this kernel staged
-//! the weights per 64-position block with 64-bit index divisions and took 0.61 ms; staging them
-//! once per 16 rows with 32-bit indices and reading each input row once for the three vertical
-//! taps made it 0.37 ms, bounded by shared-memory bank conflicts on the weights, now padded
-//! (PERF_NOTES.md, helper h20). On by default (`FLASHVSR_CUDA_DIRECT_CONV3=0` turns it off).
+//! cuDNN it costs 0.424 ms a 1408×768 frame on an H100 (128 → 3 channels, the outputs padded to
+//! 8, then unstaged) for 7.5 GFLOP and 264 MiB of input. Two kernels, 8 warps a block, each
+//! walking its input rows once for their 3 vertical taps: on tensor cores (mma.m16n8k16, bf16
+//! weights; the default where the channels come in chunks of 32) 0.195 ms, with f32 FMAs and
+//! f32 weights (`FLASHVSR_CUDA_DIRECT_CONV3=fma`) 0.308 ms (PERF_NOTES.md, helper h20);
+//! `FLASHVSR_CUDA_DIRECT_CONV3=0` keeps cuDNN.
 
 use std::sync::atomic::Ordering;
 

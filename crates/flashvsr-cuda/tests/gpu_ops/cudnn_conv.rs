@@ -17,7 +17,7 @@ pub struct FastBackends {
     /// (`FLASHVSR_CUDA_FOLD_CAUSAL=0`; `folded` has the default).
     pub cudnn: Arc<CudaBackend>,
     /// The same with a staging budget of a few frames: many cuDNN calls per conv; and the direct
-    /// 3-output conv on tensor cores (`FLASHVSR_CUDA_DIRECT_CONV3=mma`).
+    /// 3-output conv on tensor cores (`cudnn` has the FMA kernel).
     pub grouped: Arc<CudaBackend>,
     /// Fast mode with cuDNN turned off: im2col + TF32 GEMM.
     pub im2col: Arc<CudaBackend>,
@@ -31,11 +31,13 @@ pub struct FastBackends {
 impl FastBackends {
     pub fn create(ordinal: usize, options: &CudaOptions) -> FastBackends {
         // The direct kernel for 3 output channels (on by default): on here whatever the
-        // environment says, so that the channels-last cases check it.
+        // environment says, so that the channels-last cases check it; the FMA kernel here, the
+        // tensor-core one (the default) on `grouped`.
         let fast = CudaOptions {
             gemm_tf32: true,
             conv_fold_causal: false,
             conv_direct_three: true,
+            conv_direct_three_mma: false,
             ..options.clone()
         };
         let make = |o: CudaOptions| CudaBackend::create(ordinal, o).expect("fast backend");
