@@ -305,9 +305,9 @@ fn pointwise(s: &mut Suite) {
 }
 
 fn norms(s: &mut Suite) {
-    // Run with FLASHVSR_CUDA_NORM_WARP=1, 128, 1536 and 2048 take the warp-per-row layer norm
-    // (1, 12 and 16 float4s per lane); else they and 96 and 4096 take one block per row of
-    // float4s; 5 and 4100 the row loop.
+    // 128, 1536 and 2048 take the warp-per-row layer and RMS norms (1, 12 and 16 float4s per
+    // lane; 33 rows: a last block of one warp); with FLASHVSR_CUDA_NORM_WARP=0 they and 96 and
+    // 4096 take the layer norm's block per row of float4s; 5 and 4100 the row loop.
     for dim in [1536, 96, 5, 4096, 4100, 128, 2048] {
         let inputs = [
             s.input(&[33, dim], 3.0),
@@ -367,7 +367,16 @@ fn norms(s: &mut Suite) {
             &|t| t[0].channel_rms_norm_silu(&t[1], None),
         );
     }
-    for shape in [[10, 4, 96], [3, 1, 1536], [2, 7, 5]] {
+    // Even rows take the two-outputs-per-thread kernel: groups of 128 (the DiT's query blocks,
+    // whole batches of 8 loads), 13 (a batch and a tail), 4 and 1 (tails only); odd rows the
+    // one-output-per-thread kernel.
+    for shape in [
+        [10, 4, 96],
+        [3, 1, 1536],
+        [2, 7, 5],
+        [4, 128, 1536],
+        [3, 13, 96],
+    ] {
         let x = s.input(&shape, 1.0);
         s.case(&format!("group_mean {shape:?}"), ELEMENTWISE, &[x], &|t| {
             t[0].group_mean()
@@ -1377,6 +1386,18 @@ fn bf16_storage(s: &mut Suite, fast: &BackendRef) {
         .and_then(|t| t.group_mean()?.to_vec())
         .unwrap_or_default();
     check(s, "bf16 storage: group_mean of bf16", got, &want, 1e-7);
+    // Groups of 20: two batches of loads and a tail of the pairs kernel.
+    let got = compact().and_then(|t| t.reshape(&[m / 20, 20, k])?.group_mean()?.to_vec());
+    let want = Tensor::from_slice(&s.cpu, &rounded(&x), &[m / 20, 20, k])
+        .and_then(|t| t.group_mean()?.to_vec())
+        .unwrap_or_default();
+    check(
+        s,
+        "bf16 storage: group_mean of bf16, groups of 20",
+        got,
+        &want,
+        1e-7,
+    );
     // Host copies keep the bf16 storage, and come back bit for bit.
     let got = compact().and_then(|t| {
         let host = t.to_host_data()?;

@@ -115,12 +115,16 @@ __device__ __forceinline__ double mask_unkey(u64 k) {
 // value of descending rank `rank` (0-based: the (K+1)-th largest, K = rank < n), by an 8-bit radix
 // select over the total-order keys from the most significant digit, then writes mask = p > τ for
 // the group. Digits are histogrammed per warp first (__match_any_sync), since probabilities share
-// their leading bits and would all hit one shared counter.
+// their leading bits and would all hit one shared counter. Once the digit holding rank `want` is
+// one value's alone (distinct probabilities: after ~3 of the 8 digits), one pass picks that
+// value's key instead of the remaining histograms: the same τ. With few CTAs (12 at the DiT's
+// steady chunks) each pass is latency-bound, so passes are what the kernel's time is made of.
 extern "C" __global__ void __launch_bounds__(MASK_TOPK_THREADS)
     mask_topk_select_f64(const double* __restrict__ probs, float* __restrict__ mask,
                          int query_blocks, int key_blocks, int pattern_rows, u64 rank) {
     __shared__ unsigned int hist[256];
-    __shared__ u64 s_prefix, s_rank;
+    __shared__ u64 s_prefix, s_rank, s_key;
+    __shared__ int s_unique;
     const int groups = query_blocks / pattern_rows;
     const int head = blockIdx.x / groups, group = blockIdx.x - head * groups;
     const u64 n = (u64)pattern_rows * key_blocks;
@@ -174,6 +178,7 @@ extern "C" __global__ void __launch_bounds__(MASK_TOPK_THREADS)
                     if (want < above + c[j]) {
                         s_prefix = prefix | ((u64)(255 - 8 * lane - j) << shift);
                         s_rank = want - above;
+                        s_unique = c[j] == 1;
                         break;
                     }
                     above += c[j];
@@ -183,6 +188,27 @@ extern "C" __global__ void __launch_bounds__(MASK_TOPK_THREADS)
         __syncthreads();
         prefix = s_prefix;
         want = s_rank;
+        if (s_unique && shift > 0) {
+            // The one key whose digits down to this one are `prefix` is τ's.
+            const u64 high_now = ~0ull << shift;
+            for (u64 i0 = 0; i0 < n; i0 += MASK_LOADS * blockDim.x) {
+                double v[MASK_LOADS];
+#pragma unroll
+                for (int j = 0; j < MASK_LOADS; ++j) {
+                    const u64 i = i0 + (u64)j * blockDim.x + tid;
+                    v[j] = i < n ? p[i] : 0.0;
+                }
+#pragma unroll
+                for (int j = 0; j < MASK_LOADS; ++j) {
+                    const u64 i = i0 + (u64)j * blockDim.x + tid;
+                    const u64 key = mask_key(v[j]);
+                    if (i < n && (key & high_now) == prefix) s_key = key;
+                }
+            }
+            __syncthreads();
+            prefix = s_key;
+            break;
+        }
     }
     const double tau = mask_unkey(prefix);
     for (u64 i = tid; i < n; i += blockDim.x) mask[base + i] = p[i] > tau ? 1.0f : 0.0f;

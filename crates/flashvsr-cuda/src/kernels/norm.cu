@@ -171,6 +171,36 @@ extern "C" __global__ void rms_norm_f32(const float* __restrict__ x, float* __re
     for (int c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = rms_scaled(xr[c], inv, weight[c]);
 }
 
+// rms_norm_f32 for rows of 128·k values (k ≤ RMS_WARP_MAX), one warp per row (RMS_WARP_ROWS rows
+// a block): the row is read once into registers as float4s and its sum of squares is a warp
+// shuffle, with no block barrier. Same per-element arithmetic as rms_norm_f32; the double sum
+// adds up in another order (warp_row_sum_squares, shared with qkv_split_norm_rope_warp_f32).
+#define RMS_WARP_ROWS 4
+extern "C" __global__ void rms_norm_warp_f32(const float* __restrict__ x, float* __restrict__ y,
+                                             int rows, int dim, float eps,
+                                             const float* __restrict__ weight) {
+    const int lane = threadIdx.x & 31;
+    const int row = blockIdx.x * RMS_WARP_ROWS + (threadIdx.x >> 5);
+    if (row >= rows) return;  // the whole warp: the shuffles below see all 32 lanes
+    const int per_lane = dim >> 7;
+    const u64 first = (u64)row * dim;
+    const float4* xr = reinterpret_cast<const float4*>(x + first);
+    float4 v[RMS_WARP_MAX];
+#pragma unroll
+    for (int j = 0; j < RMS_WARP_MAX; ++j)
+        if (j < per_lane) v[j] = xr[j * 32 + lane];
+    const double inv = rms_inverse(warp_row_sum_squares(v, per_lane), dim, eps);
+    float4* yr = reinterpret_cast<float4*>(y + first);
+#pragma unroll
+    for (int j = 0; j < RMS_WARP_MAX; ++j) {
+        if (j >= per_lane) continue;
+        const int t = j * 32 + lane;
+        const float4 w = reinterpret_cast<const float4*>(weight)[t];
+        yr[t] = make_float4(rms_scaled(v[j].x, inv, w.x), rms_scaled(v[j].y, inv, w.y),
+                            rms_scaled(v[j].z, inv, w.z), rms_scaled(v[j].w, inv, w.w));
+    }
+}
+
 // (N, G, D) -> (N, D)
 // The same over bf16 storage (the KV cache in fast mode): no widened copy of the keys.
 extern "C" __global__ void group_mean_bf16(const unsigned short* __restrict__ x,
@@ -192,4 +222,56 @@ extern "C" __global__ void group_mean_f32(const float* __restrict__ x, float* __
         for (u64 g = 0; g < group; ++g) acc += (double)x[(row * group + g) * dim + d];
         y[i] = (float)(acc / (double)group);
     }
+}
+
+// group_mean_f32 / group_mean_bf16 for an even D: a thread per two adjacent outputs of block row
+// blockIdx.y (one 8- or 4-byte load per input row), GROUP_MEAN_BATCH loads in flight before they
+// are added. Each output still sums its G values in order from 0.0 in double: the same bits as the
+// one-output-per-thread kernels above, which wait on one 4- or 2-byte load at a time.
+#define GROUP_MEAN_BATCH 8
+
+__device__ __forceinline__ float2 group_mean_widen(float2 v) { return v; }
+
+// Two bf16 values; little-endian: the lower-indexed one in the low half.
+__device__ __forceinline__ float2 group_mean_widen(unsigned int v) {
+    return make_float2(__uint_as_float(v << 16), __uint_as_float(v & 0xffff0000u));
+}
+
+template <typename Pair>
+__device__ __forceinline__ void group_mean_pairs(const Pair* __restrict__ x, float* __restrict__ y,
+                                                 u64 group, u64 dim) {
+    const u64 c = 2 * ((u64)blockIdx.x * blockDim.x + threadIdx.x);
+    if (c >= dim) return;
+    const u64 row = blockIdx.y, stride = dim / 2;  // in pairs
+    const Pair* p = x + (row * group * dim + c) / 2;
+    double a0 = 0.0, a1 = 0.0;
+    u64 g = 0;
+    for (; g + GROUP_MEAN_BATCH <= group; g += GROUP_MEAN_BATCH) {
+        Pair v[GROUP_MEAN_BATCH];
+#pragma unroll
+        for (int j = 0; j < GROUP_MEAN_BATCH; ++j) v[j] = p[(g + j) * stride];
+#pragma unroll
+        for (int j = 0; j < GROUP_MEAN_BATCH; ++j) {
+            const float2 f = group_mean_widen(v[j]);
+            a0 += (double)f.x;
+            a1 += (double)f.y;
+        }
+    }
+    for (; g < group; ++g) {
+        const float2 f = group_mean_widen(p[g * stride]);
+        a0 += (double)f.x;
+        a1 += (double)f.y;
+    }
+    *reinterpret_cast<float2*>(y + row * dim + c) =
+        make_float2((float)(a0 / (double)group), (float)(a1 / (double)group));
+}
+
+extern "C" __global__ void group_mean_pairs_f32(const float2* __restrict__ x,
+                                                float* __restrict__ y, u64 group, u64 dim) {
+    group_mean_pairs(x, y, group, dim);
+}
+
+extern "C" __global__ void group_mean_pairs_bf16(const unsigned int* __restrict__ x,
+                                                 float* __restrict__ y, u64 group, u64 dim) {
+    group_mean_pairs(x, y, group, dim);
 }

@@ -27,16 +27,45 @@ fn vec4_norms() -> bool {
 }
 
 /// Whether layer norms of rows of 128·k values (k ≤ 16) take the warp-per-row kernel
-/// (`FLASHVSR_CUDA_NORM_WARP=1`). Off by default until it is measured and run through gpu_ops
-/// and the golden parity on a GPU (PERF_NOTES.md, layer norm one warp per row).
+/// (`FLASHVSR_CUDA_NORM_WARP=0`: the block-per-row kernels, to compare).
 fn warp_norms() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_NORM_WARP").is_ok_and(|v| v == "1"))
+    *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_NORM_WARP").map_or(true, |v| v != "0"))
 }
 
 /// `LN_WARP_MAX` and `LN_WARP_ROWS` of norm.cu: float4s per lane at most, rows (warps) per block.
 const WARP_NORM_MAX_PER_LANE: usize = 16;
 const WARP_NORM_ROWS: usize = 4;
+
+/// `RMS_WARP_MAX` of common.cuh and `RMS_WARP_ROWS` of norm.cu (`QKV_WARP_ROWS` of qkv.cu).
+const RMS_WARP_MAX_PER_LANE: usize = 16;
+pub(super) const RMS_WARP_ROWS: usize = 4;
+
+/// Whether RMS norms of rows of `dim` take the warp-per-row kernels: rows of 128·k values
+/// (k ≤ 16), unless `FLASHVSR_CUDA_RMS_WARP=0`. `rms_norm` and `qkv_split_norm_rope` decide
+/// through this one function: their warp kernels agree bit for bit with each other, as their
+/// block-per-row kernels do, but not across the two forms (the sums add up in other orders).
+pub(super) fn rms_warp_rows(dim: usize) -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    let on = *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_RMS_WARP").map_or(true, |v| v != "0"));
+    on && dim.is_multiple_of(128) && dim / 128 <= RMS_WARP_MAX_PER_LANE
+}
+
+/// One warp per row, `RMS_WARP_ROWS` rows a block.
+pub(super) fn rms_warp_config(rows: usize) -> LaunchConfig {
+    LaunchConfig {
+        grid_dim: (rows.div_ceil(RMS_WARP_ROWS) as u32, 1, 1),
+        block_dim: (32 * RMS_WARP_ROWS as u32, 1, 1),
+        shared_mem_bytes: 0,
+    }
+}
+
+/// Whether group means of even rows take the two-outputs-per-thread kernels
+/// (`FLASHVSR_CUDA_GROUP_MEAN_PAIRS=0`: one output per thread, to compare; the same bits).
+fn group_mean_pairs() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_GROUP_MEAN_PAIRS").map_or(true, |v| v != "0"))
+}
 
 fn last_dim(x: &Tensor) -> usize {
     x.shape().last().copied().unwrap_or(1)
@@ -128,13 +157,26 @@ impl CudaBackend {
         if n == 0 {
             return Ok(out);
         }
+        let rows = n / dim;
+        let cfg = row_config(rows, dim)?; // the same limits on rows and dim for both kernels
+        if rms_warp_rows(dim) {
+            let args = KernelArgs::new()
+                .push(self.ptr(x)?)
+                .push(out.ptr())
+                .push(rows as i32)
+                .push(dim as i32)
+                .push(eps)
+                .push(self.ptr(weight)?);
+            self.launch("rms_norm_warp_f32", rms_warp_config(rows), args)?;
+            return Ok(out);
+        }
         let args = KernelArgs::new()
             .push(self.ptr(x)?)
             .push(out.ptr())
             .push(dim as i32)
             .push(eps)
             .push(self.ptr(weight)?);
-        self.launch("rms_norm_f32", row_config(n / dim, dim)?, args)?;
+        self.launch("rms_norm_f32", cfg, args)?;
         Ok(out)
     }
 
@@ -157,9 +199,35 @@ impl CudaBackend {
             self.fill(out.ptr(), rows * dim, f32::NAN)?;
             return Ok(out);
         }
-        let (ptr, kernel) = match self.raw(x)? {
-            (p, Storage::Bf16) => (p, "group_mean_bf16"),
-            (_, Storage::F32) => (self.ptr(x)?, "group_mean_f32"),
+        let (ptr, bf16) = match self.raw(x)? {
+            (p, Storage::Bf16) => (p, true),
+            (_, Storage::F32) => (self.ptr(x)?, false),
+        };
+        // Pairs need an even row (so that every pair is aligned) and a block row per grid row.
+        if dim.is_multiple_of(2) && rows <= 65_535 && group_mean_pairs() {
+            let threads = (dim / 2).next_multiple_of(32).min(256);
+            let cfg = LaunchConfig {
+                grid_dim: ((dim / 2).div_ceil(threads) as u32, rows as u32, 1),
+                block_dim: (threads as u32, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let kernel = if bf16 {
+                "group_mean_pairs_bf16"
+            } else {
+                "group_mean_pairs_f32"
+            };
+            let args = KernelArgs::new()
+                .push(ptr)
+                .push(out.ptr())
+                .push(group as u64)
+                .push(dim as u64);
+            self.launch(kernel, cfg, args)?;
+            return Ok(out);
+        }
+        let kernel = if bf16 {
+            "group_mean_bf16"
+        } else {
+            "group_mean_f32"
         };
         let args = KernelArgs::new()
             .push(ptr)
@@ -174,18 +242,23 @@ impl CudaBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::{WARP_NORM_MAX_PER_LANE, WARP_NORM_ROWS};
+    use super::{RMS_WARP_MAX_PER_LANE, RMS_WARP_ROWS, WARP_NORM_MAX_PER_LANE, WARP_NORM_ROWS};
 
     #[test]
     fn warp_norm_constants_match_the_kernel_source() {
-        let src = include_str!("../kernels/norm.cu");
-        for (name, value) in [
-            ("LN_WARP_MAX", WARP_NORM_MAX_PER_LANE),
-            ("LN_WARP_ROWS", WARP_NORM_ROWS),
+        let norm = include_str!("../kernels/norm.cu");
+        let common = include_str!("../kernels/common.cuh");
+        let qkv = include_str!("../kernels/qkv.cu");
+        for (src, file, name, value) in [
+            (norm, "norm.cu", "LN_WARP_MAX", WARP_NORM_MAX_PER_LANE),
+            (norm, "norm.cu", "LN_WARP_ROWS", WARP_NORM_ROWS),
+            (common, "common.cuh", "RMS_WARP_MAX", RMS_WARP_MAX_PER_LANE),
+            (norm, "norm.cu", "RMS_WARP_ROWS", RMS_WARP_ROWS),
+            (qkv, "qkv.cu", "QKV_WARP_ROWS", RMS_WARP_ROWS),
         ] {
             assert!(
                 src.contains(&format!("#define {name} {value}\n")),
-                "{name} != {value} in norm.cu"
+                "{name} != {value} in {file}"
             );
         }
     }

@@ -1,6 +1,6 @@
 use flashvsr_tensor::Tensor;
 
-use super::norm::row_config;
+use super::norm::{rms_warp_config, rms_warp_rows, row_config};
 use crate::backend::CudaBackend;
 use crate::buffer::{CudaBuffer, Storage};
 use crate::error::{CudaError, CudaResult};
@@ -35,7 +35,33 @@ impl CudaBackend {
         if 3 * dim > i32::MAX as usize || rows > i32::MAX as usize {
             return Err(CudaError::Unsupported(format!("{rows} rows of 3 × {dim}")));
         }
+        // The kernel form rms_norm takes for rows of `dim`: q then equals rms_norm + rope, bit
+        // for bit.
+        let warp = rms_warp_rows(dim);
         for (g, (k, v)) in k.iter().zip(&v).enumerate() {
+            if warp {
+                let args = KernelArgs::new()
+                    .push(self.ptr(x)?)
+                    .push(self.ptr(norm_q)?)
+                    .push(self.ptr(norm_k)?)
+                    .push(self.ptr(cos)?)
+                    .push(self.ptr(sin)?)
+                    .push(q.ptr())
+                    .push(k.ptr())
+                    .push(v.ptr())
+                    .push(group_rows as i32)
+                    .push(dim as i32)
+                    .push(half as i32)
+                    .push(eps)
+                    .push((kv_storage == Storage::Bf16) as i32)
+                    .push((g * group_rows) as i32);
+                self.launch(
+                    "qkv_split_norm_rope_warp_f32",
+                    rms_warp_config(group_rows),
+                    args,
+                )?;
+                continue;
+            }
             let args = KernelArgs::new()
                 .push(self.ptr(x)?)
                 .push(self.ptr(norm_q)?)

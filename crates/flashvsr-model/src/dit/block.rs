@@ -228,21 +228,24 @@ impl DitBlock {
         let x = apply_add(&co, &self.cross_o, &x)?;
         drop(co);
 
-        let b = x.modulate(&self.shift2, &self.scale2, EPS)?;
-        Ok((self.ffn(&b, &x)?, mask))
+        Ok((self.ffn(&x)?, mask))
     }
 
-    /// `x` plus the gated feed-forward net of `b`, over at most `FFN_TOKENS_PER_PASS` tokens at a
-    /// time: its hidden layer is ~6× the width of the stream, and large chunks (the first, or big
-    /// canvases) would otherwise need it for every token at once.
-    fn ffn(&self, b: &Tensor, x: &Tensor) -> Result<Tensor> {
-        let tokens = b.dim(0);
-        let pass = |part: &Tensor, residual: &Tensor| -> Result<Tensor> {
-            let up = part.linear_gelu(&self.ffn_up.0, Some(&self.ffn_up.1))?;
+    /// `x` plus the gated feed-forward net of its modulation, over at most `FFN_TOKENS_PER_PASS`
+    /// tokens at a time: its hidden layer is ~6× the width of the stream, and large chunks (the
+    /// first, or big canvases) would otherwise need it for every token at once. Each pass
+    /// modulates its own rows of the stream (a per-row op: the same values as modulating all of
+    /// them first), so that only the stream is narrowed, not its modulated copy too.
+    fn ffn(&self, x: &Tensor) -> Result<Tensor> {
+        let tokens = x.dim(0);
+        let pass = |residual: &Tensor| -> Result<Tensor> {
+            let up = residual
+                .modulate(&self.shift2, &self.scale2, EPS)?
+                .linear_gelu(&self.ffn_up.0, Some(&self.ffn_up.1))?;
             apply_add(&up, &self.ffn_down, residual)
         };
         if tokens <= FFN_TOKENS_PER_PASS {
-            return pass(b, x);
+            return pass(x);
         }
         // Equal passes: a short last pass would be a GEMM too small to use the device well.
         let per_pass = tokens.div_ceil(tokens.div_ceil(FFN_TOKENS_PER_PASS));
@@ -250,7 +253,7 @@ impl DitBlock {
             .step_by(per_pass)
             .map(|start| {
                 let len = per_pass.min(tokens - start);
-                pass(&b.narrow(0, start, len)?, &x.narrow(0, start, len)?)
+                pass(&x.narrow(0, start, len)?)
             })
             .collect::<Result<Vec<_>>>()?;
         let refs: Vec<&Tensor> = parts.iter().collect();
