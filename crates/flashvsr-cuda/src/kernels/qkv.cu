@@ -90,8 +90,10 @@ __device__ __forceinline__ float4 norm_rope_quad(float4 a, double inv, float4 w,
 // (QKV_WARP_ROWS rows a block; `rows` rows from first_row), taken exactly where rms_norm takes
 // rms_norm_warp_f32: the q and k thirds are read once into registers as float4s, their sums of
 // squares are warp_row_sum_squares (so q equals rms_norm_warp_f32 + rope_f32 bit for bit), and
-// every load and store is 16 (f32) or 8 (bf16) bytes wide. The block-per-row kernel above waits
-// on two block-wide reductions per row with two-float loads: ~1.9 TB/s at the DiT's rows.
+// every load and store is 16 (f32) or 8 (bf16) bytes wide. Off by default (FLASHVSR_CUDA_RMS_WARP=1):
+// on an H100 at the DiT's rows it took 0.190 ms a call against the block-per-row kernel's 0.135
+// (~1.9 TB/s). Likely why: two register-held thirds (2 × 16 float4s) leave few warps per SM, and
+// the v third is loaded only in the store loop, each load waiting on memory after the reductions.
 #define QKV_WARP_ROWS 4
 extern "C" __global__ void qkv_split_norm_rope_warp_f32(
     const float* __restrict__ x, const float* __restrict__ norm_q,

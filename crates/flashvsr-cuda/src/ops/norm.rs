@@ -27,7 +27,8 @@ fn vec4_norms() -> bool {
 }
 
 /// Whether layer norms of rows of 128·k values (k ≤ 16) take the warp-per-row kernel
-/// (`FLASHVSR_CUDA_NORM_WARP=0`: the block-per-row kernels, to compare).
+/// (`FLASHVSR_CUDA_NORM_WARP=0`: the block-per-row kernels, to compare). On an H100 at config A:
+/// modulate 0.058 → 0.041 ms a call, layer_norm 0.059 → 0.050 (PERF_NOTES.md, h21).
 fn warp_norms() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_NORM_WARP").map_or(true, |v| v != "0"))
@@ -42,12 +43,14 @@ const RMS_WARP_MAX_PER_LANE: usize = 16;
 pub(super) const RMS_WARP_ROWS: usize = 4;
 
 /// Whether RMS norms of rows of `dim` take the warp-per-row kernels: rows of 128·k values
-/// (k ≤ 16), unless `FLASHVSR_CUDA_RMS_WARP=0`. `rms_norm` and `qkv_split_norm_rope` decide
+/// (k ≤ 16), with `FLASHVSR_CUDA_RMS_WARP=1`. `rms_norm` and `qkv_split_norm_rope` decide
 /// through this one function: their warp kernels agree bit for bit with each other, as their
 /// block-per-row kernels do, but not across the two forms (the sums add up in other orders).
+/// Off by default: on an H100 at config A the warp rms_norm was faster (0.065 → 0.050 ms a
+/// call) but the warp q/k/v split slower (0.135 → 0.190 ms), a net loss (PERF_NOTES.md, h21).
 pub(super) fn rms_warp_rows(dim: usize) -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let on = *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_RMS_WARP").map_or(true, |v| v != "0"));
+    let on = *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_RMS_WARP").is_ok_and(|v| v == "1"));
     on && dim.is_multiple_of(128) && dim / 128 <= RMS_WARP_MAX_PER_LANE
 }
 
