@@ -174,7 +174,9 @@ extern "C" __global__ void rms_norm_f32(const float* __restrict__ x, float* __re
 // rms_norm_f32 for rows of 128·k values (k ≤ RMS_WARP_MAX), one warp per row (RMS_WARP_ROWS rows
 // a block): the row is read once into registers as float4s and its sum of squares is a warp
 // shuffle, with no block barrier. Same per-element arithmetic as rms_norm_f32; the double sum
-// adds up in another order (warp_row_sum_squares, shared with qkv_split_norm_rope_warp_f32).
+// adds up in another order (common.cuh's, shared with qkv_split_norm_rope_warp_f32). Off by
+// default with the split (FLASHVSR_CUDA_RMS_WARP=1): 0.050 ms a call on an H100 at the DiT's
+// 8448 × 1536 against rms_norm_f32's 0.065 (PERF_NOTES.md, h21).
 #define RMS_WARP_ROWS 4
 extern "C" __global__ void rms_norm_warp_f32(const float* __restrict__ x, float* __restrict__ y,
                                              int rows, int dim, float eps,

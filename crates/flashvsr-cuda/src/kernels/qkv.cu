@@ -88,12 +88,15 @@ __device__ __forceinline__ float4 norm_rope_quad(float4 a, double inv, float4 w,
 
 // qkv_split_norm_rope_f32 for rows of dim = 128·k (k ≤ RMS_WARP_MAX), one warp per row
 // (QKV_WARP_ROWS rows a block; `rows` rows from first_row), taken exactly where rms_norm takes
-// rms_norm_warp_f32: the q and k thirds are read once into registers as float4s, their sums of
-// squares are warp_row_sum_squares (so q equals rms_norm_warp_f32 + rope_f32 bit for bit), and
-// every load and store is 16 (f32) or 8 (bf16) bytes wide. Off by default (FLASHVSR_CUDA_RMS_WARP=1):
-// on an H100 at the DiT's rows it took 0.190 ms a call against the block-per-row kernel's 0.135
-// (~1.9 TB/s). Likely why: two register-held thirds (2 × 16 float4s) leave few warps per SM, and
-// the v third is loaded only in the store loop, each load waiting on memory after the reductions.
+// rms_norm_warp_f32: the sums of squares of the q and k thirds add up in its order (add_squares4
+// per lane, then warp_sum_d: q equals rms_norm_warp_f32 + rope_f32 bit for bit), with no block
+// barrier, and every load and store is 16 (f32) or 8 (bf16) bytes wide. Off by default
+// (FLASHVSR_CUDA_RMS_WARP=1). A first form kept both thirds in registers (2 × 16 float4s a lane)
+// and loaded v only in the store loop: 0.190 ms a call on an H100 at the DiT's rows against the
+// block-per-row kernel's 0.135 (PERF_NOTES.md, h21). This form holds nothing across the
+// reductions: a first pass streams q and k into the sums, a second reads them again (the row was
+// just read: L1/L2) with v, so that registers stay few and many warps keep loads in flight. Not
+// yet run on a GPU.
 #define QKV_WARP_ROWS 4
 extern "C" __global__ void qkv_split_norm_rope_warp_f32(
     const float* __restrict__ x, const float* __restrict__ norm_q,
@@ -108,29 +111,27 @@ extern "C" __global__ void qkv_split_norm_rope_warp_f32(
     const float4* xq = reinterpret_cast<const float4*>(x + row * 3 * dim);
     const float4* xk = xq + dim / 4;
     const float4* xv = xk + dim / 4;
-    float4 a[RMS_WARP_MAX], b[RMS_WARP_MAX];
-#pragma unroll
-    for (int j = 0; j < RMS_WARP_MAX; ++j) {
-        if (j < per_lane) {
-            a[j] = xq[j * 32 + lane];
-            b[j] = xk[j * 32 + lane];
-        }
+    double sq = 0.0, sk = 0.0;
+#pragma unroll 4
+    for (int j = 0; j < per_lane; ++j) {
+        sq = add_squares4(sq, xq[j * 32 + lane]);
+        sk = add_squares4(sk, xk[j * 32 + lane]);
     }
-    const double inv_q = rms_inverse(warp_row_sum_squares(a, per_lane), dim, eps);
-    const double inv_k = rms_inverse(warp_row_sum_squares(b, per_lane), dim, eps);
+    const double inv_q = rms_inverse(warp_sum_d(sq), dim, eps);
+    const double inv_k = rms_inverse(warp_sum_d(sk), dim, eps);
 
     const float* cr = cos_t + row * half;
     const float* sr = sin_t + row * half;
     float4* qr = reinterpret_cast<float4*>(q + row * dim);
     const u64 kv_first = (u64)local * (dim / 4);  // in quadruples
-#pragma unroll
-    for (int j = 0; j < RMS_WARP_MAX; ++j) {
-        if (j >= per_lane) continue;
+#pragma unroll 4
+    for (int j = 0; j < per_lane; ++j) {
         const int t = j * 32 + lane;
+        const float4 a = xq[t], b = xk[t], c = xv[t];
         const float4 wq = reinterpret_cast<const float4*>(norm_q)[t];
         const float4 wk = reinterpret_cast<const float4*>(norm_k)[t];
-        qr[t] = norm_rope_quad(a[j], inv_q, wq, t, half, cr, sr);
-        store_quad(k, kv_first + t, norm_rope_quad(b[j], inv_k, wk, t, half, cr, sr), kv_bf16);
-        store_quad(v, kv_first + t, xv[t], kv_bf16);
+        qr[t] = norm_rope_quad(a, inv_q, wq, t, half, cr, sr);
+        store_quad(k, kv_first + t, norm_rope_quad(b, inv_k, wk, t, half, cr, sr), kv_bf16);
+        store_quad(v, kv_first + t, c, kv_bf16);
     }
 }
