@@ -27,12 +27,13 @@ const REPEATS: usize = 3;
 
 /// (FLASHVSR_CUDA_FLASH, FLASHVSR_CUDA_FLASH_ORDER); None = unset (the default: wgmma_k128pp on
 /// sm_90).
-const RUNS: [(Option<&str>, Option<&str>); 7] = [
+const RUNS: [(Option<&str>, Option<&str>); 8] = [
     (Some("w4s2m2"), None),
     (Some("wgmma"), None),
     (Some("wgmma5"), None),
     (Some("wgmma_k128"), None),
     (Some("wgmma_k128pp"), None),
+    (Some("wgmma_k128pp_tma"), None),
     (Some("w4s2m2"), Some("head")),
     (Some("wgmma"), Some("head")),
 ];
