@@ -4,10 +4,12 @@
 //! Dense attention over wider heads runs as GEMMs instead (attention_gemm.rs).
 //! On sm_90 the flash kernel has a Hopper form (flash_wgmma.cu: wgmma, a producer warpgroup),
 //! the default there in its 128-keys-per-iteration form with the consumer warpgroups' pingpong
-//! (`wgmma_k128pp`; `flash bench` on an H100: mma.sync 1.36 ms per call, wgmma with 64-key
-//! iterations 1.13 ms and the same bits, wgmma_k128 1.10, wgmma_k128pp 1.08, these two within the
-//! bf16 tolerances); `FLASHVSR_CUDA_FLASH=wgmma_k128` selects the k128 form without pingpong,
-//! `wgmma` the 64-key form, `w4s2m2` the mma.sync kernel.
+//! and K/V copied by TMA (`wgmma_k128pp_tma`; `flash bench` on an H100: mma.sync 1.31 ms per
+//! call, wgmma with 64-key iterations 1.12 ms and the same bits, wgmma_k128 1.09, wgmma_k128pp
+//! 1.05, wgmma_k128pp_tma 0.89 with wgmma_k128pp's bits; the k128 forms within the bf16
+//! tolerances of the others); `FLASHVSR_CUDA_FLASH=wgmma_k128pp` selects the pingpong form with
+//! cp.async copies, `wgmma_k128` the k128 form without pingpong, `wgmma` the 64-key form,
+//! `w4s2m2` the mma.sync kernel.
 
 use std::sync::Arc;
 
@@ -229,9 +231,10 @@ impl FlashConfig {
         }
     }
 
-    /// The k128 form with the consumer warpgroups' pingpong: the default on sm_90. At config A
-    /// on an H100 (op profile, real masks, PERF_NOTES.md) sage 1.341 → 1.258 ms per call and
-    /// block 2.574 → 2.383 against the 64-key form; the plain k128 form 1.300 / 2.441.
+    /// The k128 form with the consumer warpgroups' pingpong (the default on sm_90 before the TMA
+    /// form). At config A on an H100 (op profile, real masks, PERF_NOTES.md) sage 1.341 → 1.258
+    /// ms per call and block 2.574 → 2.383 against the 64-key form; the plain k128 form 1.300 /
+    /// 2.441.
     const fn wgmma_k128_pingpong(stages: usize) -> FlashConfig {
         FlashConfig {
             pingpong: true,
@@ -239,7 +242,9 @@ impl FlashConfig {
         }
     }
 
-    /// The pingpong form with K/V copied by TMA (`FLASHVSR_CUDA_FLASH=wgmma_k128pp_tma`).
+    /// The pingpong form with K/V copied by TMA: the default on sm_90. At config A on an H100
+    /// (op profile, real masks, PERF_NOTES.md) sage 1.263 → 1.082 ms per call and block 2.397 →
+    /// 2.022 against the pingpong form with cp.async copies.
     const fn wgmma_k128_pingpong_tma(stages: usize) -> FlashConfig {
         FlashConfig {
             tma: true,
@@ -305,7 +310,7 @@ impl FlashConfig {
     /// The instance a knob value names, as `from_env` reads it.
     fn select(knob: Option<&str>, hopper: bool) -> FlashConfig {
         let default = if hopper {
-            FlashConfig::wgmma_k128_pingpong(FLASH_WGMMA_K128_STAGES[0])
+            FlashConfig::wgmma_k128_pingpong_tma(FLASH_WGMMA_K128_STAGES[0])
         } else {
             FlashConfig::DEFAULT
         };
@@ -897,6 +902,11 @@ mod tests {
         assert_eq!(kv_tensor_map_geometry(0, 64, 2, 260, 128), None);
         assert_eq!(kv_tensor_map_geometry(0, 0, 2, 256, 128), None);
         assert_eq!(kv_tensor_map_geometry(0, 64, 3, 256, 128), None);
+        // More segments than the kernel takes maps for: none (the call takes the cp.async form),
+        // decided before any map is encoded.
+        let rows = [64; FLASH_TMA_MAX_SEGMENTS + 1];
+        let segments = FlashSegments::default();
+        assert!(flash_tensor_maps(&segments, &rows, 2, (256, 128)).is_none());
     }
 
     #[test]
@@ -990,7 +1000,15 @@ mod tests {
         assert_eq!((w4s3.wgmma, w4s3.stages, w4s3.m_tiles), (false, 3, 1));
         assert_eq!(
             FlashConfig::select(None, true),
-            FlashConfig::parse("wgmma_k128pp").unwrap()
+            FlashConfig::parse("wgmma_k128pp_tma").unwrap()
+        );
+        assert_eq!(
+            FlashConfig::select(Some("wgmma_k128pp"), true),
+            FlashConfig::wgmma_k128_pingpong(FLASH_WGMMA_K128_STAGES[0])
+        );
+        assert_eq!(
+            FlashConfig::select(Some("wgmma_k128pp_tma"), false),
+            FlashConfig::DEFAULT
         );
         assert_eq!(
             FlashConfig::select(Some("wgmma_k128"), true),

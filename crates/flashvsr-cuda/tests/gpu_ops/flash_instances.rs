@@ -150,7 +150,8 @@ impl Suite {
         {
             return;
         }
-        // The mma.sync kernel's default instance (on sm_90 the knob's absence means wgmma_k128pp).
+        // The mma.sync kernel's default instance (on sm_90 the knob's absence means
+        // wgmma_k128pp_tma).
         let want = run_with(backend, Some(MMA_DEFAULT), inputs, op);
         let cpu = self.cpu.clone();
         for inst in INSTANCES {
