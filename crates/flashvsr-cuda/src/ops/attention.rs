@@ -102,7 +102,8 @@ fn kv_tensor_map_geometry(
 }
 
 /// The tensor map of `geometry` at `ptr` (bf16, 128-byte swizzle, rows past the end read as
-/// zeros); None where the driver refuses it.
+/// zeros); None where the driver refuses it. (Drivers have the entry point from CUDA 12.0; the
+/// backend runs on none older than its NVRTC, 13.)
 fn encode_kv_tensor_map(ptr: u64, geometry: &KvTensorMapGeometry) -> Option<[u64; 16]> {
     let element_strides = [1u32; 3];
     let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();

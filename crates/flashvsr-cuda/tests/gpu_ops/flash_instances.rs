@@ -5,10 +5,11 @@
 //! no key block, a mask with none at all), KV segments read in place and joined, and the bf16 copy
 //! of the output that the fast mode's GEMMs read.
 //!
-//! The Hopper instances (`FLASHVSR_CUDA_FLASH=wgmma[<stages>][h]`, `wgmma_k128`, flash_wgmma.cu) sum in another
-//! order: they are held to the CPU with the same tolerances, and to the default instance's output
-//! within a relative L2 of `WGMMA_VS_DEFAULT`, on the same cases. Off sm_90 the knob keeps the
-//! default instance, and these cases check it again.
+//! The Hopper instances (`FLASHVSR_CUDA_FLASH=wgmma[<stages>][h]`, `wgmma_k128[pp]`,
+//! `wgmma_k128pp_tma`, flash_wgmma.cu) sum in another order: they are held to the CPU with the
+//! same tolerances, and to the default instance's output within a relative L2 of
+//! `WGMMA_VS_DEFAULT`, on the same cases; the pairs of `SAME_BITS` to each other bit for bit. Off
+//! sm_90 the knob keeps the default instance, and these cases check it again.
 
 use flashvsr_tensor::{BackendRef, BlockMask, Tensor};
 
