@@ -54,6 +54,19 @@
 // Two consumer warpgroups and a producer warpgroup.
 #define FW_THREADS 384
 
+// The TMA form's tensor maps (`CUtensorMap`, 128 bytes, opaque; built by the host with
+// cuTensorMapEncodeTiled), one for the K and one for the V of each segment, passed by value as a
+// __grid_constant__ kernel parameter (TMA reads a map from parameter space). Calls with more
+// segments take the cp.async form.
+#define FW_TMA_MAX_SEGMENTS 8
+struct __align__(128) FwTensorMap {
+    u64 opaque[16];
+};
+struct FwTensorMaps {
+    FwTensorMap k[FW_TMA_MAX_SEGMENTS];
+    FwTensorMap v[FW_TMA_MAX_SEGMENTS];
+};
+
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ == 900 && defined(__CUDA_ARCH_FEAT_SM90_ALL)
 #define FW_ENABLED 1
 #else
@@ -240,6 +253,44 @@ __device__ __forceinline__ void fw_mbar_wait(u32 bar, u32 parity) {
         : "memory");
 }
 
+// Arrives on the barrier from lane 0 of the warp only (no branch: a predicated arrive), for
+// barriers that count warps.
+__device__ __forceinline__ void fw_mbar_arrive_lane0(u32 bar, int lane) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.eq.s32 p, %1, 0;\n"
+        "@p mbarrier.arrive.shared::cta.b64 _, [%0];\n}\n" ::"r"(bar),
+        "r"(lane)
+        : "memory");
+}
+
+// Arrives on the barrier and adds `bytes` to the transactions its current phase waits for (the
+// bytes that the TMA copies issued next will deliver).
+__device__ __forceinline__ void fw_mbar_expect_tx(u32 bar, u32 bytes) {
+    asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;" ::"r"(bar), "r"(bytes)
+                 : "memory");
+}
+
+// Makes the barriers' initialisation visible to the async proxy (the TMA unit completes
+// transactions on them).
+__device__ __forceinline__ void fw_fence_barrier_init() {
+    asm volatile("fence.mbarrier_init.release.cluster;" ::: "memory");
+}
+
+// TMA: the box at coordinates (c0, c1, c2) of the tensor map at `map` (a kernel parameter) into
+// shared memory at `dst`, completing `bar`'s transactions by its bytes.
+__device__ __forceinline__ void fw_tma_load_3d(u32 dst, const void* map, u32 bar, int c0, int c1,
+                                               int c2) {
+    asm volatile(
+        "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, "
+        "{%3, %4, %5}], [%2];" ::"r"(dst),
+        "l"(map), "r"(bar), "r"(c0), "r"(c1), "r"(c2)
+        : "memory");
+}
+
+__device__ __forceinline__ void fw_prefetch_tensormap(const void* map) {
+    asm volatile("prefetch.tensormap [%0];" ::"l"(map) : "memory");
+}
+
 // The consumers' own barrier (named barrier 1, the two consumer warpgroups only).
 __device__ __forceinline__ void fw_consumer_sync() {
     asm volatile("bar.sync 1, %0;" ::"n"(2 * 128) : "memory");
@@ -249,7 +300,7 @@ __device__ __forceinline__ void fw_consumer_sync() {
 #if FW_ENABLED
 // The CTA's shared tables, by one thread: each K/V segment's address for this head and its first
 // key (past the last segment: none), and the stages' barriers (a full one takes `full_arrivals`).
-template <int STAGES, int CONSUMERS>
+template <int STAGES, int EMPTY_ARRIVALS>
 __device__ __forceinline__ void fw_init_cta(const FaSegments& kv, u64 head_bytes, u64* seg_k,
                                             u64* seg_v, int* seg_first, u32 full0, u32 empty0,
                                             u32 full_arrivals) {
@@ -263,7 +314,7 @@ __device__ __forceinline__ void fw_init_cta(const FaSegments& kv, u64 head_bytes
 #pragma unroll
     for (int s = 0; s < STAGES; ++s) {
         fw_mbar_init(full0 + 8 * s, full_arrivals);
-        fw_mbar_init(empty0 + 8 * s, CONSUMERS);
+        fw_mbar_init(empty0 + 8 * s, EMPTY_ARRIVALS);
     }
 }
 
@@ -584,8 +635,9 @@ __device__ __forceinline__ void flash_wgmma_body(
 // descriptors more than the 168 that 384 threads get: the consumer warpgroups raise their limit
 // to 232 registers (setmaxnreg; ptxas allocates each side within its limit) and the producer
 // warpgroup, which only issues copies, drops to 40 (2 x 128 x 232 + 128 x 40 = 64512 of the
-// SM's 65536). ptxas: no spills at 232 / 40 (some at 240 / 24, serialized wgmmas at 160). K/V tile: 128 rows (16 KB per 64-dim half); 3 stages of a K and a V tile (192 KB) with
-// Q's 32 KB fill the 227 KB that a CTA may have. The online softmax over 128 keys at once sums in
+// SM's 65536). ptxas: no spills at 232 / 40 (some at 240 / 24, serialized wgmmas at 160). K/V
+// tile: 128 rows (16 KB per 64-dim half); 3 stages of a K and a V tile (192 KB) with Q's 32 KB
+// fill the 227 KB that a CTA may have. The online softmax over 128 keys at once sums in
 // another order than the 64-key kernels: not their bits, within the same tolerances.
 //
 // PINGPONG (`wgmma_k128pp`): the two consumer warpgroups take turns to issue their wgmmas
@@ -593,17 +645,28 @@ __device__ __forceinline__ void flash_wgmma_body(
 // before it issues and passes the turn on after), so that the tensor cores run one warpgroup's
 // S and P·V while the other computes its softmax, instead of both issuing at once and both
 // waiting at once. Same arithmetic, same bits as without.
+//
+// TMA (`wgmma_k128pp_tma`, the default on sm_90; pingpong only): one producer thread copies K and
+// V by `cp.async.bulk.tensor` from each segment's tensor map (FwTensorMaps, built by the host:
+// a box is one 64-dim half of a 64-key unit, written in the 128-byte-swizzled layout above), the
+// full barriers completing on the copies' transaction bytes: no per-lane copies, no proxy fence.
+// K and V have their own barriers: K of tile t + 1 is copied before V of tile t (the order in
+// which the consumers use them), and K's stage is released once the S that read it completes,
+// V's once its P·V does. Keys past a segment's rows read as zeros (the tensor map's bounds); an
+// absent unit copies the tile's first unit again (finite, masked: P is exactly 0 on its keys, so
+// the same bits as the cp.async form's zeros). On an H100 (`flash bench`, sage): 1.05 → 0.89 ms
+// per call.
 #define FW_K128_KT 128
 #define FW_K128_TILE_BYTES (FW_K128_KT * FW_HD * 2)
 #define FW_K128_HALF_BYTES (FW_K128_KT * 128)
 
-template <int STAGES, bool PINGPONG>
+template <int STAGES, bool PINGPONG, bool TMA>
 __device__ __forceinline__ void flash_wgmma_k128_body(
     const float* __restrict__ q, const FaSegments& kv, float* __restrict__ o,
     u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,
     const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,
     const int* __restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,
-    u64 kv_head_stride) {
+    u64 kv_head_stride, const FwTensorMaps* maps) {
 #if FW_ENABLED
     static_assert(STAGES >= 3, "a stage for the tile in flight besides the two being read");
     constexpr int CONSUMERS = 2 * 128;
@@ -636,13 +699,30 @@ __device__ __forceinline__ void flash_wgmma_k128_body(
 
     __shared__ u64 seg_k[FA_MAX_SEGMENTS], seg_v[FA_MAX_SEGMENTS];
     __shared__ int seg_first[FA_MAX_SEGMENTS + 1];
+    // TMA: full_bar / empty_bar are K's, fullv_bar / emptyv_bar V's.
     __shared__ __align__(8) u64 full_bar[STAGES], empty_bar[STAGES];
+    __shared__ __align__(8) u64 fullv_bar[TMA ? STAGES : 1], emptyv_bar[TMA ? STAGES : 1];
     const u32 full0 = (u32)__cvta_generic_to_shared(full_bar);
     const u32 empty0 = (u32)__cvta_generic_to_shared(empty_bar);
-    // Both units' producer warps (32 lanes each) fill a stage.
+    const u32 fullv0 = (u32)__cvta_generic_to_shared(fullv_bar);
+    const u32 emptyv0 = (u32)__cvta_generic_to_shared(emptyv_bar);
     if (tid == 0) {
-        fw_init_cta<STAGES, CONSUMERS>(kv, head_bytes, seg_k, seg_v, seg_first, full0, empty0,
-                                       64);
+        if (TMA) {
+            // Full: the producer's one arrival (with the transaction bytes); empty: one arrival
+            // per consumer warp (K), per consumer thread (V).
+            fw_init_cta<STAGES, CONSUMERS / 32>(kv, head_bytes, seg_k, seg_v, seg_first, full0,
+                                                empty0, 1);
+#pragma unroll
+            for (int st = 0; st < STAGES; ++st) {
+                fw_mbar_init(fullv0 + 8 * st, 1);
+                fw_mbar_init(emptyv0 + 8 * st, CONSUMERS);
+            }
+            fw_fence_barrier_init();
+        } else {
+            // Both units' producer warps (32 lanes each) fill a stage.
+            fw_init_cta<STAGES, CONSUMERS>(kv, head_bytes, seg_k, seg_v, seg_first, full0,
+                                           empty0, 64);
+        }
     }
     __syncthreads();
 
@@ -657,6 +737,54 @@ __device__ __forceinline__ void flash_wgmma_k128_body(
 
     if (warp >= 8) {
         asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        if (TMA) {
+            // One thread issues every copy: per tile and operand 4 TMA boxes of 64 rows x 64
+            // dims (8 KB; a unit's rows of one 64-dim half, in the half's 128-byte-swizzled
+            // layout), K of tile t + 1 before V of tile t, as the consumers need them.
+            if (warp == 8 && lane == 0) {
+                for (int s = 0; s < kv.count && s < FW_TMA_MAX_SEGMENTS; ++s) {
+                    fw_prefetch_tensormap(&maps->k[s]);
+                    fw_prefetch_tensormap(&maps->v[s]);
+                }
+                // Both operands' copies of tile t (K: v = false), after its stage is free.
+                auto issue = [&](int tile, bool v) {
+                    const int stage = tile % STAGES;
+                    const u32 full = (v ? fullv0 : full0) + 8 * stage;
+                    if (tile >= STAGES) {
+                        fw_mbar_wait((v ? emptyv0 : empty0) + 8 * stage,
+                                     ((tile / STAGES) - 1) & 1);
+                    }
+                    fw_mbar_expect_tx(full, FW_K128_TILE_BYTES);
+                    const u32 dst = stages_base + stage * (2 * FW_K128_TILE_BYTES) +
+                                    (v ? FW_K128_TILE_BYTES : 0);
+                    int seg = 0, row = 0;
+#pragma unroll
+                    for (int h = 0; h < 2; ++h) {
+                        const int u = 2 * tile + h;
+                        // An absent unit (past n_units) copies the first unit's rows again:
+                        // finite values (P is 0 on them), and every copy delivers its bytes.
+                        if (u < n_units) {
+                            const int key0 = unit_key0(u);
+                            seg = 0;
+                            while (key0 >= seg_first[seg + 1]) ++seg;
+                            row = key0 - seg_first[seg];
+                        }
+                        const FwTensorMap* map = v ? &maps->v[seg] : &maps->k[seg];
+#pragma unroll
+                        for (int half = 0; half < 2; ++half) {
+                            fw_tma_load_3d(dst + half * FW_K128_HALF_BYTES + h * (FW_KT * 128),
+                                           map, full, 0, 2 * head + half, row);
+                        }
+                    }
+                };
+                if (n_tiles > 0) issue(0, false);
+                for (int tile = 0; tile < n_tiles; ++tile) {
+                    if (tile + 1 < n_tiles) issue(tile + 1, false);
+                    issue(tile, true);
+                }
+            }
+            return;
+        }
         // A producer warp copies units warp - 8, warp - 4, ...: unit u into rows 64 (u & 1) ..
         // of tile u / 2's stage. Lane copies chunk lane & 15 of rows lane / 16 + 2 i.
         const int chunk = lane & 15;
@@ -762,6 +890,19 @@ __device__ __forceinline__ void flash_wgmma_k128_body(
         auto wait_full = [&](int tile) {
             fw_mbar_wait(full0 + 8 * (tile % STAGES), (tile / STAGES) & 1);
         };
+        // TMA: V has its own barriers; elsewhere the full barrier covers both operands.
+        auto wait_v = [&](int tile) {
+            if (TMA) fw_mbar_wait(fullv0 + 8 * (tile % STAGES), (tile / STAGES) & 1);
+        };
+        // TMA: K's stage is free once the S that read it has completed (one arrival per warp),
+        // V's once the P·V has (every thread: a lane-0 arrival here, after the wait for the
+        // P·V, made ptxas serialize the wgmmas). Elsewhere one release of both, after the P·V.
+        auto release_k = [&](int tile) {
+            if (TMA) fw_mbar_arrive_lane0(empty0 + 8 * (tile % STAGES), lane);
+        };
+        auto release_v = [&](int tile) {
+            fw_mbar_arrive((TMA ? emptyv0 : empty0) + 8 * (tile % STAGES));
+        };
 
         u32 pa[8][4];
         // Warpgroup 0 issues first. Each warpgroup issues n_tiles + 1 times (the first S, the
@@ -779,6 +920,7 @@ __device__ __forceinline__ void flash_wgmma_k128_body(
             turn_pass();
             fw_wgmma_wait<0>();
             fw_fence_regs(s);
+            release_k(0);
             mask_tail(s, 0);
             float alpha[2], rs[2];
             fw_softmax(s, m, scale_log2, pa, alpha, rs);
@@ -793,6 +935,7 @@ __device__ __forceinline__ void flash_wgmma_k128_body(
 
         for (int tile = 0; tile + 1 < n_tiles; ++tile) {
             wait_full(tile + 1);
+            wait_v(tile);
             float s[16][4];
             u64 dk[8], dv[8];
             k_descs((tile + 1) % STAGES, dk);
@@ -805,6 +948,7 @@ __device__ __forceinline__ void flash_wgmma_k128_body(
             turn_pass();
             fw_wgmma_wait<1>();
             fw_fence_regs(s);
+            release_k(tile + 1);
             mask_tail(s, tile + 1);
             float alpha[2], rs[2];
             u32 pn[8][4];
@@ -812,7 +956,7 @@ __device__ __forceinline__ void flash_wgmma_k128_body(
             fw_wgmma_wait<0>();
             fw_fence_regs(acc);
             fw_fence_regs(pa);
-            fw_mbar_arrive(empty0 + 8 * (tile % STAGES));
+            release_v(tile);
             l[0] = l[0] * alpha[0] + rs[0];
             l[1] = l[1] * alpha[1] + rs[1];
 #pragma unroll
@@ -829,6 +973,7 @@ __device__ __forceinline__ void flash_wgmma_k128_body(
             }
         }
         {
+            wait_v(n_tiles - 1);
             u64 dv[8];
             v_descs((n_tiles - 1) % STAGES, dv);
             fw_fence_regs(acc);
@@ -873,9 +1018,9 @@ FLASH_WGMMA_INSTANCE(5)
             const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                \
             const int* __restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,  \
             u64 kv_head_stride) {                                                               \
-        flash_wgmma_k128_body<S, false>(q, kv, o, o_bf16, lq, lk, dim, scale_log2, seg_off,     \
-                                        seg_blocks, order, query_blocks, key_block,             \
-                                        kv_row_stride, kv_head_stride);                         \
+        flash_wgmma_k128_body<S, false, false>(q, kv, o, o_bf16, lq, lk, dim, scale_log2,       \
+                                               seg_off, seg_blocks, order, query_blocks,        \
+                                               key_block, kv_row_stride, kv_head_stride, 0);    \
     }
 
 // attention_flash_bf16_hd128_wgmma_k128pp_s<STAGES>: the same with PINGPONG.
@@ -887,11 +1032,28 @@ FLASH_WGMMA_INSTANCE(5)
             const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                \
             const int* __restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,  \
             u64 kv_head_stride) {                                                               \
-        flash_wgmma_k128_body<S, true>(q, kv, o, o_bf16, lq, lk, dim, scale_log2, seg_off,      \
-                                       seg_blocks, order, query_blocks, key_block,              \
-                                       kv_row_stride, kv_head_stride);                          \
+        flash_wgmma_k128_body<S, true, false>(q, kv, o, o_bf16, lq, lk, dim, scale_log2,        \
+                                              seg_off, seg_blocks, order, query_blocks,         \
+                                              key_block, kv_row_stride, kv_head_stride, 0);     \
+    }
+
+// attention_flash_bf16_hd128_wgmma_k128pp_tma_s<STAGES>: the pingpong form with K/V copied by
+// TMA (`maps`: each segment's K and V tensor maps, the segments of `kv` up to
+// FW_TMA_MAX_SEGMENTS) and separate K and V barriers.
+#define FLASH_WGMMA_K128PP_TMA_INSTANCE(S)                                                      \
+    extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)                                 \
+        attention_flash_bf16_hd128_wgmma_k128pp_tma_s##S(                                       \
+            const float* __restrict__ q, const FaSegments kv, float* __restrict__ o,            \
+            u16* __restrict__ o_bf16, int lq, int lk, int dim, float scale_log2,                \
+            const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                \
+            const int* __restrict__ order, int query_blocks, int key_block, u64 kv_row_stride,  \
+            u64 kv_head_stride, const __grid_constant__ FwTensorMaps maps) {                    \
+        flash_wgmma_k128_body<S, true, true>(q, kv, o, o_bf16, lq, lk, dim, scale_log2,         \
+                                             seg_off, seg_blocks, order, query_blocks,          \
+                                             key_block, kv_row_stride, kv_head_stride, &maps);  \
     }
 
 // 3 stages: 225 KB, as much as fits.
 FLASH_WGMMA_K128_INSTANCE(3)
 FLASH_WGMMA_K128PP_INSTANCE(3)
+FLASH_WGMMA_K128PP_TMA_INSTANCE(3)

@@ -206,6 +206,7 @@ pub(crate) const SOURCES: &[Source] = &[
             "attention_flash_bf16_hd128_wgmma_s5",
             "attention_flash_bf16_hd128_wgmma_k128_s3",
             "attention_flash_bf16_hd128_wgmma_k128pp_s3",
+            "attention_flash_bf16_hd128_wgmma_k128pp_tma_s3",
         ],
     },
 ];
@@ -230,10 +231,12 @@ pub(crate) fn flash_wgmma_kernel_name(stages: usize) -> String {
 
 /// The 128-keys-per-iteration form of the Hopper kernel (flash_wgmma.cu's
 /// `flash_wgmma_k128_body`), per count of K/V stages, with or without the consumer warpgroups'
-/// pingpong: `attention_flash_bf16_hd128_wgmma_k128[pp]_s<S>`.
-pub(crate) fn flash_wgmma_k128_kernel_name(stages: usize, pingpong: bool) -> String {
+/// pingpong, and with K/V copied by TMA (pingpong only):
+/// `attention_flash_bf16_hd128_wgmma_k128[pp][_tma]_s<S>`.
+pub(crate) fn flash_wgmma_k128_kernel_name(stages: usize, pingpong: bool, tma: bool) -> String {
     let pp = if pingpong { "pp" } else { "" };
-    format!("attention_flash_bf16_hd128_wgmma_k128{pp}_s{stages}")
+    let tma = if tma { "_tma" } else { "" };
+    format!("attention_flash_bf16_hd128_wgmma_k128{pp}{tma}_s{stages}")
 }
 
 /// Every function of every source, loaded into one context.
@@ -284,14 +287,20 @@ mod tests {
             for f in src.functions {
                 // Attention instances are stamped out by macros as `<base>_n##NPL`,
                 // `attention_flash_bf16_hd128_w##W##s##S`, `..._w##W##s##S##m##M` and
-                // `..._wgmma_s##S`, `..._wgmma_k128_s##S` and `..._wgmma_k128pp_s##S`.
+                // `..._wgmma_s##S`, `..._wgmma_k128_s##S`, `..._wgmma_k128pp_s##S` and
+                // `..._wgmma_k128pp_tma_s##S`.
                 let wgmma = f.strip_prefix("attention_flash_bf16_hd128_wgmma_s");
                 let k128 = f.strip_prefix("attention_flash_bf16_hd128_wgmma_k128_s");
                 let k128pp = f.strip_prefix("attention_flash_bf16_hd128_wgmma_k128pp_s");
+                let tma = f.strip_prefix("attention_flash_bf16_hd128_wgmma_k128pp_tma_s");
                 let flash = f
                     .strip_prefix("attention_flash_bf16_hd128_w")
                     .and_then(|ws| ws.split_once('s'));
-                let pattern = match (f.rsplit_once("_n"), flash, wgmma.or(k128).or(k128pp)) {
+                let hopper = wgmma.or(k128).or(k128pp).or(tma);
+                let pattern = match (f.rsplit_once("_n"), flash, hopper) {
+                    (_, _, Some(s)) if tma.is_some() => {
+                        format!("\nFLASH_WGMMA_K128PP_TMA_INSTANCE({s})\n")
+                    }
                     (_, _, Some(s)) if k128.is_some() => {
                         format!("\nFLASH_WGMMA_K128_INSTANCE({s})\n")
                     }

@@ -4,10 +4,12 @@
 //! Dense attention over wider heads runs as GEMMs instead (attention_gemm.rs).
 //! On sm_90 the flash kernel has a Hopper form (flash_wgmma.cu: wgmma, a producer warpgroup),
 //! the default there in its 128-keys-per-iteration form with the consumer warpgroups' pingpong
-//! (`wgmma_k128pp`; `flash bench` on an H100: mma.sync 1.36 ms per call, wgmma with 64-key
-//! iterations 1.13 ms and the same bits, wgmma_k128 1.10, wgmma_k128pp 1.08, these two within the
-//! bf16 tolerances); `FLASHVSR_CUDA_FLASH=wgmma_k128` selects the k128 form without pingpong,
-//! `wgmma` the 64-key form, `w4s2m2` the mma.sync kernel.
+//! and K/V copied by TMA (`wgmma_k128pp_tma`; `flash bench` on an H100: mma.sync 1.31 ms per
+//! call, wgmma with 64-key iterations 1.12 ms and the same bits, wgmma_k128 1.09, wgmma_k128pp
+//! 1.05, wgmma_k128pp_tma 0.89 with wgmma_k128pp's bits; the k128 forms within the bf16
+//! tolerances of the others); `FLASHVSR_CUDA_FLASH=wgmma_k128pp` selects the pingpong form with
+//! cp.async copies, `wgmma_k128` the k128 form without pingpong, `wgmma` the 64-key form,
+//! `w4s2m2` the mma.sync kernel.
 
 use std::sync::Arc;
 
@@ -45,6 +47,112 @@ struct FlashSegments {
 // SAFETY: plain data mirroring the kernel's parameter struct.
 unsafe impl DeviceRepr for FlashSegments {}
 
+/// FW_TMA_MAX_SEGMENTS in flash_wgmma.cu: the segments the TMA form takes.
+const FLASH_TMA_MAX_SEGMENTS: usize = 8;
+
+/// `FwTensorMaps` of flash_wgmma.cu: each segment's K and V tensor map (`CUtensorMap`'s 128
+/// opaque bytes), unused ones zero. (Its 128-byte alignment is the kernel parameter's; the
+/// driver copies the bytes from wherever they are.)
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct FlashTensorMaps {
+    k: [[u64; 16]; FLASH_TMA_MAX_SEGMENTS],
+    v: [[u64; 16]; FLASH_TMA_MAX_SEGMENTS],
+}
+
+// SAFETY: plain data mirroring the kernel's parameter struct.
+unsafe impl DeviceRepr for FlashTensorMaps {}
+
+/// The TMA view of one K or V segment of `rows` rows (row `r`, head `h` at `r · row_stride + h ·
+/// head_stride` elements of bf16): 3-D, innermost first, (64 dims of a half head, 2 · heads
+/// halves, rows), so that a box of (64, 1, 64) is one 64-dim half of a 64-key unit, 64 rows of
+/// 128 bytes: the layout of one half of an operand in flash_wgmma.cu (`fw_swz`) when copied with
+/// the 128-byte swizzle into a 1024-byte-aligned destination. A head's two halves are adjacent
+/// and heads 128 elements apart only in the row layout (`head_stride` = 128); TMA needs a
+/// 16-byte-aligned base and row stride, rows within i32 coordinates.
+#[derive(Debug, PartialEq, Eq)]
+struct KvTensorMapGeometry {
+    dims: [u64; 3],
+    /// Bytes between consecutive indices of dims 1 and 2.
+    strides: [u64; 2],
+    box_dims: [u32; 3],
+}
+
+fn kv_tensor_map_geometry(
+    ptr: u64,
+    rows: usize,
+    heads: usize,
+    row_stride: u64,
+    head_stride: u64,
+) -> Option<KvTensorMapGeometry> {
+    let row_bytes = row_stride * 2;
+    let ok = head_stride == FLASH_HD as u64
+        && row_stride >= (heads * FLASH_HD) as u64
+        && heads > 0
+        && rows > 0
+        && rows <= i32::MAX as usize
+        && ptr.is_multiple_of(16)
+        && row_bytes.is_multiple_of(16)
+        && row_bytes < 1 << 40;
+    ok.then_some(KvTensorMapGeometry {
+        dims: [64, 2 * heads as u64, rows as u64],
+        strides: [128, row_bytes],
+        box_dims: [64, 1, FLASH_KEYS as u32],
+    })
+}
+
+/// The tensor map of `geometry` at `ptr` (bf16, 128-byte swizzle, rows past the end read as
+/// zeros); None where the driver refuses it. (Drivers have the entry point from CUDA 12.0; the
+/// backend runs on none older than its NVRTC, 13.)
+fn encode_kv_tensor_map(ptr: u64, geometry: &KvTensorMapGeometry) -> Option<[u64; 16]> {
+    let element_strides = [1u32; 3];
+    let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
+    // SAFETY: the arrays have the rank's 3 (dims, box, element strides) and 2 (strides) entries;
+    // the driver writes the map and reads nothing at `ptr`.
+    let result = unsafe {
+        sys::cuTensorMapEncodeTiled(
+            map.as_mut_ptr(),
+            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+            3,
+            ptr as *mut std::ffi::c_void,
+            geometry.dims.as_ptr(),
+            geometry.strides.as_ptr(),
+            geometry.box_dims.as_ptr(),
+            element_strides.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    // SAFETY: written by the driver on success (and zeroed before in any case).
+    (result == sys::CUresult::CUDA_SUCCESS).then(|| unsafe { map.assume_init() }.opaque)
+}
+
+/// Every segment's K and V tensor maps (`rows` per segment, pointers and strides as the kernel
+/// gets them); None where a segment cannot have one (then the call takes the form without TMA).
+fn flash_tensor_maps(
+    segments: &FlashSegments,
+    rows: &[usize],
+    heads: usize,
+    (row_stride, head_stride): (u64, u64),
+) -> Option<FlashTensorMaps> {
+    if rows.len() > FLASH_TMA_MAX_SEGMENTS {
+        return None;
+    }
+    let mut maps = FlashTensorMaps::default();
+    for (i, &n) in rows.iter().enumerate() {
+        for (ptr, map) in [
+            (segments.k[i], &mut maps.k[i]),
+            (segments.v[i], &mut maps.v[i]),
+        ] {
+            let geometry = kv_tensor_map_geometry(ptr, n, heads, row_stride, head_stride)?;
+            *map = encode_kv_tensor_map(ptr, &geometry)?;
+        }
+    }
+    Some(maps)
+}
+
 /// One flash kernel instance and its launch: warps per CTA, cp.async stages, m16 tiles of query
 /// rows per warp (1: 16 rows, 4 warps = half a query block per CTA, two CTAs per SM; 2: 32 rows,
 /// each K/V fragment read from shared memory feeds twice the MMAs, Q staged in shared memory), and
@@ -54,7 +162,9 @@ unsafe impl DeviceRepr for FlashSegments {}
 /// stages; `m_tiles` unused), and its keys per iteration `key_tile`: 64 (FW_KT), or 128 for
 /// the k128 form (`flash_wgmma_k128_body`: two 64-key units per iteration). The mma.sync
 /// kernel's is 64. `pingpong` (k128 only): the consumer warpgroups take turns to issue their
-/// wgmmas.
+/// wgmmas. `tma` (k128 with pingpong only): K/V copied by TMA from each segment's tensor maps
+/// (row layout only, at most FLASH_TMA_MAX_SEGMENTS segments; other calls take the same form
+/// without TMA), with separate K and V barriers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct FlashConfig {
     warps: usize,
@@ -64,6 +174,7 @@ struct FlashConfig {
     wgmma: bool,
     key_tile: usize,
     pingpong: bool,
+    tma: bool,
 }
 
 /// The instances flash.cu defines as (warps, stages, m-tiles): `FLASH_INSTANCE(W, S)` with one
@@ -95,6 +206,7 @@ impl FlashConfig {
         wgmma: false,
         key_tile: FLASH_KEYS,
         pingpong: false,
+        tma: false,
     };
 
     /// The Hopper kernel with `stages` K/V stages: 12 warps (two consumer warpgroups and the
@@ -108,6 +220,7 @@ impl FlashConfig {
             wgmma: true,
             key_tile: FLASH_KEYS,
             pingpong: false,
+            tma: false,
         }
     }
 
@@ -119,13 +232,24 @@ impl FlashConfig {
         }
     }
 
-    /// The k128 form with the consumer warpgroups' pingpong: the default on sm_90. At config A
-    /// on an H100 (op profile, real masks, PERF_NOTES.md) sage 1.341 → 1.258 ms per call and
-    /// block 2.574 → 2.383 against the 64-key form; the plain k128 form 1.300 / 2.441.
+    /// The k128 form with the consumer warpgroups' pingpong (the default on sm_90 before the TMA
+    /// form). At config A on an H100 (op profile, real masks, PERF_NOTES.md) sage 1.341 → 1.258
+    /// ms per call and block 2.574 → 2.383 against the 64-key form; the plain k128 form 1.300 /
+    /// 2.441.
     const fn wgmma_k128_pingpong(stages: usize) -> FlashConfig {
         FlashConfig {
             pingpong: true,
             ..FlashConfig::wgmma_k128(stages)
+        }
+    }
+
+    /// The pingpong form with K/V copied by TMA: the default on sm_90. At config A on an H100
+    /// (op profile, real masks, PERF_NOTES.md) sage 1.263 → 1.082 ms per call and block 2.397 →
+    /// 2.022 against the pingpong form with cp.async copies.
+    const fn wgmma_k128_pingpong_tma(stages: usize) -> FlashConfig {
+        FlashConfig {
+            tma: true,
+            ..FlashConfig::wgmma_k128_pingpong(stages)
         }
     }
 
@@ -163,7 +287,7 @@ impl FlashConfig {
 
     fn kernel_name(self) -> String {
         if self.wgmma && self.key_tile == FLASH_WGMMA_K128_KEYS {
-            flash_wgmma_k128_kernel_name(self.stages, self.pingpong)
+            flash_wgmma_k128_kernel_name(self.stages, self.pingpong, self.tma)
         } else if self.wgmma {
             flash_wgmma_kernel_name(self.stages)
         } else {
@@ -175,8 +299,11 @@ impl FlashConfig {
     /// `FLASHVSR_CUDA_FLASH=w<W>s<S>[m<M>][h]` (tuning experiments, read per call: an instance of
     /// FLASH_INSTANCES; `m2` = 32 query rows per warp, `h` = head-major K/V), or `wgmma[<S>][h]`
     /// (the Hopper kernel, S K/V stages, 4 if not given) or `wgmma_k128[pp][<S>][h]` (its
-    /// 128-key form, 3 stages; `pp`: the consumer warpgroups' pingpong); where the device is no sm_90 (`hopper` false), the default instead. Anything else keeps the default. An instance whose shared memory the GPU cannot give (w4s3m2 needs 128 KB: not on
-    /// sm_86/sm_89) fails at launch.
+    /// 128-key form, 3 stages; `pp`: the consumer warpgroups' pingpong) or
+    /// `wgmma_k128pp_tma[<S>]` (the pingpong form with K/V copied by TMA); where the device is
+    /// no sm_90 (`hopper` false), the default instead. Anything else keeps the default. An
+    /// instance whose shared memory the GPU cannot give (w4s3m2 needs 128 KB: not on sm_86/sm_89)
+    /// fails at launch.
     fn from_env(hopper: bool) -> FlashConfig {
         FlashConfig::select(std::env::var("FLASHVSR_CUDA_FLASH").ok().as_deref(), hopper)
     }
@@ -184,7 +311,7 @@ impl FlashConfig {
     /// The instance a knob value names, as `from_env` reads it.
     fn select(knob: Option<&str>, hopper: bool) -> FlashConfig {
         let default = if hopper {
-            FlashConfig::wgmma_k128_pingpong(FLASH_WGMMA_K128_STAGES[0])
+            FlashConfig::wgmma_k128_pingpong_tma(FLASH_WGMMA_K128_STAGES[0])
         } else {
             FlashConfig::DEFAULT
         };
@@ -203,6 +330,12 @@ impl FlashConfig {
                 Some(stages) => (stages, true),
                 None => (rest, false),
             };
+            // TMA: pingpong only, row layout only (no `h`).
+            let (stages, tma) = match stages.strip_prefix("_tma") {
+                Some(_) if !pingpong || head_major => return None,
+                Some(stages) => (stages, true),
+                None => (stages, false),
+            };
             let stages = match stages {
                 "" => FLASH_WGMMA_K128_STAGES[0],
                 s if s.starts_with(|c: char| c.is_ascii_digit()) => s.parse().ok()?,
@@ -213,6 +346,7 @@ impl FlashConfig {
                 .then_some(FlashConfig {
                     head_major,
                     pingpong,
+                    tma,
                     ..FlashConfig::wgmma_k128(stages)
                 });
         }
@@ -243,6 +377,7 @@ impl FlashConfig {
                 wgmma: false,
                 key_tile: FLASH_KEYS,
                 pingpong: false,
+                tma: false,
             })
     }
 }
@@ -289,12 +424,14 @@ pub(crate) fn prepare_flash(
         wgmma: false,
         key_tile: FLASH_KEYS,
         pingpong: false,
+        tma: false,
     });
     let hopper: Vec<FlashConfig> = FLASH_WGMMA_STAGES
         .map(FlashConfig::wgmma)
         .into_iter()
         .chain(FLASH_WGMMA_K128_STAGES.map(FlashConfig::wgmma_k128))
         .chain(FLASH_WGMMA_K128_STAGES.map(FlashConfig::wgmma_k128_pingpong))
+        .chain(FLASH_WGMMA_K128_STAGES.map(FlashConfig::wgmma_k128_pingpong_tma))
         .collect();
     let wanted: &[FlashConfig] = if wgmma_ok { &hopper } else { &[] };
     for cfg in classic.iter().chain(wanted) {
@@ -461,7 +598,7 @@ impl CudaBackend {
     ) -> CudaResult<CudaBuffer> {
         let (lq, dim) = (q.dim(0), q.dim(1));
         let lk: usize = k.iter().map(|s| s.dim(0)).sum();
-        let cfg = FlashConfig::from_env(self.flash_ready.wgmma);
+        let mut cfg = FlashConfig::from_env(self.flash_ready.wgmma);
         let query_blocks = lq.div_ceil(FLASH_ROWS);
         let items = heads * query_blocks;
         let split = cfg.split();
@@ -471,6 +608,15 @@ impl CudaBackend {
             )));
         }
         let (segments, (row_stride, head_stride)) = self.flash_segments(k, v, heads, cfg)?;
+        let maps = if cfg.tma {
+            let rows: Vec<usize> = k.iter().map(|s| s.dim(0)).collect();
+            let maps = flash_tensor_maps(&segments, &rows, heads, (row_stride, head_stride));
+            // The same kernel without TMA (same shared memory, same arithmetic) where no maps.
+            cfg.tma = maps.is_some();
+            maps
+        } else {
+            None
+        };
         let (off, blocks, order, key_block) = sparse.unwrap_or((0, 0, 0, FLASH_KEYS));
         let scale_log2 = std::f32::consts::LOG2_E / (FLASH_HD as f32).sqrt();
         let copy = self.bf16_copy_output(lq * dim)?;
@@ -490,6 +636,10 @@ impl CudaBackend {
             .push(int("key block", key_block)?)
             .push(row_stride)
             .push(head_stride);
+        let args = match maps {
+            Some(maps) => args.push(maps),
+            None => args,
+        };
         let launch = LaunchConfig {
             grid_dim: ((items * split) as u32, 1, 1),
             block_dim: (32 * cfg.warps as u32, 1, 1),
@@ -690,7 +840,7 @@ mod tests {
             .functions;
         assert_eq!(
             listed.len(),
-            FLASH_WGMMA_STAGES.len() + 2 * FLASH_WGMMA_K128_STAGES.len()
+            FLASH_WGMMA_STAGES.len() + 3 * FLASH_WGMMA_K128_STAGES.len()
         );
         let instances = FLASH_WGMMA_STAGES
             .map(|s| (s, "FLASH_WGMMA_INSTANCE", "wgmma"))
@@ -698,6 +848,10 @@ mod tests {
             .chain(FLASH_WGMMA_K128_STAGES.map(|s| (s, "FLASH_WGMMA_K128_INSTANCE", "wgmma_k128")))
             .chain(
                 FLASH_WGMMA_K128_STAGES.map(|s| (s, "FLASH_WGMMA_K128PP_INSTANCE", "wgmma_k128pp")),
+            )
+            .chain(
+                FLASH_WGMMA_K128_STAGES
+                    .map(|s| (s, "FLASH_WGMMA_K128PP_TMA_INSTANCE", "wgmma_k128pp_tma")),
             );
         for (stages, macro_name, knob) in instances {
             let stamp = format!("\n{macro_name}({stages})\n");
@@ -711,6 +865,49 @@ mod tests {
             let define = format!("#define FW_THREADS {}\n", 32 * cfg.warps);
             assert!(src.contains(&define), "{define} not in flash_wgmma.cu");
         }
+        let define = format!("#define FW_TMA_MAX_SEGMENTS {FLASH_TMA_MAX_SEGMENTS}\n");
+        assert!(src.contains(&define), "{define} not in flash_wgmma.cu");
+        // FwTensorMaps: a K and a V map of 128 bytes per segment.
+        assert_eq!(
+            std::mem::size_of::<FlashTensorMaps>(),
+            2 * FLASH_TMA_MAX_SEGMENTS * std::mem::size_of::<sys::CUtensorMap>()
+        );
+        assert_eq!(std::mem::size_of::<sys::CUtensorMap>(), 128);
+    }
+
+    #[test]
+    fn kv_tensor_map_boxes_are_half_units_of_the_row_layout() {
+        // Config A's KV cache segment: 8448 rows of 12 heads x 128 bf16, rows 3072 bytes apart.
+        let g = kv_tensor_map_geometry(0x7f00_0000_0000, 8448, 12, 1536, 128).unwrap();
+        assert_eq!(g.dims, [64, 24, 8448]);
+        assert_eq!(g.strides, [128, 3072]);
+        // A box: 64 rows (a unit) of 64 dims = 128 bytes, the 128-byte swizzle's span, 8 KB.
+        assert_eq!(g.box_dims, [64, 1, FLASH_KEYS as u32]);
+        assert_eq!(g.box_dims[0] as usize * 2, 128);
+        assert_eq!(
+            g.box_dims.iter().product::<u32>() as usize * 2,
+            FLASH_KEYS * 128
+        );
+        // Element (d, half, row) of the view is bf16 element row * 1536 + 64 half + d of the
+        // segment, i.e. dim 64 (half % 2) + d of head half / 2.
+        let at =
+            |d: u64, half: u64, row: u64| (d * 2 + half * g.strides[0] + row * g.strides[1]) / 2;
+        assert_eq!(at(5, 2 * 7 + 1, 100), 100 * 1536 + 7 * 128 + 64 + 5);
+        // The whole row of all heads lies within the row stride.
+        assert_eq!(g.dims[0] * 2 * g.dims[1], g.strides[1]);
+        // A segment of a wider tensor (the row holds more than these heads) is fine too.
+        assert!(kv_tensor_map_geometry(0, 64, 2, 1536, 128).is_some());
+        // Head-major layouts, misaligned bases or row strides, empty segments: no map.
+        assert_eq!(kv_tensor_map_geometry(0, 8448, 12, 128, 8448 * 128), None);
+        assert_eq!(kv_tensor_map_geometry(8, 64, 2, 256, 128), None);
+        assert_eq!(kv_tensor_map_geometry(0, 64, 2, 260, 128), None);
+        assert_eq!(kv_tensor_map_geometry(0, 0, 2, 256, 128), None);
+        assert_eq!(kv_tensor_map_geometry(0, 64, 3, 256, 128), None);
+        // More segments than the kernel takes maps for: none (the call takes the cp.async form),
+        // decided before any map is encoded.
+        let rows = [64; FLASH_TMA_MAX_SEGMENTS + 1];
+        let segments = FlashSegments::default();
+        assert!(flash_tensor_maps(&segments, &rows, 2, (256, 128)).is_none());
     }
 
     #[test]
@@ -778,6 +975,19 @@ mod tests {
             Some(true)
         );
         assert_eq!(FlashConfig::parse("wgmma_k128ppx"), None);
+        assert!(!pp.tma);
+        let tma = FlashConfig::parse("wgmma_k128pp_tma").unwrap();
+        assert_eq!(tma, FlashConfig { tma: true, ..pp });
+        assert_eq!(FlashConfig::parse("wgmma_k128pp_tma3"), Some(tma));
+        assert_eq!(
+            tma.kernel_name(),
+            "attention_flash_bf16_hd128_wgmma_k128pp_tma_s3"
+        );
+        // TMA maps need the row layout, and come with the pingpong form only.
+        assert_eq!(FlashConfig::parse("wgmma_k128pp_tmah"), None);
+        assert_eq!(FlashConfig::parse("wgmma_k128_tma"), None);
+        assert_eq!(FlashConfig::parse("wgmma_k128pp_tma4"), None);
+        assert_eq!(tma.smem(), pp.smem());
     }
 
     #[test]
@@ -791,7 +1001,15 @@ mod tests {
         assert_eq!((w4s3.wgmma, w4s3.stages, w4s3.m_tiles), (false, 3, 1));
         assert_eq!(
             FlashConfig::select(None, true),
-            FlashConfig::parse("wgmma_k128pp").unwrap()
+            FlashConfig::parse("wgmma_k128pp_tma").unwrap()
+        );
+        assert_eq!(
+            FlashConfig::select(Some("wgmma_k128pp"), true),
+            FlashConfig::wgmma_k128_pingpong(FLASH_WGMMA_K128_STAGES[0])
+        );
+        assert_eq!(
+            FlashConfig::select(Some("wgmma_k128pp_tma"), false),
+            FlashConfig::DEFAULT
         );
         assert_eq!(
             FlashConfig::select(Some("wgmma_k128"), true),

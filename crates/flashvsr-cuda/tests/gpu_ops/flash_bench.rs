@@ -25,16 +25,18 @@ const DENSITY: f32 = 0.25;
 const CALLS: usize = 20;
 const REPEATS: usize = 3;
 
-/// (FLASHVSR_CUDA_FLASH, FLASHVSR_CUDA_FLASH_ORDER); None = unset (the default: wgmma_k128pp on
-/// sm_90).
-const RUNS: [(Option<&str>, Option<&str>); 7] = [
+/// (FLASHVSR_CUDA_FLASH, FLASHVSR_CUDA_FLASH_ORDER); None = unset (the default: wgmma_k128pp_tma
+/// on sm_90).
+const RUNS: [(Option<&str>, Option<&str>); 9] = [
     (Some("w4s2m2"), None),
     (Some("wgmma"), None),
     (Some("wgmma5"), None),
     (Some("wgmma_k128"), None),
     (Some("wgmma_k128pp"), None),
+    (Some("wgmma_k128pp_tma"), None),
     (Some("w4s2m2"), Some("head")),
     (Some("wgmma"), Some("head")),
+    (Some("wgmma_k128pp_tma"), Some("head")),
 ];
 
 fn set(var: &str, value: Option<&str>) {

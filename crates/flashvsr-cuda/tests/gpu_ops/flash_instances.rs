@@ -5,10 +5,11 @@
 //! no key block, a mask with none at all), KV segments read in place and joined, and the bf16 copy
 //! of the output that the fast mode's GEMMs read.
 //!
-//! The Hopper instances (`FLASHVSR_CUDA_FLASH=wgmma[<stages>][h]`, `wgmma_k128`, flash_wgmma.cu) sum in another
-//! order: they are held to the CPU with the same tolerances, and to the default instance's output
-//! within a relative L2 of `WGMMA_VS_DEFAULT`, on the same cases. Off sm_90 the knob keeps the
-//! default instance, and these cases check it again.
+//! The Hopper instances (`FLASHVSR_CUDA_FLASH=wgmma[<stages>][h]`, `wgmma_k128[pp]`,
+//! `wgmma_k128pp_tma`, flash_wgmma.cu) sum in another order: they are held to the CPU with the
+//! same tolerances, and to the default instance's output within a relative L2 of
+//! `WGMMA_VS_DEFAULT`, on the same cases; the pairs of `SAME_BITS` to each other bit for bit. Off
+//! sm_90 the knob keeps the default instance, and these cases check it again.
 
 use flashvsr_tensor::{BackendRef, BlockMask, Tensor};
 
@@ -25,16 +26,29 @@ const MMA_DEFAULT: &str = "w4s2m2";
 /// The wgmma kernel's instances: 4 stages (what `wgmma` selects), 5 with head-major K/V
 /// (single-segment calls), and the 128-keys-per-iteration form (`wgmma_k128`: its online softmax
 /// takes 128 keys at a time, so it sums in another order than the 64-key kernels).
-/// `wgmma_k128pp`: the same with the consumer warpgroups' pingpong.
-const WGMMA_INSTANCES: [&str; 4] = ["wgmma", "wgmma5h", "wgmma_k128", "wgmma_k128pp"];
+/// `wgmma_k128pp`: the same with the consumer warpgroups' pingpong; `wgmma_k128pp_tma`: that with
+/// K/V copied by TMA.
+const WGMMA_INSTANCES: [&str; 5] = [
+    "wgmma",
+    "wgmma5h",
+    "wgmma_k128",
+    "wgmma_k128pp",
+    "wgmma_k128pp_tma",
+];
 /// Relative L2 between a wgmma instance's output and the default instance's: both round the
 /// same bf16 operands and P; they may differ in summation order, and where a P rounds to the
 /// other bf16 neighbour. (On an H100 they measured equal, bit for bit: the tensor cores sum each
 /// k16 step the same way for mma.sync and wgmma, and the k-steps go in the same order.)
 const WGMMA_VS_DEFAULT: f64 = 5e-3;
-/// The pingpong form and the plain one of the k128 kernel: the same arithmetic in the same
-/// order (only when each warpgroup issues its wgmmas differs), so the same bits.
-const PINGPONG_PAIR: (&str, &str) = ("wgmma_k128pp", "wgmma_k128");
+/// Instances with the bits of another (run before them): the pingpong form and the plain one of
+/// the k128 kernel (the same arithmetic in the same order, only when each warpgroup issues its
+/// wgmmas differs); the TMA form and the pingpong one (the same operands in shared memory: where
+/// TMA copies real rows for an absent unit instead of zeros, their scores are masked and P is
+/// exactly 0 either way).
+const SAME_BITS: [(&str, &str); 2] = [
+    ("wgmma_k128pp", "wgmma_k128"),
+    ("wgmma_k128pp_tma", "wgmma_k128pp"),
+];
 
 type Check<'a> = &'a dyn Fn(&[f32]) -> Option<String>;
 
@@ -137,7 +151,8 @@ impl Suite {
         {
             return;
         }
-        // The mma.sync kernel's default instance (on sm_90 the knob's absence means wgmma_k128pp).
+        // The mma.sync kernel's default instance (on sm_90 the knob's absence means
+        // wgmma_k128pp_tma).
         let want = run_with(backend, Some(MMA_DEFAULT), inputs, op);
         let cpu = self.cpu.clone();
         for inst in INSTANCES {
@@ -152,20 +167,21 @@ impl Suite {
                 self.bf16_case(&name, tol, &cpu, inputs, op, check);
             }
         }
-        let mut plain_k128: Option<Output> = None;
+        let mut outputs: Vec<(&str, Output)> = Vec::new();
         for inst in WGMMA_INSTANCES {
             let name = named(inst);
             if self.skip(&name) {
                 continue;
             }
             let got = run_with(backend, Some(inst), inputs, op);
-            if inst == PINGPONG_PAIR.1 {
-                plain_k128 = Some(got.clone());
+            for (of, want) in SAME_BITS.iter().filter(|p| p.0 == inst).filter_map(|p| {
+                let want = outputs.iter().find(|(i, _)| *i == p.1)?;
+                Some((p.1, &want.1))
+            }) {
+                let what = format!("{name} bits vs {of}");
+                same_bits(self, &what, got.clone(), want, of);
             }
-            if let (true, Some(plain)) = (inst == PINGPONG_PAIR.0, &plain_k128) {
-                let what = format!("{name} bits vs {}", PINGPONG_PAIR.1);
-                same_bits(self, &what, got.clone(), plain, PINGPONG_PAIR.1);
-            }
+            outputs.push((inst, got.clone()));
             close_to_default(self, &format!("{name} vs default"), got, &want);
             if let Some(tol) = tol {
                 select(Some(inst));
