@@ -345,9 +345,10 @@ pub struct CudaBackend {
     staging: Arc<PinnedPool>,
 }
 
-/// Pinned buffers kept for downloads: a stream has two or three chunks in flight, a tiled one
-/// that many per tile. A pool only grows to the copies in flight at once.
-const DOWNLOAD_BUFFERS: usize = 8;
+/// Pinned buffers kept for downloads: a stream has two or three chunks in flight, each in pieces
+/// of 4 frames (the tiny decoder's, one per latent frame; the first chunk has 6), a tiled one that
+/// many per tile. A pool only grows to the copies in flight at once.
+const DOWNLOAD_BUFFERS: usize = 16;
 /// Pinned staging buffers kept for uploads: the LQ frames of two chunks pushed ahead of the device,
 /// with the noise.
 const STAGING_BUFFERS: usize = 20;

@@ -675,12 +675,12 @@ fn decode_chunk(
     cond: Option<&Tensor>,
 ) -> Result<DecodedFrames> {
     match (&models.decoder, state, cond) {
-        (Decoder::Tiny(tc), DecoderState::Tiny(memory), Some(cond)) => {
-            Ok(DecodedFrames::Device(tc.decode(latents, cond, memory)?))
-        }
+        (Decoder::Tiny(tc), DecoderState::Tiny(memory), Some(cond)) => Ok(DecodedFrames::Device(
+            tc.decode_pieces(latents, cond, memory)?,
+        )),
         (Decoder::Full { vae, .. }, DecoderState::Vae(state), _) => {
             let y = vae.decode(latents, state)?.clamp(-1.0, 1.0)?;
-            Ok(DecodedFrames::Device(y))
+            Ok(DecodedFrames::Device(vec![y]))
         }
         (Decoder::Full { vae, .. }, DecoderState::TiledVae(state), _) => {
             let (pixels, frames) = state.decode(vae, latents)?;

@@ -262,24 +262,51 @@ impl TcDecoder {
         cond: &Tensor,
         memory: &mut DecoderMemory,
     ) -> Result<Tensor> {
+        let pieces = self.decode_pieces(latents, cond, memory)?;
+        let refs: Vec<&Tensor> = pieces.iter().collect();
+        Ok(Tensor::cat(&refs, 1)?)
+    }
+
+    /// [`Self::decode`]'s frames as they come, one `(3, n, H, W)` piece per latent frame (n = 4,
+    /// or 1 for the stream's first latent frame): a caller that finishes each piece on its own
+    /// never holds a second copy of the chunk.
+    pub fn decode_pieces(
+        &self,
+        latents: &Tensor,
+        cond: &Tensor,
+        memory: &mut DecoderMemory,
+    ) -> Result<Vec<Tensor>> {
         let t = latents.dim(1);
         let k = cond.dim(1);
-        let cond = if k < TIME_UPSCALE * t {
-            let first = cond.narrow(1, 0, 1)?;
-            let mut parts = vec![&first; TIME_UPSCALE * t - k];
-            parts.push(cond);
-            Tensor::cat(&parts, 1)?
-        } else {
-            cond.clone()
-        };
-        let mut frames = Vec::with_capacity(t);
+        if k > TIME_UPSCALE * t {
+            return Err(ModelError::Settings(format!(
+                "{k} conditioning frames for {t} latent frames (at most {})",
+                TIME_UPSCALE * t
+            )));
+        }
+        // Frame j of the front-padded clip is cond frame j − pad, or the first one; each latent
+        // frame's four are cut out on their own (no padded copy of the chunk).
+        let pad = TIME_UPSCALE * t - k;
+        let mut pieces = Vec::with_capacity(t);
         for i in 0..t {
             let latent = latents.narrow(1, i, 1)?;
-            let cond = cond.narrow(1, i * TIME_UPSCALE, TIME_UPSCALE)?;
-            frames.push(self.decode_latent_frame(&latent, &cond, memory)?);
+            let start = i * TIME_UPSCALE;
+            let copies = pad.saturating_sub(start).min(TIME_UPSCALE);
+            let own = (copies < TIME_UPSCALE)
+                .then(|| cond.narrow(1, start + copies - pad, TIME_UPSCALE - copies))
+                .transpose()?;
+            let cond = match (copies, own) {
+                (0, Some(own)) => own,
+                (_, own) => {
+                    let first = cond.narrow(1, 0, 1)?;
+                    let mut parts = vec![&first; copies];
+                    parts.extend(own.as_ref());
+                    Tensor::cat(&parts, 1)?
+                }
+            };
+            pieces.push(self.decode_latent_frame(&latent, &cond, memory)?);
         }
-        let refs: Vec<&Tensor> = frames.iter().collect();
-        Ok(Tensor::cat(&refs, 1)?)
+        Ok(pieces)
     }
 
     fn decode_latent_frame(

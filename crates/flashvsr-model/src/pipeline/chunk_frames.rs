@@ -11,17 +11,19 @@ use crate::lq_frame::LqHost;
 use crate::output_frame::{DecodedChunk, OutputFrame};
 use crate::Result;
 
-/// A chunk's decoded frames `(3, n, H, W)`: on the decoder's device, or in host memory (the tiled
-/// VAE decode assembles its tiles there).
+/// A chunk's decoded frames `(3, n, H, W)`: on the decoder's device, in pieces along the frames
+/// (the tiny decoder's, one per latent frame, each finished and downloaded on its own, so that
+/// the colour fix never works on the whole chunk at once), or in host memory (the tiled VAE decode
+/// assembles its tiles there).
 pub(super) enum DecodedFrames {
-    Device(Tensor),
+    Device(Vec<Tensor>),
     Host { pixels: Vec<f32>, frames: usize },
 }
 
 impl DecodedFrames {
     pub(super) fn frames(&self) -> usize {
         match self {
-            DecodedFrames::Device(y) => y.dim(1),
+            DecodedFrames::Device(pieces) => pieces.iter().map(|y| y.dim(1)).sum(),
             DecodedFrames::Host { frames, .. } => *frames,
         }
     }
@@ -41,36 +43,61 @@ pub(super) fn chunk_frames(
     canvas: (usize, usize),
     color_fix: ColorFix,
 ) -> Result<Vec<OutputFrame>> {
-    let (pixels, host_fix) = match decoded {
-        DecodedFrames::Host { pixels, .. } => (PendingDownload::ready(pixels), color_fix),
-        DecodedFrames::Device(y) => {
-            let fixed = match color_fix {
-                ColorFix::Wavelet => device_references()?
-                    .map(|x| wavelet_on_device(&y, &x))
-                    .transpose()?,
-                ColorFix::AdaIn => device_references()?.map(|x| y.adain(&x)).transpose()?,
-                ColorFix::None => None,
-            };
-            match fixed {
-                Some(fixed) => (fixed.to_vec_later()?, ColorFix::None),
-                None => (y.to_vec_later()?, color_fix),
+    let canvas_frames = references.len();
+    let pieces = match decoded {
+        DecodedFrames::Host { pixels, .. } => {
+            vec![(PendingDownload::ready(pixels), canvas_frames, color_fix)]
+        }
+        DecodedFrames::Device(ys) => {
+            let mut device_references = Some(device_references);
+            let mut whole_reference: Option<Option<Tensor>> = None;
+            let mut offset = 0;
+            let mut pieces = Vec::with_capacity(ys.len());
+            for y in ys {
+                let n = y.dim(1);
+                let reference = match color_fix {
+                    ColorFix::None => None,
+                    ColorFix::Wavelet | ColorFix::AdaIn => {
+                        if whole_reference.is_none() {
+                            whole_reference = Some(match device_references.take() {
+                                Some(get) => get()?,
+                                None => None,
+                            });
+                        }
+                        match whole_reference.as_ref().and_then(Option::as_ref) {
+                            Some(x) => Some(x.narrow(1, offset, n)?),
+                            None => None,
+                        }
+                    }
+                };
+                let fixed = match (color_fix, reference) {
+                    (ColorFix::Wavelet, Some(x)) => Some(wavelet_on_device(&y, &x)?),
+                    (ColorFix::AdaIn, Some(x)) => Some(y.adain(&x)?),
+                    _ => None,
+                };
+                pieces.push(match fixed {
+                    Some(fixed) => (fixed.to_vec_later()?, n, ColorFix::None),
+                    None => (y.to_vec_later()?, n, color_fix),
+                });
+                offset += n;
             }
+            pieces
         }
     };
-    let pixels = DecodedChunk::new(pixels);
-    let n = references.len();
-    Ok(references
-        .into_iter()
-        .enumerate()
-        .map(|(i, reference)| {
-            OutputFrame::in_chunk(
-                out0 + i,
-                pixels.clone(),
-                i,
+    let mut references = references.into_iter();
+    let mut frames = Vec::with_capacity(canvas_frames);
+    for (pixels, n, host_fix) in pieces {
+        let chunk = DecodedChunk::new(pixels);
+        for (slot, reference) in references.by_ref().take(n).enumerate() {
+            frames.push(OutputFrame::in_chunk(
+                out0 + frames.len(),
+                chunk.clone(),
+                slot,
                 n,
                 canvas,
                 (host_fix, reference),
-            )
-        })
-        .collect())
+            ));
+        }
+    }
+    Ok(frames)
 }
