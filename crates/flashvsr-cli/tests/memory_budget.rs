@@ -52,10 +52,10 @@ fn running_out_of_memory_starts_again_with_smaller_tiles() {
     let input = tmp.path().join("in");
     write_png_clip(&input, 9, 96, 64);
     let output = tmp.path().join("out");
-    // Tiles as wide as the canvas do not fit in 100 MiB; 128-pixel tiles do.
+    // Tiles as wide as the canvas do not fit in 80 MiB; 128-pixel tiles do.
     let extra = [
         "--max-vram",
-        "100M",
+        "80M",
         "--tile-size",
         "96",
         "--tile-overlap",
