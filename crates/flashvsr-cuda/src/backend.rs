@@ -46,7 +46,7 @@ pub const ENV_FOLD_MAX_CHANNELS: &str = "FLASHVSR_CUDA_FOLD_MAX_CHANNELS";
 /// Environment override for [`CudaOptions::attention`]: `fp32` or `bf16`.
 pub const ENV_ATTENTION: &str = "FLASHVSR_CUDA_ATTENTION";
 
-/// `1` turns the GEMM tuning of the fast mode on (see `CudaOptions::gemm_tune`).
+/// `0` turns the GEMM tuning of the fast mode off (see `CudaOptions::gemm_tune`).
 pub const ENV_GEMM_TUNE: &str = "FLASHVSR_CUDA_GEMM_TUNE";
 
 /// The TCDecoder's last conv in the fast mode (see [`CudaOptions::conv_direct_three`]): `0` keeps
@@ -178,9 +178,10 @@ pub struct CudaOptions {
     /// `FLASHVSR_CUDA_DIRECT_CONV3=fma` takes the FMA kernel.
     pub conv_direct_three_mma: bool,
     /// In the fast mode, the first call of each large bf16 GEMM shape times cuBLASLt's candidate
-    /// algorithms and keeps the fastest that gives the heuristic's own bits (gemm.rs); on with
-    /// `FLASHVSR_CUDA_GEMM_TUNE=1`. Off by default: at config A it changed no fps measurably
-    /// (PERF_NOTES.md, GEMM tuning).
+    /// algorithms and keeps the fastest that gives the heuristic's own bits (gemm.rs), so no
+    /// output changes. On by default (the 8448×1536×1536 shapes take 0.08–0.10 ms instead of
+    /// 0.12; config A +1 % in same-call runs, BENCHMARKS.md session 9); `FLASHVSR_CUDA_GEMM_TUNE=0`
+    /// turns it off.
     pub gemm_tune: bool,
     /// Short-lived allocations of at least this many bytes come from the paged allocator
     /// (paged.rs: physical pages remapped between blocks, so that freed memory never sits in
@@ -227,7 +228,7 @@ impl CudaOptions {
                 .ok()
                 .and_then(|v| v.parse().ok()),
             kept_pool: std::env::var("FLASHVSR_CUDA_KEPT_POOL").is_ok_and(|v| v == "1"),
-            gemm_tune: std::env::var(ENV_GEMM_TUNE).is_ok_and(|v| v == "1"),
+            gemm_tune: !std::env::var(ENV_GEMM_TUNE).is_ok_and(|v| v == "0"),
             paged_min_bytes: match std::env::var("FLASHVSR_CUDA_PAGED_MIN_MIB")
                 .ok()
                 .and_then(|v| v.parse::<usize>().ok())
@@ -284,7 +285,7 @@ impl Default for CudaOptions {
             conv_subpixel_upsample: true,
             conv_direct_three: true,
             conv_direct_three_mma: true,
-            gemm_tune: false,
+            gemm_tune: true,
             paged_min_bytes: Some(PAGED_MIN_BYTES),
             conv_weight_stand_in: true,
         }
