@@ -111,6 +111,22 @@ __device__ __forceinline__ double mask_unkey(u64 k) {
     return __longlong_as_double((long long)((k >> 63) ? (k & 0x7fffffffffffffffull) : ~k));
 }
 
+// The keys of positions i0 + j·blockDim.x + threadIdx.x (j < MASK_LOADS) of p, loaded together:
+// MASK_LOADS independent loads in flight per thread, as the passes are bound by L2 latency.
+// Positions at or past n have `in_range` false.
+__device__ __forceinline__ void mask_load_keys(const double* __restrict__ p, u64 n, u64 i0,
+                                               u64 key[MASK_LOADS], bool in_range[MASK_LOADS]) {
+    double v[MASK_LOADS];
+#pragma unroll
+    for (int j = 0; j < MASK_LOADS; ++j) {
+        const u64 i = i0 + (u64)j * blockDim.x + threadIdx.x;
+        in_range[j] = i < n;
+        v[j] = in_range[j] ? p[i] : 0.0;
+    }
+#pragma unroll
+    for (int j = 0; j < MASK_LOADS; ++j) key[j] = mask_key(v[j]);
+}
+
 // One CTA per (head, query group): the group's pattern_rows rows of probs, n values. Finds τ, the
 // value of descending rank `rank` (0-based: the (K+1)-th largest, K = rank < n), by an 8-bit radix
 // select over the total-order keys from the most significant digit, then writes mask = p > τ for
@@ -138,20 +154,15 @@ extern "C" __global__ void __launch_bounds__(MASK_TOPK_THREADS)
         const u64 high = shift == 56 ? 0 : ~0ull << (shift + 8);
         for (int i = tid; i < 256; i += blockDim.x) hist[i] = 0;
         __syncthreads();
-        // MASK_LOADS independent loads in flight per thread: the pass is bound by L2 latency.
         for (u64 i0 = 0; i0 < n; i0 += MASK_LOADS * blockDim.x) {
-            double v[MASK_LOADS];
+            u64 keys[MASK_LOADS];
+            bool in_range[MASK_LOADS];
+            mask_load_keys(p, n, i0, keys, in_range);
 #pragma unroll
             for (int j = 0; j < MASK_LOADS; ++j) {
-                const u64 i = i0 + (u64)j * blockDim.x + tid;
-                v[j] = i < n ? p[i] : 0.0;
-            }
-#pragma unroll
-            for (int j = 0; j < MASK_LOADS; ++j) {
-                const u64 i = i0 + (u64)j * blockDim.x + tid;
-                const u64 key = mask_key(v[j]);
+                const u64 key = keys[j];
                 const int digit =
-                    i < n && (key & high) == prefix ? (int)((key >> shift) & 255) : -1;
+                    in_range[j] && (key & high) == prefix ? (int)((key >> shift) & 255) : -1;
                 const unsigned int peers = __match_any_sync(FULL_MASK, digit);
                 if (digit >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
             }
@@ -192,17 +203,12 @@ extern "C" __global__ void __launch_bounds__(MASK_TOPK_THREADS)
             // The one key whose digits down to this one are `prefix` is τ's.
             const u64 high_now = ~0ull << shift;
             for (u64 i0 = 0; i0 < n; i0 += MASK_LOADS * blockDim.x) {
-                double v[MASK_LOADS];
+                u64 keys[MASK_LOADS];
+                bool in_range[MASK_LOADS];
+                mask_load_keys(p, n, i0, keys, in_range);
 #pragma unroll
                 for (int j = 0; j < MASK_LOADS; ++j) {
-                    const u64 i = i0 + (u64)j * blockDim.x + tid;
-                    v[j] = i < n ? p[i] : 0.0;
-                }
-#pragma unroll
-                for (int j = 0; j < MASK_LOADS; ++j) {
-                    const u64 i = i0 + (u64)j * blockDim.x + tid;
-                    const u64 key = mask_key(v[j]);
-                    if (i < n && (key & high_now) == prefix) s_key = key;
+                    if (in_range[j] && (keys[j] & high_now) == prefix) s_key = keys[j];
                 }
             }
             __syncthreads();

@@ -39,30 +39,7 @@ impl CudaBackend {
         // for bit.
         let warp = rms_warp_rows(dim);
         for (g, (k, v)) in k.iter().zip(&v).enumerate() {
-            if warp {
-                let args = KernelArgs::new()
-                    .push(self.ptr(x)?)
-                    .push(self.ptr(norm_q)?)
-                    .push(self.ptr(norm_k)?)
-                    .push(self.ptr(cos)?)
-                    .push(self.ptr(sin)?)
-                    .push(q.ptr())
-                    .push(k.ptr())
-                    .push(v.ptr())
-                    .push(group_rows as i32)
-                    .push(dim as i32)
-                    .push(half as i32)
-                    .push(eps)
-                    .push((kv_storage == Storage::Bf16) as i32)
-                    .push((g * group_rows) as i32);
-                self.launch(
-                    "qkv_split_norm_rope_warp_f32",
-                    rms_warp_config(group_rows),
-                    args,
-                )?;
-                continue;
-            }
-            let args = KernelArgs::new()
+            let mut args = KernelArgs::new()
                 .push(self.ptr(x)?)
                 .push(self.ptr(norm_q)?)
                 .push(self.ptr(norm_k)?)
@@ -70,7 +47,11 @@ impl CudaBackend {
                 .push(self.ptr(sin)?)
                 .push(q.ptr())
                 .push(k.ptr())
-                .push(v.ptr())
+                .push(v.ptr());
+            if warp {
+                args = args.push(group_rows as i32);
+            }
+            let args = args
                 .push(dim as i32)
                 .push(half as i32)
                 .push(eps)
@@ -78,11 +59,12 @@ impl CudaBackend {
                 .push((g * group_rows) as i32);
             // The block size rms_norm_f32 gets for a row of `dim`: the sums of squares then add
             // up in its order (see qkv.cu).
-            self.launch(
-                "qkv_split_norm_rope_f32",
-                row_config(group_rows, dim)?,
-                args,
-            )?;
+            let (name, config) = if warp {
+                ("qkv_split_norm_rope_warp_f32", rms_warp_config(group_rows))
+            } else {
+                ("qkv_split_norm_rope_f32", row_config(group_rows, dim)?)
+            };
+            self.launch(name, config, args)?;
         }
         Ok((q, k, v))
     }
