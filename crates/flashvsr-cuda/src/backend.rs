@@ -1474,27 +1474,16 @@ impl Backend for CudaBackend {
         pad: usize,
         mode: PadMode,
         residual: &Tensor,
+        relu: bool,
     ) -> TResult<BufferRef> {
-        self.finish(
-            conv_name("conv3d_add", x, w, self.profiler.is_some()),
-            || self.op_conv3d_add(x, w, b, (stride_t, pad, mode), residual, false),
-        )
-    }
-
-    fn conv3d_add_relu(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
-        stride_t: usize,
-        pad: usize,
-        mode: PadMode,
-        residual: &Tensor,
-    ) -> TResult<BufferRef> {
-        self.finish(
-            conv_name("conv3d_add_relu", x, w, self.profiler.is_some()),
-            || self.op_conv3d_add(x, w, b, (stride_t, pad, mode), residual, true),
-        )
+        let name = if relu {
+            "conv3d_add_relu"
+        } else {
+            "conv3d_add"
+        };
+        self.finish(conv_name(name, x, w, self.profiler.is_some()), || {
+            self.op_conv3d_add(x, w, b, (stride_t, pad, mode), residual, relu)
+        })
     }
 
     fn upsample_nearest2x(&self, x: &Tensor) -> TResult<BufferRef> {

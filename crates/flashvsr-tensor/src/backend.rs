@@ -349,8 +349,9 @@ pub trait Backend: Send + Sync + fmt::Debug {
         let y = Tensor::from_buffer(x.backend(), y, &shape)?;
         self.unary(&y, UnaryOp::Relu)
     }
-    /// `residual + conv3d(..)` (`residual` shaped like the conv's output); backends whose conv
-    /// epilogue reads an addend override this.
+    /// `residual + conv3d(..)` (`residual` shaped like the conv's output), then a ReLU when
+    /// `relu`; backends whose conv epilogue reads an addend (and applies the ReLU after it)
+    /// override this.
     #[allow(clippy::too_many_arguments)]
     fn conv3d_add(
         &self,
@@ -361,27 +362,16 @@ pub trait Backend: Send + Sync + fmt::Debug {
         pad: usize,
         mode: PadMode,
         residual: &Tensor,
+        relu: bool,
     ) -> Result<BufferRef> {
         let y = self.conv3d(x, w, b, stride_t, pad, mode)?;
         let y = Tensor::from_buffer(x.backend(), y, residual.shape())?;
-        self.binary(&y, residual, BinaryOp::Add)
-    }
-    /// `relu(residual + conv3d(..))`; backends whose conv epilogue reads an addend and applies
-    /// the ReLU after it override this.
-    #[allow(clippy::too_many_arguments)]
-    fn conv3d_add_relu(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        b: Option<&Tensor>,
-        stride_t: usize,
-        pad: usize,
-        mode: PadMode,
-        residual: &Tensor,
-    ) -> Result<BufferRef> {
-        let y = self.conv3d_add(x, w, b, stride_t, pad, mode, residual)?;
-        let y = Tensor::from_buffer(x.backend(), y, residual.shape())?;
-        self.unary(&y, UnaryOp::Relu)
+        let sum = self.binary(&y, residual, BinaryOp::Add)?;
+        if !relu {
+            return Ok(sum);
+        }
+        let sum = Tensor::from_buffer(x.backend(), sum, residual.shape())?;
+        self.unary(&sum, UnaryOp::Relu)
     }
     /// `(C, T, H, W) → (C, T, 2H, 2W)`, nearest.
     fn upsample_nearest2x(&self, x: &Tensor) -> Result<BufferRef>;

@@ -587,11 +587,7 @@ impl Tensor {
         mode: PadMode,
         residual: &Tensor,
     ) -> Result<Tensor> {
-        let shape = self.conv3d_residual_shape("conv3d_add", w, b, (stride_t, pad), residual)?;
-        let buffer = self
-            .backend
-            .conv3d_add(self, w, b, stride_t, pad, mode, residual)?;
-        self.wrap(buffer, &shape)
+        self.conv3d_residual("conv3d_add", w, b, (stride_t, pad, mode), residual, false)
     }
 
     /// `relu(residual + conv3d(..))`: the TCDecoder MemBlock's output, the residual and the ReLU
@@ -606,11 +602,29 @@ impl Tensor {
         mode: PadMode,
         residual: &Tensor,
     ) -> Result<Tensor> {
-        let shape =
-            self.conv3d_residual_shape("conv3d_add_relu", w, b, (stride_t, pad), residual)?;
+        self.conv3d_residual(
+            "conv3d_add_relu",
+            w,
+            b,
+            (stride_t, pad, mode),
+            residual,
+            true,
+        )
+    }
+
+    fn conv3d_residual(
+        &self,
+        op: &'static str,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        (stride_t, pad, mode): (usize, usize, PadMode),
+        residual: &Tensor,
+        relu: bool,
+    ) -> Result<Tensor> {
+        let shape = self.conv3d_residual_shape(op, w, b, (stride_t, pad), residual)?;
         let buffer = self
             .backend
-            .conv3d_add_relu(self, w, b, stride_t, pad, mode, residual)?;
+            .conv3d_add(self, w, b, stride_t, pad, mode, residual, relu)?;
         self.wrap(buffer, &shape)
     }
 
