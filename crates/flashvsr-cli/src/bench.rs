@@ -199,6 +199,7 @@ pub fn run(args: &BenchArgs) -> Outcome<()> {
     for _ in 0..args.warmup {
         bench.run(false)?;
     }
+    backend.op_profile_reset();
     let engine_thread = |c: &StageClock| [c.read.get(), c.model.get(), c.handoff.get()];
     let before_timed = engine_thread(&stage.clock);
     let mut timed = Vec::with_capacity(args.runs);
@@ -206,6 +207,9 @@ pub fn run(args: &BenchArgs) -> Outcome<()> {
         timed.push(bench.run(false)?);
     }
     let after_timed = engine_thread(&stage.clock);
+    // FLASHVSR_CUDA_OP_PROFILE=1: where the device time of the timed runs went, op by op (the
+    // profiled run below synchronises at stage boundaries).
+    let op_table = backend.op_profile_report();
     // Per timed run: where the engine's thread spent the wall time.
     let engine_thread_s: Vec<f64> = (0..3)
         .map(|i| (after_timed[i] - before_timed[i]).as_secs_f64() / timed.len() as f64)
@@ -227,6 +231,7 @@ pub fn run(args: &BenchArgs) -> Outcome<()> {
             width,
             height,
             walls,
+            phases: mean_phases(&timed),
             profiled_wall: profiled.wall,
             engine_thread_s,
             prepare_s: (stage.clock.prepare.get() - host_before.0).as_secs_f64(),
@@ -236,11 +241,20 @@ pub fn run(args: &BenchArgs) -> Outcome<()> {
             device: backend.device().to_string(),
         },
     )?;
-    // FLASHVSR_CUDA_OP_PROFILE=1: where the device time went, op by op.
-    if let Some(table) = backend.op_profile_report() {
+    if let Some(table) = op_table {
         eprintln!("{table}");
     }
     Ok(())
+}
+
+fn mean_phases(runs: &[RunResult]) -> PassPhases {
+    let n = runs.len().max(1) as f64;
+    let sum = |f: fn(&PassPhases) -> f64| runs.iter().map(|r| f(&r.phases)).sum::<f64>() / n;
+    PassPhases {
+        first_chunk: sum(|p| p.first_chunk),
+        enqueued: sum(|p| p.enqueued),
+        device_done: sum(|p| p.device_done),
+    }
 }
 
 /// What one pass over the clip needs; each pass starts a fresh stream on the loaded models.
@@ -256,6 +270,7 @@ struct OneRun<'a> {
 
 struct RunResult {
     wall: f64,
+    phases: PassPhases,
     stats: EngineStats,
     peak_device: u64,
 }
@@ -279,8 +294,10 @@ impl OneRun<'_> {
         let mut input = stage.input(&mut clip, None);
         let mut sink = WriteBehind::new(Box::new(Discard));
         let mut produced = 0;
+        let mut first_chunk = None;
         while let Some(frame) = input.next()? {
             for out in stage.push(&mut engine, frame.lq)? {
+                first_chunk.get_or_insert_with(|| start.elapsed().as_secs_f64());
                 stage.write(&mut sink, out, None)?;
                 produced += 1;
             }
@@ -290,8 +307,11 @@ impl OneRun<'_> {
             stage.write(&mut sink, out, None)?;
             produced += 1;
         }
-        Box::new(sink).finish()?;
+        let enqueued = start.elapsed().as_secs_f64();
+        // The writer waits for the device anyway: this wait only marks when the device is done.
         backend.synchronize()?;
+        let device_done = start.elapsed().as_secs_f64();
+        Box::new(sink).finish()?;
         let wall = start.elapsed().as_secs_f64();
         peak_device = peak_device.max(backend.memory_in_use().unwrap_or(0));
         if produced != frames {
@@ -301,14 +321,31 @@ impl OneRun<'_> {
         }
         Ok(RunResult {
             wall,
+            phases: PassPhases {
+                first_chunk: first_chunk.unwrap_or(enqueued),
+                enqueued,
+                device_done,
+            },
             stats: std::mem::take(&mut engine.stats),
             peak_device,
         })
     }
 }
 
+/// Seconds from a pass's start until: its first chunk was enqueued (the engine's first push that
+/// returned frames), all its work was enqueued, the device finished it. The rest of the wall time
+/// is the host's finishing of the last frames.
+#[derive(Clone, Copy, Default)]
+struct PassPhases {
+    first_chunk: f64,
+    enqueued: f64,
+    device_done: f64,
+}
+
 struct Report {
     width: usize,
+    /// Mean over the timed runs.
+    phases: PassPhases,
     height: usize,
     /// Wall seconds of the timed runs, and of the run that gave the stage times.
     walls: Vec<f64>,
@@ -359,6 +396,11 @@ fn report(args: &BenchArgs, models: &Models, s: &EngineStats, r: Report) -> Outc
         "wall_s": median_wall,
         "run_walls_s": r.walls,
         "profiled_run_wall_s": r.profiled_wall,
+        "pass_phases_ms": {
+            "first_chunk_enqueued": r.phases.first_chunk * 1e3,
+            "all_enqueued": r.phases.enqueued * 1e3,
+            "device_done": r.phases.device_done * 1e3,
+        },
         "engine_thread_ms": {
             "waiting_for_input": r.engine_thread_s[0] * 1e3,
             "engine": r.engine_thread_s[1] * 1e3,

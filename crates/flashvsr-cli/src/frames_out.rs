@@ -19,23 +19,38 @@ pub fn to_frame(
     output: (usize, usize),
     depth: Depth,
 ) -> Frame {
-    let (mw, mh) = model;
+    let plane = model.0 * model.1;
+    let (r, gb) = pixels.split_at(plane);
+    let (g, b) = gb.split_at(plane);
+    planes_to_frame([r, g, &b[..plane]], model, output, depth)
+}
+
+/// [`to_frame`] from the three planes, wherever they are (a frame read in its decoded chunk).
+pub fn planes_to_frame(
+    planes: [&[f32]; 3],
+    model: (usize, usize),
+    output: (usize, usize),
+    depth: Depth,
+) -> Frame {
+    let (mw, _) = model;
     let (ow, oh) = output;
-    let plane = mw * mh;
-    let sample = |x: usize, y: usize, c: usize| pixels[c * plane + y * mw + x];
     // Each output row from the model row of the same index, samples interleaved RGB.
-    fn rows<T: Send + Default + Clone>(
-        ow: usize,
-        oh: usize,
-        convert: impl Fn(usize, usize, usize) -> T + Sync,
+    fn rows<T: Send + Default + Copy>(
+        planes: [&[f32]; 3],
+        mw: usize,
+        (ow, oh): (usize, usize),
+        convert: impl Fn(f32) -> T + Sync,
     ) -> Vec<T> {
         let mut data = vec![T::default(); ow * oh * 3];
         if ow > 0 {
             data.par_chunks_mut(ow * 3)
                 .enumerate()
                 .for_each(|(y, row)| {
-                    for (i, v) in row.iter_mut().enumerate() {
-                        *v = convert(i / 3, y, i % 3);
+                    let [r, g, b] = planes.map(|p| &p[y * mw..y * mw + ow]);
+                    for (x, px) in row.chunks_exact_mut(3).enumerate() {
+                        px[0] = convert(r[x]);
+                        px[1] = convert(g[x]);
+                        px[2] = convert(b[x]);
                     }
                 });
         }
@@ -45,15 +60,15 @@ pub fn to_frame(
         Depth::Eight => Frame::from_u8(
             ow,
             oh,
-            rows(ow, oh, |x, y, c| {
-                ((sample(x, y, c) + 1.0) * 127.5).clamp(0.0, 255.0) as u8
+            rows(planes, mw, output, |v| {
+                ((v + 1.0) * 127.5).clamp(0.0, 255.0) as u8
             }),
         ),
         Depth::Sixteen => Frame::from_u16(
             ow,
             oh,
-            rows(ow, oh, |x, y, c| {
-                let v = ((sample(x, y, c) + 1.0) / 2.0 * 65535.0).round();
+            rows(planes, mw, output, |v| {
+                let v = ((v + 1.0) / 2.0 * 65535.0).round();
                 v.clamp(0.0, 65535.0) as u16
             }),
         ),

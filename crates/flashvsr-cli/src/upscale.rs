@@ -33,7 +33,7 @@ use crate::args::{
 use crate::batch;
 use crate::device;
 use crate::failure::{Failure, Outcome};
-use crate::frames_out::{to_frame, Depth};
+use crate::frames_out::{planes_to_frame, Depth};
 use crate::interrupt;
 use crate::job_run;
 use crate::model_files;
@@ -129,10 +129,11 @@ impl Stage {
     pub fn finishing(&self, frame: OutputFrame, depth: Depth) -> FrameJob {
         let (model, output, clock) = (self.plan.model, self.plan.output, self.clock.clone());
         Box::new(move || {
-            let pixels =
-                job_timed(&clock.color_fix, || frame.finish()).map_err(|e| e.to_string())?;
+            let finished =
+                job_timed(&clock.color_fix, || frame.finish_planes()).map_err(|e| e.to_string())?;
+            let planes = finished.planes().map_err(|e| e.to_string())?;
             Ok(job_timed(&clock.write, || {
-                to_frame(&pixels, model, output, depth)
+                planes_to_frame(planes, model, output, depth)
             }))
         })
     }

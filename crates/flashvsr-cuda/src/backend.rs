@@ -20,7 +20,7 @@ use crate::kernels::Kernels;
 use crate::launch::{grid_1d, launch, KernelArgs};
 use crate::nvrtc::{arch_for, nvrtc_version};
 use crate::ops::weight_cache::WeightCache;
-use crate::pinned::PinnedPool;
+use crate::pinned::{DownloadedValues, PinnedPool};
 
 /// Environment switch for [`CudaOptions::poison_outputs`].
 pub const ENV_POISON: &str = "FLASHVSR_CUDA_POISON";
@@ -348,8 +348,9 @@ pub struct CudaBackend {
 
 /// Pinned buffers kept for downloads: a stream has two or three chunks in flight, each in pieces
 /// of 4 frames (the tiny decoder's, one per latent frame; the first chunk has 6), a tiled one that
-/// many per tile. A pool only grows to the copies in flight at once.
-const DOWNLOAD_BUFFERS: usize = 16;
+/// many per tile, and a piece's buffer stays lent until its frames are written (they are read in
+/// place). A pool only grows to the copies in flight at once.
+const DOWNLOAD_BUFFERS: usize = 24;
 /// Pinned staging buffers kept for uploads: the LQ frames of two chunks pushed ahead of the device,
 /// with the noise.
 const STAGING_BUFFERS: usize = 20;
@@ -925,8 +926,10 @@ impl CudaBackend {
             None => catch(op),
             Some(p) => catch(|| {
                 let start = p.mark(&self.gpu.stream)?;
+                let host = std::time::Instant::now();
                 let out = op()?;
-                p.add(name, start, p.mark(&self.gpu.stream)?)?;
+                let host_ms = host.elapsed().as_secs_f64() * 1e3;
+                p.add(name, (start, p.mark(&self.gpu.stream)?), host_ms)?;
                 Ok(out)
             }),
         };
@@ -1025,6 +1028,12 @@ impl Backend for CudaBackend {
         Some(&self.meter)
     }
 
+    fn op_profile_reset(&self) {
+        if let Some(p) = &self.profiler {
+            p.reset();
+        }
+    }
+
     fn op_profile_report(&self) -> Option<String> {
         let p = self.profiler.as_ref()?;
         let mut report = p.report().unwrap_or_else(|e| format!("op profile: {e}"));
@@ -1105,10 +1114,12 @@ impl Backend for CudaBackend {
             // returns: their memory is freed on this stream (stream-ordered), after the copy.
             unsafe { host.copy_from_device(&self.gpu.stream, buf.ptr(), len) }?;
             let device = self.device_of();
-            Ok(PendingDownload::waiting(move || {
-                let mut host = host;
-                let values = catch(|| Ok(host.values(len)?.to_vec()));
-                values.map_err(|e| e.into_tensor(device))
+            Ok(PendingDownload::waiting_shared(move || {
+                let values = catch(|| DownloadedValues::wait(host, len));
+                match values {
+                    Ok(v) => Ok(Arc::new(v) as flashvsr_tensor::HostValues),
+                    Err(e) => Err(e.into_tensor(device)),
+                }
             }))
         });
         result.map_err(|e| self.err(e))

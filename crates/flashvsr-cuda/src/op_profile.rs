@@ -4,7 +4,9 @@
 //! The ops of one stream run in order, so the time between one op's end event and the next op's
 //! start event is time the GPU had nothing of ours to run: the host had not enqueued the next op
 //! yet (its dispatch, a host wait, a synchronising copy). That idle time is summed by the op that
-//! came after it, which names where the host was late.
+//! came after it, which names where the host was late. The host's time inside each op (its
+//! dispatch: allocation, plan lookups, launches) is summed too: an op whose GPU time is close to
+//! it ran with nothing queued ahead of it, so its GPU time holds host time.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -24,9 +26,9 @@ const MAX_LONG_GAPS_LISTED: usize = 40;
 
 #[derive(Default)]
 struct State {
-    pending: Vec<(&'static str, CudaEvent, CudaEvent)>,
-    /// name → (milliseconds, calls, idle milliseconds before it)
-    totals: BTreeMap<&'static str, (f64, u64, f64)>,
+    pending: Vec<(&'static str, CudaEvent, CudaEvent, f64)>,
+    /// name → (milliseconds, calls, idle milliseconds before it, host milliseconds inside it)
+    totals: BTreeMap<&'static str, (f64, u64, f64, f64)>,
     last_end: Option<(&'static str, CudaEvent)>,
     /// Gaps over [`LONG_GAP_MS`]: (milliseconds, the op before, the op after), in order.
     long_gaps: Vec<(f64, &'static str, &'static str)>,
@@ -54,13 +56,29 @@ impl OpProfiler {
         Ok(e)
     }
 
-    pub fn add(&self, name: &'static str, start: CudaEvent, end: CudaEvent) -> CudaResult<()> {
+    /// An op's events, and the host milliseconds it took to enqueue it.
+    pub fn add(
+        &self,
+        name: &'static str,
+        (start, end): (CudaEvent, CudaEvent),
+        host_ms: f64,
+    ) -> CudaResult<()> {
         let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        s.pending.push((name, start, end));
+        s.pending.push((name, start, end, host_ms));
         if s.pending.len() >= BATCH {
             resolve(&mut s, false)?;
         }
         Ok(())
+    }
+
+    /// Starts over: the ops enqueued so far are waited for and forgotten.
+    pub fn reset(&self) {
+        let mut s = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, _, last, _)) = s.pending.last() {
+            // A failed wait leaves events that later resolve as they can; nothing to report.
+            let _ = last.synchronize();
+        }
+        *s = State::default();
     }
 
     /// Milliseconds and calls per op, most time first, and the idle time before each.
@@ -76,11 +94,12 @@ impl OpProfiler {
             "GPU time per op ({total:.1} ms in all; idle between ops {idle:.1} ms, not counting \
              {long:.1} ms of gaps over {LONG_GAP_MS} ms):\n"
         );
-        for (name, (ms, calls, idle_ms)) in rows {
+        for (name, (ms, calls, idle_ms, host_ms)) in rows {
             out.push_str(&format!(
-                "  {name:<24} {ms:>10.1} ms {:>5.1} % {calls:>8} calls {:>9.3} ms/call {idle_ms:>9.1} ms idle before\n",
+                "  {name:<24} {ms:>10.1} ms {:>5.1} % {calls:>8} calls {:>9.3} ms/call {idle_ms:>9.1} ms idle before {:>8.3} host ms/call\n",
                 100.0 * ms / total.max(1e-9),
-                ms / *calls as f64
+                ms / *calls as f64,
+                host_ms / *calls as f64
             ));
         }
         // Where the long gaps fall tells a pause between passes from a host stall inside one.
@@ -96,7 +115,7 @@ impl OpProfiler {
 /// Moves completed ops from `pending` into the totals, in order; `all` waits for the rest.
 fn resolve(s: &mut State, all: bool) -> CudaResult<()> {
     if all {
-        if let Some((_, _, last)) = s.pending.last() {
+        if let Some((_, _, last, _)) = s.pending.last() {
             last.synchronize()?;
         }
     }
@@ -105,20 +124,21 @@ fn resolve(s: &mut State, all: bool) -> CudaResult<()> {
     } else {
         s.pending
             .iter()
-            .position(|(_, _, end)| !end.is_complete())
+            .position(|(_, _, end, _)| !end.is_complete())
             .unwrap_or(s.pending.len())
     };
     let mut last_end = s.last_end.take();
     let mut long_gaps = Vec::new();
-    for (name, start, end) in s.pending.drain(..done) {
+    for (name, start, end, host_ms) in s.pending.drain(..done) {
         let ms = start.elapsed_ms(&end)? as f64;
         let (gap, before) = match &last_end {
             Some((before, prev)) => ((prev.elapsed_ms(&start)? as f64).max(0.0), *before),
             None => (0.0, ""),
         };
-        let entry = s.totals.entry(name).or_insert((0.0, 0, 0.0));
+        let entry = s.totals.entry(name).or_insert((0.0, 0, 0.0, 0.0));
         entry.0 += ms;
         entry.1 += 1;
+        entry.3 += host_ms;
         if gap > LONG_GAP_MS {
             long_gaps.push((gap, before, name));
         } else {

@@ -33,6 +33,11 @@ impl PinnedBuffer {
         self.host.len()
     }
 
+    /// The start of the host values (read only after their copy completed).
+    fn host_ptr(&self) -> *const f32 {
+        self.host.as_ptr().unwrap_or(std::ptr::null())
+    }
+
     fn copy_completed(&self) -> bool {
         self.copied.is_complete()
     }
@@ -205,5 +210,28 @@ impl Drop for LentBuffer {
         // SAFETY: `buffer` is not touched again after this.
         let buffer = unsafe { ManuallyDrop::take(&mut self.buffer) };
         self.pool.give_back(buffer);
+    }
+}
+
+/// The values of a completed download, read in place: the buffer stays lent until they are
+/// dropped (the frames of a decoded piece read their planes from it).
+pub(crate) struct DownloadedValues {
+    buffer: LentBuffer,
+    len: usize,
+}
+
+impl DownloadedValues {
+    /// Waits for the buffer's last copy, whose first `len` values are then readable.
+    pub fn wait(mut buffer: LentBuffer, len: usize) -> CudaResult<DownloadedValues> {
+        buffer.values(len)?;
+        Ok(DownloadedValues { buffer, len })
+    }
+}
+
+impl AsRef<[f32]> for DownloadedValues {
+    fn as_ref(&self) -> &[f32] {
+        // SAFETY: the copy into the first `len` values completed (`wait`), nothing writes the
+        // buffer while it is lent here, and it holds at least `len` values.
+        unsafe { std::slice::from_raw_parts(self.buffer.host_ptr(), self.len) }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::sync::{Arc, Mutex, OnceLock};
 
-use flashvsr_tensor::{PendingDownload, TensorError};
+use flashvsr_tensor::{HostValues, PendingDownload, TensorError};
 
 use crate::color_fix::{self, ColorFix};
 use crate::lq_frame::LqHost;
@@ -17,7 +17,7 @@ use crate::Result;
 /// The decoded pixels `(3, n, H, W)` of a chunk, shared by its frames, fetched on first access.
 pub(crate) struct DecodedChunk {
     download: Mutex<Option<PendingDownload>>,
-    pixels: OnceLock<std::result::Result<Vec<f32>, TensorError>>,
+    pixels: OnceLock<std::result::Result<HostValues, TensorError>>,
 }
 
 impl DecodedChunk {
@@ -37,10 +37,13 @@ impl DecodedChunk {
                 .unwrap_or_else(|e| e.into_inner())
                 .take();
             // Taken only here, and this runs once.
-            download.map_or_else(|| Ok(Vec::new()), PendingDownload::wait)
+            download.map_or_else(
+                || Ok(Arc::new(Vec::<f32>::new()) as HostValues),
+                PendingDownload::wait_shared,
+            )
         });
         match pixels {
-            Ok(p) => Ok(p),
+            Ok(p) => Ok(p.as_ref().as_ref()),
             Err(e) => Err(e.clone().into()),
         }
     }
@@ -132,6 +135,23 @@ impl OutputFrame {
         })
     }
 
+    /// The finished frame as its three planes: read where the chunk was downloaded when no fix is
+    /// left to do (no copy), else [`OutputFrame::finish`]'s.
+    pub fn finish_planes(self) -> Result<FinishedFrame> {
+        if self.fix.is_none() {
+            if let Decoded::InChunk { .. } = &self.decoded {
+                // Fetches the chunk (and reports its failure) before the frame is handed on.
+                self.decoded_plane(0)?;
+                return Ok(FinishedFrame::InChunk(self));
+            }
+        }
+        let plane = self.plane;
+        Ok(FinishedFrame::Own {
+            pixels: self.finish()?,
+            plane,
+        })
+    }
+
     /// The finished frame `(3, H, W)`: the decoded pixels with the colour fix applied. Costs a
     /// frame's worth of host time (the fix is per-frame statistics or a wavelet decomposition),
     /// and for the first frame of a chunk the wait for its download, whose failure is the error.
@@ -156,6 +176,34 @@ impl OutputFrame {
             );
         }
         Ok(frame)
+    }
+}
+
+/// A finished frame's pixels in [-1, 1], plane by plane.
+pub enum FinishedFrame {
+    Own {
+        pixels: Vec<f32>,
+        plane: usize,
+    },
+    /// A frame with nothing left to do, read in its decoded chunk.
+    InChunk(OutputFrame),
+}
+
+impl FinishedFrame {
+    /// The R, G and B planes (`H · W` values each).
+    pub fn planes(&self) -> Result<[&[f32]; 3]> {
+        match self {
+            FinishedFrame::Own { pixels, plane } => {
+                let (r, gb) = pixels.split_at(*plane);
+                let (g, b) = gb.split_at(*plane);
+                Ok([r, g, &b[..*plane]])
+            }
+            FinishedFrame::InChunk(f) => Ok([
+                f.decoded_plane(0)?,
+                f.decoded_plane(1)?,
+                f.decoded_plane(2)?,
+            ]),
+        }
     }
 }
 
@@ -201,6 +249,33 @@ mod tests {
             f.finish().unwrap(),
             vec![10.0, 11.0, 110.0, 111.0, 210.0, 211.0]
         );
+    }
+
+    #[test]
+    fn finished_planes_are_read_in_the_chunk_or_owned_after_a_fix() {
+        let chunk: Vec<f32> = (0..3)
+            .flat_map(|c| {
+                (0..2).flat_map(move |t| (0..2).map(move |x| (100 * c + 10 * t + x) as f32))
+            })
+            .collect();
+        let chunk = DecodedChunk::new(PendingDownload::ready(chunk));
+        let frame = |slot, method| {
+            let reference = Arc::new(LqHost::from_canvas(vec![0.5; 6]));
+            OutputFrame::in_chunk(slot, chunk.clone(), slot, 2, (1, 2), (method, reference))
+        };
+        let plain = frame(1, ColorFix::None).finish_planes().unwrap();
+        assert!(matches!(plain, FinishedFrame::InChunk(_)));
+        assert_eq!(
+            plain.planes().unwrap(),
+            [&[10.0, 11.0][..], &[110.0, 111.0][..], &[210.0, 211.0][..]]
+        );
+        // A fix still due is applied on the host: the planes are the fixed frame's.
+        let expected = frame(0, ColorFix::AdaIn).finish().unwrap();
+        let fixed = frame(0, ColorFix::AdaIn).finish_planes().unwrap();
+        assert!(matches!(fixed, FinishedFrame::Own { .. }));
+        let planes = fixed.planes().unwrap();
+        assert_eq!(planes.concat(), expected);
+        assert_ne!(planes[0], &[0.0, 1.0][..]);
     }
 
     /// Frames of a chunk `(3, 2, 1, 1)` whose pixels come from `download`.

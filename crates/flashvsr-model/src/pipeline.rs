@@ -13,7 +13,7 @@ use crate::geometry::{self, chunk_latents, chunk_output_frames, frames_needed};
 use crate::lq_frame::{canvas_on, device_canvas, LqFrame, LqHost, LqInput};
 use crate::lq_proj::{LqProjector, ProjectorState};
 use crate::noise::NoiseSource;
-pub use crate::output_frame::OutputFrame;
+pub use crate::output_frame::{FinishedFrame, OutputFrame};
 use crate::state_io::{StateReader, StateWriter};
 use crate::tcdecoder::{DecoderMemory, TcDecoder, SPACE_UPSCALE};
 use crate::vae::{VaeState, WanVaeDecoder};

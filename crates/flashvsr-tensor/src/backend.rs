@@ -99,9 +99,13 @@ impl HostData {
     }
 }
 
+/// Downloaded values where the backend put them: a vector, or a pinned staging buffer that stays
+/// lent until the last holder drops it (frames read their planes from it without a copy).
+pub type HostValues = Arc<dyn AsRef<[f32]> + Send + Sync>;
+
 /// A tensor's values on their way to host memory ([`Backend::download_later`]).
 pub struct PendingDownload {
-    values: Box<dyn FnOnce() -> Result<Vec<f32>> + Send + Sync>,
+    values: Box<dyn FnOnce() -> Result<HostValues> + Send + Sync>,
 }
 
 impl PendingDownload {
@@ -114,6 +118,13 @@ impl PendingDownload {
     pub fn waiting(
         wait_for_copy: impl FnOnce() -> Result<Vec<f32>> + Send + Sync + 'static,
     ) -> PendingDownload {
+        PendingDownload::waiting_shared(move || Ok(Arc::new(wait_for_copy()?) as HostValues))
+    }
+
+    /// Values that `wait_for_copy` hands over where they landed, once the copy has completed.
+    pub fn waiting_shared(
+        wait_for_copy: impl FnOnce() -> Result<HostValues> + Send + Sync + 'static,
+    ) -> PendingDownload {
         PendingDownload {
             values: Box::new(wait_for_copy),
         }
@@ -121,6 +132,11 @@ impl PendingDownload {
 
     /// The values, once the copy has completed; a failed copy is an error.
     pub fn wait(self) -> Result<Vec<f32>> {
+        Ok(self.wait_shared()?.as_ref().as_ref().to_vec())
+    }
+
+    /// The values where they landed, once the copy has completed (no copy of them here).
+    pub fn wait_shared(self) -> Result<HostValues> {
         (self.values)()
     }
 }
@@ -146,10 +162,14 @@ pub trait Backend: Send + Sync + fmt::Debug {
     fn release_cached_memory(&self) -> Result<()> {
         Ok(())
     }
-    /// Device time per op since the start, where the backend was asked to measure it.
+    /// Device time per op since the start or the last reset, where the backend was asked to
+    /// measure it.
     fn op_profile_report(&self) -> Option<String> {
         None
     }
+    /// Forgets the op times measured so far (a bench's warm-up runs: first-call plan searches and
+    /// pool growth), after waiting for them.
+    fn op_profile_reset(&self) {}
     /// The bytes this backend's tensors take, and their peak.
     fn tensor_memory(&self) -> Option<&crate::MemoryMeter> {
         None

@@ -13,7 +13,7 @@ mod tensor;
 
 pub use backend::{
     linear_then_add, split_rows, Backend, BackendRef, BinaryOp, Buffer, BufferRef, Device,
-    HostData, PadMode, PendingDownload, QkvBuffers, UnaryOp,
+    HostData, HostValues, PadMode, PendingDownload, QkvBuffers, UnaryOp,
 };
 pub use block_mask::BlockMask;
 pub use dtype::DType;

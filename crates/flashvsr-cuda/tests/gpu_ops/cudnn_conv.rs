@@ -325,8 +325,8 @@ pub fn run(s: &mut Suite, fast: &FastBackends, parity: &Arc<CudaBackend>) {
     bench(s, fast);
 }
 
-/// Real shapes of the tiny and full pipelines at 1408×768, on zeros (the timing does not depend on
-/// the values), without output poisoning: cuDNN as the model runs it (decoder convs on a
+/// Real shapes of the tiny and full pipelines at 1408×768 (the projector's at 1920×1152 too), on
+/// zeros (the projector's on random values), without output poisoning: cuDNN as the model runs it (decoder convs on a
 /// channels-last input, the projector's temporal convs folded into 2-D), cuDNN with the Wan VAE's
 /// causal convs folded too (the `FLASHVSR_CUDA_FOLD_CAUSAL=1` A/B), cuDNN with the plain staging
 /// (f32 in and out, 3-D temporal kernels), and im2col + TF32 GEMM.
@@ -421,6 +421,20 @@ fn bench(s: &mut Suite, fast: &FastBackends) {
             2,
             PadMode::Replicate,
         ),
+        case(
+            "LQ conv1 4x3x3 768->2048 T6->2 @120x72",
+            [768, 6, 72, 120],
+            [2048, 768, 4, 3, 3],
+            2,
+            PadMode::Replicate,
+        ),
+        case(
+            "LQ conv2 4x3x3 2048->3072 T4->1 @120x72",
+            [2048, 4, 72, 120],
+            [3072, 2048, 4, 3, 3],
+            2,
+            PadMode::Replicate,
+        ),
     ];
     for Case {
         name,
@@ -441,9 +455,22 @@ fn bench(s: &mut Suite, fast: &FastBackends) {
             ("plain", &fast.plain),
             ("im2col tf32", &fast.im2col),
         ];
+        // The projector's convs on random values too: tensor cores draw less power on zeros, so
+        // a clock-bound GEMM can run faster on them than on the model's values.
+        let random = (mode == PadMode::Replicate).then(|| {
+            let scale = 1.0 / ((w[1] * w[2] * w[3] * w[4]) as f32).sqrt();
+            (s.normal_input(&x, 1.0), s.normal_input(&w, scale))
+        });
         for (label, backend) in backends {
             let gpu: BackendRef = backend.clone();
-            let (xt, wt) = match (Tensor::zeros(&gpu, &x), Tensor::zeros(&gpu, &w)) {
+            let made = match &random {
+                Some((xr, wr)) => (
+                    Tensor::from_slice(&gpu, &xr.0, &xr.1),
+                    Tensor::from_slice(&gpu, &wr.0, &wr.1),
+                ),
+                None => (Tensor::zeros(&gpu, &x), Tensor::zeros(&gpu, &w)),
+            };
+            let (xt, wt) = match made {
                 (Ok(a), Ok(b)) => (a, b),
                 _ => {
                     s.fail(name, "allocation".into());
