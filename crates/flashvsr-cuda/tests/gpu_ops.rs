@@ -17,6 +17,8 @@ mod channels_last;
 mod cudnn_conv;
 #[path = "gpu_ops/dilated_blur.rs"]
 mod dilated_blur;
+#[path = "gpu_ops/ffn_passes.rs"]
+mod ffn_passes;
 #[path = "gpu_ops/flash_bench.rs"]
 mod flash_bench;
 #[path = "gpu_ops/flash_instances.rs"]
@@ -1562,6 +1564,7 @@ fn main() {
         CudaBackend::create(info.ordinal, fast_options).expect("fast-mode backend");
     bf16_storage(&mut s, &fast);
     gemm_tune::run(&mut s, info.ordinal, &options);
+    ffn_passes::run(&mut s, info.ordinal, &options);
     bf16_copies::run(&mut s, &fast);
     flash_instances::run(&mut s, &fast);
     qkv_split::run(&mut s, &fast);

@@ -10,6 +10,7 @@ mod conv;
 mod conv_cudnn;
 mod conv_direct;
 pub(crate) mod conv_stage;
+mod ffn;
 mod layout;
 mod linear;
 mod mask;
