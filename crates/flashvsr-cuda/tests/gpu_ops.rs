@@ -13,6 +13,8 @@ mod async_copies;
 mod bf16_copies;
 #[path = "gpu_ops/channels_last.rs"]
 mod channels_last;
+#[path = "gpu_ops/channels_last_copies.rs"]
+mod channels_last_copies;
 #[path = "gpu_ops/cudnn_conv.rs"]
 mod cudnn_conv;
 #[path = "gpu_ops/dilated_blur.rs"]
@@ -1542,6 +1544,7 @@ fn main() {
     conv(&mut s);
     cudnn_conv::run(&mut s, &fast, &gpu);
     channels_last::run(&mut s, &fast);
+    channels_last_copies::run(&mut s, &fast);
     vae_ops::run(&mut s, &fast, &gpu);
     async_copies::run(&mut s, &fast);
     attention(&mut s);

@@ -114,3 +114,18 @@ extern "C" __global__ void copy_blocks_u128(const uint4* __restrict__ src, uint4
         dst[o * dst_stride + dst_off + r] = src[o * src_stride + src_off + r];
     }
 }
+
+// copy_blocks_u128 for copies whose every index (elements, source and destination offsets) is
+// below 2^31: 32-bit index arithmetic. The 64-bit division and remainder per element of
+// copy_blocks_u128 are emulated routines that kept its copies well below memory speed.
+extern "C" __global__ void copy_blocks_u128_i32(const uint4* __restrict__ src,
+                                                uint4* __restrict__ dst, unsigned outer,
+                                                unsigned block, unsigned src_stride,
+                                                unsigned src_off, unsigned dst_stride,
+                                                unsigned dst_off) {
+    const unsigned n = outer * block;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const unsigned o = i / block, r = i - o * block;
+        dst[o * dst_stride + dst_off + r] = src[o * src_stride + src_off + r];
+    }
+}
