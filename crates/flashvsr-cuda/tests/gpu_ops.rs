@@ -11,10 +11,10 @@
 mod async_copies;
 #[path = "gpu_ops/bf16_copies.rs"]
 mod bf16_copies;
+#[path = "gpu_ops/block_copies.rs"]
+mod block_copies;
 #[path = "gpu_ops/channels_last.rs"]
 mod channels_last;
-#[path = "gpu_ops/channels_last_copies.rs"]
-mod channels_last_copies;
 #[path = "gpu_ops/cudnn_conv.rs"]
 mod cudnn_conv;
 #[path = "gpu_ops/dilated_blur.rs"]
@@ -1544,7 +1544,7 @@ fn main() {
     conv(&mut s);
     cudnn_conv::run(&mut s, &fast, &gpu);
     channels_last::run(&mut s, &fast);
-    channels_last_copies::run(&mut s, &fast);
+    block_copies::run(&mut s, &fast, info.ordinal, &options);
     vae_ops::run(&mut s, &fast, &gpu);
     async_copies::run(&mut s, &fast);
     attention(&mut s);

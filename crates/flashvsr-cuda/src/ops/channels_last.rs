@@ -356,7 +356,8 @@ impl CudaBackend {
         Ok(Piece { ptr, geometry })
     }
 
-    fn copy_groups(&self, src: u64, dst: u64, m: BlockCopy) -> CudaResult<()> {
+    /// `m` in 16-byte units (8 bf16 channels, or 4 f32 values for `copy_blocks`).
+    pub(crate) fn copy_groups(&self, src: u64, dst: u64, m: BlockCopy) -> CudaResult<()> {
         let n = (m.outer * m.block) as u64;
         if n == 0 {
             return Ok(());
@@ -386,15 +387,15 @@ impl CudaBackend {
     }
 }
 
-/// `dst[o·dst.0 + dst.1 + r] = src[o·src.0 + src.1 + r]` for `o < outer`, `r < block`, in groups
-/// of 8 bf16 channels.
+/// `dst[o·dst.0 + dst.1 + r] = src[o·src.0 + src.1 + r]` for `o < outer`, `r < block`, in units
+/// of 16 bytes (groups of 8 bf16 channels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct BlockCopy {
-    outer: usize,
-    block: usize,
+pub(crate) struct BlockCopy {
+    pub outer: usize,
+    pub block: usize,
     /// (stride, offset)
-    src: (usize, usize),
-    dst: (usize, usize),
+    pub src: (usize, usize),
+    pub dst: (usize, usize),
 }
 
 /// A [`BlockCopy`] in the 32-bit arguments of `copy_blocks_u128_i32`.
@@ -406,11 +407,12 @@ struct NarrowBlockCopy {
     dst: (u32, u32),
 }
 
-/// Whether copies take the kernel of 32-bit indices where they fit
-/// (`FLASHVSR_CUDA_COPY_I32=0`: the 64-bit kernel, to compare; the same bytes).
-fn copies_in_i32() -> bool {
+/// Whether block copies take the faster kernels: 32-bit indices where they fit, and row-major
+/// copies of whole 16-byte groups moved as such (`FLASHVSR_CUDA_FAST_COPIES=0`: the kernels of
+/// before, one 64-bit-indexed element at a time, to compare; the same bytes).
+pub(crate) fn fast_copies() -> bool {
     static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_COPY_I32").map_or(true, |v| v != "0"))
+    *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_FAST_COPIES").map_or(true, |v| v != "0"))
 }
 
 impl BlockCopy {
@@ -421,7 +423,7 @@ impl BlockCopy {
     fn narrow_index(&self) -> Option<NarrowBlockCopy> {
         const LIMIT: usize = 1 << 31;
         const MAX_GRID_THREADS: usize = 1 << 24;
-        if !copies_in_i32() {
+        if !fast_copies() {
             return None;
         }
         let n = self.outer.checked_mul(self.block)?;

@@ -5,7 +5,7 @@ mod adain;
 pub(crate) mod attention;
 mod attention_gemm;
 mod blur;
-mod channels_last;
+pub(crate) mod channels_last;
 mod conv;
 mod conv_cudnn;
 mod conv_direct;
