@@ -5,8 +5,9 @@
 //!   the inputs checked to be channels-last (frame convs of the fast mode's cuDNN backend);
 //! - row-major f32 narrows and cats of whole 16-byte groups (and of parts of groups) against the
 //!   CPU;
-//! - row-major bf16 ones (the KV cache's storage) against the same copies of the stored bits on
-//!   the host.
+//! - f32 permutes (on the kernel of 32-bit indices) against the CPU;
+//! - row-major bf16 narrows and cats (the KV cache's storage) against the same copies of the
+//!   stored bits on the host.
 //!
 //! All bit for bit.
 
@@ -80,6 +81,7 @@ fn difference(got: &[f32], want: &[f32]) -> Option<String> {
 
 pub fn run(s: &mut Suite, fast: &FastBackends, ordinal: usize, options: &CudaOptions) {
     row_major_f32(s);
+    permutes(s);
     row_major_bf16(s, ordinal, options);
     channels_last(s, fast);
 }
@@ -109,6 +111,20 @@ fn row_major_f32(s: &mut Suite) {
         s.case(&name, EXACT, &xs, &|t| {
             Tensor::cat(&[&t[0], &t[1], &t[2]], dim)
         });
+    }
+}
+
+/// f32 permutes of the LQ projector's and the DiT's shapes (smaller frames), on the kernel of
+/// 32-bit indices.
+fn permutes(s: &mut Suite) {
+    for (shape, dims) in [
+        (vec![3, 1, 4, 18, 8, 30, 8], vec![0, 2, 4, 6, 1, 3, 5]),
+        (vec![3, 4, 9, 16, 15, 16], vec![0, 3, 5, 1, 2, 4]),
+        (vec![384, 1080], vec![1, 0]),
+    ] {
+        let x = s.input(&shape, 1.0);
+        let name = format!("block copies: permute {shape:?} by {dims:?}");
+        s.case(&name, EXACT, &[x], &|t| t[0].permute(&dims));
     }
 }
 
