@@ -25,6 +25,9 @@ struct CopyCase {
     op: fn(&[Tensor]) -> Result<Tensor>,
 }
 
+/// A frame conv's input values, weight values and `(channels, frames)` out.
+type ConvInput = (Vec<f32>, Vec<f32>, (usize, usize));
+
 const HEIGHT: usize = 9;
 const WIDTH: usize = 13;
 
@@ -190,7 +193,7 @@ fn channels_last(s: &mut Suite, fast: &FastBackends) {
         let name = format!("block copies: channels-last {}", case.name);
         s.cases += 1;
         // Each map a frame conv of an f32 input: channels-last bf16 on this backend.
-        let inputs: Vec<(Vec<f32>, Vec<f32>, (usize, usize))> = case
+        let inputs: Vec<ConvInput> = case
             .maps
             .iter()
             .map(|&(c, t)| {
