@@ -19,27 +19,6 @@ extern "C" __global__ void permute_f32(const float* __restrict__ x, float* __res
     }
 }
 
-// permute_f32 where every index is below 2^31: 32-bit division and remainder per axis (64-bit
-// ones are emulated routines, which kept the permute well below memory speed).
-struct PermuteParams32 {
-    unsigned rank;
-    unsigned out_shape[8];
-    unsigned src_stride[8];
-};
-
-extern "C" __global__ void permute_f32_i32(const float* __restrict__ x, float* __restrict__ y,
-                                           unsigned n, PermuteParams32 p) {
-    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
-        unsigned rem = i, src = 0;
-        for (int ax = (int)p.rank - 1; ax >= 0; --ax) {
-            const unsigned s = p.out_shape[ax], q = rem / s;
-            src += (rem - q * s) * p.src_stride[ax];
-            rem = q;
-        }
-        y[i] = x[src];
-    }
-}
-
 // dst[o * dst_stride + dst_off + r] = src[o * src_stride + src_off + r] for r < block.
 extern "C" __global__ void copy_blocks_f32(const float* __restrict__ src, float* __restrict__ dst,
                                            u64 outer, u64 block, u64 src_stride, u64 src_off,

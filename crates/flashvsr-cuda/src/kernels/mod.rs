@@ -67,12 +67,7 @@ pub(crate) const SOURCES: &[Source] = &[
     Source {
         name: "layout.cu",
         body: include_str!("layout.cu"),
-        functions: &[
-            "permute_f32",
-            "permute_f32_i32",
-            "copy_blocks_f32",
-            "upsample2x_f32",
-        ],
+        functions: &["permute_f32", "copy_blocks_f32", "upsample2x_f32"],
     },
     Source {
         name: "blur.cu",

@@ -21,34 +21,6 @@ struct PermuteParams {
 // SAFETY: plain #[repr(C)] data with the field order and types of the CUDA struct.
 unsafe impl DeviceRepr for PermuteParams {}
 
-/// Mirrors `PermuteParams32` in layout.cu.
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct PermuteParams32 {
-    rank: u32,
-    out_shape: [u32; MAX_RANK],
-    src_stride: [u32; MAX_RANK],
-}
-
-// SAFETY: plain #[repr(C)] data with the field order and types of the CUDA struct.
-unsafe impl DeviceRepr for PermuteParams32 {}
-
-/// Elements at most for the permute of 32-bit indices: its index past the last element (one grid
-/// of at most 2^24 threads further: `grid` launches 16 blocks of 256 threads per SM) stays below
-/// 2^31.
-const PERMUTE_I32_MAX_ELEMS: usize = (1 << 31) - (1 << 24);
-
-impl PermuteParams {
-    /// These parameters for `permute_f32_i32` (every source index is below the element count).
-    fn narrowed(&self) -> PermuteParams32 {
-        PermuteParams32 {
-            rank: self.rank as u32,
-            out_shape: self.out_shape.map(|d| d as u32),
-            src_stride: self.src_stride.map(|d| d as u32),
-        }
-    }
-}
-
 fn product(dims: &[usize]) -> usize {
     dims.iter().product()
 }
@@ -76,14 +48,7 @@ impl CudaBackend {
         }
         let n = x.elem_count() as u64;
         let out = self.output(x.elem_count())?;
-        if n > 0 && fast_copies() && x.elem_count() <= PERMUTE_I32_MAX_ELEMS {
-            let args = KernelArgs::new()
-                .push(self.ptr(x)?)
-                .push(out.ptr())
-                .push(n as u32)
-                .push(p.narrowed());
-            self.launch("permute_f32_i32", self.grid(n), args)?;
-        } else if n > 0 {
+        if n > 0 {
             let args = KernelArgs::new()
                 .push(self.ptr(x)?)
                 .push(out.ptr())

@@ -5,7 +5,7 @@
 //!   the inputs checked to be channels-last (frame convs of the fast mode's cuDNN backend);
 //! - row-major f32 narrows and cats of whole 16-byte groups (and of parts of groups) against the
 //!   CPU;
-//! - f32 permutes (on the kernel of 32-bit indices) against the CPU;
+//! - f32 permutes of the model's shapes against the CPU;
 //! - row-major bf16 narrows and cats (the KV cache's storage) against the same copies of the
 //!   stored bits on the host.
 //!
@@ -117,8 +117,7 @@ fn row_major_f32(s: &mut Suite) {
     }
 }
 
-/// f32 permutes of the LQ projector's and the DiT's shapes (smaller frames), on the kernel of
-/// 32-bit indices.
+/// f32 permutes of the LQ projector's and the DiT's shapes (smaller frames).
 fn permutes(s: &mut Suite) {
     for (shape, dims) in [
         (vec![3, 1, 4, 18, 8, 30, 8], vec![0, 2, 4, 6, 1, 3, 5]),
