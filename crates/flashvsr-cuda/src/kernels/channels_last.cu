@@ -116,8 +116,9 @@ extern "C" __global__ void copy_blocks_u128(const uint4* __restrict__ src, uint4
 }
 
 // copy_blocks_u128 for copies whose every index (elements, source and destination offsets) is
-// below 2^31: 32-bit index arithmetic. The 64-bit division and remainder per element of
-// copy_blocks_u128 are emulated routines that kept its copies well below memory speed.
+// below 2^31: 32-bit index arithmetic, fewer instructions per 16 bytes moved than the 64-bit
+// division and remainder (a library routine). On an H100 the MemBlock's channel cats took the
+// same time either way: they are bound elsewhere (PERF_NOTES.md, h23).
 extern "C" __global__ void copy_blocks_u128_i32(const uint4* __restrict__ src,
                                                 uint4* __restrict__ dst, unsigned outer,
                                                 unsigned block, unsigned src_stride,

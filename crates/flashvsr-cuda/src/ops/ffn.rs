@@ -61,7 +61,7 @@ impl CudaBackend {
         );
         for start in (0..tokens).step_by(pass_rows) {
             let rows = pass_rows.min(tokens - start);
-            // Bytes: f32 rows.
+            // In bytes: rows of f32.
             let offset = (start * dim * 4) as u64;
             let modulated = self.finish_with("modulate", || {
                 self.layer_norm_rows(
