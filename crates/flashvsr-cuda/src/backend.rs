@@ -902,6 +902,11 @@ impl CudaBackend {
         Ok((guard, ptr))
     }
 
+    /// Whether ops are timed (`FLASHVSR_CUDA_OP_PROFILE`): op names then carry shapes.
+    pub(crate) fn op_profile_on(&self) -> bool {
+        self.profiler.is_some()
+    }
+
     fn device_of(&self) -> Device {
         Device::Cuda(self.ordinal)
     }
@@ -916,7 +921,7 @@ impl CudaBackend {
     }
 
     /// [`Self::finish`] for an op of any output (several buffers).
-    fn finish_with<T>(
+    pub(crate) fn finish_with<T>(
         &self,
         name: &'static str,
         op: impl FnOnce() -> CudaResult<T>,
@@ -973,7 +978,7 @@ impl CudaBackend {
 }
 
 /// The op's name, with its weight's shape when profiling (`linear 4608←1536`).
-fn shaped_name(op: &'static str, w: &Tensor, profiling: bool) -> &'static str {
+pub(crate) fn shaped_name(op: &'static str, w: &Tensor, profiling: bool) -> &'static str {
     if !profiling {
         return op;
     }
@@ -1339,6 +1344,24 @@ impl Backend for CudaBackend {
         }
         let name = shaped_name("linear_add", w, self.profiler.is_some());
         self.finish(name, || self.op_linear(x, w, b, false, Some(residual)))
+    }
+
+    fn modulated_ffn(
+        &self,
+        x: &Tensor,
+        shift: &Tensor,
+        scale: &Tensor,
+        eps: f32,
+        up: (&Tensor, &Tensor),
+        down: (&Tensor, &Tensor),
+        pass_rows: usize,
+    ) -> TResult<BufferRef> {
+        if !self.modulated_ffn_runs_in_place(x, up.0.dim(0), pass_rows) {
+            return flashvsr_tensor::modulated_ffn_composed(
+                x, shift, scale, eps, up, down, pass_rows,
+            );
+        }
+        self.ffn_rows_in_place(x, (shift, scale), eps, up, down, pass_rows)
     }
 
     fn conv_weight_stand_in(&self, w: &Tensor) -> TResult<Option<BufferRef>> {

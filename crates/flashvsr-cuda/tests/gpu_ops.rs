@@ -11,12 +11,16 @@
 mod async_copies;
 #[path = "gpu_ops/bf16_copies.rs"]
 mod bf16_copies;
+#[path = "gpu_ops/block_copies.rs"]
+mod block_copies;
 #[path = "gpu_ops/channels_last.rs"]
 mod channels_last;
 #[path = "gpu_ops/cudnn_conv.rs"]
 mod cudnn_conv;
 #[path = "gpu_ops/dilated_blur.rs"]
 mod dilated_blur;
+#[path = "gpu_ops/ffn_passes.rs"]
+mod ffn_passes;
 #[path = "gpu_ops/flash_bench.rs"]
 mod flash_bench;
 #[path = "gpu_ops/flash_instances.rs"]
@@ -1540,6 +1544,7 @@ fn main() {
     conv(&mut s);
     cudnn_conv::run(&mut s, &fast, &gpu);
     channels_last::run(&mut s, &fast);
+    block_copies::run(&mut s, &fast, info.ordinal, &options);
     vae_ops::run(&mut s, &fast, &gpu);
     async_copies::run(&mut s, &fast);
     attention(&mut s);
@@ -1562,6 +1567,7 @@ fn main() {
         CudaBackend::create(info.ordinal, fast_options).expect("fast-mode backend");
     bf16_storage(&mut s, &fast);
     gemm_tune::run(&mut s, info.ordinal, &options);
+    ffn_passes::run(&mut s, info.ordinal, &options);
     bf16_copies::run(&mut s, &fast);
     flash_instances::run(&mut s, &fast);
     qkv_split::run(&mut s, &fast);

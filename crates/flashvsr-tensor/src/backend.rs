@@ -249,6 +249,27 @@ pub trait Backend: Send + Sync + fmt::Debug {
     ) -> Result<BufferRef> {
         linear_then_add(self, x, w, b, residual)
     }
+    /// `x + gelu_tanh(modulate(x, shift, scale, eps) · upᵀ + up_bias) · downᵀ + down_bias` for
+    /// `x (M, D)` (the DiT's feed-forward net and its residual; the gate is folded into `down`),
+    /// in passes over `pass_rows` rows of `x` at a time (the last pass may be shorter), so that
+    /// the hidden layer (`up`'s width) exists for one pass's rows only. Shapes checked by
+    /// [`Tensor::modulated_ffn`]. This default composes the ops of each pass
+    /// ([`modulated_ffn_composed`]); a backend that runs the passes on rows of `x` in place and
+    /// writes their results into rows of one output must give the same values in the same
+    /// storage.
+    #[allow(clippy::too_many_arguments)]
+    fn modulated_ffn(
+        &self,
+        x: &Tensor,
+        shift: &Tensor,
+        scale: &Tensor,
+        eps: f32,
+        up: (&Tensor, &Tensor),
+        down: (&Tensor, &Tensor),
+        pass_rows: usize,
+    ) -> Result<BufferRef> {
+        modulated_ffn_composed(x, shift, scale, eps, up, down, pass_rows)
+    }
     /// `x` in a narrower storage for long-lived tensors (see [`Tensor::compact`]); `None` keeps
     /// `x` as it is.
     fn compact(&self, _x: &Tensor) -> Result<Option<BufferRef>> {
@@ -484,6 +505,36 @@ pub fn linear_then_add<B: Backend + ?Sized>(
     let y = backend.linear(x, w, b)?;
     let y = Tensor::from_buffer(x.backend(), y, &[x.dim(0), w.dim(0)])?;
     backend.binary(&y, residual, BinaryOp::Add)
+}
+
+/// [`Backend::modulated_ffn`] composed of tensor ops: each pass modulates its rows of `x` (cut
+/// out by `narrow`; a single pass reads `x` itself), runs the two GEMMs on them, and the passes'
+/// outputs are joined by `cat`.
+pub fn modulated_ffn_composed(
+    x: &Tensor,
+    shift: &Tensor,
+    scale: &Tensor,
+    eps: f32,
+    up: (&Tensor, &Tensor),
+    down: (&Tensor, &Tensor),
+    pass_rows: usize,
+) -> Result<BufferRef> {
+    let pass = |rows: &Tensor| -> Result<Tensor> {
+        let hidden = rows
+            .modulate(shift, scale, eps)?
+            .linear_gelu(up.0, Some(up.1))?;
+        hidden.linear_add(down.0, Some(down.1), rows)
+    };
+    let tokens = x.dim(0);
+    if tokens <= pass_rows {
+        return Ok(pass(x)?.buffer().clone());
+    }
+    let parts = (0..tokens)
+        .step_by(pass_rows)
+        .map(|start| pass(&x.narrow(0, start, pass_rows.min(tokens - start))?))
+        .collect::<Result<Vec<_>>>()?;
+    let refs: Vec<&Tensor> = parts.iter().collect();
+    Ok(Tensor::cat(&refs, 0)?.buffer().clone())
 }
 
 /// The buffers of [`Backend::qkv_split_norm_rope`]: q, and k and v by group.

@@ -12,8 +12,8 @@ mod resample;
 mod tensor;
 
 pub use backend::{
-    linear_then_add, split_rows, Backend, BackendRef, BinaryOp, Buffer, BufferRef, Device,
-    HostData, HostValues, PadMode, PendingDownload, QkvBuffers, UnaryOp,
+    linear_then_add, modulated_ffn_composed, split_rows, Backend, BackendRef, BinaryOp, Buffer,
+    BufferRef, Device, HostData, HostValues, PadMode, PendingDownload, QkvBuffers, UnaryOp,
 };
 pub use block_mask::BlockMask;
 pub use dtype::DType;

@@ -432,6 +432,47 @@ impl Tensor {
         self.wrap(buffer, &self.shape.clone())
     }
 
+    /// `self + gelu_tanh(modulate(self, shift, scale, eps) · upᵀ + up_bias) · downᵀ + down_bias`
+    /// for `self (M, D)`, `up = (weight (H, D), bias (H))`, `down = (weight (D, H), bias (D))`:
+    /// the DiT's feed-forward net with its residual, in passes over at most `pass_rows` rows at
+    /// a time so that the hidden layer `(·, H)` never exists for all M rows at once (see
+    /// [`crate::Backend::modulated_ffn`]).
+    pub fn modulated_ffn(
+        &self,
+        shift: &Tensor,
+        scale: &Tensor,
+        eps: f32,
+        up: (&Tensor, &Tensor),
+        down: (&Tensor, &Tensor),
+        pass_rows: usize,
+    ) -> Result<Tensor> {
+        const OP: &str = "modulated_ffn";
+        self.expect_rank(OP, 2)?;
+        up.0.expect_rank(OP, 2)?;
+        down.0.expect_rank(OP, 2)?;
+        let (dim, hidden) = (self.shape[1], up.0.shape[0]);
+        if up.0.shape[1] != dim || *down.0.shape != [dim, hidden] {
+            return shape_err(
+                OP,
+                format!(
+                    "{:?} through {:?} and {:?}",
+                    self.shape, up.0.shape, down.0.shape
+                ),
+            );
+        }
+        if pass_rows == 0 {
+            return shape_err(OP, "passes of 0 rows");
+        }
+        shift.expect_vector(OP, dim)?;
+        scale.expect_vector(OP, dim)?;
+        up.1.expect_vector(OP, hidden)?;
+        down.1.expect_vector(OP, dim)?;
+        let buffer = self
+            .backend
+            .modulated_ffn(self, shift, scale, eps, up, down, pass_rows)?;
+        self.wrap(buffer, &self.shape.clone())
+    }
+
     pub fn rms_norm(&self, weight: &Tensor, eps: f32) -> Result<Tensor> {
         weight.expect_vector("rms_norm", self.last_dim())?;
         let buffer = self.backend.rms_norm(self, weight, eps)?;

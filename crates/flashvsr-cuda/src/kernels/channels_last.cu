@@ -114,3 +114,19 @@ extern "C" __global__ void copy_blocks_u128(const uint4* __restrict__ src, uint4
         dst[o * dst_stride + dst_off + r] = src[o * src_stride + src_off + r];
     }
 }
+
+// copy_blocks_u128 for copies whose every index (elements, source and destination offsets) is
+// below 2^31: 32-bit index arithmetic, fewer instructions per 16 bytes moved than the 64-bit
+// division and remainder (a library routine). On an H100 the MemBlock's channel cats took the
+// same time either way: they are bound elsewhere (PERF_NOTES.md, h23).
+extern "C" __global__ void copy_blocks_u128_i32(const uint4* __restrict__ src,
+                                                uint4* __restrict__ dst, unsigned outer,
+                                                unsigned block, unsigned src_stride,
+                                                unsigned src_off, unsigned dst_stride,
+                                                unsigned dst_off) {
+    const unsigned n = outer * block;
+    for (unsigned i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const unsigned o = i / block, r = i - o * block;
+        dst[o * dst_stride + dst_off + r] = src[o * src_stride + src_off + r];
+    }
+}

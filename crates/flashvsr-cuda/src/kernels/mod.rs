@@ -121,6 +121,7 @@ pub(crate) const SOURCES: &[Source] = &[
             "channels_last_relu",
             "channels_last_upsample2x",
             "copy_blocks_u128",
+            "copy_blocks_u128_i32",
         ],
     },
     Source {

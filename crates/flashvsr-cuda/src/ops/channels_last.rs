@@ -356,10 +356,23 @@ impl CudaBackend {
         Ok(Piece { ptr, geometry })
     }
 
-    fn copy_groups(&self, src: u64, dst: u64, m: BlockCopy) -> CudaResult<()> {
+    /// `m` in 16-byte units (8 bf16 channels, or 4 f32 values for `copy_blocks`).
+    pub(crate) fn copy_groups(&self, src: u64, dst: u64, m: BlockCopy) -> CudaResult<()> {
         let n = (m.outer * m.block) as u64;
         if n == 0 {
             return Ok(());
+        }
+        if let Some(narrow) = m.narrow_index() {
+            let args = KernelArgs::new()
+                .push(src)
+                .push(dst)
+                .push(narrow.outer)
+                .push(narrow.block)
+                .push(narrow.src.0)
+                .push(narrow.src.1)
+                .push(narrow.dst.0)
+                .push(narrow.dst.1);
+            return self.launch("copy_blocks_u128_i32", self.grid(n), args);
         }
         let args = KernelArgs::new()
             .push(src)
@@ -374,15 +387,64 @@ impl CudaBackend {
     }
 }
 
-/// `dst[o·dst.0 + dst.1 + r] = src[o·src.0 + src.1 + r]` for `o < outer`, `r < block`, in groups
-/// of 8 bf16 channels.
+/// `dst[o·dst.0 + dst.1 + r] = src[o·src.0 + src.1 + r]` for `o < outer`, `r < block`, in units
+/// of 16 bytes (groups of 8 bf16 channels).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct BlockCopy {
-    outer: usize,
-    block: usize,
+pub(crate) struct BlockCopy {
+    pub outer: usize,
+    pub block: usize,
     /// (stride, offset)
-    src: (usize, usize),
-    dst: (usize, usize),
+    pub src: (usize, usize),
+    pub dst: (usize, usize),
+}
+
+/// A [`BlockCopy`] in the 32-bit arguments of `copy_blocks_u128_i32`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct NarrowBlockCopy {
+    outer: u32,
+    block: u32,
+    src: (u32, u32),
+    dst: (u32, u32),
+}
+
+/// Whether block copies take the faster kernels: 32-bit indices where they fit, and row-major
+/// copies of whole 16-byte groups moved as such (`FLASHVSR_CUDA_FAST_COPIES=0`: the kernels of
+/// before, one 64-bit-indexed element at a time, to compare; the same bytes).
+pub(crate) fn fast_copies() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_FAST_COPIES").map_or(true, |v| v != "0"))
+}
+
+impl BlockCopy {
+    /// This copy for `copy_blocks_u128_i32`, when its element count, every index it reads or
+    /// writes, and the grid-stride loop's index past the last element (one grid of
+    /// `MAX_GRID_THREADS` at most: `grid` launches 16 blocks of 256 threads per SM) stay below
+    /// 2^31; None otherwise (an empty copy too), or when switched off.
+    fn narrow_index(&self) -> Option<NarrowBlockCopy> {
+        const LIMIT: usize = 1 << 31;
+        const MAX_GRID_THREADS: usize = 1 << 24;
+        if !fast_copies() {
+            return None;
+        }
+        let n = self.outer.checked_mul(self.block)?;
+        let end = |(stride, offset): (usize, usize)| {
+            self.outer
+                .checked_sub(1)?
+                .checked_mul(stride)?
+                .checked_add(offset)?
+                .checked_add(self.block)
+        };
+        let fits = n + MAX_GRID_THREADS < LIMIT
+            && end(self.src).is_some_and(|e| e < LIMIT)
+            && end(self.dst).is_some_and(|e| e < LIMIT);
+        let narrow = |v: usize| v as u32;
+        fits.then(|| NarrowBlockCopy {
+            outer: narrow(self.outer),
+            block: narrow(self.block),
+            src: (narrow(self.src.0), narrow(self.src.1)),
+            dst: (narrow(self.dst.0), narrow(self.dst.1)),
+        })
+    }
 }
 
 #[cfg(test)]
@@ -407,5 +469,49 @@ mod tests {
             ChannelsLast::of_shape(&[8, 1, 2, 2]).map(|g| g.elems()),
             Some(32)
         );
+    }
+
+    #[test]
+    fn copies_take_32_bit_indices_only_where_every_index_fits() {
+        // The MemBlock's cat at 1920×1152: [128, 1, 576, 960] into the first half of 256
+        // channels (16-byte groups).
+        let cat = BlockCopy {
+            outer: 576 * 960,
+            block: 16,
+            src: (16, 0),
+            dst: (32, 16),
+        };
+        assert_eq!(
+            cat.narrow_index(),
+            Some(NarrowBlockCopy {
+                outer: 576 * 960,
+                block: 16,
+                src: (16, 0),
+                dst: (32, 16),
+            })
+        );
+        // The last destination index is (outer − 1)·stride + offset + block − 1.
+        let edge = |dst_off| BlockCopy {
+            outer: 2,
+            block: 8,
+            src: (8, 0),
+            dst: ((1 << 30) - 8, dst_off),
+        };
+        assert!(edge(0).narrow_index().is_some());
+        assert!(edge(1 << 30).narrow_index().is_none());
+        let many = BlockCopy {
+            outer: 1 << 27,
+            block: 16,
+            src: (16, 0),
+            dst: (16, 0),
+        };
+        assert!(many.narrow_index().is_none(), "2^31 elements");
+        let empty = BlockCopy {
+            outer: 0,
+            block: 16,
+            src: (16, 0),
+            dst: (16, 0),
+        };
+        assert!(empty.narrow_index().is_none());
     }
 }

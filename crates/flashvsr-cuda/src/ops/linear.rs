@@ -35,35 +35,17 @@ impl CudaBackend {
             }
             return self.linear_without_products(m * n, n, b, gelu);
         }
-        let (w_ptr, w_storage) = self.raw(w)?;
-        let bf16_inputs = w_storage == Storage::Bf16;
-        let a = if bf16_inputs {
-            self.bf16_input(x)?
-        } else {
-            self.ptr(x)?
-        };
-        let b_ptr = if bf16_inputs { w_ptr } else { self.ptr(w)? };
+        let (a, b_ptr, bf16_inputs) = self.gemm_operands(x, w)?;
         // Fused GELU only in fast mode: the exact mode keeps the elementwise kernel's formula.
         let fuse_gelu = gelu && bf16_inputs && b.is_some() && residual.is_none();
         let residual_ptr = match residual {
             Some(r) => self.ptr(r)?,
             None => 0,
         };
-        let shape = |bf16_output| GemmShape {
-            m,
-            n,
-            k,
-            lda: k,
-            ldb: k,
-            ldc: n,
-            b_transposed: true,
-            epilogue: if fuse_gelu {
-                Epilogue::GeluBias
-            } else {
-                Epilogue::bias(b.is_some())
-            },
-            bf16_inputs,
-            bf16_output,
+        let epilogue = if fuse_gelu {
+            Epilogue::GeluBias
+        } else {
+            Epilogue::bias(b.is_some())
         };
         if fuse_gelu && !NO_BF16_GELU_OUTPUT.load(Ordering::Relaxed) {
             let out = self.output_as(m * n, Storage::Bf16)?;
@@ -75,23 +57,70 @@ impl CudaBackend {
                 accumulate: false,
                 residual: 0,
             };
-            match self.gemm().run(&self.gpu.stream, shape(true), ptrs) {
+            let shape = row_major_shape((m, n, k), epilogue, bf16_inputs, true);
+            match self.gemm().run(&self.gpu.stream, shape, ptrs) {
                 Ok(()) => return Ok(out),
                 Err(CudaError::Blas(_)) => NO_BF16_GELU_OUTPUT.store(true, Ordering::Relaxed),
                 Err(e) => return Err(e),
             }
         }
         let out = self.output(m * n)?;
+        let shape = row_major_shape((m, n, k), epilogue, bf16_inputs, false);
+        self.gemm_f32_output(shape, (a, b_ptr), b, residual_ptr, out.ptr())?;
+        self.then_gelu(out, m * n, gelu && !fuse_gelu)
+    }
+
+    /// `residual + x · wᵀ + b` as `op_linear` computes it for `linear_add` (the same GEMM shape
+    /// and epilogue), read from the rows at `residual` and written to the rows at `out` (f32
+    /// rows of `w.dim(0)` values, parts of larger buffers the caller holds). The caller
+    /// guarantees products to sum (`x` has rows and columns, `w` rows).
+    pub(crate) fn linear_add_rows(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        residual: u64,
+        out: u64,
+    ) -> CudaResult<()> {
+        let (m, k, n) = (x.dim(0), x.dim(1), w.dim(0));
+        debug_assert!(m * n * k > 0 && residual != 0);
+        let (a, b_ptr, bf16_inputs) = self.gemm_operands(x, w)?;
+        let shape = row_major_shape((m, n, k), Epilogue::bias(b.is_some()), bf16_inputs, false);
+        self.gemm_f32_output(shape, (a, b_ptr), b, residual, out)
+    }
+
+    /// The pointers of `x` and `w` as the GEMM reads them, and whether it reads bf16: a
+    /// bf16-stored weight makes it a bf16 GEMM, `x` read as bf16 (see `bf16_input`).
+    fn gemm_operands(&self, x: &Tensor, w: &Tensor) -> CudaResult<(u64, u64, bool)> {
+        let (w_ptr, w_storage) = self.raw(w)?;
+        let bf16_inputs = w_storage == Storage::Bf16;
+        let a = if bf16_inputs {
+            self.bf16_input(x)?
+        } else {
+            self.ptr(x)?
+        };
+        let b_ptr = if bf16_inputs { w_ptr } else { self.ptr(w)? };
+        Ok((a, b_ptr, bf16_inputs))
+    }
+
+    /// One GEMM of f32 output into `out` (`residual` 0: none).
+    fn gemm_f32_output(
+        &self,
+        shape: GemmShape,
+        (a, b_ptr): (u64, u64),
+        b: Option<&Tensor>,
+        residual: u64,
+        out: u64,
+    ) -> CudaResult<()> {
         let ptrs = GemmPtrs {
             a,
             b: b_ptr,
-            c: out.ptr(),
+            c: out,
             bias: self.opt_ptr(b)?,
             accumulate: false,
-            residual: residual_ptr,
+            residual,
         };
-        self.gemm().run(&self.gpu.stream, shape(false), ptrs)?;
-        self.then_gelu(out, m * n, gelu && !fuse_gelu)
+        self.gemm().run(&self.gpu.stream, shape, ptrs)
     }
 
     /// The output when there are no products to sum: empty, or K = 0 (the bias, or zeros).
@@ -120,5 +149,26 @@ impl CudaBackend {
         let out = self.output(n)?;
         self.unary_raw(y.ptr(), out.ptr(), n, UnaryOp::GeluTanh)?;
         Ok(out)
+    }
+}
+
+/// `x (M, K) · w (N, K)ᵀ` of contiguous row-major operands.
+fn row_major_shape(
+    (m, n, k): (usize, usize, usize),
+    epilogue: Epilogue,
+    bf16_inputs: bool,
+    bf16_output: bool,
+) -> GemmShape {
+    GemmShape {
+        m,
+        n,
+        k,
+        lda: k,
+        ldb: k,
+        ldc: n,
+        b_transposed: true,
+        epilogue,
+        bf16_inputs,
+        bf16_output,
     }
 }

@@ -86,8 +86,26 @@ impl CudaBackend {
         modulate: Option<(&Tensor, &Tensor)>,
         eps: f32,
     ) -> CudaResult<CudaBuffer> {
-        let n = x.elem_count();
         let dim = last_dim(x);
+        let rows = x.elem_count().checked_div(dim).unwrap_or(0);
+        let x_ptr = if rows * dim == 0 { 0 } else { self.ptr(x)? };
+        self.layer_norm_rows(x_ptr, rows, dim, weight, bias, modulate, eps)
+    }
+
+    /// [`Self::op_layer_norm`] of the `rows` f32 rows of `dim` values at `x` (rows of a larger
+    /// buffer: the feed-forward net's passes modulate their rows of the stream in place).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn layer_norm_rows(
+        &self,
+        x: u64,
+        rows: usize,
+        dim: usize,
+        weight: Option<&Tensor>,
+        bias: Option<&Tensor>,
+        modulate: Option<(&Tensor, &Tensor)>,
+        eps: f32,
+    ) -> CudaResult<CudaBuffer> {
+        let n = rows * dim;
         let (out, f32_out, bf16_out) = if self.options().compact_bf16 {
             let out = self.output_as(n, Storage::Bf16)?;
             let ptr = out.ptr();
@@ -101,11 +119,10 @@ impl CudaBackend {
             return Ok(out);
         }
         let (shift, scale) = modulate.unzip();
-        let rows = n / dim;
         row_config(rows, dim)?; // the same limits on rows and dim for every kernel
         if dim.is_multiple_of(128) && dim / 128 <= WARP_NORM_MAX_PER_LANE && warp_norms() {
             let args = KernelArgs::new()
-                .push(self.ptr(x)?)
+                .push(x)
                 .push(f32_out)
                 .push(rows as i32)
                 .push(dim as i32)
@@ -124,7 +141,7 @@ impl CudaBackend {
             return Ok(out);
         }
         let args = KernelArgs::new()
-            .push(self.ptr(x)?)
+            .push(x)
             .push(f32_out)
             .push(dim as i32)
             .push(eps)

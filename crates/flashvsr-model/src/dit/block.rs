@@ -35,6 +35,13 @@ pub struct DitBlock {
 /// canvas (8,448 tokens) is one pass; larger chunks are split into equal passes.
 pub const FFN_TOKENS_PER_PASS: usize = 12288;
 
+/// Rows of each feed-forward pass over `tokens` tokens: equal passes of at most
+/// `FFN_TOKENS_PER_PASS` (a short last pass would be a GEMM too small to use the device well).
+fn ffn_pass_rows(tokens: usize) -> usize {
+    let passes = tokens.div_ceil(FFN_TOKENS_PER_PASS).max(1);
+    tokens.div_ceil(passes).max(1)
+}
+
 fn linear(p: &Params, name: &str, out: usize, inp: usize) -> Result<(Tensor, Tensor)> {
     Ok((
         p.weight(&format!("{name}.weight"), &[out, inp])?,
@@ -235,29 +242,17 @@ impl DitBlock {
     /// tokens at a time: its hidden layer is ~6× the width of the stream, and large chunks (the
     /// first, or big canvases) would otherwise need it for every token at once. Each pass
     /// modulates its own rows of the stream (a per-row op: the same values as modulating all of
-    /// them first), so that only the stream is narrowed, not its modulated copy too.
+    /// them first); a backend may run the passes on the stream's rows in place
+    /// ([`Tensor::modulated_ffn`]).
     fn ffn(&self, x: &Tensor) -> Result<Tensor> {
-        let tokens = x.dim(0);
-        let pass = |residual: &Tensor| -> Result<Tensor> {
-            let up = residual
-                .modulate(&self.shift2, &self.scale2, EPS)?
-                .linear_gelu(&self.ffn_up.0, Some(&self.ffn_up.1))?;
-            apply_add(&up, &self.ffn_down, residual)
-        };
-        if tokens <= FFN_TOKENS_PER_PASS {
-            return pass(x);
-        }
-        // Equal passes: a short last pass would be a GEMM too small to use the device well.
-        let per_pass = tokens.div_ceil(tokens.div_ceil(FFN_TOKENS_PER_PASS));
-        let parts = (0..tokens)
-            .step_by(per_pass)
-            .map(|start| {
-                let len = per_pass.min(tokens - start);
-                pass(&x.narrow(0, start, len)?)
-            })
-            .collect::<Result<Vec<_>>>()?;
-        let refs: Vec<&Tensor> = parts.iter().collect();
-        Ok(Tensor::cat(&refs, 0)?)
+        Ok(x.modulated_ffn(
+            &self.shift2,
+            &self.scale2,
+            EPS,
+            (&self.ffn_up.0, &self.ffn_up.1),
+            (&self.ffn_down.0, &self.ffn_down.1),
+            ffn_pass_rows(x.dim(0)),
+        )?)
     }
 
     /// The block mask, computed where the scores are: no host round trip. The keys are the
@@ -298,4 +293,22 @@ fn pooled_keys(cache: &mut LayerCache, keys: &[Tensor], kb: usize) -> Result<Ten
         .collect::<Result<Vec<_>>>()?;
     let refs: Vec<&Tensor> = pooled.iter().collect();
     Ok(Tensor::cat(&refs, 0)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ffn_pass_rows, FFN_TOKENS_PER_PASS};
+
+    #[test]
+    fn ffn_passes_are_equal_and_bounded() {
+        // A steady chunk of 1408×768 is one pass; its first chunk, and 1920×1152's chunks, are
+        // cut into equal passes.
+        assert_eq!(ffn_pass_rows(8_448), 8_448);
+        assert_eq!(ffn_pass_rows(FFN_TOKENS_PER_PASS), FFN_TOKENS_PER_PASS);
+        assert_eq!(ffn_pass_rows(25_344), 8_448);
+        assert_eq!(ffn_pass_rows(17_280), 8_640);
+        assert_eq!(ffn_pass_rows(51_840), 10_368);
+        assert_eq!(ffn_pass_rows(FFN_TOKENS_PER_PASS + 1), 6_145);
+        assert_eq!(ffn_pass_rows(0), 1);
+    }
 }
