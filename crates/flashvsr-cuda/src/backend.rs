@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use cudarc::driver::{CudaSlice, LaunchConfig};
+use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, LaunchConfig};
 use flashvsr_tensor::{
     Backend, BackendRef, BinaryOp, BufferRef, CanvasWindow, Device, HostData, MemoryMeter, PadMode,
     PendingDownload, QkvBuffers, Tensor, TensorError, UnaryOp,
@@ -195,6 +195,10 @@ pub struct CudaOptions {
     /// cuDNN copy is cached, so that the LQ projector frees its 0.57 GiB of source weights. On
     /// by default; `FLASHVSR_CUDA_CONV_STAND_IN=0` keeps the source weights.
     pub conv_weight_stand_in: bool,
+    /// `download_later` copies on a stream of their own, so that the compute stream does not
+    /// wait for them (its sources are kept until their copy completed). On by default;
+    /// `FLASHVSR_CUDA_COPY_STREAM=0` queues them on the compute stream.
+    pub copy_stream: bool,
 }
 
 impl CudaOptions {
@@ -239,6 +243,7 @@ impl CudaOptions {
             },
             conv_weight_stand_in: !std::env::var("FLASHVSR_CUDA_CONV_STAND_IN")
                 .is_ok_and(|v| v == "0"),
+            copy_stream: !std::env::var("FLASHVSR_CUDA_COPY_STREAM").is_ok_and(|v| v == "0"),
             ..Self::default()
         }
     }
@@ -288,6 +293,7 @@ impl Default for CudaOptions {
             gemm_tune: true,
             paged_min_bytes: Some(PAGED_MIN_BYTES),
             conv_weight_stand_in: true,
+            copy_stream: true,
         }
     }
 }
@@ -342,8 +348,41 @@ pub struct CudaBackend {
     pub(crate) direct_convs: AtomicU64,
     /// Host buffers of `download_later`.
     downloads: Arc<PinnedPool>,
+    /// Where `download_later` copies run, beside the compute stream (None: on it).
+    copies: Option<Arc<CudaStream>>,
+    /// Sources of downloads on `copies`, kept until their copy completed.
+    copy_sources: Mutex<Vec<CopySource>>,
     /// Host staging of `upload_queued`.
     staging: Arc<PinnedPool>,
+}
+
+/// The device buffers a download on the copy stream reads, kept until `copied` completed: freed
+/// earlier, the compute stream could reuse their memory while the copy still reads it.
+struct CopySource {
+    _kept: (BufferRef, Option<CudaBuffer>),
+    copied: CudaEvent,
+}
+
+impl Drop for CopySource {
+    fn drop(&mut self) {
+        // Normally complete already; a backend dropped with copies in flight waits for them here
+        // (nothing to report an error to).
+        let _ = self.copied.synchronize();
+    }
+}
+
+impl CudaBackend {
+    /// Drops the sources of completed downloads.
+    fn release_copy_sources(&self) {
+        let done: Vec<CopySource> = {
+            let mut sources = self.copy_sources.lock().unwrap_or_else(|e| e.into_inner());
+            let (done, pending) = sources.drain(..).partition(|s| s.copied.is_complete());
+            *sources = pending;
+            done
+        };
+        // Freed outside the lock, on the compute stream.
+        drop(done);
+    }
 }
 
 /// Pinned buffers kept for downloads: a stream has two or three chunks in flight, each in pieces
@@ -491,6 +530,10 @@ impl CudaBackend {
                 }
                 _ => None,
             };
+            let copies = match options.copy_stream {
+                true => Some(gpu.stream.fork()?),
+                false => None,
+            };
             Ok(Arc::new(CudaBackend {
                 paged,
                 ordinal,
@@ -511,6 +554,8 @@ impl CudaBackend {
                 cudnn_convs: AtomicU64::new(0),
                 direct_convs: AtomicU64::new(0),
                 downloads: PinnedPool::for_downloads(&gpu.ctx, DOWNLOAD_BUFFERS),
+                copies,
+                copy_sources: Mutex::new(Vec::new()),
                 staging: PinnedPool::for_uploads(&gpu.ctx, STAGING_BUFFERS),
                 gpu,
             }))
@@ -563,6 +608,10 @@ impl CudaBackend {
     /// Waits for all queued work; surfaces asynchronous kernel errors.
     pub fn synchronize(&self) -> Result<(), CudaError> {
         self.gpu.stream.synchronize()?;
+        if let Some(copies) = &self.copies {
+            copies.synchronize()?;
+        }
+        self.release_copy_sources();
         self.gpu.ctx.check_err()?;
         Ok(())
     }
@@ -1115,9 +1164,28 @@ impl Backend for CudaBackend {
             let Some(mut host) = self.downloads.try_take(len) else {
                 return Ok(PendingDownload::ready(self.copy_to_host_now(buf)?));
             };
-            // SAFETY: `buf` holds `len` f32 values. It and `converted` may be dropped once this
-            // returns: their memory is freed on this stream (stream-ordered), after the copy.
-            unsafe { host.copy_from_device(&self.gpu.stream, buf.ptr(), len) }?;
+            match &self.copies {
+                Some(copies) => {
+                    self.release_copy_sources();
+                    copies.wait(&self.gpu.stream.record_event(None)?)?;
+                    // SAFETY: `buf` holds `len` f32 values; it (the tensor's buffer or
+                    // `converted`) is kept below until the copy completed.
+                    unsafe { host.copy_from_device(copies, buf.ptr(), len) }?;
+                    let copied = copies.record_event(None)?;
+                    let source = CopySource {
+                        _kept: (x.buffer().clone(), converted.take()),
+                        copied,
+                    };
+                    self.copy_sources
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .push(source);
+                }
+                // SAFETY: `buf` holds `len` f32 values. It and `converted` may be dropped once
+                // this returns: their memory is freed on this stream (stream-ordered), after
+                // the copy.
+                None => unsafe { host.copy_from_device(&self.gpu.stream, buf.ptr(), len) }?,
+            }
             let device = self.device_of();
             Ok(PendingDownload::waiting_shared(move || {
                 let values = catch(|| DownloadedValues::wait(host, len));
