@@ -1417,19 +1417,13 @@ impl Backend for CudaBackend {
     fn modulated_ffn(
         &self,
         x: &Tensor,
-        shift: &Tensor,
-        scale: &Tensor,
-        eps: f32,
-        up: (&Tensor, &Tensor),
-        down: (&Tensor, &Tensor),
+        ffn: &flashvsr_tensor::ModulatedFfn,
         pass_rows: usize,
     ) -> TResult<BufferRef> {
-        if !self.modulated_ffn_runs_in_place(x, up.0.dim(0), pass_rows) {
-            return flashvsr_tensor::modulated_ffn_composed(
-                x, shift, scale, eps, up, down, pass_rows,
-            );
+        if !self.modulated_ffn_runs_in_place(x, ffn.up.0.dim(0), pass_rows) {
+            return flashvsr_tensor::modulated_ffn_composed(x, ffn, pass_rows);
         }
-        self.ffn_rows_in_place(x, (shift, scale), eps, up, down, pass_rows)
+        self.ffn_rows_in_place(x, ffn, pass_rows)
     }
 
     fn conv_weight_stand_in(&self, w: &Tensor) -> TResult<Option<BufferRef>> {

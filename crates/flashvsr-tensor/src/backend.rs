@@ -257,18 +257,8 @@ pub trait Backend: Send + Sync + fmt::Debug {
     /// ([`modulated_ffn_composed`]); a backend that runs the passes on rows of `x` in place and
     /// writes their results into rows of one output must give the same values in the same
     /// storage.
-    #[allow(clippy::too_many_arguments)]
-    fn modulated_ffn(
-        &self,
-        x: &Tensor,
-        shift: &Tensor,
-        scale: &Tensor,
-        eps: f32,
-        up: (&Tensor, &Tensor),
-        down: (&Tensor, &Tensor),
-        pass_rows: usize,
-    ) -> Result<BufferRef> {
-        modulated_ffn_composed(x, shift, scale, eps, up, down, pass_rows)
+    fn modulated_ffn(&self, x: &Tensor, ffn: &ModulatedFfn, pass_rows: usize) -> Result<BufferRef> {
+        modulated_ffn_composed(x, ffn, pass_rows)
     }
     /// `x` in a narrower storage for long-lived tensors (see [`Tensor::compact`]); `None` keeps
     /// `x` as it is.
@@ -512,18 +502,14 @@ pub fn linear_then_add<B: Backend + ?Sized>(
 /// outputs are joined by `cat`.
 pub fn modulated_ffn_composed(
     x: &Tensor,
-    shift: &Tensor,
-    scale: &Tensor,
-    eps: f32,
-    up: (&Tensor, &Tensor),
-    down: (&Tensor, &Tensor),
+    ffn: &ModulatedFfn,
     pass_rows: usize,
 ) -> Result<BufferRef> {
     let pass = |rows: &Tensor| -> Result<Tensor> {
         let hidden = rows
-            .modulate(shift, scale, eps)?
-            .linear_gelu(up.0, Some(up.1))?;
-        hidden.linear_add(down.0, Some(down.1), rows)
+            .modulate(ffn.shift, ffn.scale, ffn.eps)?
+            .linear_gelu(ffn.up.0, Some(ffn.up.1))?;
+        hidden.linear_add(ffn.down.0, Some(ffn.down.1), rows)
     };
     let tokens = x.dim(0);
     if tokens <= pass_rows {
@@ -535,6 +521,18 @@ pub fn modulated_ffn_composed(
         .collect::<Result<Vec<_>>>()?;
     let refs: Vec<&Tensor> = parts.iter().collect();
     Ok(Tensor::cat(&refs, 0)?.buffer().clone())
+}
+
+/// The DiT's feed-forward net with the modulation of its input (see [`Tensor::modulated_ffn`]).
+#[derive(Clone, Copy)]
+pub struct ModulatedFfn<'a> {
+    pub shift: &'a Tensor,
+    pub scale: &'a Tensor,
+    pub eps: f32,
+    /// `(weight (H, D), bias (H))`.
+    pub up: (&'a Tensor, &'a Tensor),
+    /// `(weight (D, H), bias (D))`, the gate folded in.
+    pub down: (&'a Tensor, &'a Tensor),
 }
 
 /// The buffers of [`Backend::qkv_split_norm_rope`]: q, and k and v by group.

@@ -2,7 +2,8 @@ use std::fmt;
 use std::sync::Arc;
 
 use crate::backend::{
-    BackendRef, BinaryOp, BufferRef, Device, HostData, PadMode, PendingDownload, UnaryOp,
+    BackendRef, BinaryOp, BufferRef, Device, HostData, ModulatedFfn, PadMode, PendingDownload,
+    UnaryOp,
 };
 use crate::error::shape_err;
 use crate::Result;
@@ -437,16 +438,15 @@ impl Tensor {
     /// the DiT's feed-forward net with its residual, in passes over at most `pass_rows` rows at
     /// a time so that the hidden layer `(·, H)` never exists for all M rows at once (see
     /// [`crate::Backend::modulated_ffn`]).
-    pub fn modulated_ffn(
-        &self,
-        shift: &Tensor,
-        scale: &Tensor,
-        eps: f32,
-        up: (&Tensor, &Tensor),
-        down: (&Tensor, &Tensor),
-        pass_rows: usize,
-    ) -> Result<Tensor> {
+    pub fn modulated_ffn(&self, ffn: &ModulatedFfn, pass_rows: usize) -> Result<Tensor> {
         const OP: &str = "modulated_ffn";
+        let ModulatedFfn {
+            shift,
+            scale,
+            up,
+            down,
+            ..
+        } = *ffn;
         self.expect_rank(OP, 2)?;
         up.0.expect_rank(OP, 2)?;
         down.0.expect_rank(OP, 2)?;
@@ -467,9 +467,7 @@ impl Tensor {
         scale.expect_vector(OP, dim)?;
         up.1.expect_vector(OP, hidden)?;
         down.1.expect_vector(OP, dim)?;
-        let buffer = self
-            .backend
-            .modulated_ffn(self, shift, scale, eps, up, down, pass_rows)?;
+        let buffer = self.backend.modulated_ffn(self, ffn, pass_rows)?;
         self.wrap(buffer, &self.shape.clone())
     }
 

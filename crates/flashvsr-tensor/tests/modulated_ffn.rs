@@ -2,7 +2,7 @@
 //! where they belong, whatever the pass size, and one pass is the ops it stands for.
 
 use flashvsr_tensor::cpu::CpuBackend;
-use flashvsr_tensor::{BackendRef, Tensor};
+use flashvsr_tensor::{BackendRef, ModulatedFfn, Tensor};
 
 /// Deterministic values in [centre − 1, centre + 1).
 fn values(n: usize, seed: u32, centre: f32) -> Vec<f32> {
@@ -43,15 +43,19 @@ impl Ffn {
         }
     }
 
+    /// These weights with `up` as the up projection.
+    fn weights<'a>(&'a self, up: (&'a Tensor, &'a Tensor)) -> ModulatedFfn<'a> {
+        ModulatedFfn {
+            shift: &self.shift,
+            scale: &self.scale,
+            eps: EPS,
+            up,
+            down: (&self.down.0, &self.down.1),
+        }
+    }
+
     fn run(&self, x: &Tensor, pass_rows: usize) -> flashvsr_tensor::Result<Tensor> {
-        x.modulated_ffn(
-            &self.shift,
-            &self.scale,
-            EPS,
-            (&self.up.0, &self.up.1),
-            (&self.down.0, &self.down.1),
-            pass_rows,
-        )
+        x.modulated_ffn(&self.weights((&self.up.0, &self.up.1)), pass_rows)
     }
 }
 
@@ -111,7 +115,13 @@ fn mismatched_shapes_are_refused() {
         "rows narrower than the weights"
     );
     let swapped = (&ffn.up.0, &ffn.up.1);
-    let err = x.modulated_ffn(&ffn.shift, &ffn.scale, EPS, swapped, swapped, 2);
+    let err = x.modulated_ffn(
+        &ModulatedFfn {
+            down: swapped,
+            ..ffn.weights(swapped)
+        },
+        2,
+    );
     assert!(
         err.is_err(),
         "a down projection of the up projection's shape"

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use flashvsr_tensor::{BufferRef, Tensor};
+use flashvsr_tensor::{BufferRef, ModulatedFfn, Tensor};
 
 use crate::backend::{shaped_name, CudaBackend};
 use crate::buffer::Storage;
@@ -44,12 +44,16 @@ impl CudaBackend {
     pub(crate) fn ffn_rows_in_place(
         &self,
         x: &Tensor,
-        (shift, scale): (&Tensor, &Tensor),
-        eps: f32,
-        up: (&Tensor, &Tensor),
-        down: (&Tensor, &Tensor),
+        ffn: &ModulatedFfn,
         pass_rows: usize,
     ) -> flashvsr_tensor::Result<BufferRef> {
+        let ModulatedFfn {
+            shift,
+            scale,
+            eps,
+            up,
+            down,
+        } = *ffn;
         let (tokens, dim, hidden) = (x.dim(0), x.dim(1), up.0.dim(0));
         let (x_ptr, out) = self.finish_with("modulated_ffn", || {
             Ok((self.input(x)?.ptr(), self.output(tokens * dim)?))

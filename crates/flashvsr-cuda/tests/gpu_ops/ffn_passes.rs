@@ -8,7 +8,7 @@
 use std::sync::Arc;
 
 use flashvsr_cuda::{CudaBackend, CudaOptions};
-use flashvsr_tensor::{modulated_ffn_composed, BackendRef, HostData, Result, Tensor};
+use flashvsr_tensor::{modulated_ffn_composed, BackendRef, HostData, ModulatedFfn, Result, Tensor};
 
 use super::{rel_l2, Suite};
 
@@ -70,12 +70,18 @@ impl Case {
         let (shift, scale) = (t(shift, &[dim])?, t(scale, &[dim])?);
         let up = (weight(up_w, &[hidden, dim])?, t(up_b, &[hidden])?);
         let down = (weight(down_w, &[dim, hidden])?, t(down_b, &[dim])?);
-        let (up, down) = ((&up.0, &up.1), (&down.0, &down.1));
+        let ffn = ModulatedFfn {
+            shift: &shift,
+            scale: &scale,
+            eps: EPS,
+            up: (&up.0, &up.1),
+            down: (&down.0, &down.1),
+        };
         let y = if composed {
-            let buffer = modulated_ffn_composed(&x, &shift, &scale, EPS, up, down, self.pass_rows)?;
+            let buffer = modulated_ffn_composed(&x, &ffn, self.pass_rows)?;
             Tensor::from_buffer(backend, buffer, x.shape())?
         } else {
-            x.modulated_ffn(&shift, &scale, EPS, up, down, self.pass_rows)?
+            x.modulated_ffn(&ffn, self.pass_rows)?
         };
         y.to_host_data()
     }

@@ -1,6 +1,6 @@
 use std::sync::Arc;
 
-use flashvsr_tensor::{BlockMask, Tensor};
+use flashvsr_tensor::{BlockMask, ModulatedFfn, Tensor};
 
 use super::config::{DitConfig, EPS};
 use super::mask::{score_scale, SparseSettings};
@@ -245,14 +245,14 @@ impl DitBlock {
     /// them first); a backend may run the passes on the stream's rows in place
     /// ([`Tensor::modulated_ffn`]).
     fn ffn(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(x.modulated_ffn(
-            &self.shift2,
-            &self.scale2,
-            EPS,
-            (&self.ffn_up.0, &self.ffn_up.1),
-            (&self.ffn_down.0, &self.ffn_down.1),
-            ffn_pass_rows(x.dim(0)),
-        )?)
+        let ffn = ModulatedFfn {
+            shift: &self.shift2,
+            scale: &self.scale2,
+            eps: EPS,
+            up: (&self.ffn_up.0, &self.ffn_up.1),
+            down: (&self.ffn_down.0, &self.ffn_down.1),
+        };
+        Ok(x.modulated_ffn(&ffn, ffn_pass_rows(x.dim(0)))?)
     }
 
     /// The block mask, computed where the scores are: no host round trip. The keys are the
