@@ -11,6 +11,8 @@
 mod async_copies;
 #[path = "gpu_ops/bf16_copies.rs"]
 mod bf16_copies;
+#[path = "gpu_ops/bits.rs"]
+mod bits;
 #[path = "gpu_ops/block_copies.rs"]
 mod block_copies;
 #[path = "gpu_ops/channels_last.rs"]

@@ -4,15 +4,8 @@
 use flashvsr_tensor::cpu::CpuBackend;
 use flashvsr_tensor::{BackendRef, ModulatedFfn, Tensor};
 
-/// Deterministic values in [centre − 1, centre + 1).
-fn values(n: usize, seed: u32, centre: f32) -> Vec<f32> {
-    (0..n as u32)
-        .map(|i| {
-            let h = (i ^ seed).wrapping_mul(2_654_435_761).rotate_left(13) ^ seed;
-            (h % 20_011) as f32 / 10_005.5 - 1.0 + centre
-        })
-        .collect()
-}
+mod common;
+use common::values;
 
 const EPS: f32 = 1e-6;
 

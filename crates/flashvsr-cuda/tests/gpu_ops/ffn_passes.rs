@@ -10,6 +10,7 @@ use std::sync::Arc;
 use flashvsr_cuda::{CudaBackend, CudaOptions};
 use flashvsr_tensor::{modulated_ffn_composed, BackendRef, HostData, ModulatedFfn, Result, Tensor};
 
+use super::bits::difference;
 use super::{rel_l2, Suite};
 
 const EPS: f32 = 1e-6;
@@ -85,34 +86,6 @@ impl Case {
         };
         y.to_host_data()
     }
-}
-
-fn stored_bits(d: &HostData) -> (&'static str, Vec<u32>) {
-    match d {
-        HostData::F32(v) => ("f32", v.iter().map(|x| x.to_bits()).collect()),
-        HostData::Bf16(v) => ("bf16", v.iter().map(|&x| x as u32).collect()),
-    }
-}
-
-/// Where `got` differs from `want` in storage or bits; None when identical.
-fn difference(got: &HostData, want: &HostData) -> Option<String> {
-    let ((gs, g), (ws, w)) = (stored_bits(got), stored_bits(want));
-    if gs != ws {
-        return Some(format!("stored as {gs}, the composed ops store {ws}"));
-    }
-    if g.len() != w.len() {
-        return Some(format!("{} values, want {}", g.len(), w.len()));
-    }
-    let differing = g.iter().zip(&w).filter(|(a, b)| a != b).count();
-    (differing > 0).then(|| {
-        let first = g.iter().zip(&w).position(|(a, b)| a != b).unwrap_or(0);
-        format!(
-            "{differing} of {} values differ (first at {first}: {:#x} vs {:#x})",
-            g.len(),
-            g[first],
-            w[first]
-        )
-    })
 }
 
 /// What is wrong with the backend's `modulated_ffn` of `case`: whether it ran in place as
