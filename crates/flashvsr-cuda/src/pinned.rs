@@ -33,11 +33,6 @@ impl PinnedBuffer {
         self.host.len()
     }
 
-    /// The start of the host values (read only after their copy completed).
-    fn host_ptr(&self) -> *const f32 {
-        self.host.as_ptr().unwrap_or(std::ptr::null())
-    }
-
     fn copy_completed(&self) -> bool {
         self.copied.is_complete()
     }
@@ -216,22 +211,33 @@ impl Drop for LentBuffer {
 /// The values of a completed download, read in place: the buffer stays lent until they are
 /// dropped (the frames of a decoded piece read their planes from it).
 pub(crate) struct DownloadedValues {
-    buffer: LentBuffer,
+    /// Owns the memory `values` points into; never written while lent here.
+    _buffer: LentBuffer,
+    values: *const f32,
     len: usize,
 }
+
+// SAFETY: `values` points into the pinned buffer this owns, which nothing writes while it is lent
+// here: shared reads from any thread are fine.
+unsafe impl Send for DownloadedValues {}
+unsafe impl Sync for DownloadedValues {}
 
 impl DownloadedValues {
     /// Waits for the buffer's last copy, whose first `len` values are then readable.
     pub fn wait(mut buffer: LentBuffer, len: usize) -> CudaResult<DownloadedValues> {
-        buffer.values(len)?;
-        Ok(DownloadedValues { buffer, len })
+        let values = buffer.values(len)?.as_ptr();
+        Ok(DownloadedValues {
+            _buffer: buffer,
+            values,
+            len,
+        })
     }
 }
 
 impl AsRef<[f32]> for DownloadedValues {
     fn as_ref(&self) -> &[f32] {
-        // SAFETY: the copy into the first `len` values completed (`wait`), nothing writes the
-        // buffer while it is lent here, and it holds at least `len` values.
-        unsafe { std::slice::from_raw_parts(self.buffer.host_ptr(), self.len) }
+        // SAFETY: `values` holds `len` values (taken from a slice of that length in `wait`), in
+        // the pinned memory `_buffer` keeps, which no copy writes while it is lent here.
+        unsafe { std::slice::from_raw_parts(self.values, self.len) }
     }
 }
