@@ -194,9 +194,17 @@ impl FinishedFrame {
     pub fn planes(&self) -> Result<[&[f32]; 3]> {
         match self {
             FinishedFrame::Own { pixels, plane } => {
-                let (r, gb) = pixels.split_at(*plane);
-                let (g, b) = gb.split_at(*plane);
-                Ok([r, g, &b[..*plane]])
+                let channel = |c: usize| -> Result<&[f32]> {
+                    pixels.get(c * plane..(c + 1) * plane).ok_or_else(|| {
+                        let detail = format!("{} values for 3 planes of {plane}", pixels.len());
+                        TensorError::Shape {
+                            op: "finished frame",
+                            detail,
+                        }
+                        .into()
+                    })
+                };
+                Ok([channel(0)?, channel(1)?, channel(2)?])
             }
             FinishedFrame::InChunk(f) => Ok([
                 f.decoded_plane(0)?,
