@@ -35,6 +35,24 @@ fn bench_with_small_random_weights_reports_stages_and_masks() {
     assert_eq!(r["runs"], 2);
     assert_eq!(r["warmup_runs"], 1);
     assert_eq!(r["run_walls_s"].as_array().unwrap().len(), 2);
+    // The phases of a pass come in order, within the mean wall of the timed runs.
+    let walls: Vec<f64> = r["run_walls_s"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w.as_f64().unwrap() * 1e3)
+        .collect();
+    let mean_wall = walls.iter().sum::<f64>() / walls.len() as f64;
+    let phase = |k: &str| r["pass_phases_ms"][k].as_f64().unwrap();
+    let (first, all, done) = (
+        phase("first_chunk_enqueued"),
+        phase("all_enqueued"),
+        phase("device_done"),
+    );
+    assert!(
+        0.0 < first && first <= all && all <= done && done <= mean_wall,
+        "{first} {all} {done} {mean_wall}"
+    );
     for stage in ["lq_projector", "dit", "decode"] {
         assert!(r["stages_ms"][stage].as_f64().unwrap() > 0.0, "{stage}");
     }
