@@ -312,9 +312,8 @@ fn pointwise(s: &mut Suite) {
 
 fn norms(s: &mut Suite) {
     // 128, 1536 and 2048 take the warp-per-row layer norm (1, 12 and 16 float4s per lane; 33
-    // rows: a last block of one warp), and the warp-per-row RMS norm with
-    // FLASHVSR_CUDA_RMS_WARP=1; with FLASHVSR_CUDA_NORM_WARP=0 they and 96 and 4096 take the layer
-    // norm's block per row of float4s; 5 and 4100 the row loop.
+    // rows: a last block of one warp); with FLASHVSR_CUDA_NORM_WARP=0 they and 96 and 4096 take
+    // the layer norm's block per row of float4s; 5 and 4100 the row loop.
     for dim in [1536, 96, 5, 4096, 4100, 128, 2048] {
         let inputs = [
             s.input(&[33, dim], 3.0),

@@ -77,28 +77,3 @@ __device__ __forceinline__ float rms_scaled(float x, double inv, float weight) {
 __device__ __forceinline__ float2 rope_rotate(float a, float b, float c, float s) {
     return make_float2(__fmaf_rn(a, c, -__fmul_rn(b, s)), __fmaf_rn(b, c, __fmul_rn(a, s)));
 }
-
-// The one-warp-per-row RMS norms (rms_norm_warp_f32 and qkv_split_norm_rope_warp_f32), for rows
-// of 128·k values, k ≤ RMS_WARP_MAX: lane l takes the row's float4s j·32 + l, j < k. Both sum the
-// squares in one order (per lane: add_squares4 over j ascending, from 0.0; then warp_sum_d across
-// the lanes) and so agree bit for bit, as their block-per-row forms do.
-#define RMS_WARP_MAX 16
-
-// acc + the squares of v's four values, in the order x, y, z, w.
-__device__ __forceinline__ double add_squares4(double acc, float4 v) {
-    acc = add_square(acc, v.x);
-    acc = add_square(acc, v.y);
-    acc = add_square(acc, v.z);
-    return add_square(acc, v.w);
-}
-
-// The sum of squares of a row held in registers, `per_lane` float4s a lane.
-__device__ __forceinline__ double warp_row_sum_squares(const float4 (&v)[RMS_WARP_MAX],
-                                                       int per_lane) {
-    double s = 0.0;
-#pragma unroll
-    for (int j = 0; j < RMS_WARP_MAX; ++j)
-        if (j < per_lane) s = add_squares4(s, v[j]);
-    // Every lane gets the same bits: each butterfly step adds the same two values on both lanes.
-    return warp_sum_d(s);
-}

@@ -132,7 +132,6 @@ pub(crate) const SOURCES: &[Source] = &[
             "layer_norm_vec4_f32",
             "layer_norm_warp_f32",
             "rms_norm_f32",
-            "rms_norm_warp_f32",
             "group_mean_f32",
             "group_mean_bf16",
             "group_mean_pairs_f32",
@@ -147,7 +146,7 @@ pub(crate) const SOURCES: &[Source] = &[
     Source {
         name: "qkv.cu",
         body: include_str!("qkv.cu"),
-        functions: &["qkv_split_norm_rope_f32", "qkv_split_norm_rope_warp_f32"],
+        functions: &["qkv_split_norm_rope_f32"],
     },
     Source {
         name: "attention.cu",

@@ -171,38 +171,6 @@ extern "C" __global__ void rms_norm_f32(const float* __restrict__ x, float* __re
     for (int c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = rms_scaled(xr[c], inv, weight[c]);
 }
 
-// rms_norm_f32 for rows of 128·k values (k ≤ RMS_WARP_MAX), one warp per row (RMS_WARP_ROWS rows
-// a block): the row is read once into registers as float4s and its sum of squares is a warp
-// shuffle, with no block barrier. Same per-element arithmetic as rms_norm_f32; the double sum
-// adds up in another order (common.cuh's, shared with qkv_split_norm_rope_warp_f32). Off by
-// default with the split (FLASHVSR_CUDA_RMS_WARP=1): 0.050 ms a call on an H100 at the DiT's
-// 8448 × 1536 against rms_norm_f32's 0.065 (PERF_NOTES.md, h21).
-#define RMS_WARP_ROWS 4
-extern "C" __global__ void rms_norm_warp_f32(const float* __restrict__ x, float* __restrict__ y,
-                                             int rows, int dim, float eps,
-                                             const float* __restrict__ weight) {
-    const int lane = threadIdx.x & 31;
-    const int row = blockIdx.x * RMS_WARP_ROWS + (threadIdx.x >> 5);
-    if (row >= rows) return;  // the whole warp: the shuffles below see all 32 lanes
-    const int per_lane = dim >> 7;
-    const u64 first = (u64)row * dim;
-    const float4* xr = reinterpret_cast<const float4*>(x + first);
-    float4 v[RMS_WARP_MAX];
-#pragma unroll
-    for (int j = 0; j < RMS_WARP_MAX; ++j)
-        if (j < per_lane) v[j] = xr[j * 32 + lane];
-    const double inv = rms_inverse(warp_row_sum_squares(v, per_lane), dim, eps);
-    float4* yr = reinterpret_cast<float4*>(y + first);
-#pragma unroll
-    for (int j = 0; j < RMS_WARP_MAX; ++j) {
-        if (j >= per_lane) continue;
-        const int t = j * 32 + lane;
-        const float4 w = reinterpret_cast<const float4*>(weight)[t];
-        yr[t] = make_float4(rms_scaled(v[j].x, inv, w.x), rms_scaled(v[j].y, inv, w.y),
-                            rms_scaled(v[j].z, inv, w.z), rms_scaled(v[j].w, inv, w.w));
-    }
-}
-
 // (N, G, D) -> (N, D)
 // The same over bf16 storage (the KV cache in fast mode): no widened copy of the keys.
 extern "C" __global__ void group_mean_bf16(const unsigned short* __restrict__ x,

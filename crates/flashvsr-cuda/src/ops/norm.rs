@@ -38,31 +38,6 @@ fn warp_norms() -> bool {
 const WARP_NORM_MAX_PER_LANE: usize = 16;
 const WARP_NORM_ROWS: usize = 4;
 
-/// `RMS_WARP_MAX` of common.cuh and `RMS_WARP_ROWS` of norm.cu (`QKV_WARP_ROWS` of qkv.cu).
-const RMS_WARP_MAX_PER_LANE: usize = 16;
-pub(super) const RMS_WARP_ROWS: usize = 4;
-
-/// Whether RMS norms of rows of `dim` take the warp-per-row kernels: rows of 128·k values
-/// (k ≤ 16), with `FLASHVSR_CUDA_RMS_WARP=1`. `rms_norm` and `qkv_split_norm_rope` decide
-/// through this one function: their warp kernels agree bit for bit with each other, as their
-/// block-per-row kernels do, but not across the two forms (the sums add up in other orders).
-/// Off by default: on an H100 at config A the warp rms_norm was faster (0.065 → 0.050 ms a
-/// call) but the warp q/k/v split slower (0.135 → 0.190 ms), a net loss (PERF_NOTES.md, h21).
-pub(super) fn rms_warp_rows(dim: usize) -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    let on = *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_RMS_WARP").is_ok_and(|v| v == "1"));
-    on && dim.is_multiple_of(128) && dim / 128 <= RMS_WARP_MAX_PER_LANE
-}
-
-/// One warp per row, `RMS_WARP_ROWS` rows a block.
-pub(super) fn rms_warp_config(rows: usize) -> LaunchConfig {
-    LaunchConfig {
-        grid_dim: (rows.div_ceil(RMS_WARP_ROWS) as u32, 1, 1),
-        block_dim: (32 * RMS_WARP_ROWS as u32, 1, 1),
-        shared_mem_bytes: 0,
-    }
-}
-
 /// Whether group means of even rows take the two-outputs-per-thread kernels
 /// (`FLASHVSR_CUDA_GROUP_MEAN_PAIRS=0`: one output per thread, to compare; the same bits).
 fn group_mean_pairs() -> bool {
@@ -178,18 +153,7 @@ impl CudaBackend {
             return Ok(out);
         }
         let rows = n / dim;
-        let cfg = row_config(rows, dim)?; // the same limits on rows and dim for both kernels
-        if rms_warp_rows(dim) {
-            let args = KernelArgs::new()
-                .push(self.ptr(x)?)
-                .push(out.ptr())
-                .push(rows as i32)
-                .push(dim as i32)
-                .push(eps)
-                .push(self.ptr(weight)?);
-            self.launch("rms_norm_warp_f32", rms_warp_config(rows), args)?;
-            return Ok(out);
-        }
+        let cfg = row_config(rows, dim)?;
         let args = KernelArgs::new()
             .push(self.ptr(x)?)
             .push(out.ptr())
@@ -262,19 +226,14 @@ impl CudaBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::{RMS_WARP_MAX_PER_LANE, RMS_WARP_ROWS, WARP_NORM_MAX_PER_LANE, WARP_NORM_ROWS};
+    use super::{WARP_NORM_MAX_PER_LANE, WARP_NORM_ROWS};
 
     #[test]
     fn warp_norm_constants_match_the_kernel_source() {
         let norm = include_str!("../kernels/norm.cu");
-        let common = include_str!("../kernels/common.cuh");
-        let qkv = include_str!("../kernels/qkv.cu");
         for (src, file, name, value) in [
             (norm, "norm.cu", "LN_WARP_MAX", WARP_NORM_MAX_PER_LANE),
             (norm, "norm.cu", "LN_WARP_ROWS", WARP_NORM_ROWS),
-            (common, "common.cuh", "RMS_WARP_MAX", RMS_WARP_MAX_PER_LANE),
-            (norm, "norm.cu", "RMS_WARP_ROWS", RMS_WARP_ROWS),
-            (qkv, "qkv.cu", "QKV_WARP_ROWS", RMS_WARP_ROWS),
         ] {
             assert!(
                 src.contains(&format!("#define {name} {value}\n")),

@@ -1,6 +1,6 @@
 use flashvsr_tensor::Tensor;
 
-use super::norm::{rms_warp_config, rms_warp_rows, row_config};
+use super::norm::row_config;
 use crate::backend::CudaBackend;
 use crate::buffer::{CudaBuffer, Storage};
 use crate::error::{CudaError, CudaResult};
@@ -35,11 +35,8 @@ impl CudaBackend {
         if 3 * dim > i32::MAX as usize || rows > i32::MAX as usize {
             return Err(CudaError::Unsupported(format!("{rows} rows of 3 × {dim}")));
         }
-        // The kernel form rms_norm takes for rows of `dim`: q then equals rms_norm + rope, bit
-        // for bit.
-        let warp = rms_warp_rows(dim);
         for (g, (k, v)) in k.iter().zip(&v).enumerate() {
-            let mut args = KernelArgs::new()
+            let args = KernelArgs::new()
                 .push(self.ptr(x)?)
                 .push(self.ptr(norm_q)?)
                 .push(self.ptr(norm_k)?)
@@ -47,11 +44,7 @@ impl CudaBackend {
                 .push(self.ptr(sin)?)
                 .push(q.ptr())
                 .push(k.ptr())
-                .push(v.ptr());
-            if warp {
-                args = args.push(group_rows as i32);
-            }
-            let args = args
+                .push(v.ptr())
                 .push(dim as i32)
                 .push(half as i32)
                 .push(eps)
@@ -59,12 +52,11 @@ impl CudaBackend {
                 .push((g * group_rows) as i32);
             // The block size rms_norm_f32 gets for a row of `dim`: the sums of squares then add
             // up in its order (see qkv.cu).
-            let (name, config) = if warp {
-                ("qkv_split_norm_rope_warp_f32", rms_warp_config(group_rows))
-            } else {
-                ("qkv_split_norm_rope_f32", row_config(group_rows, dim)?)
-            };
-            self.launch(name, config, args)?;
+            self.launch(
+                "qkv_split_norm_rope_f32",
+                row_config(group_rows, dim)?,
+                args,
+            )?;
         }
         Ok((q, k, v))
     }

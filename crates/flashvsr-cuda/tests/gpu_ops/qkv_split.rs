@@ -168,9 +168,7 @@ pub fn run(s: &mut Suite, fast: &BackendRef) {
         return;
     }
     // Row widths of 128, 256 and 1536 (the DiT's): one block-wide stride and six of the
-    // block-per-row kernel (with FLASHVSR_CUDA_RMS_WARP=1, 1, 2 and 12 float4s per lane of the
-    // warp-per-row kernel, and rows not a multiple of its 4 a block); k and v in one group or
-    // several (the first chunk's three).
+    // block-per-row kernel; k and v in one group or several (the first chunk's three).
     for (rows, heads, groups) in [(7, 1, 1), (130, 2, 2), (300, 12, 3)] {
         let inputs = Inputs::new(s, rows, heads, groups);
         let cpu = match inputs.composed(&s.cpu) {
