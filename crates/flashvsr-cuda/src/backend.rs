@@ -199,6 +199,10 @@ pub struct CudaOptions {
     /// wait for them (its sources are kept until their copy completed). On by default;
     /// `FLASHVSR_CUDA_COPY_STREAM=0` queues them on the compute stream.
     pub copy_stream: bool,
+    /// The top-k selection of the sparse masks by a cluster of CTAs per group on sm_90
+    /// (mask.cu `mask_topk_select_cluster_f64`; the same masks). An experiment, off by default;
+    /// `FLASHVSR_CUDA_TOPK_CLUSTER=1` turns it on.
+    pub topk_cluster: bool,
 }
 
 impl CudaOptions {
@@ -244,6 +248,7 @@ impl CudaOptions {
             conv_weight_stand_in: !std::env::var("FLASHVSR_CUDA_CONV_STAND_IN")
                 .is_ok_and(|v| v == "0"),
             copy_stream: !std::env::var("FLASHVSR_CUDA_COPY_STREAM").is_ok_and(|v| v == "0"),
+            topk_cluster: std::env::var("FLASHVSR_CUDA_TOPK_CLUSTER").is_ok_and(|v| v == "1"),
             ..Self::default()
         }
     }
@@ -294,6 +299,7 @@ impl Default for CudaOptions {
             paged_min_bytes: Some(PAGED_MIN_BYTES),
             conv_weight_stand_in: true,
             copy_stream: true,
+            topk_cluster: false,
         }
     }
 }

@@ -701,6 +701,15 @@ fn sparse_masks(s: &mut Suite) {
             cases.push((name, scores, window_pattern(6, 11, 11, per_window), 7919));
         }
     }
+    // A steady chunk of a 1920×1152 canvas (9 × 15 windows a frame, sage): the groups the
+    // cluster form of the selection splits (`FLASHVSR_CUDA_TOPK_CLUSTER=1`).
+    let scores = s.normal_input(&[12, 2 * 135, 4 * 135 * 2], 60.0);
+    cases.push((
+        "sparse_topk sage 9x15 q2 k4 topk 33139".into(),
+        scores,
+        window_pattern(9, 15, 11, 2),
+        33139,
+    ));
     let small = |s: &mut Suite| s.normal_input(&[2, 4, 8], 20.0);
     for topk in [100i64, 15, 1, 0, -1] {
         let name = format!("sparse_topk 2x2 q2 k2 topk {topk}");
@@ -755,7 +764,7 @@ fn sparse_masks(s: &mut Suite) {
     }
 
     if !s.skip("bench topk") {
-        for (name, scores, allowed, topk) in cases.iter().take(4) {
+        for (name, scores, allowed, topk) in cases.iter().take(5) {
             let op = |t: &[Tensor]| t[0].sparse_topk_mask(&t[1], *topk, scale);
             let inputs = [scores.clone(), allowed.clone()];
             let row = bench_op("topk", &s.gpu, &inputs, &op, 0.0, 30);

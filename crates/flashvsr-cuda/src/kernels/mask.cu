@@ -220,6 +220,157 @@ extern "C" __global__ void __launch_bounds__(MASK_TOPK_THREADS)
     for (u64 i = tid; i < n; i += blockDim.x) mask[base + i] = p[i] > tau ? 1.0f : 0.0f;
 }
 
+// The selection of mask_topk_select_f64 (the same τ, so the same mask) by a cluster of
+// MASK_CLUSTER_CTAS CTAs per (head, query group) on sm_90 (an experiment,
+// `FLASHVSR_CUDA_TOPK_CLUSTER=1`): at 1920×1152 a steady chunk has only 24 groups, so the one-CTA
+// form streams ~72k probabilities per digit pass on 24 SMs. Each CTA histograms its slice of the
+// group; rank 0 sums the cluster's histograms through distributed shared memory and picks the
+// digit; every CTA reads the choice from rank 0's shared memory. grid = groups · CTAs per cluster.
+#define MASK_CLUSTER_CTAS 8
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define MASK_CLUSTER_DIMS __cluster_dims__(MASK_CLUSTER_CTAS, 1, 1)
+
+__device__ __forceinline__ unsigned int mask_cluster_rank() {
+    unsigned int r;
+    asm volatile("mov.u32 %0, %%cluster_ctarank;" : "=r"(r));
+    return r;
+}
+
+// Every thread of every CTA of the cluster; orders their shared-memory writes before the reads
+// after it.
+__device__ __forceinline__ void mask_cluster_sync() {
+    asm volatile("barrier.cluster.arrive.release.aligned;\n\tbarrier.cluster.wait.acquire.aligned;" ::
+                     : "memory");
+}
+
+// The address of `p` (a __shared__ variable) in the shared memory of cluster CTA `rank`.
+__device__ __forceinline__ unsigned int mask_remote(const void* p, unsigned int rank) {
+    const unsigned int local = (unsigned int)__cvta_generic_to_shared(p);
+    unsigned int remote;
+    asm volatile("mapa.shared::cluster.u32 %0, %1, %2;" : "=r"(remote) : "r"(local), "r"(rank));
+    return remote;
+}
+
+__device__ __forceinline__ unsigned int mask_remote_u32(unsigned int addr) {
+    unsigned int v;
+    asm volatile("ld.shared::cluster.u32 %0, [%1];" : "=r"(v) : "r"(addr) : "memory");
+    return v;
+}
+
+__device__ __forceinline__ u64 mask_remote_u64(unsigned int addr) {
+    u64 v;
+    asm volatile("ld.shared::cluster.u64 %0, [%1];" : "=l"(v) : "r"(addr) : "memory");
+    return v;
+}
+
+__device__ __forceinline__ void mask_remote_store_u64(unsigned int addr, u64 v) {
+    asm volatile("st.shared::cluster.u64 [%0], %1;" ::"r"(addr), "l"(v) : "memory");
+}
+#else
+#define MASK_CLUSTER_DIMS
+#endif
+
+extern "C" __global__ void __launch_bounds__(MASK_TOPK_THREADS) MASK_CLUSTER_DIMS
+    mask_topk_select_cluster_f64(const double* __restrict__ probs, float* __restrict__ mask,
+                                 int query_blocks, int key_blocks, int pattern_rows, u64 rank) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    __shared__ unsigned int hist[256];
+    __shared__ u64 s_prefix, s_rank, s_key;
+    __shared__ int s_unique;
+    const unsigned int me = mask_cluster_rank();
+    const int groups = query_blocks / pattern_rows;
+    const int g = blockIdx.x / MASK_CLUSTER_CTAS;
+    const int head = g / groups, group = g - head * groups;
+    const u64 n = (u64)pattern_rows * key_blocks;
+    const u64 base = ((u64)head * query_blocks + (u64)group * pattern_rows) * key_blocks;
+    // This CTA's slice of the group's values.
+    const u64 lo = n * me / MASK_CLUSTER_CTAS, hi = n * (me + 1) / MASK_CLUSTER_CTAS;
+    const double* p = probs + base + lo;
+    const u64 m = hi - lo;
+    const int tid = threadIdx.x, lane = tid & 31;
+
+    u64 prefix = 0, want = rank;
+    for (int shift = 56; shift >= 0; shift -= 8) {
+        const u64 high = shift == 56 ? 0 : ~0ull << (shift + 8);
+        // Rank 0 read this histogram before the last pass's second barrier: free to clear.
+        for (int i = tid; i < 256; i += blockDim.x) hist[i] = 0;
+        __syncthreads();
+        for (u64 i0 = 0; i0 < m; i0 += MASK_LOADS * blockDim.x) {
+            u64 keys[MASK_LOADS];
+            bool in_range[MASK_LOADS];
+            mask_load_keys(p, m, i0, keys, in_range);
+#pragma unroll
+            for (int j = 0; j < MASK_LOADS; ++j) {
+                const u64 key = keys[j];
+                const int digit =
+                    in_range[j] && (key & high) == prefix ? (int)((key >> shift) & 255) : -1;
+                const unsigned int peers = __match_any_sync(FULL_MASK, digit);
+                if (digit >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
+            }
+        }
+        mask_cluster_sync();
+        if (me == 0 && tid < 32) {
+            // mask_topk_select_f64's scan over the cluster's summed histograms.
+            unsigned int c[8], total = 0;
+#pragma unroll
+            for (int j = 0; j < 8; ++j) {
+                unsigned int sum = 0;
+                for (unsigned int r = 0; r < MASK_CLUSTER_CTAS; ++r)
+                    sum += mask_remote_u32(mask_remote(&hist[255 - 8 * lane - j], r));
+                c[j] = sum;
+                total += c[j];
+            }
+            unsigned int incl = total;
+#pragma unroll
+            for (int o = 1; o < 32; o <<= 1) {
+                const unsigned int y = __shfl_up_sync(FULL_MASK, incl, o);
+                if (lane >= o) incl += y;
+            }
+            u64 above = incl - total;
+            if (above <= want && want < above + total) {
+#pragma unroll
+                for (int j = 0; j < 8; ++j) {
+                    if (want < above + c[j]) {
+                        s_prefix = prefix | ((u64)(255 - 8 * lane - j) << shift);
+                        s_rank = want - above;
+                        s_unique = c[j] == 1;
+                        break;
+                    }
+                    above += c[j];
+                }
+            }
+        }
+        mask_cluster_sync();
+        prefix = mask_remote_u64(mask_remote(&s_prefix, 0));
+        want = mask_remote_u64(mask_remote(&s_rank, 0));
+        const bool unique = mask_remote_u32(mask_remote(&s_unique, 0)) != 0;
+        if (unique && shift > 0) {
+            // The one key of the group whose digits down to this one are `prefix`: its CTA
+            // stores it in rank 0's s_key.
+            const u64 high_now = ~0ull << shift;
+            for (u64 i0 = 0; i0 < m; i0 += MASK_LOADS * blockDim.x) {
+                u64 keys[MASK_LOADS];
+                bool in_range[MASK_LOADS];
+                mask_load_keys(p, m, i0, keys, in_range);
+#pragma unroll
+                for (int j = 0; j < MASK_LOADS; ++j) {
+                    if (in_range[j] && (keys[j] & high_now) == prefix)
+                        mask_remote_store_u64(mask_remote(&s_key, 0), keys[j]);
+                }
+            }
+            mask_cluster_sync();
+            prefix = mask_remote_u64(mask_remote(&s_key, 0));
+            break;
+        }
+    }
+    // Rank 0's shared memory stays readable until every CTA has read τ's key from it.
+    mask_cluster_sync();
+    const double tau = mask_unkey(prefix);
+    for (u64 i = tid; i < m; i += blockDim.x) mask[base + lo + i] = p[i] > tau ? 1.0f : 0.0f;
+#endif
+}
+
 // One warp per row of mask [rows][key_blocks]: counts[row] = its non-zero entries.
 extern "C" __global__ void mask_row_counts(const float* __restrict__ mask, int* __restrict__ counts,
                                            u64 rows, int key_blocks) {

@@ -180,6 +180,7 @@ pub(crate) const SOURCES: &[Source] = &[
             "head_scores_f32",
             "mask_softmax_f64",
             "mask_topk_select_f64",
+            "mask_topk_select_cluster_f64",
             "mask_row_counts",
             "mask_offsets_order",
             "mask_row_blocks",

@@ -13,6 +13,8 @@ use crate::launch::KernelArgs;
 const ROW_BLOCK: u32 = 256;
 /// MASK_TOPK_THREADS and MASK_SCAN_THREADS in mask.cu.
 const TOPK_THREADS: u32 = 1024;
+/// MASK_CLUSTER_CTAS in mask.cu: CTAs per selection group of the cluster form.
+const TOPK_CLUSTER_CTAS: usize = 8;
 const SCAN_THREADS: u32 = 1024;
 /// Counting-sort bins of the work order, in shared memory (the default 48 KiB, less the scan's).
 const MAX_ORDER_BINS: usize = 11 * 1024;
@@ -115,12 +117,22 @@ impl CudaBackend {
             .push(int("key blocks", nk)?)
             .push(int("pattern rows", pattern_rows)?)
             .push(rank as u64);
+        // The cluster form on Hopper when asked (an experiment: `topk_cluster`).
+        let (kernel, ctas) = if self.options().topk_cluster && self.gpu.cc.0 >= 9 {
+            ("mask_topk_select_cluster_f64", TOPK_CLUSTER_CTAS)
+        } else {
+            ("mask_topk_select_f64", 1)
+        };
+        let grid = groups
+            .checked_mul(ctas)
+            .filter(|&g| g <= u32::MAX as usize)
+            .ok_or_else(|| CudaError::Unsupported(format!("{groups} selection groups")))?;
         let cfg = LaunchConfig {
-            grid_dim: (groups as u32, 1, 1),
+            grid_dim: (grid as u32, 1, 1),
             block_dim: (TOPK_THREADS, 1, 1),
             shared_mem_bytes: 0,
         };
-        self.launch("mask_topk_select_f64", cfg, args)?;
+        self.launch(kernel, cfg, args)?;
         // `probs` is freed in stream order, after the kernels that read it.
         drop(probs);
         Ok(out)
