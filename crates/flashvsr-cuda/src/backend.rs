@@ -200,8 +200,9 @@ pub struct CudaOptions {
     /// `FLASHVSR_CUDA_COPY_STREAM=0` queues them on the compute stream.
     pub copy_stream: bool,
     /// The top-k selection of the sparse masks by a cluster of CTAs per group on sm_90
-    /// (mask.cu `mask_topk_select_cluster_f64`; the same masks). An experiment, off by default;
-    /// `FLASHVSR_CUDA_TOPK_CLUSTER=1` turns it on.
+    /// (mask.cu `mask_topk_select_cluster_f64`; the same masks): at 1920×1152 a steady chunk has
+    /// only 24 selection groups, too few CTAs for one each. On by default;
+    /// `FLASHVSR_CUDA_TOPK_CLUSTER=0` gives every group one CTA.
     pub topk_cluster: bool,
 }
 
@@ -248,7 +249,7 @@ impl CudaOptions {
             conv_weight_stand_in: !std::env::var("FLASHVSR_CUDA_CONV_STAND_IN")
                 .is_ok_and(|v| v == "0"),
             copy_stream: !std::env::var("FLASHVSR_CUDA_COPY_STREAM").is_ok_and(|v| v == "0"),
-            topk_cluster: std::env::var("FLASHVSR_CUDA_TOPK_CLUSTER").is_ok_and(|v| v == "1"),
+            topk_cluster: !std::env::var("FLASHVSR_CUDA_TOPK_CLUSTER").is_ok_and(|v| v == "0"),
             ..Self::default()
         }
     }
@@ -299,7 +300,7 @@ impl Default for CudaOptions {
             paged_min_bytes: Some(PAGED_MIN_BYTES),
             conv_weight_stand_in: true,
             copy_stream: true,
-            topk_cluster: false,
+            topk_cluster: true,
         }
     }
 }

@@ -702,7 +702,8 @@ fn sparse_masks(s: &mut Suite) {
         }
     }
     // A steady chunk of a 1920×1152 canvas (9 × 15 windows a frame, sage): the groups the
-    // cluster form of the selection splits (`FLASHVSR_CUDA_TOPK_CLUSTER=1`).
+    // cluster form of the selection splits (the default on sm_90; `FLASHVSR_CUDA_TOPK_CLUSTER=0`
+    // gives each group one CTA).
     let scores = s.normal_input(&[12, 2 * 135, 4 * 135 * 2], 60.0);
     cases.push((
         "sparse_topk sage 9x15 q2 k4 topk 33139".into(),

@@ -221,8 +221,8 @@ extern "C" __global__ void __launch_bounds__(MASK_TOPK_THREADS)
 }
 
 // The selection of mask_topk_select_f64 (the same τ, so the same mask) by a cluster of
-// MASK_CLUSTER_CTAS CTAs per (head, query group) on sm_90 (an experiment,
-// `FLASHVSR_CUDA_TOPK_CLUSTER=1`): at 1920×1152 a steady chunk has only 24 groups, so the one-CTA
+// MASK_CLUSTER_CTAS CTAs per (head, query group) on sm_90 (the default there;
+// `FLASHVSR_CUDA_TOPK_CLUSTER=0` turns it off): at 1920×1152 a steady chunk has only 24 groups, so the one-CTA
 // form streams ~72k probabilities per digit pass on 24 SMs. Each CTA histograms its slice of the
 // group; rank 0 sums the cluster's histograms through distributed shared memory and picks the
 // digit; every CTA reads the choice from rank 0's shared memory. grid = groups · CTAs per cluster.

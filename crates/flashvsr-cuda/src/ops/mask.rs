@@ -117,7 +117,7 @@ impl CudaBackend {
             .push(int("key blocks", nk)?)
             .push(int("pattern rows", pattern_rows)?)
             .push(rank as u64);
-        // The cluster form on Hopper when asked (an experiment: `topk_cluster`).
+        // The cluster form on Hopper unless turned off (`topk_cluster`).
         let (kernel, ctas) = if self.options().topk_cluster && self.gpu.cc.0 >= 9 {
             ("mask_topk_select_cluster_f64", TOPK_CLUSTER_CTAS)
         } else {
