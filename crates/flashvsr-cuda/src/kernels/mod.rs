@@ -77,7 +77,7 @@ pub(crate) const SOURCES: &[Source] = &[
     Source {
         name: "resample.cu",
         body: include_str!("resample.cu"),
-        functions: &["resample_levels_f32"],
+        functions: &["resample_rows_u8", "resample_columns_f32"],
     },
     Source {
         name: "conv.cu",

@@ -9,6 +9,8 @@
 // Tables: per output, the row [start, count, w0, ..., w(k-1)] of `columns` = 2 + k floats. The
 // host caps the window origin at the resampled size, so `x + ox` cannot overflow.
 
+typedef unsigned int u32;
+
 struct TapRow {
     u64 start;
     u64 count;
@@ -31,38 +33,58 @@ __device__ __forceinline__ unsigned int clip8(unsigned int acc, int bits) {
     return (unsigned int)(v < 0 ? 0 : (v > 255 ? 255 : v));
 }
 
-// One thread per output pixel (t, y, x), all channels: the taps are read once per pixel, the
-// channels' levels are adjacent, and each channel's plane is written coalesced along x.
-extern "C" __global__ void resample_levels_f32(const float* __restrict__ levels,
-                                               const float* __restrict__ taps_x,
-                                               const float* __restrict__ taps_y,
-                                               float* __restrict__ out, u64 frames, u64 h, u64 w,
-                                               u64 channels, u64 cols, u64 x_columns, u64 rows,
-                                               u64 y_columns, u64 ox, u64 oy, u64 out_w,
-                                               u64 out_h, int bits) {
-    const u64 plane = out_h * out_w;
+// Two passes, as Pillow computes it: the horizontal taps once per (source row, output column) into
+// 8-bit levels, then the vertical taps over those. (One fused pass redid the horizontal sum for
+// every output row that reads a source row: four times at ×4.) Sizes fit 32 bits (the host checks).
+
+// levels (n, h, w, c) f32 → rows (n, h, out_w, c) u8: one thread per (t, r, x), all channels.
+extern "C" __global__ void resample_rows_u8(const float* __restrict__ levels,
+                                            const float* __restrict__ taps_x,
+                                            unsigned char* __restrict__ rows_out, u32 frames,
+                                            u32 h, u32 w, u32 channels, u32 cols, u32 x_columns,
+                                            u32 ox, u32 out_w, int bits) {
     const unsigned int half = 1u << (bits - 1);
-    GRID_LOOP(i, frames * plane) {
-        const u64 t = i / plane, rem = i % plane;
-        const u64 y = rem / out_w, x = rem % out_w;
+    const u32 n = frames * h * out_w;
+    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const u32 x = i % out_w, tr = i / out_w;
         const TapRow tx = tap_row(taps_x, x_columns, min(x + ox, cols - 1), w);
-        const TapRow ty = tap_row(taps_y, y_columns, min(y + oy, rows - 1), h);
-        const float* frame = levels + t * h * w * channels;
-        for (u64 c = 0; c < channels; ++c) {
-            unsigned int acc_v = half;
-            for (u64 j = 0; j < ty.count; ++j) {
-                const float* src = frame + min(ty.start + j, h - 1) * w * channels + c;
-                unsigned int acc_h = half;
-                for (u64 k = 0; k < tx.count; ++k) {
-                    const u64 col = min(tx.start + k, w - 1);
-                    acc_h += (unsigned int)__float2int_rz(src[col * channels]) *
-                             (unsigned int)__float2int_rz(tx.weights[k]);
-                }
-                acc_v += clip8(acc_h, bits) * (unsigned int)__float2int_rz(ty.weights[j]);
+        const float* src = levels + (u64)tr * w * channels;
+        unsigned char* dst = rows_out + (u64)i * channels;
+        for (u32 c = 0; c < channels; ++c) {
+            unsigned int acc = half;
+            for (u32 k = 0; k < (u32)tx.count; ++k) {
+                const u32 col = min((u32)tx.start + k, w - 1);
+                acc += (unsigned int)__float2int_rz(src[col * channels + c]) *
+                       (unsigned int)__float2int_rz(tx.weights[k]);
             }
-            const float level = (float)clip8(acc_v, bits);
+            dst[c] = (unsigned char)clip8(acc, bits);
+        }
+    }
+}
+
+// rows (n, h, out_w, c) u8 → out (c, n, out_h, out_w) in [-1, 1]: one thread per (t, y, x).
+extern "C" __global__ void resample_columns_f32(const unsigned char* __restrict__ rows_in,
+                                               const float* __restrict__ taps_y,
+                                               float* __restrict__ out, u32 frames, u32 h,
+                                               u32 channels, u32 rows, u32 y_columns, u32 oy,
+                                               u32 out_w, u32 out_h, int bits) {
+    const unsigned int half = 1u << (bits - 1);
+    const u32 plane = out_h * out_w, n = frames * plane;
+    for (u32 i = blockIdx.x * blockDim.x + threadIdx.x; i < n; i += gridDim.x * blockDim.x) {
+        const u32 t = i / plane, rem = i % plane;
+        const u32 y = rem / out_w, x = rem % out_w;
+        const TapRow ty = tap_row(taps_y, y_columns, min(y + oy, rows - 1), h);
+        const unsigned char* src = rows_in + ((u64)t * h * out_w + x) * channels;
+        for (u32 c = 0; c < channels; ++c) {
+            unsigned int acc = half;
+            for (u32 j = 0; j < (u32)ty.count; ++j) {
+                const u32 r = min((u32)ty.start + j, h - 1);
+                acc += (unsigned int)src[(u64)r * out_w * channels + c] *
+                       (unsigned int)__float2int_rz(ty.weights[j]);
+            }
+            const float level = (float)clip8(acc, bits);
             // v / 255 · 2 − 1 with each step rounded, as the host computes it.
-            out[(c * frames + t) * plane + rem] =
+            out[((u64)c * frames + t) * plane + rem] =
                 __fsub_rn(__fmul_rn(__fdiv_rn(level, 255.0f), 2.0f), 1.0f);
         }
     }
