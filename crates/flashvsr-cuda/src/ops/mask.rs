@@ -1,7 +1,7 @@
 //! Block masks on the device (mask.cu): the top-k selection of block scores, and the compaction
 //! of a 0/1 mask into the lists the attention kernels read. Nothing here waits for the GPU.
 
-use cudarc::driver::{CudaSlice, DevicePtr, LaunchConfig};
+use cudarc::driver::{sys, CudaSlice, DevicePtr, LaunchConfig};
 use flashvsr_tensor::Tensor;
 
 use crate::backend::CudaBackend;
@@ -16,8 +16,9 @@ const TOPK_THREADS: u32 = 1024;
 /// MASK_CLUSTER_CTAS in mask.cu: CTAs per selection group of the cluster form.
 const TOPK_CLUSTER_CTAS: usize = 8;
 const SCAN_THREADS: u32 = 1024;
-/// Counting-sort bins of the work order, in shared memory (the default 48 KiB, less the scan's).
-const MAX_ORDER_BINS: usize = 11 * 1024;
+/// Counting-sort bins of the work order that fit the default 48 KiB of shared memory (less the
+/// scan's); more ask for the device's opt-in limit (`order_bins_fit`).
+const DEFAULT_ORDER_BINS: usize = 11 * 1024;
 
 /// The raw device pointer of a scratch allocation of this backend's stream. Event tracking is
 /// off, so the guard cudarc returns is a no-op; the allocation outlives the launches that use it
@@ -153,7 +154,7 @@ impl CudaBackend {
             WorkOrder::HeaviestFirst => nk + 1,
             WorkOrder::ByHeadHeaviestFirst => heads * (nk + 1),
         };
-        let with_order = bins > 0 && bins <= MAX_ORDER_BINS;
+        let with_order = bins > 0 && self.order_bins_fit(bins);
         // counts | offsets | blocks | order
         let (n_off, n_blocks) = (rows + 1, (rows * nk).max(1));
         let n_order = if with_order { rows } else { 0 };
@@ -207,6 +208,26 @@ impl CudaBackend {
             .push(int("key blocks", nk)?);
         self.launch("mask_row_blocks", self.row_grid(rows), args)?;
         Ok(lists)
+    }
+
+    /// Whether `bins` counters fit the work-order kernel's shared memory: beyond the default
+    /// 48 KiB (e.g. by-head order at 1920×1152, sage: 12 × 1081 bins) its dynamic limit is raised
+    /// to what they need, where the device allows it. Else the launch takes grid order.
+    fn order_bins_fit(&self, bins: usize) -> bool {
+        if bins <= DEFAULT_ORDER_BINS {
+            return true;
+        }
+        // The driver refuses a limit beyond the device's opt-in size less the static part.
+        let Ok(bytes) = i32::try_from(bins * 4) else {
+            return false;
+        };
+        self.kernels.get("mask_offsets_order").is_ok_and(|f| {
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                bytes,
+            )
+            .is_ok()
+        })
     }
 
     fn scan_config(&self, shared_bytes: usize) -> LaunchConfig {

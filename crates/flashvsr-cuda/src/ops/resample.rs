@@ -59,7 +59,11 @@ impl CudaBackend {
             .push(small("column origin", ox)?)
             .push(small("window width", out_w)?)
             .push(bits as i32);
-        self.launch("resample_rows_u8", self.grid((frames * h * out_w) as u64), args)?;
+        self.launch(
+            "resample_rows_u8",
+            self.grid((frames * h * out_w) as u64),
+            args,
+        )?;
         let args = KernelArgs::new()
             .push(rows_ptr)
             .push(self.ptr(taps_y)?)
