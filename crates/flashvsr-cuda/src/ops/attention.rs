@@ -308,15 +308,6 @@ impl FlashConfig {
         FlashConfig::select(std::env::var("FLASHVSR_CUDA_FLASH").ok().as_deref(), hopper)
     }
 
-    /// The instance for dense calls (the cross-attention: 512 keys): `FLASHVSR_CUDA_FLASH_DENSE`
-    /// names one as `FLASHVSR_CUDA_FLASH` does, else the latter's choice (an experiment knob).
-    fn dense_from_env(hopper: bool) -> FlashConfig {
-        match std::env::var("FLASHVSR_CUDA_FLASH_DENSE") {
-            Ok(v) => FlashConfig::select(Some(&v), hopper),
-            Err(_) => FlashConfig::from_env(hopper),
-        }
-    }
-
     /// The instance a knob value names, as `from_env` reads it.
     fn select(knob: Option<&str>, hopper: bool) -> FlashConfig {
         let default = if hopper {
@@ -608,10 +599,7 @@ impl CudaBackend {
     ) -> CudaResult<CudaBuffer> {
         let (lq, dim) = (q.dim(0), q.dim(1));
         let lk: usize = k.iter().map(|s| s.dim(0)).sum();
-        let mut cfg = match sparse {
-            None => FlashConfig::dense_from_env(self.flash_ready.wgmma),
-            Some(_) => FlashConfig::from_env(self.flash_ready.wgmma),
-        };
+        let mut cfg = FlashConfig::from_env(self.flash_ready.wgmma);
         let query_blocks = lq.div_ceil(FLASH_ROWS);
         let items = heads * query_blocks;
         let split = cfg.split();
