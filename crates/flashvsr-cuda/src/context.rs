@@ -12,6 +12,8 @@ pub(crate) struct Gpu {
     pub name: String,
     pub cc: (i32, i32),
     pub sm_count: u32,
+    /// L2 cache bytes (0 where the driver does not say).
+    pub l2_bytes: usize,
 }
 
 /// The driver's CUDA version, e.g. 13000. Needs a present libcuda.
@@ -47,10 +49,14 @@ impl Gpu {
         let sm_count = ctx
             .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?
             as u32;
+        let l2_bytes = ctx
+            .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)
+            .map_or(0, |b| b.max(0) as usize);
         Ok(Gpu {
             name: ctx.name()?,
             cc: ctx.compute_capability()?,
             sm_count,
+            l2_bytes,
             ctx,
             stream,
         })
