@@ -1068,11 +1068,12 @@ FLASH_WGMMA_K128PP_TMA_INSTANCE(3)
 //   127); a block of zeros has scale 0 and q8 / k8 = 0 (logits 0, no 0 / 0);
 // - logits in base 2 = (q8 · k8, exact in i32) · scale_q · scale_k, the fp32 online softmax on
 //   exp2.
-// The pre-pass (sage_k_partial_sums, sage_k_mean, sage_quantize_k, sage_quantize_q) writes Q and
-// K as int8 with their scales into scratch; the attention kernel (flash_sage8_body) is the k128
-// TMA pingpong kernel with an int8 K tile (64 keys x 128 bytes per unit: one 128-byte swizzle
-// row per key, half the bytes of a bf16 K tile) and S by `wgmma.m64n128k32.s32.s8.s8` (4
-// k-steps of 32 over the 128 dims, twice the bf16 rate).
+// The pre-pass (sage_k_partial_sums, sage_k_mean, sage_quantize_k) writes K as int8 with its
+// scales into scratch; the attention kernel (flash_sage8_body) quantises its Q block itself while
+// staging it (the bf16 kernel reads the same f32 Q there: no pass over Q) and is the k128 TMA
+// pingpong kernel with an int8 K tile (64 keys x 128 bytes per unit: one 128-byte swizzle row per
+// key, half the bytes of a bf16 K tile) and S by `wgmma.m64n128k32.s32.s8.s8` (4 k-steps of 32
+// over the 128 dims, twice the bf16 rate).
 // P·V departs from the references on purpose: they cast V and P to fp16 and add each block's
 // fp16 P·V product to an fp32 accumulator; here V stays the bf16 of the KV cache (read in place
 // by TMA, as the exact kernel reads it: no conversion pass over V) and P is rounded to bf16, with
@@ -1096,48 +1097,61 @@ __device__ __forceinline__ const u16* sage_key_row(const FaSegments& kv, const u
 #endif
 
 // partial[(chunk * heads + head) * 128 + d] = the sum over keys chunk · SAGE_SUM_ROWS .. + 255
-// (below lk) of K[key, head, d], in fp32. Grid (chunks, heads), 256 threads: 4 rows at a time,
-// 64 threads per row with two dims each.
+// (below lk) of K[key, head, d], in fp32. Grid (chunks, heads), 256 threads: 16 rows at a time,
+// 16 threads per row with 8 dims (16 bytes) each; a group of 16 rows lies in one segment (every
+// segment but the last holds a multiple of 64 keys). Unrolled so that each thread has several
+// loads in flight: the pass is bound by reading K once.
 extern "C" __global__ void __launch_bounds__(256) sage_k_partial_sums(
     const FaSegments kv, int lk, u64 row_stride, u64 head_stride, float* __restrict__ partial) {
 #if FW_ENABLED
     const int chunk = blockIdx.x, head = blockIdx.y, heads = gridDim.y;
-    const int tid = threadIdx.x, lane_row = tid >> 6, pair = tid & 63;
-    const u64 head_off = (u64)head * head_stride + 2 * pair;
-    float s0 = 0.0f, s1 = 0.0f;
-    const int key_end = min(lk, (chunk + 1) * SAGE_SUM_ROWS);
-    for (int key = chunk * SAGE_SUM_ROWS + lane_row; key < key_end; key += 4) {
-        const u32 two = *(const u32*)sage_key_row(kv, kv.k, key, row_stride, head_off);
-        s0 += bf16_value((u16)(two & 0xffffu));
-        s1 += bf16_value((u16)(two >> 16));
-    }
-    __shared__ float2 sums[4][64];
-    sums[lane_row][pair] = make_float2(s0, s1);
-    __syncthreads();
-    if (tid < 64) {
-        float2 t = sums[0][tid];
+    const int tid = threadIdx.x, lane_row = tid >> 4, part = tid & 15;
+    const u64 head_off = (u64)head * head_stride + 8 * part;
+    float s[8];
 #pragma unroll
-        for (int r = 1; r < 4; ++r) {
-            t.x += sums[r][tid].x;
-            t.y += sums[r][tid].y;
+    for (int i = 0; i < 8; ++i) s[i] = 0.0f;
+    const int key0 = chunk * SAGE_SUM_ROWS;
+#pragma unroll 4
+    for (int step = 0; step < SAGE_SUM_ROWS / 16; ++step) {
+        const int key = key0 + 16 * step + lane_row;
+        if (key < lk) {
+            const uint4 w = *(const uint4*)sage_key_row(kv, kv.k, key, row_stride, head_off);
+            const u32 ws[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                s[2 * i] += bf16_value((u16)(ws[i] & 0xffffu));
+                s[2 * i + 1] += bf16_value((u16)(ws[i] >> 16));
+            }
         }
-        float* out = partial + ((u64)chunk * heads + head) * 128 + 2 * tid;
-        out[0] = t.x;
-        out[1] = t.y;
+    }
+    __shared__ float sums[16][128 + 1];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sums[lane_row][8 * part + i] = s[i];
+    __syncthreads();
+    if (tid < 128) {
+        float t = sums[0][tid];
+#pragma unroll
+        for (int r = 1; r < 16; ++r) t += sums[r][tid];
+        partial[((u64)chunk * heads + head) * 128 + tid] = t;
     }
 #endif
 }
 
-// mean[head * 128 + d] = the sum of the chunks' partial sums (in chunk order: the same bits every
-// run) / lk. Grid heads, 128 threads.
-extern "C" __global__ void __launch_bounds__(128) sage_k_mean(const float* __restrict__ partial,
+// mean[head * 128 + d] = the sum of the chunks' partial sums / lk, in a fixed order (the same
+// bits every run): 4 groups of 128 threads sum every 4th chunk, then the 4 sums in order. Grid
+// heads, 512 threads.
+extern "C" __global__ void __launch_bounds__(512) sage_k_mean(const float* __restrict__ partial,
                                                               int chunks, int lk,
                                                               float* __restrict__ mean) {
 #if FW_ENABLED
-    const int head = blockIdx.x, heads = gridDim.x, d = threadIdx.x;
+    const int head = blockIdx.x, heads = gridDim.x, d = threadIdx.x & 127, group = threadIdx.x >> 7;
     float s = 0.0f;
-    for (int c = 0; c < chunks; ++c) s += partial[((u64)c * heads + head) * 128 + d];
-    mean[head * 128 + d] = s / (float)lk;
+#pragma unroll 8
+    for (int c = group; c < chunks; c += 4) s += partial[((u64)c * heads + head) * 128 + d];
+    __shared__ float sums[4][128];
+    sums[group][d] = s;
+    __syncthreads();
+    if (group == 0) mean[head * 128 + d] = (sums[0][d] + sums[1][d] + sums[2][d] + sums[3][d]) / (float)lk;
 #endif
 }
 
@@ -1209,53 +1223,6 @@ extern "C" __global__ void __launch_bounds__(256) sage_quantize_k(
 #endif
 }
 
-// Q of one (128-row block, head) scaled by `q_mul` (log2(e) / sqrt(128)) and quantised:
-// q8[row * (heads · 128) + head · 128 + d] (rows at or past lq: zeros) and
-// q_scale[head * query_blocks + qb]. Grid (query_blocks, heads), 256 threads: row tid / 2, dims
-// 64 (tid % 2) .. + 63. q: f32 [lq, heads · 128].
-extern "C" __global__ void __launch_bounds__(256) sage_quantize_q(
-    const float* __restrict__ q, int lq, float q_mul, signed char* __restrict__ q8,
-    float* __restrict__ q_scale) {
-#if FW_ENABLED
-    const int qb = blockIdx.x, query_blocks = gridDim.x, head = blockIdx.y, heads = gridDim.y;
-    const int tid = threadIdx.x, row = qb * 128 + (tid >> 1), d0 = (tid & 1) * 64;
-    const int dim = heads * 128;
-    float x[64];
-    float amax = 0.0f;
-    if (row < lq) {
-        const float4* src = (const float4*)(q + (u64)row * dim + head * 128 + d0);
-#pragma unroll
-        for (int c = 0; c < 16; ++c) {
-            const float4 v = src[c];
-            x[4 * c] = v.x * q_mul;
-            x[4 * c + 1] = v.y * q_mul;
-            x[4 * c + 2] = v.z * q_mul;
-            x[4 * c + 3] = v.w * q_mul;
-        }
-#pragma unroll
-        for (int d = 0; d < 64; ++d) amax = fmaxf(amax, fabsf(x[d]));
-    } else {
-#pragma unroll
-        for (int d = 0; d < 64; ++d) x[d] = 0.0f;
-    }
-    __shared__ float scratch[8];
-    const float scale = sage_block_max(amax, scratch) / 127.0f;
-    uint4* dst = (uint4*)(q8 + (u64)row * dim + head * 128 + d0);
-#pragma unroll
-    for (int c = 0; c < 4; ++c) {
-        u32 packed[4];
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-            const int d = 16 * c + 4 * i;
-            packed[i] = sage_q8(x[d], scale) | sage_q8(x[d + 1], scale) << 8 |
-                        sage_q8(x[d + 2], scale) << 16 | sage_q8(x[d + 3], scale) << 24;
-        }
-        dst[c] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
-    }
-    if (tid == 0) q_scale[head * query_blocks + qb] = scale;
-#endif
-}
-
 // One int8 K unit: 64 keys x 128 dims of int8, one 128-byte swizzle row per key (8 KB); a tile of
 // two units 16 KB. A stage: the K tile, then the bf16 V tile of the k128 kernel (32 KB).
 #define FW_S8_UNIT_BYTES (FW_KT * 128)
@@ -1299,8 +1266,8 @@ __device__ __forceinline__ void fw_tma_load_2d(u32 dst, const void* map, u32 bar
 #endif
 
 // The k128 TMA pingpong kernel (flash_wgmma_k128_body<S, true, true>) with S = Q·Kᵀ in int8: the
-// same work items, masks, barriers, pingpong and P·V. Inputs as the pre-pass leaves them: q8
-// [query_blocks · 128 rows, heads · 128] int8 and q_scale [heads, query_blocks]; K int8 through
+// same work items, masks, barriers, pingpong and P·V. q: f32 [lq, heads · 128], scaled by q_mul
+// (log2(e) / sqrt(128)) and quantised per block here; K int8 as the pre-pass leaves it, through
 // maps->k[0] (2-D: heads · 128 bytes x key_blocks · 64 rows, box 128 x 64, 128-byte swizzle:
 // unit u of a tile lands at u x 8 KB, one key per 128-byte row) and k_scale [heads, key_blocks]
 // (key_blocks = k_blocks, blocks of 64 keys); V bf16 in place through maps->v[segment], as the
@@ -1309,8 +1276,8 @@ __device__ __forceinline__ void fw_tma_load_2d(u32 dst, const void* map, u32 bar
 // the softmax's scale is 1), and the rest is the k128 kernel's arithmetic.
 template <int STAGES>
 __device__ __forceinline__ void flash_sage8_body(
-    const signed char* __restrict__ q8, const float* __restrict__ q_scale,
-    const float* __restrict__ k_scale, int k_blocks, const FaSegments& kv, float* __restrict__ o,
+    const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale, int k_blocks,
+    const FaSegments& kv, float* __restrict__ o,
     u16* __restrict__ o_bf16, int lq, int lk, int dim, const int* __restrict__ seg_off,
     const int* __restrict__ seg_blocks, const int* __restrict__ order, int query_blocks,
     const FwTensorMaps* maps) {
@@ -1424,21 +1391,59 @@ __device__ __forceinline__ void flash_sage8_body(
     const bool tails = lk % FW_KT != 0;
 
     if (n_tiles > 0) {
-        // Q8 (the pre-pass wrote every row of the block, zeros past lq): 128 rows of 8 chunks of
-        // 16 bytes, swizzled.
+        // Q' = q · q_mul quantised over the block (scale_q = max|q'| / 127 over its 128 rows x
+        // 128 dims, rows at or past lq zeros; sage_quantize_k's rounding) into shared memory:
+        // thread tid takes row tid / 2, dims 64 (tid % 2) .. + 63, i.e. 16-byte chunks 4 (tid %
+        // 2) .. + 3 of the row's 8, swizzled.
+        __shared__ float q_amax[CONSUMERS / 32];
+        float sq_scale;
+        {
+            const int row = tid >> 1, half = tid & 1;
+            float x[64];
+            float amax = 0.0f;
+            if (cta_row0 + row < lq) {
+                const float4* src =
+                    (const float4*)(q + (u64)(cta_row0 + row) * dim + hoff + half * 64);
 #pragma unroll
-        for (int i = 0; i < FW_QBLOCK * 8 / CONSUMERS; ++i) {
-            const int c = tid + i * CONSUMERS;
-            const int row = c >> 3, chunk = c & 7;
-            const uint4 w = *(const uint4*)(q8 + (u64)(cta_row0 + row) * dim + hoff + chunk * 16);
-            asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(
-                             sq + row * 128 + ((chunk ^ (row & 7)) << 4)),
-                         "r"(w.x), "r"(w.y), "r"(w.z), "r"(w.w)
-                         : "memory");
+                for (int c = 0; c < 16; ++c) {
+                    const float4 v = src[c];
+                    x[4 * c] = v.x * q_mul;
+                    x[4 * c + 1] = v.y * q_mul;
+                    x[4 * c + 2] = v.z * q_mul;
+                    x[4 * c + 3] = v.w * q_mul;
+                }
+#pragma unroll
+                for (int d = 0; d < 64; ++d) amax = fmaxf(amax, fabsf(x[d]));
+            } else {
+#pragma unroll
+                for (int d = 0; d < 64; ++d) x[d] = 0.0f;
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(FULL_MASK, amax, o));
+            if (lane == 0) q_amax[warp] = amax;
+            fw_consumer_sync();
+            amax = q_amax[0];
+#pragma unroll
+            for (int w = 1; w < CONSUMERS / 32; ++w) amax = fmaxf(amax, q_amax[w]);
+            sq_scale = amax / 127.0f;
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                u32 packed[4];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const int d = 16 * c + 4 * i;
+                    packed[i] = sage_q8(x[d], sq_scale) | sage_q8(x[d + 1], sq_scale) << 8 |
+                                sage_q8(x[d + 2], sq_scale) << 16 | sage_q8(x[d + 3], sq_scale) << 24;
+                }
+                const int chunk = 4 * half + c;
+                asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(
+                                 sq + row * 128 + ((chunk ^ (row & 7)) << 4)),
+                             "r"(packed[0]), "r"(packed[1]), "r"(packed[2]), "r"(packed[3])
+                             : "memory");
+            }
         }
         fw_fence_proxy();
         fw_consumer_sync();
-        const float sq_scale = q_scale[head * query_blocks + qb];
         const float* ks_head = k_scale + (u64)head * k_blocks;
 
         u64 dq[4];
@@ -1592,16 +1597,17 @@ __device__ __forceinline__ void flash_sage8_body(
 }
 
 // attention_sage8_hd128_wgmma_s<STAGES>: flash_sage8_body, 384 threads, dynamic shared memory
-// 1 KB + 16 KB of Q8 + STAGES x 48 KB.
+// 1 KB + 16 KB of Q8 + STAGES x 48 KB. On an H100 (`flash bench`, sage) 3 stages measured faster
+// than 4 (kernel alone 0.59 vs 0.66 ms per call).
 #define FLASH_SAGE8_INSTANCE(S)                                                                 \
     extern "C" __global__ void __launch_bounds__(FW_THREADS, 1) attention_sage8_hd128_wgmma_s##S( \
-        const signed char* __restrict__ q8, const float* __restrict__ q_scale,                  \
-        const float* __restrict__ k_scale, int k_blocks, const FaSegments kv,                   \
+        const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale,            \
+        int k_blocks, const FaSegments kv,                                                      \
         float* __restrict__ o, u16* __restrict__ o_bf16, int lq, int lk, int dim,               \
         const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                    \
         const int* __restrict__ order, int query_blocks,                                        \
         const __grid_constant__ FwTensorMaps maps) {                                            \
-        flash_sage8_body<S>(q8, q_scale, k_scale, k_blocks, kv, o, o_bf16, lq, lk, dim,         \
+        flash_sage8_body<S>(q, q_mul, k_scale, k_blocks, kv, o, o_bf16, lq, lk, dim,            \
                             seg_off, seg_blocks, order, query_blocks, &maps);                   \
     }
 

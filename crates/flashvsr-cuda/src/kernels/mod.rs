@@ -211,7 +211,6 @@ pub(crate) const SOURCES: &[Source] = &[
             "sage_k_partial_sums",
             "sage_k_mean",
             "sage_quantize_k",
-            "sage_quantize_q",
             "attention_sage8_hd128_wgmma_s3",
             "attention_sage8_hd128_wgmma_s4",
         ],

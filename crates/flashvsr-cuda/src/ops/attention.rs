@@ -419,8 +419,9 @@ impl FlashConfig {
 
 /// The K/V stages of flash_wgmma.cu's int8 sage instances (`FLASH_SAGE8_INSTANCE(S)`), the first
 /// the one `FLASHVSR_CUDA_SAGE_INT8=1` selects (stages of 48 KB: a 16 KB int8 K tile and a 32 KB
-/// bf16 V tile).
-const FLASH_SAGE8_STAGES: [usize; 2] = [4, 3];
+/// bf16 V tile). On an H100 (`flash bench`, sage, kernel alone) 3 stages took 0.59 ms per call,
+/// 4 stages 0.66.
+const FLASH_SAGE8_STAGES: [usize; 2] = [3, 4];
 /// The sage pre-pass's keys per partial sum of the K mean (SAGE_SUM_ROWS in flash_wgmma.cu).
 const SAGE_SUM_ROWS: usize = 256;
 
@@ -463,8 +464,6 @@ impl SageInt8 {
 
 /// The sage pre-pass's outputs (device pointers, alive until the op's kernels are enqueued).
 struct Sage8Inputs {
-    q8: u64,
-    q_scale: u64,
     k_scale: u64,
     k_blocks: usize,
     k_map: [u64; 16],
@@ -736,15 +735,15 @@ impl CudaBackend {
                 && q_ptr.is_multiple_of(16)
         });
         if let (Some(mode), Some(mut maps)) = (sage8, maps) {
-            let geometry = (lq, lk, heads, query_blocks);
-            let prepared =
-                self.sage8_prepass(q_ptr, &segments, geometry, (row_stride, head_stride))?;
+            let geometry = (lk, heads);
+            let prepared = self.sage8_prepass(&segments, geometry, (row_stride, head_stride))?;
             if let (SageInt8::On { stages }, Some(pre)) = (mode, prepared) {
                 maps.k[0] = pre.k_map;
                 let copy = self.bf16_copy_output(lq * dim)?;
+                let q_mul = std::f32::consts::LOG2_E / (FLASH_HD as f32).sqrt();
                 let args = KernelArgs::new()
-                    .push(pre.q8)
-                    .push(pre.q_scale)
+                    .push(q_ptr)
+                    .push(q_mul)
                     .push(pre.k_scale)
                     .push(int("key blocks", pre.k_blocks)?)
                     .push(segments)
@@ -798,15 +797,14 @@ impl CudaBackend {
     }
 
     /// The sage int8 pre-pass of one call (flash_wgmma.cu): the per-head mean of all `lk` keys
-    /// (partial sums of SAGE_SUM_ROWS keys, then summed in order: the same bits every run), K
-    /// smoothed and quantised per 64-key block, Q (f32 at `q_ptr`) scaled and quantised per
-    /// 128-row block, into temporaries of the op. `geometry`: (lq, lk, heads, query blocks).
-    /// None where the int8 K's tensor map cannot be made (the call keeps the bf16 kernel).
+    /// (partial sums of SAGE_SUM_ROWS keys, then summed in a fixed order: the same bits every
+    /// run), and K smoothed and quantised per 64-key block, into temporaries of the op (Q is
+    /// quantised by the attention kernel). `geometry`: (lk, heads). None where the int8 K's
+    /// tensor map cannot be made (the call keeps the bf16 kernel).
     fn sage8_prepass(
         &self,
-        q_ptr: u64,
         segments: &FlashSegments,
-        (lq, lk, heads, query_blocks): (usize, usize, usize, usize),
+        (lk, heads): (usize, usize),
         (row_stride, head_stride): (u64, u64),
     ) -> CudaResult<Option<Sage8Inputs>> {
         let dim = heads * FLASH_HD;
@@ -832,7 +830,7 @@ impl CudaBackend {
             .push(int("chunks", chunks)?)
             .push(int("key rows", lk)?)
             .push(mean);
-        self.launch("sage_k_mean", grid(heads, 1, 128)?, args)?;
+        self.launch("sage_k_mean", grid(heads, 1, 512)?, args)?;
         // int8 K: k_blocks · 64 rows of `dim` bytes (a multiple of 4: f32 words).
         let k_blocks = lk.div_ceil(FLASH_KEYS);
         let k8 = self.keep_for_op(self.output(k_blocks * FLASH_KEYS * dim / 4)?);
@@ -849,19 +847,7 @@ impl CudaBackend {
             .push(k8)
             .push(k_scale);
         self.launch("sage_quantize_k", grid(k_blocks, heads, 256)?, args)?;
-        let q8 = self.keep_for_op(self.output(query_blocks * FLASH_ROWS * dim / 4)?);
-        let q_scale = self.keep_for_op(self.output(heads * query_blocks)?);
-        let q_mul = std::f32::consts::LOG2_E / (FLASH_HD as f32).sqrt();
-        let args = KernelArgs::new()
-            .push(q_ptr)
-            .push(int("query rows", lq)?)
-            .push(q_mul)
-            .push(q8)
-            .push(q_scale);
-        self.launch("sage_quantize_q", grid(query_blocks, heads, 256)?, args)?;
         Ok(Some(Sage8Inputs {
-            q8,
-            q_scale,
             k_scale,
             k_blocks,
             k_map,
@@ -1057,13 +1043,13 @@ mod tests {
             .find(|s| s.name == "flash_wgmma.cu")
             .unwrap()
             .functions;
-        // The attention instances, and the sage int8 pre-pass's 4 kernels.
+        // The attention instances, and the sage int8 pre-pass's 3 kernels.
         assert_eq!(
             listed.len(),
             FLASH_WGMMA_STAGES.len()
                 + 3 * FLASH_WGMMA_K128_STAGES.len()
                 + FLASH_SAGE8_STAGES.len()
-                + 4
+                + 3
         );
         let instances = FLASH_WGMMA_STAGES
             .map(|s| (s, "FLASH_WGMMA_INSTANCE", "wgmma"))
@@ -1141,7 +1127,7 @@ mod tests {
                 stages: FLASH_SAGE8_STAGES[0]
             })
         );
-        assert_eq!(SageInt8::parse("3"), Some(SageInt8::On { stages: 3 }));
+        assert_eq!(SageInt8::parse("4"), Some(SageInt8::On { stages: 4 }));
         assert_eq!(SageInt8::parse("prepass"), Some(SageInt8::PrepassOnly));
         for off in ["0", "", "2", "5", "yes"] {
             assert_eq!(SageInt8::parse(off), None, "{off}");

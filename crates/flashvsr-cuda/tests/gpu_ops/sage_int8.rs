@@ -313,7 +313,16 @@ fn block_mask_keeps_bf16(s: &mut Suite, case: &Case) {
         return;
     }
     s.cases += 1;
-    let inputs = case.inputs();
+    let mut inputs = case.inputs();
+    let block_mask = random_mask(
+        &mut s.rng,
+        case.heads,
+        case.lq / 128,
+        case.lk() / 128,
+        128,
+        0.6,
+    );
+    *inputs.last_mut().unwrap() = mask_input(&block_mask);
     let op = attention(case, 128);
     set_knob(Some("1"));
     let on = Suite::run_on(&s.gpu_bf16, &inputs, &op);
