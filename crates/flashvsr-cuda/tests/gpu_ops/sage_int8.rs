@@ -9,8 +9,9 @@
 //!   keeps V in bf16, as the KV cache holds it, where the references cast V and P to fp16), the
 //!   row sums of the unrounded P: relative L2 ≤ `VS_EMULATION`;
 //! - exact attention (f64, the f32 inputs as given): relative L2 ≤ `VS_EXACT`, the spec's
-//!   measured error of the reference kernel for N(0,1) q, k (1.3e-2 .. 3.9e-2);
-//! and: a query block with no key block gives exactly +0, every output written (the backend
+//!   measured error of the reference kernel for N(0,1) q, k (1.3e-2 .. 3.9e-2).
+//!
+//! And: a query block with no key block gives exactly +0, every output written (the backend
 //! poisons outputs with NaN first), key blocks that smooth to all zeros (scale 0) give logits 0,
 //! block masks (128-key blocks) keep the bf16 kernel's bits with the knob on. The emulation and the
 //! exact reference run on the CPU for sampled work items (head, query block) of the large case.
@@ -113,14 +114,13 @@ fn head_data(case: &Case, head: usize) -> HeadData {
     let blocks = lk.div_ceil(64);
     let mut k8 = vec![0; blocks * 64 * 128];
     let mut k_scale = vec![0.0; blocks];
-    for b in 0..blocks {
-        let rows = b * 64..lk.min(b * 64 + 64);
-        let smooth = |i: usize| k_bf16[i] - mean[i % 128];
-        let range = rows.start * 128..rows.end * 128;
+    let smooth = |i: usize| k_bf16[i] - mean[i % 128];
+    for (b, scale) in k_scale.iter_mut().enumerate() {
+        let range = b * 64 * 128..lk.min(b * 64 + 64) * 128;
         let amax = range.clone().map(|i| smooth(i).abs()).fold(0.0, f64::max);
-        k_scale[b] = amax / 127.0;
+        *scale = amax / 127.0;
         for i in range {
-            k8[i] = quantise(smooth(i), k_scale[b]);
+            k8[i] = quantise(smooth(i), *scale);
         }
     }
     HeadData {
