@@ -724,7 +724,7 @@ impl CudaBackend {
         let (off, blocks, order, key_block) = sparse.unwrap_or((0, 0, 0, FLASH_KEYS));
         let scale_log2 = std::f32::consts::LOG2_E / (FLASH_HD as f32).sqrt();
         // SageAttention's int8 Q·Kᵀ: sage masks (64-key blocks) on the TMA kernel only (its V
-        // maps; the default on sm_90), f32 Q 16-byte aligned (the pre-pass reads float4s).
+        // maps; the default on sm_90), f32 Q 16-byte aligned (the kernel reads it as float4s).
         let q_ptr = self.ptr(q)?;
         let sage8 = SageInt8::from_env().filter(|_| {
             self.flash_ready.sage8
