@@ -37,6 +37,8 @@ mod qkv_split;
 mod random_normal;
 #[path = "gpu_ops/resample_levels.rs"]
 mod resample_levels;
+#[path = "gpu_ops/sage_int8.rs"]
+mod sage_int8;
 #[path = "gpu_ops/vae_ops.rs"]
 mod vae_ops;
 #[path = "gpu_ops/wide_attention.rs"]
@@ -1592,6 +1594,7 @@ fn main() {
     ffn_passes::run(&mut s, info.ordinal, &options);
     bf16_copies::run(&mut s, &fast);
     flash_instances::run(&mut s, &fast);
+    sage_int8::run(&mut s, info.compute_capability == (9, 0));
     qkv_split::run(&mut s, &fast);
     dilated_blur::run(&mut s, &fast);
     resample_levels::run(&mut s);

@@ -211,6 +211,8 @@ fn check_dit(name: &str) -> Vec<Vec<f32>> {
             }
             let v = out.velocity.to_vec().unwrap();
             let err = rel_l2(&v, &c.get(&format!("head_out_{chunk}")).f32);
+            // The measured error, for reports (shown with --nocapture).
+            println!("{name}: head_out_{chunk} rel L2 {err:.3e} (injected masks: {inject})");
             assert!(
                 err <= tol(),
                 "{name}: head_out_{chunk} rel L2 {err:e} (injected masks: {inject})"

@@ -1057,3 +1057,566 @@ FLASH_WGMMA_INSTANCE(5)
 FLASH_WGMMA_K128_INSTANCE(3)
 FLASH_WGMMA_K128PP_INSTANCE(3)
 FLASH_WGMMA_K128PP_TMA_INSTANCE(3)
+
+// ---- SageAttention's int8 Q·Kᵀ (`FLASHVSR_CUDA_SAGE_INT8`, sage masks: 128 x 64 blocks) ----
+//
+// The semantics of the references' sparse sage kernel (spec §5.6.3), per head:
+// - K smoothed: k - mean over every key of the call (softmax-invariant: the same vector is
+//   subtracted from every key a query row sees, so each row's logits shift by one constant);
+// - Q per 128-row block: q' = q · log2(e) / sqrt(128), scale_q = max|q'| / 127,
+//   q8 = round-half-away-from-zero(q' / scale_q); K per 64-key block likewise (scale_k = max|k| /
+//   127); a block of zeros has scale 0 and q8 / k8 = 0 (logits 0, no 0 / 0);
+// - logits in base 2 = (q8 · k8, exact in i32) · scale_q · scale_k, the fp32 online softmax on
+//   exp2.
+// The pre-pass (sage_k_partial_sums, sage_k_mean, sage_quantize_k) writes K as int8 with its
+// scales into scratch; the attention kernel (flash_sage8_body) quantises its Q block itself while
+// staging it (the bf16 kernel reads the same f32 Q there: no pass over Q) and is the k128 TMA
+// pingpong kernel with an int8 K tile (64 keys x 128 bytes per unit: one 128-byte swizzle row per
+// key, half the bytes of a bf16 K tile) and S by `wgmma.m64n128k32.s32.s8.s8` (4 k-steps of 32
+// over the 128 dims, twice the bf16 rate).
+// P·V departs from the references on purpose: they cast V and P to fp16 and add each block's
+// fp16 P·V product to an fp32 accumulator; here V stays the bf16 of the KV cache (read in place
+// by TMA, as the exact kernel reads it: no conversion pass over V) and P is rounded to bf16, with
+// the products accumulated in fp32 by the wgmma (no fp16 partial products). The row sums use
+// the fp32 P, as in the exact kernel.
+
+// (Like the attention kernels, the pre-pass compiles to nothing off sm_90a, where the host never
+// launches it.)
+
+// Keys per block of the key mean's partial sums.
+#define SAGE_SUM_ROWS 256
+
+#if FW_ENABLED
+// The row of key `key` (< kv.count's keys) of head `head`: its segment's data, read as bf16.
+__device__ __forceinline__ const u16* sage_key_row(const FaSegments& kv, const u64* base, int key,
+                                                   u64 row_stride, u64 head_off) {
+    int seg = 0;
+    while (seg + 1 < kv.count && key >= kv.first_key[seg + 1]) ++seg;
+    return (const u16*)base[seg] + (u64)(key - kv.first_key[seg]) * row_stride + head_off;
+}
+#endif
+
+// partial[(chunk * heads + head) * 128 + d] = the sum over keys chunk · SAGE_SUM_ROWS .. + 255
+// (below lk) of K[key, head, d], in fp32. Grid (chunks, heads), 256 threads: 16 rows at a time,
+// 16 threads per row with 8 dims (16 bytes) each; a group of 16 rows lies in one segment (every
+// segment but the last holds a multiple of 64 keys). Unrolled so that each thread has several
+// loads in flight: the pass is bound by reading K once.
+extern "C" __global__ void __launch_bounds__(256) sage_k_partial_sums(
+    const FaSegments kv, int lk, u64 row_stride, u64 head_stride, float* __restrict__ partial) {
+#if FW_ENABLED
+    const int chunk = blockIdx.x, head = blockIdx.y, heads = gridDim.y;
+    const int tid = threadIdx.x, lane_row = tid >> 4, part = tid & 15;
+    const u64 head_off = (u64)head * head_stride + 8 * part;
+    float s[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) s[i] = 0.0f;
+    const int key0 = chunk * SAGE_SUM_ROWS;
+#pragma unroll 4
+    for (int step = 0; step < SAGE_SUM_ROWS / 16; ++step) {
+        const int key = key0 + 16 * step + lane_row;
+        if (key < lk) {
+            const uint4 w = *(const uint4*)sage_key_row(kv, kv.k, key, row_stride, head_off);
+            const u32 ws[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                s[2 * i] += bf16_value((u16)(ws[i] & 0xffffu));
+                s[2 * i + 1] += bf16_value((u16)(ws[i] >> 16));
+            }
+        }
+    }
+    __shared__ float sums[16][128 + 1];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) sums[lane_row][8 * part + i] = s[i];
+    __syncthreads();
+    if (tid < 128) {
+        float t = sums[0][tid];
+#pragma unroll
+        for (int r = 1; r < 16; ++r) t += sums[r][tid];
+        partial[((u64)chunk * heads + head) * 128 + tid] = t;
+    }
+#endif
+}
+
+// mean[head * 128 + d] = the sum of the chunks' partial sums / lk, in a fixed order (the same
+// bits every run): 4 groups of 128 threads sum every 4th chunk, then the 4 sums in order. Grid
+// heads, 512 threads.
+extern "C" __global__ void __launch_bounds__(512) sage_k_mean(const float* __restrict__ partial,
+                                                              int chunks, int lk,
+                                                              float* __restrict__ mean) {
+#if FW_ENABLED
+    const int head = blockIdx.x, heads = gridDim.x, d = threadIdx.x & 127, group = threadIdx.x >> 7;
+    float s = 0.0f;
+#pragma unroll 8
+    for (int c = group; c < chunks; c += 4) s += partial[((u64)c * heads + head) * 128 + d];
+    __shared__ float sums[4][128];
+    sums[group][d] = s;
+    __syncthreads();
+    if (group == 0) mean[head * 128 + d] = (sums[0][d] + sums[1][d] + sums[2][d] + sums[3][d]) / (float)lk;
+#endif
+}
+
+#if FW_ENABLED
+// The largest of the 256 threads' `x` (every thread gets it).
+__device__ __forceinline__ float sage_block_max(float x, float* scratch /* [8] */) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(FULL_MASK, x, o));
+    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = x;
+    __syncthreads();
+    float m = scratch[0];
+#pragma unroll
+    for (int w = 1; w < 8; ++w) m = fmaxf(m, scratch[w]);
+    return m;
+}
+
+// x / scale rounded half away from zero (roundf), as int8; 0 where the block's scale is 0.
+__device__ __forceinline__ u32 sage_q8(float x, float scale) {
+    const float r = scale > 0.0f ? fminf(fmaxf(roundf(x / scale), -127.0f), 127.0f) : 0.0f;
+    return (u32)(int)r & 0xffu;
+}
+#endif
+
+// K of one (64-key block, head) smoothed and quantised: k8[key * (heads · 128) + head · 128 + d]
+// for keys kb · 64 .. + 63 (rows at or past lk: zeros, not counted in the scale), and
+// k_scale[head * key_blocks + kb]. Grid (key_blocks, heads), 256 threads: row tid / 4, dims
+// 32 (tid % 4) .. + 31.
+extern "C" __global__ void __launch_bounds__(256) sage_quantize_k(
+    const FaSegments kv, int lk, u64 row_stride, u64 head_stride, const float* __restrict__ mean,
+    signed char* __restrict__ k8, float* __restrict__ k_scale) {
+#if FW_ENABLED
+    const int kb = blockIdx.x, key_blocks = gridDim.x, head = blockIdx.y, heads = gridDim.y;
+    const int tid = threadIdx.x, row = tid >> 2, d0 = (tid & 3) * 32;
+    const int key = kb * 64 + row;
+    float x[32];
+    float amax = 0.0f;
+    if (key < lk) {
+        const uint4* src =
+            (const uint4*)sage_key_row(kv, kv.k, key, row_stride, (u64)head * head_stride + d0);
+#pragma unroll
+        for (int c = 0; c < 4; ++c) {
+            const uint4 w = src[c];
+            const u32 ws[4] = {w.x, w.y, w.z, w.w};
+#pragma unroll
+            for (int i = 0; i < 4; ++i) {
+                const int d = 8 * c + 2 * i;
+                x[d] = bf16_value((u16)(ws[i] & 0xffffu)) - mean[head * 128 + d0 + d];
+                x[d + 1] = bf16_value((u16)(ws[i] >> 16)) - mean[head * 128 + d0 + d + 1];
+            }
+        }
+#pragma unroll
+        for (int d = 0; d < 32; ++d) amax = fmaxf(amax, fabsf(x[d]));
+    } else {
+#pragma unroll
+        for (int d = 0; d < 32; ++d) x[d] = 0.0f;
+    }
+    __shared__ float scratch[8];
+    const float scale = sage_block_max(amax, scratch) / 127.0f;
+    u32 packed[8];
+#pragma unroll
+    for (int i = 0; i < 8; ++i) {
+        packed[i] = sage_q8(x[4 * i], scale) | sage_q8(x[4 * i + 1], scale) << 8 |
+                    sage_q8(x[4 * i + 2], scale) << 16 | sage_q8(x[4 * i + 3], scale) << 24;
+    }
+    uint4* dst = (uint4*)(k8 + (u64)key * heads * 128 + head * 128 + d0);
+    dst[0] = make_uint4(packed[0], packed[1], packed[2], packed[3]);
+    dst[1] = make_uint4(packed[4], packed[5], packed[6], packed[7]);
+    if (tid == 0) k_scale[head * key_blocks + kb] = scale;
+#endif
+}
+
+// One int8 K unit: 64 keys x 128 dims of int8, one 128-byte swizzle row per key (8 KB); a tile of
+// two units 16 KB. A stage: the K tile, then the bf16 V tile of the k128 kernel (32 KB).
+#define FW_S8_UNIT_BYTES (FW_KT * 128)
+#define FW_S8_K_TILE_BYTES (2 * FW_S8_UNIT_BYTES)
+#define FW_S8_STAGE_BYTES (FW_S8_K_TILE_BYTES + FW_K128_TILE_BYTES)
+// Q: 128 rows of 128 bytes.
+#define FW_S8_Q_BYTES (FW_QBLOCK * 128)
+
+#if FW_ENABLED
+// d (64 x 128, s32) = (accumulate ? d : 0) + A·Bᵀ over 32 k: A 64 x 32 and B 128 x 32 int8, both
+// K-major in shared memory.
+template <int ACCUMULATE>
+__device__ __forceinline__ void fw_mma_s8_n128(u32 (&d)[16][4], u64 desc_a, u64 desc_b) {
+#define FW_IACC4(a, j) "+r"(a[j][0]), "+r"(a[j][1]), "+r"(a[j][2]), "+r"(a[j][3])
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k32.s32.s8.s8 "
+        "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, "
+        "%19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, "
+        "%36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, "
+        "%53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "
+        "%64, %65, p;\n}\n"
+        : FW_IACC4(d, 0), FW_IACC4(d, 1), FW_IACC4(d, 2), FW_IACC4(d, 3), FW_IACC4(d, 4),
+          FW_IACC4(d, 5), FW_IACC4(d, 6), FW_IACC4(d, 7), FW_IACC4(d, 8), FW_IACC4(d, 9),
+          FW_IACC4(d, 10), FW_IACC4(d, 11), FW_IACC4(d, 12), FW_IACC4(d, 13), FW_IACC4(d, 14),
+          FW_IACC4(d, 15)
+        : "l"(desc_a), "l"(desc_b), "n"(ACCUMULATE)
+        : "memory");
+#undef FW_IACC4
+}
+
+// TMA: the box at (c0, c1) of the 2-D tensor map at `map` into shared memory at `dst`.
+__device__ __forceinline__ void fw_tma_load_2d(u32 dst, const void* map, u32 bar, int c0,
+                                               int c1) {
+    asm volatile(
+        "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1, "
+        "{%3, %4}], [%2];" ::"r"(dst),
+        "l"(map), "r"(bar), "r"(c0), "r"(c1)
+        : "memory");
+}
+#endif
+
+// The k128 TMA pingpong kernel (flash_wgmma_k128_body<S, true, true>) with S = Q·Kᵀ in int8: the
+// same work items, masks, barriers, pingpong and P·V. q: f32 [lq, heads · 128], scaled by q_mul
+// (log2(e) / sqrt(128)) and quantised per block here; K int8 as the pre-pass leaves it, through
+// maps->k[0] (2-D: heads · 128 bytes x key_blocks · 64 rows, box 128 x 64, 128-byte swizzle:
+// unit u of a tile lands at u x 8 KB, one key per 128-byte row) and k_scale [heads, key_blocks]
+// (key_blocks = k_blocks, blocks of 64 keys); V bf16 in place through maps->v[segment], as the
+// k128 kernel reads it. key_block must be 64 (one unit per mask block). The logits leave the
+// wgmma as exact i32 sums, become fp32 times scale_q · scale_k of their unit (already in base 2:
+// the softmax's scale is 1), and the rest is the k128 kernel's arithmetic.
+template <int STAGES>
+__device__ __forceinline__ void flash_sage8_body(
+    const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale, int k_blocks,
+    const FaSegments& kv, float* __restrict__ o,
+    u16* __restrict__ o_bf16, int lq, int lk, int dim, const int* __restrict__ seg_off,
+    const int* __restrict__ seg_blocks, const int* __restrict__ order, int query_blocks,
+    const FwTensorMaps* maps) {
+#if FW_ENABLED
+    static_assert(STAGES >= 3, "a stage for the tile in flight besides the two being read");
+    constexpr int CONSUMERS = 2 * 128;
+    extern __shared__ __align__(1024) unsigned char fw_smem[];
+    const int item = order ? order[blockIdx.x] : (int)blockIdx.x;
+    const int head = item / query_blocks;
+    const int qb = item - head * query_blocks;
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t4 = lane & 3;
+
+    // Units of 64 keys = the mask's key blocks; iterations (tiles) of two units.
+    const int start = seg_off[item];
+    const int* blocks = seg_blocks + start;
+    const int n_units = seg_off[item + 1] - start;
+    const int n_tiles = (n_units + 1) / 2;
+
+    const u32 smem_base = ((u32)__cvta_generic_to_shared(fw_smem) + 1023u) & ~1023u;
+    const u32 sq = smem_base;
+    const u32 stages_base = smem_base + FW_S8_Q_BYTES;
+    const u64 hoff = (u64)head * FW_HD;
+
+    __shared__ int seg_first[FA_MAX_SEGMENTS + 1];
+    __shared__ __align__(8) u64 full_bar[STAGES], empty_bar[STAGES];
+    __shared__ __align__(8) u64 fullv_bar[STAGES], emptyv_bar[STAGES];
+    const u32 full0 = (u32)__cvta_generic_to_shared(full_bar);
+    const u32 empty0 = (u32)__cvta_generic_to_shared(empty_bar);
+    const u32 fullv0 = (u32)__cvta_generic_to_shared(fullv_bar);
+    const u32 emptyv0 = (u32)__cvta_generic_to_shared(emptyv_bar);
+    if (tid == 0) {
+#pragma unroll
+        for (int s = 0; s < FA_MAX_SEGMENTS; ++s) {
+            seg_first[s] = s < kv.count ? kv.first_key[s] : 0x7fffffff;
+        }
+        seg_first[FA_MAX_SEGMENTS] = 0x7fffffff;
+        // Full: the producer's one arrival (with the transaction bytes); empty: one arrival per
+        // consumer warp (K), per consumer thread (V).
+#pragma unroll
+        for (int st = 0; st < STAGES; ++st) {
+            fw_mbar_init(full0 + 8 * st, 1);
+            fw_mbar_init(empty0 + 8 * st, CONSUMERS / 32);
+            fw_mbar_init(fullv0 + 8 * st, 1);
+            fw_mbar_init(emptyv0 + 8 * st, CONSUMERS);
+        }
+        fw_fence_barrier_init();
+    }
+    __syncthreads();
+
+    auto unit_key0 = [&](int u) { return blocks[u] * FW_KT; };
+
+    if (warp >= 8) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        if (warp == 8 && lane == 0) {
+            fw_prefetch_tensormap(&maps->k[0]);
+            for (int s = 0; s < kv.count && s < FW_TMA_MAX_SEGMENTS; ++s) {
+                fw_prefetch_tensormap(&maps->v[s]);
+            }
+            // Tile t's K (v = false: 2 boxes of 64 keys x 128 bytes) or V (4 boxes of 64 keys
+            // x 64 dims), after its stage is free; K of tile t + 1 before V of tile t.
+            auto issue = [&](int tile, bool v) {
+                const int stage = tile % STAGES;
+                const u32 full = (v ? fullv0 : full0) + 8 * stage;
+                if (tile >= STAGES) {
+                    fw_mbar_wait((v ? emptyv0 : empty0) + 8 * stage, ((tile / STAGES) - 1) & 1);
+                }
+                fw_mbar_expect_tx(full, v ? FW_K128_TILE_BYTES : FW_S8_K_TILE_BYTES);
+                const u32 dst =
+                    stages_base + stage * FW_S8_STAGE_BYTES + (v ? FW_S8_K_TILE_BYTES : 0);
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                    const int u = 2 * tile + h;
+                    // An absent unit (past n_units) copies the first unit's rows again: finite
+                    // values (P is 0 on them), and every copy delivers its bytes.
+                    const int key0 = unit_key0(u < n_units ? u : 2 * tile);
+                    if (!v) {
+                        fw_tma_load_2d(dst + h * FW_S8_UNIT_BYTES, &maps->k[0], full,
+                                       head * FW_HD, key0);
+                        continue;
+                    }
+                    int seg = 0;
+                    while (key0 >= seg_first[seg + 1]) ++seg;
+                    const int row = key0 - seg_first[seg];
+#pragma unroll
+                    for (int half = 0; half < 2; ++half) {
+                        fw_tma_load_3d(dst + half * FW_K128_HALF_BYTES + h * (FW_KT * 128),
+                                       &maps->v[seg], full, 0, 2 * head + half, row);
+                    }
+                }
+            };
+            if (n_tiles > 0) issue(0, false);
+            for (int tile = 0; tile < n_tiles; ++tile) {
+                if (tile + 1 < n_tiles) issue(tile + 1, false);
+                issue(tile, true);
+            }
+        }
+        return;
+    }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+
+    const int wg = warp >> 2;
+    auto turn_wait = [&]() { asm volatile("bar.sync %0, 256;" ::"r"(2 + wg) : "memory"); };
+    auto turn_pass = [&]() { asm volatile("bar.arrive %0, 256;" ::"r"(3 - wg) : "memory"); };
+    const int cta_row0 = qb * FW_QBLOCK;
+    const int r0 = cta_row0 + warp * 16 + g;
+    float acc[16][4];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
+    float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
+    const bool tails = lk % FW_KT != 0;
+
+    if (n_tiles > 0) {
+        // Q' = q · q_mul quantised over the block (scale_q = max|q'| / 127 over its 128 rows x
+        // 128 dims, rows at or past lq zeros; sage_quantize_k's rounding) into shared memory:
+        // thread tid takes row tid / 2, dims 64 (tid % 2) .. + 63, i.e. 16-byte chunks 4 (tid %
+        // 2) .. + 3 of the row's 8, swizzled.
+        __shared__ float q_amax[CONSUMERS / 32];
+        float sq_scale;
+        {
+            const int row = tid >> 1, half = tid & 1;
+            float x[64];
+            float amax = 0.0f;
+            if (cta_row0 + row < lq) {
+                const float4* src =
+                    (const float4*)(q + (u64)(cta_row0 + row) * dim + hoff + half * 64);
+#pragma unroll
+                for (int c = 0; c < 16; ++c) {
+                    const float4 v = src[c];
+                    x[4 * c] = v.x * q_mul;
+                    x[4 * c + 1] = v.y * q_mul;
+                    x[4 * c + 2] = v.z * q_mul;
+                    x[4 * c + 3] = v.w * q_mul;
+                }
+#pragma unroll
+                for (int d = 0; d < 64; ++d) amax = fmaxf(amax, fabsf(x[d]));
+            } else {
+#pragma unroll
+                for (int d = 0; d < 64; ++d) x[d] = 0.0f;
+            }
+#pragma unroll
+            for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(FULL_MASK, amax, o));
+            if (lane == 0) q_amax[warp] = amax;
+            fw_consumer_sync();
+            amax = q_amax[0];
+#pragma unroll
+            for (int w = 1; w < CONSUMERS / 32; ++w) amax = fmaxf(amax, q_amax[w]);
+            sq_scale = amax / 127.0f;
+#pragma unroll
+            for (int c = 0; c < 4; ++c) {
+                u32 packed[4];
+#pragma unroll
+                for (int i = 0; i < 4; ++i) {
+                    const int d = 16 * c + 4 * i;
+                    packed[i] = sage_q8(x[d], sq_scale) | sage_q8(x[d + 1], sq_scale) << 8 |
+                                sage_q8(x[d + 2], sq_scale) << 16 | sage_q8(x[d + 3], sq_scale) << 24;
+                }
+                const int chunk = 4 * half + c;
+                asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(
+                                 sq + row * 128 + ((chunk ^ (row & 7)) << 4)),
+                             "r"(packed[0]), "r"(packed[1]), "r"(packed[2]), "r"(packed[3])
+                             : "memory");
+            }
+        }
+        fw_fence_proxy();
+        fw_consumer_sync();
+        const float* ks_head = k_scale + (u64)head * k_blocks;
+
+        u64 dq[4];
+#pragma unroll
+        for (int ks = 0; ks < 4; ++ks) dq[ks] = fw_desc(sq + wg * (64 * 128) + ks * 32, 16, 1024);
+        auto k_descs = [&](int stage, u64 (&dk)[4]) {
+            const u32 base = stages_base + stage * FW_S8_STAGE_BYTES;
+#pragma unroll
+            for (int ks = 0; ks < 4; ++ks) {
+                dk[ks] = fw_desc(base + ks * 32, 16, 1024);
+                fw_opaque(dk[ks]);
+            }
+        };
+        auto v_descs = [&](int stage, u64 (&dv)[8]) {
+            const u32 base = stages_base + stage * FW_S8_STAGE_BYTES + FW_S8_K_TILE_BYTES;
+#pragma unroll
+            for (int kk = 0; kk < 8; ++kk) {
+                dv[kk] = fw_desc(base + kk * 16 * 128, FW_K128_HALF_BYTES, 1024);
+                fw_opaque(dv[kk]);
+            }
+        };
+        auto issue_s = [&](u32 (&si)[16][4], const u64 (&dk)[4]) {
+            fw_mma_s8_n128<0>(si, dq[0], dk[0]);
+#pragma unroll
+            for (int ks = 1; ks < 4; ++ks) fw_mma_s8_n128<1>(si, dq[ks], dk[ks]);
+            fw_wgmma_commit();
+        };
+        // The logit scales of tile t's two units (scale_q · scale_k; an absent unit's keys are
+        // masked, its scale unused).
+        auto unit_scales = [&](int tile, float (&c)[2]) {
+            const int u = 2 * tile;
+            c[0] = sq_scale * ks_head[blocks[u]];
+            c[1] = u + 1 < n_units ? sq_scale * ks_head[blocks[u + 1]] : 0.0f;
+        };
+        // The i32 logits as fp32 in base 2, masked where keys are at or past lk (as in
+        // flash_wgmma_k128_body's mask_tail).
+        auto to_logits = [&](const u32 (&si)[16][4], const float (&c)[2], float (&s)[16][4],
+                             int tile) {
+            // i32 -> fp32 without I2F (a conversion-pipe op at the rate of ex2, which the softmax
+            // needs): |q8 · k8| <= 127² · 128 < 2²², so 1.5 · 2²³ + x is exact in fp32's 23-bit
+            // mantissa: its bits are 0x4b400000 + x, and subtracting 1.5 · 2²³ leaves x exactly.
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+#pragma unroll
+                for (int r = 0; r < 4; ++r) {
+                    const float x = __int_as_float(0x4b400000 + (int)si[j][r]) - 12582912.0f;
+                    s[j][r] = x * c[j >> 3];
+                }
+            }
+            const int u = 2 * tile;
+            const int key0a = tails ? unit_key0(u) : 0;
+            const int key0b = u + 1 >= n_units ? lk : (tails ? unit_key0(u + 1) : 0);
+            if (key0a + FW_KT > lk || key0b + FW_KT > lk) {
+#pragma unroll
+                for (int j = 0; j < 16; ++j) {
+                    const int key = (j < 8 ? key0a : key0b) + 8 * (j & 7) + 2 * t4;
+                    if (key >= lk) s[j][0] = s[j][2] = NEG_INF;
+                    if (key + 1 >= lk) s[j][1] = s[j][3] = NEG_INF;
+                }
+            }
+        };
+        auto wait_full = [&](int tile) {
+            fw_mbar_wait(full0 + 8 * (tile % STAGES), (tile / STAGES) & 1);
+        };
+        auto wait_v = [&](int tile) {
+            fw_mbar_wait(fullv0 + 8 * (tile % STAGES), (tile / STAGES) & 1);
+        };
+        auto release_k = [&](int tile) { fw_mbar_arrive_lane0(empty0 + 8 * (tile % STAGES), lane); };
+        auto release_v = [&](int tile) { fw_mbar_arrive(emptyv0 + 8 * (tile % STAGES)); };
+
+        u32 pa[8][4];
+        if (wg == 1) turn_pass();
+        {
+            float c[2];
+            unit_scales(0, c);
+            wait_full(0);
+            u32 si[16][4];
+            u64 dk[4];
+            k_descs(0, dk);
+            turn_wait();
+            fw_wgmma_fence();
+            issue_s(si, dk);
+            turn_pass();
+            fw_wgmma_wait<0>();
+            fw_fence_regs(si);
+            release_k(0);
+            float s[16][4];
+            to_logits(si, c, s, 0);
+            float alpha[2], rs[2];
+            fw_softmax(s, m, 1.0f, pa, alpha, rs);
+            l[0] = rs[0];
+            l[1] = rs[1];
+        }
+        auto issue_pv = [&](const u64 (&dv)[8]) {
+#pragma unroll
+            for (int kk = 0; kk < 8; ++kk) fw_mma_rs_n128(acc, pa[kk], dv[kk]);
+            fw_wgmma_commit();
+        };
+
+        for (int tile = 0; tile + 1 < n_tiles; ++tile) {
+            float c[2];
+            unit_scales(tile + 1, c);
+            wait_full(tile + 1);
+            wait_v(tile);
+            u32 si[16][4];
+            u64 dk[4], dv[8];
+            k_descs((tile + 1) % STAGES, dk);
+            v_descs(tile % STAGES, dv);
+            fw_fence_regs(acc);
+            turn_wait();
+            fw_wgmma_fence();
+            issue_s(si, dk);
+            issue_pv(dv);
+            turn_pass();
+            fw_wgmma_wait<1>();
+            fw_fence_regs(si);
+            release_k(tile + 1);
+            float s[16][4];
+            to_logits(si, c, s, tile + 1);
+            float alpha[2], rs[2];
+            u32 pn[8][4];
+            fw_softmax(s, m, 1.0f, pn, alpha, rs);
+            fw_wgmma_wait<0>();
+            fw_fence_regs(acc);
+            fw_fence_regs(pa);
+            release_v(tile);
+            l[0] = l[0] * alpha[0] + rs[0];
+            l[1] = l[1] * alpha[1] + rs[1];
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+                acc[j][0] *= alpha[0];
+                acc[j][1] *= alpha[0];
+                acc[j][2] *= alpha[1];
+                acc[j][3] *= alpha[1];
+            }
+#pragma unroll
+            for (int kk = 0; kk < 8; ++kk) {
+#pragma unroll
+                for (int r = 0; r < 4; ++r) pa[kk][r] = pn[kk][r];
+            }
+        }
+        {
+            wait_v(n_tiles - 1);
+            u64 dv[8];
+            v_descs((n_tiles - 1) % STAGES, dv);
+            fw_fence_regs(acc);
+            turn_wait();
+            fw_wgmma_fence();
+            issue_pv(dv);
+            if (wg == 0) turn_pass();
+        }
+        fw_wgmma_wait<0>();
+        fw_fence_regs(acc);
+    }
+    fw_store_output(acc, l, o, o_bf16, lq, dim, r0, hoff, t4);
+#endif
+}
+
+// attention_sage8_hd128_wgmma_s<STAGES>: flash_sage8_body, 384 threads, dynamic shared memory
+// 1 KB + 16 KB of Q8 + STAGES x 48 KB. On an H100 (`flash bench`, sage) 3 stages measured faster
+// than 4 (kernel alone 0.59 vs 0.66 ms per call).
+#define FLASH_SAGE8_INSTANCE(S)                                                                 \
+    extern "C" __global__ void __launch_bounds__(FW_THREADS, 1) attention_sage8_hd128_wgmma_s##S( \
+        const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale,            \
+        int k_blocks, const FaSegments kv,                                                      \
+        float* __restrict__ o, u16* __restrict__ o_bf16, int lq, int lk, int dim,               \
+        const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                    \
+        const int* __restrict__ order, int query_blocks,                                        \
+        const __grid_constant__ FwTensorMaps maps) {                                            \
+        flash_sage8_body<S>(q, q_mul, k_scale, k_blocks, kv, o, o_bf16, lq, lk, dim,            \
+                            seg_off, seg_blocks, order, query_blocks, &maps);                   \
+    }
+
+// 3 stages: 161 KB; 4: 209 KB.
+FLASH_SAGE8_INSTANCE(3)
+FLASH_SAGE8_INSTANCE(4)

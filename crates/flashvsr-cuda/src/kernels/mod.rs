@@ -208,6 +208,11 @@ pub(crate) const SOURCES: &[Source] = &[
             "attention_flash_bf16_hd128_wgmma_k128_s3",
             "attention_flash_bf16_hd128_wgmma_k128pp_s3",
             "attention_flash_bf16_hd128_wgmma_k128pp_tma_s3",
+            "sage_k_partial_sums",
+            "sage_k_mean",
+            "sage_quantize_k",
+            "attention_sage8_hd128_wgmma_s3",
+            "attention_sage8_hd128_wgmma_s4",
         ],
     },
 ];
@@ -238,6 +243,12 @@ pub(crate) fn flash_wgmma_k128_kernel_name(stages: usize, pingpong: bool, tma: b
     let pp = if pingpong { "pp" } else { "" };
     let tma = if tma { "_tma" } else { "" };
     format!("attention_flash_bf16_hd128_wgmma_k128{pp}{tma}_s{stages}")
+}
+
+/// The int8 Q·Kᵀ form of the Hopper sage attention (flash_wgmma.cu's `flash_sage8_body`), per
+/// count of K/V stages: `attention_sage8_hd128_wgmma_s<S>`.
+pub(crate) fn flash_sage8_kernel_name(stages: usize) -> String {
+    format!("attention_sage8_hd128_wgmma_s{stages}")
 }
 
 /// Every function of every source, loaded into one context.
@@ -294,11 +305,13 @@ mod tests {
                 let k128 = f.strip_prefix("attention_flash_bf16_hd128_wgmma_k128_s");
                 let k128pp = f.strip_prefix("attention_flash_bf16_hd128_wgmma_k128pp_s");
                 let tma = f.strip_prefix("attention_flash_bf16_hd128_wgmma_k128pp_tma_s");
+                let sage8 = f.strip_prefix("attention_sage8_hd128_wgmma_s");
                 let flash = f
                     .strip_prefix("attention_flash_bf16_hd128_w")
                     .and_then(|ws| ws.split_once('s'));
                 let hopper = wgmma.or(k128).or(k128pp).or(tma);
                 let pattern = match (f.rsplit_once("_n"), flash, hopper) {
+                    _ if sage8.is_some() => format!("\nFLASH_SAGE8_INSTANCE({})\n", sage8.unwrap()),
                     (_, _, Some(s)) if tma.is_some() => {
                         format!("\nFLASH_WGMMA_K128PP_TMA_INSTANCE({s})\n")
                     }

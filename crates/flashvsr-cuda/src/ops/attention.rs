@@ -20,8 +20,8 @@ use crate::backend::{AttentionPrecision, CudaBackend};
 use crate::buffer::{CudaBuffer, Storage};
 use crate::error::{CudaError, CudaResult};
 use crate::kernels::{
-    flash_kernel_name, flash_wgmma_k128_kernel_name, flash_wgmma_kernel_name, Kernels,
-    ATTENTION_WIDTHS,
+    flash_kernel_name, flash_sage8_kernel_name, flash_wgmma_k128_kernel_name,
+    flash_wgmma_kernel_name, Kernels, ATTENTION_WIDTHS,
 };
 use crate::launch::KernelArgs;
 use crate::ops::mask::WorkOrder;
@@ -118,6 +118,41 @@ fn encode_kv_tensor_map(ptr: u64, geometry: &KvTensorMapGeometry) -> Option<[u64
             geometry.dims.as_ptr(),
             geometry.strides.as_ptr(),
             geometry.box_dims.as_ptr(),
+            element_strides.as_ptr(),
+            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+        )
+    };
+    // SAFETY: written by the driver on success (and zeroed before in any case).
+    (result == sys::CUresult::CUDA_SUCCESS).then(|| unsafe { map.assume_init() }.opaque)
+}
+
+/// The TMA view of the int8 K that the sage pre-pass writes (`sage_quantize_k`): `rows` rows of
+/// `row_bytes` bytes (all heads' 128 dims), 2-D, innermost first; a box is one head's 128 bytes
+/// of 64 keys (one 64-key unit, 8 KB), each key one 128-byte swizzle row, as flash_sage8_body
+/// reads it. None where the driver refuses it.
+fn encode_sage8_k_tensor_map(ptr: u64, rows: usize, row_bytes: usize) -> Option<[u64; 16]> {
+    if !ptr.is_multiple_of(16) || !row_bytes.is_multiple_of(128) || rows > i32::MAX as usize {
+        return None;
+    }
+    let dims = [row_bytes as u64, rows as u64];
+    let strides = [row_bytes as u64];
+    let box_dims = [128u32, FLASH_KEYS as u32];
+    let element_strides = [1u32; 2];
+    let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
+    // SAFETY: the arrays have the rank's 2 (dims, box, element strides) and 1 (strides) entries;
+    // the driver writes the map and reads nothing at `ptr`.
+    let result = unsafe {
+        sys::cuTensorMapEncodeTiled(
+            map.as_mut_ptr(),
+            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+            2,
+            ptr as *mut std::ffi::c_void,
+            dims.as_ptr(),
+            strides.as_ptr(),
+            box_dims.as_ptr(),
             element_strides.as_ptr(),
             sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
             sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
@@ -382,6 +417,58 @@ impl FlashConfig {
     }
 }
 
+/// The K/V stages of flash_wgmma.cu's int8 sage instances (`FLASH_SAGE8_INSTANCE(S)`), the first
+/// the one `FLASHVSR_CUDA_SAGE_INT8=1` selects (stages of 48 KB: a 16 KB int8 K tile and a 32 KB
+/// bf16 V tile). On an H100 (`flash bench`, sage, kernel alone) 3 stages took 0.59 ms per call,
+/// 4 stages 0.66.
+const FLASH_SAGE8_STAGES: [usize; 2] = [3, 4];
+/// The sage pre-pass's keys per partial sum of the K mean (SAGE_SUM_ROWS in flash_wgmma.cu).
+const SAGE_SUM_ROWS: usize = 256;
+
+/// What `FLASHVSR_CUDA_SAGE_INT8` asks of a sage call (key blocks of 64, on the Hopper TMA
+/// kernel): `1` (or a stage count of FLASH_SAGE8_STAGES: `3`, `4`) SageAttention's int8 Q·Kᵀ
+/// (flash_sage8_body); `prepass` the int8 pre-pass and then the exact bf16 kernel (its output
+/// unused: what the pre-pass costs, for measurements). Unset or anything else: off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SageInt8 {
+    On { stages: usize },
+    PrepassOnly,
+}
+
+impl SageInt8 {
+    fn parse(v: &str) -> Option<SageInt8> {
+        match v {
+            "1" => Some(SageInt8::On {
+                stages: FLASH_SAGE8_STAGES[0],
+            }),
+            "prepass" => Some(SageInt8::PrepassOnly),
+            s => {
+                let stages = s.parse().ok()?;
+                FLASH_SAGE8_STAGES
+                    .contains(&stages)
+                    .then_some(SageInt8::On { stages })
+            }
+        }
+    }
+
+    fn from_env() -> Option<SageInt8> {
+        SageInt8::parse(std::env::var("FLASHVSR_CUDA_SAGE_INT8").ok()?.as_str())
+    }
+
+    /// Dynamic shared memory of the int8 kernel: 1 KB of alignment, Q8 (128 rows of 128 bytes),
+    /// the stages (128 keys of int8 K and of bf16 V: 3 bytes per key and dim).
+    const fn smem(stages: usize) -> usize {
+        1024 + FLASH_ROWS * FLASH_HD + stages * (FLASH_WGMMA_K128_KEYS * FLASH_HD * 3)
+    }
+}
+
+/// The sage pre-pass's outputs (device pointers, alive until the op's kernels are enqueued).
+struct Sage8Inputs {
+    k_scale: u64,
+    k_blocks: usize,
+    k_map: [u64; 16],
+}
+
 /// The flash kernel's work order for a call whose K/V take `head_kv_bytes` a head (bf16, K and V).
 /// Default: head by head, heaviest first within a head (the long items start early) while two
 /// heads' K/V fit in `l2_bytes`; beyond that, grid order (head-major, query blocks in window order:
@@ -407,6 +494,9 @@ pub(crate) struct FlashReady {
     /// The wgmma instances of flash_wgmma.cu (an sm_90 device, so the module was built for
     /// sm_90a; every limit raised): else `FLASHVSR_CUDA_FLASH=wgmma` keeps the default.
     pub wgmma: bool,
+    /// The int8 sage instances of flash_wgmma.cu (with `wgmma`, every limit raised): else
+    /// `FLASHVSR_CUDA_SAGE_INT8` keeps the bf16 kernel.
+    pub sage8: bool,
 }
 
 /// Raises the flash kernels' dynamic shared-memory limits (and asks for the largest shared-memory
@@ -464,9 +554,22 @@ pub(crate) fn prepare_flash(
             wgmma_ok &= ok;
         }
     }
+    let sage8_ok = wgmma_ok
+        && FLASH_SAGE8_STAGES.iter().all(|&stages| {
+            kernels
+                .get(&flash_sage8_kernel_name(stages))
+                .is_ok_and(|f| {
+                    f.set_attribute(
+                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                        SageInt8::smem(stages) as i32,
+                    )
+                    .is_ok()
+                })
+        });
     FlashReady {
         default: default_ok,
         wgmma: wgmma_ok && default_ok,
+        sage8: sage8_ok && default_ok,
     }
 }
 
@@ -626,9 +729,52 @@ impl CudaBackend {
         };
         let (off, blocks, order, key_block) = sparse.unwrap_or((0, 0, 0, FLASH_KEYS));
         let scale_log2 = std::f32::consts::LOG2_E / (FLASH_HD as f32).sqrt();
+        // SageAttention's int8 Q·Kᵀ: sage masks (64-key blocks) on the TMA kernel only (its V
+        // maps; the default on sm_90), f32 Q 16-byte aligned (the kernel reads it as float4s).
+        let q_ptr = self.ptr(q)?;
+        let sage8 = SageInt8::from_env().filter(|_| {
+            self.flash_ready.sage8
+                && sparse.is_some()
+                && key_block == FLASH_KEYS
+                && cfg.tma
+                && cfg.key_tile == FLASH_WGMMA_K128_KEYS
+                && q_ptr.is_multiple_of(16)
+        });
+        if let (Some(mode), Some(mut maps)) = (sage8, maps) {
+            let geometry = (lk, heads);
+            let prepared = self.sage8_prepass(&segments, geometry, (row_stride, head_stride))?;
+            if let (SageInt8::On { stages }, Some(pre)) = (mode, prepared) {
+                maps.k[0] = pre.k_map;
+                let copy = self.bf16_copy_output(lq * dim)?;
+                let q_mul = std::f32::consts::LOG2_E / (FLASH_HD as f32).sqrt();
+                let args = KernelArgs::new()
+                    .push(q_ptr)
+                    .push(q_mul)
+                    .push(pre.k_scale)
+                    .push(int("key blocks", pre.k_blocks)?)
+                    .push(segments)
+                    .push(out.ptr())
+                    .push(copy.as_ref().map_or(0, |c| c.ptr()))
+                    .push(int("query rows", lq)?)
+                    .push(int("key rows", lk)?)
+                    .push(int("dim", dim)?)
+                    .push(off)
+                    .push(blocks)
+                    .push(order)
+                    .push(int("query blocks", query_blocks)?)
+                    .push(maps);
+                let launch = LaunchConfig {
+                    grid_dim: (items as u32, 1, 1),
+                    block_dim: (32 * cfg.warps as u32, 1, 1),
+                    shared_mem_bytes: SageInt8::smem(stages) as u32,
+                };
+                self.launch(&flash_sage8_kernel_name(stages), launch, args)?;
+                return Ok(out.with_bf16_copy(copy));
+            }
+        }
         let copy = self.bf16_copy_output(lq * dim)?;
         let args = KernelArgs::new()
-            .push(self.ptr(q)?)
+            .push(q_ptr)
             .push(segments)
             .push(out.ptr())
             .push(copy.as_ref().map_or(0, |c| c.ptr()))
@@ -654,6 +800,64 @@ impl CudaBackend {
         };
         self.launch(&cfg.kernel_name(), launch, args)?;
         Ok(out.with_bf16_copy(copy))
+    }
+
+    /// The sage int8 pre-pass of one call (flash_wgmma.cu): the per-head mean of all `lk` keys
+    /// (partial sums of SAGE_SUM_ROWS keys, then summed in a fixed order: the same bits every
+    /// run), and K smoothed and quantised per 64-key block, into temporaries of the op (Q is
+    /// quantised by the attention kernel). `geometry`: (lk, heads). None where the int8 K's
+    /// tensor map cannot be made (the call keeps the bf16 kernel).
+    fn sage8_prepass(
+        &self,
+        segments: &FlashSegments,
+        (lk, heads): (usize, usize),
+        (row_stride, head_stride): (u64, u64),
+    ) -> CudaResult<Option<Sage8Inputs>> {
+        let dim = heads * FLASH_HD;
+        let grid = |x: usize, y: usize, threads: u32| -> CudaResult<LaunchConfig> {
+            Ok(LaunchConfig {
+                grid_dim: (int("sage grid", x)? as u32, int("heads", y)? as u32, 1),
+                block_dim: (threads, 1, 1),
+                shared_mem_bytes: 0,
+            })
+        };
+        let chunks = lk.div_ceil(SAGE_SUM_ROWS);
+        let partial = self.keep_for_op(self.output(chunks * dim)?);
+        let mean = self.keep_for_op(self.output(dim)?);
+        let args = KernelArgs::new()
+            .push(*segments)
+            .push(int("key rows", lk)?)
+            .push(row_stride)
+            .push(head_stride)
+            .push(partial);
+        self.launch("sage_k_partial_sums", grid(chunks, heads, 256)?, args)?;
+        let args = KernelArgs::new()
+            .push(partial)
+            .push(int("chunks", chunks)?)
+            .push(int("key rows", lk)?)
+            .push(mean);
+        self.launch("sage_k_mean", grid(heads, 1, 512)?, args)?;
+        // int8 K: k_blocks · 64 rows of `dim` bytes (a multiple of 4: f32 words).
+        let k_blocks = lk.div_ceil(FLASH_KEYS);
+        let k8 = self.keep_for_op(self.output(k_blocks * FLASH_KEYS * dim / 4)?);
+        let k_scale = self.keep_for_op(self.output(heads * k_blocks)?);
+        let Some(k_map) = encode_sage8_k_tensor_map(k8, k_blocks * FLASH_KEYS, dim) else {
+            return Ok(None);
+        };
+        let args = KernelArgs::new()
+            .push(*segments)
+            .push(int("key rows", lk)?)
+            .push(row_stride)
+            .push(head_stride)
+            .push(mean)
+            .push(k8)
+            .push(k_scale);
+        self.launch("sage_quantize_k", grid(k_blocks, heads, 256)?, args)?;
+        Ok(Some(Sage8Inputs {
+            k_scale,
+            k_blocks,
+            k_map,
+        }))
     }
 
     pub(crate) fn op_attention(
@@ -850,9 +1054,13 @@ mod tests {
             .find(|s| s.name == "flash_wgmma.cu")
             .unwrap()
             .functions;
+        // The attention instances, and the sage int8 pre-pass's 3 kernels.
         assert_eq!(
             listed.len(),
-            FLASH_WGMMA_STAGES.len() + 3 * FLASH_WGMMA_K128_STAGES.len()
+            FLASH_WGMMA_STAGES.len()
+                + 3 * FLASH_WGMMA_K128_STAGES.len()
+                + FLASH_SAGE8_STAGES.len()
+                + 3
         );
         let instances = FLASH_WGMMA_STAGES
             .map(|s| (s, "FLASH_WGMMA_INSTANCE", "wgmma"))
@@ -937,6 +1145,39 @@ mod tests {
         assert_eq!(work_order(4 * 17280 * 512, l2), WorkOrder::Grid);
         // No L2 size from the driver: grid.
         assert_eq!(work_order(1 << 20, 0), WorkOrder::Grid);
+    }
+
+    #[test]
+    fn sage_int8_knob_and_instances() {
+        assert_eq!(
+            SageInt8::parse("1"),
+            Some(SageInt8::On {
+                stages: FLASH_SAGE8_STAGES[0]
+            })
+        );
+        assert_eq!(SageInt8::parse("4"), Some(SageInt8::On { stages: 4 }));
+        assert_eq!(SageInt8::parse("prepass"), Some(SageInt8::PrepassOnly));
+        for off in ["0", "", "2", "5", "yes"] {
+            assert_eq!(SageInt8::parse(off), None, "{off}");
+        }
+        let src = include_str!("../kernels/flash_wgmma.cu");
+        let listed = crate::kernels::SOURCES
+            .iter()
+            .find(|s| s.name == "flash_wgmma.cu")
+            .unwrap()
+            .functions;
+        for stages in FLASH_SAGE8_STAGES {
+            assert!(src.contains(&format!("\nFLASH_SAGE8_INSTANCE({stages})\n")));
+            assert!(listed.contains(&flash_sage8_kernel_name(stages).as_str()));
+            // Within an H100's 227 KiB with the kernel's static shared memory (under 1 KiB).
+            assert!(SageInt8::smem(stages) + 1024 <= 227 * 1024);
+        }
+        assert_eq!(SageInt8::smem(4), 1024 + 16 * 1024 + 4 * 48 * 1024);
+        assert!(src.contains(&format!("#define SAGE_SUM_ROWS {SAGE_SUM_ROWS}\n")));
+        // The int8 K stage (FW_S8_K_TILE_BYTES) and V tile of the kernel: 16 + 32 KB.
+        assert!(
+            src.contains("#define FW_S8_STAGE_BYTES (FW_S8_K_TILE_BYTES + FW_K128_TILE_BYTES)\n")
+        );
     }
 
     #[test]

@@ -39,6 +39,12 @@ const RUNS: [(Option<&str>, Option<&str>); 9] = [
     (Some("wgmma_k128pp_tma"), Some("head")),
 ];
 
+/// The sage runs of the default instance with `FLASHVSR_CUDA_SAGE_INT8` (sage masks only: the
+/// int8 kernel with its default and other stage count, and the int8 pre-pass before the bf16
+/// kernel, for what the pre-pass costs). `gpu_ops "flash bench int8"` runs only the default
+/// instance and these.
+const SAGE_INT8_RUNS: [&str; 3] = ["1", "3", "prepass"];
+
 fn set(var: &str, value: Option<&str>) {
     // The suite runs on one thread: nothing reads the environment concurrently.
     match value {
@@ -104,7 +110,12 @@ pub fn run(s: &mut Suite, ordinal: usize) {
     let saved = (
         std::env::var("FLASHVSR_CUDA_FLASH").ok(),
         std::env::var("FLASHVSR_CUDA_FLASH_ORDER").ok(),
+        std::env::var("FLASHVSR_CUDA_SAGE_INT8").ok(),
     );
+    let int8_only = s
+        .filter
+        .as_deref()
+        .is_some_and(|f| f.starts_with("flash bench int8"));
     let dim = HEADS * HD;
     let (lq, rows) = (QUERY_BLOCKS * 128, QUERY_BLOCKS * 128);
     let lk = SEGMENTS * rows;
@@ -172,13 +183,25 @@ pub fn run(s: &mut Suite, ordinal: usize) {
                 .expect("attention")
         };
         let mut reference: Option<Vec<f32>> = None;
-        for (instance, order) in RUNS {
+        let int8_runs = if key_block == 64 {
+            &SAGE_INT8_RUNS[..]
+        } else {
+            &[]
+        };
+        let runs = RUNS
+            .iter()
+            .map(|&(instance, order)| (instance, order, None))
+            .filter(|r| !int8_only || r.0 == Some("wgmma_k128pp_tma") && r.1.is_none())
+            .chain(int8_runs.iter().map(|&int8| (None, None, Some(int8))));
+        for (instance, order, int8) in runs {
             set("FLASHVSR_CUDA_FLASH", instance);
             set("FLASHVSR_CUDA_FLASH_ORDER", order);
+            set("FLASHVSR_CUDA_SAGE_INT8", int8);
             let name = format!(
-                "{:<7} order {:<4}",
+                "{:<7} order {:<4}{}",
                 instance.unwrap_or("default"),
-                order.unwrap_or("lpt")
+                order.unwrap_or("lpt"),
+                int8.map_or(String::new(), |v| format!(" sage int8 {v}"))
             );
             let out = op(&full).to_vec().map_err(|e| e.to_string());
             let vs = match (&out, &reference) {
@@ -208,4 +231,5 @@ pub fn run(s: &mut Suite, ordinal: usize) {
     }
     set("FLASHVSR_CUDA_FLASH", saved.0.as_deref());
     set("FLASHVSR_CUDA_FLASH_ORDER", saved.1.as_deref());
+    set("FLASHVSR_CUDA_SAGE_INT8", saved.2.as_deref());
 }
