@@ -1515,6 +1515,12 @@ fn main() {
         }
     };
     print!("gpu_ops: {info}");
+    // Sage masks take the int8 Q·Kᵀ kernel by default on sm_90; the bf16 cases here check the
+    // bf16 kernel, and the int8 ones (gpu_ops/sage_int8.rs) ask for it. The suite runs on this
+    // one thread: nothing reads the environment concurrently.
+    if std::env::var_os("FLASHVSR_CUDA_SAGE_INT8").is_none() {
+        std::env::set_var("FLASHVSR_CUDA_SAGE_INT8", "0");
+    }
     let filter = std::env::args().skip(1).find(|a| !a.starts_with('-'));
     let options = CudaOptions {
         poison_outputs: true,

@@ -428,7 +428,8 @@ const SAGE_SUM_ROWS: usize = 256;
 /// What `FLASHVSR_CUDA_SAGE_INT8` asks of a sage call (key blocks of 64, on the Hopper TMA
 /// kernel): `1` (or a stage count of FLASH_SAGE8_STAGES: `3`, `4`) SageAttention's int8 Q·Kᵀ
 /// (flash_sage8_body); `prepass` the int8 pre-pass and then the exact bf16 kernel (its output
-/// unused: what the pre-pass costs, for measurements). Unset or anything else: off.
+/// unused: what the pre-pass costs, for measurements). Unset: on (3 stages), as the reference's
+/// sage mode computes it (spec §5.6); `0` (or anything else): the exact bf16 kernel.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum SageInt8 {
     On { stages: usize },
@@ -452,7 +453,10 @@ impl SageInt8 {
     }
 
     fn from_env() -> Option<SageInt8> {
-        SageInt8::parse(std::env::var("FLASHVSR_CUDA_SAGE_INT8").ok()?.as_str())
+        match std::env::var("FLASHVSR_CUDA_SAGE_INT8") {
+            Ok(v) => SageInt8::parse(&v),
+            Err(_) => SageInt8::parse("1"),
+        }
     }
 
     /// Dynamic shared memory of the int8 kernel: 1 KB of alignment, Q8 (128 rows of 128 bytes),

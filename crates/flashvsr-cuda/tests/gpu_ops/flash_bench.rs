@@ -196,7 +196,8 @@ pub fn run(s: &mut Suite, ordinal: usize) {
         for (instance, order, int8) in runs {
             set("FLASHVSR_CUDA_FLASH", instance);
             set("FLASHVSR_CUDA_FLASH_ORDER", order);
-            set("FLASHVSR_CUDA_SAGE_INT8", int8);
+            // The bf16 kernel unless an int8 run (the knob's absence means int8 for sage).
+            set("FLASHVSR_CUDA_SAGE_INT8", Some(int8.unwrap_or("0")));
             let name = format!(
                 "{:<7} order {:<4}{}",
                 instance.unwrap_or("default"),

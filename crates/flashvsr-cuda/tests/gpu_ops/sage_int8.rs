@@ -247,7 +247,7 @@ fn check_case(s: &mut Suite, case: &Case) {
     let op = attention(case, 64);
     set_knob(Some("1"));
     let got = Suite::run_on(&s.gpu_bf16, &inputs, &op);
-    set_knob(None);
+    set_knob(Some("0"));
     let bf16 = Suite::run_on(&s.gpu_bf16, &inputs, &op);
     let (got, bf16) = match (got, bf16) {
         (Ok((_, g)), Ok((_, b))) => (g, b),
@@ -326,7 +326,7 @@ fn block_mask_keeps_bf16(s: &mut Suite, case: &Case) {
     let op = attention(case, 128);
     set_knob(Some("1"));
     let on = Suite::run_on(&s.gpu_bf16, &inputs, &op);
-    set_knob(None);
+    set_knob(Some("0"));
     let off = Suite::run_on(&s.gpu_bf16, &inputs, &op);
     match (on, off) {
         (Ok((_, a)), Ok((_, b))) => {
