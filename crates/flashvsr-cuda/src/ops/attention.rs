@@ -101,54 +101,30 @@ fn kv_tensor_map_geometry(
     })
 }
 
-/// The tensor map of `geometry` at `ptr` (bf16, 128-byte swizzle, rows past the end read as
-/// zeros); None where the driver refuses it. (Drivers have the entry point from CUDA 12.0; the
-/// backend runs on none older than its NVRTC, 13.)
-fn encode_kv_tensor_map(ptr: u64, geometry: &KvTensorMapGeometry) -> Option<[u64; 16]> {
-    let element_strides = [1u32; 3];
-    let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
-    // SAFETY: the arrays have the rank's 3 (dims, box, element strides) and 2 (strides) entries;
-    // the driver writes the map and reads nothing at `ptr`.
-    let result = unsafe {
-        sys::cuTensorMapEncodeTiled(
-            map.as_mut_ptr(),
-            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
-            3,
-            ptr as *mut std::ffi::c_void,
-            geometry.dims.as_ptr(),
-            geometry.strides.as_ptr(),
-            geometry.box_dims.as_ptr(),
-            element_strides.as_ptr(),
-            sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
-            sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
-            sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
-            sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
-        )
-    };
-    // SAFETY: written by the driver on success (and zeroed before in any case).
-    (result == sys::CUresult::CUDA_SUCCESS).then(|| unsafe { map.assume_init() }.opaque)
-}
-
-/// The TMA view of the int8 K that the sage pre-pass writes (`sage_quantize_k`): `rows` rows of
-/// `row_bytes` bytes (all heads' 128 dims), 2-D, innermost first; a box is one head's 128 bytes
-/// of 64 keys (one 64-key unit, 8 KB), each key one 128-byte swizzle row, as flash_sage8_body
-/// reads it. None where the driver refuses it.
-fn encode_sage8_k_tensor_map(ptr: u64, rows: usize, row_bytes: usize) -> Option<[u64; 16]> {
-    if !ptr.is_multiple_of(16) || !row_bytes.is_multiple_of(128) || rows > i32::MAX as usize {
+/// A tiled tensor map (128-byte swizzle, L2 promotion 256 B, rows past the end read as zeros) of
+/// `dims` (innermost first) with the byte `strides` of dims 1.. and `box_dims`; None where the
+/// driver refuses it. (Drivers have the entry point from CUDA 12.0; the backend runs on none
+/// older than its NVRTC, 13.)
+fn encode_tensor_map(
+    ptr: u64,
+    data_type: sys::CUtensorMapDataType,
+    dims: &[u64],
+    strides: &[u64],
+    box_dims: &[u32],
+) -> Option<[u64; 16]> {
+    let rank = dims.len();
+    if !(1..=5).contains(&rank) || strides.len() + 1 != rank || box_dims.len() != rank {
         return None;
     }
-    let dims = [row_bytes as u64, rows as u64];
-    let strides = [row_bytes as u64];
-    let box_dims = [128u32, FLASH_KEYS as u32];
-    let element_strides = [1u32; 2];
+    let element_strides = [1u32; 5];
     let mut map = std::mem::MaybeUninit::<sys::CUtensorMap>::zeroed();
-    // SAFETY: the arrays have the rank's 2 (dims, box, element strides) and 1 (strides) entries;
-    // the driver writes the map and reads nothing at `ptr`.
+    // SAFETY: dims, box and element strides have `rank` entries and strides `rank - 1`, as
+    // checked above; the driver writes the map and reads nothing at `ptr`.
     let result = unsafe {
         sys::cuTensorMapEncodeTiled(
             map.as_mut_ptr(),
-            sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT8,
-            2,
+            data_type,
+            rank as u32,
             ptr as *mut std::ffi::c_void,
             dims.as_ptr(),
             strides.as_ptr(),
@@ -162,6 +138,34 @@ fn encode_sage8_k_tensor_map(ptr: u64, rows: usize, row_bytes: usize) -> Option<
     };
     // SAFETY: written by the driver on success (and zeroed before in any case).
     (result == sys::CUresult::CUDA_SUCCESS).then(|| unsafe { map.assume_init() }.opaque)
+}
+
+/// The bf16 K or V map of `geometry` at `ptr`.
+fn encode_kv_tensor_map(ptr: u64, geometry: &KvTensorMapGeometry) -> Option<[u64; 16]> {
+    encode_tensor_map(
+        ptr,
+        sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_BFLOAT16,
+        &geometry.dims,
+        &geometry.strides,
+        &geometry.box_dims,
+    )
+}
+
+/// The TMA view of the int8 K that the sage pre-pass writes (`sage_quantize_k`): `rows` rows of
+/// `row_bytes` bytes (all heads' 128 dims), 2-D, innermost first; a box is one head's 128 bytes
+/// of 64 keys (one 64-key unit, 8 KB), each key one 128-byte swizzle row, as flash_sage8_body
+/// reads it. None where the driver refuses it.
+fn encode_sage8_k_tensor_map(ptr: u64, rows: usize, row_bytes: usize) -> Option<[u64; 16]> {
+    if !ptr.is_multiple_of(16) || !row_bytes.is_multiple_of(128) || rows > i32::MAX as usize {
+        return None;
+    }
+    encode_tensor_map(
+        ptr,
+        sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+        &[row_bytes as u64, rows as u64],
+        &[row_bytes as u64],
+        &[128, FLASH_KEYS as u32],
+    )
 }
 
 /// Every segment's K and V tensor maps (`rows` per segment, pointers and strides as the kernel
