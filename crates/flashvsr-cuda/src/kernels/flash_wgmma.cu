@@ -190,6 +190,29 @@ __device__ __forceinline__ void fw_mma_rs_n128(float (&d)[16][4], const u32 (&a)
         : "memory");
 }
 
+// The online softmax's step once the last P·V has read its operands: the row sums and the
+// accumulator rescaled by alpha (plus this tile's row sums rs), and the new P (pn) made the next
+// P·V's A operand.
+template <int KK>
+__device__ __forceinline__ void fw_rescale_take_p(float (&acc)[16][4], float (&l)[2],
+                                                  const float (&alpha)[2], const float (&rs)[2],
+                                                  u32 (&pa)[KK][4], const u32 (&pn)[KK][4]) {
+    l[0] = l[0] * alpha[0] + rs[0];
+    l[1] = l[1] * alpha[1] + rs[1];
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        acc[j][0] *= alpha[0];
+        acc[j][1] *= alpha[0];
+        acc[j][2] *= alpha[1];
+        acc[j][3] *= alpha[1];
+    }
+#pragma unroll
+    for (int kk = 0; kk < KK; ++kk) {
+#pragma unroll
+        for (int r = 0; r < 4; ++r) pa[kk][r] = pn[kk][r];
+    }
+}
+
 // The online softmax step of one 64-key tile for this thread's rows g (index 0) and g + 8
 // (index 1): s = raw scores (masked keys -inf), m = running max (raw units), updated. Returns P
 // as the bf16 A fragments of the 4 k-steps of P·V, the factor `alpha` that rescales the earlier
@@ -590,20 +613,7 @@ __device__ __forceinline__ void flash_wgmma_body(
             fw_fence_regs(pa);
             // Both of this tile's operands (K by the last S, V by this P·V) are read.
             fw_mbar_arrive(empty0 + 8 * (tile % STAGES));
-            l[0] = l[0] * alpha[0] + rs[0];
-            l[1] = l[1] * alpha[1] + rs[1];
-#pragma unroll
-            for (int j = 0; j < 16; ++j) {
-                acc[j][0] *= alpha[0];
-                acc[j][1] *= alpha[0];
-                acc[j][2] *= alpha[1];
-                acc[j][3] *= alpha[1];
-            }
-#pragma unroll
-            for (int kk = 0; kk < 4; ++kk) {
-#pragma unroll
-                for (int r = 0; r < 4; ++r) pa[kk][r] = pn[kk][r];
-            }
+            fw_rescale_take_p(acc, l, alpha, rs, pa, pn);
         }
         {
             u64 dv[4];
@@ -957,20 +967,7 @@ __device__ __forceinline__ void flash_wgmma_k128_body(
             fw_fence_regs(acc);
             fw_fence_regs(pa);
             release_v(tile);
-            l[0] = l[0] * alpha[0] + rs[0];
-            l[1] = l[1] * alpha[1] + rs[1];
-#pragma unroll
-            for (int j = 0; j < 16; ++j) {
-                acc[j][0] *= alpha[0];
-                acc[j][1] *= alpha[0];
-                acc[j][2] *= alpha[1];
-                acc[j][3] *= alpha[1];
-            }
-#pragma unroll
-            for (int kk = 0; kk < 8; ++kk) {
-#pragma unroll
-                for (int r = 0; r < 4; ++r) pa[kk][r] = pn[kk][r];
-            }
+            fw_rescale_take_p(acc, l, alpha, rs, pa, pn);
         }
         {
             wait_v(n_tiles - 1);
@@ -1570,20 +1567,7 @@ __device__ __forceinline__ void flash_sage8_body(
             fw_fence_regs(acc);
             fw_fence_regs(pa);
             release_v(tile);
-            l[0] = l[0] * alpha[0] + rs[0];
-            l[1] = l[1] * alpha[1] + rs[1];
-#pragma unroll
-            for (int j = 0; j < 16; ++j) {
-                acc[j][0] *= alpha[0];
-                acc[j][1] *= alpha[0];
-                acc[j][2] *= alpha[1];
-                acc[j][3] *= alpha[1];
-            }
-#pragma unroll
-            for (int kk = 0; kk < 8; ++kk) {
-#pragma unroll
-                for (int r = 0; r < 4; ++r) pa[kk][r] = pn[kk][r];
-            }
+            fw_rescale_take_p(acc, l, alpha, rs, pa, pn);
         }
         {
             wait_v(n_tiles - 1);

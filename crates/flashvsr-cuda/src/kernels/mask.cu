@@ -127,6 +127,76 @@ __device__ __forceinline__ void mask_load_keys(const double* __restrict__ p, u64
     for (int j = 0; j < MASK_LOADS; ++j) key[j] = mask_key(v[j]);
 }
 
+// Adds to hist[256] the digit at `shift` of each of p[0..n)'s keys whose digits above it (`high`)
+// equal `prefix`: per warp first (__match_any_sync), since probabilities share their leading bits
+// and would all hit one shared counter.
+__device__ __forceinline__ void mask_digit_histogram(const double* __restrict__ p, u64 n, u64 prefix,
+                                                     u64 high, int shift, unsigned int* hist) {
+    const int lane = threadIdx.x & 31;
+    for (u64 i0 = 0; i0 < n; i0 += MASK_LOADS * blockDim.x) {
+        u64 keys[MASK_LOADS];
+        bool in_range[MASK_LOADS];
+        mask_load_keys(p, n, i0, keys, in_range);
+#pragma unroll
+        for (int j = 0; j < MASK_LOADS; ++j) {
+            const u64 key = keys[j];
+            const int digit =
+                in_range[j] && (key & high) == prefix ? (int)((key >> shift) & 255) : -1;
+            const unsigned int peers = __match_any_sync(FULL_MASK, digit);
+            if (digit >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
+        }
+    }
+}
+
+// One warp: the digit at `shift` that holds descending rank `want`, from the counts of digits
+// 255 - 8·lane - j (j < 8) in c (lane l holds digits 255 - 8l down to 248 - 8l: a descending scan
+// over the lanes). The lane that finds it writes the new prefix, the rank within the digit, and
+// whether the digit is one key's alone.
+__device__ __forceinline__ void mask_pick_digit(const unsigned int (&c)[8], u64 prefix, u64 want,
+                                                int shift, u64* s_prefix, u64* s_rank,
+                                                int* s_unique) {
+    const int lane = threadIdx.x & 31;
+    unsigned int total = 0;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) total += c[j];
+    unsigned int incl = total;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+        const unsigned int y = __shfl_up_sync(FULL_MASK, incl, o);
+        if (lane >= o) incl += y;
+    }
+    u64 above = incl - total;
+    if (above <= want && want < above + total) {
+#pragma unroll
+        for (int j = 0; j < 8; ++j) {
+            if (want < above + c[j]) {
+                *s_prefix = prefix | ((u64)(255 - 8 * lane - j) << shift);
+                *s_rank = want - above;
+                *s_unique = c[j] == 1;
+                break;
+            }
+            above += c[j];
+        }
+    }
+}
+
+// `found(key)` for the keys of p[0..n) whose digits from `shift` up equal `prefix` (one key, once
+// the digit at `shift` was one key's alone).
+template <typename Found>
+__device__ __forceinline__ void mask_find_key(const double* __restrict__ p, u64 n, u64 prefix,
+                                              int shift, Found found) {
+    const u64 high_now = ~0ull << shift;
+    for (u64 i0 = 0; i0 < n; i0 += MASK_LOADS * blockDim.x) {
+        u64 keys[MASK_LOADS];
+        bool in_range[MASK_LOADS];
+        mask_load_keys(p, n, i0, keys, in_range);
+#pragma unroll
+        for (int j = 0; j < MASK_LOADS; ++j) {
+            if (in_range[j] && (keys[j] & high_now) == prefix) found(keys[j]);
+        }
+    }
+}
+
 // One CTA per (head, query group): the group's pattern_rows rows of probs, n values. Finds τ, the
 // value of descending rank `rank` (0-based: the (K+1)-th largest, K = rank < n), by an 8-bit radix
 // select over the total-order keys from the most significant digit, then writes mask = p > τ for
@@ -154,63 +224,20 @@ extern "C" __global__ void __launch_bounds__(MASK_TOPK_THREADS)
         const u64 high = shift == 56 ? 0 : ~0ull << (shift + 8);
         for (int i = tid; i < 256; i += blockDim.x) hist[i] = 0;
         __syncthreads();
-        for (u64 i0 = 0; i0 < n; i0 += MASK_LOADS * blockDim.x) {
-            u64 keys[MASK_LOADS];
-            bool in_range[MASK_LOADS];
-            mask_load_keys(p, n, i0, keys, in_range);
-#pragma unroll
-            for (int j = 0; j < MASK_LOADS; ++j) {
-                const u64 key = keys[j];
-                const int digit =
-                    in_range[j] && (key & high) == prefix ? (int)((key >> shift) & 255) : -1;
-                const unsigned int peers = __match_any_sync(FULL_MASK, digit);
-                if (digit >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
-            }
-        }
+        mask_digit_histogram(p, n, prefix, high, shift, hist);
         __syncthreads();
         if (tid < 32) {
-            // Lane l holds digits 255 - 8l down to 248 - 8l: a descending scan over the lanes.
-            unsigned int c[8], total = 0;
+            unsigned int c[8];
 #pragma unroll
-            for (int j = 0; j < 8; ++j) {
-                c[j] = hist[255 - 8 * lane - j];
-                total += c[j];
-            }
-            unsigned int incl = total;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                const unsigned int y = __shfl_up_sync(FULL_MASK, incl, o);
-                if (lane >= o) incl += y;
-            }
-            u64 above = incl - total;
-            if (above <= want && want < above + total) {
-#pragma unroll
-                for (int j = 0; j < 8; ++j) {
-                    if (want < above + c[j]) {
-                        s_prefix = prefix | ((u64)(255 - 8 * lane - j) << shift);
-                        s_rank = want - above;
-                        s_unique = c[j] == 1;
-                        break;
-                    }
-                    above += c[j];
-                }
-            }
+            for (int j = 0; j < 8; ++j) c[j] = hist[255 - 8 * lane - j];
+            mask_pick_digit(c, prefix, want, shift, &s_prefix, &s_rank, &s_unique);
         }
         __syncthreads();
         prefix = s_prefix;
         want = s_rank;
         if (s_unique && shift > 0) {
             // The one key whose digits down to this one are `prefix` is τ's.
-            const u64 high_now = ~0ull << shift;
-            for (u64 i0 = 0; i0 < n; i0 += MASK_LOADS * blockDim.x) {
-                u64 keys[MASK_LOADS];
-                bool in_range[MASK_LOADS];
-                mask_load_keys(p, n, i0, keys, in_range);
-#pragma unroll
-                for (int j = 0; j < MASK_LOADS; ++j) {
-                    if (in_range[j] && (keys[j] & high_now) == prefix) s_key = keys[j];
-                }
-            }
+            mask_find_key(p, n, prefix, shift, [&](u64 key) { s_key = key; });
             __syncthreads();
             prefix = s_key;
             break;
@@ -296,50 +323,19 @@ extern "C" __global__ void __launch_bounds__(MASK_TOPK_THREADS) MASK_CLUSTER_DIM
         // Rank 0 read this histogram before the last pass's second barrier: free to clear.
         for (int i = tid; i < 256; i += blockDim.x) hist[i] = 0;
         __syncthreads();
-        for (u64 i0 = 0; i0 < m; i0 += MASK_LOADS * blockDim.x) {
-            u64 keys[MASK_LOADS];
-            bool in_range[MASK_LOADS];
-            mask_load_keys(p, m, i0, keys, in_range);
-#pragma unroll
-            for (int j = 0; j < MASK_LOADS; ++j) {
-                const u64 key = keys[j];
-                const int digit =
-                    in_range[j] && (key & high) == prefix ? (int)((key >> shift) & 255) : -1;
-                const unsigned int peers = __match_any_sync(FULL_MASK, digit);
-                if (digit >= 0 && lane == __ffs(peers) - 1) atomicAdd(&hist[digit], __popc(peers));
-            }
-        }
+        mask_digit_histogram(p, m, prefix, high, shift, hist);
         mask_cluster_sync();
         if (me == 0 && tid < 32) {
             // mask_topk_select_f64's scan over the cluster's summed histograms.
-            unsigned int c[8], total = 0;
+            unsigned int c[8];
 #pragma unroll
             for (int j = 0; j < 8; ++j) {
                 unsigned int sum = 0;
                 for (unsigned int r = 0; r < MASK_CLUSTER_CTAS; ++r)
                     sum += mask_remote_u32(mask_remote(&hist[255 - 8 * lane - j], r));
                 c[j] = sum;
-                total += c[j];
             }
-            unsigned int incl = total;
-#pragma unroll
-            for (int o = 1; o < 32; o <<= 1) {
-                const unsigned int y = __shfl_up_sync(FULL_MASK, incl, o);
-                if (lane >= o) incl += y;
-            }
-            u64 above = incl - total;
-            if (above <= want && want < above + total) {
-#pragma unroll
-                for (int j = 0; j < 8; ++j) {
-                    if (want < above + c[j]) {
-                        s_prefix = prefix | ((u64)(255 - 8 * lane - j) << shift);
-                        s_rank = want - above;
-                        s_unique = c[j] == 1;
-                        break;
-                    }
-                    above += c[j];
-                }
-            }
+            mask_pick_digit(c, prefix, want, shift, &s_prefix, &s_rank, &s_unique);
         }
         mask_cluster_sync();
         prefix = mask_remote_u64(mask_remote(&s_prefix, 0));
@@ -348,17 +344,8 @@ extern "C" __global__ void __launch_bounds__(MASK_TOPK_THREADS) MASK_CLUSTER_DIM
         if (unique && shift > 0) {
             // The one key of the group whose digits down to this one are `prefix`: its CTA
             // stores it in rank 0's s_key.
-            const u64 high_now = ~0ull << shift;
-            for (u64 i0 = 0; i0 < m; i0 += MASK_LOADS * blockDim.x) {
-                u64 keys[MASK_LOADS];
-                bool in_range[MASK_LOADS];
-                mask_load_keys(p, m, i0, keys, in_range);
-#pragma unroll
-                for (int j = 0; j < MASK_LOADS; ++j) {
-                    if (in_range[j] && (keys[j] & high_now) == prefix)
-                        mask_remote_store_u64(mask_remote(&s_key, 0), keys[j]);
-                }
-            }
+            const unsigned int key_at = mask_remote(&s_key, 0);
+            mask_find_key(p, m, prefix, shift, [&](u64 key) { mask_remote_store_u64(key_at, key); });
             mask_cluster_sync();
             prefix = mask_remote_u64(mask_remote(&s_key, 0));
             break;
