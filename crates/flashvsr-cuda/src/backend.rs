@@ -134,7 +134,8 @@ pub struct CudaOptions {
     /// libraries took at start-up is subtracted and the rest caps the pool every tensor comes
     /// from, so that going over it is an out-of-memory error instead of a bigger footprint.
     pub memory_limit: Option<u64>,
-    /// Time every op with CUDA events (`FLASHVSR_CUDA_OP_PROFILE=1`); see `op_profile_report`.
+    /// Time every op with CUDA events (`FLASHVSR_CUDA_OP_PROFILE=1`, or `=alone` to start each op
+    /// on an idle GPU); see `op_profile_report`.
     pub op_profile: bool,
     /// In the fast mode, cuDNN frame convolutions write bf16 channels-last outputs that the next
     /// convolution reads in place (ops/channels_last.rs); off (`FLASHVSR_CUDA_CHANNELS_LAST=0`)
@@ -225,7 +226,8 @@ impl CudaOptions {
             poison_outputs: std::env::var(ENV_POISON).is_ok_and(|v| v == "1"),
             gemm_tf32: std::env::var("FLASHVSR_CUDA_TF32").is_ok_and(|v| v == "1"),
             compact_bf16: std::env::var("FLASHVSR_CUDA_BF16").is_ok_and(|v| v == "1"),
-            op_profile: std::env::var("FLASHVSR_CUDA_OP_PROFILE").is_ok_and(|v| v == "1"),
+            op_profile: std::env::var("FLASHVSR_CUDA_OP_PROFILE")
+                .is_ok_and(|v| v == "1" || v == "alone"),
             conv_cudnn: std::env::var(ENV_CUDNN).map_or(true, |v| v != "0"),
             conv_channels_last: std::env::var(ENV_CHANNELS_LAST).map_or(true, |v| v != "0"),
             conv_fold_time: std::env::var(ENV_FOLD_TIME).map_or(true, |v| v != "0"),
@@ -330,6 +332,8 @@ pub struct CudaBackend {
     /// Which flash attention kernels can run here (sm_80+, shared-memory limits raised; the
     /// wgmma ones on sm_90).
     pub(crate) flash_ready: crate::ops::attention::FlashReady,
+    /// Counting-sort bins the attention's work order may use (ops/mask.rs `prepare_mask_order`).
+    pub(crate) order_bins: usize,
     gemm: Mutex<Gemm>,
     scratch: Mutex<Option<DeviceBlock<f32>>>,
     /// The capped allocation pool under a memory limit.
@@ -484,6 +488,7 @@ impl CudaBackend {
             let arch = arch_for(gpu.cc);
             let kernels = Kernels::load(&gpu.ctx, &arch)?;
             let flash_ready = crate::ops::attention::prepare_flash(&gpu.ctx, gpu.cc, &kernels);
+            let order_bins = crate::ops::mask::prepare_mask_order(&gpu.ctx, &kernels);
             let tune_with = (options.gemm_tf32 && options.gemm_tune)
                 .then(|| kernels.get("digest_u32").ok().cloned())
                 .flatten();
@@ -548,6 +553,7 @@ impl CudaBackend {
                 options,
                 kernels,
                 flash_ready,
+                order_bins,
                 gemm: Mutex::new(gemm),
                 scratch: Mutex::new(None),
                 pool,
@@ -986,6 +992,9 @@ impl CudaBackend {
         let result = match &self.profiler {
             None => catch(op),
             Some(p) => catch(|| {
+                if p.alone() {
+                    self.gpu.stream.synchronize()?;
+                }
                 let start = p.mark(&self.gpu.stream)?;
                 let host = std::time::Instant::now();
                 let out = op()?;

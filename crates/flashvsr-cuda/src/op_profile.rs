@@ -1,6 +1,11 @@
 //! Per-op GPU time (`FLASHVSR_CUDA_OP_PROFILE=1`): CUDA events around every op, summed by op
 //! name. For finding where a pipeline spends its time; it adds two events per op.
 //!
+//! `FLASHVSR_CUDA_OP_PROFILE=alone` waits for the GPU to be idle before each op: each op's time is
+//! then its own, without the previous kernels' memory traffic still draining or the clocks of a
+//! GPU under sustained load (the pass gets slower). Against the `1` profile it tells how much of an
+//! op's time in the pipeline comes from running back to back.
+//!
 //! The ops of one stream run in order, so the time between one op's end event and the next op's
 //! start event is time the GPU had nothing of ours to run: the host had not enqueued the next op
 //! yet (its dispatch, a host wait, a synchronising copy). That idle time is summed by the op that
@@ -37,6 +42,7 @@ struct State {
 pub(crate) struct OpProfiler {
     ctx: Arc<CudaContext>,
     state: Mutex<State>,
+    alone: bool,
 }
 
 impl OpProfiler {
@@ -44,7 +50,13 @@ impl OpProfiler {
         OpProfiler {
             ctx: ctx.clone(),
             state: Mutex::new(State::default()),
+            alone: std::env::var("FLASHVSR_CUDA_OP_PROFILE").is_ok_and(|v| v == "alone"),
         }
+    }
+
+    /// Whether each op starts on an idle GPU (`FLASHVSR_CUDA_OP_PROFILE=alone`).
+    pub fn alone(&self) -> bool {
+        self.alone
     }
 
     /// An event recorded on `stream` now.

@@ -17,8 +17,35 @@ const TOPK_THREADS: u32 = 1024;
 const TOPK_CLUSTER_CTAS: usize = 8;
 const SCAN_THREADS: u32 = 1024;
 /// Counting-sort bins of the work order that fit the default 48 KiB of shared memory (less the
-/// scan's); more ask for the device's opt-in limit (`order_bins_fit`).
+/// scan's); `prepare_mask_order` raises the limit to the device's opt-in size.
 const DEFAULT_ORDER_BINS: usize = 11 * 1024;
+/// Bytes of the device's opt-in shared memory left to the scan's static part (warp totals).
+const SCAN_STATIC_RESERVE: usize = 1024;
+
+/// Raises the work-order kernel's dynamic shared-memory limit to what the device allows (the by-head
+/// sort of a 1920×1152 sage steady chunk needs 12 × 1081 counters, past the default 48 KiB) and
+/// returns how many counters then fit (the default's where the driver refuses).
+pub(crate) fn prepare_mask_order(
+    ctx: &std::sync::Arc<cudarc::driver::CudaContext>,
+    kernels: &crate::kernels::Kernels,
+) -> usize {
+    let optin = ctx
+        .attribute(sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_BLOCK_OPTIN)
+        .map_or(0, |b| b.max(0) as usize);
+    let bytes = optin.saturating_sub(SCAN_STATIC_RESERVE);
+    let raised = kernels.get("mask_offsets_order").is_ok_and(|f| {
+        f.set_attribute(
+            sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+            bytes as i32,
+        )
+        .is_ok()
+    });
+    if raised {
+        bytes / 4
+    } else {
+        DEFAULT_ORDER_BINS
+    }
+}
 
 /// The raw device pointer of a scratch allocation of this backend's stream. Event tracking is
 /// off, so the guard cudarc returns is a no-op; the allocation outlives the launches that use it
@@ -210,24 +237,10 @@ impl CudaBackend {
         Ok(lists)
     }
 
-    /// Whether `bins` counters fit the work-order kernel's shared memory: beyond the default
-    /// 48 KiB (e.g. by-head order at 1920×1152, sage: 12 × 1081 bins) its dynamic limit is raised
-    /// to what they need, where the device allows it. Else the launch takes grid order.
+    /// Whether `bins` counters fit the work-order kernel's shared memory (`order_bins`, raised at
+    /// load). Else the launch takes grid order.
     fn order_bins_fit(&self, bins: usize) -> bool {
-        if bins <= DEFAULT_ORDER_BINS {
-            return true;
-        }
-        // The driver refuses a limit beyond the device's opt-in size less the static part.
-        let Ok(bytes) = i32::try_from(bins * 4) else {
-            return false;
-        };
-        self.kernels.get("mask_offsets_order").is_ok_and(|f| {
-            f.set_attribute(
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                bytes,
-            )
-            .is_ok()
-        })
+        bins <= self.order_bins.max(DEFAULT_ORDER_BINS)
     }
 
     fn scan_config(&self, shared_bytes: usize) -> LaunchConfig {

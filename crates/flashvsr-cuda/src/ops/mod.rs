@@ -13,7 +13,7 @@ pub(crate) mod conv_stage;
 mod ffn;
 mod layout;
 mod linear;
-mod mask;
+pub(crate) mod mask;
 mod norm;
 mod norm_silu;
 mod pointwise;
