@@ -505,12 +505,19 @@ impl CudaBackend {
                 Some(limit) => Some(crate::pool::CappedPool::install(&gpu, limit)?),
                 None => None,
             };
-            // Experiment knob (not an interface): the default pool's release threshold in MiB.
+            // The default pool keeps its free memory across synchronisations: with the driver's
+            // threshold of 0, every pass (the bench's, or a clip's after a flush) started by mapping
+            // its first chunk's memory again, and the GPU waited ~30 ms at 1920×1080 for the host.
+            // The peak is set inside a pass, so keeping costs none (NVML peak unchanged at A and
+            // 1080p); an allocation that fails still trims the pool and retries
+            // (`release_free_memory`). `FLASHVSR_CUDA_POOL_KEEP_MIB=N` (experiments) keeps N MiB.
             if pool.is_none() {
-                let keep_mib = std::env::var("FLASHVSR_CUDA_POOL_KEEP_MIB").ok();
-                if let Some(mib) = keep_mib.and_then(|v| v.parse::<u64>().ok()) {
-                    crate::pool::set_current_pool_release_threshold(&gpu, mib << 20)?;
-                }
+                let keep = std::env::var("FLASHVSR_CUDA_POOL_KEEP_MIB")
+                    .ok()
+                    .and_then(|v| v.parse::<u64>().ok())
+                    .map_or(u64::MAX, |mib| mib << 20);
+                // A driver without stream-ordered pools allocates otherwise: nothing to keep.
+                let _ = crate::pool::set_current_pool_release_threshold(&gpu, keep);
             }
             let kept = match (&pool, options.kept_pool) {
                 (None, true) => Some(crate::pool::KeptPool::create(&gpu)?),
@@ -999,7 +1006,7 @@ impl CudaBackend {
                 let host = std::time::Instant::now();
                 let out = op()?;
                 let host_ms = host.elapsed().as_secs_f64() * 1e3;
-                p.add(name, (start, p.mark(&self.gpu.stream)?), host_ms)?;
+                p.add(name, (start, p.mark(&self.gpu.stream)?), host, host_ms)?;
                 Ok(out)
             }),
         };
@@ -1659,7 +1666,8 @@ impl Backend for CudaBackend {
     }
 
     fn attention(&self, q: &Tensor, k: &Tensor, v: &Tensor, heads: usize) -> TResult<BufferRef> {
-        self.finish("attention", || self.op_attention(q, k, v, heads))
+        let name = self.described("attention", || format!("q{} k{}", q.dim(0), k.dim(0)));
+        self.finish(name, || self.op_attention(q, k, v, heads))
     }
 
     fn block_sparse_attention(
@@ -1671,7 +1679,12 @@ impl Backend for CudaBackend {
         query_block: usize,
         key_block: usize,
     ) -> TResult<BufferRef> {
-        self.finish("block_sparse_attention", || {
+        // The first chunk's calls are ~3× a steady chunk's: the shapes tell them apart.
+        let name = self.described("block_sparse_attention", || {
+            let keys: usize = k.iter().map(|k| k.dim(0)).sum();
+            format!("q{} k{keys}", q.dim(0))
+        });
+        self.finish(name, || {
             self.op_block_sparse_attention(q, k, v, mask, query_block, key_block)
         })
     }
