@@ -172,7 +172,10 @@ fn resolve(s: &mut State, all: bool, timeline: bool) -> CudaResult<()> {
                 Some((e, h)) => (e.elapsed_ms(&start)? as f64, *h),
                 None => (0.0, host_start),
             };
-            let host = host_start.saturating_duration_since(host_zero).as_secs_f64() * 1e3;
+            let host = host_start
+                .saturating_duration_since(host_zero)
+                .as_secs_f64()
+                * 1e3;
             rows.push((name, zero, zero + ms, host, host + host_ms));
         }
         let (gap, before) = match &last_end {
