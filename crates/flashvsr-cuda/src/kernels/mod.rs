@@ -106,7 +106,11 @@ pub(crate) const SOURCES: &[Source] = &[
     Source {
         name: "subpixel.cu",
         body: include_str!("subpixel.cu"),
-        functions: &["subpixel_weight_bf16", "subpixel_shuffle_bf16"],
+        functions: &[
+            "subpixel_weight_bf16",
+            "subpixel_shuffle_bf16",
+            "subpixel_shuffle_bf16_i32",
+        ],
     },
     Source {
         name: "adain.cu",

@@ -37,18 +37,20 @@ extern "C" __global__ void subpixel_weight_bf16(const float* __restrict__ w, u16
 
 // p: the phases' conv output, bf16 [frames][h + 1][w + 1][4·o8 groups of 8]; out: channels-last
 // bf16 [frames][2h][2w][o8 groups], bias (may be null) added in f32, then ReLU when `relu` (on the
-// rounded value, which equals rounding after the ReLU).
-extern "C" __global__ void subpixel_shuffle_bf16(const uint4* __restrict__ p,
-                                                 const float* __restrict__ bias,
-                                                 uint4* __restrict__ out, u64 frames, u64 h, u64 w,
-                                                 u64 o8, u64 relu) {
-    const u64 oh = 2 * h, ow = 2 * w;
-    GRID_LOOP(i, frames * oh * ow * o8) {
-        const u64 k = i % o8, pos = i / o8;
-        const u64 x = pos % ow, rest = pos / ow;
-        const u64 yy = rest % oh, f = rest / oh;
-        const u64 a = yy & 1, b = x & 1;
-        const u64 at = ((f * (h + 1) + (yy >> 1) + a) * (w + 1) + (x >> 1) + b) * (4 * o8);
+// rounded value, which equals rounding after the ReLU). `I`: the index type. With 64-bit indices
+// every 16 bytes cost six 64-bit divisions and remainders (a library routine each); the 32-bit
+// form (subpixel_shuffle_bf16_i32, both arrays below 2^31 groups) costs a fraction of that.
+template <typename I>
+__device__ __forceinline__ void sp_shuffle(const uint4* __restrict__ p, const float* __restrict__ bias,
+                                           uint4* __restrict__ out, I frames, I h, I w, I o8,
+                                           bool relu) {
+    const I oh = 2 * h, ow = 2 * w, n = frames * oh * ow * o8;
+    for (I i = (I)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (I)gridDim.x * blockDim.x) {
+        const I k = i % o8, pos = i / o8;
+        const I x = pos % ow, rest = pos / ow;
+        const I yy = rest % oh, f = rest / oh;
+        const I a = yy & 1, b = x & 1;
+        const I at = ((f * (h + 1) + (yy >> 1) + a) * (w + 1) + (x >> 1) + b) * (4 * o8);
         const uint4 v = p[at + (2 * a + b) * o8 + k];
         u32 words[4] = {v.x, v.y, v.z, v.w};
         if (bias != 0) {
@@ -70,4 +72,18 @@ extern "C" __global__ void subpixel_shuffle_bf16(const uint4* __restrict__ p,
         }
         out[i] = make_uint4(words[0], words[1], words[2], words[3]);
     }
+}
+
+extern "C" __global__ void subpixel_shuffle_bf16(const uint4* __restrict__ p,
+                                                 const float* __restrict__ bias,
+                                                 uint4* __restrict__ out, u64 frames, u64 h, u64 w,
+                                                 u64 o8, u64 relu) {
+    sp_shuffle<u64>(p, bias, out, frames, h, w, o8, relu != 0);
+}
+
+extern "C" __global__ void subpixel_shuffle_bf16_i32(const uint4* __restrict__ p,
+                                                     const float* __restrict__ bias,
+                                                     uint4* __restrict__ out, u32 frames, u32 h,
+                                                     u32 w, u32 o8, u32 relu) {
+    sp_shuffle<u32>(p, bias, out, frames, h, w, o8, relu != 0);
 }

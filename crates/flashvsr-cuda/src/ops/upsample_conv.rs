@@ -93,16 +93,39 @@ impl CudaBackend {
             let x_at = src + (first * g.plane() * c * BF16_BYTES) as u64;
             dnn.forward(&shape(frames), x_at, filter.ptr, phases_ptr)?;
             let n8 = (frames * out_frame / ChannelsLast::CHANNEL_GROUP) as u64;
-            let args = KernelArgs::new()
-                .push(phases_ptr)
-                .push(bias)
-                .push(out.ptr() + (first * out_frame * BF16_BYTES) as u64)
-                .push(frames as u64)
-                .push(g.h as u64)
-                .push(g.w as u64)
-                .push((o / ChannelsLast::CHANNEL_GROUP) as u64)
-                .push(relu as u64);
-            self.launch("subpixel_shuffle_bf16", self.grid(n8), args)?;
+            let out_at = out.ptr() + (first * out_frame * BF16_BYTES) as u64;
+            let o8 = o / ChannelsLast::CHANNEL_GROUP;
+            // 32-bit indices where the phases and the output both have fewer than 2^31 groups.
+            let groups =
+                (frames * phases_per_frame).max(frames * out_frame) / ChannelsLast::CHANNEL_GROUP;
+            let args = if groups < (1 << 31) {
+                let as_u32 = |v: usize| v as u32;
+                KernelArgs::new()
+                    .push(phases_ptr)
+                    .push(bias)
+                    .push(out_at)
+                    .push(as_u32(frames))
+                    .push(as_u32(g.h))
+                    .push(as_u32(g.w))
+                    .push(as_u32(o8))
+                    .push(relu as u32)
+            } else {
+                KernelArgs::new()
+                    .push(phases_ptr)
+                    .push(bias)
+                    .push(out_at)
+                    .push(frames as u64)
+                    .push(g.h as u64)
+                    .push(g.w as u64)
+                    .push(o8 as u64)
+                    .push(relu as u64)
+            };
+            let kernel = if groups < (1 << 31) {
+                "subpixel_shuffle_bf16_i32"
+            } else {
+                "subpixel_shuffle_bf16"
+            };
+            self.launch(kernel, self.grid(n8), args)?;
         }
         drop(filter);
         self.cudnn_convs
