@@ -131,7 +131,9 @@ pub(crate) const SOURCES: &[Source] = &[
             "layer_norm_f32",
             "layer_norm_vec4_f32",
             "layer_norm_warp_f32",
+            "layer_norm_warp_regs_f32",
             "rms_norm_f32",
+            "rms_norm_regs_f32",
             "group_mean_f32",
             "group_mean_bf16",
             "group_mean_pairs_f32",
@@ -146,7 +148,7 @@ pub(crate) const SOURCES: &[Source] = &[
     Source {
         name: "qkv.cu",
         body: include_str!("qkv.cu"),
-        functions: &["qkv_split_norm_rope_f32"],
+        functions: &["qkv_split_norm_rope_f32", "qkv_split_norm_rope_regs_f32"],
     },
     Source {
         name: "attention.cu",

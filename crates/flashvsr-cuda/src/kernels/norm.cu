@@ -160,6 +160,67 @@ extern "C" __global__ void layer_norm_warp_f32(const float* __restrict__ x, floa
     }
 }
 
+// layer_norm_warp_f32 for rows of at most LN_WARP_REGS_MAX float4s a lane (the DiT's 1536: 12),
+// with each value widened to double once and its difference from the mean held in registers
+// (FLASHVSR_CUDA_ROW_REGS): layer_norm_warp_f32 holds the floats and converts each value three
+// times (sum, variance, output), and conversions to and from double issue at a quarter of the
+// FP64 rate on sm_90. The same expressions in the same order: the same bits as
+// layer_norm_warp_f32. Rows in reverse order when `reversed` (row_of).
+#define LN_WARP_REGS_MAX 12
+extern "C" __global__ void layer_norm_warp_regs_f32(
+    const float* __restrict__ x, float* __restrict__ y, int rows, int dim, float eps,
+    const float* __restrict__ weight, const float* __restrict__ bias,
+    const float* __restrict__ shift, const float* __restrict__ scale, u16* __restrict__ y_bf16,
+    int reversed) {
+    const int lane = threadIdx.x & 31;
+    const int warp_row = blockIdx.x * LN_WARP_ROWS + (threadIdx.x >> 5);
+    if (warp_row >= rows) return;  // the whole warp: the shuffles below see all 32 lanes
+    const int per_lane = dim >> 7;
+    const u64 first = row_of(warp_row, rows, reversed) * dim;
+    const float4* xr = reinterpret_cast<const float4*>(x + first);
+    float4 v[LN_WARP_REGS_MAX];
+#pragma unroll
+    for (int j = 0; j < LN_WARP_REGS_MAX; ++j) {
+        if (j < per_lane) v[j] = xr[j * 32 + lane];
+    }
+    double a[LN_WARP_REGS_MAX][4];
+    double s = 0.0;
+#pragma unroll
+    for (int j = 0; j < LN_WARP_REGS_MAX; ++j) {
+        if (j < per_lane) {
+            a[j][0] = (double)v[j].x;
+            a[j][1] = (double)v[j].y;
+            a[j][2] = (double)v[j].z;
+            a[j][3] = (double)v[j].w;
+            s += (a[j][0] + a[j][1]) + (a[j][2] + a[j][3]);
+        }
+    }
+    const double mean = warp_sum_d(s) / dim;
+    double q = 0.0;
+#pragma unroll
+    for (int j = 0; j < LN_WARP_REGS_MAX; ++j) {
+        if (j < per_lane) {
+            const double a0 = a[j][0] - mean, b = a[j][1] - mean;
+            const double c = a[j][2] - mean, d = a[j][3] - mean;
+            a[j][0] = a0;
+            a[j][1] = b;
+            a[j][2] = c;
+            a[j][3] = d;
+            q += (a0 * a0 + b * b) + (c * c + d * d);
+        }
+    }
+    const double var = warp_sum_d(q) / dim;
+    const double inv = 1.0 / sqrt(var + (double)eps);
+#pragma unroll
+    for (int j = 0; j < LN_WARP_REGS_MAX; ++j) {
+        if (j >= per_lane) continue;
+        const int t = j * 32 + lane;
+        float o[4] = {(float)(a[j][0] * inv), (float)(a[j][1] * inv), (float)(a[j][2] * inv),
+                      (float)(a[j][3] * inv)};
+        ln_finish4(o, t, first, weight, bias, shift, scale, y, y_bf16);
+    }
+}
+
 extern "C" __global__ void rms_norm_f32(const float* __restrict__ x, float* __restrict__ y, int dim,
                                         float eps, const float* __restrict__ weight) {
     __shared__ double scratch[32];
@@ -169,6 +230,41 @@ extern "C" __global__ void rms_norm_f32(const float* __restrict__ x, float* __re
     for (int c = threadIdx.x; c < dim; c += blockDim.x) q = add_square(q, xr[c]);
     const double inv = rms_inverse(block_sum_d(q, scratch), dim, eps);
     for (int c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = rms_scaled(xr[c], inv, weight[c]);
+}
+
+// rms_norm_f32 with the row held in registers (FLASHVSR_CUDA_ROW_REGS): each thread loads all of
+// its values (c = threadIdx.x + j · blockDim.x, at most ROW_REGS_MAX: rows of up to 1536 values) before the first use, widens
+// each to double once, and scales the held doubles: no second read of the row, and one f32 → f64
+// conversion per value instead of two (conversions to and from double issue at a quarter of the
+// FP64 rate on sm_90; the block-loop form spends three per value). The same launch (one block per
+// row, row_config's size), the same sums in the same order: the same bits as rms_norm_f32.
+#define ROW_REGS_MAX 6
+extern "C" __global__ void __launch_bounds__(256, 8) rms_norm_regs_f32(const float* __restrict__ x, float* __restrict__ y,
+                                             int dim, float eps, const float* __restrict__ weight,
+                                             int reversed) {
+    __shared__ double scratch[32];
+    const u64 row = row_of(blockIdx.x, gridDim.x, reversed);
+    const float* xr = x + row * dim;
+    float* yr = y + row * dim;
+    float v[ROW_REGS_MAX];
+#pragma unroll
+    for (int j = 0; j < ROW_REGS_MAX; ++j) {
+        const int c = threadIdx.x + j * blockDim.x;
+        v[j] = c < dim ? xr[c] : 0.0f;
+    }
+    double d[ROW_REGS_MAX];
+    double q = 0.0;
+#pragma unroll
+    for (int j = 0; j < ROW_REGS_MAX; ++j) {
+        d[j] = (double)v[j];
+        if (threadIdx.x + j * blockDim.x < dim) q = __fma_rn(d[j], d[j], q);
+    }
+    const double inv = rms_inverse(block_sum_d(q, scratch), dim, eps);
+#pragma unroll
+    for (int j = 0; j < ROW_REGS_MAX; ++j) {
+        const int c = threadIdx.x + j * blockDim.x;
+        if (c < dim) yr[c] = rms_scaled_d(d[j], inv, weight[c]);
+    }
 }
 
 // (N, G, D) -> (N, D)

@@ -59,3 +59,78 @@ extern "C" __global__ void qkv_split_norm_rope_f32(
         store_pair(v, kv_out + 2 * p, reinterpret_cast<const float2*>(xv)[p], kv_bf16);
     }
 }
+
+// qkv_split_norm_rope_f32 with each thread's values held in registers (FLASHVSR_CUDA_ROW_REGS):
+// all of a thread's q, k and v values are loaded before the first use (no second read of the
+// row), and each q and k value is widened to double once, for its square and its output, where
+// the loop form converts it twice on the way in (conversions to and from double issue at a
+// quarter of the FP64 rate on sm_90). The same launch and element-to-thread map as the sums of
+// qkv_split_norm_rope_f32 (element c = threadIdx.x + j · blockDim.x), so the same sums; rope's
+// partner of element c, c ^ 1, is the neighbouring lane's (blockDim.x is even) and comes by a
+// shuffle. The same rounding steps as rope_rotate: the same bits as qkv_split_norm_rope_f32.
+// Rows of the group in reverse order when `reversed` (row_of).
+#define QKV_REGS_MAX 6
+extern "C" __global__ void __launch_bounds__(256, 4) qkv_split_norm_rope_regs_f32(
+    const float* __restrict__ x, const float* __restrict__ norm_q,
+    const float* __restrict__ norm_k, const float* __restrict__ cos_t,
+    const float* __restrict__ sin_t, float* __restrict__ q, void* __restrict__ k,
+    void* __restrict__ v, int dim, int half, float eps, int kv_bf16, int first_row,
+    int reversed) {
+    __shared__ double scratch[32];
+    const u64 group_row = row_of(blockIdx.x, gridDim.x, reversed);
+    const u64 row = (u64)first_row + group_row;
+    const float* xq = x + row * 3 * dim;
+    const float* xk = xq + dim;
+    const float* xv = xk + dim;
+    double dq[QKV_REGS_MAX], dk[QKV_REGS_MAX];
+    float fv[QKV_REGS_MAX];
+#pragma unroll
+    for (int j = 0; j < QKV_REGS_MAX; ++j) {
+        const int c = threadIdx.x + j * blockDim.x;
+        const bool in = c < dim;
+        dq[j] = (double)(in ? xq[c] : 0.0f);
+        dk[j] = (double)(in ? xk[c] : 0.0f);
+        fv[j] = in ? xv[c] : 0.0f;
+    }
+    double sq = 0.0, sk = 0.0;
+#pragma unroll
+    for (int j = 0; j < QKV_REGS_MAX; ++j) {
+        if (threadIdx.x + j * blockDim.x < dim) {
+            sq = __fma_rn(dq[j], dq[j], sq);
+            sk = __fma_rn(dk[j], dk[j], sk);
+        }
+    }
+    const double inv_q = rms_inverse(block_sum_d(sq, scratch), dim, eps);
+    const double inv_k = rms_inverse(block_sum_d(sk, scratch), dim, eps);
+
+    const float* cr = cos_t + row * half;
+    const float* sr = sin_t + row * half;
+    const u64 out = row * dim;
+    const u64 kv_out = group_row * dim;
+#pragma unroll
+    for (int j = 0; j < QKV_REGS_MAX; ++j) {
+        const int c = threadIdx.x + j * blockDim.x;
+        // Every lane takes part in the shuffles (lanes past the row's end shuffle zeros).
+        const bool in = c < dim;
+        const float nq = in ? rms_scaled_d(dq[j], inv_q, norm_q[c]) : 0.0f;
+        const float nk = in ? rms_scaled_d(dk[j], inv_k, norm_k[c]) : 0.0f;
+        const float pq = __shfl_xor_sync(FULL_MASK, nq, 1);
+        const float pk = __shfl_xor_sync(FULL_MASK, nk, 1);
+        if (!in) continue;
+        const int p = (c >> 1) % half;
+        const float co = cr[p], si = sr[p];
+        // rope_rotate(a, b): (a c − b s, b c + a s); this element is a when c is even, else b.
+        const bool even = (c & 1) == 0;
+        const float tq = __fmul_rn(pq, si), tk = __fmul_rn(pk, si);
+        const float rq = __fmaf_rn(nq, co, even ? -tq : tq);
+        const float rk = __fmaf_rn(nk, co, even ? -tk : tk);
+        q[out + c] = rq;
+        if (kv_bf16) {
+            reinterpret_cast<u16*>(k)[kv_out + c] = bf16_bits(rk);
+            reinterpret_cast<u16*>(v)[kv_out + c] = bf16_bits(fv[j]);
+        } else {
+            reinterpret_cast<float*>(k)[kv_out + c] = rk;
+            reinterpret_cast<float*>(v)[kv_out + c] = fv[j];
+        }
+    }
+}
