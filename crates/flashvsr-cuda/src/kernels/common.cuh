@@ -68,22 +68,9 @@ __device__ __forceinline__ double rms_inverse(double sum, int dim, float eps) {
     return 1.0 / sqrt(sum / dim + (double)eps);
 }
 
-// x / rms · weight, `inv` = 1 / rms, of x already widened to double (exactly: every float is a
-// double): the register forms convert each value once for its square and its output.
-__device__ __forceinline__ float rms_scaled_d(double x, double inv, float weight) {
-    return __fmul_rn((float)__dmul_rn(x, inv), weight);
-}
-
 // x / rms · weight, `inv` = 1 / rms.
 __device__ __forceinline__ float rms_scaled(float x, double inv, float weight) {
-    return rms_scaled_d((double)x, inv, weight);
-}
-
-// The row a row kernel's block (or warp) `b` of `rows` handles: the last first when `reversed`,
-// so that the rows its producer wrote last, the ones still in L2, are read before the kernel's
-// own traffic evicts them (FLASHVSR_CUDA_ROWS_REVERSED).
-__device__ __forceinline__ u64 row_of(u64 b, u64 rows, int reversed) {
-    return reversed ? rows - 1 - b : b;
+    return __fmul_rn((float)__dmul_rn((double)x, inv), weight);
 }
 
 // The pair (a, b) rotated by the angle of cosine c and sine s: (a c − b s, a s + b c).

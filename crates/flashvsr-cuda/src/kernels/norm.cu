@@ -160,6 +160,21 @@ extern "C" __global__ void layer_norm_warp_f32(const float* __restrict__ x, floa
     }
 }
 
+// rms_scaled (common.cuh) of a value already widened to double (exactly: every float is a
+// double), so that the register forms convert each value once for its square and its output.
+// Here and in qkv.cu rather than in common.cuh: that header is prepended to every source, and a
+// change there recompiles every module.
+__device__ __forceinline__ float rms_scaled_d(double x, double inv, float weight) {
+    return __fmul_rn((float)__dmul_rn(x, inv), weight);
+}
+
+// The row a row kernel's block (or warp) `b` of `rows` handles: the last first when `reversed`
+// (FLASHVSR_CUDA_ROWS_REVERSED), so that the rows its producer wrote last, those still in L2,
+// are read before the kernel's own traffic evicts them. The same values either way.
+__device__ __forceinline__ u64 row_of(u64 b, u64 rows, int reversed) {
+    return reversed ? rows - 1 - b : b;
+}
+
 // layer_norm_warp_f32 for rows of at most LN_WARP_REGS_MAX float4s a lane (the DiT's 1536: 12),
 // with each value widened to double once and its difference from the mean held in registers
 // (FLASHVSR_CUDA_ROW_REGS): layer_norm_warp_f32 holds the floats and converts each value three

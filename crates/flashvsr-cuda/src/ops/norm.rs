@@ -269,7 +269,12 @@ mod tests {
         for (src, file, name, value) in [
             (norm, "norm.cu", "LN_WARP_MAX", WARP_NORM_MAX_PER_LANE),
             (norm, "norm.cu", "LN_WARP_ROWS", WARP_NORM_ROWS),
-            (norm, "norm.cu", "LN_WARP_REGS_MAX", WARP_NORM_REGS_MAX_PER_LANE),
+            (
+                norm,
+                "norm.cu",
+                "LN_WARP_REGS_MAX",
+                WARP_NORM_REGS_MAX_PER_LANE,
+            ),
             (norm, "norm.cu", "ROW_REGS_MAX", ROW_REGS_MAX_PER_THREAD),
             (qkv, "qkv.cu", "QKV_REGS_MAX", ROW_REGS_MAX_PER_THREAD),
         ] {
