@@ -148,7 +148,7 @@ pub(crate) const SOURCES: &[Source] = &[
     Source {
         name: "qkv.cu",
         body: include_str!("qkv.cu"),
-        functions: &["qkv_split_norm_rope_f32", "qkv_split_norm_rope_regs_f32"],
+        functions: &["qkv_split_norm_rope_f32"],
     },
     Source {
         name: "attention.cu",

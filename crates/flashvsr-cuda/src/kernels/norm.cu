@@ -161,37 +161,29 @@ extern "C" __global__ void layer_norm_warp_f32(const float* __restrict__ x, floa
 }
 
 // rms_scaled (common.cuh) of a value already widened to double (exactly: every float is a
-// double), so that the register forms convert each value once for its square and its output.
-// Here and in qkv.cu rather than in common.cuh: that header is prepended to every source, and a
-// change there recompiles every module.
+// double), so that the register form below converts each value once for its square and its
+// output. Here rather than in common.cuh: that header is prepended to every source, and a change
+// there recompiles every module.
 __device__ __forceinline__ float rms_scaled_d(double x, double inv, float weight) {
     return __fmul_rn((float)__dmul_rn(x, inv), weight);
 }
 
-// The row a row kernel's block (or warp) `b` of `rows` handles: the last first when `reversed`
-// (FLASHVSR_CUDA_ROWS_REVERSED), so that the rows its producer wrote last, those still in L2,
-// are read before the kernel's own traffic evicts them. The same values either way.
-__device__ __forceinline__ u64 row_of(u64 b, u64 rows, int reversed) {
-    return reversed ? rows - 1 - b : b;
-}
-
 // layer_norm_warp_f32 for rows of at most LN_WARP_REGS_MAX float4s a lane (the DiT's 1536: 12),
 // with each value widened to double once and its difference from the mean held in registers
-// (FLASHVSR_CUDA_ROW_REGS): layer_norm_warp_f32 holds the floats and converts each value three
+// (CudaOptions::row_norm_regs): layer_norm_warp_f32 holds the floats and converts each value three
 // times (sum, variance, output), and conversions to and from double issue at a quarter of the
 // FP64 rate on sm_90. The same expressions in the same order: the same bits as
-// layer_norm_warp_f32. Rows in reverse order when `reversed` (row_of).
+// layer_norm_warp_f32.
 #define LN_WARP_REGS_MAX 12
 extern "C" __global__ void layer_norm_warp_regs_f32(
     const float* __restrict__ x, float* __restrict__ y, int rows, int dim, float eps,
     const float* __restrict__ weight, const float* __restrict__ bias,
-    const float* __restrict__ shift, const float* __restrict__ scale, u16* __restrict__ y_bf16,
-    int reversed) {
+    const float* __restrict__ shift, const float* __restrict__ scale, u16* __restrict__ y_bf16) {
     const int lane = threadIdx.x & 31;
-    const int warp_row = blockIdx.x * LN_WARP_ROWS + (threadIdx.x >> 5);
-    if (warp_row >= rows) return;  // the whole warp: the shuffles below see all 32 lanes
+    const int row = blockIdx.x * LN_WARP_ROWS + (threadIdx.x >> 5);
+    if (row >= rows) return;  // the whole warp: the shuffles below see all 32 lanes
     const int per_lane = dim >> 7;
-    const u64 first = row_of(warp_row, rows, reversed) * dim;
+    const u64 first = (u64)row * dim;
     const float4* xr = reinterpret_cast<const float4*>(x + first);
     float4 v[LN_WARP_REGS_MAX];
 #pragma unroll
@@ -247,20 +239,20 @@ extern "C" __global__ void rms_norm_f32(const float* __restrict__ x, float* __re
     for (int c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = rms_scaled(xr[c], inv, weight[c]);
 }
 
-// rms_norm_f32 with the row held in registers (FLASHVSR_CUDA_ROW_REGS): each thread loads all of
-// its values (c = threadIdx.x + j · blockDim.x, at most ROW_REGS_MAX: rows of up to 1536 values) before the first use, widens
-// each to double once, and scales the held doubles: no second read of the row, and one f32 → f64
-// conversion per value instead of two (conversions to and from double issue at a quarter of the
-// FP64 rate on sm_90; the block-loop form spends three per value). The same launch (one block per
-// row, row_config's size), the same sums in the same order: the same bits as rms_norm_f32.
+// rms_norm_f32 with the row held in registers (CudaOptions::row_norm_regs): each thread loads
+// all of its values (c = threadIdx.x + j · blockDim.x, at most ROW_REGS_MAX of them: rows of up
+// to 1536 values) before the first use, widens each to double once and scales the held doubles:
+// no second read of the row, and two conversions per value (f32 → f64 once, the result back to
+// f32) where the loop form spends three. Conversions to and from double issue at a quarter of the
+// FP64 rate on sm_90. The same launch (one block per row, row_config's size) and the same sums in
+// the same order: the same bits as rms_norm_f32.
 #define ROW_REGS_MAX 6
-extern "C" __global__ void __launch_bounds__(256, 8) rms_norm_regs_f32(const float* __restrict__ x, float* __restrict__ y,
-                                             int dim, float eps, const float* __restrict__ weight,
-                                             int reversed) {
+extern "C" __global__ void __launch_bounds__(256, 8)
+    rms_norm_regs_f32(const float* __restrict__ x, float* __restrict__ y, int dim, float eps,
+                      const float* __restrict__ weight) {
     __shared__ double scratch[32];
-    const u64 row = row_of(blockIdx.x, gridDim.x, reversed);
-    const float* xr = x + row * dim;
-    float* yr = y + row * dim;
+    const float* xr = x + (u64)blockIdx.x * dim;
+    float* yr = y + (u64)blockIdx.x * dim;
     float v[ROW_REGS_MAX];
 #pragma unroll
     for (int j = 0; j < ROW_REGS_MAX; ++j) {

@@ -38,27 +38,10 @@ fn warp_norms() -> bool {
 const WARP_NORM_MAX_PER_LANE: usize = 16;
 const WARP_NORM_ROWS: usize = 4;
 
-/// Whether the row norms (the DiT's layer norms and modulations, RMS norms and q/k/v split) take
-/// their register forms where a row fits (`FLASHVSR_CUDA_ROW_REGS=0`: the forms before, to
-/// compare): each value is loaded before its first use and widened to double once instead of two
-/// or three times. The same arithmetic in the same order: the same bits (norm.cu, qkv.cu).
-pub(super) fn row_regs() -> bool {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_ROW_REGS").map_or(true, |v| v != "0"))
-}
-
-/// Whether the register forms walk their rows last first (`FLASHVSR_CUDA_ROWS_REVERSED=1`; off by
-/// default): the rows their producer wrote last may still be in L2. The same values.
-pub(super) fn rows_reversed() -> i32 {
-    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *ON.get_or_init(|| std::env::var("FLASHVSR_CUDA_ROWS_REVERSED").is_ok_and(|v| v == "1")) as i32
-}
-
 /// `LN_WARP_REGS_MAX` of norm.cu: float4s per lane at most in `layer_norm_warp_regs_f32`.
 const WARP_NORM_REGS_MAX_PER_LANE: usize = 12;
-/// `ROW_REGS_MAX` of norm.cu and `QKV_REGS_MAX` of qkv.cu: values per thread at most in
-/// `rms_norm_regs_f32` and `qkv_split_norm_rope_regs_f32`.
-pub(super) const ROW_REGS_MAX_PER_THREAD: usize = 6;
+/// `ROW_REGS_MAX` of norm.cu: values per thread at most in `rms_norm_regs_f32`.
+const ROW_REGS_MAX_PER_THREAD: usize = 6;
 
 /// Whether group means of even rows take the two-outputs-per-thread kernels
 /// (`FLASHVSR_CUDA_GROUP_MEAN_PAIRS=0`: one output per thread, to compare; the same bits).
@@ -134,8 +117,7 @@ impl CudaBackend {
                 block_dim: (32 * WARP_NORM_ROWS as u32, 1, 1),
                 shared_mem_bytes: 0,
             };
-            if dim / 128 <= WARP_NORM_REGS_MAX_PER_LANE && row_regs() {
-                let args = args.push(rows_reversed());
+            if dim / 128 <= WARP_NORM_REGS_MAX_PER_LANE && self.options().row_norm_regs {
                 self.launch("layer_norm_warp_regs_f32", cfg, args)?;
             } else {
                 self.launch("layer_norm_warp_f32", cfg, args)?;
@@ -187,8 +169,9 @@ impl CudaBackend {
             .push(dim as i32)
             .push(eps)
             .push(self.ptr(weight)?);
-        if dim <= ROW_REGS_MAX_PER_THREAD * cfg.block_dim.0 as usize && row_regs() {
-            self.launch("rms_norm_regs_f32", cfg, args.push(rows_reversed()))?;
+        if dim <= ROW_REGS_MAX_PER_THREAD * cfg.block_dim.0 as usize && self.options().row_norm_regs
+        {
+            self.launch("rms_norm_regs_f32", cfg, args)?;
         } else {
             self.launch("rms_norm_f32", cfg, args)?;
         }
@@ -265,7 +248,6 @@ mod tests {
     #[test]
     fn warp_norm_constants_match_the_kernel_source() {
         let norm = include_str!("../kernels/norm.cu");
-        let qkv = include_str!("../kernels/qkv.cu");
         for (src, file, name, value) in [
             (norm, "norm.cu", "LN_WARP_MAX", WARP_NORM_MAX_PER_LANE),
             (norm, "norm.cu", "LN_WARP_ROWS", WARP_NORM_ROWS),
@@ -276,7 +258,6 @@ mod tests {
                 WARP_NORM_REGS_MAX_PER_LANE,
             ),
             (norm, "norm.cu", "ROW_REGS_MAX", ROW_REGS_MAX_PER_THREAD),
-            (qkv, "qkv.cu", "QKV_REGS_MAX", ROW_REGS_MAX_PER_THREAD),
         ] {
             assert!(
                 src.contains(&format!("#define {name} {value}\n")),

@@ -1,6 +1,6 @@
 use flashvsr_tensor::Tensor;
 
-use super::norm::{row_config, row_regs, rows_reversed, ROW_REGS_MAX_PER_THREAD};
+use super::norm::row_config;
 use crate::backend::CudaBackend;
 use crate::buffer::{CudaBuffer, Storage};
 use crate::error::{CudaError, CudaResult};
@@ -52,13 +52,11 @@ impl CudaBackend {
                 .push((g * group_rows) as i32);
             // The block size rms_norm_f32 gets for a row of `dim`: the sums of squares then add
             // up in its order (see qkv.cu).
-            let cfg = row_config(group_rows, dim)?;
-            if dim <= ROW_REGS_MAX_PER_THREAD * cfg.block_dim.0 as usize && row_regs() {
-                let args = args.push(rows_reversed());
-                self.launch("qkv_split_norm_rope_regs_f32", cfg, args)?;
-            } else {
-                self.launch("qkv_split_norm_rope_f32", cfg, args)?;
-            }
+            self.launch(
+                "qkv_split_norm_rope_f32",
+                row_config(group_rows, dim)?,
+                args,
+            )?;
         }
         Ok((q, k, v))
     }
