@@ -37,6 +37,8 @@ mod qkv_split;
 mod random_normal;
 #[path = "gpu_ops/resample_levels.rs"]
 mod resample_levels;
+#[path = "gpu_ops/row_norms.rs"]
+mod row_norms;
 #[path = "gpu_ops/sage_int8.rs"]
 mod sage_int8;
 #[path = "gpu_ops/vae_ops.rs"]
@@ -1602,6 +1604,7 @@ fn main() {
     flash_instances::run(&mut s, &fast);
     sage_int8::run(&mut s, info.compute_capability == (9, 0));
     qkv_split::run(&mut s, &fast);
+    row_norms::run(&mut s, info.ordinal, &options);
     dilated_blur::run(&mut s, &fast);
     resample_levels::run(&mut s);
     random_normal::run(&mut s);

@@ -160,6 +160,74 @@ extern "C" __global__ void layer_norm_warp_f32(const float* __restrict__ x, floa
     }
 }
 
+// rms_scaled (common.cuh) of a value already widened to double (exactly: every float is a
+// double), so that the register form below converts each value once for its square and its
+// output. Here rather than in common.cuh: that header is prepended to every source, and a change
+// there recompiles every module.
+__device__ __forceinline__ float rms_scaled_d(double x, double inv, float weight) {
+    return __fmul_rn((float)__dmul_rn(x, inv), weight);
+}
+
+// layer_norm_warp_f32 for rows of at most LN_WARP_REGS_MAX float4s a lane (the DiT's 1536: 12),
+// with each value widened to double once and its difference from the mean held in registers
+// (CudaOptions::row_norm_regs): layer_norm_warp_f32 holds the floats and converts each value three
+// times (sum, variance, output), and conversions to and from double issue at a quarter of the
+// FP64 rate on sm_90. The same expressions in the same order: the same bits as
+// layer_norm_warp_f32.
+#define LN_WARP_REGS_MAX 12
+extern "C" __global__ void layer_norm_warp_regs_f32(
+    const float* __restrict__ x, float* __restrict__ y, int rows, int dim, float eps,
+    const float* __restrict__ weight, const float* __restrict__ bias,
+    const float* __restrict__ shift, const float* __restrict__ scale, u16* __restrict__ y_bf16) {
+    const int lane = threadIdx.x & 31;
+    const int row = blockIdx.x * LN_WARP_ROWS + (threadIdx.x >> 5);
+    if (row >= rows) return;  // the whole warp: the shuffles below see all 32 lanes
+    const int per_lane = dim >> 7;
+    const u64 first = (u64)row * dim;
+    const float4* xr = reinterpret_cast<const float4*>(x + first);
+    float4 v[LN_WARP_REGS_MAX];
+#pragma unroll
+    for (int j = 0; j < LN_WARP_REGS_MAX; ++j) {
+        if (j < per_lane) v[j] = xr[j * 32 + lane];
+    }
+    double a[LN_WARP_REGS_MAX][4];
+    double s = 0.0;
+#pragma unroll
+    for (int j = 0; j < LN_WARP_REGS_MAX; ++j) {
+        if (j < per_lane) {
+            a[j][0] = (double)v[j].x;
+            a[j][1] = (double)v[j].y;
+            a[j][2] = (double)v[j].z;
+            a[j][3] = (double)v[j].w;
+            s += (a[j][0] + a[j][1]) + (a[j][2] + a[j][3]);
+        }
+    }
+    const double mean = warp_sum_d(s) / dim;
+    double q = 0.0;
+#pragma unroll
+    for (int j = 0; j < LN_WARP_REGS_MAX; ++j) {
+        if (j < per_lane) {
+            const double a0 = a[j][0] - mean, b = a[j][1] - mean;
+            const double c = a[j][2] - mean, d = a[j][3] - mean;
+            a[j][0] = a0;
+            a[j][1] = b;
+            a[j][2] = c;
+            a[j][3] = d;
+            q += (a0 * a0 + b * b) + (c * c + d * d);
+        }
+    }
+    const double var = warp_sum_d(q) / dim;
+    const double inv = 1.0 / sqrt(var + (double)eps);
+#pragma unroll
+    for (int j = 0; j < LN_WARP_REGS_MAX; ++j) {
+        if (j >= per_lane) continue;
+        const int t = j * 32 + lane;
+        float o[4] = {(float)(a[j][0] * inv), (float)(a[j][1] * inv), (float)(a[j][2] * inv),
+                      (float)(a[j][3] * inv)};
+        ln_finish4(o, t, first, weight, bias, shift, scale, y, y_bf16);
+    }
+}
+
 extern "C" __global__ void rms_norm_f32(const float* __restrict__ x, float* __restrict__ y, int dim,
                                         float eps, const float* __restrict__ weight) {
     __shared__ double scratch[32];
@@ -169,6 +237,41 @@ extern "C" __global__ void rms_norm_f32(const float* __restrict__ x, float* __re
     for (int c = threadIdx.x; c < dim; c += blockDim.x) q = add_square(q, xr[c]);
     const double inv = rms_inverse(block_sum_d(q, scratch), dim, eps);
     for (int c = threadIdx.x; c < dim; c += blockDim.x) yr[c] = rms_scaled(xr[c], inv, weight[c]);
+}
+
+// rms_norm_f32 with the row held in registers (CudaOptions::row_norm_regs): each thread loads
+// all of its values (c = threadIdx.x + j · blockDim.x, at most ROW_REGS_MAX of them: rows of up
+// to 1536 values) before the first use, widens each to double once and scales the held doubles:
+// no second read of the row, and two conversions per value (f32 → f64 once, the result back to
+// f32) where the loop form spends three. Conversions to and from double issue at a quarter of the
+// FP64 rate on sm_90. The same launch (one block per row, row_config's size) and the same sums in
+// the same order: the same bits as rms_norm_f32.
+#define ROW_REGS_MAX 6
+extern "C" __global__ void __launch_bounds__(256, 8)
+    rms_norm_regs_f32(const float* __restrict__ x, float* __restrict__ y, int dim, float eps,
+                      const float* __restrict__ weight) {
+    __shared__ double scratch[32];
+    const float* xr = x + (u64)blockIdx.x * dim;
+    float* yr = y + (u64)blockIdx.x * dim;
+    float v[ROW_REGS_MAX];
+#pragma unroll
+    for (int j = 0; j < ROW_REGS_MAX; ++j) {
+        const int c = threadIdx.x + j * blockDim.x;
+        v[j] = c < dim ? xr[c] : 0.0f;
+    }
+    double d[ROW_REGS_MAX];
+    double q = 0.0;
+#pragma unroll
+    for (int j = 0; j < ROW_REGS_MAX; ++j) {
+        d[j] = (double)v[j];
+        if (threadIdx.x + j * blockDim.x < dim) q = __fma_rn(d[j], d[j], q);
+    }
+    const double inv = rms_inverse(block_sum_d(q, scratch), dim, eps);
+#pragma unroll
+    for (int j = 0; j < ROW_REGS_MAX; ++j) {
+        const int c = threadIdx.x + j * blockDim.x;
+        if (c < dim) yr[c] = rms_scaled_d(d[j], inv, weight[c]);
+    }
 }
 
 // (N, G, D) -> (N, D)

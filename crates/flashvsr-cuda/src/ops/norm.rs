@@ -38,6 +38,11 @@ fn warp_norms() -> bool {
 const WARP_NORM_MAX_PER_LANE: usize = 16;
 const WARP_NORM_ROWS: usize = 4;
 
+/// `LN_WARP_REGS_MAX` of norm.cu: float4s per lane at most in `layer_norm_warp_regs_f32`.
+const WARP_NORM_REGS_MAX_PER_LANE: usize = 12;
+/// `ROW_REGS_MAX` of norm.cu: values per thread at most in `rms_norm_regs_f32`.
+const ROW_REGS_MAX_PER_THREAD: usize = 6;
+
 /// Whether group means of even rows take the two-outputs-per-thread kernels
 /// (`FLASHVSR_CUDA_GROUP_MEAN_PAIRS=0`: one output per thread, to compare; the same bits).
 fn group_mean_pairs() -> bool {
@@ -112,7 +117,11 @@ impl CudaBackend {
                 block_dim: (32 * WARP_NORM_ROWS as u32, 1, 1),
                 shared_mem_bytes: 0,
             };
-            self.launch("layer_norm_warp_f32", cfg, args)?;
+            if dim / 128 <= WARP_NORM_REGS_MAX_PER_LANE && self.options().row_norm_regs {
+                self.launch("layer_norm_warp_regs_f32", cfg, args)?;
+            } else {
+                self.launch("layer_norm_warp_f32", cfg, args)?;
+            }
             return Ok(out);
         }
         let args = KernelArgs::new()
@@ -160,7 +169,12 @@ impl CudaBackend {
             .push(dim as i32)
             .push(eps)
             .push(self.ptr(weight)?);
-        self.launch("rms_norm_f32", cfg, args)?;
+        if dim <= ROW_REGS_MAX_PER_THREAD * cfg.block_dim.0 as usize && self.options().row_norm_regs
+        {
+            self.launch("rms_norm_regs_f32", cfg, args)?;
+        } else {
+            self.launch("rms_norm_f32", cfg, args)?;
+        }
         Ok(out)
     }
 
@@ -226,7 +240,10 @@ impl CudaBackend {
 
 #[cfg(test)]
 mod tests {
-    use super::{WARP_NORM_MAX_PER_LANE, WARP_NORM_ROWS};
+    use super::{
+        ROW_REGS_MAX_PER_THREAD, WARP_NORM_MAX_PER_LANE, WARP_NORM_REGS_MAX_PER_LANE,
+        WARP_NORM_ROWS,
+    };
 
     #[test]
     fn warp_norm_constants_match_the_kernel_source() {
@@ -234,6 +251,13 @@ mod tests {
         for (src, file, name, value) in [
             (norm, "norm.cu", "LN_WARP_MAX", WARP_NORM_MAX_PER_LANE),
             (norm, "norm.cu", "LN_WARP_ROWS", WARP_NORM_ROWS),
+            (
+                norm,
+                "norm.cu",
+                "LN_WARP_REGS_MAX",
+                WARP_NORM_REGS_MAX_PER_LANE,
+            ),
+            (norm, "norm.cu", "ROW_REGS_MAX", ROW_REGS_MAX_PER_THREAD),
         ] {
             assert!(
                 src.contains(&format!("#define {name} {value}\n")),
