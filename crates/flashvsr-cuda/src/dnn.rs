@@ -349,7 +349,7 @@ impl Dnn {
         })?;
         let (ws_ptr, _guard) = workspace.device_ptr(&self.stream);
         let (alpha, beta) = (1.0f32, 0.0f32);
-        let status = flashvsr_tensor::host_stalls::timed("cudnnConvolutionForward", || unsafe {
+        let status = flashvsr_tensor::host_stalls::enqueue("cudnnConvolutionForward", || unsafe {
             dnn::cudnnConvolutionForward(
                 self.handle,
                 (&alpha as *const f32).cast(),

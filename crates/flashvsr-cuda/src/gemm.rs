@@ -453,7 +453,7 @@ impl Call<'_> {
                     &self.p.bias,
                 )?;
             }
-            let status = flashvsr_tensor::host_stalls::timed("cublasLtMatmul", || {
+            let status = flashvsr_tensor::host_stalls::enqueue("cublasLtMatmul", || {
                 lt::cublasLtMatmul(
                     self.handle,
                     plan.desc,

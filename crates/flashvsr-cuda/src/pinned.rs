@@ -60,7 +60,9 @@ impl PinnedBuffer {
     ) -> CudaResult<()> {
         stream.context().bind_to_thread()?;
         let dst = &mut self.host.as_mut_slice()?[..len];
-        result::memcpy_dtoh_async(dst, src, stream.cu_stream())?;
+        flashvsr_tensor::host_stalls::enqueue("memcpy dtoh async", || unsafe {
+            result::memcpy_dtoh_async(dst, src, stream.cu_stream())
+        })?;
         self.copied.record(stream)?;
         Ok(())
     }
@@ -78,7 +80,7 @@ impl PinnedBuffer {
     ) -> CudaResult<()> {
         stream.context().bind_to_thread()?;
         let src = &self.host.as_slice()?[..len];
-        flashvsr_tensor::host_stalls::timed("memcpy htod async", || unsafe {
+        flashvsr_tensor::host_stalls::enqueue("memcpy htod async", || unsafe {
             result::memcpy_htod_async(dst, src, stream.cu_stream())
         })?;
         self.copied.record(stream)?;
