@@ -877,7 +877,9 @@ impl CudaBackend {
         let len = len.max(1);
         let bytes = len * std::mem::size_of::<T>();
         if let Some(paged) = self.paged.as_ref().filter(|p| bytes >= p.min_bytes) {
-            let ptr = match paged.alloc(bytes as u64) {
+            let ptr = match flashvsr_tensor::host_stalls::timed("paged alloc", || {
+                paged.alloc(bytes as u64)
+            }) {
                 Ok(ptr) => ptr,
                 // The driver's pool may hold the memory this block needs: hand its free
                 // memory back, then try once more.
@@ -898,7 +900,9 @@ impl CudaBackend {
     fn alloc_pooled<T: cudarc::driver::DeviceRepr>(&self, len: usize) -> CudaResult<CudaSlice<T>> {
         let len = len.max(1);
         // SAFETY: the callers write the memory before it is read.
-        match unsafe { self.gpu.stream.alloc::<T>(len) } {
+        match flashvsr_tensor::host_stalls::timed("pool alloc", || unsafe {
+            self.gpu.stream.alloc::<T>(len)
+        }) {
             Ok(s) => Ok(s),
             // Under a cap, free blocks of the pool may be too fragmented for this request:
             // hand them back to the driver and try once more.
@@ -1237,13 +1241,19 @@ impl Backend for CudaBackend {
         if data.is_empty() || data.len() > STAGED_UPLOAD_MAX_VALUES {
             return self.upload(data);
         }
-        let Some(mut staging) = self.staging.try_take(data.len()) else {
+        let staging = flashvsr_tensor::host_stalls::timed("staging take", || {
+            self.staging.try_take(data.len())
+        });
+        let Some(mut staging) = staging else {
             return self.upload(data);
         };
         self.finish("upload_queued", || {
-            copy_in_parallel(staging.values(data.len())?, data);
+            let values = staging.values(data.len())?;
+            flashvsr_tensor::host_stalls::timed("staging copy", || copy_in_parallel(values, data));
             // SAFETY: fully written by the copy below.
-            let slice = unsafe { self.alloc_kept::<f32>(data.len()) }?;
+            let slice = flashvsr_tensor::host_stalls::timed("upload alloc", || unsafe {
+                self.alloc_kept::<f32>(data.len())
+            })?;
             // SAFETY: `slice` has room for the values; it is freed on this stream, after the
             // copy. The staging buffer is written again only after this copy completed.
             unsafe { staging.copy_to_device(&self.gpu.stream, raw_ptr(&slice), data.len()) }?;

@@ -124,8 +124,10 @@ impl<T> Drop for DeviceBlock<T> {
         let slice = unsafe { ManuallyDrop::take(&mut self.slice) };
         match &self.home {
             // Work already enqueued on the stream finishes before any later use of the block.
-            Some(home) => home.free(slice.leak()),
-            None => drop(slice),
+            Some(home) => {
+                flashvsr_tensor::host_stalls::timed("paged free", || home.free(slice.leak()))
+            }
+            None => flashvsr_tensor::host_stalls::timed("pool free", || drop(slice)),
         }
     }
 }

@@ -344,10 +344,12 @@ impl Dnn {
         };
         self.stream.context().bind_to_thread()?;
         // SAFETY: only cuDNN writes the workspace; freed in stream order after the call.
-        let workspace = unsafe { self.stream.alloc::<u8>(plan.workspace.max(1)) }?;
+        let workspace = flashvsr_tensor::host_stalls::timed("cudnn workspace alloc", || unsafe {
+            self.stream.alloc::<u8>(plan.workspace.max(1))
+        })?;
         let (ws_ptr, _guard) = workspace.device_ptr(&self.stream);
         let (alpha, beta) = (1.0f32, 0.0f32);
-        check("cudnnConvolutionForward", unsafe {
+        let status = flashvsr_tensor::host_stalls::enqueue("cudnnConvolutionForward", || unsafe {
             dnn::cudnnConvolutionForward(
                 self.handle,
                 (&alpha as *const f32).cast(),
@@ -363,7 +365,8 @@ impl Dnn {
                 plan.y,
                 y as *mut c_void,
             )
-        })
+        });
+        check("cudnnConvolutionForward", status)
     }
 }
 

@@ -453,8 +453,7 @@ impl Call<'_> {
                     &self.p.bias,
                 )?;
             }
-            check(
-                "cublasLtMatmul",
+            let status = flashvsr_tensor::host_stalls::enqueue("cublasLtMatmul", || {
                 lt::cublasLtMatmul(
                     self.handle,
                     plan.desc,
@@ -472,8 +471,9 @@ impl Call<'_> {
                     self.ws as *mut c_void,
                     WORKSPACE_BYTES,
                     self.stream.cu_stream() as _,
-                ),
-            )
+                )
+            });
+            check("cublasLtMatmul", status)
         }
     }
 }

@@ -61,7 +61,7 @@ pub(crate) fn launch(
         .collect();
     // SAFETY: `params` points at owned slots alive until this call returns (cuLaunchKernel copies
     // them); callers pass the parameter list each kernel's signature declares.
-    unsafe {
+    flashvsr_tensor::host_stalls::enqueue("cuLaunchKernel", || unsafe {
         result::launch_kernel(
             f.cu_function(),
             cfg.grid_dim,
@@ -69,8 +69,8 @@ pub(crate) fn launch(
             cfg.shared_mem_bytes,
             stream.cu_stream(),
             &mut params,
-        )?;
-    }
+        )
+    })?;
     Ok(())
 }
 

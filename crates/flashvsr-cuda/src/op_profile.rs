@@ -79,11 +79,13 @@ impl OpProfiler {
 
     /// An event recorded on `stream` now.
     pub fn mark(&self, stream: &CudaStream) -> CudaResult<CudaEvent> {
-        let e = self
-            .ctx
-            .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?;
-        e.record(stream)?;
-        Ok(e)
+        flashvsr_tensor::host_stalls::timed("profile event", || {
+            let e = self
+                .ctx
+                .new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?;
+            e.record(stream)?;
+            Ok(e)
+        })
     }
 
     /// An op's events, and when the host started enqueueing it and how many milliseconds that took.

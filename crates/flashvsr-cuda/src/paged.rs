@@ -165,12 +165,16 @@ impl<D: PageDriver> PagedBook<D> {
             self.note_live(n);
             return Ok(va);
         }
-        self.unmap_passed_stale(false)?;
+        flashvsr_tensor::host_stalls::timed("paged unmap stale", || {
+            self.unmap_passed_stale(false)
+        })?;
         let started = std::time::Instant::now();
-        self.gather_pages(n)?;
+        flashvsr_tensor::host_stalls::timed("paged gather pages", || self.gather_pages(n))?;
         let va = self.driver.reserve(n as u64 * self.page_bytes())?;
         let pages = self.free_pages.split_off(self.free_pages.len() - n);
-        if let Err(e) = self.driver.map(va, &pages) {
+        let mapped =
+            flashvsr_tensor::host_stalls::timed("paged map", || self.driver.map(va, &pages));
+        if let Err(e) = mapped {
             self.free_pages.extend(pages);
             let _ = self.driver.free_range(va, n as u64 * self.page_bytes());
             return Err(e);

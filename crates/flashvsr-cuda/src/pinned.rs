@@ -24,7 +24,9 @@ impl PinnedBuffer {
     fn new(ctx: &Arc<CudaContext>, len: usize, flags: u32) -> CudaResult<PinnedBuffer> {
         // SAFETY: the host reads only values a copy wrote (downloads) and writes values before a
         // copy reads them (uploads).
-        let host = unsafe { ctx.alloc_pinned_with_flags::<f32>(len, flags) }?;
+        let host = flashvsr_tensor::host_stalls::timed("pinned alloc", || unsafe {
+            ctx.alloc_pinned_with_flags::<f32>(len, flags)
+        })?;
         let copied = ctx.new_event(Some(sys::CUevent_flags::CU_EVENT_BLOCKING_SYNC))?;
         Ok(PinnedBuffer { host, copied })
     }
@@ -39,7 +41,7 @@ impl PinnedBuffer {
 
     /// The first `len` values, once the last copy that used them completed.
     pub fn values(&mut self, len: usize) -> CudaResult<&mut [f32]> {
-        self.copied.synchronize()?;
+        flashvsr_tensor::host_stalls::timed("pinned wait", || self.copied.synchronize())?;
         // cudarc's own event of the slice is never recorded (no cudarc copy uses it): no wait.
         Ok(&mut self.host.as_mut_slice()?[..len])
     }
@@ -58,7 +60,9 @@ impl PinnedBuffer {
     ) -> CudaResult<()> {
         stream.context().bind_to_thread()?;
         let dst = &mut self.host.as_mut_slice()?[..len];
-        result::memcpy_dtoh_async(dst, src, stream.cu_stream())?;
+        flashvsr_tensor::host_stalls::enqueue("memcpy dtoh async", || unsafe {
+            result::memcpy_dtoh_async(dst, src, stream.cu_stream())
+        })?;
         self.copied.record(stream)?;
         Ok(())
     }
@@ -76,7 +80,9 @@ impl PinnedBuffer {
     ) -> CudaResult<()> {
         stream.context().bind_to_thread()?;
         let src = &self.host.as_slice()?[..len];
-        result::memcpy_htod_async(dst, src, stream.cu_stream())?;
+        flashvsr_tensor::host_stalls::enqueue("memcpy htod async", || unsafe {
+            result::memcpy_htod_async(dst, src, stream.cu_stream())
+        })?;
         self.copied.record(stream)?;
         Ok(())
     }
@@ -171,7 +177,7 @@ impl PinnedPool {
             (idle.len() > self.keep).then(|| idle.pop_front()).flatten()
         };
         // Freed outside the lock: freeing waits for the buffer's copy.
-        drop(evicted);
+        flashvsr_tensor::host_stalls::timed("pinned free", || drop(evicted));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<PinnedBuffer>> {

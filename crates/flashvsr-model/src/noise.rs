@@ -50,15 +50,18 @@ impl NoiseSource {
                     }
                 }
             }
-            NoiseSource::Seeded(seed) => {
-                for f in 0..count {
-                    let frame = seeded_frame(*seed, (first + f) as u64, LATENT_CHANNELS * plane);
-                    for c in 0..LATENT_CHANNELS {
-                        out[(c * count + f) * plane..][..plane]
-                            .copy_from_slice(&frame[c * plane..(c + 1) * plane]);
-                    }
-                }
+            NoiseSource::Seeded(seed) if plane > 0 => {
+                // Each (channel, frame) plane of `out` is one run of its frame's stream (channel
+                // c's values start at c · plane): filled in place, the planes in parallel. The
+                // engine thread makes a chunk's noise while the device waits for its first block.
+                use rayon::prelude::*;
+                out.par_chunks_mut(plane).enumerate().for_each(|(cf, dst)| {
+                    let (c, f) = (cf / count, cf % count);
+                    let base = random::stream_base(*seed, (first + f) as u64);
+                    random::normal_fill_from(base, 1.0, (c * plane) as u64, dst);
+                });
             }
+            NoiseSource::Seeded(_) => {}
             NoiseSource::Injected {
                 values,
                 frames,
@@ -102,22 +105,46 @@ impl NoiseSource {
     }
 }
 
-/// Standard normal values (Box–Muller) for one latent frame.
-fn seeded_frame(seed: u64, frame: u64, len: usize) -> Vec<f32> {
-    let mut out = vec![0.0f32; len];
-    gaussian_fill(seed, frame, &mut out);
-    out
-}
-
-/// Fills `out` with standard normal values of stream `stream` of `seed`; value pairs are computed
-/// independently, so the fill runs in parallel and any prefix is reproducible.
-fn gaussian_fill(seed: u64, stream: u64, out: &mut [f32]) {
-    random::normal_fill(random::stream_base(seed, stream), 1.0, out);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The layout `frames` promises, made the plain way: each latent frame's whole stream, then its
+    /// channels' planes copied into place.
+    fn seeded_reference(seed: u64, first: usize, count: usize, plane: usize) -> Vec<f32> {
+        let mut out = vec![0.0f32; LATENT_CHANNELS * count * plane];
+        for f in 0..count {
+            let mut frame = vec![0.0f32; LATENT_CHANNELS * plane];
+            random::normal_fill(
+                random::stream_base(seed, (first + f) as u64),
+                1.0,
+                &mut frame,
+            );
+            for c in 0..LATENT_CHANNELS {
+                out[(c * count + f) * plane..][..plane]
+                    .copy_from_slice(&frame[c * plane..(c + 1) * plane]);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn seeded_noise_is_each_frames_stream_bit_for_bit() {
+        // Odd planes put a channel's first value in the middle of a Box–Muller pair.
+        for (first, count, rows, cols) in [(0, 6, 8, 12), (6, 2, 3, 5), (3, 1, 1, 1), (0, 2, 0, 4)]
+        {
+            let got = NoiseSource::Seeded(5)
+                .frames(first, count, rows, cols)
+                .unwrap();
+            let want = seeded_reference(5, first, count, rows * cols);
+            assert_eq!(got.len(), want.len());
+            let same = got
+                .iter()
+                .zip(&want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "frames {first}..{} of {rows}×{cols}", first + count);
+        }
+    }
 
     #[test]
     fn seeded_noise_is_standard_normal_and_chunk_independent() {

@@ -523,7 +523,9 @@ impl<'m> Engine<'m> {
         let t0 = self.mark(None)?;
         let lq = self.lq_tokens(chunk)?;
         let t1 = self.mark(Some(0))?;
-        let noise = self.settings.noise.frames(lat0, lat_n, rows, cols)?;
+        let noise = flashvsr_tensor::host_stalls::timed("noise", || {
+            self.settings.noise.frames(lat0, lat_n, rows, cols)
+        })?;
         let noise = Tensor::from_slice_queued(
             &self.backend,
             &noise,

@@ -6,6 +6,7 @@ mod block_mask;
 pub mod cpu;
 mod dtype;
 mod error;
+pub mod host_stalls;
 mod meter;
 pub mod random;
 mod resample;

@@ -43,6 +43,33 @@ pub fn normal_fill(base: u64, std: f32, out: &mut [f32]) {
     });
 }
 
+/// Fills `out` with values `first..first + out.len()` of the stream at `base` times `std`, on the
+/// calling thread: the same values as the same range of [`normal_fill`]'s output. For callers that
+/// fill many pieces of streams in parallel themselves.
+pub fn normal_fill_from(base: u64, std: f32, first: u64, out: &mut [f32]) {
+    let mut rest = out;
+    let mut next = first;
+    if next % 2 == 1 {
+        let Some((head, tail)) = rest.split_first_mut() else {
+            return;
+        };
+        *head = normal_pair(base, next / 2, std).1;
+        rest = tail;
+        next += 1;
+    }
+    // `next` is even from here: value `next + k` is half of pair `(next + k) / 2`.
+    let whole_pairs = (rest.len() / 2) as u64;
+    let mut pairs = rest.chunks_exact_mut(2);
+    for (k, pair) in (&mut pairs).enumerate() {
+        let (a, b) = normal_pair(base, next / 2 + k as u64, std);
+        pair[0] = a;
+        pair[1] = b;
+    }
+    if let [last] = pairs.into_remainder() {
+        *last = normal_pair(base, next / 2 + whole_pairs, std).0;
+    }
+}
+
 /// `(sin x, cos x)`. glibc's `sincos` shares its reduction between the two and returns exactly
 /// what `sin` and `cos` return (checked bit for bit on 2·10⁸ angles), at about half the cost of
 /// the two calls: it is most of the time of building random release-size weights on the host.
@@ -65,6 +92,31 @@ fn sin_cos(x: f64) -> (f64, f64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fills_from_any_value_are_slices_of_the_whole_fill() {
+        let (std, base) = (0.37f32, stream_base(3, 9));
+        let mut whole = vec![0.0f32; 1_001];
+        normal_fill(base, std, &mut whole);
+        for (first, len) in [
+            (0, 1_001),
+            (1, 1_000),
+            (2, 7),
+            (3, 8),
+            (5, 0),
+            (999, 2),
+            (1_000, 1),
+        ] {
+            let mut part = vec![f32::NAN; len];
+            normal_fill_from(base, std, first as u64, &mut part);
+            let want = &whole[first..first + len];
+            let same = part
+                .iter()
+                .zip(want)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "values {first}..{}", first + len);
+        }
+    }
 
     #[test]
     fn fills_are_the_plain_box_muller_values_bit_for_bit() {

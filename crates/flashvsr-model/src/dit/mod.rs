@@ -178,8 +178,11 @@ impl Dit {
         if layers.is_empty() {
             return Ok((x, Vec::new()));
         }
-        let rope = rope::tables(x.backend(), grid.window_order_positions(first_frame))?;
-        let (rows, cols, allowed) = settings.allowed_pattern();
+        let rope = flashvsr_tensor::host_stalls::timed("rope tables", || {
+            rope::tables(x.backend(), grid.window_order_positions(first_frame))
+        })?;
+        let (rows, cols, allowed) =
+            flashvsr_tensor::host_stalls::timed("allowed pattern", || settings.allowed_pattern());
         // Queued: a plain upload would wait for the device to drain once per chunk.
         let allowed = Tensor::from_slice_queued(x.backend(), &allowed, &[rows, cols])?;
         let mut masks = Vec::with_capacity(layers.len());

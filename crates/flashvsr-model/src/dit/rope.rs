@@ -4,6 +4,7 @@
 //! for every position it can represent).
 
 use flashvsr_tensor::{BackendRef, Tensor};
+use rayon::prelude::*;
 
 use super::config::HEAD_DIM;
 use crate::Result;
@@ -59,24 +60,58 @@ pub fn tables(
     let space_freqs = frequencies(SPACE_PAIRS, 2 * SPACE_PAIRS);
     let rows = axis_table(&space_freqs, i_max);
     let cols = axis_table(&space_freqs, j_max);
+    // The rows in parallel: a first chunk at 1080p has 51,840 tokens, and the engine thread
+    // builds them while the device waits for its first block.
     let mut cos = vec![0.0f32; positions.len() * PAIRS];
     let mut sin = vec![0.0f32; positions.len() * PAIRS];
-    for (n, &(f, i, j)) in positions.iter().enumerate() {
-        let out = n * PAIRS..(n + 1) * PAIRS;
-        let (c, s) = (&mut cos[out.clone()], &mut sin[out]);
-        let parts = [
-            (0, pieces(&time, f, TIME_PAIRS)),
-            (TIME_PAIRS, pieces(&rows, i, SPACE_PAIRS)),
-            (TIME_PAIRS + SPACE_PAIRS, pieces(&cols, j, SPACE_PAIRS)),
-        ];
-        for (start, (pc, ps)) in parts {
-            c[start..start + pc.len()].copy_from_slice(pc);
-            s[start..start + ps.len()].copy_from_slice(ps);
-        }
-    }
+    cos.par_chunks_mut(PAIRS)
+        .zip(sin.par_chunks_mut(PAIRS))
+        .zip(positions.par_iter())
+        .with_min_len(1024)
+        .for_each(|((c, s), &(f, i, j))| {
+            let parts = [
+                (0, pieces(&time, f, TIME_PAIRS)),
+                (TIME_PAIRS, pieces(&rows, i, SPACE_PAIRS)),
+                (TIME_PAIRS + SPACE_PAIRS, pieces(&cols, j, SPACE_PAIRS)),
+            ];
+            for (start, (pc, ps)) in parts {
+                c[start..start + pc.len()].copy_from_slice(pc);
+                s[start..start + ps.len()].copy_from_slice(ps);
+            }
+        });
     let shape = [positions.len(), PAIRS];
     Ok((
         Tensor::from_slice_queued(backend, &cos, &shape)?,
         Tensor::from_slice_queued(backend, &sin, &shape)?,
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flashvsr_tensor::cpu::CpuBackend;
+
+    #[test]
+    fn rows_are_each_tokens_angles_in_its_order() {
+        // More tokens than one parallel piece (1,024 rows), in a scrambled order.
+        let positions: Vec<(usize, usize, usize)> = (0..3000)
+            .map(|n| ((n * 7) % 5 + 2, (n * 13) % 31, (n * 29) % 47))
+            .collect();
+        let (cos, sin) = tables(&CpuBackend::new_ref(), positions.iter().copied()).unwrap();
+        assert_eq!(cos.shape(), &[positions.len(), PAIRS]);
+        let (cos, sin) = (cos.to_vec().unwrap(), sin.to_vec().unwrap());
+        let time = frequencies(TIME_PAIRS, 2 * TIME_PAIRS);
+        let space = frequencies(SPACE_PAIRS, 2 * SPACE_PAIRS);
+        for (n, &(f, i, j)) in positions.iter().enumerate() {
+            let angles = time
+                .iter()
+                .map(|t| f as f64 * t)
+                .chain(space.iter().map(|t| i as f64 * t))
+                .chain(space.iter().map(|t| j as f64 * t));
+            for (m, a) in angles.enumerate() {
+                assert_eq!(cos[n * PAIRS + m].to_bits(), (a.cos() as f32).to_bits());
+                assert_eq!(sin[n * PAIRS + m].to_bits(), (a.sin() as f32).to_bits());
+            }
+        }
+    }
 }
