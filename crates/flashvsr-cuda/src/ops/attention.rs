@@ -470,6 +470,28 @@ impl SageInt8 {
     }
 }
 
+/// flash_wgmma.cu's persistent kernel for dense calls over one K/V segment
+/// (`attention_flash_dense_bf16_hd128_wgmma_persistent`): one CTA per SM loops over the items,
+/// copying the next item's Q and K/V while the current one computes; the k128 TMA kernel's bits.
+const FLASH_DENSE_PERSISTENT_KERNEL: &str = "attention_flash_dense_bf16_hd128_wgmma_persistent";
+/// Its K/V stages (FW_DP_STAGES): two, so that the f32 Q of the next item fits beside them.
+const FLASH_DENSE_PERSISTENT_STAGES: usize = 2;
+
+/// Dynamic shared memory of the persistent dense kernel: 1 KB of alignment, Q's 128 rows in bf16,
+/// the K/V stages of 128 keys, and the next item's Q rows as f32 (FW_DP_QF32_BYTES).
+const fn dense_persistent_smem() -> usize {
+    1024 + FLASH_ROWS * FLASH_HD * 2
+        + FLASH_DENSE_PERSISTENT_STAGES * 2 * FLASH_WGMMA_K128_KEYS * FLASH_HD * 2
+        + FLASH_ROWS * FLASH_HD * 4
+}
+
+/// `FLASHVSR_CUDA_DENSE_PERSISTENT` (read per call): `1` dense calls that the k128 TMA kernel
+/// would take (one K/V segment, some keys, f32 Q with 16-byte aligned rows) take the persistent
+/// kernel instead; `0` (or anything else) they keep the one-CTA-per-item kernel. Unset: off.
+fn dense_persistent_from_env() -> bool {
+    std::env::var("FLASHVSR_CUDA_DENSE_PERSISTENT").is_ok_and(|v| v == "1")
+}
+
 /// The sage pre-pass's outputs (device pointers, alive until the op's kernels are enqueued).
 struct Sage8Inputs {
     k_scale: u64,
@@ -505,6 +527,9 @@ pub(crate) struct FlashReady {
     /// The int8 sage instances of flash_wgmma.cu (with `wgmma`, every limit raised): else
     /// `FLASHVSR_CUDA_SAGE_INT8` keeps the bf16 kernel.
     pub sage8: bool,
+    /// The persistent dense kernel of flash_wgmma.cu (with `wgmma`, its limit raised): else
+    /// dense calls keep the k128 TMA kernel.
+    pub dense_persistent: bool,
 }
 
 /// Raises the flash kernels' dynamic shared-memory limits (and asks for the largest shared-memory
@@ -574,10 +599,19 @@ pub(crate) fn prepare_flash(
                     .is_ok()
                 })
         });
+    let dense_persistent_ok = wgmma_ok
+        && kernels.get(FLASH_DENSE_PERSISTENT_KERNEL).is_ok_and(|f| {
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                dense_persistent_smem() as i32,
+            )
+            .is_ok()
+        });
     FlashReady {
         default: default_ok,
         wgmma: wgmma_ok && default_ok,
         sage8: sage8_ok && default_ok,
+        dense_persistent: dense_persistent_ok && default_ok,
     }
 }
 
@@ -779,6 +813,38 @@ impl CudaBackend {
                 self.launch(&flash_sage8_kernel_name(stages), launch, args)?;
                 return Ok(out.with_bf16_copy(copy));
             }
+        }
+        // Dense over one segment on the TMA kernel: the persistent form where asked for (its
+        // bulk copies of Q's rows need 16-byte aligned rows).
+        let persistent = self.flash_ready.dense_persistent
+            && sparse.is_none()
+            && k.len() == 1
+            && lk > 0
+            && cfg == FlashConfig::wgmma_k128_pingpong_tma(FLASH_WGMMA_K128_STAGES[0])
+            && q_ptr.is_multiple_of(16)
+            && dim.is_multiple_of(4)
+            && dense_persistent_from_env();
+        if let (true, Some(maps)) = (persistent, maps) {
+            let copy = self.bf16_copy_output(lq * dim)?;
+            let grid = items.min(self.gpu.sm_count.max(1) as usize);
+            let args = KernelArgs::new()
+                .push(q_ptr)
+                .push(out.ptr())
+                .push(copy.as_ref().map_or(0, |c| c.ptr()))
+                .push(int("query rows", lq)?)
+                .push(int("key rows", lk)?)
+                .push(int("dim", dim)?)
+                .push(scale_log2)
+                .push(int("query blocks", query_blocks)?)
+                .push(int("items", items)?)
+                .push(maps);
+            let launch = LaunchConfig {
+                grid_dim: (grid as u32, 1, 1),
+                block_dim: (32 * cfg.warps as u32, 1, 1),
+                shared_mem_bytes: dense_persistent_smem() as u32,
+            };
+            self.launch(FLASH_DENSE_PERSISTENT_KERNEL, launch, args)?;
+            return Ok(out.with_bf16_copy(copy));
         }
         let copy = self.bf16_copy_output(lq * dim)?;
         let args = KernelArgs::new()
@@ -1062,14 +1128,22 @@ mod tests {
             .find(|s| s.name == "flash_wgmma.cu")
             .unwrap()
             .functions;
-        // The attention instances, and the sage int8 pre-pass's 3 kernels.
+        // The attention instances, the persistent dense kernel, and the sage int8 pre-pass's 3
+        // kernels.
         assert_eq!(
             listed.len(),
             FLASH_WGMMA_STAGES.len()
                 + 3 * FLASH_WGMMA_K128_STAGES.len()
+                + 1
                 + FLASH_SAGE8_STAGES.len()
                 + 3
         );
+        assert!(listed.contains(&FLASH_DENSE_PERSISTENT_KERNEL));
+        let define = format!("#define FW_DP_STAGES {FLASH_DENSE_PERSISTENT_STAGES}\n");
+        assert!(src.contains(&define), "{define} not in flash_wgmma.cu");
+        assert!(src.contains("#define FW_DP_QF32_BYTES (FW_QBLOCK * FW_HD * 4)\n"));
+        // Within an H100's 227 KiB with the kernel's static shared memory (its barriers).
+        assert!(dense_persistent_smem() + 1024 <= 227 * 1024);
         let instances = FLASH_WGMMA_STAGES
             .map(|s| (s, "FLASH_WGMMA_INSTANCE", "wgmma"))
             .into_iter()
