@@ -1077,6 +1077,12 @@ FLASH_WGMMA_K128PP_TMA_INSTANCE(3)
 // is read) leave room for the 64 KB of staged Q: 1 KB of alignment + 32 KB of bf16 Q + 2 x 64 KB
 // + 64 KB = 225 KB, as the 3-stage kernel. Dense calls over one K/V segment (its maps k[0],
 // v[0]), lk > 0, q 16-byte aligned with rows of a multiple of 16 bytes (the host checks).
+// `flags`: bit 0 (head-minor) the items in the order query block * heads + head (the CTAs
+// running at once read all heads' K/V) instead of head-major (head * query_blocks + query block:
+// they read the same head's); bit 1 the output stored by fw_store_output_v4 (same values).
+// The `_s3` instance (an experiment): 3 K/V stages and no staged Q: each consumer warpgroup
+// reads its Q rows from global memory at the item's start (as fw_stage_q), the producer warp
+// having prefetched them into L2 during the item before.
 #define FW_DP_STAGES 2
 #define FW_DP_QF32_BYTES (FW_QBLOCK * FW_HD * 4)
 
@@ -1092,14 +1098,85 @@ __device__ __forceinline__ void fw_bulk_load(u32 dst, const void* src, u32 bytes
 }
 #endif
 
-extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)
-    attention_flash_dense_bf16_hd128_wgmma_persistent(
-        const float* __restrict__ q, float* __restrict__ o, u16* __restrict__ o_bf16, int lq,
-        int lk, int dim, float scale_log2, int query_blocks, int items,
-        const __grid_constant__ FwTensorMaps maps) {
 #if FW_ENABLED
-    constexpr int STAGES = FW_DP_STAGES;
+// fw_store_output's values (the same products, the same rounding to bf16) stored 16 bytes (f32)
+// and 8 bytes (bf16) at a time: the threads of a row's lane pair (t4, t4 ^ 1) trade halves so
+// that, per pair of n-tiles (j, j + 1), the even one holds 4 consecutive columns of tile j and
+// the odd one 4 of tile j + 1. Half fw_store_output's store instructions. Needs dim a multiple
+// of 4 and 16-byte aligned o (8-byte aligned o_bf16).
+__device__ __forceinline__ void fw_store_output_v4(const float (&acc)[16][4], const float (&l)[2],
+                                                   float* __restrict__ o,
+                                                   u16* __restrict__ o_bf16, int lq, int dim,
+                                                   int r0, u64 hoff, int t4) {
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float x = l[r];
+        x += __shfl_xor_sync(FULL_MASK, x, 1);
+        x += __shfl_xor_sync(FULL_MASK, x, 2);
+        inv[r] = x > 0.0f ? 1.0f / x : 0.0f;
+    }
+    const bool odd = t4 & 1;
+    // Column of this thread's 4 values in tile j (even) or j + 1 (odd) of each pair.
+    const int col = 2 * (t4 & ~1) + (odd ? 8 : 0);
+    const bool ok0 = r0 < lq, ok1 = r0 + 8 < lq;
+    float* o0 = o + (u64)r0 * dim + hoff + col;
+    float* o1 = o0 + 8 * (u64)dim;
+#pragma unroll
+    for (int jp = 0; jp < 8; ++jp) {
+        const float* a = acc[2 * jp];
+        const float* b = acc[2 * jp + 1];
+        float x[4], y[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            x[e] = a[e] * inv[e >> 1];
+            y[e] = b[e] * inv[e >> 1];
+        }
+        float send[4], recv[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            send[e] = odd ? x[e] : y[e];
+            recv[e] = __shfl_xor_sync(FULL_MASK, send[e], 1);
+        }
+        // Row r0: even (x0, x1, recv0, recv1), odd (recv0, recv1, y0, y1); row r0 + 8 likewise.
+        const float4 v0 = odd ? make_float4(recv[0], recv[1], y[0], y[1])
+                              : make_float4(x[0], x[1], recv[0], recv[1]);
+        const float4 v1 = odd ? make_float4(recv[2], recv[3], y[2], y[3])
+                              : make_float4(x[2], x[3], recv[2], recv[3]);
+        if (ok0) *(float4*)(o0 + 16 * jp) = v0;
+        if (ok1) *(float4*)(o1 + 16 * jp) = v1;
+        if (o_bf16) {
+            u16* b0 = o_bf16 + (o0 - o) + 16 * jp;
+            u16* b1 = o_bf16 + (o1 - o) + 16 * jp;
+            if (ok0) *(uint2*)b0 = make_uint2(fa_bf16_pair(v0.x, v0.y), fa_bf16_pair(v0.z, v0.w));
+            if (ok1) *(uint2*)b1 = make_uint2(fa_bf16_pair(v1.x, v1.y), fa_bf16_pair(v1.z, v1.w));
+        }
+    }
+}
+#endif
+
+// STAGED_Q: the next item's Q staged raw in shared memory (else read by the consumers, after an
+// L2 prefetch).
+template <int STAGES, bool STAGED_Q>
+__device__ __forceinline__ void flash_dense_persistent_body(
+    const float* __restrict__ q, float* __restrict__ o, u16* __restrict__ o_bf16, int lq, int lk,
+    int dim, float scale_log2, int query_blocks, int items, int flags, const FwTensorMaps& maps) {
+#if FW_ENABLED
     constexpr int CONSUMERS = 2 * 128;
+    const int heads = items / query_blocks;
+    const bool head_minor = flags & 1, vector_stores = flags & 2;
+    // The head and first query row of item `item`.
+    auto locate = [&](int item, int& head, int& row0) {
+        int qb;
+        if (head_minor) {
+            qb = item / heads;
+            head = item - qb * heads;
+        } else {
+            head = item / query_blocks;
+            qb = item - head * query_blocks;
+        }
+        row0 = qb * FW_QBLOCK;
+    };
     extern __shared__ __align__(1024) unsigned char fw_smem[];
     const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
     const int g = lane >> 2, t4 = lane & 3;
@@ -1149,15 +1226,22 @@ extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)
         // Q of the CTA's j-th item: its rows below lq, raw, 512 bytes each (rows at or past lq
         // are not copied: the consumers write zeros for them).
         auto issue_q = [&](int j) {
-            const int item = (int)blockIdx.x + j * (int)gridDim.x;
-            const int head = item / query_blocks;
-            const int row0 = (item - head * query_blocks) * FW_QBLOCK;
+            int head, row0;
+            locate((int)blockIdx.x + j * (int)gridDim.x, head, row0);
             const int rows = min(FW_QBLOCK, lq - row0);
-            if (lane == 0) fw_mbar_expect_tx(qf_full, (u32)rows * (FW_HD * 4));
-            __syncwarp();
+            if (STAGED_Q) {
+                if (lane == 0) fw_mbar_expect_tx(qf_full, (u32)rows * (FW_HD * 4));
+                __syncwarp();
+            }
             for (int r = lane; r < rows; r += 32) {
-                fw_bulk_load(sqf + r * (FW_HD * 4), q + (u64)(row0 + r) * dim + (u64)head * FW_HD,
-                             FW_HD * 4, qf_full);
+                const float* src = q + (u64)(row0 + r) * dim + (u64)head * FW_HD;
+                if (STAGED_Q) {
+                    fw_bulk_load(sqf + r * (FW_HD * 4), src, FW_HD * 4, qf_full);
+                } else {
+                    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src),
+                                 "r"(FW_HD * 4)
+                                 : "memory");
+                }
             }
         };
         // K (v false) or V of the CTA's global tile g, after its stage is free: 4 TMA boxes, as
@@ -1165,7 +1249,8 @@ extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)
         auto issue = [&](int gt, bool v) {
             const int j = gt / n_tiles;
             const int tile = gt - j * n_tiles;
-            const int head = ((int)blockIdx.x + j * (int)gridDim.x) / query_blocks;
+            int head, row0;
+            locate((int)blockIdx.x + j * (int)gridDim.x, head, row0);
             const int stage = gt % STAGES;
             const u32 full = (v ? fullv0 : full0) + 8 * stage;
             if (gt >= STAGES) {
@@ -1187,7 +1272,7 @@ extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)
             }
         };
         const int total = my_items * n_tiles;
-        issue_q(0);
+        if (STAGED_Q) issue_q(0);
         if (lane == 0) issue(0, false);
         for (int gt = 0; gt < total; ++gt) {
             if (lane == 0) {
@@ -1197,7 +1282,7 @@ extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)
             // Once the consumers have taken item j's Q (they do so first), item j + 1's.
             const int j = gt / n_tiles;
             if (gt == j * n_tiles && j + 1 < my_items) {
-                fw_mbar_wait(qf_empty, j & 1);
+                if (STAGED_Q) fw_mbar_wait(qf_empty, j & 1);
                 issue_q(j + 1);
             }
         }
@@ -1258,9 +1343,8 @@ extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)
     auto release_v = [&](int gt) { fw_mbar_arrive(emptyv0 + 8 * (gt % STAGES)); };
 
     for (int j = 0; j < my_items; ++j) {
-        const int item = (int)blockIdx.x + j * (int)gridDim.x;
-        const int head = item / query_blocks;
-        const int cta_row0 = (item - head * query_blocks) * FW_QBLOCK;
+        int head, cta_row0;
+        locate((int)blockIdx.x + j * (int)gridDim.x, head, cta_row0);
         const int r0 = cta_row0 + warp * 16 + g;
         const u64 hoff = (u64)head * FW_HD;
         const int g0 = j * n_tiles;
@@ -1268,13 +1352,21 @@ extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)
         // This warpgroup's 64 rows of Q from the staging buffer to bf16 (fw_stage_q's layout and
         // rounding; zeros at or past lq). Its last item's S wgmmas, the only readers of these
         // rows, have completed.
-        fw_mbar_wait(qf_full, j & 1);
+        if (STAGED_Q) fw_mbar_wait(qf_full, j & 1);
 #pragma unroll 4
         for (int i = 0; i < 8; ++i) {
             const int c = (tid & 127) + i * 128;
             const int row = 64 * wg + (c >> 4), chunk = c & 15;
             u32 packed[4] = {0u, 0u, 0u, 0u};
-            if (cta_row0 + row < lq) {
+            if (!STAGED_Q && cta_row0 + row < lq) {
+                const float2* src =
+                    (const float2*)(q + (u64)(cta_row0 + row) * dim + hoff + chunk * 8);
+#pragma unroll
+                for (int h = 0; h < 4; ++h) {
+                    const float2 a = src[h];
+                    packed[h] = fa_pack_bf16(a.x, a.y);
+                }
+            } else if (STAGED_Q && cta_row0 + row < lq) {
                 float4 a, b;
                 asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];"
                              : "=f"(a.x), "=f"(a.y), "=f"(a.z), "=f"(a.w)
@@ -1293,8 +1385,10 @@ extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)
                          : "memory");
         }
         fw_fence_proxy();
-        __syncwarp();
-        fw_mbar_arrive_lane0(qf_empty, lane);
+        if (STAGED_Q) {
+            __syncwarp();
+            fw_mbar_arrive_lane0(qf_empty, lane);
+        }
         // The warpgroup's rows are all written before its wgmmas read them.
         asm volatile("bar.sync %0, 128;" ::"r"(4 + wg) : "memory");
 
@@ -1370,9 +1464,34 @@ extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)
             fw_fence_regs(acc);
             release_v(gt);
         }
-        fw_store_output(acc, l, o, o_bf16, lq, dim, r0, hoff, t4);
+        if (vector_stores) {
+            fw_store_output_v4(acc, l, o, o_bf16, lq, dim, r0, hoff, t4);
+        } else {
+            fw_store_output(acc, l, o, o_bf16, lq, dim, r0, hoff, t4);
+        }
     }
 #endif
+}
+
+// attention_flash_dense_bf16_hd128_wgmma_persistent[_s3]: flash_dense_persistent_body, 384
+// threads, one CTA per SM (the host launches min(items, SMs)); dynamic shared memory 1 KB + 32 KB
+// of Q + 2 x 64 KB of K/V + 64 KB of staged Q (`_s3`: 1 KB + 32 KB + 3 x 64 KB).
+extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)
+    attention_flash_dense_bf16_hd128_wgmma_persistent(
+        const float* __restrict__ q, float* __restrict__ o, u16* __restrict__ o_bf16, int lq,
+        int lk, int dim, float scale_log2, int query_blocks, int items, int flags,
+        const __grid_constant__ FwTensorMaps maps) {
+    flash_dense_persistent_body<FW_DP_STAGES, true>(q, o, o_bf16, lq, lk, dim, scale_log2,
+                                                    query_blocks, items, flags, maps);
+}
+
+extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)
+    attention_flash_dense_bf16_hd128_wgmma_persistent_s3(
+        const float* __restrict__ q, float* __restrict__ o, u16* __restrict__ o_bf16, int lq,
+        int lk, int dim, float scale_log2, int query_blocks, int items, int flags,
+        const __grid_constant__ FwTensorMaps maps) {
+    flash_dense_persistent_body<3, false>(q, o, o_bf16, lq, lk, dim, scale_log2, query_blocks,
+                                          items, flags, maps);
 }
 
 // ---- SageAttention's int8 Q·Kᵀ (`FLASHVSR_CUDA_SAGE_INT8`, sage masks: 128 x 64 blocks) ----

@@ -471,25 +471,94 @@ impl SageInt8 {
 }
 
 /// flash_wgmma.cu's persistent kernel for dense calls over one K/V segment
-/// (`attention_flash_dense_bf16_hd128_wgmma_persistent`): one CTA per SM loops over the items,
-/// copying the next item's Q and K/V while the current one computes; the k128 TMA kernel's bits.
-const FLASH_DENSE_PERSISTENT_KERNEL: &str = "attention_flash_dense_bf16_hd128_wgmma_persistent";
-/// Its K/V stages (FW_DP_STAGES): two, so that the f32 Q of the next item fits beside them.
-const FLASH_DENSE_PERSISTENT_STAGES: usize = 2;
-
-/// Dynamic shared memory of the persistent dense kernel: 1 KB of alignment, Q's 128 rows in bf16,
-/// the K/V stages of 128 keys, and the next item's Q rows as f32 (FW_DP_QF32_BYTES).
-const fn dense_persistent_smem() -> usize {
-    1024 + FLASH_ROWS * FLASH_HD * 2
-        + FLASH_DENSE_PERSISTENT_STAGES * 2 * FLASH_WGMMA_K128_KEYS * FLASH_HD * 2
-        + FLASH_ROWS * FLASH_HD * 4
+/// (`flash_dense_persistent_body`): one CTA per SM loops over the items, copying the next item's
+/// Q and K/V while the current one computes; the k128 TMA kernel's bits. `staged_q`: the form
+/// that stages the next item's f32 Q in shared memory (2 K/V stages); else the experiment with 3
+/// K/V stages whose consumers read Q from global memory (`_s3`). `head_minor`: items in the order
+/// query block × heads + head (the CTAs running at once read every head's K/V) instead of
+/// head-major. `vector_stores`: the output stored 16 bytes at a time (`fw_store_output_v4`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DensePersistent {
+    staged_q: bool,
+    head_minor: bool,
+    vector_stores: bool,
 }
 
-/// `FLASHVSR_CUDA_DENSE_PERSISTENT` (read per call): `1` dense calls that the k128 TMA kernel
-/// would take (one K/V segment, some keys, f32 Q with 16-byte aligned rows) take the persistent
-/// kernel instead; `0` (or anything else) they keep the one-CTA-per-item kernel. Unset: off.
-fn dense_persistent_from_env() -> bool {
-    std::env::var("FLASHVSR_CUDA_DENSE_PERSISTENT").is_ok_and(|v| v == "1")
+impl DensePersistent {
+    /// `FLASHVSR_CUDA_DENSE_PERSISTENT` (read per call): `1` the staged-Q form, `s3` the 3-stage
+    /// form, either followed by `h` for the head-minor order and `v` for vector stores (`1hv`);
+    /// `0` (or anything else) dense calls keep the one-CTA-per-item kernel. Unset: off.
+    fn from_env() -> Option<DensePersistent> {
+        DensePersistent::parse(
+            std::env::var("FLASHVSR_CUDA_DENSE_PERSISTENT")
+                .ok()?
+                .as_str(),
+        )
+    }
+
+    fn parse(v: &str) -> Option<DensePersistent> {
+        let (v, vector_stores) = match v.strip_suffix('v') {
+            Some(rest) => (rest, true),
+            None => (v, false),
+        };
+        let (v, head_minor) = match v.strip_suffix('h') {
+            Some(rest) => (rest, true),
+            None => (v, false),
+        };
+        let staged_q = match v {
+            "1" => true,
+            "s3" => false,
+            _ => return None,
+        };
+        Some(DensePersistent {
+            staged_q,
+            head_minor,
+            vector_stores,
+        })
+    }
+
+    const ALL: [DensePersistent; 2] = [
+        DensePersistent {
+            staged_q: true,
+            head_minor: false,
+            vector_stores: false,
+        },
+        DensePersistent {
+            staged_q: false,
+            head_minor: false,
+            vector_stores: false,
+        },
+    ];
+
+    fn kernel_name(self) -> &'static str {
+        if self.staged_q {
+            "attention_flash_dense_bf16_hd128_wgmma_persistent"
+        } else {
+            "attention_flash_dense_bf16_hd128_wgmma_persistent_s3"
+        }
+    }
+
+    /// K/V stages of 128 keys (FW_DP_STAGES for the staged-Q form).
+    const fn stages(self) -> usize {
+        if self.staged_q {
+            2
+        } else {
+            3
+        }
+    }
+
+    /// Dynamic shared memory: 1 KB of alignment, Q's 128 rows in bf16, the K/V stages, and with
+    /// `staged_q` the next item's Q rows as f32 (FW_DP_QF32_BYTES).
+    const fn smem(self) -> usize {
+        let staged = if self.staged_q {
+            FLASH_ROWS * FLASH_HD * 4
+        } else {
+            0
+        };
+        1024 + FLASH_ROWS * FLASH_HD * 2
+            + self.stages() * 2 * FLASH_WGMMA_K128_KEYS * FLASH_HD * 2
+            + staged
+    }
 }
 
 /// The sage pre-pass's outputs (device pointers, alive until the op's kernels are enqueued).
@@ -600,12 +669,14 @@ pub(crate) fn prepare_flash(
                 })
         });
     let dense_persistent_ok = wgmma_ok
-        && kernels.get(FLASH_DENSE_PERSISTENT_KERNEL).is_ok_and(|f| {
-            f.set_attribute(
-                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                dense_persistent_smem() as i32,
-            )
-            .is_ok()
+        && DensePersistent::ALL.iter().all(|dp| {
+            kernels.get(dp.kernel_name()).is_ok_and(|f| {
+                f.set_attribute(
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    dp.smem() as i32,
+                )
+                .is_ok()
+            })
         });
     FlashReady {
         default: default_ok,
@@ -816,17 +887,22 @@ impl CudaBackend {
         }
         // Dense over one segment on the TMA kernel: the persistent form where asked for (its
         // bulk copies of Q's rows need 16-byte aligned rows).
-        let persistent = self.flash_ready.dense_persistent
-            && sparse.is_none()
-            && k.len() == 1
-            && lk > 0
-            && cfg == FlashConfig::wgmma_k128_pingpong_tma(FLASH_WGMMA_K128_STAGES[0])
-            && q_ptr.is_multiple_of(16)
-            && dim.is_multiple_of(4)
-            && dense_persistent_from_env();
-        if let (true, Some(maps)) = (persistent, maps) {
+        let persistent = DensePersistent::from_env().filter(|_| {
+            self.flash_ready.dense_persistent
+                && sparse.is_none()
+                && k.len() == 1
+                && lk > 0
+                && cfg == FlashConfig::wgmma_k128_pingpong_tma(FLASH_WGMMA_K128_STAGES[0])
+                && q_ptr.is_multiple_of(16)
+                && dim.is_multiple_of(4)
+                && out.ptr().is_multiple_of(16)
+        });
+        if let (Some(dp), Some(maps)) = (persistent, maps) {
             let copy = self.bf16_copy_output(lq * dim)?;
             let grid = items.min(self.gpu.sm_count.max(1) as usize);
+            // Vector stores: 8-byte stores into the bf16 copy (out is 16-byte aligned).
+            let vector_stores =
+                dp.vector_stores && copy.as_ref().is_none_or(|c| c.ptr().is_multiple_of(8));
             let args = KernelArgs::new()
                 .push(q_ptr)
                 .push(out.ptr())
@@ -837,13 +913,14 @@ impl CudaBackend {
                 .push(scale_log2)
                 .push(int("query blocks", query_blocks)?)
                 .push(int("items", items)?)
+                .push(i32::from(dp.head_minor) | i32::from(vector_stores) << 1)
                 .push(maps);
             let launch = LaunchConfig {
                 grid_dim: (grid as u32, 1, 1),
                 block_dim: (32 * cfg.warps as u32, 1, 1),
-                shared_mem_bytes: dense_persistent_smem() as u32,
+                shared_mem_bytes: dp.smem() as u32,
             };
-            self.launch(FLASH_DENSE_PERSISTENT_KERNEL, launch, args)?;
+            self.launch(dp.kernel_name(), launch, args)?;
             return Ok(out.with_bf16_copy(copy));
         }
         let copy = self.bf16_copy_output(lq * dim)?;
@@ -1134,16 +1211,34 @@ mod tests {
             listed.len(),
             FLASH_WGMMA_STAGES.len()
                 + 3 * FLASH_WGMMA_K128_STAGES.len()
-                + 1
+                + DensePersistent::ALL.len()
                 + FLASH_SAGE8_STAGES.len()
                 + 3
         );
-        assert!(listed.contains(&FLASH_DENSE_PERSISTENT_KERNEL));
-        let define = format!("#define FW_DP_STAGES {FLASH_DENSE_PERSISTENT_STAGES}\n");
+        for dp in DensePersistent::ALL {
+            assert!(listed.contains(&dp.kernel_name()));
+            // Within an H100's 227 KiB with the kernel's static shared memory (its barriers).
+            assert!(dp.smem() + 1024 <= 227 * 1024, "{dp:?}");
+        }
+        let staged = DensePersistent::parse("1").unwrap();
+        let define = format!("#define FW_DP_STAGES {}\n", staged.stages());
         assert!(src.contains(&define), "{define} not in flash_wgmma.cu");
         assert!(src.contains("#define FW_DP_QF32_BYTES (FW_QBLOCK * FW_HD * 4)\n"));
-        // Within an H100's 227 KiB with the kernel's static shared memory (its barriers).
-        assert!(dense_persistent_smem() + 1024 <= 227 * 1024);
+        assert!(src.contains("flash_dense_persistent_body<3, false>("));
+        assert_eq!(
+            DensePersistent::parse("s3h"),
+            Some(DensePersistent {
+                staged_q: false,
+                head_minor: true,
+                vector_stores: false,
+            })
+        );
+        assert_eq!(
+            DensePersistent::parse("1hv").map(|d| (d.staged_q, d.head_minor, d.vector_stores)),
+            Some((true, true, true))
+        );
+        assert_eq!(DensePersistent::parse("0"), None);
+        assert_eq!(DensePersistent::parse("h"), None);
         let instances = FLASH_WGMMA_STAGES
             .map(|s| (s, "FLASH_WGMMA_INSTANCE", "wgmma"))
             .into_iter()

@@ -1,6 +1,7 @@
 //! The persistent kernel for dense attention (`FLASHVSR_CUDA_DENSE_PERSISTENT=1`, read per call;
-//! flash_wgmma.cu `attention_flash_dense_bf16_hd128_wgmma_persistent`) against the kernel it
-//! stands for on dense calls (the k128 TMA kernel, `=0`), bit for bit: the output, and the bf16
+//! flash_wgmma.cu `flash_dense_persistent_body`), and its variants (`1h`: head-minor item order;
+//! `v`: vector stores; `s3..`: 3 K/V stages, Q read by the consumers) against the kernel it stands for on dense
+//! calls (the k128 TMA kernel, `=0`), bit for bit: the output, and the bf16
 //! copy of it that the fast mode's GEMMs read (a GEMM over it, bit for bit). Shapes: the DiT's
 //! cross-attention (512 keys) at config A's and 1080p's chunks, with more items than SMs (several
 //! per CTA, not a multiple of the grid) and fewer; keys not a multiple of 64 or of 128 (masked
@@ -9,7 +10,7 @@
 //! changes nothing and these cases check that.
 //!
 //! `gpu_ops "dense persistent bench"` (only when asked for) times the op at the cross-attention's
-//! shapes (fast mode: K/V compact bf16, as the pipeline keeps the prompt's), the two kernels
+//! shapes (fast mode: K/V compact bf16, as the pipeline keeps the prompt's), the kernels
 //! alternating: GPU ms per call by CUDA events, median of 5 repeats of 20 calls.
 
 use flashvsr_cuda::CudaBackend;
@@ -18,6 +19,8 @@ use flashvsr_tensor::{BackendRef, Tensor};
 use super::{Input, Suite, BF16_ATTENTION};
 
 const KNOB: &str = "FLASHVSR_CUDA_DENSE_PERSISTENT";
+/// The knob's values for the persistent kernel; the first is held to the CPU too.
+const VARIANTS: [&str; 6] = ["1", "1h", "1v", "1hv", "s3h", "s3hv"];
 
 fn set(value: Option<&str>) {
     // The suite runs on one thread: nothing reads the environment concurrently.
@@ -44,6 +47,7 @@ impl Suite {
     fn same_bits_case(
         &mut self,
         name: &str,
+        variant: &str,
         backend: &BackendRef,
         inputs: &[Input],
         op: super::Op,
@@ -53,7 +57,7 @@ impl Suite {
         }
         self.cases += 1;
         let want = bits(backend, inputs, op, "0");
-        let got = bits(backend, inputs, op, "1");
+        let got = bits(backend, inputs, op, variant);
         let verdict = match (got, want) {
             (Err(e), _) | (_, Err(e)) => Err(format!("CUDA error: {e}")),
             (Ok(g), Ok(w)) if g.len() != w.len() => {
@@ -104,30 +108,41 @@ pub fn run(s: &mut Suite, fast: &BackendRef, ordinal: usize) {
             s.normal_input(&[96, dim], 0.05),
         ];
         let dense = move |t: &[Tensor]| t[0].attention(&t[1], &t[2], heads);
-        let name = format!("dense persistent q{lq} k{lk} {heads}x128");
-        s.same_bits_case(&format!("{name} bits"), &bf16, &inputs, &dense);
-        // Fast mode: K/V compact bf16 (as the prompt's), the output's bf16 copy into a GEMM.
         let fast_dense =
             move |t: &[Tensor]| t[0].attention(&t[1].compact()?, &t[2].compact()?, heads);
-        s.same_bits_case(&format!("{name} fast bits"), fast, &inputs, &fast_dense);
         let into_gemm = move |t: &[Tensor]| fast_dense(t)?.linear(&t[3].compact()?, None);
-        s.same_bits_case(
-            &format!("{name} fast into a GEMM bits"),
-            fast,
-            &inputs,
-            &into_gemm,
-        );
-        if cpu && !s.skip(&name) {
-            set(Some("1"));
-            let cpu_backend = s.cpu.clone();
-            s.bf16_case(
-                &name,
-                BF16_ATTENTION,
-                &cpu_backend,
-                &inputs[..3],
-                &dense,
-                &|_| None,
+        for variant in VARIANTS {
+            let name = format!("dense persistent {variant} q{lq} k{lk} {heads}x128");
+            s.same_bits_case(&format!("{name} bits"), variant, &bf16, &inputs, &dense);
+            // Fast mode: K/V compact bf16 (as the prompt's), the output's bf16 copy into a GEMM.
+            if variant == VARIANTS[0] {
+                s.same_bits_case(
+                    &format!("{name} fast bits"),
+                    variant,
+                    fast,
+                    &inputs,
+                    &fast_dense,
+                );
+            }
+            s.same_bits_case(
+                &format!("{name} fast into a GEMM bits"),
+                variant,
+                fast,
+                &inputs,
+                &into_gemm,
             );
+            if cpu && variant == VARIANTS[0] && !s.skip(&name) {
+                set(Some(variant));
+                let cpu_backend = s.cpu.clone();
+                s.bf16_case(
+                    &name,
+                    BF16_ATTENTION,
+                    &cpu_backend,
+                    &inputs[..3],
+                    &dense,
+                    &|_| None,
+                );
+            }
         }
     }
     set(saved.as_deref());
@@ -180,14 +195,16 @@ fn bench(s: &mut Suite, ordinal: usize) {
         };
         let op = || q.attention(&k, &v, heads).expect("attention");
         let flop = 4.0 * lq as f64 * 512.0 * dim as f64;
-        let mut times: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
-        for value in ["0", "1"] {
+        // "0": the TMA kernel, then the persistent variants.
+        let values: Vec<&str> = std::iter::once("0").chain(VARIANTS).collect();
+        let mut times = vec![Vec::new(); values.len()];
+        for value in &values {
             set(Some(value));
             drop(op());
             drop(op());
         }
         for _ in 0..REPEATS {
-            for (i, value) in ["0", "1"].iter().enumerate() {
+            for (i, value) in values.iter().enumerate() {
                 set(Some(value));
                 match cuda.gpu_time_ms(|| {
                     for _ in 0..CALLS {
@@ -199,17 +216,22 @@ fn bench(s: &mut Suite, ordinal: usize) {
                 }
             }
         }
-        let median = |t: &mut Vec<f64>| {
+        let mut medians = times.into_iter().map(|mut t| {
             t.sort_by(|a, b| a.total_cmp(b));
             t[t.len() / 2]
-        };
-        let (base, new) = (median(&mut times[0]), median(&mut times[1]));
-        println!(
-            "dense persistent bench q{lq} k512 12x128: TMA kernel {base:.4} ms/call ({:.0} TFLOP/s), \
-             persistent {new:.4} ms/call ({:.0} TFLOP/s), {:+.1} %",
-            flop / base / 1e9,
-            flop / new / 1e9,
-            100.0 * (new / base - 1.0)
+        });
+        let base = medians.next().unwrap_or(f64::NAN);
+        let mut row = format!(
+            "dense persistent bench q{lq} k512 12x128: TMA kernel {base:.4} ms/call ({:.0} TFLOP/s)",
+            flop / base / 1e9
         );
+        for (value, ms) in VARIANTS.iter().zip(medians) {
+            row += &format!(
+                "; {value} {ms:.4} ({:.0}, {:+.1} %)",
+                flop / ms / 1e9,
+                100.0 * (ms / base - 1.0)
+            );
+        }
+        println!("{row}");
     }
 }
