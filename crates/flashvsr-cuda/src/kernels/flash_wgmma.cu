@@ -1079,10 +1079,11 @@ FLASH_WGMMA_K128PP_TMA_INSTANCE(3)
 // v[0]), lk > 0, q 16-byte aligned with rows of a multiple of 16 bytes (the host checks).
 // `flags`: bit 0 (head-minor) the items in the order query block * heads + head (the CTAs
 // running at once read all heads' K/V) instead of head-major (head * query_blocks + query block:
-// they read the same head's); bit 1 the output stored by fw_store_output_v4 (same values).
-// The `_s3` instance (an experiment): 3 K/V stages and no staged Q: each consumer warpgroup
-// reads its Q rows from global memory at the item's start (as fw_stage_q), the producer warp
-// having prefetched them into L2 during the item before.
+// they read the same head's); bit 1 the output stored by fw_store_output_v4 (same values). The
+// host sets both (the default): on an H200 in the 1080p pipeline, `attention q17280 k512` took
+// 0.258 ms per call with the one-CTA-per-item kernel, 0.249 with neither flag, 0.227 with both
+// (PERF_NOTES.md). A form with 3 K/V stages and Q read by the consumers from global memory (after
+// an L2 prefetch; no staging buffer) took 0.238 with both flags: the staged Q matters more.
 #define FW_DP_STAGES 2
 #define FW_DP_QF32_BYTES (FW_QBLOCK * FW_HD * 4)
 
@@ -1155,13 +1156,11 @@ __device__ __forceinline__ void fw_store_output_v4(const float (&acc)[16][4], co
 }
 #endif
 
-// STAGED_Q: the next item's Q staged raw in shared memory (else read by the consumers, after an
-// L2 prefetch).
-template <int STAGES, bool STAGED_Q>
 __device__ __forceinline__ void flash_dense_persistent_body(
     const float* __restrict__ q, float* __restrict__ o, u16* __restrict__ o_bf16, int lq, int lk,
     int dim, float scale_log2, int query_blocks, int items, int flags, const FwTensorMaps& maps) {
 #if FW_ENABLED
+    constexpr int STAGES = FW_DP_STAGES;
     constexpr int CONSUMERS = 2 * 128;
     const int heads = items / query_blocks;
     const bool head_minor = flags & 1, vector_stores = flags & 2;
@@ -1229,19 +1228,11 @@ __device__ __forceinline__ void flash_dense_persistent_body(
             int head, row0;
             locate((int)blockIdx.x + j * (int)gridDim.x, head, row0);
             const int rows = min(FW_QBLOCK, lq - row0);
-            if (STAGED_Q) {
-                if (lane == 0) fw_mbar_expect_tx(qf_full, (u32)rows * (FW_HD * 4));
-                __syncwarp();
-            }
+            if (lane == 0) fw_mbar_expect_tx(qf_full, (u32)rows * (FW_HD * 4));
+            __syncwarp();
             for (int r = lane; r < rows; r += 32) {
-                const float* src = q + (u64)(row0 + r) * dim + (u64)head * FW_HD;
-                if (STAGED_Q) {
-                    fw_bulk_load(sqf + r * (FW_HD * 4), src, FW_HD * 4, qf_full);
-                } else {
-                    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(src),
-                                 "r"(FW_HD * 4)
-                                 : "memory");
-                }
+                fw_bulk_load(sqf + r * (FW_HD * 4), q + (u64)(row0 + r) * dim + (u64)head * FW_HD,
+                             FW_HD * 4, qf_full);
             }
         };
         // K (v false) or V of the CTA's global tile g, after its stage is free: 4 TMA boxes, as
@@ -1272,7 +1263,7 @@ __device__ __forceinline__ void flash_dense_persistent_body(
             }
         };
         const int total = my_items * n_tiles;
-        if (STAGED_Q) issue_q(0);
+        issue_q(0);
         if (lane == 0) issue(0, false);
         for (int gt = 0; gt < total; ++gt) {
             if (lane == 0) {
@@ -1282,7 +1273,7 @@ __device__ __forceinline__ void flash_dense_persistent_body(
             // Once the consumers have taken item j's Q (they do so first), item j + 1's.
             const int j = gt / n_tiles;
             if (gt == j * n_tiles && j + 1 < my_items) {
-                if (STAGED_Q) fw_mbar_wait(qf_empty, j & 1);
+                fw_mbar_wait(qf_empty, j & 1);
                 issue_q(j + 1);
             }
         }
@@ -1352,21 +1343,13 @@ __device__ __forceinline__ void flash_dense_persistent_body(
         // This warpgroup's 64 rows of Q from the staging buffer to bf16 (fw_stage_q's layout and
         // rounding; zeros at or past lq). Its last item's S wgmmas, the only readers of these
         // rows, have completed.
-        if (STAGED_Q) fw_mbar_wait(qf_full, j & 1);
+        fw_mbar_wait(qf_full, j & 1);
 #pragma unroll 4
         for (int i = 0; i < 8; ++i) {
             const int c = (tid & 127) + i * 128;
             const int row = 64 * wg + (c >> 4), chunk = c & 15;
             u32 packed[4] = {0u, 0u, 0u, 0u};
-            if (!STAGED_Q && cta_row0 + row < lq) {
-                const float2* src =
-                    (const float2*)(q + (u64)(cta_row0 + row) * dim + hoff + chunk * 8);
-#pragma unroll
-                for (int h = 0; h < 4; ++h) {
-                    const float2 a = src[h];
-                    packed[h] = fa_pack_bf16(a.x, a.y);
-                }
-            } else if (STAGED_Q && cta_row0 + row < lq) {
+            if (cta_row0 + row < lq) {
                 float4 a, b;
                 asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];"
                              : "=f"(a.x), "=f"(a.y), "=f"(a.z), "=f"(a.w)
@@ -1385,10 +1368,8 @@ __device__ __forceinline__ void flash_dense_persistent_body(
                          : "memory");
         }
         fw_fence_proxy();
-        if (STAGED_Q) {
-            __syncwarp();
-            fw_mbar_arrive_lane0(qf_empty, lane);
-        }
+        __syncwarp();
+        fw_mbar_arrive_lane0(qf_empty, lane);
         // The warpgroup's rows are all written before its wgmmas read them.
         asm volatile("bar.sync %0, 128;" ::"r"(4 + wg) : "memory");
 
@@ -1473,25 +1454,16 @@ __device__ __forceinline__ void flash_dense_persistent_body(
 #endif
 }
 
-// attention_flash_dense_bf16_hd128_wgmma_persistent[_s3]: flash_dense_persistent_body, 384
-// threads, one CTA per SM (the host launches min(items, SMs)); dynamic shared memory 1 KB + 32 KB
-// of Q + 2 x 64 KB of K/V + 64 KB of staged Q (`_s3`: 1 KB + 32 KB + 3 x 64 KB).
+// attention_flash_dense_bf16_hd128_wgmma_persistent: flash_dense_persistent_body, 384 threads,
+// one CTA per SM (the host launches min(items, SMs)); dynamic shared memory 1 KB + 32 KB of Q +
+// 2 x 64 KB of K/V + 64 KB of staged Q.
 extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)
     attention_flash_dense_bf16_hd128_wgmma_persistent(
         const float* __restrict__ q, float* __restrict__ o, u16* __restrict__ o_bf16, int lq,
         int lk, int dim, float scale_log2, int query_blocks, int items, int flags,
         const __grid_constant__ FwTensorMaps maps) {
-    flash_dense_persistent_body<FW_DP_STAGES, true>(q, o, o_bf16, lq, lk, dim, scale_log2,
-                                                    query_blocks, items, flags, maps);
-}
-
-extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)
-    attention_flash_dense_bf16_hd128_wgmma_persistent_s3(
-        const float* __restrict__ q, float* __restrict__ o, u16* __restrict__ o_bf16, int lq,
-        int lk, int dim, float scale_log2, int query_blocks, int items, int flags,
-        const __grid_constant__ FwTensorMaps maps) {
-    flash_dense_persistent_body<3, false>(q, o, o_bf16, lq, lk, dim, scale_log2, query_blocks,
-                                          items, flags, maps);
+    flash_dense_persistent_body(q, o, o_bf16, lq, lk, dim, scale_log2, query_blocks, items, flags,
+                                maps);
 }
 
 // ---- SageAttention's int8 Q·Kᵀ (`FLASHVSR_CUDA_SAGE_INT8`, sage masks: 128 x 64 blocks) ----

@@ -209,7 +209,6 @@ pub(crate) const SOURCES: &[Source] = &[
             "attention_flash_bf16_hd128_wgmma_k128pp_s3",
             "attention_flash_bf16_hd128_wgmma_k128pp_tma_s3",
             "attention_flash_dense_bf16_hd128_wgmma_persistent",
-            "attention_flash_dense_bf16_hd128_wgmma_persistent_s3",
             "sage_k_partial_sums",
             "sage_k_mean",
             "sage_quantize_k",

@@ -9,7 +9,10 @@
 //! 1.05, wgmma_k128pp_tma 0.89 with wgmma_k128pp's bits; the k128 forms within the bf16
 //! tolerances of the others); `FLASHVSR_CUDA_FLASH=wgmma_k128pp` selects the pingpong form with
 //! cp.async copies, `wgmma_k128` the k128 form without pingpong, `wgmma` the 64-key form,
-//! `w4s2m2` the mma.sync kernel.
+//! `w4s2m2` the mma.sync kernel. Dense calls that the TMA form would take (the DiT's
+//! cross-attention: 512 keys in one segment) take its persistent form instead (one CTA per SM
+//! looping over the query blocks, the next one's Q and K/V copied while the current one computes;
+//! the same bits; `FLASHVSR_CUDA_DENSE_PERSISTENT=0` for the one-CTA-per-item form).
 
 use std::sync::Arc;
 
@@ -471,29 +474,47 @@ impl SageInt8 {
 }
 
 /// flash_wgmma.cu's persistent kernel for dense calls over one K/V segment
-/// (`flash_dense_persistent_body`): one CTA per SM loops over the items, copying the next item's
-/// Q and K/V while the current one computes; the k128 TMA kernel's bits. `staged_q`: the form
-/// that stages the next item's f32 Q in shared memory (2 K/V stages); else the experiment with 3
-/// K/V stages whose consumers read Q from global memory (`_s3`). `head_minor`: items in the order
-/// query block × heads + head (the CTAs running at once read every head's K/V) instead of
-/// head-major. `vector_stores`: the output stored 16 bytes at a time (`fw_store_output_v4`).
+/// (`flash_dense_persistent_body`): one CTA per SM loops over the items, staging the next item's
+/// Q and copying K/V while the current one computes; the k128 TMA kernel's bits.
+const FLASH_DENSE_PERSISTENT_KERNEL: &str = "attention_flash_dense_bf16_hd128_wgmma_persistent";
+/// Its K/V stages (FW_DP_STAGES): two, so that the f32 Q of the next item fits beside them.
+const FLASH_DENSE_PERSISTENT_STAGES: usize = 2;
+
+/// Dynamic shared memory of the persistent dense kernel: 1 KB of alignment, Q's 128 rows in bf16,
+/// the K/V stages of 128 keys, and the next item's Q rows as f32 (FW_DP_QF32_BYTES).
+const fn dense_persistent_smem() -> usize {
+    1024 + FLASH_ROWS * FLASH_HD * 2
+        + FLASH_DENSE_PERSISTENT_STAGES * 2 * FLASH_WGMMA_K128_KEYS * FLASH_HD * 2
+        + FLASH_ROWS * FLASH_HD * 4
+}
+
+/// The persistent dense kernel's options (its `flags`): `head_minor`, items in the order query
+/// block × heads + head (the CTAs running at once read every head's K/V) instead of head-major;
+/// `vector_stores`, the output stored 16 bytes at a time (`fw_store_output_v4`). Neither changes
+/// a bit of the output.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct DensePersistent {
-    staged_q: bool,
     head_minor: bool,
     vector_stores: bool,
 }
 
 impl DensePersistent {
-    /// `FLASHVSR_CUDA_DENSE_PERSISTENT` (read per call): `1` the staged-Q form, `s3` the 3-stage
-    /// form, either followed by `h` for the head-minor order and `v` for vector stores (`1hv`);
-    /// `0` (or anything else) dense calls keep the one-CTA-per-item kernel. Unset: off.
+    /// Both: on an H200 in the 1080p pipeline (op profile, same call, PERF_NOTES.md) `attention
+    /// q17280 k512` took 0.258 ms per call with the one-CTA-per-item TMA kernel, 0.249 with the
+    /// persistent kernel without either option, 0.227 with both; q51840 0.727 → 0.690 → 0.622.
+    const DEFAULT: DensePersistent = DensePersistent {
+        head_minor: true,
+        vector_stores: true,
+    };
+
+    /// `FLASHVSR_CUDA_DENSE_PERSISTENT` (read per call). Unset: on, with DEFAULT's options;
+    /// `1` on without them, `1h` with the head-minor order, `1v` with vector stores, `1hv` both;
+    /// `0` (or anything else) off: dense calls keep the one-CTA-per-item TMA kernel.
     fn from_env() -> Option<DensePersistent> {
-        DensePersistent::parse(
-            std::env::var("FLASHVSR_CUDA_DENSE_PERSISTENT")
-                .ok()?
-                .as_str(),
-        )
+        match std::env::var("FLASHVSR_CUDA_DENSE_PERSISTENT") {
+            Ok(v) => DensePersistent::parse(&v),
+            Err(_) => Some(DensePersistent::DEFAULT),
+        }
     }
 
     fn parse(v: &str) -> Option<DensePersistent> {
@@ -505,59 +526,15 @@ impl DensePersistent {
             Some(rest) => (rest, true),
             None => (v, false),
         };
-        let staged_q = match v {
-            "1" => true,
-            "s3" => false,
-            _ => return None,
-        };
-        Some(DensePersistent {
-            staged_q,
+        (v == "1").then_some(DensePersistent {
             head_minor,
             vector_stores,
         })
     }
 
-    const ALL: [DensePersistent; 2] = [
-        DensePersistent {
-            staged_q: true,
-            head_minor: false,
-            vector_stores: false,
-        },
-        DensePersistent {
-            staged_q: false,
-            head_minor: false,
-            vector_stores: false,
-        },
-    ];
-
-    fn kernel_name(self) -> &'static str {
-        if self.staged_q {
-            "attention_flash_dense_bf16_hd128_wgmma_persistent"
-        } else {
-            "attention_flash_dense_bf16_hd128_wgmma_persistent_s3"
-        }
-    }
-
-    /// K/V stages of 128 keys (FW_DP_STAGES for the staged-Q form).
-    const fn stages(self) -> usize {
-        if self.staged_q {
-            2
-        } else {
-            3
-        }
-    }
-
-    /// Dynamic shared memory: 1 KB of alignment, Q's 128 rows in bf16, the K/V stages, and with
-    /// `staged_q` the next item's Q rows as f32 (FW_DP_QF32_BYTES).
-    const fn smem(self) -> usize {
-        let staged = if self.staged_q {
-            FLASH_ROWS * FLASH_HD * 4
-        } else {
-            0
-        };
-        1024 + FLASH_ROWS * FLASH_HD * 2
-            + self.stages() * 2 * FLASH_WGMMA_K128_KEYS * FLASH_HD * 2
-            + staged
+    /// The kernel's `flags` argument.
+    fn flags(self) -> i32 {
+        i32::from(self.head_minor) | i32::from(self.vector_stores) << 1
     }
 }
 
@@ -669,14 +646,12 @@ pub(crate) fn prepare_flash(
                 })
         });
     let dense_persistent_ok = wgmma_ok
-        && DensePersistent::ALL.iter().all(|dp| {
-            kernels.get(dp.kernel_name()).is_ok_and(|f| {
-                f.set_attribute(
-                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                    dp.smem() as i32,
-                )
-                .is_ok()
-            })
+        && kernels.get(FLASH_DENSE_PERSISTENT_KERNEL).is_ok_and(|f| {
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                dense_persistent_smem() as i32,
+            )
+            .is_ok()
         });
     FlashReady {
         default: default_ok,
@@ -901,8 +876,11 @@ impl CudaBackend {
             let copy = self.bf16_copy_output(lq * dim)?;
             let grid = items.min(self.gpu.sm_count.max(1) as usize);
             // Vector stores: 8-byte stores into the bf16 copy (out is 16-byte aligned).
-            let vector_stores =
-                dp.vector_stores && copy.as_ref().is_none_or(|c| c.ptr().is_multiple_of(8));
+            let dp = DensePersistent {
+                vector_stores: dp.vector_stores
+                    && copy.as_ref().is_none_or(|c| c.ptr().is_multiple_of(8)),
+                ..dp
+            };
             let args = KernelArgs::new()
                 .push(q_ptr)
                 .push(out.ptr())
@@ -913,14 +891,14 @@ impl CudaBackend {
                 .push(scale_log2)
                 .push(int("query blocks", query_blocks)?)
                 .push(int("items", items)?)
-                .push(i32::from(dp.head_minor) | i32::from(vector_stores) << 1)
+                .push(dp.flags())
                 .push(maps);
             let launch = LaunchConfig {
                 grid_dim: (grid as u32, 1, 1),
                 block_dim: (32 * cfg.warps as u32, 1, 1),
-                shared_mem_bytes: dp.smem() as u32,
+                shared_mem_bytes: dense_persistent_smem() as u32,
             };
-            self.launch(dp.kernel_name(), launch, args)?;
+            self.launch(FLASH_DENSE_PERSISTENT_KERNEL, launch, args)?;
             return Ok(out.with_bf16_copy(copy));
         }
         let copy = self.bf16_copy_output(lq * dim)?;
@@ -1211,34 +1189,16 @@ mod tests {
             listed.len(),
             FLASH_WGMMA_STAGES.len()
                 + 3 * FLASH_WGMMA_K128_STAGES.len()
-                + DensePersistent::ALL.len()
+                + 1
                 + FLASH_SAGE8_STAGES.len()
                 + 3
         );
-        for dp in DensePersistent::ALL {
-            assert!(listed.contains(&dp.kernel_name()));
-            // Within an H100's 227 KiB with the kernel's static shared memory (its barriers).
-            assert!(dp.smem() + 1024 <= 227 * 1024, "{dp:?}");
-        }
-        let staged = DensePersistent::parse("1").unwrap();
-        let define = format!("#define FW_DP_STAGES {}\n", staged.stages());
+        assert!(listed.contains(&FLASH_DENSE_PERSISTENT_KERNEL));
+        // Within an H100's 227 KiB with the kernel's static shared memory (its barriers).
+        assert!(dense_persistent_smem() + 1024 <= 227 * 1024);
+        let define = format!("#define FW_DP_STAGES {FLASH_DENSE_PERSISTENT_STAGES}\n");
         assert!(src.contains(&define), "{define} not in flash_wgmma.cu");
         assert!(src.contains("#define FW_DP_QF32_BYTES (FW_QBLOCK * FW_HD * 4)\n"));
-        assert!(src.contains("flash_dense_persistent_body<3, false>("));
-        assert_eq!(
-            DensePersistent::parse("s3h"),
-            Some(DensePersistent {
-                staged_q: false,
-                head_minor: true,
-                vector_stores: false,
-            })
-        );
-        assert_eq!(
-            DensePersistent::parse("1hv").map(|d| (d.staged_q, d.head_minor, d.vector_stores)),
-            Some((true, true, true))
-        );
-        assert_eq!(DensePersistent::parse("0"), None);
-        assert_eq!(DensePersistent::parse("h"), None);
         let instances = FLASH_WGMMA_STAGES
             .map(|s| (s, "FLASH_WGMMA_INSTANCE", "wgmma"))
             .into_iter()
@@ -1355,6 +1315,20 @@ mod tests {
         assert!(
             src.contains("#define FW_S8_STAGE_BYTES (FW_S8_K_TILE_BYTES + FW_K128_TILE_BYTES)\n")
         );
+    }
+
+    #[test]
+    fn dense_persistent_knob() {
+        let parse =
+            |v| DensePersistent::parse(v).map(|d| (d.head_minor, d.vector_stores, d.flags()));
+        assert_eq!(parse("1"), Some((false, false, 0)));
+        assert_eq!(parse("1h"), Some((true, false, 1)));
+        assert_eq!(parse("1v"), Some((false, true, 2)));
+        assert_eq!(parse("1hv"), Some((true, true, 3)));
+        for off in ["0", "", "h", "hv", "1vh", "2", "yes"] {
+            assert_eq!(parse(off), None, "{off}");
+        }
+        assert_eq!(DensePersistent::DEFAULT.flags(), 3);
     }
 
     #[test]
