@@ -67,7 +67,12 @@ pub(crate) const SOURCES: &[Source] = &[
     Source {
         name: "layout.cu",
         body: include_str!("layout.cu"),
-        functions: &["permute_f32", "copy_blocks_f32", "upsample2x_f32"],
+        functions: &[
+            "permute_f32",
+            "permute_rows_f32",
+            "copy_blocks_f32",
+            "upsample2x_f32",
+        ],
     },
     Source {
         name: "blur.cu",
@@ -335,6 +340,44 @@ mod tests {
                 assert!(src.body.contains(&pattern), "{f} not in {}", src.name);
             }
         }
+    }
+
+    /// Every kernel the Rust side launches by a literal name is listed (a missing entry fails
+    /// only at run time on a GPU: "no kernel named ...").
+    #[test]
+    fn every_launched_name_is_listed() {
+        let listed: Vec<&str> = SOURCES
+            .iter()
+            .flat_map(|s| s.functions.iter().copied())
+            .collect();
+        let mut dirs = vec![std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("src")];
+        let mut checked = 0;
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("src is readable") {
+                let path = entry.expect("a directory entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "rs") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("a source file");
+                for call in ["launch(\"", "kernels.get(\""] {
+                    for (at, _) in text.match_indices(call) {
+                        let rest = &text[at + call.len()..];
+                        let name = &rest[..rest.find('"').expect("a closing quote")];
+                        assert!(
+                            listed.contains(&name),
+                            "{}: {name} is not listed",
+                            path.display()
+                        );
+                        checked += 1;
+                    }
+                }
+            }
+        }
+        assert!(checked > 40, "only {checked} launches found");
     }
 
     #[test]
