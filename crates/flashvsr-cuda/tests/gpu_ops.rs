@@ -19,6 +19,8 @@ mod block_copies;
 mod channels_last;
 #[path = "gpu_ops/cudnn_conv.rs"]
 mod cudnn_conv;
+#[path = "gpu_ops/dense_persistent.rs"]
+mod dense_persistent;
 #[path = "gpu_ops/dilated_blur.rs"]
 mod dilated_blur;
 #[path = "gpu_ops/ffn_passes.rs"]
@@ -1602,6 +1604,7 @@ fn main() {
     ffn_passes::run(&mut s, info.ordinal, &options);
     bf16_copies::run(&mut s, &fast);
     flash_instances::run(&mut s, &fast);
+    dense_persistent::run(&mut s, &fast, info.ordinal);
     sage_int8::run(&mut s, info.compute_capability == (9, 0));
     qkv_split::run(&mut s, &fast);
     row_norms::run(&mut s, info.ordinal, &options);

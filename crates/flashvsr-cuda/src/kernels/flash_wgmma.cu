@@ -1055,6 +1055,417 @@ FLASH_WGMMA_K128_INSTANCE(3)
 FLASH_WGMMA_K128PP_INSTANCE(3)
 FLASH_WGMMA_K128PP_TMA_INSTANCE(3)
 
+// ---- Dense attention over few keys, persistent (`FLASHVSR_CUDA_DENSE_PERSISTENT`) ----
+//
+// The DiT's cross-attention: every query row against the prompt's 512 keys (4 iterations of 128
+// keys per 128-row query block). In the one-CTA-per-item TMA kernel each CTA's fixed costs
+// (staging Q from f32 in global memory, the pipeline's first copies, writing O) are about half
+// its life and, at one CTA per SM, nothing overlaps them. Here a CTA per SM (grid = min(items,
+// SMs)) takes items blockIdx.x, blockIdx.x + gridDim.x, ... and keeps copying across them:
+// - the producer warp (warp 8) copies K/V by TMA as the k128 TMA kernel does, its stages and
+//   their phases running on across items (global tile g = the CTA's j-th item's first tile + t),
+//   so the next item's first tiles arrive while the consumers finish the current one;
+// - the next item's Q is copied raw (f32, 512 bytes a row, one bulk copy per row, spread over
+//   the producer warp's lanes) into a staging buffer while the current item computes; each
+//   consumer warpgroup then rounds its own 64 rows to bf16 into Q's swizzled layout (the values
+//   and rounding of fw_stage_q: the same operand bits) and releases the staging buffer;
+// - the consumers' stores of O are not followed by any wait of theirs before the next item's Q
+//   is in shared memory.
+// Per item the k128 TMA pingpong kernel's arithmetic in the same order (its softmax, wgmmas and
+// epilogue): the same bits as `attention_flash_bf16_hd128_wgmma_k128pp_tma_s3` on dense calls.
+// Two K/V stages (K and V have their own barriers, so K of tile t + 2 may land while V of tile t
+// is read) leave room for the 64 KB of staged Q: 1 KB of alignment + 32 KB of bf16 Q + 2 x 64 KB
+// + 64 KB = 225 KB, as the 3-stage kernel. Dense calls over one K/V segment (its maps k[0],
+// v[0]), lk > 0, q 16-byte aligned with rows of a multiple of 16 bytes (the host checks).
+// `flags`: bit 0 (head-minor) the items in the order query block * heads + head (the CTAs
+// running at once read all heads' K/V) instead of head-major (head * query_blocks + query block:
+// they read the same head's); bit 1 the output stored by fw_store_output_v4 (same values). The
+// host sets both (the default): on an H200 in the 1080p pipeline, `attention q17280 k512` took
+// 0.258 ms per call with the one-CTA-per-item kernel, 0.249 with neither flag, 0.227 with both
+// (PERF_NOTES.md). A form with 3 K/V stages and Q read by the consumers from global memory (after
+// an L2 prefetch; no staging buffer) took 0.238 with both flags: the staged Q matters more.
+#define FW_DP_STAGES 2
+#define FW_DP_QF32_BYTES (FW_QBLOCK * FW_HD * 4)
+
+#if FW_ENABLED
+// A bulk copy of `bytes` (a multiple of 16) from global `src` into shared `dst`, completing
+// `bar`'s transactions by its bytes.
+__device__ __forceinline__ void fw_bulk_load(u32 dst, const void* src, u32 bytes, u32 bar) {
+    asm volatile(
+        "cp.async.bulk.shared::cluster.global.mbarrier::complete_tx::bytes [%0], [%1], %2, [%3];" ::
+            "r"(dst),
+        "l"(src), "r"(bytes), "r"(bar)
+        : "memory");
+}
+#endif
+
+#if FW_ENABLED
+// fw_store_output's values (the same products, the same rounding to bf16) stored 16 bytes (f32)
+// and 8 bytes (bf16) at a time: the threads of a row's lane pair (t4, t4 ^ 1) trade halves so
+// that, per pair of n-tiles (j, j + 1), the even one holds 4 consecutive columns of tile j and
+// the odd one 4 of tile j + 1. Half fw_store_output's store instructions. Needs dim a multiple
+// of 4 and 16-byte aligned o (8-byte aligned o_bf16).
+__device__ __forceinline__ void fw_store_output_v4(const float (&acc)[16][4], const float (&l)[2],
+                                                   float* __restrict__ o,
+                                                   u16* __restrict__ o_bf16, int lq, int dim,
+                                                   int r0, u64 hoff, int t4) {
+    float inv[2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        float x = l[r];
+        x += __shfl_xor_sync(FULL_MASK, x, 1);
+        x += __shfl_xor_sync(FULL_MASK, x, 2);
+        inv[r] = x > 0.0f ? 1.0f / x : 0.0f;
+    }
+    const bool odd = t4 & 1;
+    // Column of this thread's 4 values in tile j (even) or j + 1 (odd) of each pair.
+    const int col = 2 * (t4 & ~1) + (odd ? 8 : 0);
+    const bool ok0 = r0 < lq, ok1 = r0 + 8 < lq;
+    float* o0 = o + (u64)r0 * dim + hoff + col;
+    float* o1 = o0 + 8 * (u64)dim;
+#pragma unroll
+    for (int jp = 0; jp < 8; ++jp) {
+        const float* a = acc[2 * jp];
+        const float* b = acc[2 * jp + 1];
+        float x[4], y[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            x[e] = a[e] * inv[e >> 1];
+            y[e] = b[e] * inv[e >> 1];
+        }
+        float send[4], recv[4];
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            send[e] = odd ? x[e] : y[e];
+            recv[e] = __shfl_xor_sync(FULL_MASK, send[e], 1);
+        }
+        // Row r0: even (x0, x1, recv0, recv1), odd (recv0, recv1, y0, y1); row r0 + 8 likewise.
+        const float4 v0 = odd ? make_float4(recv[0], recv[1], y[0], y[1])
+                              : make_float4(x[0], x[1], recv[0], recv[1]);
+        const float4 v1 = odd ? make_float4(recv[2], recv[3], y[2], y[3])
+                              : make_float4(x[2], x[3], recv[2], recv[3]);
+        if (ok0) *(float4*)(o0 + 16 * jp) = v0;
+        if (ok1) *(float4*)(o1 + 16 * jp) = v1;
+        if (o_bf16) {
+            u16* b0 = o_bf16 + (o0 - o) + 16 * jp;
+            u16* b1 = o_bf16 + (o1 - o) + 16 * jp;
+            if (ok0) *(uint2*)b0 = make_uint2(fa_bf16_pair(v0.x, v0.y), fa_bf16_pair(v0.z, v0.w));
+            if (ok1) *(uint2*)b1 = make_uint2(fa_bf16_pair(v1.x, v1.y), fa_bf16_pair(v1.z, v1.w));
+        }
+    }
+}
+#endif
+
+__device__ __forceinline__ void flash_dense_persistent_body(
+    const float* __restrict__ q, float* __restrict__ o, u16* __restrict__ o_bf16, int lq, int lk,
+    int dim, float scale_log2, int query_blocks, int items, int flags, const FwTensorMaps& maps) {
+#if FW_ENABLED
+    constexpr int STAGES = FW_DP_STAGES;
+    constexpr int CONSUMERS = 2 * 128;
+    const int heads = items / query_blocks;
+    const bool head_minor = flags & 1, vector_stores = flags & 2;
+    // The head and first query row of item `item`.
+    auto locate = [&](int item, int& head, int& row0) {
+        int qb;
+        if (head_minor) {
+            qb = item / heads;
+            head = item - qb * heads;
+        } else {
+            head = item / query_blocks;
+            qb = item - head * query_blocks;
+        }
+        row0 = qb * FW_QBLOCK;
+    };
+    extern __shared__ __align__(1024) unsigned char fw_smem[];
+    const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
+    const int g = lane >> 2, t4 = lane & 3;
+    const int n_units = (lk + FW_KT - 1) / FW_KT;
+    const int n_tiles = (n_units + 1) / 2;
+    // This CTA's items: blockIdx.x + j gridDim.x for j < my_items (grid <= items).
+    const int my_items = (items - (int)blockIdx.x + (int)gridDim.x - 1) / (int)gridDim.x;
+
+    const u32 smem_base = ((u32)__cvta_generic_to_shared(fw_smem) + 1023u) & ~1023u;
+    const u32 sq = smem_base;
+    const u32 stages_base = smem_base + FW_Q_BYTES;
+    const u32 sqf = stages_base + STAGES * (2 * FW_K128_TILE_BYTES);
+
+    // K's full/empty, V's full/empty (as the k128 TMA kernel), the staged Q's full/empty.
+    __shared__ __align__(8) u64 full_bar[STAGES], empty_bar[STAGES];
+    __shared__ __align__(8) u64 fullv_bar[STAGES], emptyv_bar[STAGES];
+    __shared__ __align__(8) u64 qf_full_bar, qf_empty_bar;
+    const u32 full0 = (u32)__cvta_generic_to_shared(full_bar);
+    const u32 empty0 = (u32)__cvta_generic_to_shared(empty_bar);
+    const u32 fullv0 = (u32)__cvta_generic_to_shared(fullv_bar);
+    const u32 emptyv0 = (u32)__cvta_generic_to_shared(emptyv_bar);
+    const u32 qf_full = (u32)__cvta_generic_to_shared(&qf_full_bar);
+    const u32 qf_empty = (u32)__cvta_generic_to_shared(&qf_empty_bar);
+    if (tid == 0) {
+#pragma unroll
+        for (int st = 0; st < STAGES; ++st) {
+            fw_mbar_init(full0 + 8 * st, 1);
+            fw_mbar_init(empty0 + 8 * st, CONSUMERS / 32);
+            fw_mbar_init(fullv0 + 8 * st, 1);
+            fw_mbar_init(emptyv0 + 8 * st, CONSUMERS);
+        }
+        // Full: the producer's arrival with the bytes; empty: one arrival per consumer warp.
+        fw_mbar_init(qf_full, 1);
+        fw_mbar_init(qf_empty, CONSUMERS / 32);
+        fw_fence_barrier_init();
+    }
+    __syncthreads();
+
+    if (warp >= 8) {
+        asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n" ::: "memory");
+        if (warp != 8) return;
+        // Warp 8: lane 0 issues the K/V copies; all its lanes copy Q's rows.
+        if (lane == 0) {
+            fw_prefetch_tensormap(&maps.k[0]);
+            fw_prefetch_tensormap(&maps.v[0]);
+        }
+        // Q of the CTA's j-th item: its rows below lq, raw, 512 bytes each (rows at or past lq
+        // are not copied: the consumers write zeros for them).
+        auto issue_q = [&](int j) {
+            int head, row0;
+            locate((int)blockIdx.x + j * (int)gridDim.x, head, row0);
+            const int rows = min(FW_QBLOCK, lq - row0);
+            if (lane == 0) fw_mbar_expect_tx(qf_full, (u32)rows * (FW_HD * 4));
+            __syncwarp();
+            for (int r = lane; r < rows; r += 32) {
+                fw_bulk_load(sqf + r * (FW_HD * 4), q + (u64)(row0 + r) * dim + (u64)head * FW_HD,
+                             FW_HD * 4, qf_full);
+            }
+        };
+        // K (v false) or V of the CTA's global tile g, after its stage is free: 4 TMA boxes, as
+        // the k128 TMA kernel (an absent unit copies the tile's first unit again).
+        auto issue = [&](int gt, bool v) {
+            const int j = gt / n_tiles;
+            const int tile = gt - j * n_tiles;
+            int head, row0;
+            locate((int)blockIdx.x + j * (int)gridDim.x, head, row0);
+            const int stage = gt % STAGES;
+            const u32 full = (v ? fullv0 : full0) + 8 * stage;
+            if (gt >= STAGES) {
+                fw_mbar_wait((v ? emptyv0 : empty0) + 8 * stage, ((gt / STAGES) - 1) & 1);
+            }
+            fw_mbar_expect_tx(full, FW_K128_TILE_BYTES);
+            const u32 dst =
+                stages_base + stage * (2 * FW_K128_TILE_BYTES) + (v ? FW_K128_TILE_BYTES : 0);
+            const FwTensorMap* map = v ? &maps.v[0] : &maps.k[0];
+#pragma unroll
+            for (int h = 0; h < 2; ++h) {
+                const int u = 2 * tile + h;
+                const int row = (u < n_units ? u : 2 * tile) * FW_KT;
+#pragma unroll
+                for (int half = 0; half < 2; ++half) {
+                    fw_tma_load_3d(dst + half * FW_K128_HALF_BYTES + h * (FW_KT * 128), map, full,
+                                   0, 2 * head + half, row);
+                }
+            }
+        };
+        const int total = my_items * n_tiles;
+        issue_q(0);
+        if (lane == 0) issue(0, false);
+        for (int gt = 0; gt < total; ++gt) {
+            if (lane == 0) {
+                if (gt + 1 < total) issue(gt + 1, false);
+                issue(gt, true);
+            }
+            // Once the consumers have taken item j's Q (they do so first), item j + 1's.
+            const int j = gt / n_tiles;
+            if (gt == j * n_tiles && j + 1 < my_items) {
+                fw_mbar_wait(qf_empty, j & 1);
+                issue_q(j + 1);
+            }
+        }
+        return;
+    }
+    asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n" ::: "memory");
+
+    const int wg = warp >> 2;
+    auto turn_wait = [&]() { asm volatile("bar.sync %0, 256;" ::"r"(2 + wg) : "memory"); };
+    auto turn_pass = [&]() { asm volatile("bar.arrive %0, 256;" ::"r"(3 - wg) : "memory"); };
+    const bool tails = lk % FW_KT != 0;
+    u64 dq[8];
+#pragma unroll
+    for (int ks = 0; ks < 8; ++ks) {
+        dq[ks] = fw_desc(sq + wg * (64 * 128) + (ks >> 2) * FW_Q_HALF_BYTES + (ks & 3) * 32, 16,
+                         1024);
+    }
+    auto k_descs = [&](int stage, u64 (&dk)[8]) {
+        const u32 base = stages_base + stage * (2 * FW_K128_TILE_BYTES);
+#pragma unroll
+        for (int ks = 0; ks < 8; ++ks) {
+            dk[ks] = fw_desc(base + (ks >> 2) * FW_K128_HALF_BYTES + (ks & 3) * 32, 16, 1024);
+            fw_opaque(dk[ks]);
+        }
+    };
+    auto v_descs = [&](int stage, u64 (&dv)[8]) {
+        const u32 base = stages_base + stage * (2 * FW_K128_TILE_BYTES) + FW_K128_TILE_BYTES;
+#pragma unroll
+        for (int kk = 0; kk < 8; ++kk) {
+            dv[kk] = fw_desc(base + kk * 16 * 128, FW_K128_HALF_BYTES, 1024);
+            fw_opaque(dv[kk]);
+        }
+    };
+    auto issue_s = [&](float (&s)[16][4], const u64 (&dk)[8]) {
+        fw_mma_ss_n128<0>(s, dq[0], dk[0]);
+#pragma unroll
+        for (int ks = 1; ks < 8; ++ks) fw_mma_ss_n128<1>(s, dq[ks], dk[ks]);
+        fw_wgmma_commit();
+    };
+    // Keys at or past lk (dense: unit u's first key is 64 u; the absent unit of an odd count
+    // starts at lk).
+    auto mask_tail = [&](float (&s)[16][4], int tile) {
+        const int u = 2 * tile;
+        const int key0a = tails ? u * FW_KT : 0;
+        const int key0b = u + 1 >= n_units ? lk : (tails ? (u + 1) * FW_KT : 0);
+        if (key0a + FW_KT > lk || key0b + FW_KT > lk) {
+#pragma unroll
+            for (int j = 0; j < 16; ++j) {
+                const int key = (j < 8 ? key0a : key0b) + 8 * (j & 7) + 2 * t4;
+                if (key >= lk) s[j][0] = s[j][2] = NEG_INF;
+                if (key + 1 >= lk) s[j][1] = s[j][3] = NEG_INF;
+            }
+        }
+    };
+    auto wait_k = [&](int gt) { fw_mbar_wait(full0 + 8 * (gt % STAGES), (gt / STAGES) & 1); };
+    auto wait_v = [&](int gt) { fw_mbar_wait(fullv0 + 8 * (gt % STAGES), (gt / STAGES) & 1); };
+    auto release_k = [&](int gt) { fw_mbar_arrive_lane0(empty0 + 8 * (gt % STAGES), lane); };
+    auto release_v = [&](int gt) { fw_mbar_arrive(emptyv0 + 8 * (gt % STAGES)); };
+
+    for (int j = 0; j < my_items; ++j) {
+        int head, cta_row0;
+        locate((int)blockIdx.x + j * (int)gridDim.x, head, cta_row0);
+        const int r0 = cta_row0 + warp * 16 + g;
+        const u64 hoff = (u64)head * FW_HD;
+        const int g0 = j * n_tiles;
+
+        // This warpgroup's 64 rows of Q from the staging buffer to bf16 (fw_stage_q's layout and
+        // rounding; zeros at or past lq). Its last item's S wgmmas, the only readers of these
+        // rows, have completed.
+        fw_mbar_wait(qf_full, j & 1);
+#pragma unroll 4
+        for (int i = 0; i < 8; ++i) {
+            const int c = (tid & 127) + i * 128;
+            const int row = 64 * wg + (c >> 4), chunk = c & 15;
+            u32 packed[4] = {0u, 0u, 0u, 0u};
+            if (cta_row0 + row < lq) {
+                float4 a, b;
+                asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];"
+                             : "=f"(a.x), "=f"(a.y), "=f"(a.z), "=f"(a.w)
+                             : "r"(sqf + row * (FW_HD * 4) + chunk * 32));
+                asm volatile("ld.shared.v4.f32 {%0, %1, %2, %3}, [%4];"
+                             : "=f"(b.x), "=f"(b.y), "=f"(b.z), "=f"(b.w)
+                             : "r"(sqf + row * (FW_HD * 4) + chunk * 32 + 16));
+                packed[0] = fa_pack_bf16(a.x, a.y);
+                packed[1] = fa_pack_bf16(a.z, a.w);
+                packed[2] = fa_pack_bf16(b.x, b.y);
+                packed[3] = fa_pack_bf16(b.z, b.w);
+            }
+            asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};" ::"r"(
+                             sq + fw_swz(row, chunk, FW_Q_HALF_BYTES)),
+                         "r"(packed[0]), "r"(packed[1]), "r"(packed[2]), "r"(packed[3])
+                         : "memory");
+        }
+        fw_fence_proxy();
+        __syncwarp();
+        fw_mbar_arrive_lane0(qf_empty, lane);
+        // The warpgroup's rows are all written before its wgmmas read them.
+        asm volatile("bar.sync %0, 128;" ::"r"(4 + wg) : "memory");
+
+        float acc[16][4];
+#pragma unroll
+        for (int jj = 0; jj < 16; ++jj) acc[jj][0] = acc[jj][1] = acc[jj][2] = acc[jj][3] = 0.0f;
+        float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
+        u32 pa[8][4];
+        // The k128 TMA kernel's pingpong, item by item: each warpgroup issues n_tiles + 1 times
+        // and passes the turn after each but warpgroup 1's last; warpgroup 1 passes first.
+        if (wg == 1) turn_pass();
+        {
+            wait_k(g0);
+            float s[16][4];
+            u64 dk[8];
+            k_descs(g0 % STAGES, dk);
+            turn_wait();
+            fw_wgmma_fence();
+            issue_s(s, dk);
+            turn_pass();
+            fw_wgmma_wait<0>();
+            fw_fence_regs(s);
+            release_k(g0);
+            mask_tail(s, 0);
+            float alpha[2], rs[2];
+            fw_softmax(s, m, scale_log2, pa, alpha, rs);
+            l[0] = rs[0];
+            l[1] = rs[1];
+        }
+        auto issue_pv = [&](const u64 (&dv)[8]) {
+#pragma unroll
+            for (int kk = 0; kk < 8; ++kk) fw_mma_rs_n128(acc, pa[kk], dv[kk]);
+            fw_wgmma_commit();
+        };
+        for (int tile = 0; tile + 1 < n_tiles; ++tile) {
+            const int gt = g0 + tile;
+            wait_k(gt + 1);
+            wait_v(gt);
+            float s[16][4];
+            u64 dk[8], dv[8];
+            k_descs((gt + 1) % STAGES, dk);
+            v_descs(gt % STAGES, dv);
+            fw_fence_regs(acc);
+            turn_wait();
+            fw_wgmma_fence();
+            issue_s(s, dk);
+            issue_pv(dv);
+            turn_pass();
+            fw_wgmma_wait<1>();
+            fw_fence_regs(s);
+            release_k(gt + 1);
+            mask_tail(s, tile + 1);
+            float alpha[2], rs[2];
+            u32 pn[8][4];
+            fw_softmax(s, m, scale_log2, pn, alpha, rs);
+            fw_wgmma_wait<0>();
+            fw_fence_regs(acc);
+            fw_fence_regs(pa);
+            release_v(gt);
+            fw_rescale_take_p(acc, l, alpha, rs, pa, pn);
+        }
+        {
+            const int gt = g0 + n_tiles - 1;
+            wait_v(gt);
+            u64 dv[8];
+            v_descs(gt % STAGES, dv);
+            fw_fence_regs(acc);
+            turn_wait();
+            fw_wgmma_fence();
+            issue_pv(dv);
+            if (wg == 0) turn_pass();
+            fw_wgmma_wait<0>();
+            fw_fence_regs(acc);
+            release_v(gt);
+        }
+        if (vector_stores) {
+            fw_store_output_v4(acc, l, o, o_bf16, lq, dim, r0, hoff, t4);
+        } else {
+            fw_store_output(acc, l, o, o_bf16, lq, dim, r0, hoff, t4);
+        }
+    }
+#endif
+}
+
+// attention_flash_dense_bf16_hd128_wgmma_persistent: flash_dense_persistent_body, 384 threads,
+// one CTA per SM (the host launches min(items, SMs)); dynamic shared memory 1 KB + 32 KB of Q +
+// 2 x 64 KB of K/V + 64 KB of staged Q.
+extern "C" __global__ void __launch_bounds__(FW_THREADS, 1)
+    attention_flash_dense_bf16_hd128_wgmma_persistent(
+        const float* __restrict__ q, float* __restrict__ o, u16* __restrict__ o_bf16, int lq,
+        int lk, int dim, float scale_log2, int query_blocks, int items, int flags,
+        const __grid_constant__ FwTensorMaps maps) {
+    flash_dense_persistent_body(q, o, o_bf16, lq, lk, dim, scale_log2, query_blocks, items, flags,
+                                maps);
+}
+
 // ---- SageAttention's int8 Q·Kᵀ (`FLASHVSR_CUDA_SAGE_INT8`, sage masks: 128 x 64 blocks) ----
 //
 // The semantics of the references' sparse sage kernel (spec §5.6.3), per head:

@@ -219,6 +219,7 @@ pub(crate) const SOURCES: &[Source] = &[
             "attention_flash_bf16_hd128_wgmma_k128_s3",
             "attention_flash_bf16_hd128_wgmma_k128pp_s3",
             "attention_flash_bf16_hd128_wgmma_k128pp_tma_s3",
+            "attention_flash_dense_bf16_hd128_wgmma_persistent",
             "sage_k_partial_sums",
             "sage_k_mean",
             "sage_quantize_k",

@@ -9,7 +9,10 @@
 //! 1.05, wgmma_k128pp_tma 0.89 with wgmma_k128pp's bits; the k128 forms within the bf16
 //! tolerances of the others); `FLASHVSR_CUDA_FLASH=wgmma_k128pp` selects the pingpong form with
 //! cp.async copies, `wgmma_k128` the k128 form without pingpong, `wgmma` the 64-key form,
-//! `w4s2m2` the mma.sync kernel.
+//! `w4s2m2` the mma.sync kernel. Dense calls that the TMA form would take (the DiT's
+//! cross-attention: 512 keys in one segment) take its persistent form instead (one CTA per SM
+//! looping over the query blocks, the next one's Q and K/V copied while the current one computes;
+//! the same bits; `FLASHVSR_CUDA_DENSE_PERSISTENT=0` for the one-CTA-per-item form).
 
 use std::sync::Arc;
 
@@ -470,6 +473,71 @@ impl SageInt8 {
     }
 }
 
+/// flash_wgmma.cu's persistent kernel for dense calls over one K/V segment
+/// (`flash_dense_persistent_body`): one CTA per SM loops over the items, staging the next item's
+/// Q and copying K/V while the current one computes; the k128 TMA kernel's bits.
+const FLASH_DENSE_PERSISTENT_KERNEL: &str = "attention_flash_dense_bf16_hd128_wgmma_persistent";
+/// Its K/V stages (FW_DP_STAGES): two, so that the f32 Q of the next item fits beside them.
+const FLASH_DENSE_PERSISTENT_STAGES: usize = 2;
+
+/// Dynamic shared memory of the persistent dense kernel: 1 KB of alignment, Q's 128 rows in bf16,
+/// the K/V stages of 128 keys, and the next item's Q rows as f32 (FW_DP_QF32_BYTES).
+const fn dense_persistent_smem() -> usize {
+    1024 + FLASH_ROWS * FLASH_HD * 2
+        + FLASH_DENSE_PERSISTENT_STAGES * 2 * FLASH_WGMMA_K128_KEYS * FLASH_HD * 2
+        + FLASH_ROWS * FLASH_HD * 4
+}
+
+/// The persistent dense kernel's options (its `flags`): `head_minor`, items in the order query
+/// block × heads + head (the CTAs running at once read every head's K/V) instead of head-major;
+/// `vector_stores`, the output stored 16 bytes at a time (`fw_store_output_v4`). Neither changes
+/// a bit of the output.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct DensePersistent {
+    head_minor: bool,
+    vector_stores: bool,
+}
+
+impl DensePersistent {
+    /// Both: on an H200 in the 1080p pipeline (op profile, same call, PERF_NOTES.md) `attention
+    /// q17280 k512` took 0.258 ms per call with the one-CTA-per-item TMA kernel, 0.249 with the
+    /// persistent kernel without either option, 0.227 with both; q51840 0.727 → 0.690 → 0.622.
+    const DEFAULT: DensePersistent = DensePersistent {
+        head_minor: true,
+        vector_stores: true,
+    };
+
+    /// `FLASHVSR_CUDA_DENSE_PERSISTENT` (read per call). Unset: on, with DEFAULT's options;
+    /// `1` on without them, `1h` with the head-minor order, `1v` with vector stores, `1hv` both;
+    /// `0` (or anything else) off: dense calls keep the one-CTA-per-item TMA kernel.
+    fn from_env() -> Option<DensePersistent> {
+        match std::env::var("FLASHVSR_CUDA_DENSE_PERSISTENT") {
+            Ok(v) => DensePersistent::parse(&v),
+            Err(_) => Some(DensePersistent::DEFAULT),
+        }
+    }
+
+    fn parse(v: &str) -> Option<DensePersistent> {
+        let (v, vector_stores) = match v.strip_suffix('v') {
+            Some(rest) => (rest, true),
+            None => (v, false),
+        };
+        let (v, head_minor) = match v.strip_suffix('h') {
+            Some(rest) => (rest, true),
+            None => (v, false),
+        };
+        (v == "1").then_some(DensePersistent {
+            head_minor,
+            vector_stores,
+        })
+    }
+
+    /// The kernel's `flags` argument.
+    fn flags(self) -> i32 {
+        i32::from(self.head_minor) | i32::from(self.vector_stores) << 1
+    }
+}
+
 /// The sage pre-pass's outputs (device pointers, alive until the op's kernels are enqueued).
 struct Sage8Inputs {
     k_scale: u64,
@@ -505,6 +573,9 @@ pub(crate) struct FlashReady {
     /// The int8 sage instances of flash_wgmma.cu (with `wgmma`, every limit raised): else
     /// `FLASHVSR_CUDA_SAGE_INT8` keeps the bf16 kernel.
     pub sage8: bool,
+    /// The persistent dense kernel of flash_wgmma.cu (with `wgmma`, its limit raised): else
+    /// dense calls keep the k128 TMA kernel.
+    pub dense_persistent: bool,
 }
 
 /// Raises the flash kernels' dynamic shared-memory limits (and asks for the largest shared-memory
@@ -574,10 +645,19 @@ pub(crate) fn prepare_flash(
                     .is_ok()
                 })
         });
+    let dense_persistent_ok = wgmma_ok
+        && kernels.get(FLASH_DENSE_PERSISTENT_KERNEL).is_ok_and(|f| {
+            f.set_attribute(
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                dense_persistent_smem() as i32,
+            )
+            .is_ok()
+        });
     FlashReady {
         default: default_ok,
         wgmma: wgmma_ok && default_ok,
         sage8: sage8_ok && default_ok,
+        dense_persistent: dense_persistent_ok && default_ok,
     }
 }
 
@@ -779,6 +859,47 @@ impl CudaBackend {
                 self.launch(&flash_sage8_kernel_name(stages), launch, args)?;
                 return Ok(out.with_bf16_copy(copy));
             }
+        }
+        // Dense over one segment on the TMA kernel: the persistent form where asked for (its
+        // bulk copies of Q's rows need 16-byte aligned rows).
+        let persistent = DensePersistent::from_env().filter(|_| {
+            self.flash_ready.dense_persistent
+                && sparse.is_none()
+                && k.len() == 1
+                && lk > 0
+                && cfg == FlashConfig::wgmma_k128_pingpong_tma(FLASH_WGMMA_K128_STAGES[0])
+                && q_ptr.is_multiple_of(16)
+                && dim.is_multiple_of(4)
+                && out.ptr().is_multiple_of(16)
+        });
+        if let (Some(dp), Some(maps)) = (persistent, maps) {
+            let copy = self.bf16_copy_output(lq * dim)?;
+            let grid = items.min(self.gpu.sm_count.max(1) as usize);
+            // Vector stores: 8-byte stores into the bf16 copy (out is 16-byte aligned).
+            let dp = DensePersistent {
+                vector_stores: dp.vector_stores
+                    && copy.as_ref().is_none_or(|c| c.ptr().is_multiple_of(8)),
+                ..dp
+            };
+            let args = KernelArgs::new()
+                .push(q_ptr)
+                .push(out.ptr())
+                .push(copy.as_ref().map_or(0, |c| c.ptr()))
+                .push(int("query rows", lq)?)
+                .push(int("key rows", lk)?)
+                .push(int("dim", dim)?)
+                .push(scale_log2)
+                .push(int("query blocks", query_blocks)?)
+                .push(int("items", items)?)
+                .push(dp.flags())
+                .push(maps);
+            let launch = LaunchConfig {
+                grid_dim: (grid as u32, 1, 1),
+                block_dim: (32 * cfg.warps as u32, 1, 1),
+                shared_mem_bytes: dense_persistent_smem() as u32,
+            };
+            self.launch(FLASH_DENSE_PERSISTENT_KERNEL, launch, args)?;
+            return Ok(out.with_bf16_copy(copy));
         }
         let copy = self.bf16_copy_output(lq * dim)?;
         let args = KernelArgs::new()
@@ -1062,14 +1183,22 @@ mod tests {
             .find(|s| s.name == "flash_wgmma.cu")
             .unwrap()
             .functions;
-        // The attention instances, and the sage int8 pre-pass's 3 kernels.
+        // The attention instances, the persistent dense kernel, and the sage int8 pre-pass's 3
+        // kernels.
         assert_eq!(
             listed.len(),
             FLASH_WGMMA_STAGES.len()
                 + 3 * FLASH_WGMMA_K128_STAGES.len()
+                + 1
                 + FLASH_SAGE8_STAGES.len()
                 + 3
         );
+        assert!(listed.contains(&FLASH_DENSE_PERSISTENT_KERNEL));
+        // Within an H100's 227 KiB with the kernel's static shared memory (its barriers).
+        assert!(dense_persistent_smem() + 1024 <= 227 * 1024);
+        let define = format!("#define FW_DP_STAGES {FLASH_DENSE_PERSISTENT_STAGES}\n");
+        assert!(src.contains(&define), "{define} not in flash_wgmma.cu");
+        assert!(src.contains("#define FW_DP_QF32_BYTES (FW_QBLOCK * FW_HD * 4)\n"));
         let instances = FLASH_WGMMA_STAGES
             .map(|s| (s, "FLASH_WGMMA_INSTANCE", "wgmma"))
             .into_iter()
@@ -1186,6 +1315,20 @@ mod tests {
         assert!(
             src.contains("#define FW_S8_STAGE_BYTES (FW_S8_K_TILE_BYTES + FW_K128_TILE_BYTES)\n")
         );
+    }
+
+    #[test]
+    fn dense_persistent_knob() {
+        let parse =
+            |v| DensePersistent::parse(v).map(|d| (d.head_minor, d.vector_stores, d.flags()));
+        assert_eq!(parse("1"), Some((false, false, 0)));
+        assert_eq!(parse("1h"), Some((true, false, 1)));
+        assert_eq!(parse("1v"), Some((false, true, 2)));
+        assert_eq!(parse("1hv"), Some((true, true, 3)));
+        for off in ["0", "", "h", "hv", "1vh", "2", "yes"] {
+            assert_eq!(parse(off), None, "{off}");
+        }
+        assert_eq!(DensePersistent::DEFAULT.flags(), 3);
     }
 
     #[test]

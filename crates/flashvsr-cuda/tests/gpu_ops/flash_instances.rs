@@ -9,7 +9,9 @@
 //! `wgmma_k128pp_tma`, flash_wgmma.cu) sum in another order: they are held to the CPU with the
 //! same tolerances, and to the default instance's output within a relative L2 of
 //! `WGMMA_VS_DEFAULT`, on the same cases; the pairs of `SAME_BITS` to each other bit for bit. Off
-//! sm_90 the knob keeps the default instance, and these cases check it again.
+//! sm_90 the knob keeps the default instance, and these cases check it again. (Dense calls of
+//! `wgmma_k128pp_tma` take its persistent form by default, `FLASHVSR_CUDA_DENSE_PERSISTENT`: its
+//! dense cases here hold that form to `wgmma_k128pp`'s bits.)
 
 use flashvsr_tensor::{BackendRef, BlockMask, Tensor};
 
