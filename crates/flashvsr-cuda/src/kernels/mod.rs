@@ -213,6 +213,9 @@ pub(crate) const SOURCES: &[Source] = &[
             "sage_quantize_k",
             "attention_sage8_hd128_wgmma_s3",
             "attention_sage8_hd128_wgmma_s4",
+            "attention_sage8_hd128_wgmma_s3_v0",
+            "attention_sage8_hd128_wgmma_s3_v1",
+            "attention_sage8_hd128_wgmma_s3_v2",
         ],
     },
 ];
@@ -249,6 +252,15 @@ pub(crate) fn flash_wgmma_k128_kernel_name(stages: usize, pingpong: bool, tma: b
 /// count of K/V stages: `attention_sage8_hd128_wgmma_s<S>`.
 pub(crate) fn flash_sage8_kernel_name(stages: usize) -> String {
     format!("attention_sage8_hd128_wgmma_s{stages}")
+}
+
+/// The int8 sage kernel's softmax forms other than the default, 3 stages only (flash_sage8_body's
+/// VARIANT bits: 1 all of the softmax while the previous P·V runs, 2 the logit scale folded into
+/// the exponent's FMA; 0 is session 11's kernel): `attention_sage8_hd128_wgmma_s3_v<V>`.
+pub(crate) const FLASH_SAGE8_VARIANTS: [u32; 3] = [0, 1, 2];
+
+pub(crate) fn flash_sage8_variant_kernel_name(variant: u32) -> String {
+    format!("attention_sage8_hd128_wgmma_s3_v{variant}")
 }
 
 /// Every function of every source, loaded into one context.
@@ -311,7 +323,10 @@ mod tests {
                     .and_then(|ws| ws.split_once('s'));
                 let hopper = wgmma.or(k128).or(k128pp).or(tma);
                 let pattern = match (f.rsplit_once("_n"), flash, hopper) {
-                    _ if sage8.is_some() => format!("\nFLASH_SAGE8_INSTANCE({})\n", sage8.unwrap()),
+                    _ if sage8.is_some() => match sage8.unwrap().split_once("_v") {
+                        Some((s, v)) => format!("\nFLASH_SAGE8_VARIANT({s}, {v})\n"),
+                        None => format!("\nFLASH_SAGE8_INSTANCE({})\n", sage8.unwrap()),
+                    },
                     (_, _, Some(s)) if tma.is_some() => {
                         format!("\nFLASH_WGMMA_K128PP_TMA_INSTANCE({s})\n")
                     }

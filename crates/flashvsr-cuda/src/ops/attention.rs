@@ -20,8 +20,9 @@ use crate::backend::{AttentionPrecision, CudaBackend};
 use crate::buffer::{CudaBuffer, Storage};
 use crate::error::{CudaError, CudaResult};
 use crate::kernels::{
-    flash_kernel_name, flash_sage8_kernel_name, flash_wgmma_k128_kernel_name,
-    flash_wgmma_kernel_name, Kernels, ATTENTION_WIDTHS,
+    flash_kernel_name, flash_sage8_kernel_name, flash_sage8_variant_kernel_name,
+    flash_wgmma_k128_kernel_name, flash_wgmma_kernel_name, Kernels, ATTENTION_WIDTHS,
+    FLASH_SAGE8_VARIANTS,
 };
 use crate::launch::KernelArgs;
 use crate::ops::mask::WorkOrder;
@@ -463,6 +464,22 @@ impl SageInt8 {
         }
     }
 
+    /// The int8 kernel to launch: `FLASHVSR_CUDA_SAGE8_VARIANT=<v>` (one of FLASH_SAGE8_VARIANTS,
+    /// with 3 stages) picks another softmax form, for measurements; else the default one.
+    fn kernel_name(stages: usize) -> String {
+        static VARIANT: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
+        let variant = *VARIANT.get_or_init(|| {
+            std::env::var("FLASHVSR_CUDA_SAGE8_VARIANT")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .filter(|v| FLASH_SAGE8_VARIANTS.contains(v))
+        });
+        match variant {
+            Some(v) if stages == 3 => flash_sage8_variant_kernel_name(v),
+            _ => flash_sage8_kernel_name(stages),
+        }
+    }
+
     /// Dynamic shared memory of the int8 kernel: 1 KB of alignment, Q8 (128 rows of 128 bytes),
     /// the stages (128 keys of int8 K and of bf16 V: 3 bytes per key and dim).
     const fn smem(stages: usize) -> usize {
@@ -562,10 +579,20 @@ pub(crate) fn prepare_flash(
             wgmma_ok &= ok;
         }
     }
+    let sage8_names = FLASH_SAGE8_STAGES
+        .iter()
+        .map(|&stages| (stages, flash_sage8_kernel_name(stages)))
+        .chain(
+            FLASH_SAGE8_VARIANTS
+                .iter()
+                .map(|&v| (3, flash_sage8_variant_kernel_name(v))),
+        )
+        .collect::<Vec<_>>();
     let sage8_ok = wgmma_ok
-        && FLASH_SAGE8_STAGES.iter().all(|&stages| {
+        && sage8_names.iter().all(|(stages, name)| {
+            let stages = *stages;
             kernels
-                .get(&flash_sage8_kernel_name(stages))
+                .get(name)
                 .is_ok_and(|f| {
                     f.set_attribute(
                         sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
@@ -776,7 +803,7 @@ impl CudaBackend {
                     block_dim: (32 * cfg.warps as u32, 1, 1),
                     shared_mem_bytes: SageInt8::smem(stages) as u32,
                 };
-                self.launch(&flash_sage8_kernel_name(stages), launch, args)?;
+                self.launch(&SageInt8::kernel_name(stages), launch, args)?;
                 return Ok(out.with_bf16_copy(copy));
             }
         }
