@@ -1587,8 +1587,9 @@ __device__ __forceinline__ void flash_sage8_body(
             c[0] = sq_scale * ks_head[blocks[u]];
             c[1] = u + 1 < n_units ? sq_scale * ks_head[blocks[u + 1]] : 0.0f;
             if (FOLD) {
-                c[0] = c[0] > 0.0f ? c[0] : 0x1p-100f;
-                c[1] = c[1] > 0.0f ? c[1] : 0x1p-100f;
+                // (== 0, not <= 0: a NaN scale stays NaN, as the logits it makes.)
+                c[0] = c[0] == 0.0f ? 0x1p-100f : c[0];
+                c[1] = c[1] == 0.0f ? 0x1p-100f : c[1];
             }
         };
         // The i32 logits as fp32 in base 2 (FOLD: the biased y = 1.5·2²³ + x, unscaled), masked
