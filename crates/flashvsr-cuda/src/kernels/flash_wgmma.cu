@@ -1264,21 +1264,23 @@ __device__ __forceinline__ void fw_tma_load_2d(u32 dst, const void* map, u32 bar
 
 #if FW_ENABLED
 // The int8 kernel's softmax forms (flash_sage8_body's VARIANT bits; the default instances take
-// both):
-// - FW_S8_EARLY: the tile's exponentials are taken in place (fp32 P in the S registers) before
-//   waiting for the P·V in flight, and packed to bf16 into that P·V's A registers after it. With
-//   a separate bf16 P (fw_softmax's `pn`, copied into `pa` after the wait) ptxas puts the packed
-//   P in `pa`'s registers, so the wait moves above the first pack and the whole max/exp/pack
-//   sequence runs only after this warpgroup's P·V has finished (SASS of session 12: the
-//   `WARPGROUP.DEPBAR.LE gsb0, 0x0` sits before every MUFU.EX2 of the loop).
+// all three):
+// - FW_S8_PIN: the whole softmax of tile t + 1 (max, exponentials, bf16 pack) before the wait for
+//   P·V(t), i.e. while it runs (fw_pin_row_sums). Without it ptxas moves that wait
+//   (`WARPGROUP.DEPBAR.LE gsb0, 0x0`) above every MUFU.EX2 of the loop: it packs P into P·V(t)'s
+//   A registers, so the softmax runs only once this warpgroup's P·V has finished. Needs
+//   FW_S8_PINGPONG.
+// - FW_S8_PINGPONG: P alternates between two register arrays (the loop unrolled by two) instead
+//   of being copied into the one P·V reads.
 // - FW_S8_FOLD: the logits stay the exact biased fp32 y = 1.5·2²³ + x (x the i32 q8·k8 sum; no
 //   FADD, no FMUL by the unit's scale c); the row max is taken on y per 64-key unit and scaled
 //   once, m = max(c_a·(max_a y − 1.5·2²³), c_b·(...)) — exactly today's max of the fp32 products,
 //   since c ≥ 0 and rounding is monotone — and p = 2^fma(y, c, −(1.5·2²³·c + m)). The one
 //   rounding of 1.5·2²³·c + m shifts all of a unit's exponents in a row by the same ≤ 0.5 ulp of
 //   1.5·2²³·c + m (~0.75·c: ~1e-4 at the logit scales of the tests).
-#define FW_S8_EARLY 1
+#define FW_S8_PIN 1
 #define FW_S8_FOLD 2
+#define FW_S8_PINGPONG 4
 // 1.5 · 2²³: its fp32 bits are 0x4b400000, and 0x4b400000 + x is exactly 1.5 · 2²³ + x for
 // |x| < 2²² (the i32 logits: |q8 · k8| <= 127² · 128 < 2²²).
 #define FW_S8_BIAS 12582912.0f
@@ -1388,8 +1390,10 @@ __device__ __forceinline__ void flash_sage8_body(
     const FwTensorMaps* maps) {
 #if FW_ENABLED
     static_assert(STAGES >= 3, "a stage for the tile in flight besides the two being read");
-    constexpr bool EARLY = (VARIANT & FW_S8_EARLY) != 0;
+    constexpr bool PIN = (VARIANT & FW_S8_PIN) != 0;
     constexpr bool FOLD = (VARIANT & FW_S8_FOLD) != 0;
+    constexpr bool PINGPONG = (VARIANT & FW_S8_PINGPONG) != 0;
+    static_assert(PINGPONG || !PIN, "P packed before the wait cannot go into the A registers");
     constexpr int CONSUMERS = 2 * 128;
     extern __shared__ __align__(1024) unsigned char fw_smem[];
     const int item = order ? order[blockIdx.x] : (int)blockIdx.x;
@@ -1663,9 +1667,9 @@ __device__ __forceinline__ void flash_sage8_body(
         };
 
         // One iteration: S(tile + 1) and P·V(tile) (A = p_cur) issued together, then tile + 1's
-        // softmax into p_next. Today's form (not EARLY) copies p_next into p_cur = pa after the
-        // wait for P·V; EARLY alternates the two arrays instead (no copy, which ptxas would
-        // coalesce into the in-flight A registers: C7513, serialised wgmma).
+        // softmax into p_next. Without PINGPONG p_next is copied into p_cur = pa after the wait
+        // for P·V (with PIN, ptxas coalesces that copy into the in-flight A registers: C7513,
+        // serialised wgmma).
         auto step = [&](int tile, u32 (&p_cur)[8][4], u32 (&p_next)[8][4]) {
             float c[2];
             unit_scales(tile + 1, c);
@@ -1692,8 +1696,8 @@ __device__ __forceinline__ void flash_sage8_body(
             } else {
                 fw_sage_exp<FOLD>(s, c, m, alpha, rs);
                 fw_sage_pack(s, p_next);
-                // EARLY: all of it while P·V(tile) runs.
-                if (EARLY) fw_pin_row_sums(rs);
+                // PIN: all of it while P·V(tile) runs.
+                if (PIN) fw_pin_row_sums(rs);
             }
             fw_wgmma_wait<0>();
             fw_fence_regs(acc);
@@ -1708,7 +1712,7 @@ __device__ __forceinline__ void flash_sage8_body(
                 acc[j][2] *= alpha[1];
                 acc[j][3] *= alpha[1];
             }
-            if (!EARLY) {
+            if (!PINGPONG) {
 #pragma unroll
                 for (int kk = 0; kk < 8; ++kk) {
 #pragma unroll
@@ -1727,7 +1731,7 @@ __device__ __forceinline__ void flash_sage8_body(
             if (wg == 0) turn_pass();
         };
 
-        if (EARLY) {
+        if (PINGPONG) {
             u32 pb[8][4];
             int tile = 0;
             for (;;) {
@@ -1771,7 +1775,7 @@ __device__ __forceinline__ void flash_sage8_body(
 // The default softmax form (FLASH_SAGE8_DEFAULT_VARIANT) and, for 3 stages, each form by its
 // bits (`..._s3_v<VARIANT>`: FLASHVSR_CUDA_SAGE8_VARIANT, for measurements; v0 is session 11's
 // kernel).
-#define FLASH_SAGE8_DEFAULT_VARIANT (FW_S8_EARLY | FW_S8_FOLD)
+#define FLASH_SAGE8_DEFAULT_VARIANT (FW_S8_PIN | FW_S8_FOLD | FW_S8_PINGPONG)
 #define FLASH_SAGE8_INSTANCE(S) \
     FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S, S, FLASH_SAGE8_DEFAULT_VARIANT)
 #define FLASH_SAGE8_VARIANT(S, V) FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_v##V, S, V)
@@ -1780,5 +1784,6 @@ __device__ __forceinline__ void flash_sage8_body(
 FLASH_SAGE8_INSTANCE(3)
 FLASH_SAGE8_INSTANCE(4)
 FLASH_SAGE8_VARIANT(3, 0)
-FLASH_SAGE8_VARIANT(3, 1)
 FLASH_SAGE8_VARIANT(3, 2)
+FLASH_SAGE8_VARIANT(3, 5)
+FLASH_SAGE8_VARIANT(3, 6)

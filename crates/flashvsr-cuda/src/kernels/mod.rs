@@ -214,8 +214,9 @@ pub(crate) const SOURCES: &[Source] = &[
             "attention_sage8_hd128_wgmma_s3",
             "attention_sage8_hd128_wgmma_s4",
             "attention_sage8_hd128_wgmma_s3_v0",
-            "attention_sage8_hd128_wgmma_s3_v1",
             "attention_sage8_hd128_wgmma_s3_v2",
+            "attention_sage8_hd128_wgmma_s3_v5",
+            "attention_sage8_hd128_wgmma_s3_v6",
         ],
     },
 ];
@@ -254,10 +255,11 @@ pub(crate) fn flash_sage8_kernel_name(stages: usize) -> String {
     format!("attention_sage8_hd128_wgmma_s{stages}")
 }
 
-/// The int8 sage kernel's softmax forms other than the default, 3 stages only (flash_sage8_body's
-/// VARIANT bits: 1 all of the softmax while the previous P·V runs, 2 the logit scale folded into
-/// the exponent's FMA; 0 is session 11's kernel): `attention_sage8_hd128_wgmma_s3_v<V>`.
-pub(crate) const FLASH_SAGE8_VARIANTS: [u32; 3] = [0, 1, 2];
+/// The int8 sage kernel's softmax forms other than the default (7), 3 stages only
+/// (flash_sage8_body's VARIANT bits: 1 all of the softmax while the previous P·V runs, 2 the
+/// logit scale folded into the exponent's FMA, 4 P in two alternating register arrays; 0 is
+/// session 11's kernel): `attention_sage8_hd128_wgmma_s3_v<V>`.
+pub(crate) const FLASH_SAGE8_VARIANTS: [u32; 4] = [0, 2, 5, 6];
 
 pub(crate) fn flash_sage8_variant_kernel_name(variant: u32) -> String {
     format!("attention_sage8_hd128_wgmma_s3_v{variant}")

@@ -465,15 +465,13 @@ impl SageInt8 {
     }
 
     /// The int8 kernel to launch: `FLASHVSR_CUDA_SAGE8_VARIANT=<v>` (one of FLASH_SAGE8_VARIANTS,
-    /// with 3 stages) picks another softmax form, for measurements; else the default one.
+    /// with 3 stages; read per call, as FLASHVSR_CUDA_SAGE_INT8) picks another softmax form, for
+    /// measurements; else the default one.
     fn kernel_name(stages: usize) -> String {
-        static VARIANT: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
-        let variant = *VARIANT.get_or_init(|| {
-            std::env::var("FLASHVSR_CUDA_SAGE8_VARIANT")
-                .ok()
-                .and_then(|v| v.parse().ok())
-                .filter(|v| FLASH_SAGE8_VARIANTS.contains(v))
-        });
+        let variant = std::env::var("FLASHVSR_CUDA_SAGE8_VARIANT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .filter(|v| FLASH_SAGE8_VARIANTS.contains(v));
         match variant {
             Some(v) if stages == 3 => flash_sage8_variant_kernel_name(v),
             _ => flash_sage8_kernel_name(stages),
