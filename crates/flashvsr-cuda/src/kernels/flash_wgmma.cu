@@ -1263,102 +1263,57 @@ __device__ __forceinline__ void fw_tma_load_2d(u32 dst, const void* map, u32 bar
 #endif
 
 #if FW_ENABLED
-// The int8 kernel's softmax forms (flash_sage8_body's VARIANT bits; the default instances take
-// all three):
-// - FW_S8_PIN: the whole softmax of tile t + 1 (max, exponentials, bf16 pack) before the wait for
-//   P·V(t), i.e. while it runs (fw_pin_row_sums). Without it ptxas moves that wait
-//   (`WARPGROUP.DEPBAR.LE gsb0, 0x0`) above every MUFU.EX2 of the loop: it packs P into P·V(t)'s
-//   A registers, so the softmax runs only once this warpgroup's P·V has finished. Needs
-//   FW_S8_PINGPONG.
-// - FW_S8_PINGPONG: P alternates between two register arrays (the loop unrolled by two) instead
-//   of being copied into the one P·V reads.
-// - FW_S8_FOLD: the logits stay the exact biased fp32 y = 1.5·2²³ + x (x the i32 q8·k8 sum; no
-//   FADD, no FMUL by the unit's scale c); the row max is taken on y per 64-key unit and scaled
-//   once, m = max(c_a·(max_a y − 1.5·2²³), c_b·(...)) — exactly today's max of the fp32 products,
-//   since c ≥ 0 and rounding is monotone — and p = 2^fma(y, c, −(1.5·2²³·c + m)). The one
-//   rounding of 1.5·2²³·c + m shifts all of a unit's exponents in a row by the same ≤ 0.5 ulp of
-//   1.5·2²³·c + m (~0.75·c: ~1e-4 at the logit scales of the tests).
-#define FW_S8_PIN 1
-#define FW_S8_FOLD 2
-#define FW_S8_PINGPONG 4
+// The int8 kernel's softmax with the logit scale folded in (flash_sage8_body's FOLD, the
+// default): the logits stay the exact biased fp32 y = 1.5·2²³ + x (x the i32 q8·k8 sum; no FADD,
+// no FMUL by the unit's scale c); the row max is taken on y per 64-key unit and scaled once,
+// m = max(c_a·(max_a y − 1.5·2²³), c_b·(...)) — exactly the unfolded max of the fp32 products,
+// since c ≥ 0 and rounding is monotone — and p = 2^fma(y, c, −(1.5·2²³·c + m)). The one rounding
+// of 1.5·2²³·c + m shifts all of a unit's exponents in a row by the same ≤ 0.5 ulp of
+// 1.5·2²³·c + m (~0.75·c, ~1e-4 at the tests' logit scales): P moves by up to ~1e-4 relative,
+// which flips some of P's bf16 roundings (PERF_NOTES, helper h28).
+
 // 1.5 · 2²³: its fp32 bits are 0x4b400000, and 0x4b400000 + x is exactly 1.5 · 2²³ + x for
 // |x| < 2²² (the i32 logits: |q8 · k8| <= 127² · 128 < 2²²).
 #define FW_S8_BIAS 12582912.0f
 
-// fw_softmax's step on one 128-key tile of the int8 kernel, without the bf16 pack: s in, P (fp32)
-// out in place. FOLD: s holds the biased logits y (masked keys -inf) and c the units' scales, all
-// > 0 (unit_scales replaces a zero scale); else s holds the logits in base 2 (masked -inf), as
-// fw_softmax<16>(s, m, 1.0f, ...) reads them.
-template <bool FOLD>
+// fw_softmax's step on one 128-key tile of the int8 kernel with the logit scale folded in (see
+// above), without the bf16 pack: s holds the biased logits y (masked keys -inf), c the units'
+// scales, all > 0 (unit_scales replaces a zero scale); P (fp32) comes out in s.
 __device__ __forceinline__ void fw_sage_exp(float (&s)[16][4], const float (&c)[2], float (&m)[2],
                                             float (&alpha)[2], float (&rs)[2]) {
-    float ms[2], k[2][2];
-    if (FOLD) {
-        // Per row (index r) and unit (j < 8: the first 64 keys).
-        float my[2][2] = {{NEG_INF, NEG_INF}, {NEG_INF, NEG_INF}};
+    // The row maxima per row (index r) and unit (j < 8: the first 64 keys).
+    float my[2][2] = {{NEG_INF, NEG_INF}, {NEG_INF, NEG_INF}};
 #pragma unroll
-        for (int j = 0; j < 16; ++j) {
-            my[0][j >> 3] = fmaxf(my[0][j >> 3], fmaxf(s[j][0], s[j][1]));
-            my[1][j >> 3] = fmaxf(my[1][j >> 3], fmaxf(s[j][2], s[j][3]));
-        }
+    for (int j = 0; j < 16; ++j) {
+        my[0][j >> 3] = fmaxf(my[0][j >> 3], fmaxf(s[j][0], s[j][1]));
+        my[1][j >> 3] = fmaxf(my[1][j >> 3], fmaxf(s[j][2], s[j][3]));
+    }
+    float k[2][2];
 #pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            // (max y − 1.5·2²³) is the unit's largest i32 logit, exactly; -inf stays -inf (c > 0).
-            float mx = fmaxf(m[r], fmaxf((my[r][0] - FW_S8_BIAS) * c[0],
-                                         (my[r][1] - FW_S8_BIAS) * c[1]));
-            mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
-            mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
-            ms[r] = mx == NEG_INF ? 0.0f : mx;
-            alpha[r] = fa_ex2(m[r] - ms[r]);
-            m[r] = mx;
-            k[r][0] = fmaf(FW_S8_BIAS, c[0], ms[r]);
-            k[r][1] = fmaf(FW_S8_BIAS, c[1], ms[r]);
-        }
-    } else {
-        float mx[2] = {m[0], m[1]};
-#pragma unroll
-        for (int j = 0; j < 16; ++j) {
-            mx[0] = fmaxf(mx[0], fmaxf(s[j][0], s[j][1]));
-            mx[1] = fmaxf(mx[1], fmaxf(s[j][2], s[j][3]));
-        }
-#pragma unroll
-        for (int r = 0; r < 2; ++r) {
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 1));
-            mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 2));
-            ms[r] = mx[r] == NEG_INF ? 0.0f : mx[r];
-            alpha[r] = fa_ex2(m[r] - ms[r]);
-            m[r] = mx[r];
-        }
+    for (int r = 0; r < 2; ++r) {
+        // (max y − 1.5·2²³) is the unit's largest i32 logit, exactly; -inf stays -inf (c > 0).
+        float mx = fmaxf(m[r], fmaxf((my[r][0] - FW_S8_BIAS) * c[0],
+                                     (my[r][1] - FW_S8_BIAS) * c[1]));
+        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
+        // All keys so far masked: keep the exponent finite (every p is 0 then).
+        const float ms = mx == NEG_INF ? 0.0f : mx;
+        alpha[r] = fa_ex2(m[r] - ms);
+        m[r] = mx;
+        k[r][0] = fmaf(FW_S8_BIAS, c[0], ms);
+        k[r][1] = fmaf(FW_S8_BIAS, c[1], ms);
     }
     rs[0] = rs[1] = 0.0f;
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
-        if (FOLD) {
-            const float cu = c[j >> 3];
-            s[j][0] = fa_ex2(fmaf(s[j][0], cu, -k[0][j >> 3]));
-            s[j][1] = fa_ex2(fmaf(s[j][1], cu, -k[0][j >> 3]));
-            s[j][2] = fa_ex2(fmaf(s[j][2], cu, -k[1][j >> 3]));
-            s[j][3] = fa_ex2(fmaf(s[j][3], cu, -k[1][j >> 3]));
-        } else {
-            s[j][0] = fa_ex2(s[j][0] - ms[0]);
-            s[j][1] = fa_ex2(s[j][1] - ms[0]);
-            s[j][2] = fa_ex2(s[j][2] - ms[1]);
-            s[j][3] = fa_ex2(s[j][3] - ms[1]);
-        }
+        const float cu = c[j >> 3];
+        s[j][0] = fa_ex2(fmaf(s[j][0], cu, -k[0][j >> 3]));
+        s[j][1] = fa_ex2(fmaf(s[j][1], cu, -k[0][j >> 3]));
+        s[j][2] = fa_ex2(fmaf(s[j][2], cu, -k[1][j >> 3]));
+        s[j][3] = fa_ex2(fmaf(s[j][3], cu, -k[1][j >> 3]));
         rs[0] += s[j][0] + s[j][1];
         rs[1] += s[j][2] + s[j][3];
     }
-}
-
-// Keeps every exponential of fw_sage_exp above the wait for the P·V in flight. ptxas schedules
-// within a basic block and moves that wait (WARPGROUP.DEPBAR) up to pack P early
-// (fw_fence_regs is empty PTX and orders nothing there), so that the max/exp/pack sequence ran
-// after this warpgroup's P·V had finished. A branch on both row sums (which depend on every p)
-// around a side effect ends the block before the wait. Never taken: a row sum is a sum of
-// exponentials, >= 0 (or NaN, which compares false). A trap there instead makes ptxas
-// serialise the wgmma pipeline (C7512), as does P packed in place (C7513, see `step`).
-__device__ __forceinline__ void fw_pin_row_sums(const float (&rs)[2]) {
-    if (fminf(rs[0], rs[1]) < 0.0f) asm volatile("nanosleep.u32 0;" ::: "memory");
 }
 
 // P (fp32, fw_sage_exp's layout) as the bf16 A fragments of P·V's 8 k-steps (fw_softmax's
@@ -1381,7 +1336,7 @@ __device__ __forceinline__ void fw_sage_pack(const float (&p)[16][4], u32 (&pa)[
 // k128 kernel reads it. key_block must be 64 (one unit per mask block). The logits leave the
 // wgmma as exact i32 sums, become fp32 times scale_q · scale_k of their unit (already in base 2:
 // the softmax's scale is 1), and the rest is the k128 kernel's arithmetic.
-template <int STAGES, int VARIANT>
+template <int STAGES, bool FOLD>
 __device__ __forceinline__ void flash_sage8_body(
     const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale, int k_blocks,
     const FaSegments& kv, float* __restrict__ o,
@@ -1390,10 +1345,6 @@ __device__ __forceinline__ void flash_sage8_body(
     const FwTensorMaps* maps) {
 #if FW_ENABLED
     static_assert(STAGES >= 3, "a stage for the tile in flight besides the two being read");
-    constexpr bool PIN = (VARIANT & FW_S8_PIN) != 0;
-    constexpr bool FOLD = (VARIANT & FW_S8_FOLD) != 0;
-    constexpr bool PINGPONG = (VARIANT & FW_S8_PINGPONG) != 0;
-    static_assert(PINGPONG || !PIN, "P packed before the wait cannot go into the A registers");
     constexpr int CONSUMERS = 2 * 128;
     extern __shared__ __align__(1024) unsigned char fw_smem[];
     const int item = order ? order[blockIdx.x] : (int)blockIdx.x;
@@ -1651,26 +1602,22 @@ __device__ __forceinline__ void flash_sage8_body(
             float s[16][4];
             to_logits(si, c, s, 0);
             float alpha[2], rs[2];
-            if (VARIANT == 0) {
-                fw_softmax(s, m, 1.0f, pa, alpha, rs);
-            } else {
-                fw_sage_exp<FOLD>(s, c, m, alpha, rs);
+            if (FOLD) {
+                fw_sage_exp(s, c, m, alpha, rs);
                 fw_sage_pack(s, pa);
+            } else {
+                fw_softmax(s, m, 1.0f, pa, alpha, rs);
             }
             l[0] = rs[0];
             l[1] = rs[1];
         }
-        auto issue_pv = [&](const u64 (&dv)[8], const u32 (&p)[8][4]) {
+        auto issue_pv = [&](const u64 (&dv)[8]) {
 #pragma unroll
-            for (int kk = 0; kk < 8; ++kk) fw_mma_rs_n128(acc, p[kk], dv[kk]);
+            for (int kk = 0; kk < 8; ++kk) fw_mma_rs_n128(acc, pa[kk], dv[kk]);
             fw_wgmma_commit();
         };
 
-        // One iteration: S(tile + 1) and P·V(tile) (A = p_cur) issued together, then tile + 1's
-        // softmax into p_next. Without PINGPONG p_next is copied into p_cur = pa after the wait
-        // for P·V (with PIN, ptxas coalesces that copy into the in-flight A registers: C7513,
-        // serialised wgmma).
-        auto step = [&](int tile, u32 (&p_cur)[8][4], u32 (&p_next)[8][4]) {
+        for (int tile = 0; tile + 1 < n_tiles; ++tile) {
             float c[2];
             unit_scales(tile + 1, c);
             wait_full(tile + 1);
@@ -1683,7 +1630,7 @@ __device__ __forceinline__ void flash_sage8_body(
             turn_wait();
             fw_wgmma_fence();
             issue_s(si, dk);
-            issue_pv(dv, p_cur);
+            issue_pv(dv);
             turn_pass();
             fw_wgmma_wait<1>();
             fw_fence_regs(si);
@@ -1691,65 +1638,31 @@ __device__ __forceinline__ void flash_sage8_body(
             float s[16][4];
             to_logits(si, c, s, tile + 1);
             float alpha[2], rs[2];
-            if (VARIANT == 0) {
-                fw_softmax(s, m, 1.0f, p_next, alpha, rs);
+            u32 pn[8][4];
+            if (FOLD) {
+                fw_sage_exp(s, c, m, alpha, rs);
+                fw_sage_pack(s, pn);
             } else {
-                fw_sage_exp<FOLD>(s, c, m, alpha, rs);
-                fw_sage_pack(s, p_next);
-                // PIN: all of it while P·V(tile) runs.
-                if (PIN) fw_pin_row_sums(rs);
+                fw_softmax(s, m, 1.0f, pn, alpha, rs);
             }
+            // (ptxas moves this wait above the exponentials: it packs P into the registers that
+            // P·V(tile) reads. Forcing the softmax above it measured no faster: PERF_NOTES,
+            // helper h28.)
             fw_wgmma_wait<0>();
             fw_fence_regs(acc);
-            fw_fence_regs(p_cur);
+            fw_fence_regs(pa);
             release_v(tile);
-            l[0] = l[0] * alpha[0] + rs[0];
-            l[1] = l[1] * alpha[1] + rs[1];
-#pragma unroll
-            for (int j = 0; j < 16; ++j) {
-                acc[j][0] *= alpha[0];
-                acc[j][1] *= alpha[0];
-                acc[j][2] *= alpha[1];
-                acc[j][3] *= alpha[1];
-            }
-            if (!PINGPONG) {
-#pragma unroll
-                for (int kk = 0; kk < 8; ++kk) {
-#pragma unroll
-                    for (int r = 0; r < 4; ++r) p_cur[kk][r] = p_next[kk][r];
-                }
-            }
-        };
-        auto last_pv = [&](const u32 (&p)[8][4]) {
+            fw_rescale_take_p(acc, l, alpha, rs, pa, pn);
+        }
+        {
             wait_v(n_tiles - 1);
             u64 dv[8];
             v_descs((n_tiles - 1) % STAGES, dv);
             fw_fence_regs(acc);
             turn_wait();
             fw_wgmma_fence();
-            issue_pv(dv, p);
+            issue_pv(dv);
             if (wg == 0) turn_pass();
-        };
-
-        if (PINGPONG) {
-            u32 pb[8][4];
-            int tile = 0;
-            for (;;) {
-                if (tile + 1 >= n_tiles) {
-                    last_pv(pa);
-                    break;
-                }
-                step(tile++, pa, pb);
-                if (tile + 1 >= n_tiles) {
-                    last_pv(pb);
-                    break;
-                }
-                step(tile++, pb, pa);
-            }
-        } else {
-            u32 pn[8][4];
-            for (int tile = 0; tile + 1 < n_tiles; ++tile) step(tile, pa, pn);
-            last_pv(pa);
         }
         fw_wgmma_wait<0>();
         fw_fence_regs(acc);
@@ -1761,7 +1674,7 @@ __device__ __forceinline__ void flash_sage8_body(
 // attention_sage8_hd128_wgmma_s<STAGES>: flash_sage8_body, 384 threads, dynamic shared memory
 // 1 KB + 16 KB of Q8 + STAGES x 48 KB. On an H100 (`flash bench`, sage) 3 stages measured faster
 // than 4 (kernel alone 0.59 vs 0.66 ms per call).
-#define FLASH_SAGE8_KERNEL(NAME, S, VARIANT)                                                    \
+#define FLASH_SAGE8_KERNEL(NAME, S, FOLD)                                                       \
     extern "C" __global__ void __launch_bounds__(FW_THREADS, 1) NAME(                           \
         const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale,            \
         int k_blocks, const FaSegments kv,                                                      \
@@ -1769,21 +1682,16 @@ __device__ __forceinline__ void flash_sage8_body(
         const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                    \
         const int* __restrict__ order, int query_blocks,                                        \
         const __grid_constant__ FwTensorMaps maps) {                                            \
-        flash_sage8_body<S, VARIANT>(q, q_mul, k_scale, k_blocks, kv, o, o_bf16, lq, lk, dim,   \
-                                     seg_off, seg_blocks, order, query_blocks, &maps);          \
+        flash_sage8_body<S, FOLD>(q, q_mul, k_scale, k_blocks, kv, o, o_bf16, lq, lk, dim,      \
+                                  seg_off, seg_blocks, order, query_blocks, &maps);             \
     }
-// The default softmax form (FLASH_SAGE8_DEFAULT_VARIANT) and, for 3 stages, each form by its
-// bits (`..._s3_v<VARIANT>`: FLASHVSR_CUDA_SAGE8_VARIANT, for measurements; v0 is session 11's
-// kernel).
-#define FLASH_SAGE8_DEFAULT_VARIANT (FW_S8_PIN | FW_S8_FOLD | FW_S8_PINGPONG)
-#define FLASH_SAGE8_INSTANCE(S) \
-    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S, S, FLASH_SAGE8_DEFAULT_VARIANT)
-#define FLASH_SAGE8_VARIANT(S, V) FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_v##V, S, V)
+// The default (the logit scale folded into the softmax's FMA) and, for 3 stages, session 11's
+// unfolded softmax (`..._s3_unfolded`: FLASHVSR_CUDA_SAGE8_FOLD=0, for measurements).
+#define FLASH_SAGE8_INSTANCE(S) FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S, S, true)
+#define FLASH_SAGE8_UNFOLDED(S) \
+    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_unfolded, S, false)
 
 // 3 stages: 161 KB; 4: 209 KB.
 FLASH_SAGE8_INSTANCE(3)
 FLASH_SAGE8_INSTANCE(4)
-FLASH_SAGE8_VARIANT(3, 0)
-FLASH_SAGE8_VARIANT(3, 2)
-FLASH_SAGE8_VARIANT(3, 5)
-FLASH_SAGE8_VARIANT(3, 6)
+FLASH_SAGE8_UNFOLDED(3)

@@ -213,10 +213,7 @@ pub(crate) const SOURCES: &[Source] = &[
             "sage_quantize_k",
             "attention_sage8_hd128_wgmma_s3",
             "attention_sage8_hd128_wgmma_s4",
-            "attention_sage8_hd128_wgmma_s3_v0",
-            "attention_sage8_hd128_wgmma_s3_v2",
-            "attention_sage8_hd128_wgmma_s3_v5",
-            "attention_sage8_hd128_wgmma_s3_v6",
+            "attention_sage8_hd128_wgmma_s3_unfolded",
         ],
     },
 ];
@@ -255,15 +252,9 @@ pub(crate) fn flash_sage8_kernel_name(stages: usize) -> String {
     format!("attention_sage8_hd128_wgmma_s{stages}")
 }
 
-/// The int8 sage kernel's softmax forms other than the default (7), 3 stages only
-/// (flash_sage8_body's VARIANT bits: 1 all of the softmax while the previous P·V runs, 2 the
-/// logit scale folded into the exponent's FMA, 4 P in two alternating register arrays; 0 is
-/// session 11's kernel): `attention_sage8_hd128_wgmma_s3_v<V>`.
-pub(crate) const FLASH_SAGE8_VARIANTS: [u32; 4] = [0, 2, 5, 6];
-
-pub(crate) fn flash_sage8_variant_kernel_name(variant: u32) -> String {
-    format!("attention_sage8_hd128_wgmma_s3_v{variant}")
-}
+/// Session 11's form of the int8 sage kernel (flash_sage8_body without FOLD: the logits scaled
+/// to fp32 before the softmax), 3 stages only, for measurements.
+pub(crate) const FLASH_SAGE8_UNFOLDED: &str = "attention_sage8_hd128_wgmma_s3_unfolded";
 
 /// Every function of every source, loaded into one context.
 pub(crate) struct Kernels {
@@ -325,8 +316,8 @@ mod tests {
                     .and_then(|ws| ws.split_once('s'));
                 let hopper = wgmma.or(k128).or(k128pp).or(tma);
                 let pattern = match (f.rsplit_once("_n"), flash, hopper) {
-                    _ if sage8.is_some() => match sage8.unwrap().split_once("_v") {
-                        Some((s, v)) => format!("\nFLASH_SAGE8_VARIANT({s}, {v})\n"),
+                    _ if sage8.is_some() => match sage8.unwrap().strip_suffix("_unfolded") {
+                        Some(s) => format!("\nFLASH_SAGE8_UNFOLDED({s})\n"),
                         None => format!("\nFLASH_SAGE8_INSTANCE({})\n", sage8.unwrap()),
                     },
                     (_, _, Some(s)) if tma.is_some() => {

@@ -20,9 +20,8 @@ use crate::backend::{AttentionPrecision, CudaBackend};
 use crate::buffer::{CudaBuffer, Storage};
 use crate::error::{CudaError, CudaResult};
 use crate::kernels::{
-    flash_kernel_name, flash_sage8_kernel_name, flash_sage8_variant_kernel_name,
-    flash_wgmma_k128_kernel_name, flash_wgmma_kernel_name, Kernels, ATTENTION_WIDTHS,
-    FLASH_SAGE8_VARIANTS,
+    flash_kernel_name, flash_sage8_kernel_name, flash_wgmma_k128_kernel_name,
+    flash_wgmma_kernel_name, Kernels, ATTENTION_WIDTHS, FLASH_SAGE8_UNFOLDED,
 };
 use crate::launch::KernelArgs;
 use crate::ops::mask::WorkOrder;
@@ -464,17 +463,15 @@ impl SageInt8 {
         }
     }
 
-    /// The int8 kernel to launch: `FLASHVSR_CUDA_SAGE8_VARIANT=<v>` (one of FLASH_SAGE8_VARIANTS,
-    /// with 3 stages; read per call, as FLASHVSR_CUDA_SAGE_INT8) picks another softmax form, for
-    /// measurements; else the default one.
+    /// The int8 kernel to launch: `FLASHVSR_CUDA_SAGE8_FOLD=0` (read per call, as
+    /// FLASHVSR_CUDA_SAGE_INT8; 3 stages only) session 11's unfolded softmax, for measurements;
+    /// else the default, the logit scale folded into the softmax's FMA.
     fn kernel_name(stages: usize) -> String {
-        let variant = std::env::var("FLASHVSR_CUDA_SAGE8_VARIANT")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .filter(|v| FLASH_SAGE8_VARIANTS.contains(v));
-        match variant {
-            Some(v) if stages == 3 => flash_sage8_variant_kernel_name(v),
-            _ => flash_sage8_kernel_name(stages),
+        let unfolded = std::env::var("FLASHVSR_CUDA_SAGE8_FOLD").is_ok_and(|v| v == "0");
+        if unfolded && stages == 3 {
+            FLASH_SAGE8_UNFOLDED.to_string()
+        } else {
+            flash_sage8_kernel_name(stages)
         }
     }
 
@@ -580,11 +577,7 @@ pub(crate) fn prepare_flash(
     let sage8_names = FLASH_SAGE8_STAGES
         .iter()
         .map(|&stages| (stages, flash_sage8_kernel_name(stages)))
-        .chain(
-            FLASH_SAGE8_VARIANTS
-                .iter()
-                .map(|&v| (3, flash_sage8_variant_kernel_name(v))),
-        )
+        .chain([(3, FLASH_SAGE8_UNFOLDED.to_string())])
         .collect::<Vec<_>>();
     let sage8_ok = wgmma_ok
         && sage8_names.iter().all(|(stages, name)| {

@@ -21,8 +21,9 @@ use flashvsr_tensor::{BlockMask, Tensor};
 use super::{mask_input, random_mask, rel_l2, round_bf16, Input, Suite};
 
 const KNOB: &str = "FLASHVSR_CUDA_SAGE_INT8";
-/// The int8 kernel's softmax form (ops/attention.rs `SageInt8::kernel_name`).
-const VARIANT_KNOB: &str = "FLASHVSR_CUDA_SAGE8_VARIANT";
+/// `0`: the int8 kernel with session 11's softmax, the logits scaled before it (ops/attention.rs
+/// `SageInt8::kernel_name`).
+const FOLD_KNOB: &str = "FLASHVSR_CUDA_SAGE8_FOLD";
 /// Against the emulation: both quantise the same bf16 K and f32 Q (the kernel in f32, the
 /// emulation in f64: a value within an f32 rounding of a .5 tie may round the other way) and
 /// sum the same exact integer products; they differ in exp2 (ex2.approx vs f64), the fp32
@@ -250,18 +251,18 @@ fn check_case(s: &mut Suite, case: &Case) {
     set_knob(Some("1"));
     let got = Suite::run_on(&s.gpu_bf16, &inputs, &op);
     // Session 11's softmax form of the int8 kernel, checked alike (how the default's error moved).
-    std::env::set_var(VARIANT_KNOB, "0");
-    let got_v0 = Suite::run_on(&s.gpu_bf16, &inputs, &op);
-    std::env::remove_var(VARIANT_KNOB);
+    std::env::set_var(FOLD_KNOB, "0");
+    let got_unfolded = Suite::run_on(&s.gpu_bf16, &inputs, &op);
+    std::env::remove_var(FOLD_KNOB);
     set_knob(Some("0"));
     let bf16 = Suite::run_on(&s.gpu_bf16, &inputs, &op);
-    let (got, got_v0, bf16) = match (got, got_v0, bf16) {
+    let (got, got_unfolded, bf16) = match (got, got_unfolded, bf16) {
         (Ok((_, g)), Ok((_, g0)), Ok((_, b))) => (g, g0, b),
         (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
             return s.fail(&name, format!("CUDA error: {e}"))
         }
     };
-    for (form, got) in [("", &got), (" (softmax v0)", &got_v0)] {
+    for (form, got) in [("", &got), (" (unfolded)", &got_unfolded)] {
         compare_case(s, case, &format!("{name}{form}"), got, &bf16);
     }
 }
