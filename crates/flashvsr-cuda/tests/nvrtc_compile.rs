@@ -34,7 +34,8 @@ fn main() {
                 }
                 let wgmma = cubins.iter().find(|c| c.0 == "flash_wgmma.cu");
                 let wgmma_bytes = wgmma.map_or(0, |c| c.1);
-                // Built for sm_90a only; elsewhere its kernels are empty.
+                // Built for sm_90a only; elsewhere its kernels are empty (~3 KB each with their
+                // parameters: 11 kernels, 33.7 KB).
                 if arch == "sm_90a" {
                     assert!(
                         wgmma_bytes > 64 * 1024,
@@ -42,7 +43,7 @@ fn main() {
                     );
                 } else {
                     assert!(
-                        wgmma_bytes < 32 * 1024,
+                        wgmma_bytes < 40 * 1024,
                         "flash_wgmma.cu: {wgmma_bytes} bytes"
                     );
                 }

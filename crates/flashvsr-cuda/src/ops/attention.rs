@@ -582,15 +582,13 @@ pub(crate) fn prepare_flash(
     let sage8_ok = wgmma_ok
         && sage8_names.iter().all(|(stages, name)| {
             let stages = *stages;
-            kernels
-                .get(name)
-                .is_ok_and(|f| {
-                    f.set_attribute(
-                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        SageInt8::smem(stages) as i32,
-                    )
-                    .is_ok()
-                })
+            kernels.get(name).is_ok_and(|f| {
+                f.set_attribute(
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    SageInt8::smem(stages) as i32,
+                )
+                .is_ok()
+            })
         });
     FlashReady {
         default: default_ok,
@@ -1080,13 +1078,21 @@ mod tests {
             .find(|s| s.name == "flash_wgmma.cu")
             .unwrap()
             .functions;
-        // The attention instances, and the sage int8 pre-pass's 3 kernels.
+        // The attention instances, the int8 kernel's unfolded form and the sage int8 pre-pass's
+        // 3 kernels.
         assert_eq!(
             listed.len(),
             FLASH_WGMMA_STAGES.len()
                 + 3 * FLASH_WGMMA_K128_STAGES.len()
                 + FLASH_SAGE8_STAGES.len()
+                + 1
                 + 3
+        );
+        assert!(listed.contains(&FLASH_SAGE8_UNFOLDED));
+        assert!(src.contains("\nFLASH_SAGE8_UNFOLDED(3)\n"));
+        assert_eq!(
+            FLASH_SAGE8_UNFOLDED,
+            format!("{}_unfolded", flash_sage8_kernel_name(3))
         );
         let instances = FLASH_WGMMA_STAGES
             .map(|s| (s, "FLASH_WGMMA_INSTANCE", "wgmma"))
