@@ -1334,8 +1334,10 @@ __device__ __forceinline__ void fw_sage_pack(const float (&p)[16][4], u32 (&pa)[
 // unit u of a tile lands at u x 8 KB, one key per 128-byte row) and k_scale [heads, key_blocks]
 // (key_blocks = k_blocks, blocks of 64 keys); V bf16 in place through maps->v[segment], as the
 // k128 kernel reads it. key_block must be 64 (one unit per mask block). The logits leave the
-// wgmma as exact i32 sums, become fp32 times scale_q · scale_k of their unit (already in base 2:
-// the softmax's scale is 1), and the rest is the k128 kernel's arithmetic.
+// wgmma as exact i32 sums and become exact biased fp32 values; FOLD (the default) applies
+// scale_q · scale_k of their unit inside the exponent's FMA (fw_sage_exp), else (session 11's
+// form) they are scaled to fp32 logits in base 2 first and the rest is the k128 kernel's
+// arithmetic (fw_softmax with scale 1).
 template <int STAGES, bool FOLD>
 __device__ __forceinline__ void flash_sage8_body(
     const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale, int k_blocks,

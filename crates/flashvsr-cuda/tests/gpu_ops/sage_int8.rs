@@ -11,6 +11,9 @@
 //! - exact attention (f64, the f32 inputs as given): relative L2 ≤ `VS_EXACT`, the spec's
 //!   measured error of the reference kernel for N(0,1) q, k (1.3e-2 .. 3.9e-2).
 //!
+//! Each case also checks the kernel with session 11's unfolded softmax
+//! (`FLASHVSR_CUDA_SAGE8_FOLD=0`) against the same references: how the default's error moved.
+//!
 //! And: a query block with no key block gives exactly +0, every output written (the backend
 //! poisons outputs with NaN first), key blocks that smooth to all zeros (scale 0) give logits 0,
 //! block masks (128-key blocks) keep the bf16 kernel's bits with the knob on. The emulation and the
