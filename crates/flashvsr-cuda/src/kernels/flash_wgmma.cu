@@ -1673,6 +1673,71 @@ __device__ __forceinline__ void fw_tma_load_2d(u32 dst, const void* map, u32 bar
 }
 #endif
 
+#if FW_ENABLED
+// The int8 kernel's softmax with the logit scale folded in (flash_sage8_body's FOLD, the
+// default): the logits stay the exact biased fp32 y = 1.5·2²³ + x (x the i32 q8·k8 sum; no FADD,
+// no FMUL by the unit's scale c); the row max is taken on y per 64-key unit and scaled once,
+// m = max(c_a·(max_a y − 1.5·2²³), c_b·(...)) — exactly the unfolded max of the fp32 products,
+// since c ≥ 0 and rounding is monotone — and p = 2^fma(y, c, −(1.5·2²³·c + m)). The one rounding
+// of 1.5·2²³·c + m shifts all of a unit's exponents in a row by the same ≤ 0.5 ulp of
+// 1.5·2²³·c + m (~0.75·c, ~1e-4 at the tests' logit scales): P moves by up to ~1e-4 relative,
+// which flips some of P's bf16 roundings (PERF_NOTES, helper h28).
+
+// 1.5 · 2²³: its fp32 bits are 0x4b400000, and 0x4b400000 + x is exactly 1.5 · 2²³ + x for
+// |x| < 2²² (the i32 logits: |q8 · k8| <= 127² · 128 < 2²²).
+#define FW_S8_BIAS 12582912.0f
+
+// fw_softmax's step on one 128-key tile of the int8 kernel with the logit scale folded in (see
+// above), without the bf16 pack: s holds the biased logits y (masked keys -inf), c the units'
+// scales, all > 0 (unit_scales replaces a zero scale); P (fp32) comes out in s.
+__device__ __forceinline__ void fw_sage_exp(float (&s)[16][4], const float (&c)[2], float (&m)[2],
+                                            float (&alpha)[2], float (&rs)[2]) {
+    // The row maxima per row (index r) and unit (j < 8: the first 64 keys).
+    float my[2][2] = {{NEG_INF, NEG_INF}, {NEG_INF, NEG_INF}};
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        my[0][j >> 3] = fmaxf(my[0][j >> 3], fmaxf(s[j][0], s[j][1]));
+        my[1][j >> 3] = fmaxf(my[1][j >> 3], fmaxf(s[j][2], s[j][3]));
+    }
+    float k[2][2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        // (max y − 1.5·2²³) is the unit's largest i32 logit, exactly; -inf stays -inf (c > 0).
+        float mx = fmaxf(m[r], fmaxf((my[r][0] - FW_S8_BIAS) * c[0],
+                                     (my[r][1] - FW_S8_BIAS) * c[1]));
+        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
+        // All keys so far masked: keep the exponent finite (every p is 0 then).
+        const float ms = mx == NEG_INF ? 0.0f : mx;
+        alpha[r] = fa_ex2(m[r] - ms);
+        m[r] = mx;
+        k[r][0] = fmaf(FW_S8_BIAS, c[0], ms);
+        k[r][1] = fmaf(FW_S8_BIAS, c[1], ms);
+    }
+    rs[0] = rs[1] = 0.0f;
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        const float cu = c[j >> 3];
+        s[j][0] = fa_ex2(fmaf(s[j][0], cu, -k[0][j >> 3]));
+        s[j][1] = fa_ex2(fmaf(s[j][1], cu, -k[0][j >> 3]));
+        s[j][2] = fa_ex2(fmaf(s[j][2], cu, -k[1][j >> 3]));
+        s[j][3] = fa_ex2(fmaf(s[j][3], cu, -k[1][j >> 3]));
+        rs[0] += s[j][0] + s[j][1];
+        rs[1] += s[j][2] + s[j][3];
+    }
+}
+
+// P (fp32, fw_sage_exp's layout) as the bf16 A fragments of P·V's 8 k-steps (fw_softmax's
+// packing).
+__device__ __forceinline__ void fw_sage_pack(const float (&p)[16][4], u32 (&pa)[8][4]) {
+#pragma unroll
+    for (int j = 0; j < 16; ++j) {
+        pa[j >> 1][(j & 1) * 2 + 0] = fa_pack_bf16(p[j][0], p[j][1]);
+        pa[j >> 1][(j & 1) * 2 + 1] = fa_pack_bf16(p[j][2], p[j][3]);
+    }
+}
+#endif
+
 // The k128 TMA pingpong kernel (flash_wgmma_k128_body<S, true, true>) with S = Q·Kᵀ in int8: the
 // same work items, masks, barriers, pingpong and P·V. q: f32 [lq, heads · 128], scaled by q_mul
 // (log2(e) / sqrt(128)) and quantised per block here; K int8 as the pre-pass leaves it, through
@@ -1680,9 +1745,11 @@ __device__ __forceinline__ void fw_tma_load_2d(u32 dst, const void* map, u32 bar
 // unit u of a tile lands at u x 8 KB, one key per 128-byte row) and k_scale [heads, key_blocks]
 // (key_blocks = k_blocks, blocks of 64 keys); V bf16 in place through maps->v[segment], as the
 // k128 kernel reads it. key_block must be 64 (one unit per mask block). The logits leave the
-// wgmma as exact i32 sums, become fp32 times scale_q · scale_k of their unit (already in base 2:
-// the softmax's scale is 1), and the rest is the k128 kernel's arithmetic.
-template <int STAGES>
+// wgmma as exact i32 sums and become exact biased fp32 values; FOLD (the default) applies
+// scale_q · scale_k of their unit inside the exponent's FMA (fw_sage_exp), else (session 11's
+// form) they are scaled to fp32 logits in base 2 first and the rest is the k128 kernel's
+// arithmetic (fw_softmax with scale 1).
+template <int STAGES, bool FOLD>
 __device__ __forceinline__ void flash_sage8_body(
     const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale, int k_blocks,
     const FaSegments& kv, float* __restrict__ o,
@@ -1880,14 +1947,21 @@ __device__ __forceinline__ void flash_sage8_body(
             fw_wgmma_commit();
         };
         // The logit scales of tile t's two units (scale_q · scale_k; an absent unit's keys are
-        // masked, its scale unused).
+        // masked, its scale unused). FOLD: a zero scale becomes 2⁻¹⁰⁰, so that a masked key's
+        // fma(-inf, c, ·) stays -inf; such a unit's y are all exactly 1.5·2²³ (its q8 or k8 are
+        // 0), and fma(1.5·2²³, 2⁻¹⁰⁰, −(1.5·2²³·2⁻¹⁰⁰ + m)) is −m but for ~1e-23.
         auto unit_scales = [&](int tile, float (&c)[2]) {
             const int u = 2 * tile;
             c[0] = sq_scale * ks_head[blocks[u]];
             c[1] = u + 1 < n_units ? sq_scale * ks_head[blocks[u + 1]] : 0.0f;
+            if (FOLD) {
+                // (== 0, not <= 0: a NaN scale stays NaN, as the logits it makes.)
+                c[0] = c[0] == 0.0f ? 0x1p-100f : c[0];
+                c[1] = c[1] == 0.0f ? 0x1p-100f : c[1];
+            }
         };
-        // The i32 logits as fp32 in base 2, masked where keys are at or past lk (as in
-        // flash_wgmma_k128_body's mask_tail).
+        // The i32 logits as fp32 in base 2 (FOLD: the biased y = 1.5·2²³ + x, unscaled), masked
+        // where keys are at or past lk (as in flash_wgmma_k128_body's mask_tail).
         auto to_logits = [&](const u32 (&si)[16][4], const float (&c)[2], float (&s)[16][4],
                              int tile) {
             // i32 -> fp32 without I2F (a conversion-pipe op at the rate of ex2, which the softmax
@@ -1897,8 +1971,8 @@ __device__ __forceinline__ void flash_sage8_body(
             for (int j = 0; j < 16; ++j) {
 #pragma unroll
                 for (int r = 0; r < 4; ++r) {
-                    const float x = __int_as_float(0x4b400000 + (int)si[j][r]) - 12582912.0f;
-                    s[j][r] = x * c[j >> 3];
+                    const float y = __int_as_float(0x4b400000 + (int)si[j][r]);
+                    s[j][r] = FOLD ? y : (y - FW_S8_BIAS) * c[j >> 3];
                 }
             }
             const int u = 2 * tile;
@@ -1941,7 +2015,12 @@ __device__ __forceinline__ void flash_sage8_body(
             float s[16][4];
             to_logits(si, c, s, 0);
             float alpha[2], rs[2];
-            fw_softmax(s, m, 1.0f, pa, alpha, rs);
+            if (FOLD) {
+                fw_sage_exp(s, c, m, alpha, rs);
+                fw_sage_pack(s, pa);
+            } else {
+                fw_softmax(s, m, 1.0f, pa, alpha, rs);
+            }
             l[0] = rs[0];
             l[1] = rs[1];
         }
@@ -1973,7 +2052,15 @@ __device__ __forceinline__ void flash_sage8_body(
             to_logits(si, c, s, tile + 1);
             float alpha[2], rs[2];
             u32 pn[8][4];
-            fw_softmax(s, m, 1.0f, pn, alpha, rs);
+            if (FOLD) {
+                fw_sage_exp(s, c, m, alpha, rs);
+                fw_sage_pack(s, pn);
+            } else {
+                fw_softmax(s, m, 1.0f, pn, alpha, rs);
+            }
+            // (ptxas moves this wait above the exponentials: it packs P into the registers that
+            // P·V(tile) reads. Forcing the softmax above it measured no faster: PERF_NOTES,
+            // helper h28.)
             fw_wgmma_wait<0>();
             fw_fence_regs(acc);
             fw_fence_regs(pa);
@@ -2000,18 +2087,24 @@ __device__ __forceinline__ void flash_sage8_body(
 // attention_sage8_hd128_wgmma_s<STAGES>: flash_sage8_body, 384 threads, dynamic shared memory
 // 1 KB + 16 KB of Q8 + STAGES x 48 KB. On an H100 (`flash bench`, sage) 3 stages measured faster
 // than 4 (kernel alone 0.59 vs 0.66 ms per call).
-#define FLASH_SAGE8_INSTANCE(S)                                                                 \
-    extern "C" __global__ void __launch_bounds__(FW_THREADS, 1) attention_sage8_hd128_wgmma_s##S( \
+#define FLASH_SAGE8_KERNEL(NAME, S, FOLD)                                                       \
+    extern "C" __global__ void __launch_bounds__(FW_THREADS, 1) NAME(                           \
         const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale,            \
         int k_blocks, const FaSegments kv,                                                      \
         float* __restrict__ o, u16* __restrict__ o_bf16, int lq, int lk, int dim,               \
         const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                    \
         const int* __restrict__ order, int query_blocks,                                        \
         const __grid_constant__ FwTensorMaps maps) {                                            \
-        flash_sage8_body<S>(q, q_mul, k_scale, k_blocks, kv, o, o_bf16, lq, lk, dim,            \
-                            seg_off, seg_blocks, order, query_blocks, &maps);                   \
+        flash_sage8_body<S, FOLD>(q, q_mul, k_scale, k_blocks, kv, o, o_bf16, lq, lk, dim,      \
+                                  seg_off, seg_blocks, order, query_blocks, &maps);             \
     }
+// The default (the logit scale folded into the softmax's FMA) and, for 3 stages, session 11's
+// unfolded softmax (`..._s3_unfolded`: FLASHVSR_CUDA_SAGE8_FOLD=0, for measurements).
+#define FLASH_SAGE8_INSTANCE(S) FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S, S, true)
+#define FLASH_SAGE8_UNFOLDED(S) \
+    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_unfolded, S, false)
 
 // 3 stages: 161 KB; 4: 209 KB.
 FLASH_SAGE8_INSTANCE(3)
 FLASH_SAGE8_INSTANCE(4)
+FLASH_SAGE8_UNFOLDED(3)

@@ -225,6 +225,7 @@ pub(crate) const SOURCES: &[Source] = &[
             "sage_quantize_k",
             "attention_sage8_hd128_wgmma_s3",
             "attention_sage8_hd128_wgmma_s4",
+            "attention_sage8_hd128_wgmma_s3_unfolded",
         ],
     },
 ];
@@ -262,6 +263,10 @@ pub(crate) fn flash_wgmma_k128_kernel_name(stages: usize, pingpong: bool, tma: b
 pub(crate) fn flash_sage8_kernel_name(stages: usize) -> String {
     format!("attention_sage8_hd128_wgmma_s{stages}")
 }
+
+/// Session 11's form of the int8 sage kernel (flash_sage8_body without FOLD: the logits scaled
+/// to fp32 before the softmax), 3 stages only, for measurements.
+pub(crate) const FLASH_SAGE8_UNFOLDED: &str = "attention_sage8_hd128_wgmma_s3_unfolded";
 
 /// Every function of every source, loaded into one context.
 pub(crate) struct Kernels {
@@ -323,7 +328,10 @@ mod tests {
                     .and_then(|ws| ws.split_once('s'));
                 let hopper = wgmma.or(k128).or(k128pp).or(tma);
                 let pattern = match (f.rsplit_once("_n"), flash, hopper) {
-                    _ if sage8.is_some() => format!("\nFLASH_SAGE8_INSTANCE({})\n", sage8.unwrap()),
+                    _ if sage8.is_some() => match sage8.unwrap().strip_suffix("_unfolded") {
+                        Some(s) => format!("\nFLASH_SAGE8_UNFOLDED({s})\n"),
+                        None => format!("\nFLASH_SAGE8_INSTANCE({})\n", sage8.unwrap()),
+                    },
                     (_, _, Some(s)) if tma.is_some() => {
                         format!("\nFLASH_WGMMA_K128PP_TMA_INSTANCE({s})\n")
                     }

@@ -24,7 +24,7 @@ use crate::buffer::{CudaBuffer, Storage};
 use crate::error::{CudaError, CudaResult};
 use crate::kernels::{
     flash_kernel_name, flash_sage8_kernel_name, flash_wgmma_k128_kernel_name,
-    flash_wgmma_kernel_name, Kernels, ATTENTION_WIDTHS,
+    flash_wgmma_kernel_name, Kernels, ATTENTION_WIDTHS, FLASH_SAGE8_UNFOLDED,
 };
 use crate::launch::KernelArgs;
 use crate::ops::mask::WorkOrder;
@@ -466,6 +466,18 @@ impl SageInt8 {
         }
     }
 
+    /// The int8 kernel to launch: `FLASHVSR_CUDA_SAGE8_FOLD=0` (read per call, as
+    /// FLASHVSR_CUDA_SAGE_INT8; 3 stages only) session 11's unfolded softmax, for measurements;
+    /// else the default, the logit scale folded into the softmax's FMA.
+    fn kernel_name(stages: usize) -> String {
+        let unfolded = std::env::var("FLASHVSR_CUDA_SAGE8_FOLD").is_ok_and(|v| v == "0");
+        if unfolded && stages == 3 {
+            FLASH_SAGE8_UNFOLDED.to_string()
+        } else {
+            flash_sage8_kernel_name(stages)
+        }
+    }
+
     /// Dynamic shared memory of the int8 kernel: 1 KB of alignment, Q8 (128 rows of 128 bytes),
     /// the stages (128 keys of int8 K and of bf16 V: 3 bytes per key and dim).
     const fn smem(stages: usize) -> usize {
@@ -633,17 +645,21 @@ pub(crate) fn prepare_flash(
             wgmma_ok &= ok;
         }
     }
+    let sage8_names = FLASH_SAGE8_STAGES
+        .iter()
+        .map(|&stages| (stages, flash_sage8_kernel_name(stages)))
+        .chain([(3, FLASH_SAGE8_UNFOLDED.to_string())])
+        .collect::<Vec<_>>();
     let sage8_ok = wgmma_ok
-        && FLASH_SAGE8_STAGES.iter().all(|&stages| {
-            kernels
-                .get(&flash_sage8_kernel_name(stages))
-                .is_ok_and(|f| {
-                    f.set_attribute(
-                        sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
-                        SageInt8::smem(stages) as i32,
-                    )
-                    .is_ok()
-                })
+        && sage8_names.iter().all(|(stages, name)| {
+            let stages = *stages;
+            kernels.get(name).is_ok_and(|f| {
+                f.set_attribute(
+                    sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                    SageInt8::smem(stages) as i32,
+                )
+                .is_ok()
+            })
         });
     let dense_persistent_ok = wgmma_ok
         && kernels.get(FLASH_DENSE_PERSISTENT_KERNEL).is_ok_and(|f| {
@@ -856,7 +872,7 @@ impl CudaBackend {
                     block_dim: (32 * cfg.warps as u32, 1, 1),
                     shared_mem_bytes: SageInt8::smem(stages) as u32,
                 };
-                self.launch(&flash_sage8_kernel_name(stages), launch, args)?;
+                self.launch(&SageInt8::kernel_name(stages), launch, args)?;
                 return Ok(out.with_bf16_copy(copy));
             }
         }
@@ -1183,14 +1199,15 @@ mod tests {
             .find(|s| s.name == "flash_wgmma.cu")
             .unwrap()
             .functions;
-        // The attention instances, the persistent dense kernel, and the sage int8 pre-pass's 3
-        // kernels.
+        // The attention instances, the persistent dense kernel, the int8 kernel's unfolded form
+        // and the sage int8 pre-pass's 3 kernels.
         assert_eq!(
             listed.len(),
             FLASH_WGMMA_STAGES.len()
                 + 3 * FLASH_WGMMA_K128_STAGES.len()
                 + 1
                 + FLASH_SAGE8_STAGES.len()
+                + 1
                 + 3
         );
         assert!(listed.contains(&FLASH_DENSE_PERSISTENT_KERNEL));
@@ -1199,6 +1216,12 @@ mod tests {
         let define = format!("#define FW_DP_STAGES {FLASH_DENSE_PERSISTENT_STAGES}\n");
         assert!(src.contains(&define), "{define} not in flash_wgmma.cu");
         assert!(src.contains("#define FW_DP_QF32_BYTES (FW_QBLOCK * FW_HD * 4)\n"));
+        assert!(listed.contains(&FLASH_SAGE8_UNFOLDED));
+        assert!(src.contains("\nFLASH_SAGE8_UNFOLDED(3)\n"));
+        assert_eq!(
+            FLASH_SAGE8_UNFOLDED,
+            format!("{}_unfolded", flash_sage8_kernel_name(3))
+        );
         let instances = FLASH_WGMMA_STAGES
             .map(|s| (s, "FLASH_WGMMA_INSTANCE", "wgmma"))
             .into_iter()

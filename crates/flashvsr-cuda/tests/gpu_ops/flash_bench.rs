@@ -42,8 +42,9 @@ const RUNS: [(Option<&str>, Option<&str>); 9] = [
 /// The sage runs of the default instance with `FLASHVSR_CUDA_SAGE_INT8` (sage masks only: the
 /// int8 kernel with its default and other stage count, and the int8 pre-pass before the bf16
 /// kernel, for what the pre-pass costs). `gpu_ops "flash bench int8"` runs only the default
-/// instance and these.
-const SAGE_INT8_RUNS: [&str; 3] = ["1", "3", "prepass"];
+/// instance and these. `1/unfolded`: the int8 kernel with session 11's softmax
+/// (`FLASHVSR_CUDA_SAGE8_FOLD=0`).
+const SAGE_INT8_RUNS: [&str; 4] = ["1", "1/unfolded", "3", "prepass"];
 
 fn set(var: &str, value: Option<&str>) {
     // The suite runs on one thread: nothing reads the environment concurrently.
@@ -111,6 +112,7 @@ pub fn run(s: &mut Suite, ordinal: usize) {
         std::env::var("FLASHVSR_CUDA_FLASH").ok(),
         std::env::var("FLASHVSR_CUDA_FLASH_ORDER").ok(),
         std::env::var("FLASHVSR_CUDA_SAGE_INT8").ok(),
+        std::env::var("FLASHVSR_CUDA_SAGE8_FOLD").ok(),
     );
     let int8_only = s
         .filter
@@ -197,7 +199,12 @@ pub fn run(s: &mut Suite, ordinal: usize) {
             set("FLASHVSR_CUDA_FLASH", instance);
             set("FLASHVSR_CUDA_FLASH_ORDER", order);
             // The bf16 kernel unless an int8 run (the knob's absence means int8 for sage).
-            set("FLASHVSR_CUDA_SAGE_INT8", Some(int8.unwrap_or("0")));
+            let (knob, unfolded) = match int8.and_then(|v| v.strip_suffix("/unfolded")) {
+                Some(knob) => (Some(knob), true),
+                None => (int8, false),
+            };
+            set("FLASHVSR_CUDA_SAGE_INT8", Some(knob.unwrap_or("0")));
+            set("FLASHVSR_CUDA_SAGE8_FOLD", unfolded.then_some("0"));
             let name = format!(
                 "{:<7} order {:<4}{}",
                 instance.unwrap_or("default"),
@@ -233,4 +240,5 @@ pub fn run(s: &mut Suite, ordinal: usize) {
     set("FLASHVSR_CUDA_FLASH", saved.0.as_deref());
     set("FLASHVSR_CUDA_FLASH_ORDER", saved.1.as_deref());
     set("FLASHVSR_CUDA_SAGE_INT8", saved.2.as_deref());
+    set("FLASHVSR_CUDA_SAGE8_FOLD", saved.3.as_deref());
 }

@@ -11,6 +11,9 @@
 //! - exact attention (f64, the f32 inputs as given): relative L2 ≤ `VS_EXACT`, the spec's
 //!   measured error of the reference kernel for N(0,1) q, k (1.3e-2 .. 3.9e-2).
 //!
+//! Each case also checks the kernel with session 11's unfolded softmax
+//! (`FLASHVSR_CUDA_SAGE8_FOLD=0`) against the same references: how the default's error moved.
+//!
 //! And: a query block with no key block gives exactly +0, every output written (the backend
 //! poisons outputs with NaN first), key blocks that smooth to all zeros (scale 0) give logits 0,
 //! block masks (128-key blocks) keep the bf16 kernel's bits with the knob on. The emulation and the
@@ -21,6 +24,9 @@ use flashvsr_tensor::{BlockMask, Tensor};
 use super::{mask_input, random_mask, rel_l2, round_bf16, Input, Suite};
 
 const KNOB: &str = "FLASHVSR_CUDA_SAGE_INT8";
+/// `0`: the int8 kernel with session 11's softmax, the logits scaled before it (ops/attention.rs
+/// `SageInt8::kernel_name`).
+const FOLD_KNOB: &str = "FLASHVSR_CUDA_SAGE8_FOLD";
 /// Against the emulation: both quantise the same bf16 K and f32 Q (the kernel in f32, the
 /// emulation in f64: a value within an f32 rounding of a .5 tie may round the other way) and
 /// sum the same exact integer products; they differ in exp2 (ex2.approx vs f64), the fp32
@@ -247,16 +253,29 @@ fn check_case(s: &mut Suite, case: &Case) {
     let op = attention(case, 64);
     set_knob(Some("1"));
     let got = Suite::run_on(&s.gpu_bf16, &inputs, &op);
+    // Session 11's softmax form of the int8 kernel, checked alike (how the default's error moved).
+    std::env::set_var(FOLD_KNOB, "0");
+    let got_unfolded = Suite::run_on(&s.gpu_bf16, &inputs, &op);
+    std::env::remove_var(FOLD_KNOB);
     set_knob(Some("0"));
     let bf16 = Suite::run_on(&s.gpu_bf16, &inputs, &op);
-    let (got, bf16) = match (got, bf16) {
-        (Ok((_, g)), Ok((_, b))) => (g, b),
-        (Err(e), _) | (_, Err(e)) => return s.fail(&name, format!("CUDA error: {e}")),
+    let (got, got_unfolded, bf16) = match (got, got_unfolded, bf16) {
+        (Ok((_, g)), Ok((_, g0)), Ok((_, b))) => (g, g0, b),
+        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
+            return s.fail(&name, format!("CUDA error: {e}"))
+        }
     };
+    for (form, got) in [("", &got), (" (unfolded)", &got_unfolded)] {
+        compare_case(s, case, &format!("{name}{form}"), got, &bf16);
+    }
+}
+
+/// The checks of `check_case` on one output of the int8 kernel.
+fn compare_case(s: &mut Suite, case: &Case, name: &str, got: &[f32], bf16: &[f32]) {
     let dim = case.heads * 128;
     let nan = got.iter().filter(|v| v.is_nan()).count();
     if nan > 0 {
-        return s.fail(&name, format!("{nan} NaN in the output (unwritten?)"));
+        return s.fail(name, format!("{nan} NaN in the output (unwritten?)"));
     }
     let items: Vec<(usize, usize)> = case.sampled.clone().unwrap_or_else(|| {
         (0..case.heads)
@@ -287,7 +306,7 @@ fn check_case(s: &mut Suite, case: &Case) {
     }
     let (vs_emul, _) = rel_l2(&g_all, &e_all);
     let (vs_exact, _) = rel_l2(&g_all, &x_all);
-    let (vs_bf16, _) = rel_l2(&got, &bf16);
+    let (vs_bf16, _) = rel_l2(got, bf16);
     let what = format!(
         "{} items: rel L2 {vs_emul:.2e} to the emulation (tol {VS_EMULATION:.0e}), \
          {vs_exact:.2e} to exact (tol {VS_EXACT:.0e}), {vs_bf16:.2e} to the bf16 kernel",
@@ -295,12 +314,12 @@ fn check_case(s: &mut Suite, case: &Case) {
     );
     if empty_not_zero > 0 {
         s.fail(
-            &name,
+            name,
             format!("{empty_not_zero} values not +0 in query blocks with no key block; {what}"),
         );
     } else if vs_emul.is_nan() || vs_emul > VS_EMULATION || vs_exact.is_nan() || vs_exact > VS_EXACT
     {
-        s.fail(&name, what);
+        s.fail(name, what);
     } else {
         println!("ok    {name:<44} {what}");
     }
