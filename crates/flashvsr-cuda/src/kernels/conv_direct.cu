@@ -190,16 +190,11 @@ __device__ __forceinline__ void d3m_row(float (&acc)[4], const uint4 (&in)[6], c
         d3m_mma(acc, lo.z, hi.z, lo.w, hi.w, w.z, w.w);
     }
 }
-#endif
 
-extern "C" __global__ void __launch_bounds__(D3M_WARPS * 32)
-    conv3x3_cl_to_three_mma(const uint4* __restrict__ x, const float* __restrict__ w,
-                            const float* __restrict__ bias, float* __restrict__ y, u32 frames,
-                            u32 h, u32 wd, u32 c8, int relu) {
-#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
-    // B fragments: [tap][chunk][lane] × 8 bf16 (16 bytes): lane (n, t) = (lane / 4, lane % 4)
-    // holds output n's channels 32·chunk + 8t .. + 7 (zeros for n ≥ 3).
-    extern __shared__ uint4 d3m_b[];
+// The weights as B fragments in shared memory: [tap][chunk][lane] × 8 bf16 (16 bytes): lane (n, t)
+// = (lane / 4, lane % 4) holds output n's channels 32·chunk + 8t .. + 7 (zeros for n ≥ 3).
+__device__ __forceinline__ void d3m_stage_weights(uint4* d3m_b, const float* __restrict__ w,
+                                                  u32 c8) {
     const u32 c = c8 * 8, chunks = c8 / 4;
     u16* bs = reinterpret_cast<u16*>(d3m_b);
     for (u32 i = threadIdx.x; i < 9 * chunks * 256; i += D3M_WARPS * 32) {
@@ -209,6 +204,40 @@ extern "C" __global__ void __launch_bounds__(D3M_WARPS * 32)
         bs[i] = n < 3 ? bf16_bits(w[(n * c + ch) * 9 + tap]) : (u16)0;
     }
     __syncthreads();
+}
+
+// Lanes t = 0, 1 hold outputs 2t, 2t + 1 of positions g (c0, c1) and g + 8 (c2, c3).
+__device__ __forceinline__ void d3m_store_row(const float (&acc)[4],
+                                              const float* __restrict__ bias,
+                                              float* __restrict__ y, u32 frames, u32 f, u32 h,
+                                              u32 wd, int p0, u32 g, u32 t, int out_row,
+                                              int relu) {
+    if (t >= 2) return;
+#pragma unroll
+    for (int half = 0; half < 2; ++half) {
+        const int xo = p0 + (int)g + 8 * half;
+        if (xo >= (int)wd) continue;
+#pragma unroll
+        for (int k = 0; k < 2; ++k) {
+            const u32 o = 2 * t + k;
+            if (o >= 3) continue;
+            float v = acc[2 * half + k];
+            if (bias != 0) v += bias[o];
+            if (relu) v = fmaxf(v, 0.0f);
+            y[(((u64)o * frames + f) * h + (u64)out_row) * wd + (u64)xo] = v;
+        }
+    }
+}
+#endif
+
+extern "C" __global__ void __launch_bounds__(D3M_WARPS * 32)
+    conv3x3_cl_to_three_mma(const uint4* __restrict__ x, const float* __restrict__ w,
+                            const float* __restrict__ bias, float* __restrict__ y, u32 frames,
+                            u32 h, u32 wd, u32 c8, int relu) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    extern __shared__ uint4 d3m_b[];
+    d3m_stage_weights(d3m_b, w, c8);
+    const u32 chunks = c8 / 4;
     const u32 lane = threadIdx.x % 32, warp = threadIdx.x / 32;
     const u32 g = lane / 4, t = lane % 4;
     const u32 f = blockIdx.z, row0 = blockIdx.y * D3M_ROWS;
@@ -237,22 +266,74 @@ extern "C" __global__ void __launch_bounds__(D3M_WARPS * 32)
             }
         }
         const int out_row = s - 1;
-        // Lanes t = 0, 1 hold outputs 2t, 2t + 1 of positions g (c0, c1) and g + 8 (c2, c3).
-        if (out_row >= (int)row0 && t < 2) {
+        if (out_row >= (int)row0) {
+            d3m_store_row(above, bias, y, frames, f, h, wd, p0, g, t, out_row, relu);
+        }
 #pragma unroll
-            for (int half = 0; half < 2; ++half) {
-                const int xo = p0 + (int)g + 8 * half;
-                if (xo >= (int)wd) continue;
+        for (int k = 0; k < 4; ++k) {
+            above[k] = at[k];
+            at[k] = below[k];
+            below[k] = 0.0f;
+        }
+    }
+#endif
+}
+
+// The same kernel for 128 input channels (the TCDecoder's), the same sums in the same order (the
+// same bits): a row's 4 chunks are loaded before any of their MMAs (24 loads in flight a lane
+// instead of 6: the generic kernel waits on each chunk's loads and reads at ~1.4 TB/s), and a
+// block covers D3M_ROWS_C128 rows, so that the weights are staged and the 2 halo rows read once
+// per 32 rows instead of 16.
+#define D3M_ROWS_C128 32
+
+extern "C" __global__ void __launch_bounds__(D3M_WARPS * 32)
+    conv3x3_cl_to_three_mma_c128(const uint4* __restrict__ x, const float* __restrict__ w,
+                                 const float* __restrict__ bias, float* __restrict__ y,
+                                 u32 frames, u32 h, u32 wd, int relu) {
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+    constexpr u32 C8 = 16, CHUNKS = 4;
+    extern __shared__ uint4 d3m_b[];
+    d3m_stage_weights(d3m_b, w, C8);
+    const u32 lane = threadIdx.x % 32, warp = threadIdx.x / 32;
+    const u32 g = lane / 4, t = lane % 4;
+    const u32 f = blockIdx.z, row0 = blockIdx.y * D3M_ROWS_C128;
+    const int p0 = (int)((blockIdx.x * D3M_WARPS + warp) * 16);
+    const u32 rows = min((u32)D3M_ROWS_C128, h - row0);
+    // The lane's 6 positions (g − 1 .. g + 1, g + 7 .. g + 9 of the tile) and whether they lie
+    // inside the row.
+    int sx[6];
+    bool inside[6];
 #pragma unroll
-                for (int k = 0; k < 2; ++k) {
-                    const u32 o = 2 * t + k;
-                    if (o >= 3) continue;
-                    float v = above[2 * half + k];
-                    if (bias != 0) v += bias[o];
-                    if (relu) v = fmaxf(v, 0.0f);
-                    y[(((u64)o * frames + f) * h + (u64)out_row) * wd + (u64)xo] = v;
+    for (int j = 0; j < 6; ++j) {
+        sx[j] = p0 + (int)g + (j < 3 ? j - 1 : j + 4);
+        inside[j] = sx[j] >= 0 && sx[j] < (int)wd;
+    }
+    float above[4] = {0.0f, 0.0f, 0.0f, 0.0f}, at[4] = {0.0f, 0.0f, 0.0f, 0.0f},
+          below[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int s = (int)row0 - 1; s <= (int)(row0 + rows); ++s) {
+        if (s >= 0 && s < (int)h) {
+            const uint4* src = x + ((u64)f * h + (u64)s) * wd * C8 + t;
+            uint4 in[CHUNKS][6];
+#pragma unroll
+            for (u32 chunk = 0; chunk < CHUNKS; ++chunk) {
+#pragma unroll
+                for (int j = 0; j < 6; ++j) {
+                    in[chunk][j] = inside[j] ? src[(u64)sx[j] * C8 + chunk * 4]
+                                             : make_uint4(0u, 0u, 0u, 0u);
                 }
             }
+#pragma unroll
+            for (u32 chunk = 0; chunk < CHUNKS; ++chunk) {
+                const uint4* b = d3m_b + chunk * 32 + lane;
+                constexpr u32 tap_stride = CHUNKS * 32;
+                d3m_row(above, in[chunk], b + 6 * tap_stride, tap_stride);
+                d3m_row(at, in[chunk], b + 3 * tap_stride, tap_stride);
+                d3m_row(below, in[chunk], b, tap_stride);
+            }
+        }
+        const int out_row = s - 1;
+        if (out_row >= (int)row0) {
+            d3m_store_row(above, bias, y, frames, f, h, wd, p0, g, t, out_row, relu);
         }
 #pragma unroll
         for (int k = 0; k < 4; ++k) {

@@ -1504,13 +1504,16 @@ __device__ __forceinline__ const u16* sage_key_row(const FaSegments& kv, const u
 }
 #endif
 
-// partial[(chunk * heads + head) * 128 + d] = the sum over keys chunk · SAGE_SUM_ROWS .. + 255
-// (below lk) of K[key, head, d], in fp32. Grid (chunks, heads), 256 threads: 16 rows at a time,
+// partial[(chunk * heads + head) * 128 + d] = the sum over keys c · SAGE_SUM_ROWS .. + 255, c =
+// chunk · chunk_stride (below lk), of K[key, head, d], in fp32: the mean only smooths K (any
+// vector keeps the softmax exact), so a regular sample of the keys serves, at a fraction of the
+// reads. Grid (sampled chunks, heads), 256 threads: 16 rows at a time,
 // 16 threads per row with 8 dims (16 bytes) each; a group of 16 rows lies in one segment (every
 // segment but the last holds a multiple of 64 keys). Unrolled so that each thread has several
 // loads in flight: the pass is bound by reading K once.
 extern "C" __global__ void __launch_bounds__(256) sage_k_partial_sums(
-    const FaSegments kv, int lk, u64 row_stride, u64 head_stride, float* __restrict__ partial) {
+    const FaSegments kv, int lk, int chunk_stride, u64 row_stride, u64 head_stride,
+    float* __restrict__ partial) {
 #if FW_ENABLED
     const int chunk = blockIdx.x, head = blockIdx.y, heads = gridDim.y;
     const int tid = threadIdx.x, lane_row = tid >> 4, part = tid & 15;
@@ -1518,7 +1521,7 @@ extern "C" __global__ void __launch_bounds__(256) sage_k_partial_sums(
     float s[8];
 #pragma unroll
     for (int i = 0; i < 8; ++i) s[i] = 0.0f;
-    const int key0 = chunk * SAGE_SUM_ROWS;
+    const int key0 = chunk * chunk_stride * SAGE_SUM_ROWS;
 #pragma unroll 4
     for (int step = 0; step < SAGE_SUM_ROWS / 16; ++step) {
         const int key = key0 + 16 * step + lane_row;
@@ -1545,11 +1548,11 @@ extern "C" __global__ void __launch_bounds__(256) sage_k_partial_sums(
 #endif
 }
 
-// mean[head * 128 + d] = the sum of the chunks' partial sums / lk, in a fixed order (the same
-// bits every run): 4 groups of 128 threads sum every 4th chunk, then the 4 sums in order. Grid
-// heads, 512 threads.
+// mean[head * 128 + d] = the sum of the chunks' partial sums / summed (the keys they cover), in
+// a fixed order (the same bits every run): 4 groups of 128 threads sum every 4th chunk, then the
+// 4 sums in order. Grid heads, 512 threads.
 extern "C" __global__ void __launch_bounds__(512) sage_k_mean(const float* __restrict__ partial,
-                                                              int chunks, int lk,
+                                                              int chunks, int summed,
                                                               float* __restrict__ mean) {
 #if FW_ENABLED
     const int head = blockIdx.x, heads = gridDim.x, d = threadIdx.x & 127, group = threadIdx.x >> 7;
@@ -1559,7 +1562,9 @@ extern "C" __global__ void __launch_bounds__(512) sage_k_mean(const float* __res
     __shared__ float sums[4][128];
     sums[group][d] = s;
     __syncthreads();
-    if (group == 0) mean[head * 128 + d] = (sums[0][d] + sums[1][d] + sums[2][d] + sums[3][d]) / (float)lk;
+    if (group == 0) {
+        mean[head * 128 + d] = (sums[0][d] + sums[1][d] + sums[2][d] + sums[3][d]) / (float)summed;
+    }
 #endif
 }
 

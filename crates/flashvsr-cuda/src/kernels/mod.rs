@@ -101,7 +101,11 @@ pub(crate) const SOURCES: &[Source] = &[
     Source {
         name: "conv_direct.cu",
         body: include_str!("conv_direct.cu"),
-        functions: &["conv3x3_cl_to_three_f32", "conv3x3_cl_to_three_mma"],
+        functions: &[
+            "conv3x3_cl_to_three_f32",
+            "conv3x3_cl_to_three_mma",
+            "conv3x3_cl_to_three_mma_c128",
+        ],
     },
     Source {
         name: "subpixel.cu",

@@ -431,6 +431,21 @@ impl FlashConfig {
 const FLASH_SAGE8_STAGES: [usize; 2] = [3, 4];
 /// The sage pre-pass's keys per partial sum of the K mean (SAGE_SUM_ROWS in flash_wgmma.cu).
 const SAGE_SUM_ROWS: usize = 256;
+/// The K mean sums every this many chunks of SAGE_SUM_ROWS keys (the first of each): the mean
+/// only smooths K before quantisation (the softmax is exact for any vector subtracted), and a
+/// sample of one key in 8 estimates it well while the pass reads an eighth of K. At 1920×1080
+/// the full mean read all of K once more per call, ~7 ms a pass.
+const SAGE_MEAN_CHUNK_STRIDE: usize = 8;
+
+/// The keys the sage pre-pass's K mean sums, of a call's `lk`: the first SAGE_SUM_ROWS of every
+/// SAGE_MEAN_CHUNK_STRIDE · SAGE_SUM_ROWS (sampled chunks, keys summed).
+fn sage_mean_sample(lk: usize) -> (usize, usize) {
+    let sampled = lk.div_ceil(SAGE_SUM_ROWS * SAGE_MEAN_CHUNK_STRIDE);
+    let summed = (0..sampled)
+        .map(|i| SAGE_SUM_ROWS.min(lk - i * SAGE_SUM_ROWS * SAGE_MEAN_CHUNK_STRIDE))
+        .sum();
+    (sampled, summed)
+}
 
 /// What `FLASHVSR_CUDA_SAGE_INT8` asks of a sage call (key blocks of 64, on the Hopper TMA
 /// kernel): `1` (or a stage count of FLASH_SAGE8_STAGES: `3`, `4`) SageAttention's int8 Q·Kᵀ
@@ -947,9 +962,9 @@ impl CudaBackend {
         Ok(out.with_bf16_copy(copy))
     }
 
-    /// The sage int8 pre-pass of one call (flash_wgmma.cu): the per-head mean of all `lk` keys
-    /// (partial sums of SAGE_SUM_ROWS keys, then summed in a fixed order: the same bits every
-    /// run), and K smoothed and quantised per 64-key block, into temporaries of the op (Q is
+    /// The sage int8 pre-pass of one call (flash_wgmma.cu): the per-head mean of the keys
+    /// `sage_mean_sample` picks of `lk` (partial sums of SAGE_SUM_ROWS keys, then summed in a
+    /// fixed order: the same bits every run), and K smoothed and quantised per 64-key block, into temporaries of the op (Q is
     /// quantised by the attention kernel). `geometry`: (lk, heads). None where the int8 K's
     /// tensor map cannot be made (the call keeps the bf16 kernel).
     fn sage8_prepass(
@@ -966,12 +981,13 @@ impl CudaBackend {
                 shared_mem_bytes: 0,
             })
         };
-        let chunks = lk.div_ceil(SAGE_SUM_ROWS);
+        let (chunks, summed) = sage_mean_sample(lk);
         let partial = self.keep_for_op(self.output(chunks * dim)?);
         let mean = self.keep_for_op(self.output(dim)?);
         let args = KernelArgs::new()
             .push(*segments)
             .push(int("key rows", lk)?)
+            .push(int("chunk stride", SAGE_MEAN_CHUNK_STRIDE)?)
             .push(row_stride)
             .push(head_stride)
             .push(partial);
@@ -979,7 +995,7 @@ impl CudaBackend {
         let args = KernelArgs::new()
             .push(partial)
             .push(int("chunks", chunks)?)
-            .push(int("key rows", lk)?)
+            .push(int("keys summed", summed)?)
             .push(mean);
         self.launch("sage_k_mean", grid(heads, 1, 512)?, args)?;
         // int8 K: k_blocks · 64 rows of `dim` bytes (a multiple of 4: f32 words).
@@ -1305,6 +1321,15 @@ mod tests {
         assert_eq!(work_order(4 * 17280 * 512, l2), WorkOrder::Grid);
         // No L2 size from the driver: grid.
         assert_eq!(work_order(1 << 20, 0), WorkOrder::Grid);
+    }
+
+    #[test]
+    fn sage_mean_samples_the_first_256_keys_of_every_2048() {
+        // 1920×1080 steady chunk: 34 sampled chunks, all full.
+        assert_eq!(sage_mean_sample(69_120), (34, 34 * 256));
+        assert_eq!(sage_mean_sample(100), (1, 100));
+        assert_eq!(sage_mean_sample(2_048), (1, 256));
+        assert_eq!(sage_mean_sample(2_100), (2, 256 + 52));
     }
 
     #[test]

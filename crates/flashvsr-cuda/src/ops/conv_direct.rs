@@ -35,6 +35,11 @@ const fn weight_bytes(c: usize) -> usize {
 /// take 16 bytes a lane, 32 lanes, 9 taps and C / 32 chunks of channels.
 const MMA_BLOCK_POSITIONS: usize = 8 * 16;
 const MMA_BLOCK_ROWS: usize = 16;
+/// D3M_ROWS_C128: the rows a block of the 128-channel tensor-core kernel computes.
+const MMA_C128_BLOCK_ROWS: usize = 32;
+/// `FLASHVSR_CUDA_DIRECT_CONV3_C128=0`: 128 channels on the generic tensor-core kernel (read per
+/// call, for A/B measurements in one process).
+const ENV_C128: &str = "FLASHVSR_CUDA_DIRECT_CONV3_C128";
 const fn mma_weight_bytes(c: usize) -> usize {
     9 * (c / 32) * 32 * 16
 }
@@ -73,7 +78,13 @@ impl CudaBackend {
         let mma = self.options().conv_direct_three_mma
             && g.c.is_multiple_of(32)
             && mma_weight_bytes(g.c) <= MAX_WEIGHT_BYTES;
-        let (kernel, positions, rows, weight_bytes) = if mma {
+        // The 128-channel kernel: all of a row's loads in flight at once (the same sums).
+        let c128 = mma && g.c == 128 && std::env::var(ENV_C128).map_or(true, |v| v != "0");
+        let (kernel, positions, rows, weight_bytes) = if c128 {
+            let bytes = mma_weight_bytes(g.c);
+            let name = "conv3x3_cl_to_three_mma_c128";
+            (name, MMA_BLOCK_POSITIONS, MMA_C128_BLOCK_ROWS, bytes)
+        } else if mma {
             let bytes = mma_weight_bytes(g.c);
             let name = "conv3x3_cl_to_three_mma";
             (name, MMA_BLOCK_POSITIONS, MMA_BLOCK_ROWS, bytes)
@@ -104,9 +115,14 @@ impl CudaBackend {
             .push(out.ptr())
             .push(g.t as u32)
             .push(g.h as u32)
-            .push(g.w as u32)
-            .push((g.c / 8) as u32)
-            .push(relu as i32);
+            .push(g.w as u32);
+        // The 128-channel kernel has its channel count built in.
+        let args = if c128 {
+            args
+        } else {
+            args.push((g.c / 8) as u32)
+        };
+        let args = args.push(relu as i32);
         self.launch(kernel, cfg, args)?;
         self.direct_convs.fetch_add(1, Ordering::Relaxed);
         Ok(Some(out))
@@ -127,6 +143,7 @@ mod tests {
         assert!(src.contains(&format!("#define D3_GROUP_STRIDE {GROUP_STRIDE}\n")));
         assert!(src.contains("#define D3M_WARPS 8\n"));
         assert!(src.contains(&format!("#define D3M_ROWS {MMA_BLOCK_ROWS}\n")));
+        assert!(src.contains(&format!("#define D3M_ROWS_C128 {MMA_C128_BLOCK_ROWS}\n")));
         assert_eq!(MMA_BLOCK_POSITIONS, 8 * 16);
         assert_eq!(THREADS, 8 * 32, "both kernels run 8 warps a block");
         assert_eq!(THREADS as usize / 16 * 4, BLOCK_POSITIONS);

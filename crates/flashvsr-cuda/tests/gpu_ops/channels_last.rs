@@ -395,6 +395,7 @@ pub fn run(s: &mut Suite, fast: &FastBackends) {
             Err(e) => s.fail(&name, e.to_string()),
         }
     }
+    c128_kernel_matches_the_generic_one(s, fast);
     // Switched off, the same chains give f32 row-major results.
     let off = &fast.plain;
     for c in &CASES[..3] {
@@ -402,5 +403,53 @@ pub fn run(s: &mut Suite, fast: &FastBackends) {
         let name = format!("channels-last off: {}", c.name);
         s.conv_case(&name, off, BF16_CHAIN, c.convs, &inputs, &op);
         s.layout_case(&format!("{name} (layout)"), off, false, &inputs, &op);
+    }
+}
+
+/// The 128-channel tensor-core kernel of the last conv (`conv3x3_cl_to_three_mma_c128`: a row's
+/// loads first, 32 rows a block) sums in the generic kernel's order: the same bits, on a map of 3
+/// frames, 70 rows (two whole 32-row blocks and a partial one) and 150 positions (a partial warp
+/// tile), with the bias and the ReLU.
+fn c128_kernel_matches_the_generic_one(s: &mut Suite, fast: &FastBackends) {
+    let name = "channels-last last conv: 128-channel kernel = generic kernel, bit for bit";
+    if s.skip(name) {
+        return;
+    }
+    s.cases += 1;
+    let mut inputs = inputs(s);
+    inputs[X] = s.normal_input(&[16, 3, 70, 150], 1.0);
+    let gpu: BackendRef = fast.grouped.clone();
+    let run = |c128: Option<&str>| -> Result<(Vec<f32>, u64)> {
+        match c128 {
+            Some(v) => std::env::set_var("FLASHVSR_CUDA_DIRECT_CONV3_C128", v),
+            None => std::env::remove_var("FLASHVSR_CUDA_DIRECT_CONV3_C128"),
+        }
+        let before = fast.grouped.direct_conv_count();
+        let t = Suite::tensors(&gpu, &inputs)?;
+        let b = t[B].narrow(0, 0, 3)?;
+        let y = activation128(&t)?.conv3d_relu(&t[W_OUT128], Some(&b), 1, 1, ZERO)?;
+        let values = y.to_vec()?;
+        Ok((values, fast.grouped.direct_conv_count() - before))
+    };
+    let default = run(None);
+    let generic = run(Some("0"));
+    std::env::remove_var("FLASHVSR_CUDA_DIRECT_CONV3_C128");
+    match (default, generic) {
+        (Ok((a, 1)), Ok((b, 1))) => {
+            let differ = a
+                .iter()
+                .zip(&b)
+                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                .count();
+            let nan = a.iter().filter(|x| x.is_nan()).count();
+            if differ == 0 && nan == 0 && a.len() == 3 * 3 * 70 * 150 {
+                println!("ok    {name:<44} {} values", a.len());
+            } else {
+                let detail = format!("{differ} of {} values differ, {nan} NaN", a.len());
+                s.fail(name, detail);
+            }
+        }
+        (Ok((_, n)), Ok((_, m))) => s.fail(name, format!("{n} and {m} direct convs, expected 1")),
+        (Err(e), _) | (_, Err(e)) => s.fail(name, e.to_string()),
     }
 }

@@ -1,8 +1,9 @@
 //! SageAttention's int8 Q·Kᵀ for sage masks (`FLASHVSR_CUDA_SAGE_INT8=1`, read per call; sm_90
 //! only, elsewhere the knob keeps the bf16 kernel and these cases are skipped) against
 //! - a CPU emulation of the same quantisation, written here in f64 (spec §5.6.3): K rounded to
-//!   bf16 as the cache holds it, smoothed by its per-head mean over every key of the call, per
-//!   64-key block `scale_k = max|k| / 127` and `k8 = round-half-away(k / scale_k)`; Q per 128-row
+//!   bf16 as the cache holds it, smoothed by its per-head mean over a sample of the call's keys
+//!   (the first 256 of every 2048), per 64-key block `scale_k = max|k| / 127` and
+//!   `k8 = round-half-away(k / scale_k)`; Q per 128-row
 //!   block scaled by log2(e) / √128 and quantised the same way; logits `(q8·k8) · scale_q ·
 //!   scale_k` with the integer dot products exact; the online softmax on exp2 over the kernel's
 //!   iterations of two selected key blocks (ascending), P rounded to bf16 for P·V (the kernel
@@ -110,13 +111,19 @@ struct HeadData {
 fn head_data(case: &Case, head: usize) -> HeadData {
     let lk = case.lk();
     let k_bf16 = case.joined(&case.k, head, true);
+    // The backend's sample (ops/attention.rs `sage_mean_sample`): the first 256 keys of every
+    // 2048.
     let mut mean = [0.0f64; 128];
-    for row in k_bf16.chunks(128) {
-        for (m, x) in mean.iter_mut().zip(row) {
-            *m += x;
+    let mut summed = 0;
+    for (key, row) in k_bf16.chunks(128).enumerate() {
+        if key % 2048 < 256 {
+            summed += 1;
+            for (m, x) in mean.iter_mut().zip(row) {
+                *m += x;
+            }
         }
     }
-    mean.iter_mut().for_each(|m| *m /= lk as f64);
+    mean.iter_mut().for_each(|m| *m /= summed as f64);
     let blocks = lk.div_ceil(64);
     let mut k8 = vec![0; blocks * 64 * 128];
     let mut k_scale = vec![0.0; blocks];
