@@ -133,7 +133,7 @@ impl Stage {
                 job_timed(&clock.color_fix, || frame.finish_planes()).map_err(|e| e.to_string())?;
             let planes = finished.planes().map_err(|e| e.to_string())?;
             Ok(job_timed(&clock.write, || {
-                planes_to_frame(planes, model, output, depth)
+                crate::host_pool::rows(|| planes_to_frame(planes, model, output, depth))
             }))
         })
     }

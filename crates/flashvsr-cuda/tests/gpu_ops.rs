@@ -654,16 +654,47 @@ fn block_sparse(s: &mut Suite) {
     }
 }
 
-/// Per-head block scores: odd tiles, a head dim below the kernel's tile, the DiT's shape.
+/// Per-head block scores: odd tiles, a head dim below the kernel's tile, the DiT's shapes
+/// (1408×768 steady, 1920×1080 steady). The register-tiled kernel (the default) must give the
+/// one-entry-a-load kernel's bits (`FLASHVSR_CUDA_HEAD_SCORES_TILED=0`): the same sums in order.
 fn head_scores(s: &mut Suite) {
-    for (nq, nk, heads, hd) in [(5, 7, 3, 16), (33, 70, 2, 40), (66, 396, 12, 128)] {
+    let shapes = [
+        (5, 7, 3, 16),
+        (33, 70, 2, 40),
+        (66, 396, 12, 128),
+        (135, 1080, 12, 128),
+    ];
+    for (nq, nk, heads, hd) in shapes {
         let q = s.input(&[nq, heads * hd], 1.0);
         let k = s.input(&[nk, heads * hd], 1.0);
         let name = format!(
             "head_scores q [{nq}, {}] k [{nk}, ..] {heads} heads",
             heads * hd
         );
-        s.case(&name, GEMM, &[q, k], &|t| t[0].head_scores(&t[1], heads));
+        let inputs = [q, k];
+        s.case(&name, GEMM, &inputs, &|t| t[0].head_scores(&t[1], heads));
+        let name = format!("{name}: tiled = untiled bits");
+        if s.skip(&name) {
+            continue;
+        }
+        s.cases += 1;
+        let scores = |tiled: &str| -> Result<Vec<f32>> {
+            std::env::set_var("FLASHVSR_CUDA_HEAD_SCORES_TILED", tiled);
+            let t = Suite::tensors(&s.gpu, &inputs)?;
+            t[0].head_scores(&t[1], heads)?.to_vec()
+        };
+        let (tiled, untiled) = (scores("1"), scores("0"));
+        std::env::remove_var("FLASHVSR_CUDA_HEAD_SCORES_TILED");
+        match (tiled, untiled) {
+            (Ok(a), Ok(b)) => {
+                let differ = a.iter().zip(&b).filter(|(x, y)| x.to_bits() != y.to_bits());
+                match differ.count() {
+                    0 if a.len() == heads * nq * nk => println!("ok    {name}"),
+                    n => s.fail(&name, format!("{n} of {} values differ", a.len())),
+                }
+            }
+            (Err(e), _) | (_, Err(e)) => s.fail(&name, e.to_string()),
+        }
     }
 }
 

@@ -193,6 +193,7 @@ pub(crate) const SOURCES: &[Source] = &[
         body: include_str!("mask.cu"),
         functions: &[
             "head_scores_f32",
+            "head_scores_tiled_f32",
             "mask_softmax_f64",
             "mask_topk_select_f64",
             "mask_topk_select_cluster_f64",

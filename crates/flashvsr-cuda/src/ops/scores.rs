@@ -12,6 +12,11 @@ use crate::launch::KernelArgs;
 /// SCORE_TILE and SCORE_ROWS in mask.cu.
 const TILE: usize = 32;
 const ROWS: u32 = 8;
+/// SCORE_MT in mask.cu: the queries and keys a block of `head_scores_tiled_f32` covers.
+const TILED: usize = 64;
+/// `FLASHVSR_CUDA_HEAD_SCORES_TILED=0`: the one-entry-a-load kernel (read per call, for A/B
+/// measurements and the bit comparison in gpu_ops).
+const ENV_TILED: &str = "FLASHVSR_CUDA_HEAD_SCORES_TILED";
 
 fn int(what: &str, v: usize) -> CudaResult<i32> {
     i32::try_from(v).map_err(|_| CudaError::Unsupported(format!("{what} = {v} exceeds i32")))
@@ -46,6 +51,20 @@ impl CudaBackend {
             .push(int("key rows", nk)?)
             .push(int("dim", dim)?)
             .push(int("head dim", hd)?);
+        // Register tiles (the same sums, same bits) unless asked for the old kernel.
+        if std::env::var(ENV_TILED).map_or(true, |v| v != "0") {
+            let cfg = LaunchConfig {
+                grid_dim: (
+                    int("key tiles", nk.div_ceil(TILED))? as u32,
+                    nq.div_ceil(TILED) as u32,
+                    heads as u32,
+                ),
+                block_dim: (256, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            self.launch("head_scores_tiled_f32", cfg, args)?;
+            return Ok(out);
+        }
         let cfg = LaunchConfig {
             grid_dim: (
                 int("key tiles", nk.div_ceil(TILE))? as u32,
@@ -57,5 +76,18 @@ impl CudaBackend {
         };
         self.launch("head_scores_f32", cfg, args)?;
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tile_constants_match_the_source() {
+        let src = include_str!("../kernels/mask.cu");
+        assert!(src.contains(&format!("#define SCORE_TILE {TILE}\n")));
+        assert!(src.contains(&format!("#define SCORE_ROWS {ROWS}\n")));
+        assert!(src.contains(&format!("#define SCORE_MT {TILED}\n")));
     }
 }
