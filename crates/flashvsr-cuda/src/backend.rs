@@ -420,9 +420,9 @@ const STAGED_UPLOAD_MAX_VALUES: usize = 16 << 20;
 
 /// Host copies into pinned staging larger than this are split across threads: a frame's 13 MB
 /// written by one core into write-combined memory kept the engine's thread (and so the device)
-/// waiting about a millisecond per frame. At 1920×1080 the first chunk's 25 LQ frames (1.5 MB
-/// of levels each) took 0.33 ms each on one core, 8.4 ms of a pass with the device idle.
-const PARALLEL_COPY_MIN_VALUES: usize = 1 << 18;
+/// waiting about a millisecond per frame. (Splitting the 1.5 MB LQ frames of 1920×1080 too
+/// saved nothing: starting the threads costs what the split saves.)
+const PARALLEL_COPY_MIN_VALUES: usize = 1 << 20;
 const PARALLEL_COPY_THREADS: usize = 4;
 
 fn copy_in_parallel(dst: &mut [f32], src: &[f32]) {
@@ -1436,12 +1436,17 @@ impl Backend for CudaBackend {
 
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> TResult<BufferRef> {
         let name = shaped_name("linear", w, self.profiler.is_some());
-        self.finish(name, || self.op_linear(x, w, b, false, None))
+        self.finish(name, || self.op_linear(x, w, b, (false, false), None))
+    }
+
+    fn linear_compact(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> TResult<BufferRef> {
+        let name = shaped_name("linear", w, self.profiler.is_some());
+        self.finish(name, || self.op_linear(x, w, b, (false, true), None))
     }
 
     fn linear_gelu(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> TResult<BufferRef> {
         let name = shaped_name("linear_gelu", w, self.profiler.is_some());
-        self.finish(name, || self.op_linear(x, w, b, true, None))
+        self.finish(name, || self.op_linear(x, w, b, (true, false), None))
     }
 
     fn linear_add(
@@ -1455,7 +1460,9 @@ impl Backend for CudaBackend {
             return flashvsr_tensor::linear_then_add(self, x, w, b, residual);
         }
         let name = shaped_name("linear_add", w, self.profiler.is_some());
-        self.finish(name, || self.op_linear(x, w, b, false, Some(residual)))
+        self.finish(name, || {
+            self.op_linear(x, w, b, (false, false), Some(residual))
+        })
     }
 
     fn modulated_ffn(

@@ -108,9 +108,17 @@ impl PinnedPool {
     }
 
     /// Buffers the host only writes (upload staging): write-combined, which the device reads
-    /// faster.
+    /// faster; `FLASHVSR_CUDA_UPLOAD_WC=0` makes them ordinary pinned memory, which the host
+    /// writes faster (an experiment: at 1920×1080 a pass starts with 25 LQ frame copies of
+    /// 0.25 ms each while the device waits).
     pub fn for_uploads(ctx: &Arc<CudaContext>, keep: usize) -> Arc<PinnedPool> {
-        PinnedPool::new(ctx, sys::CU_MEMHOSTALLOC_WRITECOMBINED, keep)
+        let wc = std::env::var("FLASHVSR_CUDA_UPLOAD_WC").map_or(true, |v| v != "0");
+        let flags = if wc {
+            sys::CU_MEMHOSTALLOC_WRITECOMBINED
+        } else {
+            0
+        };
+        PinnedPool::new(ctx, flags, keep)
     }
 
     fn new(ctx: &Arc<CudaContext>, flags: u32, keep: usize) -> Arc<PinnedPool> {

@@ -232,6 +232,12 @@ pub trait Backend: Send + Sync + fmt::Debug {
 
     /// `x (M, K) · w (N, K)ᵀ + b`
     fn linear(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<BufferRef>;
+    /// `x · wᵀ + b` for a consumer that reads compact storage as it reads `compact`'s (the
+    /// q/k/v split): backends with a narrower storage may store it there (rounded, as `compact`
+    /// rounds); this default is `linear`.
+    fn linear_compact(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<BufferRef> {
+        self.linear(x, w, b)
+    }
     /// `gelu_tanh(x · wᵀ + b)`; backends with a fused GEMM epilogue override this.
     fn linear_gelu(&self, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<BufferRef> {
         let y = self.linear(x, w, b)?;

@@ -344,6 +344,13 @@ impl Tensor {
         self.linear_with(w, b, |x| self.backend.linear(x, w, b))
     }
 
+    /// [`Tensor::linear`], possibly stored as [`Tensor::compact`] stores (bf16 on CUDA in fast
+    /// mode, rounded there by the GEMM's epilogue): for outputs that only ops reading compact
+    /// storage consume, so that neither the GEMM nor its reader moves f32 values.
+    pub fn linear_compact(&self, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+        self.linear_with(w, b, |x| self.backend.linear_compact(x, w, b))
+    }
+
     /// `gelu_tanh(self · wᵀ + b)`: one pass where the backend fuses the activation into the GEMM.
     pub fn linear_gelu(&self, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         self.linear_with(w, b, |x| self.backend.linear_gelu(x, w, b))

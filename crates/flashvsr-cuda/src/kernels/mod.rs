@@ -161,7 +161,7 @@ pub(crate) const SOURCES: &[Source] = &[
     Source {
         name: "qkv.cu",
         body: include_str!("qkv.cu"),
-        functions: &["qkv_split_norm_rope_f32"],
+        functions: &["qkv_split_norm_rope_f32", "qkv_split_norm_rope_bf16_input"],
     },
     Source {
         name: "attention.cu",

@@ -80,7 +80,7 @@ impl CudaBackend {
             })?;
             let modulated = Tensor::from_buffer(x.backend(), Arc::new(modulated), &[rows, dim])?;
             let hidden_rows = self.finish_with(up_name, || {
-                self.op_linear(&modulated, up.0, Some(up.1), true, None)
+                self.op_linear(&modulated, up.0, Some(up.1), (true, false), None)
             })?;
             drop(modulated);
             let hidden_rows =

@@ -10,6 +10,8 @@ use crate::gemm::{Epilogue, GemmPtrs, GemmShape};
 /// Set once cuBLASLt had no algorithm for a bf16 output of the fused GELU: the output stays fp32
 /// from then on (and the next GEMM rounds it, as before that output existed).
 static NO_BF16_GELU_OUTPUT: AtomicBool = AtomicBool::new(false);
+/// The same for the bias epilogue of `linear_compact`.
+static NO_BF16_BIAS_OUTPUT: AtomicBool = AtomicBool::new(false);
 
 impl CudaBackend {
     /// `x (M, K) · w (N, K)ᵀ + b (+ residual)`, then tanh GELU when `gelu`. The bias, the
@@ -17,13 +19,15 @@ impl CudaBackend {
     /// bf16-stored weight makes it a bf16 GEMM: `x` is read as bf16 (its bf16 storage or copy, see
     /// `bf16_input`); accumulation stays fp32, and so does the output, except the feed-forward
     /// net's hidden layer (fused GELU): only its second GEMM reads it, as bf16, so it is stored
-    /// bf16 (with a bf16 copy of the bias, as cuBLASLt wants for a bf16 output).
+    /// bf16 (with a bf16 copy of the bias, as cuBLASLt wants for a bf16 output); and where the
+    /// caller asks for `compact` output (`Backend::linear_compact`: the self-attention's q/k/v
+    /// projection, which only the q/k/v split reads).
     pub(crate) fn op_linear(
         &self,
         x: &Tensor,
         w: &Tensor,
         b: Option<&Tensor>,
-        gelu: bool,
+        (gelu, compact): (bool, bool),
         residual: Option<&Tensor>,
     ) -> CudaResult<CudaBuffer> {
         let (m, k, n) = (x.dim(0), x.dim(1), w.dim(0));
@@ -47,7 +51,14 @@ impl CudaBackend {
         } else {
             Epilogue::bias(b.is_some())
         };
-        if fuse_gelu && !NO_BF16_GELU_OUTPUT.load(Ordering::Relaxed) {
+        let bf16_output = if fuse_gelu {
+            Some(&NO_BF16_GELU_OUTPUT)
+        } else if compact && !gelu && bf16_inputs && residual.is_none() {
+            Some(&NO_BF16_BIAS_OUTPUT)
+        } else {
+            None
+        };
+        if let Some(refused) = bf16_output.filter(|r| !r.load(Ordering::Relaxed)) {
             let out = self.output_as(m * n, Storage::Bf16)?;
             let ptrs = GemmPtrs {
                 a,
@@ -60,7 +71,7 @@ impl CudaBackend {
             let shape = row_major_shape((m, n, k), epilogue, bf16_inputs, true);
             match self.gemm().run(&self.gpu.stream, shape, ptrs) {
                 Ok(()) => return Ok(out),
-                Err(CudaError::Blas(_)) => NO_BF16_GELU_OUTPUT.store(true, Ordering::Relaxed),
+                Err(CudaError::Blas(_)) => refused.store(true, Ordering::Relaxed),
                 Err(e) => return Err(e),
             }
         }

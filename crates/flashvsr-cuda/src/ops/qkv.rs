@@ -35,9 +35,14 @@ impl CudaBackend {
         if 3 * dim > i32::MAX as usize || rows > i32::MAX as usize {
             return Err(CudaError::Unsupported(format!("{rows} rows of 3 × {dim}")));
         }
+        // A bf16-stored projection (`linear_compact`) is read as it is stored.
+        let (x_ptr, kernel) = match self.raw(x)? {
+            (p, Storage::Bf16) => (p, "qkv_split_norm_rope_bf16_input"),
+            (_, Storage::F32) => (self.ptr(x)?, "qkv_split_norm_rope_f32"),
+        };
         for (g, (k, v)) in k.iter().zip(&v).enumerate() {
             let args = KernelArgs::new()
-                .push(self.ptr(x)?)
+                .push(x_ptr)
                 .push(self.ptr(norm_q)?)
                 .push(self.ptr(norm_k)?)
                 .push(self.ptr(cos)?)
@@ -52,11 +57,7 @@ impl CudaBackend {
                 .push((g * group_rows) as i32);
             // The block size rms_norm_f32 gets for a row of `dim`: the sums of squares then add
             // up in its order (see qkv.cu).
-            self.launch(
-                "qkv_split_norm_rope_f32",
-                row_config(group_rows, dim)?,
-                args,
-            )?;
+            self.launch(kernel, row_config(group_rows, dim)?, args)?;
         }
         Ok((q, k, v))
     }

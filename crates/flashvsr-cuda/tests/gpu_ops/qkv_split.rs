@@ -56,11 +56,13 @@ impl Inputs {
         self.heads * 128
     }
 
-    /// `(x, norm_q, norm_k, cos, sin)` on `backend`.
-    fn tensors(&self, backend: &BackendRef) -> Result<[Tensor; 5]> {
+    /// `(x, norm_q, norm_k, cos, sin)` on `backend`; x in compact storage when `compact_x` (as
+    /// `linear_compact` leaves the projection: bf16 in fast mode).
+    fn tensors(&self, backend: &BackendRef, compact_x: bool) -> Result<[Tensor; 5]> {
         let (rows, dim) = (self.rows, self.dim());
+        let x = Tensor::from_slice(backend, &self.x, &[rows, 3 * dim])?;
         Ok([
-            Tensor::from_slice(backend, &self.x, &[rows, 3 * dim])?,
+            if compact_x { x.compact()? } else { x },
             Tensor::from_slice(backend, &self.norm_q, &[dim])?,
             Tensor::from_slice(backend, &self.norm_k, &[dim])?,
             Tensor::from_slice(backend, &self.cos, &[rows, 64])?,
@@ -69,8 +71,13 @@ impl Inputs {
     }
 
     /// q, k, v as stored, by the fused op (k and v's groups joined on the host).
-    fn fused(&self, backend: &BackendRef) -> Result<[HostData; 3]> {
-        let [x, norm_q, norm_k, cos, sin] = self.tensors(backend)?;
+    fn fused(&self, backend: &BackendRef, compact_x: bool) -> Result<[HostData; 3]> {
+        let [x, norm_q, norm_k, cos, sin] = self.tensors(backend, compact_x)?;
+        if compact_x && !matches!(x.to_host_data()?, HostData::Bf16(_)) {
+            return Err(test_error(
+                "the compact projection is not stored bf16".into(),
+            ));
+        }
         let split =
             x.qkv_split_norm_rope(&norm_q, &norm_k, &cos, &sin, self.heads, EPS, self.groups)?;
         if split.k.len() != self.groups || split.v.len() != self.groups {
@@ -89,8 +96,8 @@ impl Inputs {
     }
 
     /// q, k, v as stored, by the ops the DiT block used before the fused op.
-    fn composed(&self, backend: &BackendRef) -> Result<[HostData; 3]> {
-        let [x, norm_q, norm_k, cos, sin] = self.tensors(backend)?;
+    fn composed(&self, backend: &BackendRef, compact_x: bool) -> Result<[HostData; 3]> {
+        let [x, norm_q, norm_k, cos, sin] = self.tensors(backend, compact_x)?;
         let dim = self.dim();
         let q = x
             .narrow(1, 0, dim)?
@@ -134,10 +141,11 @@ const PARTS: [&str; 3] = ["q", "k", "v"];
 fn problems(
     inputs: &Inputs,
     backend: &BackendRef,
-    fast: bool,
+    (fast, compact_x): (bool, bool),
     cpu: Option<&[HostData; 3]>,
 ) -> Result<Vec<String>> {
-    let (got, want) = (inputs.fused(backend)?, inputs.composed(backend)?);
+    let got = inputs.fused(backend, compact_x)?;
+    let want = inputs.composed(backend, compact_x)?;
     let mut problems = Vec::new();
     for (i, part) in PARTS.iter().enumerate() {
         let storage = stored_bits(&got[i]).0;
@@ -160,6 +168,56 @@ fn problems(
     Ok(problems)
 }
 
+/// The projection feeding the split (`linear_compact`): with bf16 weights (fast mode) stored
+/// bf16, within bf16 rounding of `linear`'s f32 output; with f32 weights, `linear`'s bits.
+fn linear_compact(s: &mut Suite, fast: &BackendRef) {
+    let (rows, k, n) = (300, 256, 768);
+    let x = s.rng.normal_vec(rows * k, 1.0);
+    let w = s.rng.normal_vec(n * k, 1.0 / 16.0);
+    let b = s.rng.vec(n, 1.0);
+    for (mode, backend) in [("exact", s.gpu.clone()), ("fast", fast.clone())] {
+        let name = format!("qkv split: linear_compact {mode} [{rows}, {k}] · [{n}, {k}]ᵀ");
+        s.cases += 1;
+        let run = || -> Result<(HostData, HostData)> {
+            let xt = Tensor::from_slice(&backend, &x, &[rows, k])?;
+            let wt = Tensor::from_slice(&backend, &w, &[n, k])?.compact()?;
+            let bt = Tensor::from_slice(&backend, &b, &[n])?;
+            let compact = xt.linear_compact(&wt, Some(&bt))?.to_host_data()?;
+            Ok((compact, xt.linear(&wt, Some(&bt))?.to_host_data()?))
+        };
+        let verdict = match (mode, run()) {
+            (_, Err(e)) => Err(format!("CUDA error: {e}")),
+            ("exact", Ok((got, want))) => match difference(&got, &want) {
+                None => Ok("the bits of linear".to_string()),
+                Some(d) => Err(d),
+            },
+            (_, Ok((HostData::Bf16(got), HostData::F32(want)))) => {
+                // bf16 keeps 8 significant bits (half an ulp: 2⁻⁹ of a value). The output is
+                // rounded once and so is the bias (cuBLASLt's bias of a bf16 output is bf16):
+                // each element within 2⁻⁸ of (|value| + |bias|), in units of which the worst is
+                // reported.
+                let got = HostData::Bf16(got).to_f32();
+                let worst = got
+                    .iter()
+                    .zip(&want)
+                    .enumerate()
+                    .map(|(i, (g, w))| (g - w).abs() / (w.abs() + b[i % n].abs()).max(1e-6))
+                    .fold(0f32, f32::max);
+                if worst <= 2f32.powi(-8) {
+                    Ok(format!("bf16, max err {worst:.2e} of |value| + |bias|"))
+                } else {
+                    Err(format!("max err {worst:.2e} of |value| + |bias| > 2^-8"))
+                }
+            }
+            (_, Ok((got, _))) => Err(format!("stored {}, want bf16", stored_bits(&got).0)),
+        };
+        match verdict {
+            Ok(what) => println!("ok    {name:<44} {what}"),
+            Err(e) => s.fail(&name, e),
+        }
+    }
+}
+
 pub fn run(s: &mut Suite, fast: &BackendRef) {
     if s.filter
         .as_ref()
@@ -167,18 +225,25 @@ pub fn run(s: &mut Suite, fast: &BackendRef) {
     {
         return;
     }
+    linear_compact(s, fast);
     // Row widths of 128, 256 and 1536 (the DiT's): one block-wide stride and six of the
     // block-per-row kernel; k and v in one group or several (the first chunk's three).
     for (rows, heads, groups) in [(7, 1, 1), (130, 2, 2), (300, 12, 3)] {
         let inputs = Inputs::new(s, rows, heads, groups);
-        let cpu = match inputs.composed(&s.cpu) {
+        let cpu = match inputs.composed(&s.cpu, false) {
             Ok(values) => values,
             Err(e) => {
                 s.fail("qkv split", format!("CPU error: {e}"));
                 continue;
             }
         };
-        for (mode, backend) in [("exact", s.gpu.clone()), ("fast", fast.clone())] {
+        // "fast bf16 in": the projection stored bf16, as the DiT's `linear_compact` leaves it.
+        let modes = [
+            ("exact", s.gpu.clone()),
+            ("fast", fast.clone()),
+            ("fast bf16 in", fast.clone()),
+        ];
+        for (mode, backend) in modes {
             let name = format!(
                 "qkv split {mode} [{rows}, 3×{}] {heads}h {groups}g",
                 inputs.dim()
@@ -186,7 +251,8 @@ pub fn run(s: &mut Suite, fast: &BackendRef) {
             s.cases += 1;
             // The fast mode's bf16 storage is checked against the GPU's own composition only.
             let against_cpu = (mode == "exact").then_some(&cpu);
-            match problems(&inputs, &backend, mode == "fast", against_cpu) {
+            let storage = (mode != "exact", mode == "fast bf16 in");
+            match problems(&inputs, &backend, storage, against_cpu) {
                 Err(e) => s.fail(&name, format!("CUDA error: {e}")),
                 Ok(p) if !p.is_empty() => s.fail(&name, p.join("; ")),
                 Ok(_) => println!("ok    {name:<44} bit-identical to the composed ops"),

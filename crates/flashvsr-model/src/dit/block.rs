@@ -188,7 +188,9 @@ impl DitBlock {
         injected_mask: Option<&BlockMask>,
     ) -> Result<(Tensor, Tensor)> {
         let a = x.modulate(&self.shift1, &self.scale1, EPS)?;
-        let qkv = apply(&a, &self.qkv)?;
+        // Only the split below reads the projection: compact storage (bf16 in fast mode, as the
+        // reference's bf16 model has it) halves what the GEMM writes and the split reads.
+        let qkv = a.linear_compact(&self.qkv.0, Some(&self.qkv.1))?;
         // Activations are dropped once read, not at the end of the block: the first chunk's are
         // large, and in fast mode they carry a bf16 copy for the GEMMs.
         drop(a);
