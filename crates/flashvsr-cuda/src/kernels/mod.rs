@@ -147,6 +147,7 @@ pub(crate) const SOURCES: &[Source] = &[
             "layer_norm_warp_regs_f32",
             "rms_norm_f32",
             "rms_norm_regs_f32",
+            "rms_norm_regs_bf16_input",
             "group_mean_f32",
             "group_mean_bf16",
             "group_mean_pairs_f32",

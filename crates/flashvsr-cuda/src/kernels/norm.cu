@@ -247,17 +247,21 @@ extern "C" __global__ void rms_norm_f32(const float* __restrict__ x, float* __re
 // FP64 rate on sm_90. The same launch (one block per row, row_config's size) and the same sums in
 // the same order: the same bits as rms_norm_f32.
 #define ROW_REGS_MAX 6
-extern "C" __global__ void __launch_bounds__(256, 8)
-    rms_norm_regs_f32(const float* __restrict__ x, float* __restrict__ y, int dim, float eps,
-                      const float* __restrict__ weight) {
+__device__ __forceinline__ float row_value(const float* row, int c) { return row[c]; }
+__device__ __forceinline__ float row_value(const u16* row, int c) { return bf16_value(row[c]); }
+
+template <typename In>
+__device__ __forceinline__ void rms_norm_regs_body(const In* __restrict__ x, float* __restrict__ y,
+                                                   int dim, float eps,
+                                                   const float* __restrict__ weight) {
     __shared__ double scratch[32];
-    const float* xr = x + (u64)blockIdx.x * dim;
+    const In* xr = x + (u64)blockIdx.x * dim;
     float* yr = y + (u64)blockIdx.x * dim;
     float v[ROW_REGS_MAX];
 #pragma unroll
     for (int j = 0; j < ROW_REGS_MAX; ++j) {
         const int c = threadIdx.x + j * blockDim.x;
-        v[j] = c < dim ? xr[c] : 0.0f;
+        v[j] = c < dim ? row_value(xr, c) : 0.0f;
     }
     double d[ROW_REGS_MAX];
     double q = 0.0;
@@ -272,6 +276,20 @@ extern "C" __global__ void __launch_bounds__(256, 8)
         const int c = threadIdx.x + j * blockDim.x;
         if (c < dim) yr[c] = rms_scaled_d(d[j], inv, weight[c]);
     }
+}
+
+extern "C" __global__ void __launch_bounds__(256, 8)
+    rms_norm_regs_f32(const float* __restrict__ x, float* __restrict__ y, int dim, float eps,
+                      const float* __restrict__ weight) {
+    rms_norm_regs_body(x, y, dim, eps, weight);
+}
+
+// The same from bf16 storage (the cross-attention's q projection, `linear_compact`): the values
+// it holds, widened exactly, give what rms_norm_regs_f32 gives for them.
+extern "C" __global__ void __launch_bounds__(256, 8)
+    rms_norm_regs_bf16_input(const u16* __restrict__ x, float* __restrict__ y, int dim, float eps,
+                             const float* __restrict__ weight) {
+    rms_norm_regs_body(x, y, dim, eps, weight);
 }
 
 // (N, G, D) -> (N, D)

@@ -163,14 +163,26 @@ impl CudaBackend {
         }
         let rows = n / dim;
         let cfg = row_config(rows, dim)?;
+        let regs = dim <= ROW_REGS_MAX_PER_THREAD * cfg.block_dim.0 as usize
+            && self.options().row_norm_regs;
+        // A bf16-stored input (`linear_compact`) is read as stored where the register form runs.
+        if let (true, (x_bf16, Storage::Bf16)) = (regs, self.raw(x)?) {
+            let args = KernelArgs::new()
+                .push(x_bf16)
+                .push(out.ptr())
+                .push(dim as i32)
+                .push(eps)
+                .push(self.ptr(weight)?);
+            self.launch("rms_norm_regs_bf16_input", cfg, args)?;
+            return Ok(out);
+        }
         let args = KernelArgs::new()
             .push(self.ptr(x)?)
             .push(out.ptr())
             .push(dim as i32)
             .push(eps)
             .push(self.ptr(weight)?);
-        if dim <= ROW_REGS_MAX_PER_THREAD * cfg.block_dim.0 as usize && self.options().row_norm_regs
-        {
+        if regs {
             self.launch("rms_norm_regs_f32", cfg, args)?;
         } else {
             self.launch("rms_norm_f32", cfg, args)?;

@@ -32,13 +32,18 @@ pub fn run(s: &mut Suite, ordinal: usize, options: &CudaOptions) {
     {
         return;
     }
-    let ops: [(&str, Op); 4] = [
+    let ops: [(&str, Op); 5] = [
         ("layer_norm affine", |t| {
             t[0].layer_norm(Some(&t[1]), Some(&t[2]), 1e-6)
         }),
         ("layer_norm plain", |t| t[0].layer_norm(None, None, 1e-6)),
         ("modulate", |t| t[0].modulate(&t[1], &t[2], 1e-6)),
         ("rms_norm", |t| t[0].rms_norm(&t[1], 1e-6)),
+        // Fast mode: x stored bf16 (as `linear_compact` leaves it), read as stored by the
+        // register form, widened to f32 first by the loop form.
+        ("rms_norm compact x", |t| {
+            t[0].compact()?.rms_norm(&t[1], 1e-6)
+        }),
     ];
     for fast in [false, true] {
         let mode = if fast { "fast" } else { "exact" };

@@ -231,7 +231,9 @@ impl DitBlock {
 
         let co = {
             let c = x.layer_norm(Some(&self.norm3.0), Some(&self.norm3.1), EPS)?;
-            let cq = apply(&c, &self.cross_q)?.rms_norm(&self.cross_norm_q, EPS)?;
+            // Only the norm reads the projection: compact storage, as for q/k/v.
+            let cq = c.linear_compact(&self.cross_q.0, Some(&self.cross_q.1))?;
+            let cq = cq.rms_norm(&self.cross_norm_q, EPS)?;
             cq.attention(&self.cross_k, &self.cross_v, self.heads)?
         };
         let x = apply_add(&co, &self.cross_o, &x)?;
