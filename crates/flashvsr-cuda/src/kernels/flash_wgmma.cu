@@ -1687,11 +1687,42 @@ __device__ __forceinline__ void fw_tma_load_2d(u32 dst, const void* map, u32 bar
 // |x| < 2²² (the i32 logits: |q8 · k8| <= 127² · 128 < 2²²).
 #define FW_S8_BIAS 12582912.0f
 
+// 2^x on the FMA pipe (FA4's exponential emulation) for x <= ~8 (masked keys -inf): x clamped to
+// -126 (p then <= 2^-126 ~ 1.2e-38, and never negative), j = round(x) by the 1.5·2²³ trick (the
+// FADD rounds to nearest; t's low bits are j), f = x - j in [-0.5, 0.5] (exact), 2^f by a
+// degree-3 polynomial (minimax in relative error on [-0.5, 0.5], Horner: 3 FFMA; its largest
+// relative error 7.5e-5 with fp32 coefficients, against bf16's 2^-9 for P), and 2^j added to
+// the exponent bits: bits(p) + (bits(t) << 23) (t's bias bits are all at or above bit 22: they
+// shift out). 2^f lies in [0.707, 1.414] (exponent field 126 or 127), so j >= -126 keeps the
+// field >= 0. One FMNMX, 3 FADD, 3 FFMA and a LEA, against one MUFU.EX2 (16/clk/SM).
+#define FW_EXP2_C0 0.99992805719f
+#define FW_EXP2_C1 0.69326096773f
+#define FW_EXP2_C2 0.24261112511f
+#define FW_EXP2_C3 0.05517166853f
+__device__ __forceinline__ float fw_exp2_poly(float x) {
+    x = fmaxf(x, -126.0f);
+    const float t = x + FW_S8_BIAS;
+    const float f = x - (t - FW_S8_BIAS);
+    const float p = fmaf(fmaf(fmaf(FW_EXP2_C3, f, FW_EXP2_C2), f, FW_EXP2_C1), f, FW_EXP2_C0);
+    return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
+}
+
+// The lazy rescale's threshold (log2 units, FA4's): the running max moves only when some row of
+// the warp gains more than this, so P <= 2^8 between moves (in range for fp32 and bf16).
+#define FW_S8_RESCALE_THRESHOLD 8.0f
+
 // fw_softmax's step on one 128-key tile of the int8 kernel with the logit scale folded in (see
 // above), without the bf16 pack: s holds the biased logits y (masked keys -inf), c the units'
-// scales, all > 0 (unit_scales replaces a zero scale); P (fp32) comes out in s.
-__device__ __forceinline__ void fw_sage_exp(float (&s)[16][4], const float (&c)[2], float (&m)[2],
+// scales, all > 0 (unit_scales replaces a zero scale); P (fp32) comes out in s. POLY of each
+// thread's 16 columns j (1, 2 or 4: the last of every 16 / POLY) take the exponential on the FMA
+// pipe (fw_exp2_poly), the rest on MUFU.EX2. LAZY: the running max m (and with it P's scale)
+// moves only when some row of the warp (warp-uniform) would gain more than
+// FW_S8_RESCALE_THRESHOLD; returns whether it moved, i.e. whether the caller must rescale the
+// accumulator and row sums by alpha (without LAZY: always).
+template <int POLY, bool LAZY>
+__device__ __forceinline__ bool fw_sage_exp(float (&s)[16][4], const float (&c)[2], float (&m)[2],
                                             float (&alpha)[2], float (&rs)[2]) {
+    static_assert(POLY == 0 || POLY == 1 || POLY == 2 || POLY == 4, "POLY divides 16");
     // The row maxima per row (index r) and unit (j < 8: the first 64 keys).
     float my[2][2] = {{NEG_INF, NEG_INF}, {NEG_INF, NEG_INF}};
 #pragma unroll
@@ -1699,18 +1730,32 @@ __device__ __forceinline__ void fw_sage_exp(float (&s)[16][4], const float (&c)[
         my[0][j >> 3] = fmaxf(my[0][j >> 3], fmaxf(s[j][0], s[j][1]));
         my[1][j >> 3] = fmaxf(my[1][j >> 3], fmaxf(s[j][2], s[j][3]));
     }
-    float k[2][2];
+    float mx[2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
         // (max y − 1.5·2²³) is the unit's largest i32 logit, exactly; -inf stays -inf (c > 0).
-        float mx = fmaxf(m[r], fmaxf((my[r][0] - FW_S8_BIAS) * c[0],
-                                     (my[r][1] - FW_S8_BIAS) * c[1]));
-        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
-        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
-        // All keys so far masked: keep the exponent finite (every p is 0 then).
-        const float ms = mx == NEG_INF ? 0.0f : mx;
-        alpha[r] = fa_ex2(m[r] - ms);
-        m[r] = mx;
+        mx[r] = fmaxf(m[r], fmaxf((my[r][0] - FW_S8_BIAS) * c[0], (my[r][1] - FW_S8_BIAS) * c[1]));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 1));
+        mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 2));
+    }
+    bool rescale = true;
+    if (LAZY) {
+        // (A NaN difference, -inf - -inf on an all-masked row so far or a NaN logit, counts as a
+        // rise: the eager path's arithmetic then.)
+        const bool rise = !(mx[0] - m[0] <= FW_S8_RESCALE_THRESHOLD) ||
+                          !(mx[1] - m[1] <= FW_S8_RESCALE_THRESHOLD);
+        rescale = __any_sync(FULL_MASK, rise);
+    }
+    float k[2][2];
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+        if (rescale) {
+            // All keys so far masked: keep the exponent finite (every p is 0 then).
+            const float ms = mx[r] == NEG_INF ? 0.0f : mx[r];
+            alpha[r] = fa_ex2(m[r] - ms);
+            m[r] = mx[r];
+        }
+        const float ms = m[r] == NEG_INF ? 0.0f : m[r];
         k[r][0] = fmaf(FW_S8_BIAS, c[0], ms);
         k[r][1] = fmaf(FW_S8_BIAS, c[1], ms);
     }
@@ -1718,13 +1763,16 @@ __device__ __forceinline__ void fw_sage_exp(float (&s)[16][4], const float (&c)[
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
         const float cu = c[j >> 3];
-        s[j][0] = fa_ex2(fmaf(s[j][0], cu, -k[0][j >> 3]));
-        s[j][1] = fa_ex2(fmaf(s[j][1], cu, -k[0][j >> 3]));
-        s[j][2] = fa_ex2(fmaf(s[j][2], cu, -k[1][j >> 3]));
-        s[j][3] = fa_ex2(fmaf(s[j][3], cu, -k[1][j >> 3]));
+        const bool poly = POLY > 0 && j % (16 / (POLY > 0 ? POLY : 1)) == 16 / (POLY > 0 ? POLY : 1) - 1;
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+            const float x = fmaf(s[j][e], cu, -k[e >> 1][j >> 3]);
+            s[j][e] = poly ? fw_exp2_poly(x) : fa_ex2(x);
+        }
         rs[0] += s[j][0] + s[j][1];
         rs[1] += s[j][2] + s[j][3];
     }
+    return rescale;
 }
 
 // P (fp32, fw_sage_exp's layout) as the bf16 A fragments of P·V's 8 k-steps (fw_softmax's
@@ -1749,7 +1797,7 @@ __device__ __forceinline__ void fw_sage_pack(const float (&p)[16][4], u32 (&pa)[
 // scale_q · scale_k of their unit inside the exponent's FMA (fw_sage_exp), else (session 11's
 // form) they are scaled to fp32 logits in base 2 first and the rest is the k128 kernel's
 // arithmetic (fw_softmax with scale 1).
-template <int STAGES, bool FOLD>
+template <int STAGES, bool FOLD, int POLY, bool LAZY>
 __device__ __forceinline__ void flash_sage8_body(
     const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale, int k_blocks,
     const FaSegments& kv, float* __restrict__ o,
@@ -2016,7 +2064,7 @@ __device__ __forceinline__ void flash_sage8_body(
             to_logits(si, c, s, 0);
             float alpha[2], rs[2];
             if (FOLD) {
-                fw_sage_exp(s, c, m, alpha, rs);
+                fw_sage_exp<POLY, LAZY>(s, c, m, alpha, rs);
                 fw_sage_pack(s, pa);
             } else {
                 fw_softmax(s, m, 1.0f, pa, alpha, rs);
@@ -2030,6 +2078,33 @@ __device__ __forceinline__ void flash_sage8_body(
             fw_wgmma_commit();
         };
 
+        // LAZY: the accumulator's rescale by the last softmax's alpha (when its max moved) comes
+        // just before the next P·V, in a branch that holds that P·V's issue: a rescale in a
+        // branch that joins before the wgmmas makes ptxas serialise them (C7513).
+        bool pending = false;
+        float pend_alpha[2] = {1.0f, 1.0f};
+        auto issue_s_pv = [&](u32 (&si)[16][4], const u64 (&dk)[4], const u64 (&dv)[8],
+                              bool with_s = true) {
+            auto go = [&]() {
+                fw_fence_regs(acc);
+                turn_wait();
+                fw_wgmma_fence();
+                if (with_s) issue_s(si, dk);
+                issue_pv(dv);
+            };
+            if (LAZY && pending) {
+#pragma unroll
+                for (int j = 0; j < 16; ++j) {
+                    acc[j][0] *= pend_alpha[0];
+                    acc[j][1] *= pend_alpha[0];
+                    acc[j][2] *= pend_alpha[1];
+                    acc[j][3] *= pend_alpha[1];
+                }
+                go();
+            } else {
+                go();
+            }
+        };
         for (int tile = 0; tile + 1 < n_tiles; ++tile) {
             float c[2];
             unit_scales(tile + 1, c);
@@ -2039,11 +2114,7 @@ __device__ __forceinline__ void flash_sage8_body(
             u64 dk[4], dv[8];
             k_descs((tile + 1) % STAGES, dk);
             v_descs(tile % STAGES, dv);
-            fw_fence_regs(acc);
-            turn_wait();
-            fw_wgmma_fence();
-            issue_s(si, dk);
-            issue_pv(dv);
+            issue_s_pv(si, dk, dv);
             turn_pass();
             fw_wgmma_wait<1>();
             fw_fence_regs(si);
@@ -2052,8 +2123,9 @@ __device__ __forceinline__ void flash_sage8_body(
             to_logits(si, c, s, tile + 1);
             float alpha[2], rs[2];
             u32 pn[8][4];
+            bool rescale = true;
             if (FOLD) {
-                fw_sage_exp(s, c, m, alpha, rs);
+                rescale = fw_sage_exp<POLY, LAZY>(s, c, m, alpha, rs);
                 fw_sage_pack(s, pn);
             } else {
                 fw_softmax(s, m, 1.0f, pn, alpha, rs);
@@ -2065,16 +2137,36 @@ __device__ __forceinline__ void flash_sage8_body(
             fw_fence_regs(acc);
             fw_fence_regs(pa);
             release_v(tile);
-            fw_rescale_take_p(acc, l, alpha, rs, pa, pn);
+            if (!LAZY) {
+                fw_rescale_take_p(acc, l, alpha, rs, pa, pn);
+            } else {
+                // A warp-uniform branch: 64 FMULs a thread only when the max moved (else alpha
+                // would be 1). P's copy stays outside it (in a branch ptxas serialises the
+                // wgmmas: C7513).
+                if (rescale) {
+                    l[0] = l[0] * alpha[0] + rs[0];
+                    l[1] = l[1] * alpha[1] + rs[1];
+                } else {
+                    l[0] += rs[0];
+                    l[1] += rs[1];
+                }
+                pending = rescale;
+                pend_alpha[0] = alpha[0];
+                pend_alpha[1] = alpha[1];
+#pragma unroll
+                for (int kk = 0; kk < 8; ++kk) {
+#pragma unroll
+                    for (int r = 0; r < 4; ++r) pa[kk][r] = pn[kk][r];
+                }
+            }
         }
         {
             wait_v(n_tiles - 1);
             u64 dv[8];
+            u32 si_unused[16][4];
+            const u64 dk_unused[4] = {0, 0, 0, 0};
             v_descs((n_tiles - 1) % STAGES, dv);
-            fw_fence_regs(acc);
-            turn_wait();
-            fw_wgmma_fence();
-            issue_pv(dv);
+            issue_s_pv(si_unused, dk_unused, dv, false);
             if (wg == 0) turn_pass();
         }
         fw_wgmma_wait<0>();
@@ -2087,7 +2179,7 @@ __device__ __forceinline__ void flash_sage8_body(
 // attention_sage8_hd128_wgmma_s<STAGES>: flash_sage8_body, 384 threads, dynamic shared memory
 // 1 KB + 16 KB of Q8 + STAGES x 48 KB. On an H100 (`flash bench`, sage) 3 stages measured faster
 // than 4 (kernel alone 0.59 vs 0.66 ms per call).
-#define FLASH_SAGE8_KERNEL(NAME, S, FOLD)                                                       \
+#define FLASH_SAGE8_KERNEL(NAME, S, FOLD, POLY, LAZY)                                           \
     extern "C" __global__ void __launch_bounds__(FW_THREADS, 1) NAME(                           \
         const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale,            \
         int k_blocks, const FaSegments kv,                                                      \
@@ -2095,16 +2187,30 @@ __device__ __forceinline__ void flash_sage8_body(
         const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                    \
         const int* __restrict__ order, int query_blocks,                                        \
         const __grid_constant__ FwTensorMaps maps) {                                            \
-        flash_sage8_body<S, FOLD>(q, q_mul, k_scale, k_blocks, kv, o, o_bf16, lq, lk, dim,      \
-                                  seg_off, seg_blocks, order, query_blocks, &maps);             \
+        flash_sage8_body<S, FOLD, POLY, LAZY>(q, q_mul, k_scale, k_blocks, kv, o, o_bf16, lq,   \
+                                              lk, dim, seg_off, seg_blocks, order,              \
+                                              query_blocks, &maps);                             \
     }
-// The default (the logit scale folded into the softmax's FMA) and, for 3 stages, session 11's
-// unfolded softmax (`..._s3_unfolded`: FLASHVSR_CUDA_SAGE8_FOLD=0, for measurements).
-#define FLASH_SAGE8_INSTANCE(S) FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S, S, true)
+// The default (the logit scale folded into the softmax's FMA, FW_S8_POLY of each thread's 16
+// columns of P on the FMA pipe, the lazy rescale if FW_S8_LAZY) and, for 3 stages, session 11's
+// unfolded softmax (`..._s3_unfolded`: FLASHVSR_CUDA_SAGE8_FOLD=0) and other softmax forms
+// (`..._s3_<form>`: FLASHVSR_CUDA_SAGE8_EXP=<form>), for measurements.
+#define FW_S8_POLY 2
+#define FW_S8_LAZY true
+#define FLASH_SAGE8_INSTANCE(S) \
+    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S, S, true, FW_S8_POLY, FW_S8_LAZY)
 #define FLASH_SAGE8_UNFOLDED(S) \
-    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_unfolded, S, false)
+    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_unfolded, S, false, 0, false)
+#define FLASH_SAGE8_FORM(S, FORM, POLY, LAZY) \
+    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_##FORM, S, true, POLY, LAZY)
 
 // 3 stages: 161 KB; 4: 209 KB.
 FLASH_SAGE8_INSTANCE(3)
 FLASH_SAGE8_INSTANCE(4)
 FLASH_SAGE8_UNFOLDED(3)
+// Helper h28's softmax: every exponential on MUFU.EX2, the accumulator rescaled every tile.
+FLASH_SAGE8_FORM(3, mufu, 0, false)
+FLASH_SAGE8_FORM(3, lazy, 0, true)
+FLASH_SAGE8_FORM(3, p1l, 1, true)
+FLASH_SAGE8_FORM(3, p4l, 4, true)
+FLASH_SAGE8_FORM(3, p2, 2, false)
