@@ -1687,75 +1687,58 @@ __device__ __forceinline__ void fw_tma_load_2d(u32 dst, const void* map, u32 bar
 // |x| < 2²² (the i32 logits: |q8 · k8| <= 127² · 128 < 2²²).
 #define FW_S8_BIAS 12582912.0f
 
-// 2^x on the FMA pipe (FA4's exponential emulation) for x <= ~8 (masked keys -inf): x clamped to
-// -126 (p then <= 2^-126 ~ 1.2e-38, and never negative), j = round(x) by the 1.5·2²³ trick (the
-// FADD rounds to nearest; t's low bits are j), f = x - j in [-0.5, 0.5] (exact), 2^f by a
-// degree-3 polynomial (minimax in relative error on [-0.5, 0.5], Horner: 3 FFMA; its largest
-// relative error 7.5e-5 with fp32 coefficients, against bf16's 2^-9 for P), and 2^j added to
-// the exponent bits: bits(p) + (bits(t) << 23) (t's bias bits are all at or above bit 22: they
-// shift out). 2^f lies in [0.707, 1.414] (exponent field 126 or 127), so j >= -126 keeps the
-// field >= 0. One FMNMX, 3 FADD, 3 FFMA and a LEA, against one MUFU.EX2 (16/clk/SM).
-#define FW_EXP2_C0 0.99992805719f
-#define FW_EXP2_C1 0.69326096773f
-#define FW_EXP2_C2 0.24261112511f
-#define FW_EXP2_C3 0.05517166853f
-__device__ __forceinline__ float fw_exp2_poly(float x) {
-    x = fmaxf(x, -126.0f);
-    const float t = x + FW_S8_BIAS;
-    const float f = x - (t - FW_S8_BIAS);
-    const float p = fmaf(fmaf(fmaf(FW_EXP2_C3, f, FW_EXP2_C2), f, FW_EXP2_C1), f, FW_EXP2_C0);
-    return __int_as_float(__float_as_int(p) + (__float_as_int(t) << 23));
-}
-
-// The lazy rescale's threshold (log2 units, FA4's): the running max moves only when some row of
-// the warp gains more than this, so P <= 2^8 between moves (in range for fp32 and bf16).
-#define FW_S8_RESCALE_THRESHOLD 8.0f
+// flash_sage8_body's OPT bits: the row max by 3-input integer max (fw_sage_exp's MX3), the wgmma
+// descriptors by one add each from stage 0's, the row sums of P (bf16) by the tensor cores.
+#define FW_S8_MX3 1
+#define FW_S8_DESC 2
+#define FW_S8_RSUM 4
 
 // fw_softmax's step on one 128-key tile of the int8 kernel with the logit scale folded in (see
 // above), without the bf16 pack: s holds the biased logits y (masked keys -inf), c the units'
-// scales, all > 0 (unit_scales replaces a zero scale); P (fp32) comes out in s. POLY of each
-// thread's 16 columns j (1, 2 or 4: the last of every 16 / POLY) take the exponential on the FMA
-// pipe (fw_exp2_poly), the rest on MUFU.EX2. LAZY: the running max m (and with it P's scale)
-// moves only when some row of the warp (warp-uniform) would gain more than
-// FW_S8_RESCALE_THRESHOLD; returns whether it moved, i.e. whether the caller must rescale the
-// accumulator and row sums by alpha (without LAZY: always).
-template <int POLY, bool LAZY>
-__device__ __forceinline__ bool fw_sage_exp(float (&s)[16][4], const float (&c)[2], float (&m)[2],
+// scales, all > 0 (unit_scales replaces a zero scale); P (fp32) comes out in s. MX3: the row
+// maxima by 3-input integer max on the bits; RSUM: no row sums (rs 0: the caller sums P on the
+// tensor cores).
+template <bool MX3, bool RSUM>
+__device__ __forceinline__ void fw_sage_exp(float (&s)[16][4], const float (&c)[2], float (&m)[2],
                                             float (&alpha)[2], float (&rs)[2]) {
-    static_assert(POLY == 0 || POLY == 1 || POLY == 2 || POLY == 4, "POLY divides 16");
     // The row maxima per row (index r) and unit (j < 8: the first 64 keys).
     float my[2][2] = {{NEG_INF, NEG_INF}, {NEG_INF, NEG_INF}};
+    if (MX3) {
+        // On the bits, as integers, 3 at a time (Hopper's VIMNMX3: half the instructions of
+        // FMNMX): a logit y = 1.5·2²³ + x has the bits 0x4b400000 + x (positive, in the order of
+        // x), a masked key's -inf the bits 0xff800000 (negative as an integer): the largest is
+        // the largest y, or -inf when all are masked.
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-        my[0][j >> 3] = fmaxf(my[0][j >> 3], fmaxf(s[j][0], s[j][1]));
-        my[1][j >> 3] = fmaxf(my[1][j >> 3], fmaxf(s[j][2], s[j][3]));
-    }
-    float mx[2];
+        for (int r = 0; r < 2; ++r) {
 #pragma unroll
-    for (int r = 0; r < 2; ++r) {
-        // (max y − 1.5·2²³) is the unit's largest i32 logit, exactly; -inf stays -inf (c > 0).
-        mx[r] = fmaxf(m[r], fmaxf((my[r][0] - FW_S8_BIAS) * c[0], (my[r][1] - FW_S8_BIAS) * c[1]));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 1));
-        mx[r] = fmaxf(mx[r], __shfl_xor_sync(FULL_MASK, mx[r], 2));
-    }
-    bool rescale = true;
-    if (LAZY) {
-        // (A NaN difference, -inf - -inf on an all-masked row so far or a NaN logit, counts as a
-        // rise: the eager path's arithmetic then.)
-        const bool rise = !(mx[0] - m[0] <= FW_S8_RESCALE_THRESHOLD) ||
-                          !(mx[1] - m[1] <= FW_S8_RESCALE_THRESHOLD);
-        rescale = __any_sync(FULL_MASK, rise);
+            for (int u = 0; u < 2; ++u) {
+                const int j0 = 8 * u, e = 2 * r;
+                auto y = [&](int j, int h) { return __float_as_int(s[j0 + j][e + h]); };
+                int b = __vimax3_s32(y(0, 0), y(0, 1), y(1, 0));
+#pragma unroll
+                for (int j = 1; j < 7; ++j) b = __vimax3_s32(b, y(j, 1), y(j + 1, 0));
+                my[r][u] = __int_as_float(max(b, y(7, 1)));
+            }
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            my[0][j >> 3] = fmaxf(my[0][j >> 3], fmaxf(s[j][0], s[j][1]));
+            my[1][j >> 3] = fmaxf(my[1][j >> 3], fmaxf(s[j][2], s[j][3]));
+        }
     }
     float k[2][2];
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-        if (rescale) {
-            // All keys so far masked: keep the exponent finite (every p is 0 then).
-            const float ms = mx[r] == NEG_INF ? 0.0f : mx[r];
-            alpha[r] = fa_ex2(m[r] - ms);
-            m[r] = mx[r];
-        }
-        const float ms = m[r] == NEG_INF ? 0.0f : m[r];
+        // (max y − 1.5·2²³) is the unit's largest i32 logit, exactly; -inf stays -inf (c > 0).
+        float mx = fmaxf(m[r], fmaxf((my[r][0] - FW_S8_BIAS) * c[0],
+                                     (my[r][1] - FW_S8_BIAS) * c[1]));
+        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 1));
+        mx = fmaxf(mx, __shfl_xor_sync(FULL_MASK, mx, 2));
+        // All keys so far masked: keep the exponent finite (every p is 0 then).
+        const float ms = mx == NEG_INF ? 0.0f : mx;
+        alpha[r] = fa_ex2(m[r] - ms);
+        m[r] = mx;
         k[r][0] = fmaf(FW_S8_BIAS, c[0], ms);
         k[r][1] = fmaf(FW_S8_BIAS, c[1], ms);
     }
@@ -1763,16 +1746,28 @@ __device__ __forceinline__ bool fw_sage_exp(float (&s)[16][4], const float (&c)[
 #pragma unroll
     for (int j = 0; j < 16; ++j) {
         const float cu = c[j >> 3];
-        const bool poly = POLY > 0 && j % (16 / (POLY > 0 ? POLY : 1)) == 16 / (POLY > 0 ? POLY : 1) - 1;
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-            const float x = fmaf(s[j][e], cu, -k[e >> 1][j >> 3]);
-            s[j][e] = poly ? fw_exp2_poly(x) : fa_ex2(x);
+        s[j][0] = fa_ex2(fmaf(s[j][0], cu, -k[0][j >> 3]));
+        s[j][1] = fa_ex2(fmaf(s[j][1], cu, -k[0][j >> 3]));
+        s[j][2] = fa_ex2(fmaf(s[j][2], cu, -k[1][j >> 3]));
+        s[j][3] = fa_ex2(fmaf(s[j][3], cu, -k[1][j >> 3]));
+        if (!RSUM) {
+            rs[0] += s[j][0] + s[j][1];
+            rs[1] += s[j][2] + s[j][3];
         }
-        rs[0] += s[j][0] + s[j][1];
-        rs[1] += s[j][2] + s[j][3];
     }
-    return rescale;
+}
+
+// d (64 x 8, fp32) += A·B over 16 k: A 64 x 16 bf16 in registers (fw_mma_rs_n128's), B 16 x 8
+// in shared memory, K-major, no swizzle. With B all ones (flash_sage8_body's RSUM) each column of
+// d gains the row sums of A.
+__device__ __forceinline__ void fw_mma_rs_n8(float (&d)[1][4], const u32 (&a)[4], u64 desc_b) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 "
+        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, p, 1, 1, 0;\n}\n"
+        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(1)
+        : "memory");
 }
 
 // P (fp32, fw_sage_exp's layout) as the bf16 A fragments of P·V's 8 k-steps (fw_softmax's
@@ -1797,7 +1792,7 @@ __device__ __forceinline__ void fw_sage_pack(const float (&p)[16][4], u32 (&pa)[
 // scale_q · scale_k of their unit inside the exponent's FMA (fw_sage_exp), else (session 11's
 // form) they are scaled to fp32 logits in base 2 first and the rest is the k128 kernel's
 // arithmetic (fw_softmax with scale 1).
-template <int STAGES, bool FOLD, int POLY, bool LAZY>
+template <int STAGES, bool FOLD, int OPT>
 __device__ __forceinline__ void flash_sage8_body(
     const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale, int k_blocks,
     const FaSegments& kv, float* __restrict__ o,
@@ -1806,6 +1801,8 @@ __device__ __forceinline__ void flash_sage8_body(
     const FwTensorMaps* maps) {
 #if FW_ENABLED
     static_assert(STAGES >= 3, "a stage for the tile in flight besides the two being read");
+    constexpr bool MX3 = (OPT & FW_S8_MX3) != 0, RSUM = (OPT & FW_S8_RSUM) != 0;
+    static_assert(FOLD || OPT == 0, "the options are of the folded softmax");
     constexpr int CONSUMERS = 2 * 128;
     extern __shared__ __align__(1024) unsigned char fw_smem[];
     const int item = order ? order[blockIdx.x] : (int)blockIdx.x;
@@ -1911,6 +1908,8 @@ __device__ __forceinline__ void flash_sage8_body(
 #pragma unroll
     for (int j = 0; j < 16; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
     float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
+    // RSUM: the row sums of the bf16 P, on the tensor cores (a column of ones beside V).
+    float lsum[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
     const bool tails = lk % FW_KT != 0;
 
     if (n_tiles > 0) {
@@ -1965,27 +1964,49 @@ __device__ __forceinline__ void flash_sage8_body(
                              : "memory");
             }
         }
+        // RSUM: B of the row sums' wgmma, 16 keys x 8 columns of bf16 ones (any of its
+        // layout's strides below 256 bytes reads ones).
+        __shared__ __align__(128) u16 s8_ones[CONSUMERS];
+        if (RSUM) s8_ones[tid] = 0x3f80;
         fw_fence_proxy();
         fw_consumer_sync();
         const float* ks_head = k_scale + (u64)head * k_blocks;
+        const u64 d_ones =
+            fw_desc((u32)__cvta_generic_to_shared(s8_ones), 128, 256) & ~(3ull << 62);
 
         u64 dq[4];
 #pragma unroll
         for (int ks = 0; ks < 4; ++ks) dq[ks] = fw_desc(sq + wg * (64 * 128) + ks * 32, 16, 1024);
+        // FW_S8_DESC: the descriptors of stage 0's first k-step computed once; a stage's and
+        // k-step's descriptor adds its byte offset / 16 to the start-address field (bits 0-13:
+        // shared addresses < 256 KB, no carry out of it), one 32-bit add each.
+        const u64 kd0 = fw_desc(stages_base, 16, 1024);
+        const u64 vd0 = fw_desc(stages_base + FW_S8_K_TILE_BYTES, FW_K128_HALF_BYTES, 1024);
+        auto desc_at = [](u64 d0, u32 bytes) {
+            return ((d0 >> 32) << 32) | (u64)((u32)d0 + (bytes >> 4));
+        };
         auto k_descs = [&](int stage, u64 (&dk)[4]) {
             const u32 base = stages_base + stage * FW_S8_STAGE_BYTES;
 #pragma unroll
             for (int ks = 0; ks < 4; ++ks) {
-                dk[ks] = fw_desc(base + ks * 32, 16, 1024);
-                fw_opaque(dk[ks]);
+                if (OPT & FW_S8_DESC) {
+                    dk[ks] = desc_at(kd0, stage * FW_S8_STAGE_BYTES + ks * 32);
+                } else {
+                    dk[ks] = fw_desc(base + ks * 32, 16, 1024);
+                    fw_opaque(dk[ks]);
+                }
             }
         };
         auto v_descs = [&](int stage, u64 (&dv)[8]) {
             const u32 base = stages_base + stage * FW_S8_STAGE_BYTES + FW_S8_K_TILE_BYTES;
 #pragma unroll
             for (int kk = 0; kk < 8; ++kk) {
-                dv[kk] = fw_desc(base + kk * 16 * 128, FW_K128_HALF_BYTES, 1024);
-                fw_opaque(dv[kk]);
+                if (OPT & FW_S8_DESC) {
+                    dv[kk] = desc_at(vd0, stage * FW_S8_STAGE_BYTES + kk * 16 * 128);
+                } else {
+                    dv[kk] = fw_desc(base + kk * 16 * 128, FW_K128_HALF_BYTES, 1024);
+                    fw_opaque(dv[kk]);
+                }
             }
         };
         auto issue_s = [&](u32 (&si)[16][4], const u64 (&dk)[4]) {
@@ -2064,7 +2085,7 @@ __device__ __forceinline__ void flash_sage8_body(
             to_logits(si, c, s, 0);
             float alpha[2], rs[2];
             if (FOLD) {
-                fw_sage_exp<POLY, LAZY>(s, c, m, alpha, rs);
+                fw_sage_exp<MX3, RSUM>(s, c, m, alpha, rs);
                 fw_sage_pack(s, pa);
             } else {
                 fw_softmax(s, m, 1.0f, pa, alpha, rs);
@@ -2074,37 +2095,13 @@ __device__ __forceinline__ void flash_sage8_body(
         }
         auto issue_pv = [&](const u64 (&dv)[8]) {
 #pragma unroll
-            for (int kk = 0; kk < 8; ++kk) fw_mma_rs_n128(acc, pa[kk], dv[kk]);
+            for (int kk = 0; kk < 8; ++kk) {
+                fw_mma_rs_n128(acc, pa[kk], dv[kk]);
+                if (RSUM) fw_mma_rs_n8(lsum, pa[kk], d_ones);
+            }
             fw_wgmma_commit();
         };
 
-        // LAZY: the accumulator's rescale by the last softmax's alpha (when its max moved) comes
-        // just before the next P·V, in a branch that holds that P·V's issue: a rescale in a
-        // branch that joins before the wgmmas makes ptxas serialise them (C7513).
-        bool pending = false;
-        float pend_alpha[2] = {1.0f, 1.0f};
-        auto issue_s_pv = [&](u32 (&si)[16][4], const u64 (&dk)[4], const u64 (&dv)[8],
-                              bool with_s = true) {
-            auto go = [&]() {
-                fw_fence_regs(acc);
-                turn_wait();
-                fw_wgmma_fence();
-                if (with_s) issue_s(si, dk);
-                issue_pv(dv);
-            };
-            if (LAZY && pending) {
-#pragma unroll
-                for (int j = 0; j < 16; ++j) {
-                    acc[j][0] *= pend_alpha[0];
-                    acc[j][1] *= pend_alpha[0];
-                    acc[j][2] *= pend_alpha[1];
-                    acc[j][3] *= pend_alpha[1];
-                }
-                go();
-            } else {
-                go();
-            }
-        };
         for (int tile = 0; tile + 1 < n_tiles; ++tile) {
             float c[2];
             unit_scales(tile + 1, c);
@@ -2114,7 +2111,12 @@ __device__ __forceinline__ void flash_sage8_body(
             u64 dk[4], dv[8];
             k_descs((tile + 1) % STAGES, dk);
             v_descs(tile % STAGES, dv);
-            issue_s_pv(si, dk, dv);
+            fw_fence_regs(acc);
+            fw_fence_regs(lsum);
+            turn_wait();
+            fw_wgmma_fence();
+            issue_s(si, dk);
+            issue_pv(dv);
             turn_pass();
             fw_wgmma_wait<1>();
             fw_fence_regs(si);
@@ -2123,9 +2125,8 @@ __device__ __forceinline__ void flash_sage8_body(
             to_logits(si, c, s, tile + 1);
             float alpha[2], rs[2];
             u32 pn[8][4];
-            bool rescale = true;
             if (FOLD) {
-                rescale = fw_sage_exp<POLY, LAZY>(s, c, m, alpha, rs);
+                fw_sage_exp<MX3, RSUM>(s, c, m, alpha, rs);
                 fw_sage_pack(s, pn);
             } else {
                 fw_softmax(s, m, 1.0f, pn, alpha, rs);
@@ -2137,40 +2138,35 @@ __device__ __forceinline__ void flash_sage8_body(
             fw_fence_regs(acc);
             fw_fence_regs(pa);
             release_v(tile);
-            if (!LAZY) {
-                fw_rescale_take_p(acc, l, alpha, rs, pa, pn);
-            } else {
-                // A warp-uniform branch: 64 FMULs a thread only when the max moved (else alpha
-                // would be 1). P's copy stays outside it (in a branch ptxas serialises the
-                // wgmmas: C7513).
-                if (rescale) {
-                    l[0] = l[0] * alpha[0] + rs[0];
-                    l[1] = l[1] * alpha[1] + rs[1];
-                } else {
-                    l[0] += rs[0];
-                    l[1] += rs[1];
-                }
-                pending = rescale;
-                pend_alpha[0] = alpha[0];
-                pend_alpha[1] = alpha[1];
-#pragma unroll
-                for (int kk = 0; kk < 8; ++kk) {
-#pragma unroll
-                    for (int r = 0; r < 4; ++r) pa[kk][r] = pn[kk][r];
-                }
+            fw_fence_regs(lsum);
+            fw_rescale_take_p(acc, l, alpha, rs, pa, pn);
+            if (RSUM) {
+                lsum[0][0] *= alpha[0];
+                lsum[0][1] *= alpha[0];
+                lsum[0][2] *= alpha[1];
+                lsum[0][3] *= alpha[1];
             }
         }
         {
             wait_v(n_tiles - 1);
             u64 dv[8];
-            u32 si_unused[16][4];
-            const u64 dk_unused[4] = {0, 0, 0, 0};
             v_descs((n_tiles - 1) % STAGES, dv);
-            issue_s_pv(si_unused, dk_unused, dv, false);
+            fw_fence_regs(acc);
+            fw_fence_regs(lsum);
+            turn_wait();
+            fw_wgmma_fence();
+            issue_pv(dv);
             if (wg == 0) turn_pass();
         }
         fw_wgmma_wait<0>();
         fw_fence_regs(acc);
+        fw_fence_regs(lsum);
+        if (RSUM) {
+            // Whole rows' sums in every column: one thread of the quad gives them (fw_store_output
+            // sums the quad's).
+            l[0] = t4 == 0 ? lsum[0][0] : 0.0f;
+            l[1] = t4 == 0 ? lsum[0][2] : 0.0f;
+        }
     }
     fw_store_output(acc, l, o, o_bf16, lq, dim, r0, hoff, t4);
 #endif
@@ -2179,7 +2175,7 @@ __device__ __forceinline__ void flash_sage8_body(
 // attention_sage8_hd128_wgmma_s<STAGES>: flash_sage8_body, 384 threads, dynamic shared memory
 // 1 KB + 16 KB of Q8 + STAGES x 48 KB. On an H100 (`flash bench`, sage) 3 stages measured faster
 // than 4 (kernel alone 0.59 vs 0.66 ms per call).
-#define FLASH_SAGE8_KERNEL(NAME, S, FOLD, POLY, LAZY)                                           \
+#define FLASH_SAGE8_KERNEL(NAME, S, FOLD, OPT)                                                  \
     extern "C" __global__ void __launch_bounds__(FW_THREADS, 1) NAME(                           \
         const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale,            \
         int k_blocks, const FaSegments kv,                                                      \
@@ -2187,30 +2183,27 @@ __device__ __forceinline__ void flash_sage8_body(
         const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                    \
         const int* __restrict__ order, int query_blocks,                                        \
         const __grid_constant__ FwTensorMaps maps) {                                            \
-        flash_sage8_body<S, FOLD, POLY, LAZY>(q, q_mul, k_scale, k_blocks, kv, o, o_bf16, lq,   \
-                                              lk, dim, seg_off, seg_blocks, order,              \
-                                              query_blocks, &maps);                             \
+        flash_sage8_body<S, FOLD, OPT>(q, q_mul, k_scale, k_blocks, kv, o, o_bf16, lq, lk, dim, \
+                                       seg_off, seg_blocks, order, query_blocks, &maps);        \
     }
-// The default (the logit scale folded into the softmax's FMA, FW_S8_POLY of each thread's 16
-// columns of P on the FMA pipe, the lazy rescale if FW_S8_LAZY) and, for 3 stages, session 11's
-// unfolded softmax (`..._s3_unfolded`: FLASHVSR_CUDA_SAGE8_FOLD=0) and other softmax forms
-// (`..._s3_<form>`: FLASHVSR_CUDA_SAGE8_EXP=<form>), for measurements.
-#define FW_S8_POLY 2
-#define FW_S8_LAZY true
+// The default (the logit scale folded into the softmax's FMA; FW_S8_OPT: the row max on the
+// logits' bits by 3-input integer max, the wgmma descriptors by one add each) and, for 3 stages,
+// session 11's unfolded softmax (`..._s3_unfolded`: FLASHVSR_CUDA_SAGE8_FOLD=0) and other softmax
+// forms (`..._s3_<form>`: FLASHVSR_CUDA_SAGE8_EXP=<form>), for measurements.
+#define FW_S8_OPT (FW_S8_MX3 | FW_S8_DESC)
 #define FLASH_SAGE8_INSTANCE(S) \
-    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S, S, true, FW_S8_POLY, FW_S8_LAZY)
+    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S, S, true, FW_S8_OPT)
 #define FLASH_SAGE8_UNFOLDED(S) \
-    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_unfolded, S, false, 0, false)
-#define FLASH_SAGE8_FORM(S, FORM, POLY, LAZY) \
-    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_##FORM, S, true, POLY, LAZY)
+    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_unfolded, S, false, 0)
+#define FLASH_SAGE8_FORM(S, FORM, OPT) \
+    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_##FORM, S, true, OPT)
 
 // 3 stages: 161 KB; 4: 209 KB.
 FLASH_SAGE8_INSTANCE(3)
 FLASH_SAGE8_INSTANCE(4)
 FLASH_SAGE8_UNFOLDED(3)
 // Helper h28's softmax: every exponential on MUFU.EX2, the accumulator rescaled every tile.
-FLASH_SAGE8_FORM(3, mufu, 0, false)
-FLASH_SAGE8_FORM(3, lazy, 0, true)
-FLASH_SAGE8_FORM(3, p1l, 1, true)
-FLASH_SAGE8_FORM(3, p4l, 4, true)
-FLASH_SAGE8_FORM(3, p2, 2, false)
+FLASH_SAGE8_FORM(3, mufu, 0)
+FLASH_SAGE8_FORM(3, mx3, FW_S8_MX3)
+FLASH_SAGE8_FORM(3, desc, FW_S8_DESC)
+FLASH_SAGE8_FORM(3, rsum, FW_S8_OPT | FW_S8_RSUM)

@@ -227,10 +227,9 @@ pub(crate) const SOURCES: &[Source] = &[
             "attention_sage8_hd128_wgmma_s4",
             "attention_sage8_hd128_wgmma_s3_unfolded",
             "attention_sage8_hd128_wgmma_s3_mufu",
-            "attention_sage8_hd128_wgmma_s3_lazy",
-            "attention_sage8_hd128_wgmma_s3_p1l",
-            "attention_sage8_hd128_wgmma_s3_p4l",
-            "attention_sage8_hd128_wgmma_s3_p2",
+            "attention_sage8_hd128_wgmma_s3_mx3",
+            "attention_sage8_hd128_wgmma_s3_desc",
+            "attention_sage8_hd128_wgmma_s3_rsum",
         ],
     },
 ];
@@ -275,10 +274,10 @@ pub(crate) const FLASH_SAGE8_UNFOLDED: &str = "attention_sage8_hd128_wgmma_s3_un
 
 /// Other softmax forms of the int8 sage kernel (3 stages, for measurements; flash_wgmma.cu's
 /// `FLASH_SAGE8_FORM`): `attention_sage8_hd128_wgmma_s3_<form>`, picked by
-/// `FLASHVSR_CUDA_SAGE8_EXP=<form>`. `mufu`: helper h28's softmax (every exponential on MUFU.EX2,
-/// the accumulator rescaled every tile); `lazy`: that with the lazy rescale; `p<N>[l]`: N of each
-/// thread's 16 columns of P on the FMA pipe, `l` with the lazy rescale.
-pub(crate) const FLASH_SAGE8_FORMS: [&str; 5] = ["mufu", "lazy", "p1l", "p4l", "p2"];
+/// `FLASHVSR_CUDA_SAGE8_EXP=<form>`. `mufu`: helper h28's kernel; `mx3`: that with the row max by
+/// 3-input integer max; `desc`: that with the wgmma descriptors by one add each; `rsum`: the
+/// default with the row sums of P (bf16) by the tensor cores.
+pub(crate) const FLASH_SAGE8_FORMS: [&str; 4] = ["mufu", "mx3", "desc", "rsum"];
 
 /// The kernel of softmax form `form` (one of FLASH_SAGE8_FORMS).
 pub(crate) fn flash_sage8_form_kernel_name(form: &str) -> String {

@@ -49,14 +49,14 @@ const RUNS: [(Option<&str>, Option<&str>); 9] = [
 const SAGE_INT8_RUNS: [&str; 10] = [
     "1",
     "1/mufu",
-    "1/lazy",
-    "1/p1l",
-    "1/p4l",
-    "1/p2",
+    "1/rsum",
+    "1/mx3",
+    "1/desc",
     "1/unfolded",
+    "1/desc",
+    "1/mx3",
+    "1/rsum",
     "1/mufu",
-    "1",
-    "prepass",
 ];
 
 fn set(var: &str, value: Option<&str>) {
