@@ -1687,18 +1687,11 @@ __device__ __forceinline__ void fw_tma_load_2d(u32 dst, const void* map, u32 bar
 // |x| < 2²² (the i32 logits: |q8 · k8| <= 127² · 128 < 2²²).
 #define FW_S8_BIAS 12582912.0f
 
-// flash_sage8_body's OPT bits: the row max by 3-input integer max (fw_sage_exp's MX3), the wgmma
-// descriptors by one add each from stage 0's, the row sums of P (bf16) by the tensor cores.
-#define FW_S8_MX3 1
-#define FW_S8_DESC 2
-#define FW_S8_RSUM 4
-
 // fw_softmax's step on one 128-key tile of the int8 kernel with the logit scale folded in (see
 // above), without the bf16 pack: s holds the biased logits y (masked keys -inf), c the units'
-// scales, all > 0 (unit_scales replaces a zero scale); P (fp32) comes out in s. MX3: the row
-// maxima by 3-input integer max on the bits; RSUM: no row sums (rs 0: the caller sums P on the
-// tensor cores).
-template <bool MX3, bool RSUM>
+// scales, all > 0 (unit_scales replaces a zero scale); P (fp32) comes out in s. MX3 (the
+// default): the row maxima by 3-input integer max on the bits (the same maxima: helper h29).
+template <bool MX3>
 __device__ __forceinline__ void fw_sage_exp(float (&s)[16][4], const float (&c)[2], float (&m)[2],
                                             float (&alpha)[2], float (&rs)[2]) {
     // The row maxima per row (index r) and unit (j < 8: the first 64 keys).
@@ -1750,24 +1743,9 @@ __device__ __forceinline__ void fw_sage_exp(float (&s)[16][4], const float (&c)[
         s[j][1] = fa_ex2(fmaf(s[j][1], cu, -k[0][j >> 3]));
         s[j][2] = fa_ex2(fmaf(s[j][2], cu, -k[1][j >> 3]));
         s[j][3] = fa_ex2(fmaf(s[j][3], cu, -k[1][j >> 3]));
-        if (!RSUM) {
-            rs[0] += s[j][0] + s[j][1];
-            rs[1] += s[j][2] + s[j][3];
-        }
+        rs[0] += s[j][0] + s[j][1];
+        rs[1] += s[j][2] + s[j][3];
     }
-}
-
-// d (64 x 8, fp32) += A·B over 16 k: A 64 x 16 bf16 in registers (fw_mma_rs_n128's), B 16 x 8
-// in shared memory, K-major, no swizzle. With B all ones (flash_sage8_body's RSUM) each column of
-// d gains the row sums of A.
-__device__ __forceinline__ void fw_mma_rs_n8(float (&d)[1][4], const u32 (&a)[4], u64 desc_b) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %9, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n8k16.f32.bf16.bf16 "
-        "{%0, %1, %2, %3}, {%4, %5, %6, %7}, %8, p, 1, 1, 0;\n}\n"
-        : "+f"(d[0][0]), "+f"(d[0][1]), "+f"(d[0][2]), "+f"(d[0][3])
-        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "l"(desc_b), "n"(1)
-        : "memory");
 }
 
 // P (fp32, fw_sage_exp's layout) as the bf16 A fragments of P·V's 8 k-steps (fw_softmax's
@@ -1792,7 +1770,7 @@ __device__ __forceinline__ void fw_sage_pack(const float (&p)[16][4], u32 (&pa)[
 // scale_q · scale_k of their unit inside the exponent's FMA (fw_sage_exp), else (session 11's
 // form) they are scaled to fp32 logits in base 2 first and the rest is the k128 kernel's
 // arithmetic (fw_softmax with scale 1).
-template <int STAGES, bool FOLD, int OPT>
+template <int STAGES, bool FOLD, bool MX3>
 __device__ __forceinline__ void flash_sage8_body(
     const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale, int k_blocks,
     const FaSegments& kv, float* __restrict__ o,
@@ -1801,8 +1779,7 @@ __device__ __forceinline__ void flash_sage8_body(
     const FwTensorMaps* maps) {
 #if FW_ENABLED
     static_assert(STAGES >= 3, "a stage for the tile in flight besides the two being read");
-    constexpr bool MX3 = (OPT & FW_S8_MX3) != 0, RSUM = (OPT & FW_S8_RSUM) != 0;
-    static_assert(FOLD || OPT == 0, "the options are of the folded softmax");
+    static_assert(FOLD || !MX3, "MX3 is of the folded softmax");
     constexpr int CONSUMERS = 2 * 128;
     extern __shared__ __align__(1024) unsigned char fw_smem[];
     const int item = order ? order[blockIdx.x] : (int)blockIdx.x;
@@ -1908,8 +1885,6 @@ __device__ __forceinline__ void flash_sage8_body(
 #pragma unroll
     for (int j = 0; j < 16; ++j) acc[j][0] = acc[j][1] = acc[j][2] = acc[j][3] = 0.0f;
     float m[2] = {NEG_INF, NEG_INF}, l[2] = {0.0f, 0.0f};
-    // RSUM: the row sums of the bf16 P, on the tensor cores (a column of ones beside V).
-    float lsum[1][4] = {{0.0f, 0.0f, 0.0f, 0.0f}};
     const bool tails = lk % FW_KT != 0;
 
     if (n_tiles > 0) {
@@ -1964,49 +1939,27 @@ __device__ __forceinline__ void flash_sage8_body(
                              : "memory");
             }
         }
-        // RSUM: B of the row sums' wgmma, 16 keys x 8 columns of bf16 ones (any of its
-        // layout's strides below 256 bytes reads ones).
-        __shared__ __align__(128) u16 s8_ones[CONSUMERS];
-        if (RSUM) s8_ones[tid] = 0x3f80;
         fw_fence_proxy();
         fw_consumer_sync();
         const float* ks_head = k_scale + (u64)head * k_blocks;
-        const u64 d_ones =
-            fw_desc((u32)__cvta_generic_to_shared(s8_ones), 128, 256) & ~(3ull << 62);
 
         u64 dq[4];
 #pragma unroll
         for (int ks = 0; ks < 4; ++ks) dq[ks] = fw_desc(sq + wg * (64 * 128) + ks * 32, 16, 1024);
-        // FW_S8_DESC: the descriptors of stage 0's first k-step computed once; a stage's and
-        // k-step's descriptor adds its byte offset / 16 to the start-address field (bits 0-13:
-        // shared addresses < 256 KB, no carry out of it), one 32-bit add each.
-        const u64 kd0 = fw_desc(stages_base, 16, 1024);
-        const u64 vd0 = fw_desc(stages_base + FW_S8_K_TILE_BYTES, FW_K128_HALF_BYTES, 1024);
-        auto desc_at = [](u64 d0, u32 bytes) {
-            return ((d0 >> 32) << 32) | (u64)((u32)d0 + (bytes >> 4));
-        };
         auto k_descs = [&](int stage, u64 (&dk)[4]) {
             const u32 base = stages_base + stage * FW_S8_STAGE_BYTES;
 #pragma unroll
             for (int ks = 0; ks < 4; ++ks) {
-                if (OPT & FW_S8_DESC) {
-                    dk[ks] = desc_at(kd0, stage * FW_S8_STAGE_BYTES + ks * 32);
-                } else {
-                    dk[ks] = fw_desc(base + ks * 32, 16, 1024);
-                    fw_opaque(dk[ks]);
-                }
+                dk[ks] = fw_desc(base + ks * 32, 16, 1024);
+                fw_opaque(dk[ks]);
             }
         };
         auto v_descs = [&](int stage, u64 (&dv)[8]) {
             const u32 base = stages_base + stage * FW_S8_STAGE_BYTES + FW_S8_K_TILE_BYTES;
 #pragma unroll
             for (int kk = 0; kk < 8; ++kk) {
-                if (OPT & FW_S8_DESC) {
-                    dv[kk] = desc_at(vd0, stage * FW_S8_STAGE_BYTES + kk * 16 * 128);
-                } else {
-                    dv[kk] = fw_desc(base + kk * 16 * 128, FW_K128_HALF_BYTES, 1024);
-                    fw_opaque(dv[kk]);
-                }
+                dv[kk] = fw_desc(base + kk * 16 * 128, FW_K128_HALF_BYTES, 1024);
+                fw_opaque(dv[kk]);
             }
         };
         auto issue_s = [&](u32 (&si)[16][4], const u64 (&dk)[4]) {
@@ -2085,7 +2038,7 @@ __device__ __forceinline__ void flash_sage8_body(
             to_logits(si, c, s, 0);
             float alpha[2], rs[2];
             if (FOLD) {
-                fw_sage_exp<MX3, RSUM>(s, c, m, alpha, rs);
+                fw_sage_exp<MX3>(s, c, m, alpha, rs);
                 fw_sage_pack(s, pa);
             } else {
                 fw_softmax(s, m, 1.0f, pa, alpha, rs);
@@ -2095,10 +2048,7 @@ __device__ __forceinline__ void flash_sage8_body(
         }
         auto issue_pv = [&](const u64 (&dv)[8]) {
 #pragma unroll
-            for (int kk = 0; kk < 8; ++kk) {
-                fw_mma_rs_n128(acc, pa[kk], dv[kk]);
-                if (RSUM) fw_mma_rs_n8(lsum, pa[kk], d_ones);
-            }
+            for (int kk = 0; kk < 8; ++kk) fw_mma_rs_n128(acc, pa[kk], dv[kk]);
             fw_wgmma_commit();
         };
 
@@ -2112,7 +2062,6 @@ __device__ __forceinline__ void flash_sage8_body(
             k_descs((tile + 1) % STAGES, dk);
             v_descs(tile % STAGES, dv);
             fw_fence_regs(acc);
-            fw_fence_regs(lsum);
             turn_wait();
             fw_wgmma_fence();
             issue_s(si, dk);
@@ -2126,7 +2075,7 @@ __device__ __forceinline__ void flash_sage8_body(
             float alpha[2], rs[2];
             u32 pn[8][4];
             if (FOLD) {
-                fw_sage_exp<MX3, RSUM>(s, c, m, alpha, rs);
+                fw_sage_exp<MX3>(s, c, m, alpha, rs);
                 fw_sage_pack(s, pn);
             } else {
                 fw_softmax(s, m, 1.0f, pn, alpha, rs);
@@ -2138,21 +2087,13 @@ __device__ __forceinline__ void flash_sage8_body(
             fw_fence_regs(acc);
             fw_fence_regs(pa);
             release_v(tile);
-            fw_fence_regs(lsum);
             fw_rescale_take_p(acc, l, alpha, rs, pa, pn);
-            if (RSUM) {
-                lsum[0][0] *= alpha[0];
-                lsum[0][1] *= alpha[0];
-                lsum[0][2] *= alpha[1];
-                lsum[0][3] *= alpha[1];
-            }
         }
         {
             wait_v(n_tiles - 1);
             u64 dv[8];
             v_descs((n_tiles - 1) % STAGES, dv);
             fw_fence_regs(acc);
-            fw_fence_regs(lsum);
             turn_wait();
             fw_wgmma_fence();
             issue_pv(dv);
@@ -2160,13 +2101,6 @@ __device__ __forceinline__ void flash_sage8_body(
         }
         fw_wgmma_wait<0>();
         fw_fence_regs(acc);
-        fw_fence_regs(lsum);
-        if (RSUM) {
-            // Whole rows' sums in every column: one thread of the quad gives them (fw_store_output
-            // sums the quad's).
-            l[0] = t4 == 0 ? lsum[0][0] : 0.0f;
-            l[1] = t4 == 0 ? lsum[0][2] : 0.0f;
-        }
     }
     fw_store_output(acc, l, o, o_bf16, lq, dim, r0, hoff, t4);
 #endif
@@ -2175,7 +2109,7 @@ __device__ __forceinline__ void flash_sage8_body(
 // attention_sage8_hd128_wgmma_s<STAGES>: flash_sage8_body, 384 threads, dynamic shared memory
 // 1 KB + 16 KB of Q8 + STAGES x 48 KB. On an H100 (`flash bench`, sage) 3 stages measured faster
 // than 4 (kernel alone 0.59 vs 0.66 ms per call).
-#define FLASH_SAGE8_KERNEL(NAME, S, FOLD, OPT)                                                  \
+#define FLASH_SAGE8_KERNEL(NAME, S, FOLD, MX3)                                                  \
     extern "C" __global__ void __launch_bounds__(FW_THREADS, 1) NAME(                           \
         const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale,            \
         int k_blocks, const FaSegments kv,                                                      \
@@ -2183,27 +2117,21 @@ __device__ __forceinline__ void flash_sage8_body(
         const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                    \
         const int* __restrict__ order, int query_blocks,                                        \
         const __grid_constant__ FwTensorMaps maps) {                                            \
-        flash_sage8_body<S, FOLD, OPT>(q, q_mul, k_scale, k_blocks, kv, o, o_bf16, lq, lk, dim, \
+        flash_sage8_body<S, FOLD, MX3>(q, q_mul, k_scale, k_blocks, kv, o, o_bf16, lq, lk, dim, \
                                        seg_off, seg_blocks, order, query_blocks, &maps);        \
     }
-// The default (the logit scale folded into the softmax's FMA; FW_S8_OPT: the row max on the
-// logits' bits by 3-input integer max, the wgmma descriptors by one add each) and, for 3 stages,
-// session 11's unfolded softmax (`..._s3_unfolded`: FLASHVSR_CUDA_SAGE8_FOLD=0) and other softmax
-// forms (`..._s3_<form>`: FLASHVSR_CUDA_SAGE8_EXP=<form>), for measurements.
-#define FW_S8_OPT (FW_S8_MX3 | FW_S8_DESC)
-#define FLASH_SAGE8_INSTANCE(S) \
-    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S, S, true, FW_S8_OPT)
+// The default (the logit scale folded into the softmax's FMA, the row max by 3-input integer max)
+// and, for 3 stages, session 11's unfolded softmax (`..._s3_unfolded`: FLASHVSR_CUDA_SAGE8_FOLD=0)
+// and helper h28's (`..._s3_mufu`, the row max by FMNMX: FLASHVSR_CUDA_SAGE8_EXP=mufu), for
+// measurements.
+#define FLASH_SAGE8_INSTANCE(S) FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S, S, true, true)
 #define FLASH_SAGE8_UNFOLDED(S) \
-    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_unfolded, S, false, 0)
-#define FLASH_SAGE8_FORM(S, FORM, OPT) \
-    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_##FORM, S, true, OPT)
+    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_unfolded, S, false, false)
+#define FLASH_SAGE8_FORM(S, FORM, MX3) \
+    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_##FORM, S, true, MX3)
 
 // 3 stages: 161 KB; 4: 209 KB.
 FLASH_SAGE8_INSTANCE(3)
 FLASH_SAGE8_INSTANCE(4)
 FLASH_SAGE8_UNFOLDED(3)
-// Helper h28's softmax: every exponential on MUFU.EX2, the accumulator rescaled every tile.
-FLASH_SAGE8_FORM(3, mufu, 0)
-FLASH_SAGE8_FORM(3, mx3, FW_S8_MX3)
-FLASH_SAGE8_FORM(3, desc, FW_S8_DESC)
-FLASH_SAGE8_FORM(3, rsum, FW_S8_OPT | FW_S8_RSUM)
+FLASH_SAGE8_FORM(3, mufu, false)

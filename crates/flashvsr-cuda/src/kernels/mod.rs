@@ -227,9 +227,6 @@ pub(crate) const SOURCES: &[Source] = &[
             "attention_sage8_hd128_wgmma_s4",
             "attention_sage8_hd128_wgmma_s3_unfolded",
             "attention_sage8_hd128_wgmma_s3_mufu",
-            "attention_sage8_hd128_wgmma_s3_mx3",
-            "attention_sage8_hd128_wgmma_s3_desc",
-            "attention_sage8_hd128_wgmma_s3_rsum",
         ],
     },
 ];
@@ -274,10 +271,9 @@ pub(crate) const FLASH_SAGE8_UNFOLDED: &str = "attention_sage8_hd128_wgmma_s3_un
 
 /// Other softmax forms of the int8 sage kernel (3 stages, for measurements; flash_wgmma.cu's
 /// `FLASH_SAGE8_FORM`): `attention_sage8_hd128_wgmma_s3_<form>`, picked by
-/// `FLASHVSR_CUDA_SAGE8_EXP=<form>`. `mufu`: helper h28's kernel; `mx3`: that with the row max by
-/// 3-input integer max; `desc`: that with the wgmma descriptors by one add each; `rsum`: the
-/// default with the row sums of P (bf16) by the tensor cores.
-pub(crate) const FLASH_SAGE8_FORMS: [&str; 4] = ["mufu", "mx3", "desc", "rsum"];
+/// `FLASHVSR_CUDA_SAGE8_EXP=<form>`. `mufu`: helper h28's kernel (the row max by FMNMX; the
+/// default's by 3-input integer max, with the same results).
+pub(crate) const FLASH_SAGE8_FORMS: [&str; 1] = ["mufu"];
 
 /// The kernel of softmax form `form` (one of FLASH_SAGE8_FORMS).
 pub(crate) fn flash_sage8_form_kernel_name(form: &str) -> String {

@@ -44,20 +44,9 @@ const RUNS: [(Option<&str>, Option<&str>); 9] = [
 /// kernel, for what the pre-pass costs). `gpu_ops "flash bench int8"` runs only the default
 /// instance and these. `1/unfolded`: the int8 kernel with session 11's softmax
 /// (`FLASHVSR_CUDA_SAGE8_FOLD=0`); `1/<form>`: another softmax form
-/// (`FLASHVSR_CUDA_SAGE8_EXP=<form>`; `mufu`: helper h28's). The default's runs before and after
-/// the others: the first and last lines of a mode compare the same kernel (the drift in between).
-const SAGE_INT8_RUNS: [&str; 10] = [
-    "1",
-    "1/mufu",
-    "1/rsum",
-    "1/mx3",
-    "1/desc",
-    "1/unfolded",
-    "1/desc",
-    "1/mx3",
-    "1/rsum",
-    "1/mufu",
-];
+/// (`FLASHVSR_CUDA_SAGE8_EXP=<form>`; `mufu`: helper h28's). The default and `mufu` run twice, in
+/// opposite orders (the drift in between).
+const SAGE_INT8_RUNS: [&str; 7] = ["1", "1/mufu", "1/unfolded", "1/mufu", "1", "3", "prepass"];
 
 fn set(var: &str, value: Option<&str>) {
     // The suite runs on one thread: nothing reads the environment concurrently.

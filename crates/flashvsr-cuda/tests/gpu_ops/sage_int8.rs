@@ -31,7 +31,7 @@ const FOLD_KNOB: &str = "FLASHVSR_CUDA_SAGE8_FOLD";
 /// `<form>`: another softmax form of the int8 kernel (ops/attention.rs `SageInt8::kernel_name`).
 const EXP_KNOB: &str = "FLASHVSR_CUDA_SAGE8_EXP";
 /// The forms checked besides the default (kernels/mod.rs FLASH_SAGE8_FORMS).
-const FORMS: [&str; 2] = ["mufu", "rsum"];
+const FORMS: [&str; 1] = ["mufu"];
 /// Against the emulation: both quantise the same bf16 K and f32 Q (the kernel in f32, the
 /// emulation in f64: a value within an f32 rounding of a .5 tie may round the other way) and
 /// sum the same exact integer products; they differ in exp2 (ex2.approx vs f64), the fp32
