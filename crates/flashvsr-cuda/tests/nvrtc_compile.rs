@@ -35,15 +35,15 @@ fn main() {
                 let wgmma = cubins.iter().find(|c| c.0 == "flash_wgmma.cu");
                 let wgmma_bytes = wgmma.map_or(0, |c| c.1);
                 // Built for sm_90a only; elsewhere its kernels are empty (~3 KB each with their
-                // parameters: 15 kernels).
+                // parameters: 16 kernels, 42 KB; on sm_90a 0.7 MB).
                 if arch == "sm_90a" {
                     assert!(
-                        wgmma_bytes > 64 * 1024,
+                        wgmma_bytes > 256 * 1024,
                         "flash_wgmma.cu: {wgmma_bytes} bytes"
                     );
                 } else {
                     assert!(
-                        wgmma_bytes < 40 * 1024,
+                        wgmma_bytes < 80 * 1024,
                         "flash_wgmma.cu: {wgmma_bytes} bytes"
                     );
                 }

@@ -1694,15 +1694,36 @@ __device__ __forceinline__ void fw_tma_load_2d(u32 dst, const void* map, u32 bar
 
 // fw_softmax's step on one 128-key tile of the int8 kernel with the logit scale folded in (see
 // above), without the bf16 pack: s holds the biased logits y (masked keys -inf), c the units'
-// scales, all > 0 (unit_scales replaces a zero scale); P (fp32) comes out in s.
+// scales, all > 0 (unit_scales replaces a zero scale); P (fp32) comes out in s. MX3 (the
+// default): the row maxima by 3-input integer max on the bits (the same maxima: helper h29).
+template <bool MX3>
 __device__ __forceinline__ void fw_sage_exp(float (&s)[16][4], const float (&c)[2], float (&m)[2],
                                             float (&alpha)[2], float (&rs)[2]) {
     // The row maxima per row (index r) and unit (j < 8: the first 64 keys).
     float my[2][2] = {{NEG_INF, NEG_INF}, {NEG_INF, NEG_INF}};
+    if (MX3) {
+        // On the bits, as integers, 3 at a time (Hopper's VIMNMX3: half the instructions of
+        // FMNMX): a logit y = 1.5·2²³ + x has the bits 0x4b400000 + x (positive, in the order of
+        // x), a masked key's -inf the bits 0xff800000 (negative as an integer): the largest is
+        // the largest y, or -inf when all are masked.
 #pragma unroll
-    for (int j = 0; j < 16; ++j) {
-        my[0][j >> 3] = fmaxf(my[0][j >> 3], fmaxf(s[j][0], s[j][1]));
-        my[1][j >> 3] = fmaxf(my[1][j >> 3], fmaxf(s[j][2], s[j][3]));
+        for (int r = 0; r < 2; ++r) {
+#pragma unroll
+            for (int u = 0; u < 2; ++u) {
+                const int j0 = 8 * u, e = 2 * r;
+                auto y = [&](int j, int h) { return __float_as_int(s[j0 + j][e + h]); };
+                int b = __vimax3_s32(y(0, 0), y(0, 1), y(1, 0));
+#pragma unroll
+                for (int j = 1; j < 7; ++j) b = __vimax3_s32(b, y(j, 1), y(j + 1, 0));
+                my[r][u] = __int_as_float(max(b, y(7, 1)));
+            }
+        }
+    } else {
+#pragma unroll
+        for (int j = 0; j < 16; ++j) {
+            my[0][j >> 3] = fmaxf(my[0][j >> 3], fmaxf(s[j][0], s[j][1]));
+            my[1][j >> 3] = fmaxf(my[1][j >> 3], fmaxf(s[j][2], s[j][3]));
+        }
     }
     float k[2][2];
 #pragma unroll
@@ -1754,7 +1775,7 @@ __device__ __forceinline__ void fw_sage_pack(const float (&p)[16][4], u32 (&pa)[
 // scale_q · scale_k of their unit inside the exponent's FMA (fw_sage_exp), else (session 11's
 // form) they are scaled to fp32 logits in base 2 first and the rest is the k128 kernel's
 // arithmetic (fw_softmax with scale 1).
-template <int STAGES, bool FOLD>
+template <int STAGES, bool FOLD, bool MX3>
 __device__ __forceinline__ void flash_sage8_body(
     const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale, int k_blocks,
     const FaSegments& kv, float* __restrict__ o,
@@ -1763,6 +1784,7 @@ __device__ __forceinline__ void flash_sage8_body(
     const FwTensorMaps* maps) {
 #if FW_ENABLED
     static_assert(STAGES >= 3, "a stage for the tile in flight besides the two being read");
+    static_assert(FOLD || !MX3, "MX3 is of the folded softmax");
     constexpr int CONSUMERS = 2 * 128;
     extern __shared__ __align__(1024) unsigned char fw_smem[];
     const int item = order ? order[blockIdx.x] : (int)blockIdx.x;
@@ -2021,7 +2043,7 @@ __device__ __forceinline__ void flash_sage8_body(
             to_logits(si, c, s, 0);
             float alpha[2], rs[2];
             if (FOLD) {
-                fw_sage_exp(s, c, m, alpha, rs);
+                fw_sage_exp<MX3>(s, c, m, alpha, rs);
                 fw_sage_pack(s, pa);
             } else {
                 fw_softmax(s, m, 1.0f, pa, alpha, rs);
@@ -2058,7 +2080,7 @@ __device__ __forceinline__ void flash_sage8_body(
             float alpha[2], rs[2];
             u32 pn[8][4];
             if (FOLD) {
-                fw_sage_exp(s, c, m, alpha, rs);
+                fw_sage_exp<MX3>(s, c, m, alpha, rs);
                 fw_sage_pack(s, pn);
             } else {
                 fw_softmax(s, m, 1.0f, pn, alpha, rs);
@@ -2092,7 +2114,7 @@ __device__ __forceinline__ void flash_sage8_body(
 // attention_sage8_hd128_wgmma_s<STAGES>: flash_sage8_body, 384 threads, dynamic shared memory
 // 1 KB + 16 KB of Q8 + STAGES x 48 KB. On an H100 (`flash bench`, sage) 3 stages measured faster
 // than 4 (kernel alone 0.59 vs 0.66 ms per call).
-#define FLASH_SAGE8_KERNEL(NAME, S, FOLD)                                                       \
+#define FLASH_SAGE8_KERNEL(NAME, S, FOLD, MX3)                                                  \
     extern "C" __global__ void __launch_bounds__(FW_THREADS, 1) NAME(                           \
         const float* __restrict__ q, float q_mul, const float* __restrict__ k_scale,            \
         int k_blocks, const FaSegments kv,                                                      \
@@ -2100,16 +2122,21 @@ __device__ __forceinline__ void flash_sage8_body(
         const int* __restrict__ seg_off, const int* __restrict__ seg_blocks,                    \
         const int* __restrict__ order, int query_blocks,                                        \
         const __grid_constant__ FwTensorMaps maps) {                                            \
-        flash_sage8_body<S, FOLD>(q, q_mul, k_scale, k_blocks, kv, o, o_bf16, lq, lk, dim,      \
-                                  seg_off, seg_blocks, order, query_blocks, &maps);             \
+        flash_sage8_body<S, FOLD, MX3>(q, q_mul, k_scale, k_blocks, kv, o, o_bf16, lq, lk, dim, \
+                                       seg_off, seg_blocks, order, query_blocks, &maps);        \
     }
-// The default (the logit scale folded into the softmax's FMA) and, for 3 stages, session 11's
-// unfolded softmax (`..._s3_unfolded`: FLASHVSR_CUDA_SAGE8_FOLD=0, for measurements).
-#define FLASH_SAGE8_INSTANCE(S) FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S, S, true)
+// The default (the logit scale folded into the softmax's FMA, the row max by 3-input integer max)
+// and, for 3 stages, session 11's unfolded softmax (`..._s3_unfolded`: FLASHVSR_CUDA_SAGE8_FOLD=0)
+// and helper h28's (`..._s3_mufu`, the row max by FMNMX: FLASHVSR_CUDA_SAGE8_EXP=mufu), for
+// measurements.
+#define FLASH_SAGE8_INSTANCE(S) FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S, S, true, true)
 #define FLASH_SAGE8_UNFOLDED(S) \
-    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_unfolded, S, false)
+    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_unfolded, S, false, false)
+#define FLASH_SAGE8_FORM(S, FORM, MX3) \
+    FLASH_SAGE8_KERNEL(attention_sage8_hd128_wgmma_s##S##_##FORM, S, true, MX3)
 
 // 3 stages: 161 KB; 4: 209 KB.
 FLASH_SAGE8_INSTANCE(3)
 FLASH_SAGE8_INSTANCE(4)
 FLASH_SAGE8_UNFOLDED(3)
+FLASH_SAGE8_FORM(3, mufu, false)

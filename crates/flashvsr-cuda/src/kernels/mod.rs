@@ -232,6 +232,7 @@ pub(crate) const SOURCES: &[Source] = &[
             "attention_sage8_hd128_wgmma_s3",
             "attention_sage8_hd128_wgmma_s4",
             "attention_sage8_hd128_wgmma_s3_unfolded",
+            "attention_sage8_hd128_wgmma_s3_mufu",
         ],
     },
 ];
@@ -273,6 +274,17 @@ pub(crate) fn flash_sage8_kernel_name(stages: usize) -> String {
 /// Session 11's form of the int8 sage kernel (flash_sage8_body without FOLD: the logits scaled
 /// to fp32 before the softmax), 3 stages only, for measurements.
 pub(crate) const FLASH_SAGE8_UNFOLDED: &str = "attention_sage8_hd128_wgmma_s3_unfolded";
+
+/// Other softmax forms of the int8 sage kernel (3 stages, for measurements; flash_wgmma.cu's
+/// `FLASH_SAGE8_FORM`): `attention_sage8_hd128_wgmma_s3_<form>`, picked by
+/// `FLASHVSR_CUDA_SAGE8_EXP=<form>`. `mufu`: helper h28's kernel (the row max by FMNMX; the
+/// default's by 3-input integer max, with the same results).
+pub(crate) const FLASH_SAGE8_FORMS: [&str; 1] = ["mufu"];
+
+/// The kernel of softmax form `form` (one of FLASH_SAGE8_FORMS).
+pub(crate) fn flash_sage8_form_kernel_name(form: &str) -> String {
+    format!("{}_{form}", flash_sage8_kernel_name(3))
+}
 
 /// Every function of every source, loaded into one context.
 pub(crate) struct Kernels {
@@ -336,7 +348,10 @@ mod tests {
                 let pattern = match (f.rsplit_once("_n"), flash, hopper) {
                     _ if sage8.is_some() => match sage8.unwrap().strip_suffix("_unfolded") {
                         Some(s) => format!("\nFLASH_SAGE8_UNFOLDED({s})\n"),
-                        None => format!("\nFLASH_SAGE8_INSTANCE({})\n", sage8.unwrap()),
+                        None => match sage8.unwrap().split_once('_') {
+                            Some((s, form)) => format!("\nFLASH_SAGE8_FORM({s}, {form}, "),
+                            None => format!("\nFLASH_SAGE8_INSTANCE({})\n", sage8.unwrap()),
+                        },
                     },
                     (_, _, Some(s)) if tma.is_some() => {
                         format!("\nFLASH_WGMMA_K128PP_TMA_INSTANCE({s})\n")

@@ -23,8 +23,9 @@ use crate::backend::{AttentionPrecision, CudaBackend};
 use crate::buffer::{CudaBuffer, Storage};
 use crate::error::{CudaError, CudaResult};
 use crate::kernels::{
-    flash_kernel_name, flash_sage8_kernel_name, flash_wgmma_k128_kernel_name,
-    flash_wgmma_kernel_name, Kernels, ATTENTION_WIDTHS, FLASH_SAGE8_UNFOLDED,
+    flash_kernel_name, flash_sage8_form_kernel_name, flash_sage8_kernel_name,
+    flash_wgmma_k128_kernel_name, flash_wgmma_kernel_name, Kernels, ATTENTION_WIDTHS,
+    FLASH_SAGE8_FORMS, FLASH_SAGE8_UNFOLDED,
 };
 use crate::launch::KernelArgs;
 use crate::ops::mask::WorkOrder;
@@ -481,15 +482,20 @@ impl SageInt8 {
         }
     }
 
-    /// The int8 kernel to launch: `FLASHVSR_CUDA_SAGE8_FOLD=0` (read per call, as
-    /// FLASHVSR_CUDA_SAGE_INT8; 3 stages only) session 11's unfolded softmax, for measurements;
-    /// else the default, the logit scale folded into the softmax's FMA.
+    /// The int8 kernel to launch (both knobs read per call, as FLASHVSR_CUDA_SAGE_INT8; 3 stages
+    /// only, for measurements): `FLASHVSR_CUDA_SAGE8_FOLD=0` session 11's unfolded softmax;
+    /// `FLASHVSR_CUDA_SAGE8_EXP=<form>` another softmax form of FLASH_SAGE8_FORMS (`mufu`: helper
+    /// h28's, every exponential on MUFU.EX2 and the accumulator rescaled every tile); else the
+    /// default.
     fn kernel_name(stages: usize) -> String {
         let unfolded = std::env::var("FLASHVSR_CUDA_SAGE8_FOLD").is_ok_and(|v| v == "0");
-        if unfolded && stages == 3 {
-            FLASH_SAGE8_UNFOLDED.to_string()
-        } else {
-            flash_sage8_kernel_name(stages)
+        let form = std::env::var("FLASHVSR_CUDA_SAGE8_EXP")
+            .ok()
+            .filter(|v| FLASH_SAGE8_FORMS.contains(&v.as_str()));
+        match (stages, unfolded, form) {
+            (3, true, _) => FLASH_SAGE8_UNFOLDED.to_string(),
+            (3, false, Some(form)) => flash_sage8_form_kernel_name(&form),
+            _ => flash_sage8_kernel_name(stages),
         }
     }
 
@@ -664,6 +670,11 @@ pub(crate) fn prepare_flash(
         .iter()
         .map(|&stages| (stages, flash_sage8_kernel_name(stages)))
         .chain([(3, FLASH_SAGE8_UNFOLDED.to_string())])
+        .chain(
+            FLASH_SAGE8_FORMS
+                .iter()
+                .map(|form| (3, flash_sage8_form_kernel_name(form))),
+        )
         .collect::<Vec<_>>();
     let sage8_ok = wgmma_ok
         && sage8_names.iter().all(|(stages, name)| {
@@ -1216,7 +1227,7 @@ mod tests {
             .unwrap()
             .functions;
         // The attention instances, the persistent dense kernel, the int8 kernel's unfolded form
-        // and the sage int8 pre-pass's 3 kernels.
+        // and other softmax forms, and the sage int8 pre-pass's 3 kernels.
         assert_eq!(
             listed.len(),
             FLASH_WGMMA_STAGES.len()
@@ -1224,8 +1235,13 @@ mod tests {
                 + 1
                 + FLASH_SAGE8_STAGES.len()
                 + 1
+                + FLASH_SAGE8_FORMS.len()
                 + 3
         );
+        for form in FLASH_SAGE8_FORMS {
+            assert!(listed.contains(&flash_sage8_form_kernel_name(form).as_str()));
+            assert!(src.contains(&format!("\nFLASH_SAGE8_FORM(3, {form}, ")));
+        }
         assert!(listed.contains(&FLASH_DENSE_PERSISTENT_KERNEL));
         // Within an H100's 227 KiB with the kernel's static shared memory (its barriers).
         assert!(dense_persistent_smem() + 1024 <= 227 * 1024);

@@ -43,8 +43,10 @@ const RUNS: [(Option<&str>, Option<&str>); 9] = [
 /// int8 kernel with its default and other stage count, and the int8 pre-pass before the bf16
 /// kernel, for what the pre-pass costs). `gpu_ops "flash bench int8"` runs only the default
 /// instance and these. `1/unfolded`: the int8 kernel with session 11's softmax
-/// (`FLASHVSR_CUDA_SAGE8_FOLD=0`).
-const SAGE_INT8_RUNS: [&str; 4] = ["1", "1/unfolded", "3", "prepass"];
+/// (`FLASHVSR_CUDA_SAGE8_FOLD=0`); `1/<form>`: another softmax form
+/// (`FLASHVSR_CUDA_SAGE8_EXP=<form>`; `mufu`: helper h28's). The default and `mufu` run twice, in
+/// opposite orders (the drift in between).
+const SAGE_INT8_RUNS: [&str; 7] = ["1", "1/mufu", "1/unfolded", "1/mufu", "1", "3", "prepass"];
 
 fn set(var: &str, value: Option<&str>) {
     // The suite runs on one thread: nothing reads the environment concurrently.
@@ -113,6 +115,7 @@ pub fn run(s: &mut Suite, ordinal: usize) {
         std::env::var("FLASHVSR_CUDA_FLASH_ORDER").ok(),
         std::env::var("FLASHVSR_CUDA_SAGE_INT8").ok(),
         std::env::var("FLASHVSR_CUDA_SAGE8_FOLD").ok(),
+        std::env::var("FLASHVSR_CUDA_SAGE8_EXP").ok(),
     );
     let int8_only = s
         .filter
@@ -199,12 +202,16 @@ pub fn run(s: &mut Suite, ordinal: usize) {
             set("FLASHVSR_CUDA_FLASH", instance);
             set("FLASHVSR_CUDA_FLASH_ORDER", order);
             // The bf16 kernel unless an int8 run (the knob's absence means int8 for sage).
-            let (knob, unfolded) = match int8.and_then(|v| v.strip_suffix("/unfolded")) {
-                Some(knob) => (Some(knob), true),
-                None => (int8, false),
+            let (knob, form) = match int8.and_then(|v| v.split_once('/')) {
+                Some((knob, form)) => (Some(knob), Some(form)),
+                None => (int8, None),
             };
             set("FLASHVSR_CUDA_SAGE_INT8", Some(knob.unwrap_or("0")));
-            set("FLASHVSR_CUDA_SAGE8_FOLD", unfolded.then_some("0"));
+            set(
+                "FLASHVSR_CUDA_SAGE8_FOLD",
+                (form == Some("unfolded")).then_some("0"),
+            );
+            set("FLASHVSR_CUDA_SAGE8_EXP", form.filter(|f| *f != "unfolded"));
             let name = format!(
                 "{:<7} order {:<4}{}",
                 instance.unwrap_or("default"),
@@ -241,4 +248,5 @@ pub fn run(s: &mut Suite, ordinal: usize) {
     set("FLASHVSR_CUDA_FLASH_ORDER", saved.1.as_deref());
     set("FLASHVSR_CUDA_SAGE_INT8", saved.2.as_deref());
     set("FLASHVSR_CUDA_SAGE8_FOLD", saved.3.as_deref());
+    set("FLASHVSR_CUDA_SAGE8_EXP", saved.4.as_deref());
 }

@@ -13,7 +13,8 @@
 //!   measured error of the reference kernel for N(0,1) q, k (1.3e-2 .. 3.9e-2).
 //!
 //! Each case also checks the kernel with session 11's unfolded softmax
-//! (`FLASHVSR_CUDA_SAGE8_FOLD=0`) against the same references: how the default's error moved.
+//! (`FLASHVSR_CUDA_SAGE8_FOLD=0`) and the other softmax forms (`FLASHVSR_CUDA_SAGE8_EXP`, `mufu`:
+//! helper h28's) against the same references: how the default's error moved.
 //!
 //! And: a query block with no key block gives exactly +0, every output written (the backend
 //! poisons outputs with NaN first), key blocks that smooth to all zeros (scale 0) give logits 0,
@@ -28,6 +29,10 @@ const KNOB: &str = "FLASHVSR_CUDA_SAGE_INT8";
 /// `0`: the int8 kernel with session 11's softmax, the logits scaled before it (ops/attention.rs
 /// `SageInt8::kernel_name`).
 const FOLD_KNOB: &str = "FLASHVSR_CUDA_SAGE8_FOLD";
+/// `<form>`: another softmax form of the int8 kernel (ops/attention.rs `SageInt8::kernel_name`).
+const EXP_KNOB: &str = "FLASHVSR_CUDA_SAGE8_EXP";
+/// The forms checked besides the default (kernels/mod.rs FLASH_SAGE8_FORMS).
+const FORMS: [&str; 1] = ["mufu"];
 /// Against the emulation: both quantise the same bf16 K and f32 Q (the kernel in f32, the
 /// emulation in f64: a value within an f32 rounding of a .5 tie may round the other way) and
 /// sum the same exact integer products; they differ in exp2 (ex2.approx vs f64), the fp32
@@ -262,18 +267,44 @@ fn check_case(s: &mut Suite, case: &Case) {
     let got = Suite::run_on(&s.gpu_bf16, &inputs, &op);
     // Session 11's softmax form of the int8 kernel, checked alike (how the default's error moved).
     std::env::set_var(FOLD_KNOB, "0");
-    let got_unfolded = Suite::run_on(&s.gpu_bf16, &inputs, &op);
+    let mut outs = vec![(String::new(), got)];
+    outs.push((
+        " (unfolded)".to_string(),
+        Suite::run_on(&s.gpu_bf16, &inputs, &op),
+    ));
     std::env::remove_var(FOLD_KNOB);
+    for form in FORMS {
+        std::env::set_var(EXP_KNOB, form);
+        outs.push((
+            format!(" ({form})"),
+            Suite::run_on(&s.gpu_bf16, &inputs, &op),
+        ));
+    }
+    std::env::remove_var(EXP_KNOB);
     set_knob(Some("0"));
-    let bf16 = Suite::run_on(&s.gpu_bf16, &inputs, &op);
-    let (got, got_unfolded, bf16) = match (got, got_unfolded, bf16) {
-        (Ok((_, g)), Ok((_, g0)), Ok((_, b))) => (g, g0, b),
-        (Err(e), _, _) | (_, Err(e), _) | (_, _, Err(e)) => {
-            return s.fail(&name, format!("CUDA error: {e}"))
-        }
+    let bf16 = match Suite::run_on(&s.gpu_bf16, &inputs, &op) {
+        Ok((_, b)) => b,
+        Err(e) => return s.fail(&name, format!("CUDA error: {e}")),
     };
-    for (form, got) in [("", &got), (" (unfolded)", &got_unfolded)] {
-        compare_case(s, case, &format!("{name}{form}"), got, &bf16);
+    // How many of the default's values differ in their bits from helper h28's form.
+    if let (Ok((_, d)), Some((_, Ok((_, h))))) =
+        (&outs[0].1, outs.iter().find(|o| o.0 == " (mufu)"))
+    {
+        let differ = d
+            .iter()
+            .zip(h)
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        println!(
+            "      {name}: {differ} of {} values differ in bits from (mufu)",
+            d.len()
+        );
+    }
+    for (form, got) in outs {
+        match got {
+            Ok((_, got)) => compare_case(s, case, &format!("{name}{form}"), &got, &bf16),
+            Err(e) => s.fail(&format!("{name}{form}"), format!("CUDA error: {e}")),
+        }
     }
 }
 
