@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, LaunchConfig};
 use flashvsr_tensor::{
@@ -418,24 +418,36 @@ const STAGING_BUFFERS: usize = 20;
 /// than it saves.
 const STAGED_UPLOAD_MAX_VALUES: usize = 16 << 20;
 
-/// Host copies into pinned staging larger than this are split across threads: a frame's 13 MB
-/// written by one core into write-combined memory kept the engine's thread (and so the device)
-/// waiting about a millisecond per frame. (Splitting the 1.5 MB LQ frames of 1920×1080 too
-/// saved nothing: starting the threads costs what the split saves.)
-const PARALLEL_COPY_MIN_VALUES: usize = 1 << 20;
-const PARALLEL_COPY_THREADS: usize = 4;
+/// Host copies into pinned staging larger than this are split across rayon's threads (idle
+/// while a GPU engine runs): one core copies ~5 GB/s, so a frame's 13 MB kept the engine's thread
+/// (and so the device) waiting about a millisecond per frame, and at 1920×1080 each of the first
+/// chunk's 25 LQ frames (1.5 MB of levels) 0.3 ms, 7.5 ms of a pass with the device idle. (Split
+/// over threads started per copy, the LQ frames gained nothing: starting them cost what the split
+/// saved.)
+/// `FLASHVSR_CUDA_PARALLEL_COPY_MIN=N` (values) for measurements.
+const PARALLEL_COPY_MIN_VALUES: usize = 1 << 18;
+const PARALLEL_COPY_PARTS: usize = 8;
+
+fn parallel_copy_min() -> usize {
+    static MIN: OnceLock<usize> = OnceLock::new();
+    *MIN.get_or_init(|| {
+        std::env::var("FLASHVSR_CUDA_PARALLEL_COPY_MIN")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(PARALLEL_COPY_MIN_VALUES)
+    })
+}
 
 fn copy_in_parallel(dst: &mut [f32], src: &[f32]) {
-    if src.len() < PARALLEL_COPY_MIN_VALUES {
+    use rayon::prelude::*;
+    if src.len() < parallel_copy_min() {
         dst.copy_from_slice(src);
         return;
     }
-    let part = src.len().div_ceil(PARALLEL_COPY_THREADS);
-    std::thread::scope(|s| {
-        for (d, v) in dst.chunks_mut(part).zip(src.chunks(part)) {
-            s.spawn(move || d.copy_from_slice(v));
-        }
-    });
+    let part = src.len().div_ceil(PARALLEL_COPY_PARTS);
+    dst.par_chunks_mut(part)
+        .zip(src.par_chunks(part))
+        .for_each(|(d, v)| d.copy_from_slice(v));
 }
 
 /// Converted conv weights kept on the device at most (a whole model's convs fit: about 0.7 GB).
