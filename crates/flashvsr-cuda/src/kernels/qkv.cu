@@ -4,8 +4,9 @@
 // thread then sums the squares of the same elements in the same order, and with the shared
 // helpers of common.cuh q equals rms_norm_f32 + rope_f32 and k, v their `compact`, bit for bit.
 //
-// x: (rows, 3·dim), f32 or bf16 bits; cos_t, sin_t: (rows, half), half = head_dim / 2; q: (rows, dim) f32;
-// k, v: (rows, dim), bf16 bits when `kv_bf16` (the fast mode's compact storage), else f32.
+// x: (rows, 3·dim), f32 or bf16 bits; cos_t, sin_t: (rows, half), half = head_dim / 2;
+// q: (rows, dim) f32; k, v: (rows, dim), bf16 bits when `kv_bf16` (the fast mode's compact
+// storage), else f32.
 // One launch per KV-cache group: block b handles row first_row + b of x, the tables and q, and
 // row b of the group's own k and v.
 
