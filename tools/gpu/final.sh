@@ -10,7 +10,7 @@ t0=$(date +%s)
 FLASHVSR_CUDA_POISON=1 $D/gpu_ops > $OUT/gpu_ops.txt 2>&1; echo "rc gpu_ops $? $(tail -1 $OUT/gpu_ops.txt)" >> $L
 FLASHVSR_TEST_DEVICE=cuda FLASHVSR_CUDA_POISON=1 $D/golden_parity > $OUT/golden.txt 2>&1; echo "rc golden exact $?" >> $L
 FLASHVSR_TEST_DEVICE=cuda FLASHVSR_CUDA_POISON=1 FLASHVSR_TEST_PRECISION=fast $D/golden_parity --nocapture >> $OUT/golden.txt 2>&1; echo "rc golden fast $?" >> $L
-FLASHVSR_TEST_DEVICE=cuda $D/colour_fix_paths >> $OUT/golden.txt 2>&1; echo "rc colour_fix_paths $?" >> $L
+FLASHVSR_TEST_DEVICE=cuda $D/colour_fix_paths --ignored >> $OUT/golden.txt 2>&1; echo "rc colour_fix_paths $?" >> $L
 echo "checks $(( $(date +%s) - t0 )) s" >> $L
 python3 gpu-carry/mky4m.py /tmp/in.y4m 77
 for i in 1 2; do $D/flashvsr upscale /tmp/in.y4m -o /tmp/out$i.y4m --random-weights release --device cuda -y > /tmp/up$i.log 2>&1; echo "rc upscale$i $? $(stat -c %s /tmp/out$i.y4m) $(md5sum < /tmp/out$i.y4m)" >> $L; done

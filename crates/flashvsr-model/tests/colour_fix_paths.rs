@@ -165,23 +165,27 @@ fn check_decoder(kind: DecoderKind, fixed_on: [FixedOn; 2]) {
 }
 
 #[test]
+#[ignore = "heavy (~45 s on 2 cores): .ci/run runs it after the README's command (--ignored)"]
 fn the_tiny_decoder_stream_gets_the_host_fix() {
     // Its condition is the chunk's LQ frames on the device, uploaded while parking.
     check_decoder(DecoderKind::Tiny, [FixedOn::Device; 2]);
 }
 
 #[test]
+#[ignore = "heavy (~45 s on 2 cores): .ci/run runs it after the README's command (--ignored)"]
 fn the_vae_stream_gets_the_host_fix() {
     // A parking engine keeps no device copies of the LQ frames.
     check_decoder(DecoderKind::Vae, [FixedOn::Device, FixedOn::Host]);
 }
 
 #[test]
+#[ignore = "heavy (~45 s on 2 cores): .ci/run runs it after the README's command (--ignored)"]
 fn the_tiled_vae_stream_gets_the_host_fix() {
     check_decoder(DecoderKind::TiledVae, [FixedOn::Host; 2]);
 }
 
 #[test]
+#[ignore = "heavy (~45 s on 2 cores): .ci/run runs it after the README's command (--ignored)"]
 fn a_split_stream_fixes_on_its_last_device_as_one_device_does() {
     let (frames, h, w) = clip();
     for kind in [DecoderKind::Tiny, DecoderKind::Vae] {
@@ -215,6 +219,7 @@ fn a_split_stream_fixes_on_its_last_device_as_one_device_does() {
 /// (f64): the same values as the host fix of the unfixed stream, bit for bit on the CPU and up to
 /// the order of the sums on a GPU.
 #[test]
+#[ignore = "heavy (~45 s on 2 cores): .ci/run runs it after the README's command (--ignored)"]
 fn adain_streams_equal_the_host_fix() {
     let (frames, h, w) = clip();
     let backend = golden::backend();
