@@ -1,16 +1,7 @@
 #!/bin/bash
-export LD_LIBRARY_PATH=/usr/local/cuda/targets/x86_64-linux/lib:/usr/local/cuda/lib64 XDG_CACHE_HOME=/tmp/fvcache
-export FLASHVSR_GOLDEN=$PWD/gpu-carry/golden
-D=gpu-carry/bin
-nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader > $OUT/checks.txt
-FLASHVSR_CUDA_POISON=1 $D/gpu_ops "head_scores" >> $OUT/checks.txt 2>&1; echo "rc head_scores $?" >> $OUT/checks.txt
-FLASHVSR_TEST_DEVICE=cuda FLASHVSR_CUDA_POISON=1 $D/golden_parity >> $OUT/checks.txt 2>&1; echo "rc golden exact $?" >> $OUT/checks.txt
-B="bench --resolution 1920x1080 --frames 45 --mode tiny --attention sage --random-weights --device cuda --json"
-for i in 1 2; do
-  for v in base new; do
-    bin=$D/flashvsr; [ $v = base ] && bin=$D/flashvsr.base
-    $bin $B --runs 3 > $OUT/f.json 2>/dev/null
-    python3 -c "import json;d=json.load(open('$OUT/f.json'));w=d['run_walls_s'];print('$v', round(d['fps'],3), [round(x*1000,1) for x in w], {k:round(v,1) for k,v in d['pass_phases_ms'].items()})" >> $OUT/fps.txt
-  done
-done
-FLASHVSR_CUDA_OP_PROFILE=1 $D/flashvsr $B --runs 1 --warmup 1 > /dev/null 2> $OUT/prof_new.err
+# Call 4: the rows pool (the pass's tail), tiled head scores; checks, base/new, a profile.
+. tools/gpu/lib.sh
+check head_scores $D/gpu_ops "head_scores"
+FLASHVSR_TEST_DEVICE=cuda check "golden exact" $D/golden_parity
+alternate base $D/flashvsr.base new $D/flashvsr
+profile new $D/flashvsr

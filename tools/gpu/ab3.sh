@@ -1,18 +1,8 @@
 #!/bin/bash
-export LD_LIBRARY_PATH=/usr/local/cuda/targets/x86_64-linux/lib:/usr/local/cuda/lib64 XDG_CACHE_HOME=/tmp/fvcache
-export FLASHVSR_GOLDEN=$PWD/gpu-carry/golden
-D=gpu-carry/bin
-nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader > $OUT/checks.txt
-FLASHVSR_CUDA_POISON=1 $D/gpu_ops "qkv split" >> $OUT/checks.txt 2>&1; echo "rc qkv $?" >> $OUT/checks.txt
-FLASHVSR_TEST_DEVICE=cuda FLASHVSR_CUDA_POISON=1 FLASHVSR_TEST_PRECISION=fast $D/golden_parity >> $OUT/checks.txt 2>&1; echo "rc golden fast $?" >> $OUT/checks.txt
-FLASHVSR_TEST_DEVICE=cuda FLASHVSR_CUDA_POISON=1 FLASHVSR_TEST_PRECISION=fast $D/golden_parity dit_tiny_sage -- --nocapture 2>&1 | grep -i "rel\|head_out" | head -8 >> $OUT/checks.txt
-B="bench --resolution 1920x1080 --frames 45 --mode tiny --attention sage --random-weights --device cuda --json"
-for i in 1 2; do
-  for v in base new; do
-    bin=$D/flashvsr; [ $v = base ] && bin=$D/flashvsr.base
-    $bin $B --runs 3 > $OUT/f.json 2>/dev/null
-    python3 -c "import json;d=json.load(open('$OUT/f.json'));w=d['run_walls_s'];print('$v', round(d['fps'],3), [round(x*1000,1) for x in w], {k:round(v,1) for k,v in d['pass_phases_ms'].items()}, d['peak_device_memory_bytes']>>20)" >> $OUT/fps.txt
-  done
-done
-FLASHVSR_CUDA_OP_PROFILE=1 FLASHVSR_CUDA_OP_TIMELINE=$OUT/tl.tsv $D/flashvsr $B --runs 1 --warmup 1 > /dev/null 2> $OUT/prof_new.err
+# Call 5: the q/k/v projection stored bf16; checks, base/new, a profile with the op timeline.
+. tools/gpu/lib.sh
+check qkv $D/gpu_ops "qkv split"
+FLASHVSR_TEST_DEVICE=cuda FLASHVSR_TEST_PRECISION=fast check "golden fast" $D/golden_parity
+alternate base $D/flashvsr.base new $D/flashvsr
+FLASHVSR_CUDA_OP_TIMELINE=$OUT/tl.tsv profile new $D/flashvsr
 gzip $OUT/tl.tsv

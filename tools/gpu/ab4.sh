@@ -1,18 +1,12 @@
 #!/bin/bash
-export LD_LIBRARY_PATH=/usr/local/cuda/targets/x86_64-linux/lib:/usr/local/cuda/lib64 XDG_CACHE_HOME=/tmp/fvcache
-export FLASHVSR_GOLDEN=$PWD/gpu-carry/golden
-D=gpu-carry/bin
-nvidia-smi --query-gpu=name,clocks.max.sm,power.limit --format=csv,noheader > $OUT/checks.txt
-FLASHVSR_CUDA_POISON=1 $D/gpu_ops "qkv split" >> $OUT/checks.txt 2>&1; echo "rc qkv $?" >> $OUT/checks.txt
-FLASHVSR_CUDA_POISON=1 $D/gpu_ops "row norm forms" >> $OUT/checks.txt 2>&1; echo "rc norms $?" >> $OUT/checks.txt
-FLASHVSR_TEST_DEVICE=cuda FLASHVSR_CUDA_POISON=1 FLASHVSR_TEST_PRECISION=fast $D/golden_parity >> $OUT/checks.txt 2>&1; echo "rc golden fast $?" >> $OUT/checks.txt
-B="bench --resolution 1920x1080 --frames 45 --mode tiny --attention sage --random-weights --device cuda --json"
+# Call 7: the cross-attention q stored bf16; ordinary pinned staging (FLASHVSR_CUDA_UPLOAD_WC=0).
+. tools/gpu/lib.sh
+check qkv $D/gpu_ops "qkv split"
+check norms $D/gpu_ops "row norm forms"
+FLASHVSR_TEST_DEVICE=cuda FLASHVSR_TEST_PRECISION=fast check "golden fast" $D/golden_parity
 for i in 1 2; do
-  for v in base new wc0; do
-    bin=$D/flashvsr; [ $v = base ] && bin=$D/flashvsr.base
-    e=""; [ $v = wc0 ] && e="FLASHVSR_CUDA_UPLOAD_WC=0"
-    env $e $bin $B --runs 3 > $OUT/f.json 2>/dev/null
-    python3 -c "import json;d=json.load(open('$OUT/f.json'));w=d['run_walls_s'];print('$v', round(d['fps'],3), [round(x*1000,1) for x in w], {k:round(v,1) for k,v in d['pass_phases_ms'].items()}, d['peak_device_memory_bytes']>>20)" >> $OUT/fps.txt
-  done
+  fps base $D/flashvsr.base $H1080 --runs 3
+  fps new $D/flashvsr $H1080 --runs 3
+  FLASHVSR_CUDA_UPLOAD_WC=0 fps wc0 $D/flashvsr $H1080 --runs 3
 done
-FLASHVSR_CUDA_UPLOAD_WC=0 FLASHVSR_CUDA_OP_PROFILE=1 $D/flashvsr $B --runs 1 --warmup 1 > /dev/null 2> $OUT/prof_new.err
+FLASHVSR_CUDA_UPLOAD_WC=0 profile new $D/flashvsr
