@@ -1,11 +1,14 @@
 //! Threads for the per-frame host work around the engine: preparing LQ frames and finishing output
-//! frames (colour fix, conversion), each on workers of their own (see [`Workers`]). They are kept apart from rayon's global pool, which the engine
-//! uses for its own parallel ops: a frame's worth of host work queued there would hold up the
-//! engine, and with it the GPU. Each worker runs one frame at a time on its own thread (parallel
-//! loops inside a job run sequentially there): frames in parallel rather than rows, so a job's
-//! time is one thread's time, and the workers run at a lower priority than the engine's threads,
-//! which they must never slow down. Where the engine itself runs on the CPU it already keeps every
-//! core busy, and overlapping would only slow it: the jobs then run where they are submitted.
+//! frames (colour fix, conversion), each on workers of their own (see [`Workers`]). They are kept
+//! apart from rayon's global pool, which the engine uses for its own parallel ops: a frame's worth
+//! of host work queued there would hold up the engine, and with it the GPU. Each worker runs one
+//! frame at a time on its own thread (parallel loops inside a job run sequentially there): frames
+//! in parallel rather than rows, so a job's time is one thread's time, and the workers run at a
+//! lower priority than the engine's threads, which they must never slow down. The output
+//! conversion's row loop is the exception ([`rows`]): it runs on threads the finishing workers
+//! share, so that a stream's last frames do not take one core's time each after the device is done.
+//! Where the engine itself runs on the CPU it already keeps every core busy, and overlapping would
+//! only slow it: the jobs then run where they are submitted.
 
 use std::cell::Cell;
 use std::collections::VecDeque;

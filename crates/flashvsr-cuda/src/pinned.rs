@@ -108,9 +108,8 @@ impl PinnedPool {
     }
 
     /// Buffers the host only writes (upload staging): write-combined, which the device reads
-    /// faster; `FLASHVSR_CUDA_UPLOAD_WC=0` makes them ordinary pinned memory, which the host
-    /// writes faster (an experiment: at 1920×1080 a pass starts with 25 LQ frame copies of
-    /// 0.25 ms each while the device waits).
+    /// faster; `FLASHVSR_CUDA_UPLOAD_WC=0` makes them ordinary pinned memory (for measurements:
+    /// at 1920×1080 the host's copies took as long either way, PERF_NOTES.md session 13).
     pub fn for_uploads(ctx: &Arc<CudaContext>, keep: usize) -> Arc<PinnedPool> {
         let wc = std::env::var("FLASHVSR_CUDA_UPLOAD_WC").map_or(true, |v| v != "0");
         let flags = if wc {
