@@ -106,6 +106,25 @@ struct Suite {
     cases: usize,
 }
 
+/// The backend the benchmarks time: fast mode with bf16 attention, outputs not poisoned (the
+/// NaN fill would be timed with the kernels); None (and a failure named `name`) where it does
+/// not start.
+fn bench_backend(s: &mut Suite, ordinal: usize, name: &str) -> Option<Arc<CudaBackend>> {
+    let options = CudaOptions {
+        poison_outputs: false,
+        attention: AttentionPrecision::Bf16,
+        ..CudaOptions::default()
+    }
+    .with_fast_mode(true);
+    match CudaBackend::create(ordinal, options) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            s.fail(name, format!("backend: {e}"));
+            None
+        }
+    }
+}
+
 fn max_rel_err(got: &[f32], want: &[f32]) -> (f32, usize) {
     let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-30);
     let mut nan = 0;

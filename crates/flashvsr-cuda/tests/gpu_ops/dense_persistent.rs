@@ -13,7 +13,6 @@
 //! shapes (fast mode: K/V compact bf16, as the pipeline keeps the prompt's), the kernels
 //! alternating: GPU ms per call by CUDA events, median of 5 repeats of 20 calls.
 
-use flashvsr_cuda::CudaBackend;
 use flashvsr_tensor::{BackendRef, Tensor};
 
 use super::{Input, Suite, BF16_ATTENTION};
@@ -162,15 +161,8 @@ fn bench(s: &mut Suite, ordinal: usize) {
     {
         return;
     }
-    let options = flashvsr_cuda::CudaOptions {
-        poison_outputs: false,
-        attention: flashvsr_cuda::AttentionPrecision::Bf16,
-        ..flashvsr_cuda::CudaOptions::default()
-    }
-    .with_fast_mode(true);
-    let cuda = match CudaBackend::create(ordinal, options) {
-        Ok(b) => b,
-        Err(e) => return s.fail("dense persistent bench", format!("backend: {e}")),
+    let Some(cuda) = super::bench_backend(s, ordinal, "dense persistent bench") else {
+        return;
     };
     let fast: BackendRef = cuda.clone();
     let fast = &fast;

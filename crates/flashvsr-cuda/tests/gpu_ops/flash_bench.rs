@@ -99,15 +99,8 @@ pub fn run(s: &mut Suite, ordinal: usize) {
     {
         return;
     }
-    let options = flashvsr_cuda::CudaOptions {
-        poison_outputs: false,
-        attention: flashvsr_cuda::AttentionPrecision::Bf16,
-        ..flashvsr_cuda::CudaOptions::default()
-    }
-    .with_fast_mode(true);
-    let cuda = match CudaBackend::create(ordinal, options) {
-        Ok(b) => b,
-        Err(e) => return s.fail("flash bench", format!("backend: {e}")),
+    let Some(cuda) = super::bench_backend(s, ordinal, "flash bench") else {
+        return;
     };
     let backend: BackendRef = cuda.clone();
     let saved = (
