@@ -1,6 +1,8 @@
 import sys
-# A 352x192 4:2:0 y4m of N frames: moving gradients and a checker, deterministic.
-w, h, n = 352, 192, int(sys.argv[2]) if len(sys.argv) > 2 else 77
+# A WxH (default 352x192) 4:2:0 y4m of N frames: moving gradients and a checker, deterministic.
+# Usage: mky4m.py OUT [N] [WxH]
+n = int(sys.argv[2]) if len(sys.argv) > 2 else 77
+w, h = map(int, sys.argv[3].split("x")) if len(sys.argv) > 3 else (352, 192)
 with open(sys.argv[1], "wb") as f:
     f.write(f"YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C420jpeg\n".encode())
     for t in range(n):

@@ -160,6 +160,20 @@ pub fn run(args: &BenchArgs) -> Outcome<()> {
     let load_start = Instant::now();
     let models = load_models(&backend, args, height / 8, width / 8)?;
     crate::upscale::release_load_temporaries(&backend);
+    // The profiled run below keeps one stream (its stage times need it); the timed runs use
+    // the second where `upscale` would.
+    let excluded = crate::decoder_stream::Exclusions {
+        tiled: false,
+        split: false,
+        profile: false,
+        memory_cap: false,
+    };
+    let decoder = crate::decoder_stream::decoder_backend(
+        args.decoder_stream,
+        &backend,
+        (height, width),
+        excluded,
+    )?;
     let load_s = load_start.elapsed().as_secs_f64();
     let mode = match args.attention {
         Attention::Block => AttentionMode::Block,
@@ -192,6 +206,7 @@ pub fn run(args: &BenchArgs) -> Outcome<()> {
         sparse,
         height,
         width,
+        decoder: decoder.as_ref(),
     };
     // PERFORMANCE.md §3: warm-up runs of the same shapes (module loads, algorithm searches, pool
     // growth) are not reported; the timed runs have no synchronisation inside; stage times and
@@ -243,6 +258,7 @@ pub fn run(args: &BenchArgs) -> Outcome<()> {
             load_s,
             peak_device,
             device: backend.device().to_string(),
+            decoder_stream: decoder.is_some(),
         },
     )?;
     if let Some(table) = op_table {
@@ -270,6 +286,8 @@ struct OneRun<'a> {
     sparse: SparseSettings,
     height: usize,
     width: usize,
+    /// The second stream of `--decoder-stream`, if any.
+    decoder: Option<&'a BackendRef>,
 }
 
 struct RunResult {
@@ -289,7 +307,13 @@ impl OneRun<'_> {
             profile,
         };
         let backend = self.backend;
-        let mut engine = Engine::new(self.models, settings, backend, self.height, self.width)?;
+        let (models, (height, width)) = (self.models, (self.height, self.width));
+        let mut engine = match self.decoder.filter(|_| !profile) {
+            Some(decoder) => {
+                Engine::with_decoder_stream(models, settings, backend, decoder, height, width)?
+            }
+            None => Engine::new(models, settings, backend, height, width)?,
+        };
         let mut clip = Clip::new(self.clip.to_vec());
         let frames = self.clip.len();
         let stage = self.stage;
@@ -314,6 +338,9 @@ impl OneRun<'_> {
         let enqueued = start.elapsed().as_secs_f64();
         // The writer waits for the device anyway: this wait only marks when the device is done.
         backend.synchronize()?;
+        if let Some(decoder) = self.decoder {
+            decoder.synchronize()?;
+        }
         let device_done = start.elapsed().as_secs_f64();
         Box::new(sink).finish()?;
         let wall = start.elapsed().as_secs_f64();
@@ -364,6 +391,7 @@ struct Report {
     load_s: f64,
     peak_device: u64,
     device: String,
+    decoder_stream: bool,
 }
 
 fn report(args: &BenchArgs, models: &Models, s: &EngineStats, r: Report) -> Outcome<()> {
@@ -412,6 +440,7 @@ fn report(args: &BenchArgs, models: &Models, s: &EngineStats, r: Report) -> Outc
             "handing_to_writer": r.engine_thread_s[2] * 1e3,
             "engine_waiting_for_launch_queue": r.engine_thread_s[3] * 1e3,
         },
+        "decoder_stream": r.decoder_stream,
         "model_load_s": r.load_s,
         "chunks": s.chunks,
         "stages_ms": {

@@ -5,6 +5,7 @@ mod assembler;
 mod batch;
 mod behind;
 mod bench;
+mod decoder_stream;
 mod device;
 mod failure;
 mod frames_out;

@@ -405,6 +405,19 @@ fn run_attempt(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
                 models: m,
                 backend: b.clone(),
             }));
+            let excluded = crate::decoder_stream::Exclusions {
+                tiled: false,
+                split: true,
+                profile,
+                memory_cap: args.max_vram.is_some(),
+            };
+            let canvas = (height, width);
+            crate::decoder_stream::decoder_backend(
+                args.decoder_stream,
+                &backend,
+                canvas,
+                excluded,
+            )?;
             let mut settings = engine_settings(args, height, width, profile)?;
             settings.noise = noise_source(args, height, width)?;
             let engine = Engine::split_across(stages, settings, height, width)?;
@@ -505,6 +518,18 @@ pub fn make_engine<'m>(
         if let Some(layout) =
             crate::memory_budget::tile_layout(args, models, backend, height, width)
         {
+            let excluded = crate::decoder_stream::Exclusions {
+                tiled: true,
+                split: false,
+                profile,
+                memory_cap: args.max_vram.is_some(),
+            };
+            crate::decoder_stream::decoder_backend(
+                args.decoder_stream,
+                backend,
+                (height, width),
+                excluded,
+            )?;
             let (th, tw) = (layout.tile.min(height), layout.tile.min(width));
             let count = tile_starts(height, th, layout.overlap).len()
                 * tile_starts(width, tw, layout.overlap).len();
@@ -547,7 +572,27 @@ pub fn make_engine<'m>(
         } else {
             let mut settings = engine_settings(args, height, width, profile)?;
             settings.noise = noise_source(args, height, width)?;
-            Box::new(Engine::new(models, settings, backend, height, width)?)
+            let excluded = crate::decoder_stream::Exclusions {
+                tiled: false,
+                split: false,
+                profile,
+                memory_cap: args.max_vram.is_some(),
+            };
+            let decoder = crate::decoder_stream::decoder_backend(
+                args.decoder_stream,
+                backend,
+                (height, width),
+                excluded,
+            )?;
+            match decoder {
+                Some(decoder) => {
+                    reporter.info("the decoder runs on a second stream of the GPU");
+                    Box::new(Engine::with_decoder_stream(
+                        models, settings, backend, &decoder, height, width,
+                    )?)
+                }
+                None => Box::new(Engine::new(models, settings, backend, height, width)?),
+            }
         },
     )
 }

@@ -284,3 +284,33 @@ fn seed_cli_spellings_give_the_same_output() {
     assert_eq!(std::fs::read(&seed).unwrap(), std::fs::read(&ours).unwrap());
     assert_eq!(y4m_frames(&seed), 5);
 }
+
+/// `--decoder-stream on` needs a CUDA device: on the CPU it is a usage error (exit 2) that names
+/// the option and leaves no output; `auto` and `off` run.
+#[test]
+fn a_decoder_stream_asked_for_on_the_cpu_is_a_usage_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("in.y4m");
+    write_y4m(&input, 3, 16, 16);
+    let output = tmp.path().join("out.y4m");
+    let out = run(&[p(&input), "-o", p(&output), "--decoder-stream", "on"]);
+    let msg = stderr(&out);
+    assert_eq!(out.status.code(), Some(2), "{msg}");
+    assert!(
+        msg.contains("--decoder-stream on") && msg.contains("CUDA"),
+        "{msg}"
+    );
+    assert!(!output.exists(), "no output after a usage error");
+    for choice in ["auto", "off"] {
+        let out = run(&[
+            p(&input),
+            "-o",
+            p(&output),
+            "-y",
+            "--decoder-stream",
+            choice,
+        ]);
+        assert!(out.status.success(), "{choice}: {}", stderr(&out));
+        assert_eq!(y4m_frames(&output), 3, "{choice}");
+    }
+}

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, LaunchConfig};
 use flashvsr_tensor::{
     Backend, BackendRef, BinaryOp, BufferRef, CanvasWindow, Device, HostData, MemoryMeter, PadMode,
-    PendingDownload, QkvBuffers, Tensor, TensorError, UnaryOp,
+    PendingDownload, QkvBuffers, QueuePoint, Tensor, TensorError, UnaryOp,
 };
 
 use crate::buffer::{raw_ptr, CudaBuffer, DeviceBlock, Storage};
@@ -375,6 +375,22 @@ pub struct CudaBackend {
     copy_sources: Mutex<Vec<CopySource>>,
     /// Host staging of `upload_queued`.
     staging: Arc<PinnedPool>,
+    /// A sibling's parent stream ([`CudaBackend::sibling`]), whose tensors its ops may read.
+    reads_from: Option<Arc<CudaStream>>,
+}
+
+/// A CUDA event on a backend's stream.
+struct EventPoint {
+    event: CudaEvent,
+    device: Device,
+}
+
+impl QueuePoint for EventPoint {
+    fn wait(&self) -> TResult<()> {
+        self.event
+            .synchronize()
+            .map_err(|e| CudaError::from(e).into_tensor(self.device))
+    }
 }
 
 /// The device buffers a download on the copy stream reads, kept until `copied` completed: freed
@@ -508,6 +524,45 @@ impl CudaBackend {
                     driver % 1000 / 10
                 )));
             }
+            Self::build(gpu, ordinal, options, None)
+        })
+    }
+
+    /// A second backend on this one's device and CUDA context, with a stream, allocators and
+    /// library handles of its own, whose ops may also read this backend's tensors: the models'
+    /// weights, loaded once, serve both. The engine runs its decoder here while the DiT runs on
+    /// this backend (pipeline.rs `Engine::with_decoder_stream`). Reads only: a tensor of this
+    /// backend that its own stream may still write or free must reach the sibling as a copy
+    /// (`Tensor::to_backend`). Not under a memory cap (one capped pool per device).
+    pub fn sibling(&self) -> Result<Arc<CudaBackend>, CudaError> {
+        catch(|| {
+            if self.options.memory_limit.is_some() {
+                return Err(CudaError::Unsupported(
+                    "a second stream under a memory cap".into(),
+                ));
+            }
+            let gpu = self.gpu.with_new_stream()?;
+            // Both streams allocate from the device's pool: the driver must not make one wait
+            // for the other to reuse memory (`FLASHVSR_CUDA_POOL_CROSS_WAITS=1` lets it).
+            let waits = std::env::var("FLASHVSR_CUDA_POOL_CROSS_WAITS").is_ok_and(|v| v == "1");
+            let _ = crate::pool::set_current_pool_cross_stream_waits(&gpu, waits);
+            Self::build(
+                gpu,
+                self.ordinal,
+                self.options.clone(),
+                Some(self.gpu.stream.clone()),
+            )
+        })
+    }
+
+    /// Everything past the device checks: kernels, libraries, allocators.
+    fn build(
+        gpu: Gpu,
+        ordinal: usize,
+        options: CudaOptions,
+        reads_from: Option<Arc<CudaStream>>,
+    ) -> CudaResult<Arc<CudaBackend>> {
+        {
             let arch = arch_for(gpu.cc);
             let kernels = Kernels::load(&gpu.ctx, &arch)?;
             let flash_ready = crate::ops::attention::prepare_flash(&gpu.ctx, gpu.cc, &kernels);
@@ -600,9 +655,10 @@ impl CudaBackend {
                 copies,
                 copy_sources: Mutex::new(Vec::new()),
                 staging: PinnedPool::for_uploads(&gpu.ctx, STAGING_BUFFERS),
+                reads_from,
                 gpu,
             }))
-        })
+        }
     }
 
     pub fn ordinal(&self) -> usize {
@@ -620,6 +676,14 @@ impl CudaBackend {
 
     pub fn options(&self) -> &CudaOptions {
         &self.options
+    }
+
+    /// The device's memory in bytes.
+    pub fn device_memory(&self) -> Result<u64, CudaError> {
+        catch(|| {
+            self.gpu.ctx.bind_to_thread()?;
+            Ok(cudarc::driver::result::mem_get_info()?.1 as u64)
+        })
     }
 
     /// The cap on tensor memory under a memory limit (the limit less what the context and
@@ -701,8 +765,15 @@ impl CudaBackend {
                     .into(),
             ));
         }
-        // One stream per backend orders every use and free; a buffer of another stream would not be.
-        if !Arc::ptr_eq(buf.slice().stream(), &self.gpu.stream) {
+        // One stream per backend orders every use and free; a buffer of another stream would not
+        // be, except a sibling's reads of its parent's (weights: never written while it runs).
+        let stream = buf.slice().stream();
+        let readable = Arc::ptr_eq(stream, &self.gpu.stream)
+            || self
+                .reads_from
+                .as_ref()
+                .is_some_and(|p| Arc::ptr_eq(stream, p));
+        if !readable {
             return Err(CudaError::Input(
                 "tensor belongs to another CUDA backend instance".into(),
             ));
@@ -1113,6 +1184,26 @@ impl Backend for CudaBackend {
         CudaBackend::synchronize(self).map_err(|e| self.err(e))
     }
 
+    fn device_memory(&self) -> Option<u64> {
+        CudaBackend::device_memory(self).ok()
+    }
+
+    fn queue_point(&self) -> TResult<Option<Box<dyn QueuePoint>>> {
+        let event = catch(|| Ok(self.gpu.stream.record_event(None)?)).map_err(|e| self.err(e))?;
+        Ok(Some(Box::new(EventPoint {
+            event,
+            device: self.device_of(),
+        })))
+    }
+
+    fn sibling(&self) -> Option<TResult<BackendRef>> {
+        Some(
+            CudaBackend::sibling(self)
+                .map(|b| b as BackendRef)
+                .map_err(|e| self.err(e)),
+        )
+    }
+
     /// Device-wide memory in use (total − free), which is this process's footprint on an
     /// otherwise idle GPU: context, pools and library workspaces included.
     fn memory_in_use(&self) -> Option<u64> {
@@ -1342,7 +1433,9 @@ impl Backend for CudaBackend {
             // A block of the paged allocator is mapped for its own device only (no peer access
             // set on it): copied first, on its device, into the driver's pool that peer copies
             // read from.
-            let pooled_source = if src.is_paged() {
+            // A sibling on the same context reads the block as it is.
+            let same_context = Arc::ptr_eq(src_stream.context(), &self.gpu.ctx);
+            let pooled_source = if src.is_paged() && !same_context {
                 src_stream.context().bind_to_thread()?;
                 // SAFETY: fully written by the copy below, which is waited for before the peer
                 // copy reads it; freed on its stream after this function's synchronize.

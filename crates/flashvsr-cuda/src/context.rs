@@ -28,6 +28,18 @@ pub(crate) fn driver_present() -> bool {
 }
 
 impl Gpu {
+    /// The same device and context with a stream of its own.
+    pub fn with_new_stream(&self) -> CudaResult<Gpu> {
+        Ok(Gpu {
+            ctx: self.ctx.clone(),
+            stream: self.ctx.new_stream()?,
+            name: self.name.clone(),
+            cc: self.cc,
+            sm_count: self.sm_count,
+            l2_bytes: self.l2_bytes,
+        })
+    }
+
     pub fn open(ordinal: usize) -> CudaResult<Gpu> {
         if !driver_present() {
             return Err(CudaError::Library(

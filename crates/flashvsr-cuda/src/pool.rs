@@ -140,6 +140,28 @@ pub(crate) fn set_current_pool_release_threshold(gpu: &Gpu, bytes: u64) -> CudaR
     Ok(())
 }
 
+/// Stops the device's default pool from reusing memory freed on one stream for another stream's
+/// allocation by making the second wait for the first: with a sibling backend
+/// ([`crate::CudaBackend::sibling`]) such waits would tie the two streams' work together. Reuse
+/// of frees already complete stays allowed.
+pub(crate) fn set_current_pool_cross_stream_waits(gpu: &Gpu, allowed: bool) -> CudaResult<()> {
+    gpu.ctx.bind_to_thread()?;
+    let mut device = 0;
+    let mut pool = std::ptr::null_mut();
+    let mut value: i32 = allowed.into();
+    unsafe {
+        sys::cuCtxGetDevice(&mut device).result()?;
+        sys::cuDeviceGetMemPool(&mut pool, device).result()?;
+        sys::cuMemPoolSetAttribute(
+            pool,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES,
+            (&mut value as *mut i32).cast(),
+        )
+        .result()?;
+    }
+    Ok(())
+}
+
 fn pool_high_water(pool: sys::CUmemoryPool) -> CudaResult<(u64, u64)> {
     let (mut reserved, mut used) = (0u64, 0u64);
     unsafe {

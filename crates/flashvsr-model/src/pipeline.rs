@@ -213,6 +213,29 @@ impl<'m> Engine<'m> {
         Engine::with_stages(stages, settings, height, width)
     }
 
+    /// A one-device stream whose DiT head and decoder run on `decoder_backend`, a second stream
+    /// of the same device that reads the models' weights where they are (the CUDA backend's
+    /// `sibling`): chunk c is decoded while chunk c + 1 runs through the DiT, so the decoder's
+    /// kernels fill what the DiT's leave idle. A split stream with every block on the first
+    /// stage; its frames are the one-stream engine's, bit for bit, one chunk later.
+    pub fn with_decoder_stream(
+        models: &'m Models,
+        settings: EngineSettings,
+        backend: &BackendRef,
+        decoder_backend: &BackendRef,
+        height: usize,
+        width: usize,
+    ) -> Result<Self> {
+        let stage = |backend: &BackendRef| StageDevice {
+            models,
+            backend: backend.clone(),
+        };
+        let stages = vec![stage(backend), stage(decoder_backend)];
+        let mut engine = Engine::with_stages(stages, settings, height, width)?;
+        engine.split = LayerSplit::decoder_apart(models);
+        Ok(engine)
+    }
+
     fn with_stages(
         stages: Vec<StageDevice<'m>>,
         settings: EngineSettings,

@@ -150,3 +150,56 @@ fn split_streams_equal_the_one_device_stream_bit_for_bit() {
         "split checkpoint resumed on one device",
     );
 }
+
+/// The decoder on a second stream of one device (CPU backends standing in for a GPU's two
+/// streams; the models loaded once, their weights read by both): the one-stream frames bit for
+/// bit, and checkpoints taken on either kind of engine resume on the other.
+#[test]
+fn a_decoder_stream_equals_one_stream_and_checkpoints_cross_over() {
+    let (frames, sources, h, w) = clip();
+    let (main, second) = (
+        flashvsr_tensor::cpu::CpuBackend::new_ref(),
+        flashvsr_tensor::cpu::CpuBackend::new_ref(),
+    );
+    let models = load(&main);
+    let one_stream = || Engine::new(&models, settings(h, w), &main, h, w).unwrap();
+    let two_streams =
+        || Engine::with_decoder_stream(&models, settings(h, w), &main, &second, h, w).unwrap();
+    let reference = run(&mut one_stream(), &frames, |_, _| {});
+
+    let mut two = two_streams();
+    assert_eq!(
+        two.split_cuts(),
+        &[0, models.dit.layers(), models.dit.layers()]
+    );
+    let out = run(&mut two, &sources, |_, _| {});
+    assert_same(&out, &reference, "decoder stream");
+    // The cuts stay: the stages share the device.
+    assert_eq!(
+        two.split_cuts(),
+        &[0, models.dit.layers(), models.dit.layers()]
+    );
+
+    let dir = tempfile::tempdir().unwrap();
+    let cut_at = 45;
+    for (from_two, what) in [(true, "decoder stream → one stream"), (false, "one → two")] {
+        let path = dir.path().join(format!("state{from_two}.safetensors"));
+        let (mut first, mut then) = match from_two {
+            true => (two_streams(), one_stream()),
+            false => (one_stream(), two_streams()),
+        };
+        let mut out = Vec::new();
+        for f in &frames[..cut_at] {
+            out.extend(finished(first.push(f.clone()).unwrap()));
+        }
+        first.save_checkpoint(&path).unwrap();
+        drop(first);
+        then.restore_checkpoint(&path).unwrap();
+        assert_eq!(then.frames_received(), cut_at);
+        for f in &frames[cut_at..] {
+            out.extend(finished(then.push(f.clone()).unwrap()));
+        }
+        out.extend(finished(then.finish(frames.len()).unwrap()));
+        assert_same(&out, &reference, what);
+    }
+}

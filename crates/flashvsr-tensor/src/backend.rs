@@ -147,6 +147,12 @@ impl fmt::Debug for PendingDownload {
     }
 }
 
+/// A point in a backend's queue of work ([`Backend::queue_point`]).
+pub trait QueuePoint: Send + Sync {
+    /// Returns once the device has done the work queued before the point.
+    fn wait(&self) -> Result<()>;
+}
+
 pub trait Backend: Send + Sync + fmt::Debug {
     fn device(&self) -> Device;
     /// Waits for all queued work (for timing); a no-op where ops complete synchronously.
@@ -155,6 +161,22 @@ pub trait Backend: Send + Sync + fmt::Debug {
     }
     /// Device memory this backend's device has in use, in bytes, where the device can tell.
     fn memory_in_use(&self) -> Option<u64> {
+        None
+    }
+    /// The device's memory in bytes, where the device can tell.
+    fn device_memory(&self) -> Option<u64> {
+        None
+    }
+    /// The end of this backend's queue now, for another thread to wait on: where a tensor of
+    /// this backend goes to another ([`Backend::copy_from_other`] needs its writes done) without
+    /// this thread waiting. None where ops complete as they are called.
+    fn queue_point(&self) -> Result<Option<Box<dyn QueuePoint>>> {
+        Ok(None)
+    }
+    /// A second backend on this device with a queue of its own, whose ops may read this one's
+    /// tensors as they are (weights shared, not copied); None where the backend has no queues.
+    /// Tensors this backend may still write or free reach it as copies (`Tensor::to_backend`).
+    fn sibling(&self) -> Option<Result<BackendRef>> {
         None
     }
     /// Hands memory that no tensor holds back to the device (an allocator's cached blocks), so

@@ -15,7 +15,7 @@ mod tensor;
 pub use backend::{
     linear_then_add, modulated_ffn_composed, split_rows, Backend, BackendRef, BinaryOp, Buffer,
     BufferRef, Device, HostData, HostValues, ModulatedFfn, PadMode, PendingDownload, QkvBuffers,
-    UnaryOp,
+    QueuePoint, UnaryOp,
 };
 pub use block_mask::BlockMask;
 pub use dtype::DType;

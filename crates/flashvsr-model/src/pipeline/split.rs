@@ -15,7 +15,7 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use flashvsr_tensor::{BackendRef, Tensor};
+use flashvsr_tensor::{BackendRef, QueuePoint, Tensor};
 
 use super::{
     chunk_frames, decode_chunk, lq_frames, lq_range, lq_tokens, Decoder, DecoderState, Engine,
@@ -43,6 +43,9 @@ pub(super) struct Handoff {
     /// The residual stream `(tokens, D)` in window order, on the device of the stage that made
     /// it (the next stage copies it over, device to device where it can).
     x: Tensor,
+    /// Where the stage that made `x` had queued it, when it did not wait for its device: the
+    /// next stage waits for this point before it copies `x` (and the LQ frames) over.
+    ready: Option<Box<dyn QueuePoint>>,
     /// The chunk's noise `(16, n, rows, cols)`: the last stage makes the latents from it.
     noise: Arc<Vec<f32>>,
     /// The LQ frames of the chunk's outputs: the tiny decoder's condition and the colour fix's
@@ -85,6 +88,9 @@ pub(super) struct LayerSplit {
     /// move would undo the last one, so noisy times cannot make a block shuttle back and forth.
     last: Option<SplitMove>,
     threshold: f64,
+    /// The cuts stay where they are: the stages share one device, whose time their work divides
+    /// whatever the cuts.
+    pinned: bool,
 }
 
 /// A cut moved by one block: `Later` gives the last block before cut `b` to stage `b`, `Earlier`
@@ -127,6 +133,17 @@ impl LayerSplit {
             bounds,
             last: None,
             threshold: MOVE_THRESHOLD_BLOCKS,
+            pinned: false,
+        }
+    }
+
+    /// Every block on the first stage; the second runs the head and the decoder.
+    pub(super) fn decoder_apart(models: &Models) -> LayerSplit {
+        let layers = models.dit.layers();
+        LayerSplit {
+            pinned: true,
+            bounds: vec![0, layers, layers],
+            ..LayerSplit::initial(models, 2)
         }
     }
 
@@ -152,7 +169,7 @@ impl LayerSplit {
 
     /// Takes one step's times (a stage without work: None) and says which cut to move, if any.
     fn record(&mut self, times: &[Option<StageTime>]) -> Option<SplitMove> {
-        if times.iter().any(Option::is_none) {
+        if self.pinned || times.iter().any(Option::is_none) {
             return None;
         }
         let times: Vec<StageTime> = times.iter().flatten().copied().collect();
@@ -239,6 +256,8 @@ struct Shared<'a> {
     settings: &'a super::EngineSettings,
     canvas: (usize, usize),
     layers: usize,
+    /// Chunks go to the next stage at points in the queue, not after a wait for the device.
+    queue_points: bool,
 }
 
 impl Shared<'_> {
@@ -265,6 +284,9 @@ impl Shared<'_> {
         let (lat0, lat_n) = h.latents();
         let grid = self.grid(lat_n);
         let dit = &stage.models.dit;
+        if let Some(point) = &h.ready {
+            point.wait()?;
+        }
         let x = h.x.to_backend(&stage.backend)?;
         let injected = match &self.settings.injected_masks {
             Some(all) => Some(all.get(h.chunk).map(Vec::as_slice).ok_or_else(|| {
@@ -288,12 +310,21 @@ impl Shared<'_> {
         }
         let block_count = end - first;
         let Some(decoder) = decoder.filter(|_| end == self.layers) else {
-            stage.backend.synchronize()?;
+            // Stages of one device: the next stage waits for this one's queue to reach the
+            // chunk, while this thread goes on to queue the next chunk behind it.
+            let ready = match self.queue_points {
+                true => stage.backend.queue_point()?,
+                false => None,
+            };
+            if ready.is_none() {
+                stage.backend.synchronize()?;
+            }
             let total = started.elapsed();
             return Ok(StageOutcome {
                 next: Some(Handoff {
                     next_block: end,
                     x,
+                    ready,
                     ..h
                 }),
                 frames: Vec::new(),
@@ -379,6 +410,7 @@ impl Engine<'_> {
             settings: &self.settings,
             canvas: (self.height, self.width),
             layers: self.split.layers(),
+            queue_points: self.split.pinned,
         };
         let bounds = self.split.bounds.clone();
         let mut caches = caches_by_stage(&mut self.state.dit.layers, &bounds);
@@ -484,6 +516,7 @@ impl Engine<'_> {
             chunk,
             next_block: 0,
             x,
+            ready: None,
             noise: Arc::new(noise),
             lq: lq.into_iter().cloned().collect(),
         })
@@ -581,6 +614,7 @@ pub(super) fn read_pending(
                 chunk,
                 next_block: r.value(&format!("{q}next_block"))?,
                 x: r.tensor(&format!("{q}x"))?,
+                ready: None,
                 noise: Arc::new(r.host(&format!("{q}noise"))?.1),
                 lq,
             })
