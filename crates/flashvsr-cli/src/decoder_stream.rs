@@ -1,10 +1,12 @@
 //! `--decoder-stream`: the DiT's head and the decoder on a second stream of the GPU, chunk c
 //! decoded while chunk c + 1 runs through the DiT (pipeline.rs `Engine::with_decoder_stream`;
-//! the same frames, bit for bit). `auto` turns it on where it was measured to pay
-//! (BENCHMARKS.md, 2026-11-27 session 14): on a CUDA card of 40 GiB or more, for model canvases
-//! of 1.5 Mpx and more. A 1920×1152 canvas gained ~1.3 %; at 1408×768 (1.1 Mpx) a chunk's DiT is
-//! short, and the synchronisation at each chunk's hand-over cost more than the overlap gave.
-//! The second stream's allocations and library workspaces cost ~2–3 GiB more device memory.
+//! the same frames, bit for bit). It costs device memory: the decoder's working set then lives
+//! beside the DiT's, and the second stream has allocators and library workspaces of its own.
+//! Measured on an H200 (BENCHMARKS.md, 2026-11-27 session 14): 1920×1152 canvas +1.6 % fps for
+//! 18.6 → 22.8 GiB; 1408×768 +1.2 % for 10.9 → 13.1 GiB. `auto` takes it where the gain is the
+//! larger and the memory the smaller share of the run's own: model canvases of 1.5 Mpx and more,
+//! on cards of 40 GiB or more. Smaller canvases keep one stream's footprint; `on` trades it for
+//! the speed.
 
 use flashvsr_tensor::{BackendRef, Device};
 
