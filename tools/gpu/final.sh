@@ -16,16 +16,28 @@ for i in 1 2; do
 done
 cmp /tmp/out1.y4m /tmp/out2.y4m && echo "upscale deterministic: identical bytes" >> $L
 tail -3 /tmp/up1.log >> $L
+# The decoder stream (on by default at this size) against one stream: the same bytes.
+python3 tools/gpu/mky4m.py /tmp/in1080.y4m 45 480x270
+for m in auto off; do
+  $D/flashvsr upscale /tmp/in1080.y4m -o /tmp/o_$m.y4m --random-weights release --device cuda --decoder-stream $m -y > /tmp/u_$m.log 2>&1
+  echo "rc upscale 1080p decoder-stream $m $? $(stat -c %s /tmp/o_$m.y4m) $(md5sum < /tmp/o_$m.y4m)" >> $L
+done
+grep -h "second stream" /tmp/u_auto.log >> $L
+cmp /tmp/o_auto.y4m /tmp/o_off.y4m && echo "1080p decoder stream auto = off: identical bytes" >> $L
+rm -f /tmp/o_*.y4m
 A="bench --resolution 1408x768 --frames 77 --mode tiny --random-weights --device cuda --json"
 for i in 1 2; do
   fps "1080p new" $D/flashvsr $H1080 --runs 5
   fps "1080p base" $D/flashvsr.base $H1080 --runs 5
-  FLASHVSR_CUDA_PARALLEL_COPY_MIN=1048576 fps "1080p new copies>=1M" $D/flashvsr $H1080 --runs 5
+  fps "1080p new, one stream" $D/flashvsr $H1080 --runs 5 --decoder-stream off
 done
 fps "A sage new" $D/flashvsr $A --attention sage --runs 5
 fps "A sage base" $D/flashvsr.base $A --attention sage --runs 5
 fps "A block new" $D/flashvsr $A --attention block --runs 5
 fps "A block base" $D/flashvsr.base $A --attention block --runs 5
+fps "A sage new, decoder stream on" $D/flashvsr $A --attention sage --runs 5 --decoder-stream on
+fps "B 1920x1024 new" $D/flashvsr bench --resolution 1920x1024 --frames 45 --mode tiny --attention sage --random-weights --device cuda --json --runs 5
+fps "B 1920x1024 base" $D/flashvsr.base bench --resolution 1920x1024 --frames 45 --mode tiny --attention sage --random-weights --device cuda --json --runs 5
 fps "full sage new" $D/flashvsr bench --resolution 1408x768 --frames 77 --mode full --attention sage --random-weights --device cuda --json --runs 3
 fps "A sage new (2)" $D/flashvsr $A --attention sage --runs 5
 echo "bench done $(( $(date +%s) - t0 )) s" >> $L
