@@ -17,14 +17,7 @@ done
 cmp /tmp/out1.y4m /tmp/out2.y4m && echo "upscale deterministic: identical bytes" >> $L
 tail -3 /tmp/up1.log >> $L
 # The decoder stream (on by default at this size) against one stream: the same bytes.
-python3 tools/gpu/mky4m.py /tmp/in1080.y4m 45 480x270
-for m in auto off; do
-  $D/flashvsr upscale /tmp/in1080.y4m -o /tmp/o_$m.y4m --random-weights release --device cuda --decoder-stream $m -y > /tmp/u_$m.log 2>&1
-  echo "rc upscale 1080p decoder-stream $m $? $(stat -c %s /tmp/o_$m.y4m) $(md5sum < /tmp/o_$m.y4m)" >> $L
-done
-grep -h "second stream" /tmp/u_auto.log >> $L
-cmp /tmp/o_auto.y4m /tmp/o_off.y4m && echo "1080p decoder stream auto = off: identical bytes" >> $L
-rm -f /tmp/o_*.y4m
+decoder_stream_bytes $D/flashvsr auto off
 A="bench --resolution 1408x768 --frames 77 --mode tiny --random-weights --device cuda --json"
 for i in 1 2; do
   fps "1080p new" $D/flashvsr $H1080 --runs 5

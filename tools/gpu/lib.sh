@@ -38,3 +38,17 @@ alternate() {
 profile() {
   FLASHVSR_CUDA_OP_PROFILE=1 $2 $H1080 --runs 1 --warmup 1 > /dev/null 2> $OUT/prof_$1.err
 }
+
+# decoder_stream_bytes BIN ON OFF: `upscale` of 45 frames 480×270 → 1920×1080 with --decoder-stream ON and OFF
+# (e.g. on off, or auto off); their sizes and md5 into checks.txt, and whether the bytes are the same.
+decoder_stream_bytes() {
+  local bin=$1 a=$2 b=$3
+  python3 tools/gpu/mky4m.py /tmp/in1080.y4m 45 480x270
+  for m in $a $b; do
+    $bin upscale /tmp/in1080.y4m -o /tmp/o_$m.y4m --random-weights release --device cuda --decoder-stream $m -y > /tmp/u_$m.log 2>&1
+    echo "rc upscale 1080p decoder-stream $m $? $(stat -c %s /tmp/o_$m.y4m) $(md5sum < /tmp/o_$m.y4m)" >> $OUT/checks.txt
+  done
+  grep -h "second stream" /tmp/u_$a.log >> $OUT/checks.txt
+  cmp /tmp/o_$a.y4m /tmp/o_$b.y4m && echo "1080p decoder stream $a = $b: identical bytes" >> $OUT/checks.txt
+  rm -f /tmp/o_*.y4m
+}

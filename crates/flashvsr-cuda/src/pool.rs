@@ -123,21 +123,15 @@ pub(crate) fn trim_current_pool(gpu: &Gpu) -> CudaResult<()> {
 /// (the driver's default, 0, hands every free byte back at each stream, event or context
 /// synchronisation, and the next allocations map it again).
 pub(crate) fn set_current_pool_release_threshold(gpu: &Gpu, bytes: u64) -> CudaResult<()> {
-    gpu.ctx.bind_to_thread()?;
-    let mut device = 0;
-    let mut pool = std::ptr::null_mut();
     let mut keep = bytes;
+    // SAFETY: the attribute takes a u64.
     unsafe {
-        sys::cuCtxGetDevice(&mut device).result()?;
-        sys::cuDeviceGetMemPool(&mut pool, device).result()?;
-        sys::cuMemPoolSetAttribute(
-            pool,
+        set_current_pool_attribute(
+            gpu,
             sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
             (&mut keep as *mut u64).cast(),
         )
-        .result()?;
     }
-    Ok(())
 }
 
 /// Stops the device's default pool from reusing memory freed on one stream for another stream's
@@ -145,19 +139,33 @@ pub(crate) fn set_current_pool_release_threshold(gpu: &Gpu, bytes: u64) -> CudaR
 /// ([`crate::CudaBackend::sibling`]) such waits would tie the two streams' work together. Reuse
 /// of frees already complete stays allowed.
 pub(crate) fn set_current_pool_cross_stream_waits(gpu: &Gpu, allowed: bool) -> CudaResult<()> {
-    gpu.ctx.bind_to_thread()?;
-    let mut device = 0;
-    let mut pool = std::ptr::null_mut();
     let mut value: i32 = allowed.into();
+    // SAFETY: the attribute takes an int.
     unsafe {
-        sys::cuCtxGetDevice(&mut device).result()?;
-        sys::cuDeviceGetMemPool(&mut pool, device).result()?;
-        sys::cuMemPoolSetAttribute(
-            pool,
+        set_current_pool_attribute(
+            gpu,
             sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_REUSE_ALLOW_INTERNAL_DEPENDENCIES,
             (&mut value as *mut i32).cast(),
         )
-        .result()?;
+    }
+}
+
+/// Sets `attribute` of the default pool of `gpu`'s device.
+///
+/// # Safety
+/// `value` points to a value of the type the attribute takes.
+unsafe fn set_current_pool_attribute(
+    gpu: &Gpu,
+    attribute: sys::CUmemPool_attribute,
+    value: *mut std::ffi::c_void,
+) -> CudaResult<()> {
+    gpu.ctx.bind_to_thread()?;
+    let mut device = 0;
+    let mut pool = std::ptr::null_mut();
+    unsafe {
+        sys::cuCtxGetDevice(&mut device).result()?;
+        sys::cuDeviceGetMemPool(&mut pool, device).result()?;
+        sys::cuMemPoolSetAttribute(pool, attribute, value).result()?;
     }
     Ok(())
 }
