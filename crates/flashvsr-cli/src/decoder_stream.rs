@@ -10,7 +10,7 @@
 
 use flashvsr_tensor::{BackendRef, Device};
 
-use crate::args::DecoderStream;
+use crate::args::{DecoderStream, UpscaleArgs};
 use crate::failure::{Failure, Outcome};
 
 /// Model canvases smaller than this keep one stream under `auto`.
@@ -25,6 +25,18 @@ pub struct Exclusions {
     pub split: bool,
     pub profile: bool,
     pub memory_cap: bool,
+}
+
+impl Exclusions {
+    /// An `upscale` run's: one untiled, unsplit stream unless the caller says otherwise.
+    pub fn of(args: &UpscaleArgs, profile: bool) -> Exclusions {
+        Exclusions {
+            tiled: false,
+            split: false,
+            profile,
+            memory_cap: args.max_vram.is_some(),
+        }
+    }
 }
 
 /// The backend the decoder runs on beside `backend`, or None for one stream. `on` where it

@@ -31,6 +31,7 @@ use crate::args::{
     Attention, BenchModelSize, ColorFixArg, Mode, OutputFormatArg, ResizeArg, TiledVae, UpscaleArgs,
 };
 use crate::batch;
+use crate::decoder_stream::{decoder_backend, Exclusions};
 use crate::device;
 use crate::failure::{Failure, Outcome};
 use crate::frames_out::{planes_to_frame, Depth};
@@ -405,19 +406,12 @@ fn run_attempt(args: &UpscaleArgs, ctx: &mut Context) -> Outcome<Summary> {
                 models: m,
                 backend: b.clone(),
             }));
-            let excluded = crate::decoder_stream::Exclusions {
-                tiled: false,
+            // Only to refuse `--decoder-stream on`: a split stream keeps one stream a device.
+            let excluded = Exclusions {
                 split: true,
-                profile,
-                memory_cap: args.max_vram.is_some(),
+                ..Exclusions::of(args, profile)
             };
-            let canvas = (height, width);
-            crate::decoder_stream::decoder_backend(
-                args.decoder_stream,
-                &backend,
-                canvas,
-                excluded,
-            )?;
+            decoder_backend(args.decoder_stream, &backend, (height, width), excluded)?;
             let mut settings = engine_settings(args, height, width, profile)?;
             settings.noise = noise_source(args, height, width)?;
             let engine = Engine::split_across(stages, settings, height, width)?;
@@ -518,18 +512,12 @@ pub fn make_engine<'m>(
         if let Some(layout) =
             crate::memory_budget::tile_layout(args, models, backend, height, width)
         {
-            let excluded = crate::decoder_stream::Exclusions {
+            // Only to refuse `--decoder-stream on`: tiles keep one stream.
+            let excluded = Exclusions {
                 tiled: true,
-                split: false,
-                profile,
-                memory_cap: args.max_vram.is_some(),
+                ..Exclusions::of(args, profile)
             };
-            crate::decoder_stream::decoder_backend(
-                args.decoder_stream,
-                backend,
-                (height, width),
-                excluded,
-            )?;
+            decoder_backend(args.decoder_stream, backend, (height, width), excluded)?;
             let (th, tw) = (layout.tile.min(height), layout.tile.min(width));
             let count = tile_starts(height, th, layout.overlap).len()
                 * tile_starts(width, tw, layout.overlap).len();
@@ -572,18 +560,8 @@ pub fn make_engine<'m>(
         } else {
             let mut settings = engine_settings(args, height, width, profile)?;
             settings.noise = noise_source(args, height, width)?;
-            let excluded = crate::decoder_stream::Exclusions {
-                tiled: false,
-                split: false,
-                profile,
-                memory_cap: args.max_vram.is_some(),
-            };
-            let decoder = crate::decoder_stream::decoder_backend(
-                args.decoder_stream,
-                backend,
-                (height, width),
-                excluded,
-            )?;
+            let excluded = Exclusions::of(args, profile);
+            let decoder = decoder_backend(args.decoder_stream, backend, (height, width), excluded)?;
             match decoder {
                 Some(decoder) => {
                     reporter.info("the decoder runs on a second stream of the GPU");

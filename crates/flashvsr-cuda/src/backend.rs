@@ -562,103 +562,101 @@ impl CudaBackend {
         options: CudaOptions,
         reads_from: Option<Arc<CudaStream>>,
     ) -> CudaResult<Arc<CudaBackend>> {
-        {
-            let arch = arch_for(gpu.cc);
-            let kernels = Kernels::load(&gpu.ctx, &arch)?;
-            let flash_ready = crate::ops::attention::prepare_flash(&gpu.ctx, gpu.cc, &kernels);
-            let order_bins = crate::ops::mask::prepare_mask_order(&gpu.ctx, &kernels);
-            let tune_with = (options.gemm_tf32 && options.gemm_tune)
-                .then(|| kernels.get("digest_u32").ok().cloned())
-                .flatten();
-            let gemm = Gemm::new(&gpu.stream, options.gemm_tf32, tune_with)?;
-            let dnn = open_dnn(&gpu, &options);
-            let profiler = options
-                .op_profile
-                .then(|| crate::op_profile::OpProfiler::new(&gpu.ctx));
-            let used_at_start = {
-                let (free, total) = cudarc::driver::result::mem_get_info()?;
-                (total - free) as u64
-            };
-            let pool = match options.memory_limit {
-                Some(limit) => Some(crate::pool::CappedPool::install(&gpu, limit)?),
-                None => None,
-            };
-            // The default pool keeps its free memory across synchronisations: with the driver's
-            // threshold of 0, every pass (the bench's, or a clip's after a flush) started by mapping
-            // its first chunk's memory again, and the GPU waited ~30 ms at 1920×1080 for the host.
-            // The peak is set inside a pass, so keeping costs none (NVML peak unchanged at A and
-            // 1080p); an allocation that fails still trims the pool and retries
-            // (`release_free_memory`). `FLASHVSR_CUDA_POOL_KEEP_MIB=N` (experiments) keeps N MiB.
-            if pool.is_none() {
-                let keep = std::env::var("FLASHVSR_CUDA_POOL_KEEP_MIB")
+        let arch = arch_for(gpu.cc);
+        let kernels = Kernels::load(&gpu.ctx, &arch)?;
+        let flash_ready = crate::ops::attention::prepare_flash(&gpu.ctx, gpu.cc, &kernels);
+        let order_bins = crate::ops::mask::prepare_mask_order(&gpu.ctx, &kernels);
+        let tune_with = (options.gemm_tf32 && options.gemm_tune)
+            .then(|| kernels.get("digest_u32").ok().cloned())
+            .flatten();
+        let gemm = Gemm::new(&gpu.stream, options.gemm_tf32, tune_with)?;
+        let dnn = open_dnn(&gpu, &options);
+        let profiler = options
+            .op_profile
+            .then(|| crate::op_profile::OpProfiler::new(&gpu.ctx));
+        let used_at_start = {
+            let (free, total) = cudarc::driver::result::mem_get_info()?;
+            (total - free) as u64
+        };
+        let pool = match options.memory_limit {
+            Some(limit) => Some(crate::pool::CappedPool::install(&gpu, limit)?),
+            None => None,
+        };
+        // The default pool keeps its free memory across synchronisations: with the driver's
+        // threshold of 0, every pass (the bench's, or a clip's after a flush) started by mapping
+        // its first chunk's memory again, and the GPU waited ~30 ms at 1920×1080 for the host.
+        // The peak is set inside a pass, so keeping costs none (NVML peak unchanged at A and
+        // 1080p); an allocation that fails still trims the pool and retries
+        // (`release_free_memory`). `FLASHVSR_CUDA_POOL_KEEP_MIB=N` (experiments) keeps N MiB.
+        if pool.is_none() {
+            let keep = std::env::var("FLASHVSR_CUDA_POOL_KEEP_MIB")
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .map_or(u64::MAX, |mib| mib << 20);
+            // A driver without stream-ordered pools allocates otherwise: nothing to keep.
+            let _ = crate::pool::set_current_pool_release_threshold(&gpu, keep);
+        }
+        let kept = match (&pool, options.kept_pool) {
+            (None, true) => Some(crate::pool::KeptPool::create(&gpu)?),
+            _ => None,
+        };
+        let paged = match (&pool, options.paged_min_bytes) {
+            (None, Some(min_bytes)) => {
+                let (_, total) = cudarc::driver::result::mem_get_info()?;
+                let slack_mib = std::env::var("FLASHVSR_CUDA_PAGED_SLACK_MIB")
                     .ok()
                     .and_then(|v| v.parse::<u64>().ok())
-                    .map_or(u64::MAX, |mib| mib << 20);
-                // A driver without stream-ordered pools allocates otherwise: nothing to keep.
-                let _ = crate::pool::set_current_pool_release_threshold(&gpu, keep);
-            }
-            let kept = match (&pool, options.kept_pool) {
-                (None, true) => Some(crate::pool::KeptPool::create(&gpu)?),
-                _ => None,
-            };
-            let paged = match (&pool, options.paged_min_bytes) {
-                (None, Some(min_bytes)) => {
-                    let (_, total) = cudarc::driver::result::mem_get_info()?;
-                    let slack_mib = std::env::var("FLASHVSR_CUDA_PAGED_SLACK_MIB")
-                        .ok()
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .unwrap_or(PAGED_SLACK_MIB);
-                    // A device or driver without the virtual memory API keeps the pool.
-                    match crate::paged::PagedAllocator::new(
-                        &gpu.stream,
-                        min_bytes,
-                        total as u64,
-                        slack_mib << 20,
-                    ) {
-                        Ok(paged) => Some(Arc::new(paged)),
-                        Err(e) => {
-                            eprintln!(
-                                "flashvsr: cuda:{ordinal}: no paged allocator ({e}); large \
+                    .unwrap_or(PAGED_SLACK_MIB);
+                // A device or driver without the virtual memory API keeps the pool.
+                match crate::paged::PagedAllocator::new(
+                    &gpu.stream,
+                    min_bytes,
+                    total as u64,
+                    slack_mib << 20,
+                ) {
+                    Ok(paged) => Some(Arc::new(paged)),
+                    Err(e) => {
+                        eprintln!(
+                            "flashvsr: cuda:{ordinal}: no paged allocator ({e}); large \
                                  blocks come from the driver's pool"
-                            );
-                            None
-                        }
+                        );
+                        None
                     }
                 }
-                _ => None,
-            };
-            let copies = match options.copy_stream {
-                true => Some(gpu.stream.fork()?),
-                false => None,
-            };
-            Ok(Arc::new(CudaBackend {
-                paged,
-                ordinal,
-                arch,
-                options,
-                kernels,
-                flash_ready,
-                order_bins,
-                gemm: Mutex::new(gemm),
-                scratch: Mutex::new(None),
-                pool,
-                kept,
-                pool_trace: crate::pool::PoolTrace::from_env(&gpu),
-                meter: Arc::new(MemoryMeter::default()),
-                used_at_start,
-                profiler,
-                dnn,
-                conv_weights: Mutex::new(WeightCache::new(CONV_WEIGHT_CACHE_BYTES)),
-                cudnn_convs: AtomicU64::new(0),
-                direct_convs: AtomicU64::new(0),
-                downloads: PinnedPool::for_downloads(&gpu.ctx, DOWNLOAD_BUFFERS),
-                copies,
-                copy_sources: Mutex::new(Vec::new()),
-                staging: PinnedPool::for_uploads(&gpu.ctx, STAGING_BUFFERS),
-                reads_from,
-                gpu,
-            }))
-        }
+            }
+            _ => None,
+        };
+        let copies = match options.copy_stream {
+            true => Some(gpu.stream.fork()?),
+            false => None,
+        };
+        Ok(Arc::new(CudaBackend {
+            paged,
+            ordinal,
+            arch,
+            options,
+            kernels,
+            flash_ready,
+            order_bins,
+            gemm: Mutex::new(gemm),
+            scratch: Mutex::new(None),
+            pool,
+            kept,
+            pool_trace: crate::pool::PoolTrace::from_env(&gpu),
+            meter: Arc::new(MemoryMeter::default()),
+            used_at_start,
+            profiler,
+            dnn,
+            conv_weights: Mutex::new(WeightCache::new(CONV_WEIGHT_CACHE_BYTES)),
+            cudnn_convs: AtomicU64::new(0),
+            direct_convs: AtomicU64::new(0),
+            downloads: PinnedPool::for_downloads(&gpu.ctx, DOWNLOAD_BUFFERS),
+            copies,
+            copy_sources: Mutex::new(Vec::new()),
+            staging: PinnedPool::for_uploads(&gpu.ctx, STAGING_BUFFERS),
+            reads_from,
+            gpu,
+        }))
     }
 
     pub fn ordinal(&self) -> usize {
