@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use flashvsr_job::{fingerprint_path, JobError, JobStore, SegmentSlot};
 use flashvsr_media::{
-    create_indexed_y4m, create_sink, publish_file, FrameSink, FrameSource, OutputFormat,
-    SinkOptions, Timestamp,
+    create_indexed_y4m, create_sink, cut_indexed_y4m, publish_file, FrameSink, FrameSource,
+    OutputFormat, SinkOptions, Timestamp,
 };
 use flashvsr_model::pipeline::OutputFrame;
 use flashvsr_model::state_io::StateWriter;
@@ -238,6 +238,9 @@ impl JobOutput {
                 overwrite,
                 frames,
             } => {
+                // Only now, with every segment finished: a segment cutting the file at its own
+                // end could cut frames the next one had already written.
+                cut_indexed_y4m(&file, frames)?;
                 publish_file(&file, &target, overwrite)?;
                 Ok(frames)
             }

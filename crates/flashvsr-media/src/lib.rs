@@ -35,4 +35,4 @@ pub use image_format::ImageFormat;
 pub use natural::natural_cmp;
 pub use sink::{create_indexed_y4m, create_sink, publish_file, OutputFormat, SinkOptions};
 pub use source::open_source;
-pub use y4m::AllocatedY4m;
+pub use y4m::{cut_indexed_y4m, AllocatedY4m};

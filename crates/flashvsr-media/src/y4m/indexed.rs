@@ -1,7 +1,10 @@
 //! A y4m output written into a file that outlives the process, frame i at its own offset
 //! (header + i · (tag + planes)): a resumable job appends each segment where the last committed
 //! one ended, whatever a killed run left after it, and never copies its frames again. `finish`
-//! makes the segment durable; [`crate::publish_file`] gives the file its final name at the end.
+//! makes the segment durable; at the end, [`cut_indexed_y4m`] cuts the file after the job's last
+//! frame (whatever a killed run wrote past it goes) and [`crate::publish_file`] gives it its final
+//! name. A segment's writer never cuts: the next segment's writer may already have written past
+//! it (segments are finished behind the stream), and a cut there lost those frames.
 //!
 //! [`AllocatedY4m`] is the same file for writers that run at once (the worker processes of a
 //! parallel job): it is made at its full length up front, so every frame has its place before any
@@ -21,8 +24,8 @@ use crate::{MediaError, SinkOptions};
 /// How the file's length follows the frames written.
 #[derive(Clone, Copy)]
 enum Extent {
-    /// It grows with the frames of its one writer, and `finish` cuts whatever a killed run left
-    /// after them.
+    /// It grows with the frames of its writers, one segment after another; [`cut_indexed_y4m`]
+    /// gives it its final length.
     Grows,
     /// Allocated for the whole stream (this many bytes) and shared by several writers: frames
     /// must fall inside it, and nothing changes its length.
@@ -150,17 +153,62 @@ impl FrameSink for Y4mAtIndex {
         Ok(())
     }
 
-    /// Makes the frames durable; a growing file is first cut after them (whatever a killed run
-    /// wrote past them goes).
+    /// Makes the frames durable.
     fn finish(self: Box<Self>) -> Result<(), MediaError> {
         if self.header.is_some() {
-            let werr = |e| MediaError::write(&self.path, e);
-            if let Extent::Grows = self.extent {
-                self.file.set_len(self.end).map_err(werr)?;
-            }
-            self.file.sync_data().map_err(werr)?;
+            self.file
+                .sync_data()
+                .map_err(|e| MediaError::write(&self.path, e))?;
         }
         Ok(())
+    }
+}
+
+/// Cuts a y4m file written by [`crate::create_indexed_y4m`] writers after its first `frames`
+/// frames, once every writer has finished: whatever a killed run wrote past them goes.
+pub fn cut_indexed_y4m(path: &Path, frames: usize) -> Result<(), MediaError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(path)
+        .map_err(|e| MediaError::write(path, e))?;
+    let (header_len, shape) = written_header(&file, path)?;
+    let len = header_len as u64 + frames as u64 * frame_stride(shape);
+    let werr = |e| MediaError::write(path, e);
+    file.set_len(len).map_err(werr)?;
+    file.sync_data().map_err(werr)
+}
+
+/// The length of the stream header `stream_header` wrote at the start of `file`, and the frame
+/// shape it gives.
+fn written_header(file: &File, path: &Path) -> Result<(usize, (usize, usize, u8)), MediaError> {
+    let mut start = [0u8; 256];
+    let read = file
+        .read_at(&mut start, 0)
+        .map_err(|e| MediaError::read(path, e))?;
+    let bad = || MediaError::bad_output(path, "not a y4m stream this program wrote");
+    let end = start[..read]
+        .iter()
+        .position(|&b| b == b'\n')
+        .ok_or_else(bad)?;
+    let line = std::str::from_utf8(&start[..end]).map_err(|_| bad())?;
+    let mut words = line.split(' ');
+    if words.next() != Some("YUV4MPEG2") {
+        return Err(bad());
+    }
+    let (mut width, mut height, mut depth) = (None, None, None);
+    for word in words {
+        match word.split_at_checked(1) {
+            Some(("W", v)) => width = v.parse::<usize>().ok(),
+            Some(("H", v)) => height = v.parse::<usize>().ok(),
+            Some(("C", "444")) => depth = Some(8),
+            Some(("C", "444p16")) => depth = Some(16),
+            _ => {}
+        }
+    }
+    match (width, height, depth) {
+        (Some(w), Some(h), Some(d)) => Ok((end + 1, (w, h, d))),
+        _ => Err(bad()),
     }
 }
 
@@ -315,10 +363,12 @@ mod tests {
         killed.write_frame(&frame(90)).unwrap();
         killed.write_frame(&frame(91)).unwrap();
         drop(killed);
-        // The rerun writes that segment again, one frame shorter (the input ended).
+        // The rerun writes that segment again, one frame shorter (the input ended); the job then
+        // cuts the file after its 4 frames.
         let mut again = Box::new(Y4mAtIndex::open(&partial, 3, fps, None).unwrap());
         again.write_frame(&frame(3)).unwrap();
         again.finish().unwrap();
+        cut_indexed_y4m(&partial, 4).unwrap();
 
         let plain = dir.path().join("plain.y4m");
         let options = SinkOptions {
@@ -338,6 +388,62 @@ mod tests {
         // A continuation refuses a file whose header is another stream's.
         let mut other = Y4mAtIndex::open(&partial, 4, Some((25, 1)), None).unwrap();
         assert!(other.write_frame(&frame(4)).is_err());
+    }
+
+    /// Segments are finished behind the stream: the next segment's writer may write its frames
+    /// before the previous one finishes, and that finish must not cut them (it did: the first
+    /// frames of a later segment read as zeros in a 1080p job on a GPU).
+    #[test]
+    fn a_segment_finished_after_the_next_one_wrote_keeps_its_frames() {
+        let dir = tempfile::tempdir().unwrap();
+        let partial = dir.path().join("partial.y4m");
+        let fps = Some((24, 1));
+        let mut first = Box::new(Y4mAtIndex::open(&partial, 0, fps, None).unwrap());
+        for k in 0..3 {
+            first.write_frame(&frame(k)).unwrap();
+        }
+        let mut next = Box::new(Y4mAtIndex::open(&partial, 3, fps, None).unwrap());
+        next.write_frame(&frame(3)).unwrap();
+        next.write_frame(&frame(4)).unwrap();
+        first.finish().unwrap();
+        next.finish().unwrap();
+        cut_indexed_y4m(&partial, 5).unwrap();
+
+        let plain = dir.path().join("plain.y4m");
+        let options = SinkOptions {
+            fps,
+            ..SinkOptions::default()
+        };
+        let mut sink = create_sink(&plain, OutputFormat::Y4m, &options).unwrap();
+        for k in 0..5 {
+            sink.write_frame(&frame(k)).unwrap();
+        }
+        sink.finish().unwrap();
+        assert_eq!(
+            std::fs::read(&partial).unwrap(),
+            std::fs::read(&plain).unwrap()
+        );
+        // 16-bit frames: the cut reads the depth from the header.
+        let deep = dir.path().join("deep.y4m");
+        let mut sink = Box::new(Y4mAtIndex::open(&deep, 0, fps, None).unwrap());
+        let frame16 = Frame::from_u16(2, 2, (0..12).map(|i| i * 4000).collect());
+        for _ in 0..3 {
+            sink.write_frame(&frame16).unwrap();
+        }
+        sink.finish().unwrap();
+        let header = std::fs::read(&deep)
+            .unwrap()
+            .iter()
+            .position(|&b| b == b'\n')
+            .unwrap()
+            + 1;
+        cut_indexed_y4m(&deep, 2).unwrap();
+        let stride = (FRAME_TAG.len() + 3 * 2 * 2 * 2) as u64;
+        assert_eq!(
+            std::fs::metadata(&deep).unwrap().len(),
+            header as u64 + 2 * stride
+        );
+        assert!(cut_indexed_y4m(&dir.path().join("absent.y4m"), 1).is_err());
     }
 
     #[test]

@@ -6,8 +6,8 @@ mod indexed;
 mod reader;
 mod writer;
 
-pub use indexed::AllocatedY4m;
 pub(crate) use indexed::Y4mAtIndex;
+pub use indexed::{cut_indexed_y4m, AllocatedY4m};
 pub(crate) use reader::Y4mSource;
 pub(crate) use writer::Y4mSink;
 
