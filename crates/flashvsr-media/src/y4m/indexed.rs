@@ -348,6 +348,22 @@ mod tests {
         )
     }
 
+    /// The bytes of frames `frame(0)`, …, `frame(n − 1)` written as one plain y4m stream.
+    fn plain_stream(dir: &tempfile::TempDir, fps: Option<(u32, u32)>, n: u8) -> Vec<u8> {
+        let plain = dir.path().join("plain.y4m");
+        let options = SinkOptions {
+            fps,
+            overwrite: true,
+            ..SinkOptions::default()
+        };
+        let mut sink = create_sink(&plain, OutputFormat::Y4m, &options).unwrap();
+        for k in 0..n {
+            sink.write_frame(&frame(k)).unwrap();
+        }
+        sink.finish().unwrap();
+        std::fs::read(&plain).unwrap()
+    }
+
     #[test]
     fn segments_written_at_their_frames_give_the_plain_stream_after_a_kill() {
         let dir = tempfile::tempdir().unwrap();
@@ -369,21 +385,7 @@ mod tests {
         again.write_frame(&frame(3)).unwrap();
         again.finish().unwrap();
         cut_indexed_y4m(&partial, 4).unwrap();
-
-        let plain = dir.path().join("plain.y4m");
-        let options = SinkOptions {
-            fps,
-            ..SinkOptions::default()
-        };
-        let mut sink = create_sink(&plain, OutputFormat::Y4m, &options).unwrap();
-        for k in 0..4 {
-            sink.write_frame(&frame(k)).unwrap();
-        }
-        sink.finish().unwrap();
-        assert_eq!(
-            std::fs::read(&partial).unwrap(),
-            std::fs::read(&plain).unwrap()
-        );
+        assert_eq!(std::fs::read(&partial).unwrap(), plain_stream(&dir, fps, 4));
 
         // A continuation refuses a file whose header is another stream's.
         let mut other = Y4mAtIndex::open(&partial, 4, Some((25, 1)), None).unwrap();
@@ -408,21 +410,7 @@ mod tests {
         first.finish().unwrap();
         next.finish().unwrap();
         cut_indexed_y4m(&partial, 5).unwrap();
-
-        let plain = dir.path().join("plain.y4m");
-        let options = SinkOptions {
-            fps,
-            ..SinkOptions::default()
-        };
-        let mut sink = create_sink(&plain, OutputFormat::Y4m, &options).unwrap();
-        for k in 0..5 {
-            sink.write_frame(&frame(k)).unwrap();
-        }
-        sink.finish().unwrap();
-        assert_eq!(
-            std::fs::read(&partial).unwrap(),
-            std::fs::read(&plain).unwrap()
-        );
+        assert_eq!(std::fs::read(&partial).unwrap(), plain_stream(&dir, fps, 5));
         // 16-bit frames: the cut reads the depth from the header.
         let deep = dir.path().join("deep.y4m");
         let mut sink = Box::new(Y4mAtIndex::open(&deep, 0, fps, None).unwrap());
@@ -473,16 +461,9 @@ mod tests {
         sink.write_frame(&frame(3)).unwrap();
         sink.finish().unwrap();
         file.check_filled().unwrap();
-
-        let plain = dir.path().join("plain.y4m");
-        let mut sink = create_sink(&plain, OutputFormat::Y4m, &options).unwrap();
-        for k in 0..6 {
-            sink.write_frame(&frame(k)).unwrap();
-        }
-        sink.finish().unwrap();
         assert_eq!(
             std::fs::read(&shared).unwrap(),
-            std::fs::read(&plain).unwrap()
+            plain_stream(&dir, options.fps, 6)
         );
 
         // Nothing may land past the frames the file was made for.
