@@ -4,10 +4,7 @@
 . tools/gpu/lib.sh
 B=$D/flashvsr.split N=$D/flashvsr.ds
 decoder_stream_bytes $N on off
-for i in 1 2; do
-  fps "1080p base" $B $H1080 --runs 3
-  fps "1080p ds" $N $H1080 --runs 3
-done
+alternate "1080p base" $B "1080p ds" $N
 A="bench --resolution 1408x768 --frames 77 --mode tiny --attention sage --random-weights --device cuda --json --runs 3"
 fps "A base" $B $A
 fps "A ds on" $N $A --decoder-stream on

@@ -364,26 +364,31 @@ mod tests {
         std::fs::read(&plain).unwrap()
     }
 
+    /// A segment's writer from frame `first` that has written `frame(k)` for each of `seeds`.
+    fn segment(
+        path: &Path,
+        fps: Option<(u32, u32)>,
+        first: usize,
+        seeds: &[u8],
+    ) -> Box<Y4mAtIndex> {
+        let mut sink = Box::new(Y4mAtIndex::open(path, first, fps, None).unwrap());
+        for &k in seeds {
+            sink.write_frame(&frame(k)).unwrap();
+        }
+        sink
+    }
+
     #[test]
     fn segments_written_at_their_frames_give_the_plain_stream_after_a_kill() {
         let dir = tempfile::tempdir().unwrap();
         let partial = dir.path().join("partial.y4m");
         let fps = Some((24, 1));
-        let mut first = Box::new(Y4mAtIndex::open(&partial, 0, fps, None).unwrap());
-        for k in 0..3 {
-            first.write_frame(&frame(k)).unwrap();
-        }
-        first.finish().unwrap();
+        segment(&partial, fps, 0, &[0, 1, 2]).finish().unwrap();
         // A run killed after writing frames 3 and 4 of a segment it never committed.
-        let mut killed = Y4mAtIndex::open(&partial, 3, fps, None).unwrap();
-        killed.write_frame(&frame(90)).unwrap();
-        killed.write_frame(&frame(91)).unwrap();
-        drop(killed);
+        drop(segment(&partial, fps, 3, &[90, 91]));
         // The rerun writes that segment again, one frame shorter (the input ended); the job then
         // cuts the file after its 4 frames.
-        let mut again = Box::new(Y4mAtIndex::open(&partial, 3, fps, None).unwrap());
-        again.write_frame(&frame(3)).unwrap();
-        again.finish().unwrap();
+        segment(&partial, fps, 3, &[3]).finish().unwrap();
         cut_indexed_y4m(&partial, 4).unwrap();
         assert_eq!(std::fs::read(&partial).unwrap(), plain_stream(&dir, fps, 4));
 
@@ -400,13 +405,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let partial = dir.path().join("partial.y4m");
         let fps = Some((24, 1));
-        let mut first = Box::new(Y4mAtIndex::open(&partial, 0, fps, None).unwrap());
-        for k in 0..3 {
-            first.write_frame(&frame(k)).unwrap();
-        }
-        let mut next = Box::new(Y4mAtIndex::open(&partial, 3, fps, None).unwrap());
-        next.write_frame(&frame(3)).unwrap();
-        next.write_frame(&frame(4)).unwrap();
+        let first = segment(&partial, fps, 0, &[0, 1, 2]);
+        let next = segment(&partial, fps, 3, &[3, 4]);
         first.finish().unwrap();
         next.finish().unwrap();
         cut_indexed_y4m(&partial, 5).unwrap();
